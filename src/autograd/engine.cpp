@@ -1,0 +1,155 @@
+#include "autograd/engine.h"
+
+#include <queue>
+#include <unordered_map>
+
+#include "kernels/cpu/elementwise.h"
+
+namespace tessera {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+std::atomic<uint64_t> g_next_seq{0};
+}  // namespace
+
+bool grad_enabled() { return g_grad_enabled; }
+void set_grad_enabled(bool on) { g_grad_enabled = on; }
+
+Node::Node(std::string name, std::vector<Edge> inputs, BackwardFn fn)
+    : name_(std::move(name)), inputs_(std::move(inputs)), fn_(std::move(fn)), seq_(g_next_seq++) {}
+
+namespace autograd {
+
+bool needs_grad(std::initializer_list<Tensor> inputs) {
+  if (!grad_enabled()) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+Tensor record(Tensor out, const char* name, std::initializer_list<Tensor> inputs, BackwardFn fn) {
+  if (!needs_grad(inputs)) return out;
+  std::vector<Edge> edges;
+  edges.reserve(inputs.size());
+  for (const Tensor& t : inputs) {
+    Edge e;
+    if (t.defined() && t.requires_grad()) {
+      if (t.grad_fn())
+        e.node = t.grad_fn();
+      else
+        e.leaf = t.impl_ptr();
+    }
+    edges.push_back(std::move(e));
+  }
+  out.impl().grad_fn = std::make_shared<Node>(name, std::move(edges), std::move(fn));
+  out.impl().requires_grad = true;
+  return out;
+}
+
+namespace {
+
+// dst += src (both f32 or src converted), creating dst when empty.
+void accumulate(Tensor& dst, const Tensor& src) {
+  Tensor s = src.dtype() == DType::f32 ? src.contiguous() : src.to(DType::f32);
+  if (!dst.defined()) {
+    // Adopt s when nothing else can see it (held only by the caller's vector and here);
+    // otherwise own a private copy, since it may alias a tensor still in use.
+    bool private_buffer = s.impl_ptr().use_count() <= 2 && s.impl().storage.use_count() == 1 &&
+                          !s.requires_grad();
+    dst = private_buffer ? s : s.clone();
+    return;
+  }
+  TS_CHECK(dst.shape() == s.shape(), "backward: gradient {} does not match {}", s.desc(),
+           dst.desc());
+  cpu::add_inplace(dst.data<float>(), s.data<float>(), dst.numel());
+}
+
+struct BySequence {
+  bool operator()(const Node* a, const Node* b) const { return a->sequence() < b->sequence(); }
+};
+
+}  // namespace
+
+void backward(const Tensor& root, const Tensor& grad_root) {
+  TS_CHECK(root.requires_grad(), "backward: tensor {} does not require grad", root.desc());
+  Tensor g = grad_root;
+  if (!g.defined()) {
+    TS_CHECK(root.numel() == 1, "backward: root {} is not a scalar; pass its gradient",
+             root.desc());
+    g = Tensor::ones(root.shape());
+  }
+  TS_CHECK(g.shape() == root.shape(), "backward: gradient {} for root {}", g.desc(), root.desc());
+  NoGradGuard no_grad;
+
+  if (root.is_leaf()) {
+    Tensor acc = root.grad();
+    accumulate(acc, g);
+    root.impl().grad = acc.impl_ptr();
+    Tensor r = root;
+    for (auto& h : root.impl().grad_ready_hooks) h(acc);
+    return;
+  }
+
+  // Pass 1: count, for every node and leaf reachable from root, how many edges lead into it.
+  std::unordered_map<Node*, int> pending;
+  std::unordered_map<TensorImpl*, int> leaf_pending;
+  std::vector<Node*> stack{root.grad_fn().get()};
+  pending[root.grad_fn().get()] = 0;
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    TS_CHECK(!n->released(),
+             "backward: the graph through '{}' was already used by an earlier backward",
+             n->name());
+    for (const Edge& e : n->inputs()) {
+      if (e.node) {
+        auto [it, fresh] = pending.try_emplace(e.node.get(), 0);
+        it->second++;
+        if (fresh) stack.push_back(e.node.get());
+      } else if (e.leaf) {
+        leaf_pending[e.leaf.get()]++;
+      }
+    }
+  }
+
+  // Pass 2: run nodes newest-first once all their consumers have contributed.
+  std::unordered_map<Node*, Tensor> grads;
+  grads[root.grad_fn().get()] = g;
+  std::priority_queue<Node*, std::vector<Node*>, BySequence> ready;
+  ready.push(root.grad_fn().get());
+  std::vector<std::shared_ptr<Node>> keep_alive{root.grad_fn()};
+  while (!ready.empty()) {
+    Node* n = ready.top();
+    ready.pop();
+    Tensor gout = std::move(grads[n]);
+    grads.erase(n);
+    std::vector<Tensor> gin =
+        gout.defined() ? n->apply(gout) : std::vector<Tensor>(n->inputs().size());
+    TS_ASSERT(gin.size() == n->inputs().size());
+    for (size_t i = 0; i < gin.size(); ++i) {
+      const Edge& e = n->inputs()[i];
+      if (e.node) {
+        keep_alive.push_back(e.node);
+        if (gin[i].defined()) accumulate(grads[e.node.get()], gin[i]);
+        if (--pending[e.node.get()] == 0) {
+          ready.push(e.node.get());  // even with no gradient: its inputs' counts must drop
+        }
+      } else if (e.leaf) {
+        TensorImpl* leaf = e.leaf.get();
+        if (gin[i].defined()) {
+          Tensor acc(leaf->grad);
+          accumulate(acc, gin[i]);
+          leaf->grad = acc.impl_ptr();
+        }
+        if (--leaf_pending[leaf] == 0 && leaf->grad) {
+          Tensor acc(leaf->grad);
+          for (auto& h : leaf->grad_ready_hooks) h(acc);
+        }
+      }
+    }
+    n->release();
+  }
+}
+
+}  // namespace autograd
+}  // namespace tessera

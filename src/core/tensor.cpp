@@ -1,0 +1,234 @@
+#include "core/tensor.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "autograd/engine.h"
+#include "core/allocator.h"
+#include "core/rng.h"
+#include "kernels/cpu/cast.h"
+
+namespace tessera {
+
+Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
+  data = allocator_for(d).allocate(n);
+}
+Storage::~Storage() { allocator_for(device).release(data, nbytes); }
+
+std::array<int64_t, kMaxDims> contiguous_strides(const Shape& s) {
+  std::array<int64_t, kMaxDims> st{};
+  int64_t acc = 1;
+  for (int i = s.ndim() - 1; i >= 0; --i) {
+    st[i] = acc;
+    acc *= s[i];
+  }
+  return st;
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(size_t(shape.numel()) * dtype_size(dtype), device);
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  TS_CHECK(device.is_cpu(), "Tensor::zeros: only cpu here, got {}", device.str());
+  std::memset(t.raw_data(), 0, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
+  Tensor t = empty(shape, dtype);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape, DType dtype) {
+  TS_CHECK(int64_t(v.size()) == shape.numel(), "Tensor::from_vector: {} values for shape {}",
+           v.size(), shape.str());
+  Tensor t = empty(shape, dtype);
+  cpu::cast(v.data(), DType::f32, t.raw_data(), dtype, shape.numel());
+  return t;
+}
+
+Tensor Tensor::from_ints(const std::vector<int32_t>& v, const Shape& shape) {
+  TS_CHECK(int64_t(v.size()) == shape.numel(), "Tensor::from_vector: {} values for shape {}",
+           v.size(), shape.str());
+  Tensor t = empty(shape, DType::i32);
+  std::memcpy(t.raw_data(), v.data(), v.size() * 4);
+  return t;
+}
+
+Tensor Tensor::randn(const Shape& shape, Generator& g, float mean, float std, DType dtype) {
+  const int64_t n = shape.numel();
+  Tensor f = empty(shape, DType::f32);
+  float* p = f.data<float>();
+  const uint64_t seed = g.seed(), base = g.advance(uint64_t(n + 1) / 2 * 2);
+  // Box-Muller on pairs; each pair depends only on its index, so the fill is thread-invariant.
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < (n + 1) / 2; ++i) {
+    float u1 = Generator::uniform01(seed, base + 2 * i);
+    float u2 = Generator::uniform01(seed, base + 2 * i + 1);
+    float r = std::sqrt(-2.f * std::log(1.f - u1));  // 1 - u1 in (0, 1]
+    float th = 6.2831853071795864f * u2;
+    p[2 * i] = mean + std * r * std::cos(th);
+    if (2 * i + 1 < n) p[2 * i + 1] = mean + std * r * std::sin(th);
+  }
+  return dtype == DType::f32 ? f : f.to(dtype);
+}
+
+Tensor Tensor::rand(const Shape& shape, Generator& g, float lo, float hi, DType dtype) {
+  const int64_t n = shape.numel();
+  Tensor f = empty(shape, DType::f32);
+  float* p = f.data<float>();
+  const uint64_t seed = g.seed(), base = g.advance(uint64_t(n));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) p[i] = lo + (hi - lo) * Generator::uniform01(seed, base + i);
+  return dtype == DType::f32 ? f : f.to(dtype);
+}
+
+bool Tensor::is_contiguous() const {
+  auto st = contiguous_strides(shape());
+  for (int i = 0; i < ndim(); ++i)
+    if (shape()[i] != 1 && impl().strides[i] != st[i]) return false;
+  return true;
+}
+
+std::string Tensor::desc() const {
+  if (!defined()) return "undefined";
+  return std::string(dtype_name(dtype())) + shape().str();
+}
+
+Tensor Tensor::view(const Shape& s) const {
+  TS_CHECK(s.numel() == numel(), "view: cannot view {} as {}", desc(), s.str());
+  TS_CHECK(is_contiguous(), "view: tensor {} is not contiguous", desc());
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->offset = impl_->offset;
+  impl->shape = s;
+  impl->strides = contiguous_strides(s);
+  impl->dtype = dtype();
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
+  TS_CHECK(ndim() >= 1 && 0 <= begin && begin <= end && end <= dim(0),
+           "slice_rows: [{}, {}) out of range for {}", begin, end, desc());
+  auto impl = std::make_shared<TensorImpl>(*impl_);
+  impl->requires_grad = false;
+  impl->grad.reset();
+  impl->grad_fn.reset();
+  impl->grad_ready_hooks.clear();
+  impl->offset += begin * impl_->strides[0];
+  impl->shape[0] = end - begin;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::transpose_view(int a, int b) const {
+  a = a < 0 ? a + ndim() : a;
+  b = b < 0 ? b + ndim() : b;
+  TS_CHECK(a >= 0 && a < ndim() && b >= 0 && b < ndim(), "transpose: dims ({}, {}) for {}", a, b,
+           desc());
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->offset = impl_->offset;
+  impl->shape = shape();
+  impl->strides = impl_->strides;
+  impl->dtype = dtype();
+  std::swap(impl->shape[a], impl->shape[b]);
+  std::swap(impl->strides[a], impl->strides[b]);
+  return Tensor(std::move(impl));
+}
+
+namespace {
+// Copies a strided tensor (any dtype, same element size) into contiguous memory.
+void strided_copy(const Tensor& src, void* dst) {
+  const size_t es = dtype_size(src.dtype());
+  const Shape& s = src.shape();
+  int64_t idx[kMaxDims] = {0};
+  const char* base = static_cast<const char*>(src.raw_data());
+  char* out = static_cast<char*>(dst);
+  const int nd = s.ndim();
+  const int64_t n = s.numel();
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t off = 0;
+    for (int d = 0; d < nd; ++d) off += idx[d] * src.stride(d);
+    std::memcpy(out + k * es, base + off * es, es);
+    for (int d = nd - 1; d >= 0; --d) {
+      if (++idx[d] < s[d]) break;
+      idx[d] = 0;
+    }
+  }
+}
+}  // namespace
+
+Tensor Tensor::contiguous() const {
+  if (is_contiguous()) return *this;
+  Tensor out = empty(shape(), dtype(), device());
+  strided_copy(*this, out.raw_data());
+  return out;
+}
+
+Tensor Tensor::clone() const {
+  Tensor src = contiguous();
+  Tensor out = empty(shape(), dtype(), device());
+  std::memcpy(out.raw_data(), src.raw_data(), nbytes());
+  return out;
+}
+
+Tensor Tensor::to(DType t) const {
+  if (t == dtype()) return *this;
+  Tensor src = contiguous();
+  Tensor out = empty(shape(), t, device());
+  cpu::cast(src.raw_data(), dtype(), out.raw_data(), t, numel());
+  return out;
+}
+
+std::vector<float> Tensor::to_vector() const {
+  Tensor src = contiguous();
+  std::vector<float> v(static_cast<size_t>(numel()));
+  cpu::cast(src.raw_data(), dtype(), v.data(), DType::f32, numel());
+  return v;
+}
+
+float Tensor::item() const {
+  TS_CHECK(numel() == 1, "item(): tensor {} has {} elements, expected 1", desc(), numel());
+  return to_vector()[0];
+}
+
+void Tensor::fill_(double value) {
+  TS_CHECK(is_contiguous(), "fill_: tensor {} is not contiguous", desc());
+  cpu::fill(raw_data(), dtype(), value, numel());
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  TS_CHECK(src.shape() == shape(), "copy_from: source {} into {}", src.desc(), desc());
+  TS_CHECK(is_contiguous(), "copy_from: destination {} is not contiguous", desc());
+  Tensor s = src.contiguous();
+  cpu::cast(s.raw_data(), s.dtype(), raw_data(), dtype(), numel());
+}
+
+Tensor& Tensor::set_requires_grad(bool r) {
+  TS_CHECK(!r || is_floating(dtype()), "set_requires_grad: tensor {} is not floating point",
+           desc());
+  impl().requires_grad = r;
+  return *this;
+}
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = impl_->storage;
+  impl->offset = impl_->offset;
+  impl->shape = impl_->shape;
+  impl->strides = impl_->strides;
+  impl->dtype = impl_->dtype;
+  return Tensor(std::move(impl));
+}
+
+void Tensor::backward(const Tensor& grad) const { autograd::backward(*this, grad); }
+
+}  // namespace tessera

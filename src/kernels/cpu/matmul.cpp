@@ -1,0 +1,111 @@
+#include "kernels/cpu/matmul.h"
+
+#include <dnnl.hpp>
+#include <mutex>
+#include <unordered_map>
+
+#include "core/error.h"
+
+namespace tessera::cpu {
+namespace {
+
+using dnnl::memory;
+
+struct Key {
+  int64_t batch, m, n, k;
+  bool ta, tb, bias, acc;
+  DType t;
+  bool operator==(const Key&) const = default;
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    size_t h = std::hash<int64_t>()(k.batch);
+    for (int64_t v : {k.m, k.n, k.k}) h = h * 1000003u ^ std::hash<int64_t>()(v);
+    return h * 31 + (k.ta | k.tb << 1 | k.bias << 2 | k.acc << 3 | int(k.t) << 4);
+  }
+};
+
+struct Prim {
+  dnnl::matmul prim;
+  memory::desc a, b, bias, c;
+};
+
+struct Context {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{eng};
+  std::mutex mu;
+  std::unordered_map<Key, Prim, KeyHash> cache;
+};
+
+Context& ctx() {
+  static Context* c = new Context();  // never destroyed: used from static destructors' era
+  return *c;
+}
+
+memory::desc matrix_desc(int64_t batch, int64_t rows, int64_t cols, bool transposed,
+                         memory::data_type dt) {
+  // Logical [batch, rows, cols]; stored either row-major or as its transpose.
+  memory::dims dims{batch, rows, cols};
+  memory::dims strides = transposed ? memory::dims{rows * cols, 1, rows}
+                                    : memory::dims{rows * cols, cols, 1};
+  return memory::desc(dims, dt, strides);
+}
+
+Prim build(const Key& k) {
+  auto dt = k.t == DType::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+  Prim p;
+  p.a = matrix_desc(k.batch, k.m, k.k, k.ta, dt);
+  p.b = matrix_desc(k.batch, k.k, k.n, k.tb, dt);
+  p.c = memory::desc({k.batch, k.m, k.n}, memory::data_type::f32, memory::format_tag::abc);
+  if (k.bias) p.bias = memory::desc({1, 1, k.n}, memory::data_type::f32, memory::format_tag::abc);
+  dnnl::primitive_attr attr;
+  if (k.acc) {
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul::desc d = k.bias ? dnnl::matmul::desc(p.a, p.b, p.bias, p.c)
+                                : dnnl::matmul::desc(p.a, p.b, p.c);
+  dnnl::matmul::primitive_desc pd(d, attr, ctx().eng);
+  p.prim = dnnl::matmul(pd);
+  return p;
+}
+
+}  // namespace
+
+void gemm(const GemmArgs& g) {
+  TS_CHECK(g.ab_type == DType::f32 || g.ab_type == DType::bf16,
+           "gemm: operands must be f32 or bf16, got {}", dtype_name(g.ab_type));
+  TS_CHECK(!g.bias || g.batch == 1, "gemm: bias with batch {}", g.batch);
+  if (g.m == 0 || g.n == 0) return;
+  if (g.k == 0) {  // empty sum: C = bias (+C)
+    for (int64_t i = 0; i < g.batch * g.m; ++i)
+      for (int64_t j = 0; j < g.n; ++j)
+        g.c[i * g.n + j] = (g.accumulate ? g.c[i * g.n + j] : 0.f) + (g.bias ? g.bias[j] : 0.f);
+    return;
+  }
+  Key key{g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b, g.bias != nullptr, g.accumulate, g.ab_type};
+  Context& c = ctx();
+  Prim* p;
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.cache.find(key);
+    if (it == c.cache.end()) it = c.cache.emplace(key, build(key)).first;
+    p = &it->second;  // unordered_map nodes are stable
+  }
+  memory a(p->a, c.eng, const_cast<void*>(g.a));
+  memory b(p->b, c.eng, const_cast<void*>(g.b));
+  memory out(p->c, c.eng, g.c);
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, out}};
+  if (g.bias) args.emplace(DNNL_ARG_BIAS, memory(p->bias, c.eng, const_cast<float*>(g.bias)));
+  p->prim.execute(c.stream, args);
+  c.stream.wait();
+}
+
+int64_t gemm_primitive_count() {
+  std::lock_guard<std::mutex> lock(ctx().mu);
+  return int64_t(ctx().cache.size());
+}
+
+}  // namespace tessera::cpu

@@ -1,0 +1,29 @@
+// GEMMs through oneDNN's matmul primitive. A and B are f32 or bf16 (bf16 uses AVX-512-BF16 or
+// AMX where the CPU has them, accumulating in f32); C is always f32.
+#pragma once
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace tessera::cpu {
+
+struct GemmArgs {
+  int64_t batch = 1;  // independent products, each operand contiguous per batch entry
+  int64_t m = 0, n = 0, k = 0;
+  bool trans_a = false;  // A stored as [k, m] instead of [m, k]
+  bool trans_b = false;  // B stored as [n, k] instead of [k, n]
+  DType ab_type = DType::f32;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  const float* bias = nullptr;  // [n], added to every row (batch must be 1)
+  float* c = nullptr;           // [batch, m, n]
+  bool accumulate = false;      // C += A·B instead of C = A·B
+};
+
+// C = A·B (+ bias) (+ C). Primitives are created once per distinct shape and reused.
+void gemm(const GemmArgs& g);
+
+// Number of distinct GEMM primitives built so far (benchmarks check reuse with it).
+int64_t gemm_primitive_count();
+
+}  // namespace tessera::cpu

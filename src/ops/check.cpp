@@ -1,0 +1,42 @@
+#include "ops/check.h"
+
+namespace tessera::ops {
+
+void check_defined(const char* op, const char* arg, const Tensor& t) {
+  TS_CHECK(t.defined(), "{}: argument '{}' is an undefined tensor", op, arg);
+}
+
+void check_cpu(const char* op, const Tensor& t) {
+  TS_CHECK(t.device().is_cpu(), "{}: tensor {} is on {}, expected cpu (no kernel for {})", op,
+           t.desc(), t.device().str(), t.device().str());
+}
+
+void check_dtype(const char* op, const char* arg, const Tensor& t, DType expected) {
+  check_defined(op, arg, t);
+  TS_CHECK(t.dtype() == expected, "{}: '{}' is {}, expected dtype {}", op, arg, t.desc(),
+           dtype_name(expected));
+}
+
+void check_float(const char* op, const char* arg, const Tensor& t) {
+  check_defined(op, arg, t);
+  TS_CHECK(is_floating(t.dtype()), "{}: '{}' is {}, expected a float dtype (f32, bf16, f16)", op,
+           arg, t.desc());
+}
+
+void check_ndim(const char* op, const char* arg, const Tensor& t, int ndim) {
+  check_defined(op, arg, t);
+  TS_CHECK(t.ndim() == ndim, "{}: '{}' is {}, expected {} dims", op, arg, t.desc(), ndim);
+}
+
+void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
+  TS_CHECK(a.shape() == b.shape(), "{}: shapes differ: {} and {}", op, a.desc(), b.desc());
+}
+
+void check_suffix_shape(const char* op, const Tensor& a, const Tensor& b) {
+  bool ok = b.ndim() <= a.ndim();
+  for (int i = 0; ok && i < b.ndim(); ++i) ok = b.shape()[i] == a.shape()[a.ndim() - b.ndim() + i];
+  TS_CHECK(ok, "{}: cannot broadcast {} to {}: expected the same shape or a's trailing dims", op,
+           b.desc(), a.desc());
+}
+
+}  // namespace tessera::ops

@@ -1,0 +1,16 @@
+// Input checks shared by the ops. Each throws tessera::Error naming the op and the tensors.
+#pragma once
+#include "core/tensor.h"
+
+namespace tessera::ops {
+
+void check_defined(const char* op, const char* arg, const Tensor& t);
+void check_cpu(const char* op, const Tensor& t);
+void check_dtype(const char* op, const char* arg, const Tensor& t, DType expected);
+void check_float(const char* op, const char* arg, const Tensor& t);  // f32 / bf16 / f16
+void check_ndim(const char* op, const char* arg, const Tensor& t, int ndim);
+void check_same_shape(const char* op, const Tensor& a, const Tensor& b);
+// b's shape equals the last b.ndim() dims of a's shape.
+void check_suffix_shape(const char* op, const Tensor& a, const Tensor& b);
+
+}  // namespace tessera::ops

@@ -1,0 +1,58 @@
+// The op table's public face: every differentiable op Tensor -> Tensor. Each op checks its
+// inputs (throwing tessera::Error naming the op, the shapes and what was expected), dispatches
+// to the kernel for the tensor's device and dtype, and records its backward on the tape.
+// Ops take contiguous inputs (they make them so) and return contiguous outputs.
+#pragma once
+#include <cstdint>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace tessera::ops {
+
+// ---- shape and type ----
+Tensor reshape(const Tensor& x, const Shape& shape);  // a view when x is contiguous
+Tensor transpose(const Tensor& x, int a, int b);      // a contiguous copy with dims a, b swapped
+Tensor cast(const Tensor& x, DType dtype);            // between f32 / bf16 / f16
+
+// ---- element-wise and reductions ----
+// b has a's shape, or a's trailing dims (broadcast over the leading ones: biases, positions).
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& x, float s);
+Tensor sum(const Tensor& x);   // all elements -> scalar f32
+Tensor mean(const Tensor& x);  // all elements -> scalar f32
+
+// ---- linear algebra (oneDNN) ----
+// a [..., m, k] · b [k, n]  or batched a [B, m, k] · b [B, k, n]. Output f32.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x [..., in] · w[out, in]^T + b[out]. GEMM inputs are cast to autocast_dtype() (f32 or bf16);
+// accumulation and the output are f32.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+
+// ---- activations ----
+Tensor gelu(const Tensor& x);  // tanh approximation, as GPT-2
+Tensor silu(const Tensor& x);
+Tensor relu(const Tensor& x);
+
+// ---- normalisation, softmax, losses ----
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps = 1e-5f);
+Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps = 1e-6f);
+Tensor softmax(const Tensor& x);  // over the last dim
+// logits [..., V] (f32), targets i32 [...]: mean over targets != ignore_index of -log softmax.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);
+
+// ---- lookup, attention, convolution ----
+Tensor embedding(const Tensor& weight, const Tensor& ids);  // weight [V, C], ids i32 -> [..., C]
+// Causal multi-head self-attention: qkv [B, T, 3C] laid out (q | k | v), heads of C / n_head.
+// Returns the context [B, T, C] (before the output projection).
+Tensor attention(const Tensor& qkv, int n_head);
+// x [N, Cin, H, W], w [Cout, Cin, kh, kw], b [Cout] (optional).
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1, int padding = 0);
+Tensor max_pool2d(const Tensor& x, int kernel, int stride);
+
+// Zeroes each element with probability p and scales survivors by 1/(1-p); identity when
+// !training or p == 0. Draws from g (deterministic).
+Tensor dropout(const Tensor& x, float p, Generator& g, bool training = true);
+
+}  // namespace tessera::ops
