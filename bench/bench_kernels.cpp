@@ -1,0 +1,52 @@
+// Kernel benchmarks at GPT-2 small sizes. Each reports achieved GFLOP/s (GEMMs, attention) or
+// GB/s (memory-bound kernels) as a counter. The "ceiling" GEMMs (large, square) measure what
+// oneDNN reaches on this machine, the denominator for every efficiency figure in docs/PERF.md.
+//   build/bench_kernels --benchmark_counters_tabular=true
+#include <benchmark/benchmark.h>
+
+#include "core/rng.h"
+#include "core/tensor.h"
+#include "kernels/cpu/matmul.h"
+
+using namespace tessera;
+
+namespace {
+
+// GEMM [m,k]·[k,n] (B transposed as linear() stores weights) in f32 or bf16 operands.
+void gemm_bench(benchmark::State& st, DType t) {
+  const int64_t m = st.range(0), n = st.range(1), k = st.range(2);
+  Generator g(1);
+  Tensor a = Tensor::randn(Shape{m, k}, g).to(t), b = Tensor::randn(Shape{n, k}, g).to(t);
+  Tensor c = Tensor::empty(Shape{m, n});
+  cpu::GemmArgs args;
+  args.m = m, args.n = n, args.k = k, args.ab_type = t, args.trans_b = true;
+  args.a = a.raw_data(), args.b = b.raw_data(), args.c = c.data<float>();
+  cpu::gemm(args);  // build the primitive outside the timed loop
+  for (auto _ : st) cpu::gemm(args);
+  // Printed as "<x>/s": x GFLOP per second.
+  st.counters["GFLOP"] =
+      benchmark::Counter(2e-9 * double(m * n * k), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_gemm_f32(benchmark::State& st) { gemm_bench(st, DType::f32); }
+void BM_gemm_bf16(benchmark::State& st) { gemm_bench(st, DType::bf16); }
+
+// m = tokens per step (B*T), n and k from GPT-2 small's layers: qkv (768->2304), attention
+// projection (768->768), MLP up (768->3072), MLP down (3072->768), tied head (768->50257).
+void gpt2_shapes(benchmark::internal::Benchmark* b) {
+  for (int64_t m : {256, 2048}) {
+    b->Args({m, 2304, 768});
+    b->Args({m, 768, 768});
+    b->Args({m, 3072, 768});
+    b->Args({m, 768, 3072});
+  }
+  b->Args({256, 50257, 768});
+  b->Args({2048, 2048, 2048});  // the ceiling
+}
+
+}  // namespace
+
+BENCHMARK(BM_gemm_f32)->Apply(gpt2_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_gemm_bf16)->Apply(gpt2_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();
