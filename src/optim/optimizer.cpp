@@ -1,0 +1,77 @@
+#include "optim/optimizer.h"
+
+#include <cmath>
+
+namespace tessera {
+
+bool decay_if_matrix(const Tensor& param) {
+  return param.ndim() >= 2;
+}
+
+Optimizer::Optimizer(FlatParameters& params, const DecayFilter& decay_filter) : params_(params) {
+  const DecayFilter& f = decay_filter ? decay_filter : DecayFilter(decay_if_matrix);
+  for (const Tensor& p : params_.params()) decay_.push_back(f(p));
+  rebuild_runs();
+}
+
+void Optimizer::set_decay(size_t param, bool on) {
+  TS_CHECK(param < decay_.size(), "{}: set_decay: parameter index {} out of range (have {})",
+           name(), param, decay_.size());
+  decay_[param] = on;
+  rebuild_runs();
+}
+
+void Optimizer::rebuild_runs() {
+  runs_.clear();
+  const auto& segs = params_.segments();
+  for (size_t i = 0; i < segs.size(); ++i) {
+    const int64_t end = i + 1 < segs.size() ? segs[i + 1].offset : params_.numel();
+    if (!runs_.empty() && runs_.back().decay == decay_[i])
+      runs_.back().end = end;
+    else
+      runs_.push_back({segs[i].offset, end, decay_[i]});
+  }
+}
+
+float* Optimizer::add_state_buffer(const std::string& buffer_name) {
+  Tensor t = Tensor::zeros(Shape{params_.numel()});
+  buffers_.emplace_back(buffer_name, t);
+  return t.data<float>();
+}
+
+void Optimizer::begin_step(float lr) {
+  TS_CHECK(std::isfinite(lr) && lr >= 0, "{}: step: learning rate {} must be finite and >= 0",
+           name(), lr);
+  params_.sync_grads();
+  ++step_;
+}
+
+OptimizerState Optimizer::state() const {
+  return {name(), step_, buffers_};
+}
+
+void Optimizer::load_state(const OptimizerState& s) {
+  TS_CHECK(s.optimizer == name(), "{}: load_state: the state is from optimizer '{}'", name(),
+           s.optimizer);
+  TS_CHECK(s.step >= 0, "{}: load_state: step {} is negative", name(), s.step);
+  TS_CHECK(s.buffers.size() == buffers_.size(), "{}: load_state: {} state buffers, expected {}",
+           name(), s.buffers.size(), buffers_.size());
+  for (size_t i = 0; i < buffers_.size(); ++i) {
+    const auto& [src_name, src] = s.buffers[i];
+    const auto& [dst_name, dst] = buffers_[i];
+    TS_CHECK(src_name == dst_name, "{}: load_state: buffer #{} is '{}', expected '{}'", name(), i,
+             src_name, dst_name);
+    TS_CHECK(src.defined() && src.shape() == dst.shape(),
+             "{}: load_state: buffer '{}' is {}, expected {} (a different parameter layout?)",
+             name(), src_name, src.desc(), dst.desc());
+  }
+  // All checks pass before anything is written: a refused load leaves the optimizer intact.
+  for (size_t i = 0; i < buffers_.size(); ++i) {
+    Tensor dst = buffers_[i].second;
+    const Tensor& src = s.buffers[i].second;
+    if (src.raw_data() != dst.raw_data()) dst.copy_from(src);  // our own state() is a no-op
+  }
+  step_ = s.step;
+}
+
+}  // namespace tessera
