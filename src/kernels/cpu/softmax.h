@@ -1,0 +1,31 @@
+// Softmax over the last dim of a [rows, C] buffer, and the fused softmax + negative log
+// likelihood (cross-entropy) over [rows, V] logits. f32 arithmetic throughout.
+#pragma once
+#include <cstdint>
+
+#include "core/half.h"
+
+namespace tessera::cpu {
+
+// y = softmax(x) per row (storage type T: float, bf16 or f16).
+template <class T>
+void softmax_forward(const T* x, T* y, int64_t rows, int64_t C);
+// gx = y * (gy - sum(gy * y)) per row, from the saved output y and an f32 incoming gradient.
+template <class T>
+void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t C);
+
+struct CrossEntropySum {
+  double loss = 0;    // sum over counted rows of -log softmax(logits)[target]
+  int64_t count = 0;  // rows whose target is not ignore_index
+};
+
+// Targets must already be valid (in [0, V) or ignore_index). Writes lse[r] = log sum exp of row
+// r (0 for ignored rows) for the backward. The sum runs over rows in order: reproducible.
+CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* targets, float* lse,
+                                      int64_t rows, int64_t V, int32_t ignore_index);
+// gx[r] = scale * (softmax(logits[r]) - onehot(targets[r])), and 0 for ignored rows; softmax is
+// recomputed from lse, so nothing but gx is written.
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
+                            float scale, float* gx, int64_t rows, int64_t V, int32_t ignore_index);
+
+}  // namespace tessera::cpu

@@ -1,0 +1,46 @@
+// gelu, silu, relu: element-wise, any float dtype; the backward keeps x (not y) and returns the
+// gradient in x's dtype.
+#include "kernels/cpu/activation.h"
+#include "autograd/engine.h"
+#include "ops/check.h"
+#include "ops/dispatch.h"
+#include "ops/ops.h"
+
+namespace tessera::ops {
+namespace {
+
+Tensor activation(cpu::Activation act, const char* op, const Tensor& x0) {
+  check_float(op, "x", x0);
+  check_cpu(op, x0);
+  Tensor x = x0.contiguous();
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  const int64_t n = x.numel();
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::activation_forward<T>(act, x.data<T>(), y.data<T>(), n);
+  });
+  Tensor saved = x.detach();  // data only: the closure must not hold x's autograd links
+  return autograd::record(y, op, {x0}, [act, op, saved, n](const Tensor& g) {
+    Tensor gy = g.to(DType::f32).contiguous();
+    Tensor gx = Tensor::empty(saved.shape(), saved.dtype());
+    dispatch_float(saved.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      cpu::activation_backward<T>(act, saved.data<T>(), gy.data<float>(), gx.data<T>(), n);
+    });
+    return std::vector<Tensor>{gx};
+  });
+}
+
+}  // namespace
+
+Tensor gelu(const Tensor& x) {
+  return activation(cpu::Activation::gelu, "gelu", x);
+}
+Tensor silu(const Tensor& x) {
+  return activation(cpu::Activation::silu, "silu", x);
+}
+Tensor relu(const Tensor& x) {
+  return activation(cpu::Activation::relu, "relu", x);
+}
+
+}  // namespace tessera::ops

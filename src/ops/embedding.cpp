@@ -1,0 +1,61 @@
+// embedding: gathers rows of weight [V, C] by i32 ids of any shape into [..., C]; the backward
+// scatter-adds the output gradient into an f32 [V, C] gradient (repeated ids accumulate).
+#include <string>
+
+#include "autograd/engine.h"
+#include "kernels/cpu/embedding.h"
+#include "ops/check.h"
+#include "ops/dispatch.h"
+#include "ops/ops.h"
+
+namespace tessera::ops {
+namespace {
+
+// "[1, 3]": the multi-dimensional index of flat element i of `shape`, for error messages.
+std::string index_str(const Shape& shape, int64_t i) {
+  std::vector<int64_t> idx(size_t(shape.ndim()));
+  for (int d = shape.ndim() - 1; d >= 0; --d) {
+    idx[size_t(d)] = i % shape[d];
+    i /= shape[d];
+  }
+  return Shape(idx).str();
+}
+
+}  // namespace
+
+Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
+  const char* op = "embedding";
+  check_float(op, "weight", weight0);
+  check_ndim(op, "weight", weight0, 2);
+  check_dtype(op, "ids", ids0, DType::i32);
+  check_cpu(op, weight0);
+  check_cpu(op, ids0);
+  TS_CHECK(ids0.ndim() < kMaxDims,
+           "embedding: ids {} have {} dims: the output [..., C] would need {}, expected at most "
+           "{} dims of ids",
+           ids0.desc(), ids0.ndim(), ids0.ndim() + 1, kMaxDims - 1);
+  Tensor w = weight0.contiguous(), ids = ids0.contiguous();
+  const int64_t V = w.dim(0), C = w.dim(1), n = ids.numel();
+  const int32_t* id = ids.data<int32_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    TS_CHECK(id[i] >= 0 && id[i] < V,
+             "embedding: id {} at ids{} is out of range for weight {}: expected 0 <= id < {} (V)",
+             id[i], index_str(ids.shape(), i), w.desc(), V);
+  }
+  std::vector<int64_t> dims = ids.shape().vec();
+  dims.push_back(C);
+  Tensor y = Tensor::empty(Shape(dims), w.dtype());
+  dispatch_float(w.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::embedding_forward<T>(w.data<T>(), id, y.data<T>(), n, C);
+  });
+  const DType wt = w.dtype();
+  return autograd::record(y, op, {weight0, ids0}, [=](const Tensor& g) {
+    Tensor gy = g.to(DType::f32).contiguous();
+    Tensor gw = Tensor::empty(Shape{V, C});
+    cpu::embedding_backward(gy.data<float>(), ids.data<int32_t>(), gw.data<float>(), n, V, C);
+    return std::vector<Tensor>{wt == DType::f32 ? gw : gw.to(wt), Tensor()};
+  });
+}
+
+}  // namespace tessera::ops

@@ -1,0 +1,101 @@
+// layer_norm and rms_norm over the last dim. x may be f32, bf16 or f16; weight and bias stay f32
+// (they are parameters, updated in f32), and so do their gradients. The forward saves the
+// per-row statistics (mean and 1/std), so the backward reads x once more and nothing else big.
+#include "kernels/cpu/norm.h"
+#include "autograd/engine.h"
+#include "ops/check.h"
+#include "ops/dispatch.h"
+#include "ops/ops.h"
+
+namespace tessera::ops {
+namespace {
+
+// An optional per-channel parameter: undefined, or f32 [C] on the cpu.
+void check_param(const char* op, const char* arg, const Tensor& p, const Tensor& x) {
+  if (!p.defined()) return;
+  check_dtype(op, arg, p, DType::f32);
+  check_cpu(op, p);
+  TS_CHECK(p.ndim() == 1 && p.dim(0) == x.dim(-1),
+           "{}: {} {} does not fit input {}: expected [{}] (the input's last dim)", op, arg,
+           p.desc(), x.desc(), x.dim(-1));
+}
+
+void check_input(const char* op, const Tensor& x, float eps) {
+  check_float(op, "x", x);
+  check_cpu(op, x);
+  TS_CHECK(x.ndim() >= 1 && x.dim(-1) > 0,
+           "{}: input {} has no last dim to normalise: expected [..., C] with C > 0", op, x.desc());
+  TS_CHECK(eps >= 0.f, "{}: eps = {} for input {}: expected eps >= 0", op, eps, x.desc());
+}
+
+// The f32 buffer of an optional tensor, or null.
+float* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<float>() : nullptr;
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, float eps) {
+  const char* op = "layer_norm";
+  check_input(op, x0, eps);
+  check_param(op, "weight", weight, x0);
+  check_param(op, "bias", bias, x0);
+  Tensor x = x0.contiguous();
+  Tensor w = weight.defined() ? weight.contiguous() : Tensor();
+  Tensor b = bias.defined() ? bias.contiguous() : Tensor();
+  const int64_t C = x.dim(-1), rows = x.numel() / C;
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor mean = Tensor::empty(Shape{rows}), rstd = Tensor::empty(Shape{rows});
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::layer_norm_forward<T>(x.data<T>(), ptr_or_null(w), ptr_or_null(b), y.data<T>(),
+                               mean.data<float>(), rstd.data<float>(), rows, C, eps);
+  });
+  const bool need_x = x0.requires_grad(), need_w = w.defined() && weight.requires_grad(),
+             need_b = b.defined() && bias.requires_grad();
+  Tensor xs = x.detach(), ws = w.defined() ? w.detach() : Tensor();
+  return autograd::record(y, op, {x0, weight, bias}, [=](const Tensor& g) {
+    Tensor gy = g.to(DType::f32).contiguous();
+    Tensor gx = need_x ? Tensor::empty(xs.shape(), xs.dtype()) : Tensor();
+    Tensor gw = need_w ? Tensor::empty(Shape{C}) : Tensor();
+    Tensor gb = need_b ? Tensor::empty(Shape{C}) : Tensor();
+    dispatch_float(xs.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      cpu::layer_norm_backward<T>(
+          xs.data<T>(), ptr_or_null(ws), mean.data<float>(), rstd.data<float>(), gy.data<float>(),
+          gx.defined() ? gx.data<T>() : nullptr, ptr_or_null(gw), ptr_or_null(gb), rows, C);
+    });
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+}
+
+Tensor rms_norm(const Tensor& x0, const Tensor& weight, float eps) {
+  const char* op = "rms_norm";
+  check_input(op, x0, eps);
+  check_param(op, "weight", weight, x0);
+  Tensor x = x0.contiguous();
+  Tensor w = weight.defined() ? weight.contiguous() : Tensor();
+  const int64_t C = x.dim(-1), rows = x.numel() / C;
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor rstd = Tensor::empty(Shape{rows});
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::rms_norm_forward<T>(x.data<T>(), ptr_or_null(w), y.data<T>(), rstd.data<float>(), rows, C,
+                             eps);
+  });
+  const bool need_x = x0.requires_grad(), need_w = w.defined() && weight.requires_grad();
+  Tensor xs = x.detach(), ws = w.defined() ? w.detach() : Tensor();
+  return autograd::record(y, op, {x0, weight}, [=](const Tensor& g) {
+    Tensor gy = g.to(DType::f32).contiguous();
+    Tensor gx = need_x ? Tensor::empty(xs.shape(), xs.dtype()) : Tensor();
+    Tensor gw = need_w ? Tensor::empty(Shape{C}) : Tensor();
+    dispatch_float(xs.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      cpu::rms_norm_backward<T>(xs.data<T>(), ptr_or_null(ws), rstd.data<float>(), gy.data<float>(),
+                                gx.defined() ? gx.data<T>() : nullptr, ptr_or_null(gw), rows, C);
+    });
+    return std::vector<Tensor>{gx, gw};
+  });
+}
+
+}  // namespace tessera::ops

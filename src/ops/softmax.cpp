@@ -1,0 +1,89 @@
+// softmax over the last dim, and cross_entropy: the fused log-softmax + negative log likelihood
+// whose backward writes (softmax - onehot) / count straight into the logits' gradient.
+#include <string>
+
+#include "autograd/engine.h"
+#include "kernels/cpu/softmax.h"
+#include "ops/check.h"
+#include "ops/dispatch.h"
+#include "ops/ops.h"
+
+namespace tessera::ops {
+namespace {
+
+// "[1, 3]": the multi-dimensional index of flat element i of `shape`, for error messages.
+std::string index_str(const Shape& shape, int64_t i) {
+  std::vector<int64_t> idx(size_t(shape.ndim()));
+  for (int d = shape.ndim() - 1; d >= 0; --d) {
+    idx[size_t(d)] = i % shape[d];
+    i /= shape[d];
+  }
+  return Shape(idx).str();
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& x0) {
+  const char* op = "softmax";
+  check_float(op, "x", x0);
+  check_cpu(op, x0);
+  TS_CHECK(x0.ndim() >= 1, "softmax: input {} is a scalar: expected at least 1 dim", x0.desc());
+  Tensor x = x0.contiguous();
+  const int64_t C = x.dim(-1), rows = C ? x.numel() / C : 0;
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    cpu::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C);
+  });
+  Tensor saved = y.detach();  // not y itself: y's own node holding y would be a cycle
+  return autograd::record(y, op, {x0}, [saved, rows, C](const Tensor& g) {
+    Tensor gy = g.to(DType::f32).contiguous();
+    Tensor gx = Tensor::empty(saved.shape(), saved.dtype());
+    dispatch_float(saved.dtype(), "softmax", [&](auto tag) {
+      using T = decltype(tag);
+      cpu::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C);
+    });
+    return std::vector<Tensor>{gx};
+  });
+}
+
+Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t ignore_index) {
+  const char* op = "cross_entropy";
+  check_dtype(op, "logits", logits0, DType::f32);
+  check_dtype(op, "targets", targets0, DType::i32);
+  check_cpu(op, logits0);
+  check_cpu(op, targets0);
+  TS_CHECK(logits0.ndim() >= 1 && logits0.dim(-1) > 0,
+           "cross_entropy: logits {} have no class dim: expected [..., V] with V > 0",
+           logits0.desc());
+  std::vector<int64_t> expect = logits0.shape().vec();
+  expect.pop_back();
+  TS_CHECK(targets0.shape() == Shape(expect),
+           "cross_entropy: targets {} do not fit logits {}: expected targets {}", targets0.desc(),
+           logits0.desc(), Shape(expect).str());
+  Tensor logits = logits0.contiguous(), targets = targets0.contiguous();
+  const int64_t V = logits.dim(-1), rows = targets.numel();
+  const int32_t* t = targets.data<int32_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    TS_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < V),
+             "cross_entropy: target {} at targets{} is out of range for logits {}: expected "
+             "0 <= target < {} (V) or ignore_index {}",
+             t[r], index_str(targets.shape(), r), logits.desc(), V, ignore_index);
+  }
+  Tensor lse = Tensor::empty(Shape{rows});
+  cpu::CrossEntropySum s =
+      cpu::cross_entropy_forward(logits.data<float>(), t, lse.data<float>(), rows, V, ignore_index);
+  // With every target ignored there is nothing to average: the loss is 0, and so are the grads.
+  const int64_t count = s.count;
+  Tensor loss = Tensor::full(Shape{}, count ? s.loss / double(count) : 0.0);
+  Tensor xs = logits.detach();
+  return autograd::record(loss, op, {logits0, targets0}, [=](const Tensor& g) {
+    Tensor gx = Tensor::empty(xs.shape());
+    const float scale = count ? g.item() / float(count) : 0.f;
+    cpu::cross_entropy_backward(xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), scale,
+                                gx.data<float>(), rows, V, ignore_index);
+    return std::vector<Tensor>{gx, Tensor()};
+  });
+}
+
+}  // namespace tessera::ops
