@@ -1,0 +1,393 @@
+// Reading a config: TOML file -> typed, range-checked assignments; command-line overrides ->
+// more assignments; then defaults, the model preset, the assignments in order, and the rules that
+// join several keys.
+#include "train/config.h"
+
+#include <fmt/format.h>
+
+#include <toml++/toml.h>
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace tessera::train {
+namespace {
+
+// One key set by the file or an override, already type- and range-checked.
+struct Assignment {
+  const ConfigKey* key;
+  ConfigValue value;
+};
+
+// ---- Suggestions for mistyped names ----
+
+size_t levenshtein(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t substitute = diagonal + (a[i - 1] == b[j - 1] ? 0 : 1);
+      diagonal = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, substitute});
+    }
+  }
+  return row[b.size()];
+}
+
+std::string_view leaf(std::string_view name) {
+  size_t dot = name.rfind('.');
+  return dot == std::string_view::npos ? name : name.substr(dot + 1);
+}
+
+std::string_view section_of(std::string_view name) {
+  return name.substr(0, name.find('.'));
+}
+
+// The valid key or section nearest to a mistyped name. A right field in the wrong (or no)
+// section ("steps", "model.steps") scores by its last part plus a small penalty, so it still
+// finds "train.steps" although the full names are far apart.
+std::string nearest_name(std::string_view given) {
+  std::vector<std::string_view> candidates;
+  for (const ConfigKey& key : config_keys()) {
+    candidates.push_back(key.name);
+    if (std::find(candidates.begin(), candidates.end(), section_of(key.name)) == candidates.end())
+      candidates.push_back(section_of(key.name));
+  }
+  std::string_view best;
+  size_t best_score = SIZE_MAX;
+  for (std::string_view c : candidates) {
+    size_t score = std::min(levenshtein(given, c), levenshtein(leaf(given), leaf(c)) + 2);
+    if (score < best_score) best = c, best_score = score;
+  }
+  return std::string(best);
+}
+
+[[noreturn]] void fail_unknown_key(std::string_view where, std::string_view name) {
+  fail("{}: unknown key '{}' (did you mean '{}'?)", where, name, nearest_name(name));
+}
+
+// ---- Values ----
+
+std::string_view article(KeyType type) {
+  return type == KeyType::Int ? "an" : "a";
+}
+
+std::string show_value(const ConfigValue& v) {
+  if (auto* s = std::get_if<std::string>(&v)) return fmt::format("'{}'", *s);
+  if (auto* i = std::get_if<int64_t>(&v)) return fmt::format("{}", *i);
+  return fmt::format("{}", std::get<double>(v));
+}
+
+double as_number(const ConfigValue& v) {
+  if (auto* i = std::get_if<int64_t>(&v)) return static_cast<double>(*i);
+  return std::get<double>(v);
+}
+
+bool in_range(double x, const ValueRange& r) {
+  bool lo_ok = r.lo_open ? x > r.lo : x >= r.lo;
+  bool hi_ok = r.hi_open ? x < r.hi : x <= r.hi;
+  return lo_ok && hi_ok;  // false for NaN
+}
+
+// Throws when a typed value is outside the key's range or choices.
+void check_value(const ConfigKey& key, const ConfigValue& value, std::string_view where) {
+  if (key.type == KeyType::String) {
+    if (key.choices.empty()) return;
+    const std::string& s = std::get<std::string>(value);
+    if (std::find(key.choices.begin(), key.choices.end(), s) != key.choices.end()) return;
+    std::string_view closest = key.choices.front();
+    for (std::string_view c : key.choices)
+      if (levenshtein(s, c) < levenshtein(s, closest)) closest = c;
+    // Only suggest a choice that looks like a typo of the value, not any choice at all.
+    std::string hint = levenshtein(s, closest) <= std::max<size_t>(1, s.size() / 2)
+                           ? fmt::format(" (did you mean '{}'?)", closest)
+                           : "";
+    fail("{}: {} = {} is not valid: expected {}{}", where, key.name, show_value(value),
+         describe_valid_values(key), hint);
+  }
+  TS_CHECK(in_range(as_number(value), key.range), "{}: {} = {} is out of range: expected {}", where,
+           key.name, show_value(value), describe_valid_values(key));
+}
+
+// ---- From TOML ----
+
+std::string location(std::string_view source, const toml::source_region& region) {
+  return fmt::format("{}:{}:{}", source, region.begin.line, region.begin.column);
+}
+
+std::string describe_node(const toml::node& node) {
+  std::ostringstream text;
+  switch (node.type()) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::string:
+      text << "a string ";
+      break;
+    case toml::node_type::integer:
+      text << "an integer ";
+      break;
+    case toml::node_type::floating_point:
+      text << "a float ";
+      break;
+    case toml::node_type::boolean:
+      text << "a boolean ";
+      break;
+    default:
+      text << "a date/time ";
+      break;
+  }
+  node.visit([&](const auto& value) {
+    if constexpr (toml::is_value<decltype(value)>) text << value;
+  });
+  return text.str();
+}
+
+ConfigValue value_from_node(const ConfigKey& key, const toml::node& node, std::string_view where) {
+  switch (key.type) {
+    case KeyType::Int:
+      if (auto* i = node.as_integer()) return i->get();
+      break;
+    case KeyType::Float:
+      if (auto* f = node.as_floating_point()) return f->get();
+      if (auto* i = node.as_integer()) return static_cast<double>(i->get());  // lr = 1 is fine
+      break;
+    case KeyType::String:
+      if (auto* s = node.as_string()) return s->get();
+      break;
+  }
+  fail("{}: {} is {}: expected {} {}", where, key.name, describe_node(node), article(key.type),
+       key_type_name(key.type));
+}
+
+bool is_section(std::string_view name) {
+  for (const ConfigKey& key : config_keys())
+    if (key.name.size() > name.size() && key.name.starts_with(name) && key.name[name.size()] == '.')
+      return true;
+  return false;
+}
+
+// Flattens a TOML table into assignments: known keys become values, known sections are entered,
+// anything else is an unknown key.
+void collect(const toml::table& table, const std::string& prefix, std::string_view source,
+             std::vector<Assignment>& out) {
+  for (auto&& [k, node] : table) {
+    std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (const ConfigKey* key = find_config_key(name)) {
+      std::string where = location(source, node.source());
+      ConfigValue value = value_from_node(*key, node, where);
+      check_value(*key, value, where);
+      out.push_back({key, std::move(value)});
+    } else if (node.is_table() && is_section(name)) {
+      collect(*node.as_table(), name, source, out);
+    } else {
+      fail_unknown_key(location(source, k.source()), name);
+    }
+  }
+}
+
+std::vector<Assignment> assignments_from_toml(std::string_view text, std::string_view source) {
+  toml::table table;
+  try {
+    table = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    fail("{}: TOML syntax error: {}", location(source, e.source()), e.description());
+  }
+  std::vector<Assignment> out;
+  collect(table, "", source, out);
+  return out;
+}
+
+// ---- From the command line ----
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+std::optional<ConfigValue> parse_text_value(KeyType type, std::string_view text) {
+  if (type == KeyType::String) {
+    // Quotes the shell left in place are not part of the value.
+    if (text.size() >= 2 && (text.front() == '"' || text.front() == '\'') &&
+        text.back() == text.front())
+      text = text.substr(1, text.size() - 2);
+    return std::string(text);
+  }
+  if (!text.empty() && text.front() == '+') text.remove_prefix(1);
+  const char* end = text.data() + text.size();
+  if (type == KeyType::Int) {
+    int64_t i = 0;
+    auto [ptr, ec] = std::from_chars(text.data(), end, i);
+    if (text.empty() || ec != std::errc() || ptr != end) return std::nullopt;
+    return i;
+  }
+  double d = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), end, d);
+  if (text.empty() || ec != std::errc() || ptr != end || !std::isfinite(d)) return std::nullopt;
+  return d;
+}
+
+constexpr std::string_view kCommandLine = "command line";
+
+Assignment assignment_from_override(std::string_view text) {
+  size_t eq = text.find('=');
+  TS_CHECK(eq != std::string_view::npos, "{}: override '{}' is not of the form key=value",
+           kCommandLine, text);
+  std::string name(trim(text.substr(0, eq)));
+  std::string_view raw = trim(text.substr(eq + 1));
+  const ConfigKey* key = find_config_key(name);
+  if (!key) fail_unknown_key(kCommandLine, name);
+  std::optional<ConfigValue> value = parse_text_value(key->type, raw);
+  TS_CHECK(value.has_value(), "{}: {} = '{}' is not {} {}", kCommandLine, key->name, raw,
+           article(key->type), key_type_name(key->type));
+  check_value(*key, *value, kCommandLine);
+  return {key, std::move(*value)};
+}
+
+// ---- Resolution ----
+
+void apply_preset(Config& c, std::string_view name) {
+  if (name.empty()) return;
+  for (const ModelPreset& p : model_presets()) {
+    if (p.name != name) continue;
+    c.model.n_layer = p.n_layer;
+    c.model.n_head = p.n_head;
+    c.model.n_embd = p.n_embd;
+    c.model.context = p.context;
+    c.model.vocab_size = p.vocab_size;
+    return;
+  }
+  TS_ASSERT(false);  // preset names were checked against the choices already
+}
+
+Config resolve(const std::vector<Assignment>& assignments, std::string_view source) {
+  Config c;
+  std::string preset = c.model.preset;
+  for (const Assignment& a : assignments)
+    if (a.key->name == "model.preset") preset = std::get<std::string>(a.value);
+  // The preset first, so that explicit keys, wherever they come from, override its values.
+  apply_preset(c, preset);
+  for (const Assignment& a : assignments) a.key->set(c, a.value);
+  validate(c, source);
+  return c;
+}
+
+// ---- Rules joining several keys ----
+
+using Violation = std::optional<std::string>;
+struct Rule {
+  std::string_view text;
+  Violation (*check)(const Config&);
+};
+
+const Rule kRules[] = {
+    {"`train.batch_size` is divisible by `train.micro_batches`.",
+     [](const Config& c) -> Violation {
+       if (c.train.batch_size % c.train.micro_batches == 0) return {};
+       return fmt::format("train.batch_size = {} is not divisible by train.micro_batches = {}",
+                          c.train.batch_size, c.train.micro_batches);
+     }},
+    {"GPT: `train.seq_len` <= `model.context` (after the preset is applied).",
+     [](const Config& c) -> Violation {
+       if (c.model.kind != "gpt" || c.train.seq_len <= c.model.context) return {};
+       return fmt::format("train.seq_len = {} exceeds model.context = {}", c.train.seq_len,
+                          c.model.context);
+     }},
+    {"GPT: `model.n_embd` is divisible by `model.n_head`.",
+     [](const Config& c) -> Violation {
+       if (c.model.kind != "gpt" || c.model.n_embd % c.model.n_head == 0) return {};
+       return fmt::format("model.n_embd = {} is not divisible by model.n_head = {}", c.model.n_embd,
+                          c.model.n_head);
+     }},
+    {"GPT: `data.kind` is \"text\" or \"shards\"; MLP and CNN: `data.kind` is \"fashion-mnist\".",
+     [](const Config& c) -> Violation {
+       bool tokens = c.data.kind == "text" || c.data.kind == "shards";
+       if ((c.model.kind == "gpt") == tokens) return {};
+       return fmt::format("model.kind = '{}' cannot train on data.kind = '{}'", c.model.kind,
+                          c.data.kind);
+     }},
+    {"Byte-level text (`data.kind` = \"text\"): `model.vocab_size` >= 256.",
+     [](const Config& c) -> Violation {
+       if (c.data.kind != "text" || c.model.vocab_size >= 256) return {};
+       return fmt::format("model.vocab_size = {} is too small for byte-level text: expected >= 256",
+                          c.model.vocab_size);
+     }},
+    {"`model.preset` is only set for `model.kind` = \"gpt\".",
+     [](const Config& c) -> Violation {
+       if (c.model.preset.empty() || c.model.kind == "gpt") return {};
+       return fmt::format("model.preset = '{}' is a GPT preset but model.kind = '{}'",
+                          c.model.preset, c.model.kind);
+     }},
+    {"`optim.min_lr` <= `optim.lr`.",
+     [](const Config& c) -> Violation {
+       if (c.optim.min_lr <= c.optim.lr) return {};
+       return fmt::format("optim.min_lr = {} exceeds optim.lr = {}", c.optim.min_lr, c.optim.lr);
+     }},
+};
+
+}  // namespace
+
+std::string describe_valid_values(const ConfigKey& key) {
+  if (key.type == KeyType::String) {
+    if (key.choices.empty()) return "any string";
+    std::string out = "one of ";
+    for (size_t i = 0; i < key.choices.size(); ++i)
+      out += fmt::format("{}\"{}\"", i ? ", " : "", key.choices[i]);
+    return out;
+  }
+  const ValueRange& r = key.range;
+  bool has_lo = std::isfinite(r.lo), has_hi = std::isfinite(r.hi);
+  if (has_lo && has_hi)
+    return fmt::format("{}{}, {}{}", r.lo_open ? '(' : '[', r.lo, r.hi, r.hi_open ? ')' : ']');
+  if (has_lo) return fmt::format("{} {}", r.lo_open ? ">" : ">=", r.lo);
+  if (has_hi) return fmt::format("{} {}", r.hi_open ? "<" : "<=", r.hi);
+  return "any";
+}
+
+std::span<const std::string_view> config_rules() {
+  static const std::vector<std::string_view> texts = [] {
+    std::vector<std::string_view> out;
+    for (const Rule& rule : kRules) out.push_back(rule.text);
+    return out;
+  }();
+  return texts;
+}
+
+void validate(const Config& config, std::string_view source) {
+  for (const ConfigKey& key : config_keys()) check_value(key, key.get(config), source);
+  for (const Rule& rule : kRules)
+    if (Violation v = rule.check(config)) fail("{}: {}", source, *v);
+}
+
+Config parse_config(std::string_view toml_text, std::string_view source,
+                    std::span<const std::string> overrides) {
+  std::vector<Assignment> assignments = assignments_from_toml(toml_text, source);
+  for (const std::string& o : overrides) assignments.push_back(assignment_from_override(o));
+  std::string where = overrides.empty() ? std::string(source)
+                                        : fmt::format("{} (with command-line overrides)", source);
+  return resolve(assignments, where);
+}
+
+Config load_config(const std::filesystem::path& path, std::span<const std::string> overrides) {
+  std::error_code ec;
+  TS_CHECK(std::filesystem::exists(path, ec), "config file '{}' does not exist", path.string());
+  TS_CHECK(std::filesystem::is_regular_file(path, ec), "config file '{}' is not a regular file",
+           path.string());
+  std::ifstream in(path, std::ios::binary);
+  TS_CHECK(in.good(), "config file '{}' cannot be opened", path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path.string(), overrides);
+}
+
+}  // namespace tessera::train

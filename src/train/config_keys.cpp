@@ -1,0 +1,212 @@
+// The one declaration of every configuration key: name, type, default, doc line and valid
+// values. Everything else (parsing, overrides, defaults, TOML output, docs/CONFIG.md) reads it.
+#include <limits>
+
+#include "train/config.h"
+
+namespace tessera::train {
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+ValueRange at_least(double lo) {
+  return {lo, kInf};
+}
+ValueRange above(double lo) {
+  return {lo, kInf, /*lo_open=*/true};
+}
+ValueRange between(double lo, double hi) {
+  return {lo, hi};
+}
+// [0, 1): probabilities and decay rates, for which 1 would never forget or always drop.
+ValueRange unit_interval_open() {
+  return {0, 1, false, /*hi_open=*/true};
+}
+ValueRange any_value() {
+  return {-kInf, kInf};
+}
+
+// Field accessors from a section and a member of it; the value type follows the member's.
+template <auto Section, auto Field>
+ConfigValue get_field(const Config& c) {
+  return ConfigValue((c.*Section).*Field);
+}
+template <auto Section, auto Field>
+void set_field(Config& c, const ConfigValue& v) {
+  using T = std::remove_cvref_t<decltype((c.*Section).*Field)>;
+  (c.*Section).*Field = std::get<T>(v);
+}
+
+template <auto Section, auto Field>
+ConfigKey int_key(std::string_view name, int64_t def, ValueRange range, std::string_view doc) {
+  return {name,
+          KeyType::Int,
+          def,
+          doc,
+          range,
+          {},
+          &get_field<Section, Field>,
+          &set_field<Section, Field>};
+}
+template <auto Section, auto Field>
+ConfigKey float_key(std::string_view name, double def, ValueRange range, std::string_view doc) {
+  return {name,
+          KeyType::Float,
+          def,
+          doc,
+          range,
+          {},
+          &get_field<Section, Field>,
+          &set_field<Section, Field>};
+}
+template <auto Section, auto Field>
+ConfigKey string_key(std::string_view name, std::string_view def,
+                     std::vector<std::string_view> choices, std::string_view doc) {
+  return {name,        KeyType::String, std::string(def),           doc,
+          any_value(), choices,         &get_field<Section, Field>, &set_field<Section, Field>};
+}
+
+constexpr auto M = &Config::model;
+constexpr auto D = &Config::data;
+constexpr auto O = &Config::optim;
+constexpr auto T = &Config::train;
+constexpr auto P = &Config::parallel;
+
+const ModelPreset kPresets[] = {
+    {"gpt2-124m", 12, 12, 768, 1024, 50257},
+    {"gpt2-350m", 24, 16, 1024, 1024, 50257},
+    {"gpt2-774m", 36, 20, 1280, 1024, 50257},
+    {"gpt2-1.5b", 48, 25, 1600, 1024, 50257},
+};
+
+std::vector<std::string_view> preset_choices() {
+  std::vector<std::string_view> names{""};
+  for (const ModelPreset& p : kPresets) names.push_back(p.name);
+  return names;
+}
+
+std::vector<ConfigKey> make_keys() {
+  return {
+      // [model]
+      string_key<M, &ModelConfig::kind>("model.kind", "gpt", {"gpt", "mlp", "cnn"},
+                                        "model family: GPT language model, MLP or CNN classifier"),
+      string_key<M, &ModelConfig::preset>(
+          "model.preset", "", preset_choices(),
+          "GPT-2 size that sets n_layer, n_head, n_embd, context, vocab_size (explicit keys win)"),
+      int_key<M, &ModelConfig::n_layer>("model.n_layer", 4, at_least(1), "transformer blocks"),
+      int_key<M, &ModelConfig::n_head>("model.n_head", 4, at_least(1),
+                                       "attention heads per block; divides n_embd"),
+      int_key<M, &ModelConfig::n_embd>("model.n_embd", 128, at_least(1),
+                                       "embedding width (residual stream)"),
+      int_key<M, &ModelConfig::context>("model.context", 256, at_least(1),
+                                        "block size: longest sequence the positions cover"),
+      int_key<M, &ModelConfig::vocab_size>("model.vocab_size", 256, at_least(1),
+                                           "token vocabulary (256 for byte-level text)"),
+      float_key<M, &ModelConfig::dropout>("model.dropout", 0.0, unit_interval_open(),
+                                          "dropout probability (0 = off)"),
+      int_key<M, &ModelConfig::mlp_hidden>("model.mlp_hidden", 256, at_least(1),
+                                           "MLP: width of each hidden layer"),
+      int_key<M, &ModelConfig::mlp_layers>("model.mlp_layers", 2, at_least(1),
+                                           "MLP: number of hidden layers"),
+      int_key<M, &ModelConfig::cnn_channels>("model.cnn_channels", 32, at_least(1),
+                                             "CNN: channels of the first conv (base width)"),
+      // [data]
+      string_key<D, &DataConfig::kind>("data.kind", "text", {"text", "shards", "fashion-mnist"},
+                                       "dataset: byte-level text, llm.c token shards, or images"),
+      string_key<D, &DataConfig::path>("data.path", "data/kjv.txt", {},
+                                       "text file, shard file or directory, or IDX directory"),
+      float_key<D, &DataConfig::val_fraction>("data.val_fraction", 0.1, unit_interval_open(),
+                                              "text: fraction at the end held out for validation"),
+      string_key<D, &DataConfig::val_path>(
+          "data.val_path", "", {}, "shards: validation shard file or directory (\"\" = none)"),
+      // [optim]
+      string_key<O, &OptimConfig::name>("optim.name", "adamw", {"adamw", "sgd"}, "optimizer"),
+      float_key<O, &OptimConfig::lr>("optim.lr", 1e-3, above(0), "peak learning rate"),
+      float_key<O, &OptimConfig::min_lr>("optim.min_lr", 0.0, at_least(0),
+                                         "cosine: learning rate at the last step; <= lr"),
+      float_key<O, &OptimConfig::weight_decay>("optim.weight_decay", 0.1, at_least(0),
+                                               "decoupled weight decay (AdamW) or L2 (SGD)"),
+      float_key<O, &OptimConfig::beta1>("optim.beta1", 0.9, unit_interval_open(),
+                                        "AdamW: first-moment decay"),
+      float_key<O, &OptimConfig::beta2>("optim.beta2", 0.95, unit_interval_open(),
+                                        "AdamW: second-moment decay"),
+      float_key<O, &OptimConfig::eps>("optim.eps", 1e-8, above(0), "AdamW: denominator epsilon"),
+      float_key<O, &OptimConfig::momentum>("optim.momentum", 0.9, unit_interval_open(),
+                                           "SGD: momentum (0 = plain SGD)"),
+      float_key<O, &OptimConfig::grad_clip>("optim.grad_clip", 1.0, at_least(0),
+                                            "clip the global gradient norm to this (0 = off)"),
+      string_key<O, &OptimConfig::schedule>("optim.schedule", "cosine", {"constant", "cosine"},
+                                            "learning-rate schedule after warm-up"),
+      int_key<O, &OptimConfig::warmup_steps>("optim.warmup_steps", 100, at_least(0),
+                                             "linear warm-up steps from 0 to lr"),
+      // [train]
+      int_key<T, &TrainConfig::steps>("train.steps", 2000, at_least(1), "optimizer steps"),
+      int_key<T, &TrainConfig::batch_size>("train.batch_size", 16, at_least(1),
+                                           "examples (sequences or images) per step"),
+      int_key<T, &TrainConfig::micro_batches>(
+          "train.micro_batches", 1, at_least(1),
+          "gradient accumulation: batch_size is split into this many; divides batch_size"),
+      int_key<T, &TrainConfig::seq_len>("train.seq_len", 128, at_least(1),
+                                        "GPT: tokens per training sequence; <= model.context"),
+      string_key<T, &TrainConfig::precision>("train.precision", "f32", {"f32", "bf16", "fp16"},
+                                             "compute precision of activations (weights in f32)"),
+      int_key<T, &TrainConfig::seed>("train.seed", 1337, at_least(0),
+                                     "seed of initialisation, batching and dropout"),
+      int_key<T, &TrainConfig::eval_every>("train.eval_every", 250, at_least(0),
+                                           "steps between validation passes (0 = off)"),
+      int_key<T, &TrainConfig::eval_batches>("train.eval_batches", 20, at_least(1),
+                                             "batches per validation pass"),
+      int_key<T, &TrainConfig::log_every>("train.log_every", 10, at_least(1),
+                                          "steps between log lines"),
+      int_key<T, &TrainConfig::sample_every>("train.sample_every", 0, at_least(0),
+                                             "GPT: steps between text samples (0 = off)"),
+      int_key<T, &TrainConfig::sample_tokens>("train.sample_tokens", 256, at_least(1),
+                                              "GPT: tokens per text sample"),
+      int_key<T, &TrainConfig::checkpoint_every>(
+          "train.checkpoint_every", 0, at_least(0),
+          "steps between checkpoints (0 = no periodic ones)"),
+      int_key<T, &TrainConfig::threads>("train.threads", 0, at_least(0),
+                                        "CPU threads (0 = all cores)"),
+      // [parallel]
+      int_key<P, &ParallelConfig::zero_stage>(
+          "parallel.zero_stage", 0, between(0, 3),
+          "ZeRO: 0 = replicate, 1 = shard optimizer state, 2 = + gradients, 3 = + weights"),
+      float_key<P, &ParallelConfig::bucket_mb>("parallel.bucket_mb", 25.0, above(0),
+                                               "gradient all-reduce bucket size in MiB"),
+  };
+}
+
+}  // namespace
+
+std::span<const ConfigKey> config_keys() {
+  static const std::vector<ConfigKey> keys = make_keys();
+  return keys;
+}
+
+const ConfigKey* find_config_key(std::string_view name) {
+  for (const ConfigKey& key : config_keys())
+    if (key.name == name) return &key;
+  return nullptr;
+}
+
+std::span<const ModelPreset> model_presets() {
+  return kPresets;
+}
+
+std::string_view key_type_name(KeyType type) {
+  switch (type) {
+    case KeyType::Int:
+      return "integer";
+    case KeyType::Float:
+      return "float";
+    case KeyType::String:
+      return "string";
+  }
+  return "?";
+}
+
+Config::Config() {
+  for (const ConfigKey& key : config_keys()) key.set(*this, key.default_value);
+}
+
+}  // namespace tessera::train
