@@ -1,0 +1,46 @@
+// Small file helpers for weight I/O: positioned reads that fail with the file's name, and a
+// writer that never leaves a half-written file at the destination (write "<path>.tmp", fsync,
+// rename over the target, fsync the directory).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace tessera::nn {
+
+class InputFile {
+ public:
+  explicit InputFile(std::string path);  // throws Error if it cannot be opened
+  ~InputFile();
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  uint64_t size() const { return size_; }
+  // Reads exactly n bytes at offset; throws Error naming the file and `what` otherwise.
+  void read_at(uint64_t offset, void* dst, uint64_t n, const std::string& what) const;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);  // creates "<path>.tmp"
+  // Removes the temporary file unless commit() succeeded.
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+
+  void write(const void* data, uint64_t n);
+  // fsync, close, rename to the final path, fsync the directory.
+  void commit();
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+}  // namespace tessera::nn

@@ -1,0 +1,65 @@
+// The basic layers: Linear, Embedding, LayerNorm, Conv2d and Dropout. Each takes its
+// initialisation from the caller (a Generator and a standard deviation), so models decide the
+// scheme (GPT-2's normal(0, 0.02), Kaiming for classifiers) and runs are reproducible.
+#pragma once
+#include <cstdint>
+
+#include "core/rng.h"
+#include "nn/module.h"
+
+namespace tessera::nn {
+
+// y = x · weight^T + bias, weight [out, in] drawn from normal(0, weight_std), bias zeros.
+class Linear : public Module {
+ public:
+  Linear(int64_t in, int64_t out, bool bias, Generator& g, float weight_std);
+  Tensor forward(const Tensor& x) const;
+
+  Tensor weight;  // [out, in]
+  Tensor bias;    // [out], undefined without bias
+};
+
+// Rows of weight [num, dim] (normal(0, std)) looked up by i32 ids.
+class Embedding : public Module {
+ public:
+  Embedding(int64_t num, int64_t dim, Generator& g, float std);
+  Tensor forward(const Tensor& ids) const;
+
+  Tensor weight;  // [num, dim]
+};
+
+// LayerNorm over the last dim with weight ones and bias zeros.
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(int64_t dim, float eps = 1e-5f);
+  Tensor forward(const Tensor& x) const;
+
+  Tensor weight, bias;  // [dim]
+  float eps;
+};
+
+// 2-D convolution, weight [out, in, k, k] from normal(0, weight_std), bias zeros.
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, Generator& g,
+         float weight_std);
+  Tensor forward(const Tensor& x) const;
+
+  Tensor weight, bias;
+  int stride, padding;
+};
+
+// Dropout with probability p, active only in training mode. Draws from *g, which the owner
+// (e.g. GPT) keeps alive and whose state checkpoints can save; g may be null when p == 0.
+class Dropout : public Module {
+ public:
+  Dropout(float p, Generator* g);
+  Tensor forward(const Tensor& x) const;
+
+  float p;
+
+ private:
+  Generator* gen_;
+};
+
+}  // namespace tessera::nn

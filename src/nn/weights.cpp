@@ -1,0 +1,88 @@
+#include "nn/weights.h"
+
+#include <fmt/ranges.h>
+
+#include <set>
+#include <vector>
+
+#include "autograd/grad_mode.h"
+
+namespace tessera::nn {
+
+void save_weights(const Module& module, const std::string& path,
+                  const std::map<std::string, std::string>& metadata) {
+  write_safetensors(path, module.named_parameters(), metadata);
+}
+
+namespace {
+
+// Copies `file` (already renamed and transposed to our layout) into the module's parameters
+// after checking that names and shapes match exactly.
+void assign(Module& module, std::map<std::string, Tensor> file, const std::string& path) {
+  std::vector<std::string> missing, mismatched, wrong_type;
+  NamedTensors params = module.named_parameters();
+  for (const auto& [name, p] : params) {
+    auto it = file.find(name);
+    if (it == file.end()) {
+      missing.push_back(name);
+      continue;
+    }
+    if (it->second.shape() != p.shape())
+      mismatched.push_back(
+          fmt::format("{} (file {}, model {})", name, it->second.shape().str(), p.shape().str()));
+    else if (!is_floating(it->second.dtype()))
+      wrong_type.push_back(fmt::format("{} ({})", name, dtype_name(it->second.dtype())));
+  }
+  std::vector<std::string> unexpected;
+  std::set<std::string> known;
+  for (const auto& [name, p] : params) known.insert(name);
+  for (const auto& [name, t] : file)
+    if (!known.count(name)) unexpected.push_back(name);
+  if (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !wrong_type.empty()) {
+    std::string msg = fmt::format("load_weights '{}': the file does not match the model:", path);
+    if (!missing.empty()) msg += fmt::format(" missing [{}];", fmt::join(missing, ", "));
+    if (!unexpected.empty()) msg += fmt::format(" unexpected [{}];", fmt::join(unexpected, ", "));
+    if (!mismatched.empty()) msg += fmt::format(" wrong shape [{}];", fmt::join(mismatched, ", "));
+    if (!wrong_type.empty())
+      msg += fmt::format(" not floating point [{}];", fmt::join(wrong_type, ", "));
+    msg.pop_back();
+    throw Error(msg);
+  }
+  NoGradGuard no_grad;
+  for (auto& [name, p] : params) p.copy_from(file.at(name));
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+void load_weights(Module& module, const std::string& path) {
+  assign(module, read_safetensors(path).tensors, path);
+}
+
+void load_hf_gpt2_weights(GPT& model, const std::string& path) {
+  std::map<std::string, Tensor> renamed;
+  for (auto& [name0, t] : read_safetensors(path).tensors) {
+    std::string name = name0.rfind("transformer.", 0) == 0 ? name0.substr(12) : name0;
+    if (name == "lm_head.weight" || ends_with(name, ".attn.bias") ||
+        ends_with(name, ".attn.masked_bias"))
+      continue;
+    const bool conv1d =
+        ends_with(name, ".attn.c_attn.weight") || ends_with(name, ".attn.c_proj.weight") ||
+        ends_with(name, ".mlp.c_fc.weight") || ends_with(name, ".mlp.c_proj.weight");
+    if (conv1d) {
+      TS_CHECK(t.ndim() == 2, "load_hf_gpt2_weights '{}': tensor '{}' is {}, expected 2 dims", path,
+               name0, t.desc());
+      t = t.transpose_view(0, 1).contiguous();
+    }
+    TS_CHECK(renamed.emplace(name, t).second,
+             "load_hf_gpt2_weights '{}': tensor '{}' appears with and without 'transformer.'", path,
+             name);
+  }
+  assign(model, std::move(renamed), path);
+}
+
+}  // namespace tessera::nn
