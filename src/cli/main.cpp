@@ -1,0 +1,125 @@
+// The `tessera` command: train, eval, generate, plot.
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <iostream>
+
+#include "autograd/grad_mode.h"
+#include "core/error.h"
+#include "nn/weights.h"
+#include "train/config.h"
+#include "train/generate.h"
+#include "train/plot.h"
+#include "train/task.h"
+#include "train/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace tessera;
+
+namespace {
+
+// "configs/gpt_kjv.toml" -> "runs/gpt_kjv"
+std::string default_run_dir(const std::string& config_path) {
+  return (fs::path("runs") / fs::path(config_path).stem()).string();
+}
+
+int cmd_train(const std::string& config, const std::vector<std::string>& overrides,
+              std::string out, bool plot) {
+  train::Config cfg = train::load_config(config, overrides);
+  train::RunOptions opt;
+  opt.out_dir = out.empty() ? default_run_dir(config) : out;
+  opt.plot = plot;
+  train::run_training(cfg, opt);
+  return 0;
+}
+
+int cmd_eval(const std::string& config, const std::vector<std::string>& overrides,
+             const std::string& weights) {
+  train::Config cfg = train::load_config(config, overrides);
+  auto task = train::make_task(cfg);
+  nn::load_weights(task->model(), weights);
+  nlohmann::json e = task->evaluate();
+  TS_CHECK(!e.empty(), "eval: {} has no evaluation split (data.val_fraction / data.val_path)",
+           config);
+  std::cout << e.dump() << "\n";
+  return 0;
+}
+
+int cmd_generate(const std::string& run, std::string config, std::string weights,
+                 const std::string& prompt, const train::SampleOptions& so, uint64_t seed) {
+  if (!run.empty()) {
+    if (config.empty()) config = (fs::path(run) / "config.toml").string();
+    if (weights.empty()) weights = (fs::path(run) / "model.safetensors").string();
+  }
+  TS_CHECK(!config.empty() && !weights.empty(),
+           "generate: give a run folder (--run DIR) or both --config and --weights");
+  train::Config cfg = train::load_config(config);
+  TS_CHECK(cfg.model.kind == "gpt", "generate: {} describes a '{}' model, expected model.kind = "
+           "\"gpt\"", config, cfg.model.kind);
+  nn::GPTConfig g;
+  g.n_layer = int(cfg.model.n_layer), g.n_head = int(cfg.model.n_head);
+  g.n_embd = cfg.model.n_embd, g.context = cfg.model.context, g.vocab_size = cfg.model.vocab_size;
+  Generator init(0);
+  nn::GPT model(g, init);
+  nn::load_weights(model, weights);
+  model.eval();
+  Generator gen(seed);
+  std::cout << prompt << train::generate_text(model, prompt, so, gen) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Tessera: fast neural-network training on CPUs and GPUs"};
+  app.require_subcommand(1);
+
+  std::string config, out, weights, run, prompt;
+  std::vector<std::string> overrides;
+  bool no_plot = false;
+  train::SampleOptions so;
+  uint64_t seed = 1;
+
+  auto* tr = app.add_subcommand("train", "Train the model a TOML config describes");
+  tr->add_option("config", config, "config file (keys: docs/CONFIG.md)")->required();
+  tr->add_option("overrides", overrides, "key=value overrides, e.g. train.steps=100");
+  tr->add_option("--out", out, "run folder (default runs/<config name>)");
+  tr->add_flag("--no-plot", no_plot, "do not draw loss.png at the end");
+
+  auto* ev = app.add_subcommand("eval", "Evaluate saved weights on the config's held-out data");
+  ev->add_option("config", config, "config file")->required();
+  ev->add_option("overrides", overrides, "key=value overrides");
+  ev->add_option("--weights", weights, "model.safetensors to evaluate")->required();
+
+  auto* ge = app.add_subcommand("generate", "Sample text from a trained byte-level GPT");
+  ge->add_option("--run", run, "run folder (uses its config.toml and model.safetensors)");
+  ge->add_option("--config", config, "config file (instead of --run)");
+  ge->add_option("--weights", weights, "weights file (instead of --run)");
+  ge->add_option("--prompt", prompt, "text to continue");
+  ge->add_option("--tokens", so.tokens, "bytes to generate")->check(CLI::Range(1, 1000000));
+  ge->add_option("--temperature", so.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
+  ge->add_option("--top-k", so.top_k, "sample among the k likeliest (0 = all)")
+      ->check(CLI::Range(0, 1 << 30));
+  ge->add_option("--seed", seed, "sampling seed");
+
+  auto* pl = app.add_subcommand("plot", "Draw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl");
+  pl->add_option("run_dir", run, "run folder")->required();
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (tr->parsed()) return cmd_train(config, overrides, out, !no_plot);
+    if (ev->parsed()) return cmd_eval(config, overrides, weights);
+    if (ge->parsed()) return cmd_generate(run, config, weights, prompt, so, seed);
+    if (pl->parsed()) {
+      std::cout << train::plot_run(run) << "\n";
+      return 0;
+    }
+  } catch (const Error& e) {
+    std::cerr << "tessera: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "tessera: error: " << e.what() << "\n";
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,103 @@
+// The image-classification task: an MLP or a CNN on Fashion-MNIST.
+#include "autograd/grad_mode.h"
+#include "data/loader.h"
+#include "nn/classifiers.h"
+#include "ops/ops.h"
+#include "train/task_factory.h"
+
+namespace tessera::train {
+namespace {
+
+std::unique_ptr<nn::Module> make_classifier(const Config& cfg, Generator& g) {
+  if (cfg.model.kind == "mlp") {
+    nn::MLPClassifierConfig m;
+    m.hidden = cfg.model.mlp_hidden;
+    m.n_hidden_layers = int(cfg.model.mlp_layers);
+    return std::make_unique<nn::MLPClassifier>(m, g);
+  }
+  nn::CNNClassifierConfig c;
+  c.channels = cfg.model.cnn_channels;
+  return std::make_unique<nn::CNNClassifier>(c, g);
+}
+
+class ClassifierTask final : public Task {
+ public:
+  explicit ClassifierTask(const Config& cfg) : cfg_(cfg), init_gen_(uint64_t(cfg.train.seed)) {
+    TS_CHECK(cfg.data.kind == "fashion-mnist",
+             "config: model.kind = \"{}\" trains on images: expected data.kind = "
+             "\"fashion-mnist\", got \"{}\"",
+             cfg.model.kind, cfg.data.kind);
+    data::ImageDataset train = data::load_fashion_mnist(cfg.data.path, "train");
+    test_ = data::load_fashion_mnist(cfg.data.path, "test");
+    model_ = make_classifier(cfg, init_gen_);
+    batcher_ = std::make_unique<data::ImageBatcher>(train, cfg.train.batch_size,
+                                                    uint64_t(cfg.train.seed) + 1);
+    prefetch_ = std::make_unique<data::Prefetcher<data::ImageBatch>>(
+        [b = batcher_.get()] { return b->next(); });
+  }
+
+  nn::Module& model() override { return *model_; }
+  void next_batch() override { batch_ = prefetch_->next(); }
+
+  Tensor micro_loss(int64_t i, int64_t n) override {
+    const int64_t rows = batch_.labels.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
+    Tensor logits = forward(batch_.images.slice_rows(a, b));
+    return ops::cross_entropy(logits, batch_.labels.slice_rows(a, b));
+  }
+
+  int64_t items_per_step() const override { return cfg_.train.batch_size; }
+  const char* rate_key() const override { return "samples_per_s"; }
+  const char* rate_unit() const override { return "samples/s"; }
+
+  nlohmann::json evaluate() override {
+    NoGradGuard no_grad;
+    model_->eval();
+    data::SequentialImageBatches eval(test_, 1000);
+    int64_t correct = 0, total = 0;
+    double loss = 0;
+    for (int64_t i = 0; i < eval.num_batches(); ++i) {
+      data::ImageBatch b = eval.batch(i);
+      Tensor logits = forward(b.images);
+      const int64_t n = b.labels.dim(0), C = logits.dim(-1);
+      loss += double(ops::cross_entropy(logits, b.labels).item()) * double(n);
+      const float* l = logits.data<float>();
+      const int32_t* y = b.labels.data<int32_t>();
+      for (int64_t r = 0; r < n; ++r) {
+        int64_t best = 0;
+        for (int64_t c = 1; c < C; ++c) best = l[r * C + c] > l[r * C + best] ? c : best;
+        correct += best == y[r];
+      }
+      total += n;
+    }
+    model_->train();
+    return {{"test_accuracy", double(correct) / double(total)},
+            {"test_loss", loss / double(total)}};
+  }
+
+ private:
+  Tensor forward(const Tensor& images) const {
+    if (auto* m = dynamic_cast<nn::MLPClassifier*>(model_.get())) return m->forward(images);
+    return static_cast<nn::CNNClassifier*>(model_.get())->forward(images);
+  }
+
+  Config cfg_;
+  Generator init_gen_;
+  data::ImageDataset test_;
+  std::unique_ptr<nn::Module> model_;
+  std::unique_ptr<data::ImageBatcher> batcher_;
+  std::unique_ptr<data::Prefetcher<data::ImageBatch>> prefetch_;
+  data::ImageBatch batch_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_classifier_task(const Config& cfg) {
+  return std::make_unique<ClassifierTask>(cfg);
+}
+
+std::unique_ptr<Task> make_task(const Config& cfg) {
+  if (cfg.model.kind == "gpt") return make_gpt_task(cfg);
+  return make_classifier_task(cfg);
+}
+
+}  // namespace tessera::train

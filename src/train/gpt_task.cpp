@@ -1,0 +1,119 @@
+// The language-model task: a GPT on byte-level text or llm.c token shards.
+#include <cmath>
+
+#include "autograd/grad_mode.h"
+#include "data/loader.h"
+#include "data/shard.h"
+#include "data/text.h"
+#include "nn/gpt.h"
+#include "ops/ops.h"
+#include "train/generate.h"
+#include "train/task_factory.h"
+
+namespace tessera::train {
+namespace {
+
+nn::GPTConfig gpt_config(const Config& cfg) {
+  nn::GPTConfig g;
+  g.n_layer = int(cfg.model.n_layer);
+  g.n_head = int(cfg.model.n_head);
+  g.n_embd = cfg.model.n_embd;
+  g.context = cfg.model.context;
+  g.vocab_size = cfg.model.vocab_size;
+  g.dropout = float(cfg.model.dropout);
+  return g;
+}
+
+class GPTTask final : public Task {
+ public:
+  explicit GPTTask(const Config& cfg) : cfg_(cfg), init_gen_(uint64_t(cfg.train.seed)) {
+    const int64_t T = cfg.train.seq_len, B = cfg.train.batch_size;
+    if (cfg.data.kind == "text") {
+      TS_CHECK(cfg.model.vocab_size >= data::kByteVocabSize,
+               "config: model.vocab_size = {} is too small for byte-level text (data.kind = "
+               "\"text\"): expected >= 256",
+               cfg.model.vocab_size);
+      data::TextSplits s = data::load_byte_corpus(cfg.data.path, cfg.data.val_fraction, T + 1);
+      train_ = s.train, val_ = s.val;
+    } else {
+      train_ = data::read_token_shard(cfg.data.path);
+      if (!cfg.data.val_path.empty()) val_ = data::read_token_shard(cfg.data.val_path);
+      check_vocab(train_, cfg.data.path);
+      if (val_.defined()) check_vocab(val_, cfg.data.val_path);
+    }
+    model_ = std::make_unique<nn::GPT>(gpt_config(cfg), init_gen_);
+    batcher_ = std::make_unique<data::TokenBatcher>(train_, B, T, uint64_t(cfg.train.seed) + 1);
+    prefetch_ = std::make_unique<data::Prefetcher<data::TokenBatch>>(
+        [b = batcher_.get()] { return b->next(); });
+    sample_gen_ = Generator(uint64_t(cfg.train.seed) + 2);
+  }
+
+  nn::Module& model() override { return *model_; }
+  void next_batch() override { batch_ = prefetch_->next(); }
+
+  Tensor micro_loss(int64_t i, int64_t n) override {
+    const int64_t rows = batch_.x.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
+    return model_->loss(batch_.x.slice_rows(a, b), batch_.y.slice_rows(a, b));
+  }
+
+  int64_t items_per_step() const override { return cfg_.train.batch_size * cfg_.train.seq_len; }
+  const char* rate_key() const override { return "tokens_per_s"; }
+  const char* rate_unit() const override { return "tok/s"; }
+  double flops_per_step() const override {
+    return nn::gpt_flops_per_token(model_->config(), cfg_.train.seq_len) *
+           double(items_per_step());
+  }
+
+  nlohmann::json evaluate() override {
+    if (!val_.defined() || val_.numel() < cfg_.train.seq_len + 1) return {};
+    NoGradGuard no_grad;
+    model_->eval();
+    const int64_t B = cfg_.train.batch_size;
+    data::SequentialTokenBatches eval(val_, B, cfg_.train.seq_len, cfg_.train.eval_batches);
+    double total = 0;
+    int64_t count = 0;
+    for (int64_t i = 0; i < eval.num_batches(); ++i) {
+      data::TokenBatch b = eval.batch(i);
+      total += double(model_->loss(b.x, b.y).item());
+      ++count;
+    }
+    model_->train();
+    if (count == 0) return {};
+    return {{"val_loss", total / double(count)}};
+  }
+
+  std::string sample(int64_t tokens) override {
+    if (cfg_.model.vocab_size != data::kByteVocabSize) return "";
+    model_->eval();
+    SampleOptions opt;
+    opt.tokens = tokens, opt.temperature = 0.8f, opt.top_k = 40;
+    std::string s = generate_text(*model_, "And God said", opt, sample_gen_);
+    model_->train();
+    return "And God said" + s;
+  }
+
+ private:
+  void check_vocab(const Tensor& tokens, const std::string& path) const {
+    const uint16_t* p = tokens.data<uint16_t>();
+    uint16_t mx = 0;
+    for (int64_t i = 0; i < tokens.numel(); ++i) mx = p[i] > mx ? p[i] : mx;
+    TS_CHECK(mx < cfg_.model.vocab_size,
+             "{}: token {} is outside the vocabulary: expected < model.vocab_size = {}", path,
+             mx, cfg_.model.vocab_size);
+  }
+
+  Config cfg_;
+  Generator init_gen_;
+  Tensor train_, val_;
+  std::unique_ptr<nn::GPT> model_;
+  std::unique_ptr<data::TokenBatcher> batcher_;
+  std::unique_ptr<data::Prefetcher<data::TokenBatch>> prefetch_;
+  data::TokenBatch batch_;
+  Generator sample_gen_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_gpt_task(const Config& cfg) { return std::make_unique<GPTTask>(cfg); }
+
+}  // namespace tessera::train

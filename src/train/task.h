@@ -1,0 +1,41 @@
+// A Task binds a model to its data: it draws batches, computes a micro-batch's loss and
+// evaluates. The trainer (trainer.h) owns the loop, optimizer, logging and files; tasks keep
+// what differs between a language model and an image classifier.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "nn/module.h"
+#include "train/config.h"
+
+namespace tessera::train {
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual nn::Module& model() = 0;
+  // Fetches the next global batch (this rank's rows).
+  virtual void next_batch() = 0;
+  // Loss of micro-batch i of n of the current batch (rows split evenly), as a scalar with
+  // autograd attached. The trainer scales it by 1/n before backward.
+  virtual Tensor micro_loss(int64_t i, int64_t n) = 0;
+  // Tokens (GPT) or samples (classifiers) per global batch, and the unit for rates.
+  virtual int64_t items_per_step() const = 0;
+  virtual const char* rate_key() const = 0;   // "tokens_per_s" / "samples_per_s"
+  virtual const char* rate_unit() const = 0;  // "tok/s" / "samples/s"
+  // Model FLOPs per step (forward + backward), 0 when unknown.
+  virtual double flops_per_step() const { return 0; }
+  // Evaluation metrics, e.g. {"val_loss": 1.52} or {"test_accuracy": 0.91, "test_loss": 0.3}.
+  virtual nlohmann::json evaluate() = 0;
+  // A short text sample from a language model ("" for classifiers).
+  virtual std::string sample(int64_t /*tokens*/) { return ""; }
+};
+
+// Builds the task the config describes: loads the data (errors name the file and key) and
+// initialises the model from the config's seed.
+std::unique_ptr<Task> make_task(const Config& cfg);
+
+}  // namespace tessera::train

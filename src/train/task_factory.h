@@ -1,0 +1,10 @@
+// Constructors of the concrete tasks (one file each), dispatched on model.kind by make_task.
+#pragma once
+#include "train/task.h"
+
+namespace tessera::train {
+
+std::unique_ptr<Task> make_gpt_task(const Config& cfg);
+std::unique_ptr<Task> make_classifier_task(const Config& cfg);
+
+}  // namespace tessera::train
