@@ -93,9 +93,9 @@ TEST(Config, DefaultsComeFromTheKeyTable) {
 }
 
 TEST(Config, OverridesOfEachType) {
-  Config c = with({"train.steps=77", "optim.lr=3e-4", "optim.grad_clip=2", "data.path=a/b c.txt",
+  Config c = with({"train.steps=177", "optim.lr=3e-4", "optim.grad_clip=2", "data.path=a/b c.txt",
                    "train.precision=\"bf16\"", " train.seed = 9 "});
-  EXPECT_EQ(c.train.steps, 77);
+  EXPECT_EQ(c.train.steps, 177);
   EXPECT_DOUBLE_EQ(c.optim.lr, 3e-4);
   EXPECT_DOUBLE_EQ(c.optim.grad_clip, 2.0);  // an integer is a fine float
   EXPECT_EQ(c.data.path, "a/b c.txt");
@@ -200,12 +200,14 @@ TEST(Config, OtherRules) {
       },
       {"model.n_embd = 100", "model.n_head = 3"});
   expect_error([] { with({"optim.lr=1e-3", "optim.min_lr=1e-2"}); }, {"optim.min_lr", "optim.lr"});
+  expect_error([] { with({"optim.schedule=cosine", "train.steps=10", "optim.warmup_steps=10"}); },
+               {"optim.warmup_steps = 10", "train.steps = 10", "cosine"});
   expect_error(
       [] {
         with({"model.kind=cnn", "data.kind=fashion-mnist", "model.preset=gpt2-124m"});
       },
       {"model.preset = 'gpt2-124m'", "model.kind = 'cnn'"});
-  EXPECT_EQ(config_rules().size(), 7u);
+  EXPECT_EQ(config_rules().size(), 8u);
 }
 
 TEST(Config, MissingFile) {

@@ -333,6 +333,14 @@ const Rule kRules[] = {
        if (c.optim.min_lr <= c.optim.lr) return {};
        return fmt::format("optim.min_lr = {} exceeds optim.lr = {}", c.optim.min_lr, c.optim.lr);
      }},
+    {"`optim.warmup_steps` < `train.steps` when `optim.schedule` = \"cosine\".",
+     [](const Config& c) -> Violation {
+       if (c.optim.schedule != "cosine" || c.optim.warmup_steps < c.train.steps) return {};
+       return fmt::format(
+           "optim.warmup_steps = {} leaves no steps to decay over: expected fewer than "
+           "train.steps = {} with optim.schedule = \"cosine\"",
+           c.optim.warmup_steps, c.train.steps);
+     }},
 };
 
 }  // namespace
