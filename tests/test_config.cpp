@@ -103,9 +103,9 @@ TEST(Config, OverridesOfEachType) {
   EXPECT_EQ(c.train.seed, 9);
 
   // Later overrides win, and overrides win over the file.
-  Config d = parse("[train]\nsteps = 10\n", {"train.steps=20", "train.steps=30"});
-  EXPECT_EQ(d.train.steps, 30);
-  EXPECT_EQ(parse("[train]\nsteps = 10\n").train.steps, 10);
+  Config d = parse("[train]\nsteps = 1000\n", {"train.steps=2000", "train.steps=3000"});
+  EXPECT_EQ(d.train.steps, 3000);
+  EXPECT_EQ(parse("[train]\nsteps = 1000\n").train.steps, 1000);
 
   expect_error([] { with({"train.steps"}); }, {"command line", "train.steps", "key=value"});
 }
