@@ -138,6 +138,7 @@ TEST(Train, BF16TracksF32) {
   const double v32 = f32.last_eval["val_loss"].get<double>();
   const double vbf = bf.last_eval["val_loss"].get<double>();
   EXPECT_NE(v32, vbf);  // the bf16 run really computed in bf16
+  std::cerr << "val_loss f32 " << v32 << " bf16 " << vbf << "\n";
   EXPECT_LT(std::fabs(vbf - v32) / v32, 0.02) << "f32 " << v32 << " bf16 " << vbf;
 }
 
