@@ -1,0 +1,44 @@
+// attention: fused causal multi-head self-attention (kernels/cpu/attention.h).
+#include "kernels/cpu/attention.h"
+#include "autograd/engine.h"
+#include "ops/check.h"
+#include "ops/ops.h"
+
+namespace tessera::ops {
+
+Tensor attention(const Tensor& qkv0, int n_head) {
+  const char* op = "attention";
+  check_defined(op, "qkv", qkv0);
+  check_cpu(op, qkv0);
+  TS_CHECK(qkv0.ndim() == 3, "attention: qkv is {}, expected 3 dims [B, T, 3C]", qkv0.desc());
+  TS_CHECK(qkv0.dtype() == DType::f32, "attention: qkv is {}, expected dtype f32", qkv0.desc());
+  const int64_t B = qkv0.dim(0), T = qkv0.dim(1), C3 = qkv0.dim(2);
+  TS_CHECK(C3 % 3 == 0 && C3 > 0,
+           "attention: qkv is {}, expected a last dim 3C > 0 divisible by 3 (q | k | v)",
+           qkv0.desc());
+  const int64_t C = C3 / 3;
+  TS_CHECK(n_head > 0 && C % n_head == 0,
+           "attention: qkv is {} (C = {}), n_head = {}: expected n_head > 0 dividing C",
+           qkv0.desc(), C, n_head);
+
+  Tensor qkv = qkv0.contiguous();
+  Tensor out = Tensor::empty(Shape{B, T, C});
+  // Per-row log-sum-exp: all backward needs beyond qkv and out to rebuild the probabilities.
+  Tensor lse = Tensor::empty(Shape{B, n_head, T});
+  const cpu::AttentionDims dims{B, T, C, n_head};
+  if (B * T > 0)
+    cpu::attention_forward(dims, qkv.data<float>(), out.data<float>(), lse.data<float>());
+  if (!autograd::needs_grad({qkv0})) return out;
+  // A detached alias of out: capturing out itself would make its node own it (a cycle).
+  Tensor saved_out = out.detach();
+  return autograd::record(out, op, {qkv0}, [=](const Tensor& g) {
+    Tensor gout = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
+    Tensor dqkv = Tensor::empty(qkv.shape());
+    if (B * T > 0)
+      cpu::attention_backward(dims, qkv.data<float>(), saved_out.data<float>(), lse.data<float>(),
+                              gout.data<float>(), dqkv.data<float>());
+    return std::vector<Tensor>{dqkv};
+  });
+}
+
+}  // namespace tessera::ops

@@ -1,0 +1,185 @@
+// Fused causal attention: gradients, a naive reference, causality, and error messages.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "autograd/grad_mode.h"
+#include "gradcheck.h"
+#include "ops/ops.h"
+
+using namespace tessera;
+using namespace tessera::testing;
+
+namespace {
+Generator gen(7);
+
+template <class F>
+void expect_error(F&& f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    for (const char* s : fragments)
+      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
+          << "'" << s << "' missing from: " << e.what();
+  }
+}
+
+// Straight from the definition, in double: per (b, h) explicit scores, causal mask, softmax,
+// weighted sum of values.
+std::vector<double> reference_attention(const std::vector<float>& qkv, int64_t B, int64_t T,
+                                        int64_t C, int64_t H) {
+  const int64_t hs = C / H;
+  const double scale = 1.0 / std::sqrt(double(hs));
+  auto at = [&](int64_t b, int64_t t, int64_t c) { return double(qkv[(b * T + t) * 3 * C + c]); };
+  std::vector<double> out(size_t(B * T * C), 0.0);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < T; ++i) {
+        std::vector<double> s(size_t(T), -INFINITY);
+        double mx = -INFINITY;
+        for (int64_t j = 0; j <= i; ++j) {
+          double dot = 0;
+          for (int64_t d = 0; d < hs; ++d) dot += at(b, i, h * hs + d) * at(b, j, C + h * hs + d);
+          s[size_t(j)] = dot * scale;
+          mx = std::max(mx, s[size_t(j)]);
+        }
+        double z = 0;
+        for (int64_t j = 0; j <= i; ++j) z += std::exp(s[size_t(j)] - mx);
+        for (int64_t j = 0; j <= i; ++j) {
+          const double p = std::exp(s[size_t(j)] - mx) / z;
+          for (int64_t d = 0; d < hs; ++d)
+            out[size_t((b * T + i) * C + h * hs + d)] += p * at(b, j, 2 * C + h * hs + d);
+        }
+      }
+  return out;
+}
+
+double max_rel_diff(const std::vector<float>& got, const std::vector<double>& want) {
+  double worst = 0, scale = 1e-6;
+  for (double w : want) scale = std::max(scale, std::fabs(w));
+  for (size_t i = 0; i < want.size(); ++i)
+    worst = std::max(worst, std::fabs(double(got[i]) - want[i]) / scale);
+  return worst;
+}
+
+struct Case {
+  int64_t B, T, C, H;
+};
+}  // namespace
+
+TEST(OpsAttention, GradientsMatchFiniteDifferences) {
+  for (Case c : {Case{1, 1, 8, 2}, Case{2, 5, 8, 2}, Case{1, 17, 12, 3}, Case{2, 17, 6, 1},
+                 Case{1, 5, 12, 3}, Case{2, 1, 6, 1}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << "B=" << c.B << " T=" << c.T << " C=" << c.C << " H=" << c.H);
+    const int H = int(c.H);
+    check_gradients([H](auto& in) { return ops::attention(in[0], H); },
+                    {Tensor::randn(Shape{c.B, c.T, 3 * c.C}, gen)});
+  }
+}
+
+TEST(OpsAttention, GradientsAcrossQueryBlocksAndWideHeads) {
+  // T crosses the kernel's 32-row query blocks and 16-lane padding; hs = 20 is not a lane
+  // multiple. Check a random subset of the many elements.
+  GradCheckOptions opt;
+  opt.max_checks = 40;
+  check_gradients([](auto& in) { return ops::attention(in[0], 2); },
+                  {Tensor::randn(Shape{1, 37, 120}, gen, 0.f, 0.5f)}, opt);
+}
+
+TEST(OpsAttention, ForwardMatchesNaiveReference) {
+  for (Case c : {Case{1, 1, 8, 2}, Case{2, 5, 8, 2}, Case{1, 17, 12, 3}, Case{2, 33, 6, 1},
+                 Case{2, 70, 48, 4}, Case{1, 64, 192, 3}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << "B=" << c.B << " T=" << c.T << " C=" << c.C << " H=" << c.H);
+    // Scale 2 makes softmaxes peaked, exercising the max shift and exp range.
+    Tensor qkv = Tensor::randn(Shape{c.B, c.T, 3 * c.C}, gen, 0.f, 2.f);
+    Tensor out = ops::attention(qkv, int(c.H));
+    ASSERT_EQ(out.shape(), (Shape{c.B, c.T, c.C}));
+    EXPECT_LT(
+        max_rel_diff(out.to_vector(), reference_attention(qkv.to_vector(), c.B, c.T, c.C, c.H)),
+        5e-6);  // f32 rounding over <= 70 keys x 64 dims is ~1e-6 of the output scale
+  }
+}
+
+TEST(OpsAttention, BackwardAtGpt2HeadSizeMatchesFiniteDifferences) {
+  // The real head size (64) and several query blocks; a spot check of the largest case.
+  GradCheckOptions opt;
+  opt.max_checks = 24;
+  check_gradients([](auto& in) { return ops::attention(in[0], 2); },
+                  {Tensor::randn(Shape{1, 40, 384}, gen, 0.f, 0.5f)}, opt);
+}
+
+TEST(OpsAttention, IsCausal) {
+  const int64_t B = 2, T = 19, C = 12;
+  Tensor qkv = Tensor::randn(Shape{B, T, 3 * C}, gen);
+  std::vector<float> base = ops::attention(qkv, 3).to_vector();
+  for (int64_t t : {0, 7, 18}) {
+    Tensor changed = qkv.clone();
+    float* p = changed.data<float>();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t c = 0; c < 3 * C; ++c) p[(b * T + t) * 3 * C + c] += 1.5f;
+    std::vector<float> got = ops::attention(changed, 3).to_vector();
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t s = 0; s < T; ++s) {
+        bool differs = false;
+        for (int64_t c = 0; c < C; ++c) {
+          const size_t i = size_t((b * T + s) * C + c);
+          differs = differs || got[i] != base[i];
+        }
+        if (s < t) {
+          EXPECT_FALSE(differs) << "token " << t << " changed output " << s << " (b=" << b << ")";
+        } else if (s == t) {
+          EXPECT_TRUE(differs) << "token " << t << " did not change its own output";
+        }
+      }
+  }
+}
+
+TEST(OpsAttention, FirstTokenAttendsOnlyToItself) {
+  // Output 0 is exactly v_0 (softmax over one key), whatever q and k are.
+  Tensor qkv = Tensor::randn(Shape{1, 4, 3 * 8}, gen);
+  std::vector<float> out = ops::attention(qkv, 2).to_vector();
+  std::vector<float> in = qkv.to_vector();
+  for (int c = 0; c < 8; ++c) EXPECT_FLOAT_EQ(out[size_t(c)], in[size_t(16 + c)]);
+}
+
+TEST(OpsAttention, NoGradModeSkipsTheTape) {
+  Tensor qkv = Tensor::randn(Shape{1, 3, 12}, gen).set_requires_grad();
+  {
+    NoGradGuard ng;
+    EXPECT_FALSE(ops::attention(qkv, 2).requires_grad());
+  }
+  EXPECT_TRUE(ops::attention(qkv, 2).requires_grad());
+}
+
+TEST(OpsAttention, BadCallsNameOpShapesAndExpectation) {
+  expect_error(
+      [] {
+        ops::attention(Tensor::randn(Shape{2, 3, 24}, gen), 5);
+      },
+      {"attention", "f32[2, 3, 24]", "n_head = 5", "dividing C"});
+  expect_error(
+      [] {
+        ops::attention(Tensor::randn(Shape{2, 3, 25}, gen), 1);
+      },
+      {"attention", "f32[2, 3, 25]", "divisible by 3"});
+  expect_error(
+      [] {
+        ops::attention(Tensor::randn(Shape{3, 24}, gen), 2);
+      },
+      {"attention", "f32[3, 24]", "expected 3 dims"});
+  expect_error(
+      [] {
+        ops::attention(Tensor::randn(Shape{1, 3, 24}, gen).to(DType::bf16), 2);
+      },
+      {"attention", "bf16[1, 3, 24]", "expected dtype f32"});
+  expect_error(
+      [] {
+        ops::attention(Tensor::randn(Shape{1, 3, 24}, gen), 0);
+      },
+      {"attention", "n_head = 0"});
+}
