@@ -116,6 +116,21 @@ TEST(OpsConv, GradientsMatchFiniteDifferences) {
                   {rn({2, 2, 5, 5}), rn({3, 2, 3, 3})});
 }
 
+TEST(OpsConv, PartialGradientsMatchFullOnes) {
+  // Images usually do not require grad: the backward then skips dx but must give the same dw, db.
+  Tensor x = rn({2, 3, 6, 5}), w = rn({4, 3, 3, 3}), b = rn({4}), r = rn({2, 4, 3, 3});
+  Tensor xa = x.clone().set_requires_grad(), wa = w.clone().set_requires_grad();
+  Tensor ba = b.clone().set_requires_grad();
+  ops::sum(ops::mul(ops::conv2d(xa, wa, ba, 2, 1), r)).backward();
+  Tensor wb = w.clone().set_requires_grad(), bb = b.clone().set_requires_grad();
+  ops::sum(ops::mul(ops::conv2d(x, wb, bb, 2, 1), r)).backward();
+  EXPECT_EQ(wb.grad().to_vector(), wa.grad().to_vector());
+  EXPECT_EQ(bb.grad().to_vector(), ba.grad().to_vector());
+  Tensor xc = x.clone().set_requires_grad();
+  ops::sum(ops::mul(ops::conv2d(xc, w, b, 2, 1), r)).backward();
+  EXPECT_EQ(xc.grad().to_vector(), xa.grad().to_vector());
+}
+
 TEST(OpsConv, ForwardMatchesDirectConvolution) {
   for (const ConvCase& c : kConvCases) {
     SCOPED_TRACE(describe(c));
