@@ -108,3 +108,15 @@ TEST(Rng, DeterministicAndWellDistributed) {
   Tensor d1 = Tensor::randn(Shape{4}, g4), d2 = Tensor::randn(Shape{4}, g4);
   EXPECT_NE(d1.to_vector(), d2.to_vector());
 }
+
+TEST(Tensor, UnavailableDeviceIsAClearError) {
+  // No CUDA allocator is registered in a CPU-only process: asking for device memory must say
+  // which device and why, not crash.
+  try {
+    Tensor::empty(Shape{4}, DType::f32, Device::cuda(0));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not available"), std::string::npos) << e.what();
+  }
+}
