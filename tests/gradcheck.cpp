@@ -80,6 +80,17 @@ bool check_gradients(const OpFn& f, std::vector<Tensor> inputs, const GradCheckO
   return ok;
 }
 
+void expect_error(const std::function<void()>& f, std::initializer_list<std::string> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    for (const std::string& s : fragments)
+      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
+          << "'" << s << "' missing from: " << e.what();
+  }
+}
+
 double relative_error(const Tensor& a, const Tensor& b) {
   std::vector<float> va = a.to_vector(), vb = b.to_vector();
   EXPECT_EQ(va.size(), vb.size());

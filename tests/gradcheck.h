@@ -2,6 +2,8 @@
 // autograd gradients, and low-precision-vs-f32 comparisons.
 #pragma once
 #include <functional>
+#include <initializer_list>
+#include <string>
 #include <vector>
 
 #include "core/rng.h"
@@ -35,6 +37,10 @@ double relative_error(const Tensor& a, const Tensor& b);
 // Runs f on inputs cast to `low` (float inputs only) and on the f32 inputs, returning the
 // largest relative error among the output and every input gradient.
 double low_precision_error(const OpFn& f, const std::vector<Tensor>& inputs, DType low);
+
+// Expects f() to throw tessera::Error whose message contains every fragment (the tests' check
+// that errors name the op or file, the shapes or field, and the expectation).
+void expect_error(const std::function<void()>& f, std::initializer_list<std::string> fragments);
 
 // Random f32 tensor, normal(0, std), requiring grad.
 Tensor randn_param(const Shape& s, Generator& g, float std = 1.f);

@@ -2,6 +2,8 @@
 // TOML round trip, and docs/CONFIG.md kept equal to its generator.
 #include <gtest/gtest.h>
 
+#include "gradcheck.h"
+
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -13,6 +15,7 @@
 
 using namespace tessera;
 using namespace tessera::train;
+using tessera::testing::expect_error;
 namespace fs = std::filesystem;
 
 namespace {
@@ -27,19 +30,6 @@ std::string read_text(const fs::path& p) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-// Expects f() to throw an Error whose message contains every fragment.
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const std::string& s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
 }
 
 Config parse(std::string_view toml, std::vector<std::string> overrides = {}) {

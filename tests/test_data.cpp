@@ -2,6 +2,8 @@
 // of corrupt input, the real Fashion-MNIST test split, and batch determinism, rank splits and
 // prefetching.
 #include <gtest/gtest.h>
+
+#include "gradcheck.h"
 #include <unistd.h>
 
 #include <atomic>
@@ -22,6 +24,7 @@
 
 using namespace tessera;
 using namespace tessera::data;
+using tessera::testing::expect_error;
 namespace fs = std::filesystem;
 
 namespace {
@@ -45,19 +48,6 @@ class TempDir {
  private:
   fs::path path_;
 };
-
-// Expects f() to throw an Error whose message contains every fragment.
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const std::string& s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
 
 std::vector<uint8_t> raw_bytes(const std::string& path) {
   return read_file_bytes(path, "test");

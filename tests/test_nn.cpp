@@ -37,18 +37,6 @@ Tensor random_ids(int64_t B, int64_t T, int64_t vocab, uint64_t seed) {
   return Tensor::from_ints(v, Shape{B, T});
 }
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const std::string& s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
-
 double sample_std(const Tensor& t) {
   std::vector<float> v = t.to_vector();
   double m = 0, s = 0;

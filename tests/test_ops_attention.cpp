@@ -15,18 +15,6 @@ using namespace tessera::testing;
 namespace {
 Generator gen(7);
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const char* s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
-
 // Straight from the definition, in double: per (b, h) explicit scores, causal mask, softmax,
 // weighted sum of values.
 std::vector<double> reference_attention(const std::vector<float>& qkv, int64_t B, int64_t T,

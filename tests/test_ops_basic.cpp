@@ -12,18 +12,6 @@ namespace {
 Generator gen(42);
 Tensor rn(Shape s) { return Tensor::randn(s, gen); }
 
-// Expects f() to throw an Error whose message contains every fragment.
-template <class F>
-void expect_error(F&& f, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const char* s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
 }  // namespace
 
 TEST(OpsBasic, AddMulGradients) {

@@ -20,18 +20,6 @@ Tensor rn(Shape s) {
   return Tensor::randn(s, gen);
 }
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const char* s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
-
 struct ConvCase {
   int64_t n, cin, h, w, cout, kh, kw;
   int stride, pad;

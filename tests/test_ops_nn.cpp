@@ -28,19 +28,6 @@ Tensor rn_away(Shape s, float margin) {
   return Tensor::from_vector(v, s);
 }
 
-// Expects f() to throw an Error whose message contains every fragment.
-template <class F>
-void expect_error(F&& f, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const char* s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
-
 // |a - b| <= tol * max(1, |b|) elementwise.
 void expect_close(const std::vector<float>& a, const std::vector<double>& b, double tol) {
   ASSERT_EQ(a.size(), b.size());

@@ -20,18 +20,6 @@ using namespace tessera::testing;
 
 namespace {
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const char* s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
-
 // A small model's worth of parameters: matrices (decayed by default) and vectors (not), with
 // sizes that are not multiples of the 16-element alignment.
 std::vector<Tensor> make_params(uint64_t seed) {

@@ -3,6 +3,8 @@
 // import of Hugging Face GPT-2 weights (Conv1D [in, out] layout).
 #include <gtest/gtest.h>
 
+#include "gradcheck.h"
+
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -13,21 +15,10 @@
 
 using namespace tessera;
 using namespace tessera::nn;
+using tessera::testing::expect_error;
 namespace fs = std::filesystem;
 
 namespace {
-
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const std::string& s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
 
 bool bit_equal(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && a.dtype() == b.dtype() &&
