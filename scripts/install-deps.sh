@@ -15,6 +15,7 @@ PACKAGES=(
   dataset-fashion-mnist  # images for the classifiers
   bible-kjv bible-kjv-text  # the default text corpus
   gnuplot-nox            # training curves
+  openmpi-bin libopenmpi-dev  # distributed training over MPI (mpirun, libmpi)
 )
 
 missing=()

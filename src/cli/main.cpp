@@ -6,6 +6,9 @@
 
 #include "autograd/grad_mode.h"
 #include "core/error.h"
+#include "dist/bootstrap.h"
+#include "dist/mpi_comm.h"
+#include "dist/world.h"
 #include "nn/weights.h"
 #include "train/config.h"
 #include "train/generate.h"
@@ -105,9 +108,34 @@ int main(int argc, char** argv) {
   auto* pl = app.add_subcommand("plot", "Draw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl");
   pl->add_option("run_dir", run, "run folder")->required();
 
+  auto* fe = app.add_subcommand(
+      "features", "Show the backends built in (MPI, ...) and the launch environment");
+
   CLI11_PARSE(app, argc, argv);
+  // Errors name the rank when several processes print them.
+  std::string who;
   try {
-    if (tr->parsed()) return cmd_train(config, overrides, out, !no_plot);
+    if (dist::LaunchInfo li = dist::detect_launch(); li.distributed())
+      who = fmt::format("rank {}: ", li.rank);
+  } catch (const std::exception&) {
+  }
+  auto report = [&](const char* what) {
+    std::cerr << "tessera: " << who << "error: " << what << std::endl;
+    // A rank that fails alone would leave the others waiting in a collective: take the whole
+    // job down (MPI_Abort) rather than hang. No-op when MPI is not running.
+    dist::mpi_abort(2);
+    return 2;
+  };
+  try {
+    if (fe->parsed()) {
+      std::cout << dist::features_report();
+      return 0;
+    }
+    if (tr->parsed()) {
+      int rc = cmd_train(config, overrides, out, !no_plot);
+      dist::mpi_shutdown();
+      return rc;
+    }
     if (ev->parsed()) return cmd_eval(config, overrides, weights);
     if (ge->parsed()) return cmd_generate(run, config, weights, prompt, so, seed);
     if (pl->parsed()) {
@@ -115,11 +143,9 @@ int main(int argc, char** argv) {
       return 0;
     }
   } catch (const Error& e) {
-    std::cerr << "tessera: error: " << e.what() << "\n";
-    return 2;
+    return report(e.what());
   } catch (const std::exception& e) {
-    std::cerr << "tessera: error: " << e.what() << "\n";
-    return 2;
+    return report(e.what());
   }
   return 0;
 }

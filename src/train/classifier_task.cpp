@@ -22,7 +22,8 @@ std::unique_ptr<nn::Module> make_classifier(const Config& cfg, Generator& g) {
 
 class ClassifierTask final : public Task {
  public:
-  explicit ClassifierTask(const Config& cfg) : cfg_(cfg), init_gen_(uint64_t(cfg.train.seed)) {
+  ClassifierTask(const Config& cfg, TaskPlacement place)
+      : cfg_(cfg), init_gen_(uint64_t(cfg.train.seed)) {
     TS_CHECK(cfg.data.kind == "fashion-mnist",
              "config: model.kind = \"{}\" trains on images: expected data.kind = "
              "\"fashion-mnist\", got \"{}\"",
@@ -31,7 +32,8 @@ class ClassifierTask final : public Task {
     test_ = data::load_fashion_mnist(cfg.data.path, "test");
     model_ = make_classifier(cfg, init_gen_);
     batcher_ = std::make_unique<data::ImageBatcher>(train, cfg.train.batch_size,
-                                                    uint64_t(cfg.train.seed) + 1);
+                                                    uint64_t(cfg.train.seed) + 1, place.rank,
+                                                    place.world_size);
     prefetch_ = std::make_unique<data::Prefetcher<data::ImageBatch>>(
         [b = batcher_.get()] { return b->next(); });
   }
@@ -91,13 +93,13 @@ class ClassifierTask final : public Task {
 
 }  // namespace
 
-std::unique_ptr<Task> make_classifier_task(const Config& cfg) {
-  return std::make_unique<ClassifierTask>(cfg);
+std::unique_ptr<Task> make_classifier_task(const Config& cfg, TaskPlacement place) {
+  return std::make_unique<ClassifierTask>(cfg, place);
 }
 
-std::unique_ptr<Task> make_task(const Config& cfg) {
-  if (cfg.model.kind == "gpt") return make_gpt_task(cfg);
-  return make_classifier_task(cfg);
+std::unique_ptr<Task> make_task(const Config& cfg, TaskPlacement place) {
+  if (cfg.model.kind == "gpt") return make_gpt_task(cfg, place);
+  return make_classifier_task(cfg, place);
 }
 
 }  // namespace tessera::train

@@ -74,6 +74,7 @@ struct TrainConfig {
 struct ParallelConfig {
   int64_t zero_stage = 0;  // 0..3
   double bucket_mb = 0;
+  double timeout_s = 0;  // a rank silent this long is declared dead
   bool operator==(const ParallelConfig&) const = default;
 };
 

@@ -173,6 +173,9 @@ std::vector<ConfigKey> make_keys() {
           "ZeRO: 0 = replicate, 1 = shard optimizer state, 2 = + gradients, 3 = + weights"),
       float_key<P, &ParallelConfig::bucket_mb>("parallel.bucket_mb", 25.0, above(0),
                                                "gradient all-reduce bucket size in MiB"),
+      float_key<P, &ParallelConfig::timeout_s>(
+          "parallel.timeout_s", 60.0, above(0),
+          "seconds without a heartbeat before the other ranks declare a rank dead and exit"),
   };
 }
 

@@ -26,7 +26,8 @@ nn::GPTConfig gpt_config(const Config& cfg) {
 
 class GPTTask final : public Task {
  public:
-  explicit GPTTask(const Config& cfg) : cfg_(cfg), init_gen_(uint64_t(cfg.train.seed)) {
+  GPTTask(const Config& cfg, TaskPlacement place)
+      : cfg_(cfg), init_gen_(uint64_t(cfg.train.seed)) {
     const int64_t T = cfg.train.seq_len, B = cfg.train.batch_size;
     if (cfg.data.kind == "text") {
       TS_CHECK(cfg.model.vocab_size >= data::kByteVocabSize,
@@ -42,7 +43,8 @@ class GPTTask final : public Task {
       if (val_.defined()) check_vocab(val_, cfg.data.val_path);
     }
     model_ = std::make_unique<nn::GPT>(gpt_config(cfg), init_gen_);
-    batcher_ = std::make_unique<data::TokenBatcher>(train_, B, T, uint64_t(cfg.train.seed) + 1);
+    batcher_ = std::make_unique<data::TokenBatcher>(train_, B, T, uint64_t(cfg.train.seed) + 1,
+                                                    place.rank, place.world_size);
     prefetch_ = std::make_unique<data::Prefetcher<data::TokenBatch>>(
         [b = batcher_.get()] { return b->next(); });
     sample_gen_ = Generator(uint64_t(cfg.train.seed) + 2);
@@ -53,8 +55,25 @@ class GPTTask final : public Task {
 
   Tensor micro_loss(int64_t i, int64_t n) override {
     const int64_t rows = batch_.x.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
-    return model_->loss(batch_.x.slice_rows(a, b), batch_.y.slice_rows(a, b));
+    Tensor x = batch_.x.slice_rows(a, b), y = batch_.y.slice_rows(a, b);
+    if (gather_) return ops::cross_entropy(staged_forward(x), y);
+    return model_->loss(x, y);
   }
+
+  // Units: the embeddings (wte, wpe), each block, the final norm. Stages: the embeddings, each
+  // block, then the final norm with the tied output head (wte again).
+  dist::ParameterUnits parameter_units() override {
+    dist::ParameterUnits pu;
+    pu.units.push_back({model_->wte.weight, model_->wpe.weight});
+    for (const auto& block : model_->h) pu.units.push_back(block->parameters());
+    pu.units.push_back(model_->ln_f.parameters());
+    const int L = int(model_->h.size());
+    pu.stages.push_back({0});
+    for (int l = 0; l < L; ++l) pu.stages.push_back({1 + l});
+    pu.stages.push_back({L + 1, 0});
+    return pu;
+  }
+  void set_parameter_gather(dist::ParameterGather* gather) override { gather_ = gather; }
 
   int64_t items_per_step() const override { return cfg_.train.batch_size * cfg_.train.seq_len; }
   const char* rate_key() const override { return "tokens_per_s"; }
@@ -93,6 +112,29 @@ class GPTTask final : public Task {
   }
 
  private:
+  // GPT::forward (nn/gpt.cpp) stage by stage, with ZeRO-3 gathering each stage's parameters
+  // just before it runs. Keep the two in step: the ZeRO-3 equivalence test compares them.
+  Tensor staged_forward(const Tensor& ids) {
+    const nn::GPT& m = *model_;
+    const int64_t T = ids.dim(1);
+    TS_CHECK(T >= 1 && T <= cfg_.model.context,
+             "GPT::forward: sequence length {} (ids {}) outside [1, context = {}]", T,
+             ids.desc(), cfg_.model.context);
+    std::vector<int32_t> positions(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(t);
+    Tensor pos = Tensor::from_ints(positions, Shape{T});
+    gather_->enter(0);
+    Tensor x = m.drop.forward(ops::add(m.wte.forward(ids), m.wpe.forward(pos)));
+    x = gather_->exit(0, x);
+    const int L = int(m.h.size());
+    for (int l = 0; l < L; ++l) {
+      gather_->enter(1 + l);
+      x = gather_->exit(1 + l, m.h[size_t(l)]->forward(x));
+    }
+    gather_->enter(L + 1);
+    return gather_->exit(L + 1, ops::linear(m.ln_f.forward(x), m.wte.weight));
+  }
+
   void check_vocab(const Tensor& tokens, const std::string& path) const {
     const uint16_t* p = tokens.data<uint16_t>();
     uint16_t mx = 0;
@@ -110,10 +152,13 @@ class GPTTask final : public Task {
   std::unique_ptr<data::Prefetcher<data::TokenBatch>> prefetch_;
   data::TokenBatch batch_;
   Generator sample_gen_;
+  dist::ParameterGather* gather_ = nullptr;
 };
 
 }  // namespace
 
-std::unique_ptr<Task> make_gpt_task(const Config& cfg) { return std::make_unique<GPTTask>(cfg); }
+std::unique_ptr<Task> make_gpt_task(const Config& cfg, TaskPlacement place) {
+  return std::make_unique<GPTTask>(cfg, place);
+}
 
 }  // namespace tessera::train

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dist/data_parallel.h"
 #include "nn/module.h"
 #include "train/config.h"
 
@@ -17,7 +18,7 @@ class Task {
  public:
   virtual ~Task() = default;
   virtual nn::Module& model() = 0;
-  // Fetches the next global batch (this rank's rows).
+  // Fetches the next global batch (this rank's rows: see make_task).
   virtual void next_batch() = 0;
   // Loss of micro-batch i of n of the current batch (rows split evenly), as a scalar with
   // autograd attached. The trainer scales it by 1/n before backward.
@@ -32,10 +33,25 @@ class Task {
   virtual nlohmann::json evaluate() = 0;
   // A short text sample from a language model ("" for classifiers).
   virtual std::string sample(int64_t /*tokens*/) { return ""; }
+
+  // ZeRO-3: the parameter units and forward stages of the model (see dist/data_parallel.h);
+  // empty when the task has no layered forward (the engine then gathers the whole model
+  // around each micro-batch).
+  virtual dist::ParameterUnits parameter_units() { return {}; }
+  // ZeRO-3: from now on micro_loss() runs its forward stage by stage through `gather`
+  // (nullptr: the plain forward).
+  virtual void set_parameter_gather(dist::ParameterGather* /*gather*/) {}
+};
+
+// Where a task's process sits in data-parallel training: rank r of world N draws rows
+// data::rank_rows(batch_size, r, N) of every global batch.
+struct TaskPlacement {
+  int rank = 0;
+  int world_size = 1;
 };
 
 // Builds the task the config describes: loads the data (errors name the file and key) and
 // initialises the model from the config's seed.
-std::unique_ptr<Task> make_task(const Config& cfg);
+std::unique_ptr<Task> make_task(const Config& cfg, TaskPlacement placement = {});
 
 }  // namespace tessera::train

@@ -2,18 +2,33 @@
 // weights (model.safetensors), the resolved config (config.toml) and the curves (loss.png).
 #pragma once
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "dist/communicator.h"
+#include "dist/data_parallel.h"
 #include "train/config.h"
 
 namespace tessera::train {
 
+// Called on every rank after each optimizer step (step counts from 1) with the loss averaged
+// over ranks; tests use it to compare parameters across ranks (collectives are allowed).
+using StepCallback = std::function<void(int64_t step, double loss, dist::DataParallel& dp)>;
+
 struct RunOptions {
   std::string out_dir;     // created if missing
   bool plot = true;        // draw loss.png at the end (needs gnuplot)
-  FILE* console = stdout;  // progress and messages
+  FILE* console = stdout;  // progress and messages (rank 0 only)
+  // The ranks to train on; null: from the launcher's environment (dist/world.h), i.e. one
+  // process unless started by mpirun / srun. Only rank 0 writes metrics, weights, plots and
+  // prints; every rank writes its trace.
+  std::shared_ptr<dist::Communicator> comm;
+  bool trace = false;      // write trace_rank0.json on one rank too (always with several)
+  StepCallback on_step;
 };
 
 struct RunSummary {
@@ -22,8 +37,15 @@ struct RunSummary {
   nlohmann::json last_eval; // the final evaluation's metrics
   double seconds = 0;
   double items_per_s = 0;   // tokens or samples per second over the run (after the first step)
+  std::vector<double> losses;   // every step's training loss (averaged over ranks)
+  int world_size = 1;
+  dist::MemoryReport memory;    // this rank's parameter, gradient and optimizer-state bytes
+  dist::OverlapStats overlap;   // this rank's communication, and the part hidden by compute
 };
 
+// Trains on every rank of the communicator: each draws its rows of every global batch
+// (train.batch_size must split evenly over ranks x train.micro_batches), and the engine of
+// parallel.zero_stage keeps the models identical.
 RunSummary run_training(const Config& cfg, const RunOptions& opt);
 
 }  // namespace tessera::train

@@ -1,0 +1,115 @@
+// Communicator: the collective operations data-parallel training needs, on f32 tensors, behind
+// one interface with several backends:
+//   LocalCommunicator (local_comm.h)  one process; every collective is the identity.
+//   MpiCommunicator   (mpi_comm.h)    processes started by mpirun or srun, CPU tensors.
+//   (NCCL, with the CUDA backend: device tensors, same interface.)
+//
+// Every collective has an asynchronous form that returns a Work handle at once; the operation
+// runs in the background and wait() blocks until it is complete. The blocking forms are
+// async(...)->wait(). All ranks of a communicator must start the same collectives in the same
+// order (as with MPI and NCCL); the handles may be waited on in any order.
+//
+// Tensors: contiguous f32 on the backend's device. The main use is a contiguous range of a
+// flat buffer (FlatParameters::grads().slice_rows(begin, end)); a handle keeps its tensors'
+// storage alive until it completes.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace tessera::dist {
+
+enum class ReduceOp { sum, average };
+
+// One collective in flight.
+class Work {
+ public:
+  virtual ~Work() = default;
+  // Blocks until the operation is complete (rethrows its failure).
+  virtual void wait() = 0;
+  // True once complete; never blocks.
+  virtual bool done() const = 0;
+  // Seconds on the steady clock (trace time base, see trace.h) when the operation was started
+  // and when it was seen complete; end is 0 until then.
+  virtual double start_time() const = 0;
+  virtual double end_time() const = 0;
+};
+using WorkHandle = std::shared_ptr<Work>;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  Communicator() = default;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  // "local", "mpi", ... and a line for logs ("mpi: Open MPI v4.1.4, thread level FUNNELED").
+  virtual std::string backend() const = 0;
+  virtual std::string describe() const { return backend(); }
+
+  // t <- op over ranks of t, in place.
+  virtual WorkHandle all_reduce_async(Tensor t, ReduceOp op = ReduceOp::sum) = 0;
+  // Reduces `in` (sum of counts elements, the same layout on every rank) over ranks and leaves
+  // elements [offset_r, offset_r + counts[r]) of the result in rank r's `out` (counts[rank]
+  // elements). Counts may differ and may be 0.
+  virtual WorkHandle reduce_scatter_async(Tensor in, Tensor out, std::vector<int64_t> counts,
+                                          ReduceOp op = ReduceOp::sum) = 0;
+  // Concatenates every rank's `in` (counts[r] elements) into `out` (sum of counts), in rank
+  // order. `in` may be this rank's own part of `out` (in place).
+  virtual WorkHandle all_gather_async(Tensor in, Tensor out, std::vector<int64_t> counts) = 0;
+  // t <- root's t.
+  virtual WorkHandle broadcast_async(Tensor t, int root) = 0;
+  virtual WorkHandle barrier_async() = 0;
+
+  void all_reduce(Tensor t, ReduceOp op = ReduceOp::sum) { all_reduce_async(t, op)->wait(); }
+  void reduce_scatter(Tensor in, Tensor out, std::vector<int64_t> counts,
+                      ReduceOp op = ReduceOp::sum) {
+    reduce_scatter_async(in, out, std::move(counts), op)->wait();
+  }
+  void all_gather(Tensor in, Tensor out, std::vector<int64_t> counts) {
+    all_gather_async(in, out, std::move(counts))->wait();
+  }
+  void broadcast(Tensor t, int root) { broadcast_async(t, root)->wait(); }
+  void barrier() { barrier_async()->wait(); }
+
+  // Control plane (small host data, blocking): every rank's bytes, in rank order. Used for
+  // start-up checks (config hashes) and scalars.
+  virtual std::vector<std::string> all_gather_bytes(const std::string& mine) = 0;
+
+  // Every rank's value, in rank order; summing them in that order on every rank gives a result
+  // that is bit-identical across ranks (an MPI all-reduce need not be).
+  std::vector<double> all_gather_f64(double mine);
+  double sum_f64(double mine);
+  double average_f64(double mine) { return sum_f64(mine) / double(world_size()); }
+
+  // A communicator over the ranks that pass the same color, ordered by (key, rank); every rank
+  // of this communicator must call it. Used by tests to run 1-, 2- and 4-rank groups in one job.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+};
+
+// Shards of a flat buffer of n elements over `world` ranks: rank r owns [begin(r), begin(r+1)),
+// boundaries rounded to multiples of `align` elements (the last shard takes the remainder).
+struct ShardLayout {
+  ShardLayout() = default;
+  ShardLayout(int64_t n, int world, int64_t align);
+  int64_t begin(int r) const { return bounds.at(size_t(r)); }
+  int64_t end(int r) const { return bounds.at(size_t(r) + 1); }
+  int64_t size(int r) const { return end(r) - begin(r); }
+  int world() const { return int(bounds.size()) - 1; }
+  // Elements of [a, b) that each rank owns (what reduce-scatter / all-gather of that range
+  // moves to / from each rank).
+  std::vector<int64_t> counts_in(int64_t a, int64_t b) const;
+  std::vector<int64_t> bounds;  // world + 1 entries, bounds[0] = 0, bounds[world] = n
+};
+
+// Checks a tensor a collective is given: defined, f32, contiguous, on the cpu (backends on other
+// devices check their own). `what` names the call ("all_reduce: t").
+void check_collective_tensor(const char* what, const Tensor& t);
+
+}  // namespace tessera::dist

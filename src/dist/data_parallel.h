@@ -1,0 +1,118 @@
+// Data-parallel training: every rank runs the same model on its own rows of each global batch,
+// and a DataParallel engine keeps the ranks' models identical. One engine per ZeRO stage
+// (parallel.zero_stage):
+//   0  DDP (ddp.h): parameters, gradients and optimizer state replicated; gradients averaged by
+//      bucketed all-reduces that start during the backward pass.
+//   1  optimizer state sharded: gradients reduce-scattered (bucketed, during backward) into
+//      this rank's shard, the optimizer steps the shard, parameters are all-gathered.
+//   2  + gradients sharded: a parameter's full gradient lives only until its bucket is sent.
+//   3  + parameters sharded: each unit of parameters (a transformer block) is all-gathered just
+//      before it is used, forward and backward, and freed after; the next unit's gather is
+//      started ahead (prefetch).
+// On one rank every engine reduces to plain training; stage 0 on one rank is exactly the
+// single-process trainer (FlatParameters + the optim/ optimizer, no communication).
+//
+// The trainer's loop with an engine:
+//   dp.zero_grad();
+//   for each micro-batch i of n:  dp.begin_micro_batch(i == n - 1);  loss_i.backward();
+//   dp.finish_backward();                      // all gradient communication done
+//   norm = dp.clip_grad_norm(max_norm);        // global norm (over all ranks' shards)
+//   dp.step(lr);                               // optimizer (+ parameter all-gather)
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dist/communicator.h"
+#include "dist/sharded_optimizer.h"
+#include "dist/trace.h"
+#include "nn/module.h"
+
+namespace tessera::dist {
+
+struct DataParallelOptions {
+  int zero_stage = 0;
+  double bucket_mb = 25;  // gradient bucket size in MiB
+  ShardedOptimizerOptions optimizer;
+};
+
+// Bytes this rank holds for each kind of training state, each measured as the change in the
+// CPU allocator's bytes in use across the code that creates it (so rounding to size classes and
+// any stray allocation count).
+struct MemoryReport {
+  int64_t param_bytes = 0;      // parameter values kept between steps
+  int64_t grad_bytes = 0;       // gradient buffers kept between steps
+  int64_t optimizer_bytes = 0;  // optimizer state
+};
+
+// ZeRO-3: how a model's forward tells the engine which parameters it is about to use. The task
+// declares `units` (disjoint groups of parameters, e.g. the embeddings, each block, the final
+// norm) and `stages` (the forward in order: which units each stage uses; a unit may serve
+// several stages, like GPT's tied embedding in the first and the last). Its forward then runs
+//   for k in stages:  gather.enter(k);  x = ...stage k...;  x = gather.exit(k, x);
+// enter() makes the stage's parameters usable (waiting for their all-gather, and starting the
+// next stage's). exit() frees them and puts a marker on x whose backward runs when stage k+1's
+// backward is done: it frees stage k+1's parameters and gathers stage k's again (prefetching
+// stage k-1's) before stage k's backward needs them.
+struct ParameterUnits {
+  std::vector<std::vector<Tensor>> units;
+  std::vector<std::vector<int>> stages;
+};
+
+class ParameterGather {
+ public:
+  virtual ~ParameterGather() = default;
+  virtual void enter(int stage) = 0;
+  virtual Tensor exit(int stage, const Tensor& x) = 0;
+};
+
+class DataParallel {
+ public:
+  virtual ~DataParallel() = default;
+  virtual int zero_stage() const = 0;
+  Communicator& comm() const { return comm_; }
+
+  virtual void zero_grad() = 0;
+  // Before each micro-batch's backward; gradients are communicated only when last is true.
+  virtual void begin_micro_batch(bool last) = 0;
+  // Waits for every gradient bucket (starting any that no gradient-ready hook started).
+  virtual void finish_backward() = 0;
+  // The global gradient L2 norm; when max_norm > 0 and the norm exceeds it, gradients are
+  // scaled to max_norm (a non-finite norm scales nothing, as clip_grad_norm).
+  virtual double clip_grad_norm(double max_norm) = 0;
+  virtual void step(float lr) = 0;
+
+  // ZeRO-3's hooks for the forward (nullptr for stages 0-2: parameters are always present).
+  virtual ParameterGather* gather() { return nullptr; }
+  // Makes every parameter usable (ZeRO-3 all-gathers them; a no-op otherwise), for evaluation,
+  // sampling and saving weights; release_all() undoes it. Collective under ZeRO-3.
+  virtual void gather_all() {}
+  virtual void release_all() {}
+
+  // Parameter elements (padding excluded) and the flat buffer length (padding included).
+  virtual int64_t param_numel() const = 0;
+  virtual MemoryReport memory() const = 0;
+  // A checksum of this rank's view of every parameter value (bit pattern, FNV-1a), to check
+  // that ranks hold identical models. Collective under ZeRO-3 (gathers the parameters).
+  virtual uint64_t parameter_checksum() = 0;
+  virtual int64_t optimizer_steps() const = 0;
+
+ protected:
+  DataParallel(Communicator& comm, Tracer* tracer) : comm_(comm), tracer_(tracer) {}
+  Communicator& comm_;
+  Tracer* tracer_;
+};
+
+// Builds the engine for opt.zero_stage. ZeRO-3 needs `units` (see ParameterUnits); stages 0-2
+// ignore them. The model's parameters are moved into the engine's flat buffers (their
+// TensorImpls re-pointed), so handles the model holds stay valid.
+std::unique_ptr<DataParallel> make_data_parallel(nn::Module& model, Communicator& comm,
+                                                 const DataParallelOptions& opt,
+                                                 Tracer* tracer = nullptr,
+                                                 const ParameterUnits& units = {});
+
+// FNV-1a over the bytes of n floats (bit-exact comparison of parameter copies).
+uint64_t fnv1a(const float* p, int64_t n, uint64_t h = 1469598103934665603ull);
+
+}  // namespace tessera::dist

@@ -1,0 +1,80 @@
+#include "dist/ddp.h"
+
+#include "core/allocator.h"
+#include "optim/adamw.h"
+#include "optim/clip.h"
+#include "optim/sgd.h"
+
+namespace tessera::dist {
+
+namespace {
+int64_t in_use() {
+  return int64_t(allocator_for(Device::cpu()).stats().in_use);
+}
+}  // namespace
+
+std::unique_ptr<Optimizer> make_flat_optimizer(FlatParameters& flat,
+                                               const ShardedOptimizerOptions& opt) {
+  if (opt.name == "sgd") return std::make_unique<SGD>(flat, opt.sgd);
+  TS_CHECK(opt.name == "adamw", "optimizer: unknown optimizer '{}', expected adamw or sgd",
+           opt.name);
+  return std::make_unique<AdamW>(flat, opt.adamw);
+}
+
+DDP::DDP(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, Tracer* tracer)
+    : DataParallel(comm, tracer) {
+  // FlatParameters allocates values and gradients together; the model's own parameter storage
+  // is released as it moves in, so the net change is the gradient buffer (values moved).
+  std::vector<Tensor> params = model.parameters();
+  int64_t model_bytes = 0;
+  for (const Tensor& p : params) model_bytes += int64_t(p.impl().storage->nbytes);
+  const int64_t before = in_use();
+  flat_ = std::make_unique<FlatParameters>(std::move(params));
+  const int64_t after_flat = in_use();
+  memory_.param_bytes = int64_t(flat_->values().impl().storage->nbytes);
+  memory_.grad_bytes = after_flat - before + model_bytes - memory_.param_bytes;
+  optimizer_ = make_flat_optimizer(*flat_, opt.optimizer);
+  memory_.optimizer_bytes = in_use() - after_flat;
+
+  if (comm.world_size() > 1) {
+    std::vector<Bucket> buckets = plan_buckets(flat_->segments(), flat_->numel(), opt.bucket_mb);
+    FlatParameters* flat = flat_.get();
+    Communicator* c = &comm_;
+    scheduler_ = std::make_unique<BucketScheduler>(
+        flat_->params(), std::move(buckets),
+        [flat, c](const Bucket& b) {
+          return c->all_reduce_async(flat->grads().slice_rows(b.begin, b.end),
+                                     ReduceOp::average);
+        },
+        tracer);
+  }
+}
+
+void DDP::zero_grad() {
+  flat_->zero_grad();
+}
+
+void DDP::begin_micro_batch(bool last) {
+  if (scheduler_) scheduler_->arm(last);
+}
+
+void DDP::finish_backward() {
+  if (!scheduler_) return;
+  flat_->sync_grads();  // no-op unless a .grad was detached from the flat buffer
+  scheduler_->finish();
+}
+
+double DDP::clip_grad_norm(double max_norm) {
+  return max_norm > 0 ? tessera::clip_grad_norm(*flat_, max_norm) : grad_norm(*flat_);
+}
+
+void DDP::step(float lr) {
+  ScopedSpan span(tracer_, "optimizer");
+  optimizer_->step(lr);
+}
+
+uint64_t DDP::parameter_checksum() {
+  return fnv1a(flat_->value_data(), flat_->numel());
+}
+
+}  // namespace tessera::dist

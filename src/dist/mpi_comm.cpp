@@ -1,0 +1,654 @@
+// The MPI backend: a communication thread that owns MPI (see mpi_comm.h for the design).
+#include "dist/mpi_comm.h"
+
+#if TESSERA_HAVE_MPI
+
+#include <mpi.h>
+
+#include <climits>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "dist/clock.h"
+
+namespace tessera::dist {
+namespace {
+
+constexpr int kTagHeartbeat = 7;
+// How long the thread sleeps between MPI_Test sweeps while operations are in flight: short
+// enough that a collective's stages follow each other quickly, long enough not to steal a core
+// from the training thread on an oversubscribed node.
+constexpr auto kPollInterval = std::chrono::microseconds(30);
+
+std::string mpi_error_string(int code) {
+  char buf[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(code, buf, &len) != MPI_SUCCESS) return fmt::format("MPI error {}", code);
+  return std::string(buf, size_t(len));
+}
+
+std::string thread_level_name(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE:
+      return "SINGLE";
+    case MPI_THREAD_FUNNELED:
+      return "FUNNELED";
+    case MPI_THREAD_SERIALIZED:
+      return "SERIALIZED";
+    case MPI_THREAD_MULTIPLE:
+      return "MULTIPLE";
+  }
+  return fmt::format("{}", level);
+}
+
+int to_int_count(const char* op, int64_t n) {
+  TS_CHECK(n >= 0 && n <= INT_MAX, "{}: {} elements do not fit an MPI count (at most {})", op, n,
+           INT_MAX);
+  return int(n);
+}
+
+class MpiWork final : public Work {
+ public:
+  explicit MpiWork(std::string what) : what_(std::move(what)), start_(monotonic_seconds()) {}
+  void wait() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+    if (!error_.empty()) throw Error(error_);
+  }
+  bool done() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+  }
+  double start_time() const override { return start_; }
+  double end_time() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return end_;
+  }
+  void complete(std::string error = {}) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+      error_ = std::move(error);
+      end_ = monotonic_seconds();
+    }
+    cv_.notify_all();
+  }
+  const std::string& what() const { return what_; }
+
+ private:
+  std::string what_;
+  double start_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  double end_ = 0;
+  std::string error_;
+};
+
+// One queued or in-flight operation. `start` issues the non-blocking call and returns its MPI
+// status code; `finish` runs on the communication thread once the request is complete.
+struct Op {
+  std::shared_ptr<MpiWork> work;
+  std::function<int(MPI_Request*)> start;
+  std::function<void()> finish;
+  MPI_Request req = MPI_REQUEST_NULL;
+  double failed_at = 0;  // when MPI returned an error (the report waits for the heartbeat)
+  std::string error;
+};
+
+class MpiRuntime {
+ public:
+  explicit MpiRuntime(const MpiOptions& opt) : opt_(opt) {
+    TS_CHECK(opt_.timeout_s > 0, "mpi: timeout_s {} must be > 0", opt_.timeout_s);
+    heartbeat_s_ = opt_.heartbeat_s > 0 ? opt_.heartbeat_s : std::min(1.0, opt_.timeout_s / 5);
+    thread_ = std::thread([this] { thread_main(); });
+    std::unique_lock<std::mutex> lock(mu_);
+    ready_cv_.wait(lock, [&] { return ready_; });
+    if (!init_error_.empty()) {
+      lock.unlock();
+      thread_.join();
+      throw Error(init_error_);
+    }
+  }
+  ~MpiRuntime() { shutdown(); }
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& description() const { return description_; }
+  bool running() const { return thread_.joinable(); }
+
+  WorkHandle submit(std::string what, std::function<int(MPI_Request*)> start,
+                    std::function<void()> finish = {}) {
+    auto op = std::make_unique<Op>();
+    op->work = std::make_shared<MpiWork>(std::move(what));
+    op->start = std::move(start);
+    op->finish = std::move(finish);
+    WorkHandle handle = op->work;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      TS_CHECK(!stop_, "mpi: '{}' submitted after shutdown", op->work->what());
+      queue_.push_back(std::move(op));
+    }
+    cv_.notify_all();
+    return handle;
+  }
+
+  // Runs f on the communication thread (for blocking MPI calls such as MPI_Comm_split) and
+  // returns when it has run; its exception, if any, is rethrown here.
+  void run_sync(std::function<void()> f) {
+    std::packaged_task<void()> task(std::move(f));
+    std::future<void> done = task.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      TS_CHECK(!stop_, "mpi: call after shutdown");
+      tasks_.push_back(std::move(task));
+    }
+    cv_.notify_all();
+    done.get();
+  }
+
+  void shutdown() {
+    if (!thread_.joinable()) return;
+    // A barrier first, with heartbeats still running: no rank may stop beating (or finalize)
+    // while another still waits on it.
+    try {
+      submit("final barrier", [](MPI_Request* r) { return MPI_Ibarrier(MPI_COMM_WORLD, r); },
+             [this] { watching_ = false; })
+          ->wait();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "tessera: mpi: final barrier failed: %s\n", e.what());
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  void abort(int code) {
+    // MPI_Abort from the thread that owns MPI; if that thread is wedged, leave anyway.
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      abort_code_ = code;
+    }
+    cv_.notify_all();
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    std::_Exit(code);
+  }
+
+ private:
+  void thread_main() {
+    if (!init_on_thread()) return;
+    loop();
+    finalize_on_thread();
+  }
+
+  bool init_on_thread() {
+    auto fail_init = [&](std::string msg) {
+      std::lock_guard<std::mutex> lock(mu_);
+      init_error_ = std::move(msg);
+      ready_ = true;
+      ready_cv_.notify_all();
+      return false;
+    };
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (initialized) return fail_init("mpi: MPI was already initialized outside Tessera");
+    int provided = MPI_THREAD_SINGLE;
+    int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    if (rc != MPI_SUCCESS) return fail_init("mpi: MPI_Init_thread failed: " + mpi_error_string(rc));
+    if (provided < MPI_THREAD_FUNNELED) {
+      MPI_Finalize();
+      return fail_init(fmt::format(
+          "mpi: the MPI library provides thread level {}, Tessera needs FUNNELED (one thread "
+          "makes all MPI calls)",
+          thread_level_name(provided)));
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    MPI_Comm_dup(MPI_COMM_WORLD, &hb_comm_);
+    MPI_Comm_set_errhandler(hb_comm_, MPI_ERRORS_RETURN);
+    char lib[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(lib, &len);
+    std::string version(lib, size_t(len));
+    if (auto cut = version.find_first_of(",\n"); cut != std::string::npos) version.resize(cut);
+    description_ = fmt::format(
+        "mpi ({}; {} ranks; thread level {}; progress thread; heartbeat {:.2f} s, timeout {} s)",
+        version, size_, thread_level_name(provided), heartbeat_s_, opt_.timeout_s);
+    const double now = monotonic_seconds();
+    last_seen_.assign(size_t(size_), now);
+    next_beat_ = now;
+    post_heartbeat_recv();
+    std::lock_guard<std::mutex> lock(mu_);
+    ready_ = true;
+    ready_cv_.notify_all();
+    return true;
+  }
+
+  void loop() {
+    const auto idle_wait = std::chrono::duration<double>(std::min(0.05, heartbeat_s_ / 4));
+    for (;;) {
+      std::deque<std::unique_ptr<Op>> fresh;
+      std::deque<std::packaged_task<void()>> tasks;
+      bool stopping;
+      int abort_code;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        fresh.swap(queue_);
+        tasks.swap(tasks_);
+        stopping = stop_;
+        abort_code = abort_code_;
+      }
+      if (abort_code >= 0) MPI_Abort(MPI_COMM_WORLD, abort_code);
+      for (auto& op : fresh) start(std::move(op));
+      for (auto& t : tasks) t();
+      progress();
+      heartbeat();
+      if (stopping && active_.empty()) return;
+      if (active_.empty()) {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, idle_wait, [&] {
+          return !queue_.empty() || !tasks_.empty() || stop_ || abort_code_ >= 0;
+        });
+      } else {
+        std::this_thread::sleep_for(kPollInterval);
+      }
+    }
+  }
+
+  void start(std::unique_ptr<Op> op) {
+    const int rc = op->start(&op->req);
+    if (rc != MPI_SUCCESS) fail(*op, rc);
+    active_.push_back(std::move(op));
+  }
+
+  void fail(Op& op, int rc) {
+    op.failed_at = monotonic_seconds();
+    op.error = fmt::format("mpi: {} failed: {}", op.work->what(), mpi_error_string(rc));
+    op.req = MPI_REQUEST_NULL;
+  }
+
+  void progress() {
+    const double now = monotonic_seconds();
+    for (size_t i = 0; i < active_.size();) {
+      Op& op = *active_[i];
+      bool finished = false;
+      if (op.failed_at > 0) {
+        // A failed call most likely means a peer died; give the heartbeat the chance to name
+        // it before reporting the bare MPI error.
+        if (now - op.failed_at > opt_.timeout_s) {
+          op.work->complete(op.error);
+          finished = true;
+        }
+      } else {
+        int flag = 0;
+        const int rc = MPI_Test(&op.req, &flag, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+          fail(op, rc);
+        } else if (flag) {
+          std::string error;
+          try {
+            if (op.finish) op.finish();
+          } catch (const std::exception& e) {
+            error = e.what();
+          }
+          op.work->complete(std::move(error));
+          finished = true;
+        }
+      }
+      if (finished) {
+        active_.erase(active_.begin() + std::ptrdiff_t(i));
+      } else {
+        ++i;
+      }
+    }
+  }
+
+  void post_heartbeat_recv() {
+    MPI_Irecv(&hb_in_, 1, MPI_INT, MPI_ANY_SOURCE, kTagHeartbeat, hb_comm_, &hb_recv_);
+  }
+
+  void heartbeat() {
+    if (size_ == 1) return;
+    const double now = monotonic_seconds();
+    // Drain what arrived.
+    for (;;) {
+      int flag = 0;
+      MPI_Status status;
+      if (MPI_Test(&hb_recv_, &flag, &status) != MPI_SUCCESS || !flag) break;
+      if (status.MPI_SOURCE >= 0 && status.MPI_SOURCE < size_)
+        last_seen_[size_t(status.MPI_SOURCE)] = now;
+      post_heartbeat_recv();
+    }
+    // Retire completed sends (eager one-int messages complete at once).
+    for (size_t i = 0; i < hb_sends_.size();) {
+      int flag = 0;
+      MPI_Test(&hb_sends_[i], &flag, MPI_STATUS_IGNORE);
+      if (flag) {
+        hb_sends_[i] = hb_sends_.back();
+        hb_sends_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+    if (now >= next_beat_) {
+      next_beat_ = now + heartbeat_s_;
+      // A dead peer's sends may never complete; stop piling them up.
+      if (hb_sends_.size() < size_t(64 * size_)) {
+        for (int p = 0; p < size_; ++p) {
+          if (p == rank_) continue;
+          MPI_Request r;
+          if (MPI_Isend(&hb_out_, 1, MPI_INT, p, kTagHeartbeat, hb_comm_, &r) == MPI_SUCCESS)
+            hb_sends_.push_back(r);
+        }
+      }
+    }
+    if (!watching_) return;
+    for (int p = 0; p < size_; ++p) {
+      const double silent = now - last_seen_[size_t(p)];
+      if (p != rank_ && silent > opt_.timeout_s) peer_lost(p, silent);
+    }
+  }
+
+  [[noreturn]] void peer_lost(int peer, double silent) {
+    std::fprintf(stderr,
+                 "tessera: rank %d: rank %d stopped responding: no heartbeat for %.1f s "
+                 "(parallel.timeout_s = %g); it died or its node is unreachable. Exiting.\n",
+                 rank_, peer, silent, opt_.timeout_s);
+    std::fflush(stderr);
+    std::fflush(stdout);
+    std::_Exit(kPeerLostExitCode);
+  }
+
+  void finalize_on_thread() {
+    MPI_Cancel(&hb_recv_);
+    MPI_Wait(&hb_recv_, MPI_STATUS_IGNORE);
+    const double deadline = monotonic_seconds() + 1.0;
+    while (!hb_sends_.empty() && monotonic_seconds() < deadline) {
+      int flag = 0;
+      MPI_Testall(int(hb_sends_.size()), hb_sends_.data(), &flag, MPI_STATUSES_IGNORE);
+      if (flag) hb_sends_.clear();
+    }
+    for (MPI_Request& r : hb_sends_) MPI_Request_free(&r);
+    MPI_Comm_free(&hb_comm_);
+    MPI_Finalize();
+  }
+
+  MpiOptions opt_;
+  double heartbeat_s_ = 1;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_, ready_cv_;
+  std::deque<std::unique_ptr<Op>> queue_;
+  std::deque<std::packaged_task<void()>> tasks_;
+  bool ready_ = false, stop_ = false;
+  int abort_code_ = -1;
+  std::string init_error_;
+
+  // Communication thread only.
+  std::vector<std::unique_ptr<Op>> active_;
+  int rank_ = 0, size_ = 1;
+  std::string description_;
+  MPI_Comm hb_comm_ = MPI_COMM_NULL;
+  MPI_Request hb_recv_ = MPI_REQUEST_NULL;
+  int hb_in_ = 0, hb_out_ = 1;
+  std::vector<MPI_Request> hb_sends_;
+  std::vector<double> last_seen_;
+  double next_beat_ = 0;
+  bool watching_ = true;
+};
+
+std::mutex g_runtime_mu;
+std::unique_ptr<MpiRuntime> g_runtime;
+std::shared_ptr<Communicator> g_world;
+
+// Finalizes MPI at exit when the program did not call mpi_shutdown().
+struct ShutdownAtExit {
+  ~ShutdownAtExit() { mpi_shutdown(); }
+} g_shutdown_at_exit;
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(MpiRuntime& rt, MPI_Comm comm) : rt_(rt), comm_(comm) {
+    rt_.run_sync([&] {
+      MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
+      MPI_Comm_rank(comm_, &rank_);
+      MPI_Comm_size(comm_, &size_);
+    });
+  }
+  ~MpiCommunicator() override {
+    if (comm_ == MPI_COMM_WORLD || !rt_.running()) return;
+    try {
+      rt_.run_sync([c = comm_]() mutable { MPI_Comm_free(&c); });
+    } catch (const std::exception&) {
+    }
+  }
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+  std::string describe() const override { return rt_.description(); }
+
+  WorkHandle all_reduce_async(Tensor t, ReduceOp op) override {
+    check_collective_tensor("all_reduce: t", t);
+    const int n = to_int_count("all_reduce", t.numel());
+    const float scale = op == ReduceOp::average ? 1.f / float(size_) : 1.f;
+    MPI_Comm c = comm_;
+    return rt_.submit(
+        "all_reduce",
+        [t, n, c](MPI_Request* r) {
+          return MPI_Iallreduce(MPI_IN_PLACE, t.raw_data(), n, MPI_FLOAT, MPI_SUM, c, r);
+        },
+        [t, n, scale] {
+          if (scale == 1.f) return;
+          float* p = t.data<float>();
+          for (int i = 0; i < n; ++i) p[i] *= scale;
+        });
+  }
+
+  WorkHandle reduce_scatter_async(Tensor in, Tensor out, std::vector<int64_t> counts,
+                                  ReduceOp op) override {
+    check_collective_tensor("reduce_scatter: in", in);
+    check_collective_tensor("reduce_scatter: out", out);
+    auto icounts = std::make_shared<std::vector<int>>(check_counts("reduce_scatter", counts));
+    int64_t total = 0;
+    for (int64_t c : counts) total += c;
+    TS_CHECK(in.numel() == total, "reduce_scatter: in {} holds {} elements, the counts sum to {}",
+             in.desc(), in.numel(), total);
+    TS_CHECK(out.numel() == counts[size_t(rank_)],
+             "reduce_scatter: out {} on rank {}: expected counts[{}] = {} elements", out.desc(),
+             rank_, rank_, counts[size_t(rank_)]);
+    const float scale = op == ReduceOp::average ? 1.f / float(size_) : 1.f;
+    MPI_Comm c = comm_;
+    const int n_out = int(out.numel());
+    return rt_.submit(
+        "reduce_scatter",
+        [in, out, icounts, c](MPI_Request* r) {
+          return MPI_Ireduce_scatter(in.raw_data(), out.raw_data(), icounts->data(), MPI_FLOAT,
+                                     MPI_SUM, c, r);
+        },
+        [out, n_out, scale] {
+          if (scale == 1.f) return;
+          float* p = out.data<float>();
+          for (int i = 0; i < n_out; ++i) p[i] *= scale;
+        });
+  }
+
+  WorkHandle all_gather_async(Tensor in, Tensor out, std::vector<int64_t> counts) override {
+    check_collective_tensor("all_gather: in", in);
+    check_collective_tensor("all_gather: out", out);
+    auto icounts = std::make_shared<std::vector<int>>(check_counts("all_gather", counts));
+    auto displs = std::make_shared<std::vector<int>>(icounts->size());
+    int64_t total = 0;
+    for (size_t r = 0; r < counts.size(); ++r) {
+      (*displs)[r] = to_int_count("all_gather", total);
+      total += counts[r];
+    }
+    TS_CHECK(out.numel() == total, "all_gather: out {} holds {} elements, the counts sum to {}",
+             out.desc(), out.numel(), total);
+    TS_CHECK(in.numel() == counts[size_t(rank_)],
+             "all_gather: in {} on rank {}: expected counts[{}] = {} elements", in.desc(), rank_,
+             rank_, counts[size_t(rank_)]);
+    // In place when `in` is already this rank's slot of `out`.
+    const bool in_place = static_cast<char*>(in.raw_data()) ==
+                          static_cast<char*>(out.raw_data()) +
+                              size_t((*displs)[size_t(rank_)]) * sizeof(float);
+    MPI_Comm c = comm_;
+    const int me = rank_;
+    return rt_.submit("all_gather", [in, out, icounts, displs, c, in_place, me](MPI_Request* r) {
+      return MPI_Iallgatherv(in_place ? MPI_IN_PLACE : in.raw_data(), (*icounts)[size_t(me)],
+                             MPI_FLOAT, out.raw_data(), icounts->data(), displs->data(),
+                             MPI_FLOAT, c, r);
+    });
+  }
+
+  WorkHandle broadcast_async(Tensor t, int root) override {
+    check_collective_tensor("broadcast: t", t);
+    TS_CHECK(root >= 0 && root < size_, "broadcast: root {} out of range for {} ranks", root,
+             size_);
+    const int n = to_int_count("broadcast", t.numel());
+    MPI_Comm c = comm_;
+    return rt_.submit("broadcast", [t, n, root, c](MPI_Request* r) {
+      return MPI_Ibcast(t.raw_data(), n, MPI_FLOAT, root, c, r);
+    });
+  }
+
+  WorkHandle barrier_async() override {
+    MPI_Comm c = comm_;
+    return rt_.submit("barrier", [c](MPI_Request* r) { return MPI_Ibarrier(c, r); });
+  }
+
+  std::vector<std::string> all_gather_bytes(const std::string& mine) override {
+    auto sizes = std::make_shared<std::vector<int>>(static_cast<size_t>(size_));
+    auto my_size = std::make_shared<int>(to_int_count("all_gather_bytes", int64_t(mine.size())));
+    MPI_Comm c = comm_;
+    rt_.submit("all_gather_bytes (sizes)", [sizes, my_size, c](MPI_Request* r) {
+         return MPI_Iallgather(my_size.get(), 1, MPI_INT, sizes->data(), 1, MPI_INT, c, r);
+       })->wait();
+    auto displs = std::make_shared<std::vector<int>>(static_cast<size_t>(size_));
+    int64_t total = 0;
+    for (int r = 0; r < size_; ++r) {
+      (*displs)[size_t(r)] = to_int_count("all_gather_bytes", total);
+      total += (*sizes)[size_t(r)];
+    }
+    auto buf = std::make_shared<std::string>(size_t(total), '\0');
+    auto send = std::make_shared<std::string>(mine);
+    rt_.submit("all_gather_bytes", [buf, send, sizes, displs, c](MPI_Request* r) {
+         return MPI_Iallgatherv(send->data(), int(send->size()), MPI_CHAR, buf->data(),
+                                sizes->data(), displs->data(), MPI_CHAR, c, r);
+       })->wait();
+    std::vector<std::string> out(static_cast<size_t>(size_));
+    for (int r = 0; r < size_; ++r)
+      out[size_t(r)] = buf->substr(size_t((*displs)[size_t(r)]), size_t((*sizes)[size_t(r)]));
+    return out;
+  }
+
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    // All members arrive first (heartbeats keep running while they wait), so the blocking
+    // MPI_Comm_split below returns at once and never silences this rank's heartbeat for long.
+    barrier();
+    MPI_Comm sub = MPI_COMM_NULL;
+    int rc = MPI_SUCCESS;
+    rt_.run_sync([&] { rc = MPI_Comm_split(comm_, color, key, &sub); });
+    TS_CHECK(rc == MPI_SUCCESS, "mpi: split({}, {}) failed: {}", color, key, mpi_error_string(rc));
+    return std::make_unique<MpiCommunicator>(rt_, sub);
+  }
+
+ private:
+  std::vector<int> check_counts(const char* op, const std::vector<int64_t>& counts) const {
+    TS_CHECK(counts.size() == size_t(size_), "{}: {} counts for a {}-rank communicator", op,
+             counts.size(), size_);
+    std::vector<int> out;
+    for (int64_t c : counts) out.push_back(to_int_count(op, c));
+    return out;
+  }
+
+  MpiRuntime& rt_;
+  MPI_Comm comm_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace
+
+bool mpi_built_in() {
+  return true;
+}
+
+std::string mpi_feature_line() {
+  char lib[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  MPI_Get_library_version(lib, &len);  // callable before MPI_Init
+  std::string version(lib, size_t(len));
+  if (auto cut = version.find_first_of(",\n"); cut != std::string::npos) version.resize(cut);
+  return fmt::format("mpi: yes ({}, MPI {}.{}; launch with mpirun or srun)", version, MPI_VERSION,
+                     MPI_SUBVERSION);
+}
+
+std::shared_ptr<Communicator> mpi_world(const MpiOptions& opt) {
+  std::lock_guard<std::mutex> lock(g_runtime_mu);
+  if (!g_world) {
+    g_runtime = std::make_unique<MpiRuntime>(opt);
+    g_world = std::make_shared<MpiCommunicator>(*g_runtime, MPI_COMM_WORLD);
+  }
+  return g_world;
+}
+
+bool mpi_running() {
+  std::lock_guard<std::mutex> lock(g_runtime_mu);
+  return g_runtime && g_runtime->running();
+}
+
+void mpi_shutdown() {
+  std::lock_guard<std::mutex> lock(g_runtime_mu);
+  if (!g_runtime) return;
+  g_runtime->shutdown();
+}
+
+void mpi_abort(int code) {
+  MpiRuntime* rt = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_runtime_mu);
+    rt = g_runtime.get();
+  }
+  if (rt && rt->running()) rt->abort(code);
+}
+
+}  // namespace tessera::dist
+
+#else  // !TESSERA_HAVE_MPI
+
+namespace tessera::dist {
+
+bool mpi_built_in() {
+  return false;
+}
+
+std::string mpi_feature_line() {
+  return "mpi: no (this build has no MPI: install openmpi-bin libopenmpi-dev and rebuild with "
+         "-DTESSERA_WITH_MPI=ON; only single-process training is available)";
+}
+
+std::shared_ptr<Communicator> mpi_world(const MpiOptions&) {
+  fail(
+      "distributed training needs the MPI backend, which is not built in: install openmpi-bin "
+      "libopenmpi-dev and rebuild with -DTESSERA_WITH_MPI=ON");
+}
+
+bool mpi_running() {
+  return false;
+}
+void mpi_shutdown() {}
+void mpi_abort(int) {}
+
+}  // namespace tessera::dist
+
+#endif

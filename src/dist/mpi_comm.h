@@ -1,0 +1,60 @@
+// The MPI backend (Open MPI from Debian; CPU tensors). This header compiles with or without MPI:
+// without it (TESSERA_HAVE_MPI = 0), mpi_world() throws an Error saying MPI is not built in.
+//
+// Design: one communication thread per process owns MPI. It calls MPI_Init_thread and makes
+// every later MPI call, so MPI_THREAD_FUNNELED is all we need from the library (we check that
+// it is provided; MPI_THREAD_MULTIPLE would also do, but costs locks inside Open MPI and buys
+// nothing here). Callers (the training thread, autograd's gradient-ready hooks) queue operations
+// and get a Work handle back at once. The thread starts them as non-blocking MPI calls
+// (MPI_Iallreduce, MPI_Ireduce_scatter, MPI_Iallgatherv, MPI_Ibcast, MPI_Ibarrier) in queue
+// order, which is the same on every rank, and polls them with MPI_Test. Open MPI makes progress
+// on a non-blocking collective only inside MPI calls, so a collective started and then left
+// alone while the training thread computes would not move; the polling thread is what makes
+// communication really overlap the backward pass.
+//
+// Failure detection: MPI's own reaction to a dead peer is to hang (a collective waits forever)
+// or to abort the whole job without saying who died. The same thread therefore runs a
+// heartbeat on a duplicate of MPI_COMM_WORLD: every heartbeat interval it sends a one-int
+// message to each other rank and drains the ones it receives. A rank not heard from for
+// `timeout_s` seconds is declared dead: the thread prints which rank (and for how long) on
+// stderr and exits the process with code kPeerLostExitCode, so no rank hangs. Heartbeats come
+// from the communication thread, not the training loop, so a rank busy computing (a long
+// evaluation, a checkpoint write) keeps beating; only a dead process or an unreachable node
+// goes silent. (A rank alive but stuck in a deadlock keeps beating and is not detected.)
+// MPI errors are returned rather than fatal (MPI_ERRORS_RETURN); one that coincides with a dead
+// peer is reported by the heartbeat, which names the rank.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "dist/communicator.h"
+
+namespace tessera::dist {
+
+struct MpiOptions {
+  double timeout_s = 30;    // declare a silent rank dead after this long
+  double heartbeat_s = 0;   // interval between heartbeats; 0 = min(1 s, timeout_s / 5)
+};
+
+// Exit status of a rank that stops because another rank died.
+constexpr int kPeerLostExitCode = 3;
+
+// True when this build has the MPI backend.
+bool mpi_built_in();
+// One line for `tessera features`: "mpi: yes (Open MPI v4.1.4 ...)" or "mpi: no (...)".
+std::string mpi_feature_line();
+
+// The communicator over every process of the job (MPI_COMM_WORLD). The first call starts MPI
+// and the communication thread (later calls return the same object; their options are
+// ignored). MPI is finalized at exit (mpi_shutdown(), or a static destructor), after a barrier
+// so that no rank tears down while another still needs it.
+std::shared_ptr<Communicator> mpi_world(const MpiOptions& opt = {});
+// True once mpi_world() has started MPI in this process.
+bool mpi_running();
+// Barrier, then MPI_Finalize. Idempotent; a no-op when MPI never started.
+void mpi_shutdown();
+// Kills every rank of the job (MPI_Abort) after an error that not all ranks share; returns
+// without doing anything when MPI is not running.
+void mpi_abort(int code);
+
+}  // namespace tessera::dist

@@ -1,0 +1,381 @@
+#include "dist/zero.h"
+
+#include <cmath>
+#include <cstring>
+#include <unordered_map>
+
+#include "autograd/engine.h"
+#include "core/allocator.h"
+#include "kernels/cpu/elementwise.h"
+#include "optim/optimizer.h"
+
+namespace tessera::dist {
+namespace {
+
+int64_t in_use() {
+  return int64_t(allocator_for(Device::cpu()).stats().in_use);
+}
+
+int64_t round_up(int64_t n, int64_t m) {
+  return (n + m - 1) / m * m;
+}
+
+// Points a parameter at `storage` from element `offset`, contiguous.
+void repoint(const Tensor& p, const std::shared_ptr<Storage>& storage, int64_t offset) {
+  TensorImpl& impl = p.impl();
+  impl.storage = storage;
+  impl.offset = offset;
+  impl.strides = contiguous_strides(impl.shape);
+}
+
+}  // namespace
+
+Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, Tracer* tracer,
+           const ParameterUnits& units)
+    : DataParallel(comm, tracer), stage_(opt.zero_stage), params_(model.parameters()) {
+  TS_CHECK(stage_ >= 1 && stage_ <= 3, "ZeRO: stage {} is not 1, 2 or 3", stage_);
+  TS_CHECK(!params_.empty(), "ZeRO: the model has no parameters");
+  // The layout of FlatParameters (same checks on the parameters).
+  int64_t end = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
+    TS_CHECK(p.dtype() == DType::f32 && p.device().is_cpu() && p.requires_grad() &&
+                 p.is_leaf() && p.is_contiguous(),
+             "ZeRO: parameter '{}' ({}) must be a contiguous f32 cpu leaf that requires grad",
+             p.name(), p.desc());
+    ParamSegment s{p.name(), p.shape(), round_up(end, FlatParameters::kAlignElems), p.numel()};
+    end = s.offset + s.numel;
+    segs_.push_back(std::move(s));
+  }
+  numel_ = round_up(end, FlatParameters::kAlignElems);
+  shards_ = ShardLayout(numel_, comm.world_size(), FlatParameters::kAlignElems);
+  sbegin_ = shards_.begin(comm.rank());
+  send_ = shards_.end(comm.rank());
+  alive_ = std::make_shared<Zero*>(this);
+  released_ = std::make_shared<Storage>(0, Device::cpu());
+
+  place_values();
+  place_grads();
+  std::vector<bool> decay;
+  for (const Tensor& p : params_) decay.push_back(decay_if_matrix(p));
+  const int64_t before_opt = in_use();
+  optimizer_ = std::make_unique<ShardedOptimizer>(segs_, decay, numel_, sbegin_, send_,
+                                                  opt.optimizer);
+  memory_.optimizer_bytes = in_use() - before_opt;
+
+  std::vector<Bucket> buckets = plan_buckets(segs_, numel_, opt.bucket_mb);
+  gather_track_ = 1 + int(buckets.size());
+  scheduler_ = std::make_unique<BucketScheduler>(
+      params_, std::move(buckets), [this](const Bucket& b) { return launch_bucket(b); }, tracer);
+  if (stage_ == 3) build_units(units);
+  if (tracer_ && stage_ < 3) tracer_->name_track(gather_track_, "parameter all-gather");
+}
+
+Zero::~Zero() {
+  try {
+    for (Unit& u : units_)
+      for (WorkHandle& w : u.flight) w->wait();
+  } catch (const std::exception&) {
+  }
+}
+
+void Zero::place_values() {
+  const int64_t n = stage_ == 3 ? send_ - sbegin_ : numel_;
+  const int64_t before = in_use();
+  values_ = Tensor::zeros(Shape{n});
+  memory_.param_bytes = in_use() - before;
+  float* dst = values_.data<float>();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const ParamSegment& s = segs_[i];
+    const float* src = static_cast<const float*>(params_[i].raw_data());
+    if (stage_ < 3) {
+      std::memcpy(dst + s.offset, src, size_t(s.numel) * sizeof(float));
+      repoint(params_[i], values_.impl().storage, s.offset);
+    } else {
+      const int64_t a = std::max(s.offset, sbegin_), b = std::min(s.offset + s.numel, send_);
+      if (a < b) std::memcpy(dst + (a - sbegin_), src + (a - s.offset), size_t(b - a) * 4);
+      repoint(params_[i], released_, 0);
+    }
+  }
+}
+
+void Zero::place_grads() {
+  const int64_t before = in_use();
+  if (stage_ == 1) {
+    grads_ = Tensor::zeros(Shape{numel_});
+    for (size_t i = 0; i < params_.size(); ++i) {
+      auto view = std::make_shared<TensorImpl>();
+      view->storage = grads_.impl().storage;
+      view->offset = segs_[i].offset;
+      view->shape = segs_[i].shape;
+      view->strides = contiguous_strides(segs_[i].shape);
+      view->dtype = DType::f32;
+      grad_views_.push_back(view);
+    }
+  }
+  shard_grads_ = Tensor::zeros(Shape{send_ - sbegin_});
+  memory_.grad_bytes = in_use() - before;
+  zero_grad();
+}
+
+void Zero::build_units(const ParameterUnits& given) {
+  std::unordered_map<const TensorImpl*, size_t> index;
+  for (size_t i = 0; i < params_.size(); ++i) index[&params_[i].impl()] = i;
+  std::vector<std::vector<size_t>> groups;
+  if (given.units.empty()) {
+    // No layered forward: the whole model is one unit, present during each micro-batch.
+    groups.emplace_back();
+    for (size_t i = 0; i < params_.size(); ++i) groups.back().push_back(i);
+    stages_ = {{0}};
+  } else {
+    layered_ = true;
+    std::vector<int> owner(params_.size(), -1);
+    for (size_t u = 0; u < given.units.size(); ++u) {
+      groups.emplace_back();
+      for (const Tensor& t : given.units[u]) {
+        auto it = index.find(&t.impl());
+        TS_CHECK(it != index.end(), "ZeRO-3: unit {} lists '{}', which is not a model parameter",
+                 u, t.name());
+        TS_CHECK(owner[it->second] < 0, "ZeRO-3: parameter '{}' is in units {} and {}",
+                 t.name(), owner[it->second], u);
+        owner[it->second] = int(u);
+        groups.back().push_back(it->second);
+      }
+    }
+    for (size_t i = 0; i < params_.size(); ++i)
+      TS_CHECK(owner[i] >= 0, "ZeRO-3: parameter '{}' is in no unit", params_[i].name());
+    stages_ = given.stages;
+    TS_CHECK(!stages_.empty(), "ZeRO-3: the forward has no stages");
+    for (const auto& st : stages_)
+      for (int u : st)
+        TS_CHECK(u >= 0 && size_t(u) < groups.size(), "ZeRO-3: stage uses unit {} of {}", u,
+                 groups.size());
+  }
+  for (auto& g : groups) {
+    std::sort(g.begin(), g.end());
+    Unit unit;
+    for (size_t p : g) {
+      const int64_t end = p + 1 < segs_.size() ? segs_[p + 1].offset : numel_;
+      if (!unit.ranges.empty() && unit.ranges.back().params.back() + 1 == p)
+        unit.ranges.back().end = end;
+      else
+        unit.ranges.push_back({segs_[p].offset, end, {}});
+      unit.ranges.back().params.push_back(p);
+    }
+    units_.push_back(std::move(unit));
+  }
+  if (tracer_)
+    for (size_t u = 0; u < units_.size(); ++u)
+      tracer_->name_track(gather_track_ + int(u), fmt::format("parameter gather, unit {}", u));
+}
+
+float* Zero::shard_values() const {
+  return values_.data<float>() + (stage_ == 3 ? 0 : sbegin_);
+}
+
+int64_t Zero::param_numel() const {
+  int64_t n = 0;
+  for (const ParamSegment& s : segs_) n += s.numel;
+  return n;
+}
+
+void Zero::zero_grad() {
+  if (stage_ == 1) {
+    std::memset(grads_.raw_data(), 0, grads_.nbytes());
+    for (size_t i = 0; i < params_.size(); ++i) params_[i].impl().grad = grad_views_[i];
+  } else {
+    for (Tensor& p : params_) p.zero_grad();
+  }
+}
+
+void Zero::begin_micro_batch(bool last) {
+  scheduler_->arm(last);
+  if (stage_ == 3) {
+    release_everything();  // what the previous micro-batch's backward left gathered
+    if (!layered_) acquire(0);
+  }
+}
+
+void Zero::finish_backward() {
+  if (stage_ == 1) {
+    // A .grad autograd replaced (after Tensor::zero_grad on a parameter) is copied in.
+    for (size_t i = 0; i < params_.size(); ++i) {
+      auto& g = params_[i].impl().grad;
+      if (g == grad_views_[i]) continue;
+      Tensor view(grad_views_[i]);
+      if (g) view.copy_from(Tensor(g));
+      g = grad_views_[i];
+    }
+  }
+  scheduler_->finish();
+  if (stage_ == 3) release_everything();
+}
+
+WorkHandle Zero::launch_bucket(const Bucket& b) {
+  Tensor in;
+  if (stage_ == 1) {
+    in = grads_.slice_rows(b.begin, b.end);
+  } else {
+    // Gather the bucket's gradients into one send buffer and free them: from here on this
+    // rank keeps only its shard of them.
+    in = Tensor::zeros(Shape{b.numel()});
+    float* dst = in.data<float>();
+    for (size_t p : b.params) {
+      Tensor g = params_[p].grad();
+      if (!g.defined()) continue;  // unused parameter: zero gradient
+      TS_CHECK(g.dtype() == DType::f32 && g.numel() == segs_[p].numel,
+               "ZeRO: gradient {} of parameter '{}' does not match it ({} elements)", g.desc(),
+               segs_[p].name, segs_[p].numel);
+      Tensor gc = g.contiguous();
+      std::memcpy(dst + (segs_[p].offset - b.begin), gc.raw_data(), gc.nbytes());
+      params_[p].zero_grad();
+    }
+  }
+  const int64_t lo = std::clamp(b.begin, sbegin_, send_) - sbegin_;
+  const int64_t hi = std::clamp(b.end, sbegin_, send_) - sbegin_;
+  return comm_.reduce_scatter_async(in, shard_grads_.slice_rows(lo, hi),
+                                    shards_.counts_in(b.begin, b.end), ReduceOp::average);
+}
+
+double Zero::clip_grad_norm(double max_norm) {
+  const int64_t n = send_ - sbegin_;
+  float* g = shard_grads_.data<float>();
+  const double norm = std::sqrt(comm_.sum_f64(cpu::sum_squares(g, n)));
+  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm)
+    cpu::scale(g, g, float(max_norm / norm), n);
+  return norm;
+}
+
+void Zero::step(float lr) {
+  {
+    ScopedSpan span(tracer_, "optimizer");
+    optimizer_->step(lr, shard_values(), shard_grads_.data<float>());
+  }
+  if (stage_ == 3) return;
+  // Every rank updated its shard; gather the others' (in place).
+  std::vector<int64_t> counts;
+  for (int r = 0; r < shards_.world(); ++r) counts.push_back(shards_.size(r));
+  WorkHandle w = comm_.all_gather_async(values_.slice_rows(sbegin_, send_), values_, counts);
+  {
+    ScopedSpan span(tracer_, "wait for parameters", SpanKind::wait);
+    w->wait();
+  }
+  if (tracer_)
+    tracer_->add({"all-gather parameters", SpanKind::comm, gather_track_, w->start_time(),
+                  w->end_time(), tracer_->step()});
+}
+
+uint64_t Zero::parameter_checksum() {
+  if (stage_ < 3) return fnv1a(values_.data<float>(), numel_);
+  Tensor full = Tensor::empty(Shape{numel_});
+  std::vector<int64_t> counts;
+  for (int r = 0; r < shards_.world(); ++r) counts.push_back(shards_.size(r));
+  comm_.all_gather(values_, full, counts);
+  return fnv1a(full.data<float>(), numel_);
+}
+
+// ---- Stage 3: gathering units of parameters ----
+
+void Zero::start_gather(int u) {
+  Unit& unit = units_[size_t(u)];
+  if (unit.present || !unit.flight.empty()) return;
+  unit.buffers.clear();
+  for (const Range& r : unit.ranges) {
+    Tensor buf = Tensor::empty(Shape{r.end - r.begin});
+    const int64_t lo = std::clamp(r.begin, sbegin_, send_) - sbegin_;
+    const int64_t hi = std::clamp(r.end, sbegin_, send_) - sbegin_;
+    unit.flight.push_back(
+        comm_.all_gather_async(values_.slice_rows(lo, hi), buf, shards_.counts_in(r.begin, r.end)));
+    unit.buffers.push_back(buf);
+  }
+}
+
+void Zero::acquire(int u) {
+  Unit& unit = units_[size_t(u)];
+  ++unit.refs;
+  if (unit.present) return;
+  start_gather(u);
+  {
+    ScopedSpan span(tracer_, "wait for parameters", SpanKind::wait);
+    for (WorkHandle& w : unit.flight) w->wait();
+  }
+  if (tracer_)
+    for (WorkHandle& w : unit.flight)
+      tracer_->add({fmt::format("gather unit {}", u), SpanKind::comm, gather_track_ + u,
+                    w->start_time(), w->end_time(), tracer_->step()});
+  unit.flight.clear();
+  for (size_t k = 0; k < unit.ranges.size(); ++k) {
+    const Range& r = unit.ranges[k];
+    for (size_t p : r.params) repoint(params_[p], unit.buffers[k].impl().storage,
+                                      segs_[p].offset - r.begin);
+  }
+  unit.present = true;
+}
+
+void Zero::release(int u) {
+  Unit& unit = units_[size_t(u)];
+  TS_ASSERT(unit.refs > 0);
+  if (--unit.refs > 0) return;
+  for (const Range& r : unit.ranges)
+    for (size_t p : r.params) repoint(params_[p], released_, 0);
+  unit.buffers.clear();
+  unit.present = false;
+}
+
+void Zero::release_everything() {
+  for (size_t u = 0; u < units_.size(); ++u) {
+    Unit& unit = units_[u];
+    for (WorkHandle& w : unit.flight) w->wait();  // a prefetch nobody used
+    unit.flight.clear();
+    if (unit.present) {
+      unit.refs = 1;
+      release(int(u));
+    }
+    unit.refs = 0;
+    unit.buffers.clear();
+  }
+}
+
+void Zero::enter(int stage) {
+  TS_CHECK(stage >= 0 && size_t(stage) < stages_.size(), "ZeRO-3: enter({}) of {} stages", stage,
+           stages_.size());
+  for (int u : stages_[size_t(stage)]) acquire(u);
+  if (size_t(stage) + 1 < stages_.size())
+    for (int u : stages_[size_t(stage) + 1]) start_gather(u);  // prefetch
+}
+
+Tensor Zero::exit(int stage, const Tensor& x) {
+  TS_CHECK(stage >= 0 && size_t(stage) < stages_.size(), "ZeRO-3: exit({}) of {} stages", stage,
+           stages_.size());
+  // The last stage's parameters stay: its backward comes right after the forward.
+  if (size_t(stage) + 1 == stages_.size()) return x;
+  for (int u : stages_[size_t(stage)]) release(u);
+  if (!x.requires_grad() || !grad_enabled()) return x;
+  std::weak_ptr<Zero*> alive = alive_;
+  return autograd::record(x.detach(), "zero3_stage_boundary", {x},
+                          [alive, stage](const Tensor& g) {
+                            if (auto self = alive.lock()) (*self)->backward_boundary(stage);
+                            return std::vector<Tensor>{g};
+                          });
+}
+
+// Runs when stage+1's backward is done and before stage's own.
+void Zero::backward_boundary(int stage) {
+  for (int u : stages_[size_t(stage) + 1]) release(u);
+  for (int u : stages_[size_t(stage)]) acquire(u);
+  if (stage > 0)
+    for (int u : stages_[size_t(stage) - 1]) start_gather(u);
+}
+
+void Zero::gather_all() {
+  if (stage_ != 3) return;
+  for (size_t u = 0; u < units_.size(); ++u) start_gather(int(u));
+  for (size_t u = 0; u < units_.size(); ++u) acquire(int(u));
+}
+
+void Zero::release_all() {
+  if (stage_ != 3) return;
+  release_everything();
+}
+
+}  // namespace tessera::dist

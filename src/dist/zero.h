@@ -1,0 +1,90 @@
+// ZeRO stages 1-3 (see data_parallel.h). The flat layout is FlatParameters' (each parameter at a
+// 16-element boundary, in registration order), split into one contiguous shard per rank
+// (ShardLayout). What each rank keeps between steps:
+//               values            gradients                          optimizer state
+//   stage 1     full (flat)       full (flat, views as .grad) + shard  shard
+//   stage 2     full (flat)       shard (full .grad only in backward)  shard
+//   stage 3     shard             shard                                shard
+// Gradient buckets are reduce-scattered into the shard as soon as their last gradient is
+// ready; under stages 2-3 a bucket's parameters drop their .grad at that moment.
+#pragma once
+#include "dist/data_parallel.h"
+#include "dist/grad_buckets.h"
+
+namespace tessera::dist {
+
+class Zero final : public DataParallel, public ParameterGather {
+ public:
+  Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, Tracer* tracer,
+       const ParameterUnits& units);
+  ~Zero() override;
+
+  int zero_stage() const override { return stage_; }
+  void zero_grad() override;
+  void begin_micro_batch(bool last) override;
+  void finish_backward() override;
+  double clip_grad_norm(double max_norm) override;
+  void step(float lr) override;
+  ParameterGather* gather() override { return stage_ == 3 && layered_ ? this : nullptr; }
+  void gather_all() override;
+  void release_all() override;
+  int64_t param_numel() const override;
+  MemoryReport memory() const override { return memory_; }
+  uint64_t parameter_checksum() override;
+  int64_t optimizer_steps() const override { return optimizer_->step_count(); }
+
+  // ParameterGather (stage 3).
+  void enter(int stage) override;
+  Tensor exit(int stage, const Tensor& x) override;
+
+  const ShardLayout& shards() const { return shards_; }
+
+ private:
+  // Stage 3: a group of parameters gathered and freed together, as contiguous flat ranges.
+  struct Range {
+    int64_t begin, end;
+    std::vector<size_t> params;
+  };
+  struct Unit {
+    std::vector<Range> ranges;
+    int refs = 0;
+    std::vector<Tensor> buffers;     // one per range while gathered or in flight
+    std::vector<WorkHandle> flight;  // gathers not yet waited for
+    bool present = false;            // buffers hold the values and parameters point at them
+  };
+
+  void place_values();
+  void place_grads();
+  void build_units(const ParameterUnits& units);
+  WorkHandle launch_bucket(const Bucket& b);
+  void start_gather(int u);
+  void acquire(int u);
+  void release(int u);
+  void release_everything();
+  void backward_boundary(int stage);
+  float* shard_values() const;
+
+  int stage_;
+  std::vector<Tensor> params_;
+  std::vector<ParamSegment> segs_;
+  int64_t numel_ = 0;
+  ShardLayout shards_;
+  int64_t sbegin_ = 0, send_ = 0;
+  Tensor values_;       // stages 1-2: [numel]; stage 3: this rank's shard
+  Tensor grads_;        // stage 1: [numel]; parameters' .grad are views of it
+  std::vector<std::shared_ptr<TensorImpl>> grad_views_;
+  Tensor shard_grads_;  // this rank's averaged gradient shard
+  std::unique_ptr<ShardedOptimizer> optimizer_;
+  std::unique_ptr<BucketScheduler> scheduler_;
+  MemoryReport memory_;
+  int gather_track_ = 0;
+
+  bool layered_ = false;  // the task calls enter/exit; otherwise one unit around each micro-batch
+  std::vector<Unit> units_;
+  std::vector<std::vector<int>> stages_;
+  std::shared_ptr<Storage> released_;  // what a freed parameter points at (64 bytes)
+  // Keeps the engine alive for autograd nodes that outlive a step's graph.
+  std::shared_ptr<Zero*> alive_;
+};
+
+}  // namespace tessera::dist
