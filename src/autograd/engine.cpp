@@ -3,6 +3,7 @@
 #include <queue>
 #include <unordered_map>
 
+#include "core/profiler.h"
 #include "kernels/cpu/elementwise.h"
 
 namespace tessera {
@@ -71,6 +72,8 @@ struct BySequence {
 }  // namespace
 
 void backward(const Tensor& root, const Tensor& grad_root) {
+  // Kernels called inside charge their own families; this is the engine's own time.
+  prof::Scope prof_scope(prof::Family::autograd, "engine");
   TS_CHECK(root.requires_grad(), "backward: tensor {} does not require grad", root.desc());
   Tensor g = grad_root;
   if (!g.defined()) {

@@ -102,6 +102,7 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   g.m = m, g.n = out, g.k = in, g.ab_type = ct, g.trans_b = true;
   g.a = x.raw_data(), g.b = w.raw_data(), g.c = y.data<float>();
   g.bias = bias.defined() ? bias.data<float>() : nullptr;
+  g.label = "linear_fwd";
   cpu::gemm(g);
   const bool need_x = x0.requires_grad(), need_w = w0.requires_grad();
   const bool need_b = b0.defined() && b0.requires_grad();
@@ -115,6 +116,7 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
       cpu::GemmArgs d;
       d.m = m, d.n = in, d.k = out, d.ab_type = ct;
       d.a = gy.raw_data(), d.b = w.raw_data(), d.c = gx.data<float>();
+      d.label = "linear_dx";
       cpu::gemm(d);
       if (xt != DType::f32) gx = gx.to(xt);
     }
@@ -123,6 +125,7 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
       cpu::GemmArgs d;
       d.m = out, d.n = in, d.k = m, d.ab_type = ct, d.trans_a = true;
       d.a = gy.raw_data(), d.b = x.raw_data(), d.c = gw.data<float>();
+      d.label = "linear_dw";
       cpu::gemm(d);
       if (wt != DType::f32) gw = gw.to(wt);
     }

@@ -1,4 +1,5 @@
 #include "kernels/cpu/activation.h"
+#include "core/profiler.h"
 
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cpu/elementwise.h"
@@ -23,6 +24,7 @@ void map_grad(const T* x, const float* gy, T* gx, int64_t n, F df) {
 
 template <class T>
 void activation_forward(Activation act, const T* x, T* y, int64_t n) {
+  prof::Scope prof_scope(prof::Family::elementwise, "activation_forward");
   switch (act) {
     case Activation::gelu:
       return map(x, y, n, [](float v) { return math::gelu_tanh(v); });
@@ -35,6 +37,7 @@ void activation_forward(Activation act, const T* x, T* y, int64_t n) {
 
 template <class T>
 void activation_backward(Activation act, const T* x, const float* gy, T* gx, int64_t n) {
+  prof::Scope prof_scope(prof::Family::elementwise, "activation_backward");
   switch (act) {
     case Activation::gelu:
       return map_grad(x, gy, gx, n, [](float v) { return math::gelu_tanh_grad(v); });

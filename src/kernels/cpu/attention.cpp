@@ -15,6 +15,7 @@
 // v into padded per-thread buffers (head size and T rounded up to 16 lanes, pads zeroed), then
 // walks blocks of kBlockQ query rows. Memory per thread is O(T * hs); nothing O(T^2) survives.
 #include "kernels/cpu/attention.h"
+#include "core/profiler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -293,6 +294,10 @@ void mask_after(float* row, int64_t last, int64_t n) {
 }  // namespace
 
 void attention_forward(const AttentionDims& d, const float* qkv, float* out, float* lse) {
+  prof::Scope prof_scope(prof::Family::attention, "attention_forward");
+  // Useful FLOPs: QK^T and PV over the causal half of the [T, T] scores.
+  prof::add_flops(prof::Family::attention,
+                  2.0 * double(d.batch * d.seq) * double(d.seq) * double(d.channels));
   const Head g = head_geometry(d);
   const int64_t H = d.heads, pairs = d.batch * H;
   const bool parallel = pairs > 1 && pairs * g.T * g.T * g.hs > kParallelWork;
@@ -335,6 +340,10 @@ void attention_forward(const AttentionDims& d, const float* qkv, float* out, flo
 
 void attention_backward(const AttentionDims& d, const float* qkv, const float* out,
                         const float* lse, const float* dout, float* dqkv) {
+  prof::Scope prof_scope(prof::Family::attention, "attention_backward");
+  // Useful FLOPs: dV, dP, dQ and dK over the causal half (the recomputed scores not counted).
+  prof::add_flops(prof::Family::attention,
+                  4.0 * double(d.batch * d.seq) * double(d.seq) * double(d.channels));
   const Head g = head_geometry(d);
   const int64_t H = d.heads, pairs = d.batch * H;
   const int64_t tile_n = g.Tp * g.hsp;

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/profiler.h"
 
 namespace tessera::cpu {
 namespace {
@@ -46,6 +47,7 @@ void cast_from(const S* s, void* dst, DType dt, int64_t n) {
 }  // namespace
 
 void cast(const void* src, DType st, void* dst, DType dt, int64_t n) {
+  prof::Scope prof_scope(prof::Family::cast, "cast");
   switch (st) {
     case DType::f32: return cast_from(static_cast<const float*>(src), dst, dt, n);
     case DType::bf16: return cast_from(static_cast<const bf16*>(src), dst, dt, n);
@@ -57,6 +59,7 @@ void cast(const void* src, DType st, void* dst, DType dt, int64_t n) {
 }
 
 void fill(void* dst, DType type, double value, int64_t n) {
+  prof::Scope prof_scope(prof::Family::cast, "fill");
   if (value == 0.0) return (void)std::memset(dst, 0, size_t(n) * dtype_size(type));
   float v = float(value);
   // Fill the first element, then replicate it bytewise-correctly by type.

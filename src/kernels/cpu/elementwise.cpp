@@ -1,27 +1,33 @@
 #include "kernels/cpu/elementwise.h"
 
+#include "core/profiler.h"
+
 namespace tessera::cpu {
 
 template <class T>
 void add(const T* a, const T* b, T* y, int64_t n, int64_t nb) {
+  prof::Scope prof_scope(prof::Family::elementwise, "add");
 #pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) y[i] = from_f32<T>(to_f32(a[i]) + to_f32(b[i % nb]));
 }
 
 template <class T>
 void mul(const T* a, const T* b, T* y, int64_t n, int64_t nb) {
+  prof::Scope prof_scope(prof::Family::elementwise, "mul");
 #pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) y[i] = from_f32<T>(to_f32(a[i]) * to_f32(b[i % nb]));
 }
 
 template <class T>
 void scale(const T* x, T* y, float s, int64_t n) {
+  prof::Scope prof_scope(prof::Family::elementwise, "scale");
 #pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) y[i] = from_f32<T>(s * to_f32(x[i]));
 }
 
 template <class T>
 void sum_rows_acc(const T* x, float* y, int64_t rows, int64_t cols) {
+  prof::Scope prof_scope(prof::Family::elementwise, "sum_rows_acc");
   // Columns split across threads; each thread walks all rows of its columns (no reduction race).
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelGrain)
   for (int64_t c0 = 0; c0 < cols; c0 += 64) {
@@ -45,11 +51,13 @@ TS_INSTANTIATE(f16)
 #undef TS_INSTANTIATE
 
 void add_inplace(float* dst, const float* src, int64_t n) {
+  prof::Scope prof_scope(prof::Family::elementwise, "add_inplace");
 #pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
 void axpy(float* y, const float* x, float a, int64_t n) {
+  prof::Scope prof_scope(prof::Family::elementwise, "axpy");
 #pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }

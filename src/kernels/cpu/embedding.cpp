@@ -1,4 +1,5 @@
 #include "kernels/cpu/embedding.h"
+#include "core/profiler.h"
 
 #include <omp.h>
 
@@ -11,6 +12,7 @@ namespace tessera::cpu {
 
 template <class T>
 void embedding_forward(const T* w, const int32_t* ids, T* y, int64_t n, int64_t C) {
+  prof::Scope prof_scope(prof::Family::embed_loss, "embedding_forward");
 #pragma omp parallel for schedule(static) if (n * C > kParallelGrain)
   for (int64_t i = 0; i < n; ++i)
     std::memcpy(y + i * C, w + int64_t(ids[i]) * C, size_t(C) * sizeof(T));
@@ -18,6 +20,7 @@ void embedding_forward(const T* w, const int32_t* ids, T* y, int64_t n, int64_t 
 
 void embedding_backward(const float* gy, const int32_t* ids, float* dw, int64_t n, int64_t V,
                         int64_t C) {
+  prof::Scope prof_scope(prof::Family::embed_loss, "embedding_backward");
 #pragma omp parallel for schedule(static) if (V * C > kParallelGrain)
   for (int64_t v = 0; v < V; ++v) std::memset(dw + v * C, 0, size_t(C) * sizeof(float));
 #pragma omp parallel if (n * C > kParallelGrain)

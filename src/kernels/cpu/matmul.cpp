@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/profiler.h"
 
 namespace tessera::cpu {
 namespace {
@@ -74,10 +75,12 @@ Prim build(const Key& k) {
 }  // namespace
 
 void gemm(const GemmArgs& g) {
+  prof::Scope prof_scope(prof::Family::gemm, g.label ? g.label : "gemm");
   TS_CHECK(g.ab_type == DType::f32 || g.ab_type == DType::bf16,
            "gemm: operands must be f32 or bf16, got {}", dtype_name(g.ab_type));
   TS_CHECK(!g.bias || g.batch == 1, "gemm: bias with batch {}", g.batch);
   if (g.m == 0 || g.n == 0) return;
+  prof::add_flops(prof::Family::gemm, 2.0 * double(g.batch * g.m) * double(g.n) * double(g.k));
   if (g.k == 0) {  // empty sum: C = bias (+C)
     for (int64_t i = 0; i < g.batch * g.m; ++i)
       for (int64_t j = 0; j < g.n; ++j)

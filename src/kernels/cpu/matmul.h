@@ -18,6 +18,7 @@ struct GemmArgs {
   const float* bias = nullptr;  // [n], added to every row (batch must be 1)
   float* c = nullptr;           // [batch, m, n]
   bool accumulate = false;      // C += A·B instead of C = A·B
+  const char* label = nullptr;  // what the profiler calls this GEMM (a string literal)
 };
 
 // C = A·B (+ bias) (+ C). Primitives are created once per distinct shape and reused.

@@ -1,4 +1,5 @@
 #include "kernels/cpu/norm.h"
+#include "core/profiler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -50,6 +51,7 @@ const float* or_filled(const float* p, std::vector<float>& storage, int64_t C, f
 template <class T>
 void layer_norm_forward(const T* x, const float* w, const float* b, T* y, float* mean, float* rstd,
                         int64_t rows, int64_t C, float eps) {
+  prof::Scope prof_scope(prof::Family::norm, "layer_norm_forward");
   std::vector<float> ones, zeros;
   w = or_filled(w, ones, C, 1.f);
   b = or_filled(b, zeros, C, 0.f);
@@ -81,6 +83,7 @@ void layer_norm_forward(const T* x, const float* w, const float* b, T* y, float*
 template <class T>
 void layer_norm_backward(const T* x, const float* w, const float* mean, const float* rstd,
                          const float* gy, T* gx, float* dw, float* db, int64_t rows, int64_t C) {
+  prof::Scope prof_scope(prof::Family::norm, "layer_norm_backward");
   std::vector<float> ones;
   w = or_filled(w, ones, C, 1.f);
   const bool params = dw || db;
@@ -131,6 +134,7 @@ void layer_norm_backward(const T* x, const float* w, const float* mean, const fl
 template <class T>
 void rms_norm_forward(const T* x, const float* w, T* y, float* rstd, int64_t rows, int64_t C,
                       float eps) {
+  prof::Scope prof_scope(prof::Family::norm, "rms_norm_forward");
   std::vector<float> ones;
   w = or_filled(w, ones, C, 1.f);
   const float inv_c = 1.f / float(C);
@@ -151,6 +155,7 @@ void rms_norm_forward(const T* x, const float* w, T* y, float* rstd, int64_t row
 template <class T>
 void rms_norm_backward(const T* x, const float* w, const float* rstd, const float* gy, T* gx,
                        float* dw, int64_t rows, int64_t C) {
+  prof::Scope prof_scope(prof::Family::norm, "rms_norm_backward");
   std::vector<float> ones;
   w = or_filled(w, ones, C, 1.f);
   const RowBlocks blocks(rows);

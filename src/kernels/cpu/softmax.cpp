@@ -1,4 +1,5 @@
 #include "kernels/cpu/softmax.h"
+#include "core/profiler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -36,6 +37,7 @@ float exp_shifted(const T* x, float m, float* e, int64_t n) {
 
 template <class T>
 void softmax_forward(const T* x, T* y, int64_t rows, int64_t C) {
+  prof::Scope prof_scope(prof::Family::elementwise, "softmax_forward");
 #pragma omp parallel if (rows * C > kParallelGrain)
   {
     // Low-precision outputs keep the unnormalised exps in an f32 row, not rounded twice.
@@ -58,6 +60,7 @@ void softmax_forward(const T* x, T* y, int64_t rows, int64_t C) {
 
 template <class T>
 void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t C) {
+  prof::Scope prof_scope(prof::Family::elementwise, "softmax_backward");
 #pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* yr = y + r * C;
@@ -73,6 +76,7 @@ void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t 
 
 CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* targets, float* lse,
                                       int64_t rows, int64_t V, int32_t ignore_index) {
+  prof::Scope prof_scope(prof::Family::embed_loss, "cross_entropy_forward");
   std::vector<float> row_loss(size_t(rows), 0.f);
 #pragma omp parallel for schedule(static) if (rows * V > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
@@ -98,6 +102,7 @@ CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* target
 
 void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
                             float scale, float* gx, int64_t rows, int64_t V, int32_t ignore_index) {
+  prof::Scope prof_scope(prof::Family::embed_loss, "cross_entropy_backward");
 #pragma omp parallel for schedule(static) if (rows * V > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
     float* gr = gx + r * V;

@@ -1,0 +1,264 @@
+// The GPT-2 training step, timed end to end: draw a batch, forward, backward, AdamW, in f32 or
+// bf16 autocast (parameters and optimizer state stay f32), on a fixed number of threads.
+// Prints tokens/s and MFU against the machine's oneDNN GEMM ceiling measured in this process
+// (a large square GEMM), a per-step allocator check, and with --profile the step broken down by
+// op family (core/profiler.h).
+//
+//   build-perf/bench_train_step --batch 4 --seq 64 --precision bf16 --steps 5 --profile
+//
+// The last line is machine-readable for bench/peers/compare.sh:
+//   RESULT impl=tessera precision=bf16 batch=4 seq=64 tokens_per_s=... ms_per_step=... mfu=...
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/allocator.h"
+#include "core/profiler.h"
+#include "core/rng.h"
+#include "data/loader.h"
+#include "kernels/cpu/matmul.h"
+#include "nn/gpt.h"
+#include "ops/autocast.h"
+#include "optim/adamw.h"
+
+using namespace tessera;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Options {
+  std::string model = "gpt2-124m";
+  int64_t batch = 4, seq = 64;
+  std::string precision = "f32";
+  int steps = 5, warmup = 2, threads = 2;
+  bool profile = false;
+  bool ceiling = true;
+  float lr = 3e-4f;
+};
+
+[[noreturn]] void usage(const char* msg) {
+  std::fprintf(stderr,
+               "%s\nusage: bench_train_step [--model gpt2-124m] [--batch B] [--seq T]\n"
+               "         [--precision f32|bf16] [--steps N] [--warmup W] [--threads P]\n"
+               "         [--profile] [--no-ceiling]\n",
+               msg);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(("missing value after " + a).c_str());
+      return argv[++i];
+    };
+    if (a == "--model")
+      o.model = value();
+    else if (a == "--batch")
+      o.batch = std::stoll(value());
+    else if (a == "--seq")
+      o.seq = std::stoll(value());
+    else if (a == "--precision")
+      o.precision = value();
+    else if (a == "--steps")
+      o.steps = std::stoi(value());
+    else if (a == "--warmup")
+      o.warmup = std::stoi(value());
+    else if (a == "--threads")
+      o.threads = std::stoi(value());
+    else if (a == "--lr")
+      o.lr = std::stof(value());
+    else if (a == "--profile")
+      o.profile = true;
+    else if (a == "--no-ceiling")
+      o.ceiling = false;
+    else
+      usage(("unknown option " + a).c_str());
+  }
+  if (o.precision != "f32" && o.precision != "bf16") usage("--precision must be f32 or bf16");
+  if (o.batch < 1 || o.seq < 1 || o.steps < 1 || o.warmup < 0 || o.threads < 1)
+    usage("batch, seq, steps and threads must be positive, warmup >= 0");
+  return o;
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// oneDNN's rate on a large square GEMM (2048^3, B transposed as linear() stores weights):
+// the denominator for MFU. Median of 7 runs after one that builds the primitive.
+double gemm_ceiling_gflops(DType t) {
+  const int64_t n = 2048;
+  Generator g(7);
+  Tensor a = Tensor::randn(Shape{n, n}, g).to(t), b = Tensor::randn(Shape{n, n}, g).to(t);
+  Tensor c = Tensor::empty(Shape{n, n});
+  cpu::GemmArgs args;
+  args.m = args.n = args.k = n, args.ab_type = t, args.trans_b = true;
+  args.a = a.raw_data(), args.b = b.raw_data(), args.c = c.data<float>();
+  cpu::gemm(args);
+  std::vector<double> rates;
+  for (int i = 0; i < 7; ++i) {
+    auto t0 = Clock::now();
+    cpu::gemm(args);
+    rates.push_back(2.0 * double(n) * double(n) * double(n) / seconds_since(t0) * 1e-9);
+  }
+  return median(rates);
+}
+
+void print_breakdown(const prof::Totals& t, double step_seconds, int steps, double ceiling) {
+  std::printf("\nstep breakdown (exclusive time per op family, mean per timed step):\n");
+  std::printf("  %-12s %9s %7s %8s %12s\n", "family", "ms", "share", "calls", "GFLOP/s");
+  double tracked = 0;
+  for (int i = 0; i < prof::kFamilies; ++i) {
+    const double s = t.seconds[size_t(i)] / steps;
+    tracked += s;
+    if (t.calls[size_t(i)] == 0) continue;
+    char rate[32] = "";
+    if (t.flops[size_t(i)] > 0)
+      std::snprintf(rate, sizeof rate, "%.0f", t.flops[size_t(i)] / t.seconds[size_t(i)] * 1e-9);
+    std::printf("  %-12s %9.1f %6.1f%% %8llu %12s\n", prof::family_name(prof::Family(i)), s * 1e3,
+                100 * s / step_seconds,
+                static_cast<unsigned long long>(t.calls[size_t(i)] / uint64_t(steps)), rate);
+  }
+  const double other = step_seconds - tracked;
+  std::printf("  %-12s %9.1f %6.1f%%   (op dispatch, allocation, checks: the rest of the step)\n",
+              "untracked", other * 1e3, 100 * other / step_seconds);
+  std::printf("\nby kernel (mean per timed step):\n");
+  std::vector<prof::KernelTotal> k = t.kernels;
+  std::sort(k.begin(), k.end(), [](auto& a, auto& b) { return a.seconds > b.seconds; });
+  for (const prof::KernelTotal& e : k)
+    if (e.calls)
+      std::printf("  %-12s %-24s %9.1f ms %6.1f%% %6llu calls\n", prof::family_name(e.family),
+                  e.name.c_str(), e.seconds / steps * 1e3, 100 * e.seconds / steps / step_seconds,
+                  static_cast<unsigned long long>(e.calls / uint64_t(steps)));
+  const size_t gi = size_t(prof::Family::gemm);
+  if (t.seconds[gi] > 0 && ceiling > 0) {
+    const double rate = t.flops[gi] / t.seconds[gi] * 1e-9;
+    std::printf(
+        "GEMM: %.1f%% of the step, %.0f GFLOP/s achieved = %.0f%% of the %.0f GFLOP/s "
+        "ceiling\n",
+        100 * t.seconds[gi] / steps / step_seconds, rate, 100 * rate / ceiling, ceiling);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  omp_set_num_threads(o.threads);
+  const DType compute = o.precision == "bf16" ? DType::bf16 : DType::f32;
+  nn::GPTConfig cfg = nn::gpt_preset(o.model);
+  if (o.seq > cfg.context) usage("--seq exceeds the model's context");
+
+  double ceil_f32 = 0, ceil_bf16 = 0;
+  if (o.ceiling) {
+    ceil_f32 = gemm_ceiling_gflops(DType::f32);
+    ceil_bf16 = gemm_ceiling_gflops(DType::bf16);
+  }
+  const double ceiling = compute == DType::bf16 ? ceil_bf16 : ceil_f32;
+
+  Generator init(1234);
+  nn::GPT model(cfg, init);
+  FlatParameters flat(model.parameters());
+  AdamWOptions ao;
+  ao.weight_decay = 0.01f;
+  AdamW opt(flat, ao);
+
+  // Synthetic corpus: uniform tokens, windows drawn by the real batcher.
+  const int64_t corpus = std::max<int64_t>(1 << 20, 4 * o.batch * (o.seq + 1));
+  Tensor tokens = Tensor::empty(Shape{corpus}, DType::u16);
+  {
+    Generator tg(99);
+    uint16_t* p = tokens.data<uint16_t>();
+    for (int64_t i = 0; i < corpus; ++i) p[i] = uint16_t(tg.next_u64() % uint64_t(cfg.vocab_size));
+  }
+  data::TokenBatcher batcher(tokens, o.batch, o.seq, 5);
+
+  const double flops_per_token = nn::gpt_flops_per_token(cfg, o.seq);
+  const int64_t tokens_per_step = o.batch * o.seq;
+  std::printf(
+      "tessera train step: %s (%lld parameters), batch %lld x %lld, %s, %d threads, "
+      "%d warm-up + %d timed steps\n",
+      o.model.c_str(), static_cast<long long>(flat.param_numel()), static_cast<long long>(o.batch),
+      static_cast<long long>(o.seq), o.precision.c_str(), o.threads, o.warmup, o.steps);
+  if (o.ceiling)
+    std::printf("GEMM ceiling (oneDNN 2048^3, this process): f32 %.0f GFLOP/s, bf16 %.0f GFLOP/s\n",
+                ceil_f32, ceil_bf16);
+  std::printf("model FLOPs per token (6N + attention): %.3f GFLOP\n", flops_per_token * 1e-9);
+
+  Allocator& alloc = allocator_for(Device::cpu());
+  std::vector<double> timed;
+  double first_loss = 0, last_loss = 0;
+  for (int step = 0; step < o.warmup + o.steps; ++step) {
+    const bool measured = step >= o.warmup;
+    if (measured && step == o.warmup && o.profile) {
+      prof::reset();
+      prof::set_enabled(true);
+    }
+    const uint64_t allocs0 = alloc.stats().system_allocs;
+    auto t0 = Clock::now();
+    data::TokenBatch b;
+    {
+      prof::Scope s(prof::Family::data, "batch");
+      b = batcher.next();
+    }
+    {
+      prof::Scope s(prof::Family::optimizer, "zero_grad");
+      flat.zero_grad();
+    }
+    float loss;
+    {
+      AutocastGuard autocast(compute);
+      Tensor l = model.loss(b.x, b.y);
+      loss = l.item();
+      l.backward();
+    }
+    {
+      prof::Scope s(prof::Family::optimizer, "adamw");
+      opt.step(o.lr);
+    }
+    const double sec = seconds_since(t0);
+    const uint64_t new_allocs = alloc.stats().system_allocs - allocs0;
+    if (step == 0) first_loss = loss;
+    last_loss = loss;
+    if (measured) timed.push_back(sec);
+    std::printf("step %2d: loss %.4f  %8.1f ms  %8.0f tok/s  system allocs +%llu%s\n", step + 1,
+                double(loss), sec * 1e3, double(tokens_per_step) / sec,
+                static_cast<unsigned long long>(new_allocs), measured ? "" : "  (warm-up)");
+    std::fflush(stdout);
+  }
+  prof::set_enabled(false);
+
+  double total = 0;
+  for (double s : timed) total += s;
+  const double mean_step = total / double(timed.size());
+  const double tok_s = double(tokens_per_step) / mean_step;
+  const double achieved = flops_per_token * tok_s * 1e-9;
+  const double mfu = ceiling > 0 ? achieved / ceiling : 0;
+  std::printf("\ntimed: mean %.1f ms/step (median %.1f), %.0f tokens/s, %.0f GFLOP/s model FLOPs",
+              mean_step * 1e3, median(timed) * 1e3, tok_s, achieved);
+  if (ceiling > 0) std::printf(", MFU %.1f%% of the %s ceiling", 100 * mfu, o.precision.c_str());
+  std::printf("\nloss %.4f -> %.4f; peak tensor memory %.0f MiB; %lld GEMM primitives\n",
+              double(first_loss), double(last_loss), double(alloc.stats().peak_in_use) / (1 << 20),
+              static_cast<long long>(cpu::gemm_primitive_count()));
+  if (o.profile) print_breakdown(prof::totals(), mean_step, o.steps, ceiling);
+  std::printf(
+      "RESULT impl=tessera precision=%s batch=%lld seq=%lld threads=%d tokens_per_s=%.1f "
+      "ms_per_step=%.2f mfu=%.4f\n",
+      o.precision.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.seq),
+      o.threads, tok_s, mean_step * 1e3, mfu);
+  return 0;
+}
