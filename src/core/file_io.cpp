@@ -1,4 +1,4 @@
-#include "nn/file_io.h"
+#include "core/file_io.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 
-namespace tessera::nn {
+namespace tessera {
 
 InputFile::InputFile(std::string path) : path_(std::move(path)) {
   fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
@@ -82,4 +82,4 @@ void AtomicFileWriter::commit() {
   }
 }
 
-}  // namespace tessera::nn
+}  // namespace tessera

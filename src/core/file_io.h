@@ -1,11 +1,11 @@
-// Small file helpers for weight I/O: positioned reads that fail with the file's name, and a
+// Small file helpers shared by every reader and writer: positioned reads that fail with the file's name, and a
 // writer that never leaves a half-written file at the destination (write "<path>.tmp", fsync,
 // rename over the target, fsync the directory).
 #pragma once
 #include <cstdint>
 #include <string>
 
-namespace tessera::nn {
+namespace tessera {
 
 class InputFile {
  public:
@@ -43,4 +43,4 @@ class AtomicFileWriter {
   bool committed_ = false;
 };
 
-}  // namespace tessera::nn
+}  // namespace tessera

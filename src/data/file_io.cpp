@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace tessera::data {
 
@@ -92,28 +93,25 @@ std::vector<uint8_t> read_file_bytes_maybe_gzip(const std::string& path, const s
 }
 
 void write_file_bytes(const std::string& path, const std::vector<uint8_t>& bytes, bool gzip) {
-  const std::string tmp = path + ".tmp";
-  if (gzip) {
-    GzCloser gz{gzopen(tmp.c_str(), "wb9")};
-    TS_CHECK(gz.f != nullptr, "write '{}': cannot open for writing", tmp);
-    size_t pos = 0;
-    while (pos < bytes.size()) {
-      const unsigned n = unsigned(std::min<size_t>(bytes.size() - pos, 1u << 30));
-      TS_CHECK(gzwrite(gz.f, bytes.data() + pos, n) == int(n), "write '{}': gzwrite failed", tmp);
-      pos += n;
-    }
-    TS_CHECK(gzclose(gz.f) == Z_OK, "write '{}': gzclose failed", tmp);
-    gz.f = nullptr;
-  } else {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    TS_CHECK(out.good(), "write '{}': cannot open for writing", tmp);
-    out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-    out.close();
-    TS_CHECK(out.good(), "write '{}': writing {} bytes failed", tmp, bytes.size());
+  std::vector<uint8_t> packed;
+  if (gzip) {  // deflate in memory with a gzip wrapper (window bits 15 + 16)
+    z_stream z{};
+    TS_CHECK(deflateInit2(&z, 9, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK,
+             "write '{}': deflateInit2 failed", path);
+    packed.resize(deflateBound(&z, uLong(bytes.size())) + 32);
+    z.next_in = const_cast<Bytef*>(bytes.data());
+    z.avail_in = uInt(bytes.size());
+    z.next_out = packed.data();
+    z.avail_out = uInt(packed.size());
+    const int rc = deflate(&z, Z_FINISH);
+    packed.resize(z.total_out);
+    deflateEnd(&z);
+    TS_CHECK(rc == Z_STREAM_END, "write '{}': gzip compression failed ({})", path, rc);
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  TS_CHECK(!ec, "write '{}': rename from '{}' failed: {}", path, tmp, ec.message());
+  const std::vector<uint8_t>& out = gzip ? packed : bytes;
+  AtomicFileWriter w(path);  // <path>.tmp, fsync, rename: never a half-written file at path
+  w.write(out.data(), out.size());
+  w.commit();
 }
 
 }  // namespace tessera::data

@@ -16,8 +16,8 @@ std::vector<uint8_t> read_file_bytes(const std::string& path, const std::string&
 // truncated gzip stream is an Error, never silently short data.
 std::vector<uint8_t> read_file_bytes_maybe_gzip(const std::string& path, const std::string& what);
 
-// Writes bytes (gzip-compressed when `gzip`) to path.tmp and renames it over path, so a reader
-// never sees a half-written file under the final name.
+// Writes bytes (gzip-compressed when `gzip`) through AtomicFileWriter (core/file_io.h), so a
+// reader never sees a half-written file under the final name.
 void write_file_bytes(const std::string& path, const std::vector<uint8_t>& bytes,
                       bool gzip = false);
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "autograd/grad_mode.h"
-#include "nn/file_io.h"
+#include "core/file_io.h"
 
 namespace tessera::nn {
 
