@@ -25,13 +25,16 @@ DDP::DDP(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, 
     : DataParallel(comm, tracer) {
   // FlatParameters allocates values and gradients together; the model's own parameter storage
   // is released as it moves in, so the net change is the gradient buffer (values moved).
+  // Allocator bytes are size-class rounded; count the moved-out storage the same way.
   std::vector<Tensor> params = model.parameters();
   int64_t model_bytes = 0;
-  for (const Tensor& p : params) model_bytes += int64_t(p.impl().storage->nbytes);
+  for (const Tensor& p : params)
+    model_bytes += int64_t(CpuCachingAllocator::size_class(p.impl().storage->nbytes));
   const int64_t before = in_use();
   flat_ = std::make_unique<FlatParameters>(std::move(params));
   const int64_t after_flat = in_use();
-  memory_.param_bytes = int64_t(flat_->values().impl().storage->nbytes);
+  memory_.param_bytes =
+      int64_t(CpuCachingAllocator::size_class(flat_->values().impl().storage->nbytes));
   memory_.grad_bytes = after_flat - before + model_bytes - memory_.param_bytes;
   optimizer_ = make_flat_optimizer(*flat_, opt.optimizer);
   memory_.optimizer_bytes = in_use() - after_flat;

@@ -286,6 +286,7 @@ class MpiRuntime {
         // A failed call most likely means a peer died; give the heartbeat the chance to name
         // it before reporting the bare MPI error.
         if (now - op.failed_at > opt_.timeout_s) {
+          op.start = nullptr, op.finish = nullptr;
           op.work->complete(op.error);
           finished = true;
         }
@@ -301,6 +302,9 @@ class MpiRuntime {
           } catch (const std::exception& e) {
             error = e.what();
           }
+          // Drop the tensors the closures hold before the waiter wakes: once wait() returns,
+          // this thread no longer keeps any of the operation's memory alive.
+          op.start = nullptr, op.finish = nullptr;
           op.work->complete(std::move(error));
           finished = true;
         }
