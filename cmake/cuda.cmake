@@ -1,0 +1,90 @@
+# The CUDA backend: library tessera_cuda (src/cuda/*.cu, src/kernels/cuda/*.cu) and its tests
+# (tests/cuda/*.cpp). Included from the end of CMakeLists.txt, after the CPU library `tessera`,
+# the test setup (GoogleTest) and TESSERA_WARNINGS are defined.
+#
+# On by default when nvcc can be found. CI has nvcc but no GPU: everything compiles and links,
+# and the tests report themselves as skipped ("no CUDA device: <why>").
+include(CheckLanguage)
+check_language(CUDA)
+set(TESSERA_CUDA_DEFAULT OFF)
+if(CMAKE_CUDA_COMPILER)
+  set(TESSERA_CUDA_DEFAULT ON)
+endif()
+option(TESSERA_CUDA "Build the CUDA backend (needs nvcc, cuBLASLt and NCCL)" ${TESSERA_CUDA_DEFAULT})
+if(NOT TESSERA_CUDA)
+  message(STATUS "CUDA backend: off (no nvcc found, or -DTESSERA_CUDA=OFF)")
+  return()
+endif()
+if(NOT CMAKE_CUDA_COMPILER)
+  message(FATAL_ERROR "TESSERA_CUDA=ON but no CUDA compiler was found: put nvcc on PATH, or set "
+                      "CMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc, or pass -DTESSERA_CUDA=OFF")
+endif()
+
+# A100 (sm_80) as SASS; H100/H200 (sm_90) as SASS plus compute_90 PTX for later GPUs to JIT.
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES "80-real;90")
+endif()
+set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
+enable_language(CUDA)
+# C++20 like the rest (core headers use defaulted comparisons; CUDA targets inherit
+# CXX_STANDARD 20). CMake 3.25 does not know nvcc's C++20 flag, which nvcc has had since 12.0:
+# tell it, after enable_language so that its compiler checks run with the defaults.
+if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+  set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+  set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+endif()
+set(CMAKE_CUDA_STANDARD 20)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+set(CMAKE_CUDA_EXTENSIONS OFF)
+find_package(CUDAToolkit REQUIRED)
+
+# NCCL ships with the toolkit here (/usr/local/cuda/lib64) or as Debian's libnccl-dev.
+find_library(TESSERA_NCCL_LIBRARY NAMES nccl
+             HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib64)
+find_path(TESSERA_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+if(NOT TESSERA_NCCL_LIBRARY OR NOT TESSERA_NCCL_INCLUDE_DIR)
+  message(FATAL_ERROR "CUDA backend: NCCL not found (looked for libnccl and nccl.h next to the "
+                      "CUDA toolkit in ${CUDAToolkit_LIBRARY_DIR} and in the system paths); "
+                      "install libnccl-dev, or pass -DTESSERA_CUDA=OFF")
+endif()
+add_library(tessera_nccl INTERFACE)
+target_link_libraries(tessera_nccl INTERFACE ${TESSERA_NCCL_LIBRARY})
+target_include_directories(tessera_nccl SYSTEM INTERFACE ${TESSERA_NCCL_INCLUDE_DIR})
+
+message(STATUS "CUDA backend: nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures "
+               "${CMAKE_CUDA_ARCHITECTURES}, NCCL ${TESSERA_NCCL_LIBRARY}")
+
+file(GLOB TESSERA_CUDA_SOURCES CONFIGURE_DEPENDS src/cuda/*.cu src/kernels/cuda/*.cu)
+add_library(tessera_cuda STATIC ${TESSERA_CUDA_SOURCES})
+target_link_libraries(tessera_cuda PUBLIC tessera CUDA::cudart CUDA::cublasLt tessera_nccl)
+# Host code: the project's warnings, as errors under TESSERA_WERROR (-Wpedantic is left out:
+# nvcc's generated host stubs use GNU line markers that it flags). Device code: nvcc's own
+# warnings (e.g. unused variables, narrowing in device functions) as errors too.
+set(TESSERA_CUDA_HOST_WARNINGS -Wall,-Wextra,-Wno-unknown-pragmas)
+if(TESSERA_WERROR)
+  string(APPEND TESSERA_CUDA_HOST_WARNINGS ",-Werror")
+  target_compile_options(tessera_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings>)
+endif()
+target_compile_options(tessera_cuda PRIVATE
+                       $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=${TESSERA_CUDA_HOST_WARNINGS}>)
+target_compile_definitions(tessera_cuda PUBLIC TESSERA_HAVE_CUDA=1)
+# fmt 9 checks format strings in a consteval constructor, which nvcc's front end rejects
+# ("did not produce a valid constant expression"). Without it, fmt checks them at run time;
+# the .cpp files keep the compile-time check.
+target_compile_definitions(tessera_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:FMT_CONSTEVAL=>
+                           $<$<COMPILE_LANGUAGE:CUDA>:FMT_USE_CONSTEXPR=1>)
+
+if(TESSERA_BUILD_TESTS)
+  file(GLOB TESSERA_CUDA_TEST_SOURCES CONFIGURE_DEPENDS tests/cuda/test_*.cpp)
+  foreach(src ${TESSERA_CUDA_TEST_SOURCES})
+    get_filename_component(name ${src} NAME_WE)
+    add_executable(${name} ${src})
+    target_compile_options(${name} PRIVATE ${TESSERA_WARNINGS} ${TESSERA_OPT})
+    target_link_libraries(${name} PRIVATE tessera_cuda GTest::gtest GTest::gtest_main)
+    target_include_directories(${name} PRIVATE tests tests/cuda)
+    # Without a device every test calls GTEST_SKIP(), which CTest reports as skipped (gtest's
+    # "[  SKIPPED ]" line) rather than passed or absent.
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST
+                         PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS cuda)
+  endforeach()
+endif()

@@ -1,0 +1,53 @@
+#include "cuda/copy.h"
+
+#include "core/error.h"
+#include "cuda/cuda_check.h"
+
+namespace tessera::cuda {
+
+void copy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+}
+void copy_d2h(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s));
+}
+void copy_d2d(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s));
+}
+void memset_async(void* dst, int byte, size_t bytes, cudaStream_t s) {
+  if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, byte, bytes, s));
+}
+
+Tensor to_device(const Tensor& host, int device) {
+  TS_CHECK(host.device().is_cpu(), "cuda::to_device: source {} is on {}, expected cpu", host.desc(),
+           host.device().str());
+  init(device);
+  const Tensor src = host.contiguous();
+  Tensor dst = Tensor::empty(src.shape(), src.dtype(), Device::cuda(device));
+  const cudaStream_t s = current_stream();
+  copy_h2d(dst.raw_data(), src.raw_data(), src.nbytes(), s);
+  // Pageable sources return early only after staging, but a pinned one would not: wait, so
+  // the caller may free or reuse `host` at once.
+  synchronize(s);
+  return dst;
+}
+
+Tensor to_host(const Tensor& dev) {
+  TS_CHECK(dev.device().type == DeviceType::cuda,
+           "cuda::to_host: source {} is on {}, expected cuda", dev.desc(), dev.device().str());
+  TS_CHECK(dev.is_contiguous(), "cuda::to_host: source {} must be contiguous", dev.desc());
+  Tensor dst = Tensor::empty(dev.shape(), dev.dtype());
+  const cudaStream_t s = current_stream();
+  copy_d2h(dst.raw_data(), dev.raw_data(), dev.nbytes(), s);
+  synchronize(s);
+  return dst;
+}
+
+Tensor zeros(const Shape& shape, DType dtype, int device) {
+  init(device);
+  Tensor t = Tensor::empty(shape, dtype, Device::cuda(device));
+  memset_async(t.raw_data(), 0, t.nbytes(), current_stream());
+  return t;
+}
+
+}  // namespace tessera::cuda

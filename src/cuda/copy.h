@@ -1,0 +1,29 @@
+// Host <-> device copies, raw and for tensors. Raw copies are asynchronous on the given stream
+// (the caller synchronises, or uses pinned host memory and events); the tensor helpers are the
+// simple synchronous path for tests, checkpoints and the first op-level dispatch.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+
+#include "core/tensor.h"
+#include "cuda/device.h"
+
+namespace tessera::cuda {
+
+// cudaMemcpyAsync in the given direction. From pageable host memory the runtime stages the copy
+// and returns only once the source has been read; from pinned memory it returns at once.
+void copy_h2d(void* dst, const void* src, size_t bytes, cudaStream_t s = current_stream());
+void copy_d2h(void* dst, const void* src, size_t bytes, cudaStream_t s = current_stream());
+void copy_d2d(void* dst, const void* src, size_t bytes, cudaStream_t s = current_stream());
+void memset_async(void* dst, int byte, size_t bytes, cudaStream_t s = current_stream());
+
+// A contiguous copy of a CPU tensor on CUDA device `device` (no autograd edge), complete on
+// return.
+Tensor to_device(const Tensor& host, int device = 0);
+// A CPU copy of a CUDA tensor, complete on return (synchronises the current stream).
+Tensor to_host(const Tensor& dev);
+// A CUDA tensor of zeros.
+Tensor zeros(const Shape& shape, DType dtype, int device = 0);
+
+}  // namespace tessera::cuda

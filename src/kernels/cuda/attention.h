@@ -1,0 +1,32 @@
+// Fused causal multi-head self-attention on the GPT-2 layout (cpu/attention.h): qkv [B, T, 3C]
+// holds (q | k | v), head h owning columns [h*hs, (h+1)*hs) of each third. Storage type T
+// (float or bf16) for qkv, out and dqkv; lse and the incoming gradient dout are f32; all
+// arithmetic is f32.
+//
+// Flash-attention style with an online softmax: no [T, T] matrix exists anywhere; the forward
+// keeps per query row a running max, sum and output, the backward recomputes probabilities from
+// the saved log-sum-exp. Extra memory is O(B * H * T) (lse, and delta in the backward).
+// This is a correctness-first CUDA-core kernel (one warp per query row, 32-key tiles in shared
+// memory); a tensor-core (mma) version is the obvious next step for speed. Head size <= 128.
+#pragma once
+#include <cstdint>
+
+#include "cuda/device.h"
+#include "kernels/cpu/attention.h"  // AttentionDims
+
+namespace tessera::cuda {
+
+using cpu::AttentionDims;
+
+constexpr int64_t kAttentionMaxHeadSize = 128;
+
+template <class T>
+void attention_forward(const AttentionDims& d, const T* qkv, T* out, float* lse,
+                       cudaStream_t s = current_stream());
+
+// dqkv [B, T, 3C] (overwritten) from dout [B, T, C] (f32), given the forward's qkv, out, lse.
+template <class T>
+void attention_backward(const AttentionDims& d, const T* qkv, const T* out, const float* lse,
+                        const float* dout, T* dqkv, cudaStream_t s = current_stream());
+
+}  // namespace tessera::cuda

@@ -1,0 +1,159 @@
+#include "kernels/cuda/elementwise.h"
+
+#include "cuda/allocator.h"
+#include "kernels/cuda/common.cuh"
+
+namespace tessera::cuda {
+namespace {
+
+template <class T>
+__global__ void add_kernel(const T* a, const T* b, T* y, int64_t n, int64_t nb) {
+  TS_GRID_STRIDE(i, n) st(y, i, ld(a, i) + ld(b, nb == n ? i : i % nb));
+}
+
+template <class T>
+__global__ void mul_kernel(const T* a, const T* b, T* y, int64_t n, int64_t nb) {
+  TS_GRID_STRIDE(i, n) st(y, i, ld(a, i) * ld(b, nb == n ? i : i % nb));
+}
+
+template <class T>
+__global__ void scale_kernel(const T* x, T* y, float a, int64_t n) {
+  TS_GRID_STRIDE(i, n) st(y, i, a * ld(x, i));
+}
+
+// Block (bx, by): columns [bx * 32, +32) and row chunk by; each warp of 8 walks rows with stride
+// 8 (coalesced 32-column reads), then the 8 warps' partial sums meet in shared memory and one
+// atomic per column adds the chunk into y. Chunks make tall inputs (a [B*T, C] bias gradient)
+// parallel; within a chunk the order is fixed.
+constexpr int kColTile = 32, kRowWarps = 8, kRowsPerChunk = 256;
+
+template <class T>
+__global__ void sum_rows_kernel(const T* x, float* y, int64_t rows, int64_t cols) {
+  __shared__ float part[kRowWarps][kColTile + 1];
+  const int64_t c = int64_t(blockIdx.x) * kColTile + threadIdx.x;
+  const int64_t r0 = int64_t(blockIdx.y) * kRowsPerChunk;
+  const int64_t r1 = r0 + kRowsPerChunk < rows ? r0 + kRowsPerChunk : rows;
+  float acc = 0.f;
+  if (c < cols)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowWarps) acc += ld(x, r * cols + c);
+  part[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    float s = 0.f;
+    for (int w = 0; w < kRowWarps; ++w) s += part[w][threadIdx.x];
+    if (gridDim.y == 1)
+      y[c] += s;
+    else
+      atomicAdd(y + c, s);
+  }
+}
+
+__global__ void add_inplace_kernel(float* dst, const float* src, int64_t n) {
+  TS_GRID_STRIDE(i, n) dst[i] += src[i];
+}
+
+__global__ void axpy_kernel(float* y, const float* x, float a, int64_t n) {
+  TS_GRID_STRIDE(i, n) y[i] += a * x[i];
+}
+
+// partial[block] = sum over the block's grid-stride elements of f(x) in f64.
+template <bool kSquares>
+__global__ void sum_partial_kernel(const float* x, int64_t n, double* partial) {
+  __shared__ double scratch[kWarp];
+  double acc = 0;
+  TS_GRID_STRIDE(i, n) {
+    const double v = x[i];
+    acc += kSquares ? v * v : v;
+  }
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+__global__ void sum_final_kernel(const double* partial, int n, double* out) {
+  __shared__ double scratch[kWarp];
+  double acc = 0;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) *out = acc;
+}
+
+template <bool kSquares>
+double reduce(const float* x, int64_t n, cudaStream_t s) {
+  if (n <= 0) return 0.0;
+  const unsigned blocks = grid_for(n);
+  DeviceCachingAllocator& alloc = device_allocator();
+  const size_t bytes = (blocks + 1) * sizeof(double);
+  auto* buf = static_cast<double*>(alloc.allocate_on(bytes, s));
+  sum_partial_kernel<kSquares><<<blocks, kThreads, 0, s>>>(x, n, buf);
+  CUDA_CHECK_LAUNCH();
+  sum_final_kernel<<<1, kThreads, 0, s>>>(buf, int(blocks), buf + blocks);
+  CUDA_CHECK_LAUNCH();
+  double out = 0;
+  CUDA_CHECK(cudaMemcpyAsync(&out, buf + blocks, sizeof out, cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  alloc.release(buf, bytes);
+  return out;
+}
+
+}  // namespace
+
+template <class T>
+void add(const T* a, const T* b, T* y, int64_t n, int64_t nb, cudaStream_t s) {
+  if (n <= 0) return;
+  add_kernel<<<grid_for(n), kThreads, 0, s>>>(a, b, y, n, nb);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void mul(const T* a, const T* b, T* y, int64_t n, int64_t nb, cudaStream_t s) {
+  if (n <= 0) return;
+  mul_kernel<<<grid_for(n), kThreads, 0, s>>>(a, b, y, n, nb);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void scale(const T* x, T* y, float a, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  scale_kernel<<<grid_for(n), kThreads, 0, s>>>(x, y, a, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+void sum_rows_acc(const T* x, float* y, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows <= 0 || cols <= 0) return;
+  const dim3 grid(unsigned((cols + kColTile - 1) / kColTile),
+                  unsigned((rows + kRowsPerChunk - 1) / kRowsPerChunk));
+  sum_rows_kernel<<<grid, dim3(kColTile, kRowWarps), 0, s>>>(x, y, rows, cols);
+  CUDA_CHECK_LAUNCH();
+}
+
+void add_inplace(float* dst, const float* src, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  add_inplace_kernel<<<grid_for(n), kThreads, 0, s>>>(dst, src, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void axpy(float* y, const float* x, float a, int64_t n, cudaStream_t s) {
+  if (n <= 0) return;
+  axpy_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, a, n);
+  CUDA_CHECK_LAUNCH();
+}
+
+double sum(const float* x, int64_t n, cudaStream_t s) {
+  return reduce<false>(x, n, s);
+}
+double sum_squares(const float* x, int64_t n, cudaStream_t s) {
+  return reduce<true>(x, n, s);
+}
+
+#define TS_INSTANTIATE(T)                                                       \
+  template void add<T>(const T*, const T*, T*, int64_t, int64_t, cudaStream_t); \
+  template void mul<T>(const T*, const T*, T*, int64_t, int64_t, cudaStream_t); \
+  template void scale<T>(const T*, T*, float, int64_t, cudaStream_t);           \
+  template void sum_rows_acc<T>(const T*, float*, int64_t, int64_t, cudaStream_t);
+TS_INSTANTIATE(float)
+TS_INSTANTIATE(bf16)
+TS_INSTANTIATE(f16)
+#undef TS_INSTANTIATE
+
+}  // namespace tessera::cuda

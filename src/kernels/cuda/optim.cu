@@ -1,0 +1,86 @@
+#include "kernels/cuda/optim.h"
+
+#include <cmath>
+
+#include "cuda/allocator.h"
+#include "kernels/cuda/common.cuh"
+
+namespace tessera::cuda {
+namespace {
+
+// The run holding element i: binary search over the few hundred runs (L1-resident after the
+// first warps touch them), so the whole buffer is one launch whatever its decay layout.
+__device__ inline bool decays(const DecayRange* runs, int32_t nruns, int64_t i) {
+  int32_t lo = 0, hi = nruns - 1;
+  while (lo < hi) {
+    const int32_t mid = (lo + hi + 1) / 2;
+    if (runs[mid].begin <= i)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return runs[lo].decay != 0;
+}
+
+__global__ void adamw_kernel(AdamWStep a) {
+  const float b1 = a.beta1, b2 = a.beta2;
+  TS_GRID_STRIDE(i, a.n) {
+    const float keep = a.nruns > 0 && decays(a.runs, a.nruns, i) ? a.decayed : 1.f;
+    const float gi = a.g[i];
+    const float mi = b1 * a.m[i] + (1.f - b1) * gi;
+    const float vi = b2 * a.v[i] + (1.f - b2) * gi * gi;
+    a.m[i] = mi;
+    a.v[i] = vi;
+    const float p = a.p[i] * keep - a.step_size * mi / (sqrtf(vi) * a.inv_sqrt_bc2 + a.eps);
+    a.p[i] = p;
+    if (a.p_bf16) a.p_bf16[i] = float_to_bf16(p);
+  }
+}
+
+__global__ void unscale_kernel(float* g, int64_t n, float inv, int* flag) {
+  int bad = 0;
+  TS_GRID_STRIDE(i, n) {
+    const float x = g[i] * inv;
+    g[i] = x;
+    bad |= !(fabsf(x) <= 3.402823466e38f);  // NaN fails every comparison
+  }
+  // One atomic per warp that saw a non-finite value, none in the common all-finite case.
+  if (__any_sync(0xffffffffu, bad) && threadIdx.x % kWarp == 0) atomicOr(flag, 1);
+}
+
+}  // namespace
+
+void adamw_step(const AdamWStep& a, cudaStream_t s) {
+  if (a.n <= 0) return;
+  adamw_kernel<<<grid_for(a.n), kThreads, 0, s>>>(a);
+  CUDA_CHECK_LAUNCH();
+}
+
+void adamw_coefficients(AdamWStep& a, float lr, float weight_decay, int64_t t) {
+  // Bias corrections in f64, as optim/adamw.cpp: b2^t for b2 = 0.999 loses digits in f32.
+  const double bc1 = 1.0 - std::pow(double(a.beta1), double(t));
+  const double bc2 = 1.0 - std::pow(double(a.beta2), double(t));
+  a.step_size = float(double(lr) / bc1);
+  a.inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
+  a.decayed = 1.f - lr * weight_decay;
+}
+
+void unscale_and_check(float* g, int64_t n, float inv_scale, int* nonfinite_flag, cudaStream_t s) {
+  if (n <= 0) return;
+  unscale_kernel<<<grid_for(n), kThreads, 0, s>>>(g, n, inv_scale, nonfinite_flag);
+  CUDA_CHECK_LAUNCH();
+}
+
+bool unscale_grads(float* g, int64_t n, float inv_scale, cudaStream_t s) {
+  DeviceCachingAllocator& alloc = device_allocator();
+  auto* flag = static_cast<int*>(alloc.allocate_on(sizeof(int), s));
+  CUDA_CHECK(cudaMemsetAsync(flag, 0, sizeof(int), s));
+  unscale_and_check(g, n, inv_scale, flag, s);
+  int host = 0;
+  CUDA_CHECK(cudaMemcpyAsync(&host, flag, sizeof host, cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  alloc.release(flag, sizeof(int));
+  return host == 0;
+}
+
+}  // namespace tessera::cuda

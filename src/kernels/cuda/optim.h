@@ -1,0 +1,49 @@
+// Optimizer and mixed-precision kernels over the flat f32 parameter / gradient buffers
+// (optim/flat_params.h): fused AdamW in one launch over the whole buffer, and the fp16 loss
+// scaler's unscale-and-check in one pass.
+#pragma once
+#include <cstdint>
+
+#include "core/half.h"
+#include "cuda/device.h"
+
+namespace tessera::cuda {
+
+// A maximal range of the flat buffers whose parameters share one weight-decay setting
+// (Optimizer::DecayRun). The runs cover [0, n) in order.
+struct DecayRange {
+  int64_t begin, end;
+  int32_t decay;  // 0 or 1
+};
+
+struct AdamWStep {
+  float* p = nullptr;        // f32 master weights [n]
+  const float* g = nullptr;  // gradients [n]
+  float* m = nullptr;        // exp_avg [n]
+  float* v = nullptr;        // exp_avg_sq [n]
+  int64_t n = 0;
+  const DecayRange* runs = nullptr;  // device array, sorted, covering [0, n)
+  int32_t nruns = 0;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float step_size = 0;     // lr / (1 - beta1^t), computed in f64 on the host
+  float inv_sqrt_bc2 = 0;  // 1 / sqrt(1 - beta2^t)
+  float decayed = 1;       // 1 - lr * weight_decay
+  bf16* p_bf16 = nullptr;  // optional: the updated weights rounded to bf16 in the same pass
+};
+
+// AdamW exactly as optim/adamw.cpp computes it, per element:
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+//   p = p * (decay ? decayed : 1) - step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps)
+void adamw_step(const AdamWStep& a, cudaStream_t s = current_stream());
+
+// Host helper filling step_size, inv_sqrt_bc2 and decayed for step t (1-based) like AdamW.
+void adamw_coefficients(AdamWStep& a, float lr, float weight_decay, int64_t t);
+
+// g *= inv_scale over [0, n) and *nonfinite_flag |= (any unscaled value is inf or NaN), in one
+// pass. The flag is a device int the caller zeroes; no synchronisation here.
+void unscale_and_check(float* g, int64_t n, float inv_scale, int* nonfinite_flag,
+                       cudaStream_t s = current_stream());
+// The same, returning on the host whether all values were finite (synchronises the stream).
+bool unscale_grads(float* g, int64_t n, float inv_scale, cudaStream_t s = current_stream());
+
+}  // namespace tessera::cuda
