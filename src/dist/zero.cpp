@@ -340,8 +340,12 @@ void Zero::enter(int stage) {
   TS_CHECK(stage >= 0 && size_t(stage) < stages_.size(), "ZeRO-3: enter({}) of {} stages", stage,
            stages_.size());
   for (int u : stages_[size_t(stage)]) acquire(u);
+  // Prefetch what comes next: the next stage's units, or, from the last stage, those the
+  // backward pass needs right after it (the stage before).
   if (size_t(stage) + 1 < stages_.size())
-    for (int u : stages_[size_t(stage) + 1]) start_gather(u);  // prefetch
+    for (int u : stages_[size_t(stage) + 1]) start_gather(u);
+  else if (stage > 0)
+    for (int u : stages_[size_t(stage) - 1]) start_gather(u);
 }
 
 Tensor Zero::exit(int stage, const Tensor& x) {
