@@ -17,6 +17,7 @@
 #include "cuda/allocator.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device.h"
+#include "kernels/cpu/cast.h"
 
 namespace tessera::cudatest {
 
@@ -103,6 +104,22 @@ template <class T>
 std::vector<float> to_float(const std::vector<T>& v) {
   std::vector<float> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) out[i] = to_f32(v[i]);
+  return out;
+}
+
+// The bytes of v converted to dtype t (integers truncated like cpu::cast).
+inline std::vector<uint8_t> host_bytes(const std::vector<float>& v, DType t) {
+  std::vector<uint8_t> out(v.size() * dtype_size(t));
+  cpu::cast(v.data(), DType::f32, out.data(), t, int64_t(v.size()));
+  return out;
+}
+
+// Bit patterns with every NaN mapped to one (GPUs return the canonical NaN from arithmetic, x86
+// propagates the input's payload), for exact comparisons that treat NaN == NaN.
+inline std::vector<uint32_t> canonical_bits(const std::vector<float>& v) {
+  std::vector<uint32_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    out[i] = std::isnan(v[i]) ? 0x7fc00000u : float_to_bits(v[i]);
   return out;
 }
 

@@ -29,13 +29,6 @@ namespace {
 
 class CudaKernels : public CudaTest {};
 
-// A buffer of any dtype holding v (integers truncated like cpu::cast).
-std::vector<uint8_t> host_buffer(const std::vector<float>& v, DType t) {
-  std::vector<uint8_t> out(v.size() * dtype_size(t));
-  cpu::cast(v.data(), DType::f32, out.data(), t, int64_t(v.size()));
-  return out;
-}
-
 TEST_F(CudaKernels, CastAndFillMatchTheCpuBitForBit) {
   Rng rng;
   TS_TRACE_SEED(rng);
@@ -44,7 +37,7 @@ TEST_F(CudaKernels, CastAndFillMatchTheCpuBitForBit) {
   // In [0, 1000): representable in every type, u16 included, and exercising rounding.
   const std::vector<float> v = rng.uniform(static_cast<size_t>(n), 0.f, 1000.f);
   for (DType st : types) {
-    const std::vector<uint8_t> src = host_buffer(v, st);
+    const std::vector<uint8_t> src = host_bytes(v, st);
     DevBuf<uint8_t> dsrc(src);
     for (DType dt : types) {
       std::vector<uint8_t> want(static_cast<size_t>(n) * dtype_size(dt));

@@ -1,0 +1,116 @@
+// The fused CUDA AdamW and the fp16 loss scaler's unscale-and-check against the CPU optimizer
+// and scaler themselves (optim/adamw.h, optim/loss_scaler.h) on flat parameter buffers with
+// fresh random values. Without a device every test is skipped.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "core/rng.h"
+#include "cuda_test_util.h"
+#include "kernels/cuda/optim.h"
+#include "optim/adamw.h"
+#include "optim/flat_params.h"
+#include "optim/loss_scaler.h"
+
+using namespace tessera;
+using namespace tessera::cudatest;
+
+namespace {
+
+class CudaOptim : public CudaTest {};
+
+// A model-like mix: matrices (decayed) and vectors (not), so the decay runs alternate.
+std::vector<Tensor> make_params(Generator& gen) {
+  std::vector<Tensor> ps;
+  for (Shape s : {Shape{64, 33}, Shape{33}, Shape{7, 5, 3}, Shape{5}, Shape{129, 16}})
+    ps.push_back(Tensor::randn(s, gen).set_requires_grad());
+  return ps;
+}
+
+// Random gradients inside the parameters, zero in the alignment padding (as autograd leaves it).
+std::vector<float> random_grads(Rng& rng, const FlatParameters& flat, float scale) {
+  std::vector<float> g(static_cast<size_t>(flat.numel()), 0.f);
+  for (const ParamSegment& s : flat.segments()) {
+    const std::vector<float> v = rng.normal(static_cast<size_t>(s.numel), scale);
+    std::copy(v.begin(), v.end(), g.begin() + s.offset);
+  }
+  return g;
+}
+
+std::vector<float> values(const Tensor& t) {
+  const float* p = t.data<float>();
+  return std::vector<float>(p, p + t.numel());
+}
+
+TEST_F(CudaOptim, AdamWMatchesTheCpuOptimizer) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  Generator gen(rng.u64());
+  FlatParameters flat(make_params(gen));
+  AdamWOptions opt;
+  opt.weight_decay = 0.1f;
+  AdamW adam(flat, opt);
+  const int64_t n = flat.numel();
+
+  // The same decay runs as Optimizer::rebuild_runs, one per parameter (adjacent equal ones
+  // need not merge for the kernel).
+  std::vector<cuda::DecayRange> runs;
+  const auto& segs = flat.segments();
+  for (size_t i = 0; i < segs.size(); ++i)
+    runs.push_back(
+        {segs[i].offset, i + 1 < segs.size() ? segs[i + 1].offset : n, adam.decays(i) ? 1 : 0});
+  DevBuf<cuda::DecayRange> druns(runs);
+  DevBuf<float> dp(values(flat.values())), dg(static_cast<size_t>(n));
+  DevBuf<float> dm(std::vector<float>(static_cast<size_t>(n), 0.f));
+  DevBuf<float> dv(std::vector<float>(static_cast<size_t>(n), 0.f));
+  DevBuf<bf16> dp16(static_cast<size_t>(n));
+
+  const float lr = 3e-3f;
+  for (int64_t t = 1; t <= 3; ++t) {
+    const std::vector<float> g = random_grads(rng, flat, 0.5f);
+    std::copy(g.begin(), g.end(), flat.grad_data());
+    adam.step(lr);
+    dg.upload(g);
+    cuda::AdamWStep a;
+    a.p = dp.get(), a.g = dg.get(), a.m = dm.get(), a.v = dv.get(), a.n = n;
+    a.runs = druns.get(), a.nruns = int32_t(runs.size());
+    a.beta1 = opt.beta1, a.beta2 = opt.beta2, a.eps = opt.eps;
+    a.p_bf16 = dp16.get();
+    cuda::adamw_coefficients(a, lr, opt.weight_decay, t);
+    cuda::adamw_step(a);
+  }
+  const OptimizerState st = adam.state();
+  ASSERT_EQ(st.buffers.size(), 2u);
+  expect_close("adamw params (3 steps)", "f32", dp.download(), values(flat.values()), 1e-5);
+  expect_close("adamw exp_avg", "f32", dm.download(), values(st.buffers[0].second), 1e-5);
+  expect_close("adamw exp_avg_sq", "f32", dv.download(), values(st.buffers[1].second), 1e-5);
+  expect_close("adamw bf16 copy", dp16.download(), to_storage<bf16>(values(flat.values())));
+}
+
+TEST_F(CudaOptim, UnscaleAndCheckMatchesTheLossScaler) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  Generator gen(rng.u64());
+  FlatParameters flat(make_params(gen));
+  DynamicLossScaler scaler;
+  const int64_t n = flat.numel();
+  const float bad_values[] = {0.f, std::numeric_limits<float>::infinity(), NAN};
+  for (float bad : bad_values) {
+    std::vector<float> g = random_grads(rng, flat, scaler.scale());
+    if (bad != 0.f) g[static_cast<size_t>(flat.segments()[2].offset + 4)] = bad;
+    std::copy(g.begin(), g.end(), flat.grad_data());
+    DevBuf<float> dg(g);
+    const float inv = 1.f / scaler.scale();
+    const bool cpu_ok = scaler.unscale(flat);
+    const bool gpu_ok = cuda::unscale_grads(dg.get(), n, inv);
+    EXPECT_EQ(gpu_ok, cpu_ok) << "finiteness verdict with injected " << bad;
+    EXPECT_EQ(cpu_ok, bad == 0.f);
+    // One multiply by the same f32 inverse on both sides: bit-identical (NaN compared as NaN).
+    expect_exact(bad == 0.f ? "unscale (finite)" : "unscale (inf/nan injected)", "f32",
+                 canonical_bits(dg.download()), canonical_bits(values(flat.grads())));
+    scaler.update(cpu_ok);
+  }
+}
+
+}  // namespace

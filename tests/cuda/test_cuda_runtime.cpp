@@ -1,0 +1,165 @@
+// The CUDA runtime layer on a device: the caching allocator's size classes, same-stream and
+// cross-stream reuse, statistics and cache release; tensor copies; pinned host buffers; cuBLASLt
+// plan reuse. Without a device every test is skipped.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "core/rng.h"
+#include "cuda/allocator.h"
+#include "cuda/copy.h"
+#include "cuda_test_util.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/matmul.h"
+
+using namespace tessera;
+using namespace tessera::cudatest;
+
+namespace {
+
+class CudaRuntime : public CudaTest {};
+
+struct Stream {
+  Stream() { CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
+  ~Stream() { cudaStreamDestroy(s); }
+  cudaStream_t s = nullptr;
+};
+
+TEST_F(CudaRuntime, SameStreamReuseIsImmediateAndCountedInTheStats) {
+  cuda::DeviceCachingAllocator& a = cuda::device_allocator();
+  Stream st;
+  a.reset_peak();
+  const AllocatorStats s0 = a.stats();
+  void* p = a.allocate_on(1000, st.s);
+  const size_t cls = cuda::DeviceCachingAllocator::size_class(1000);
+  EXPECT_EQ(a.stats().in_use, s0.in_use + cls);
+  a.release(p, 1000);
+  void* q = a.allocate_on(900, st.s);  // same class, same stream: the same block at once
+  EXPECT_EQ(q, p);
+  EXPECT_EQ(a.stats().cache_hits, s0.cache_hits + 1);
+  void* r = a.allocate_on(1000, st.s);  // q is live: a new block
+  EXPECT_NE(r, q);
+  EXPECT_GE(a.stats().peak_in_use, s0.in_use + 2 * cls);
+  a.release(q, 900);
+  a.release(r, 1000);
+  EXPECT_EQ(a.stats().in_use, s0.in_use);
+  EXPECT_GE(a.stats().reserved, s0.reserved);
+}
+
+TEST_F(CudaRuntime, CrossStreamReuseWaitsForTheOldStream) {
+  cuda::DeviceCachingAllocator& a = cuda::device_allocator();
+  Stream s1, s2;
+  const int64_t n = 1 << 22;  // 16 MiB: long enough for a race to show if the wait were missing
+  const size_t bytes = static_cast<size_t>(n) * 4;
+  auto* buf = static_cast<float*>(a.allocate_on(bytes, s1.s));
+  std::vector<float> ones(static_cast<size_t>(n), 1.f);
+  cuda::copy_h2d(buf, ones.data(), bytes, s1.s);
+  for (int i = 0; i < 20; ++i) cuda::scale(buf, buf, 1.f, n, s1.s);  // work queued on s1
+  const uint64_t cross0 = a.cross_stream_reuses();
+  a.release(buf, bytes);  // freed while s1 may still be using it
+  auto* again = static_cast<float*>(a.allocate_on(bytes, s2.s));
+  ASSERT_EQ(again, buf) << "the only cached block of this class should be handed to s2";
+  EXPECT_EQ(a.cross_stream_reuses(), cross0 + 1);
+  // s2 writes 2s; had it not waited for s1, s1's trailing scales could rewrite them.
+  std::vector<float> twos(static_cast<size_t>(n), 2.f);
+  cuda::copy_h2d(again, twos.data(), bytes, s2.s);
+  cuda::synchronize(s1.s);
+  cuda::synchronize(s2.s);
+  std::vector<float> back(static_cast<size_t>(n));
+  CUDA_CHECK(cudaMemcpy(back.data(), again, bytes, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(back, twos);
+  a.release(again, bytes);
+}
+
+TEST_F(CudaRuntime, EmptyCacheReturnsCachedBlocks) {
+  cuda::DeviceCachingAllocator& a = cuda::device_allocator();
+  void* p = a.allocate(size_t(3) << 20);
+  a.release(p, size_t(3) << 20);
+  const AllocatorStats before = a.stats();
+  EXPECT_GT(before.reserved, before.in_use);
+  a.empty_cache();
+  EXPECT_EQ(a.stats().reserved, before.in_use);
+}
+
+TEST_F(CudaRuntime, RecordStreamMakesReuseWaitForTheOtherStream) {
+  cuda::DeviceCachingAllocator& a = cuda::device_allocator();
+  Stream s1, s2;
+  const int64_t n = 1 << 20;
+  const size_t bytes = static_cast<size_t>(n) * 4;
+  auto* buf = static_cast<float*>(a.allocate_on(bytes, s1.s));
+  CUDA_CHECK(cudaMemsetAsync(buf, 0, bytes, s1.s));
+  cuda::synchronize(s1.s);
+  for (int i = 0; i < 10; ++i) cuda::scale(buf, buf, 1.f, n, s2.s);  // used on s2 too
+  a.record_stream(buf, s2.s);
+  a.release(buf, bytes);
+  auto* again = static_cast<float*>(a.allocate_on(bytes, s1.s));  // same stream, but s2 pending
+  EXPECT_EQ(again, buf);
+  std::vector<float> ones(static_cast<size_t>(n), 1.f), back(static_cast<size_t>(n));
+  cuda::copy_h2d(again, ones.data(), bytes, s1.s);
+  cuda::synchronize(s1.s);
+  cuda::synchronize(s2.s);
+  CUDA_CHECK(cudaMemcpy(back.data(), again, bytes, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(back, ones);
+  a.release(again, bytes);
+}
+
+TEST_F(CudaRuntime, TensorsRoundTripThroughTheDevice) {
+  Generator gen(7);
+  for (DType t : {DType::f32, DType::bf16, DType::i32}) {
+    Tensor host = Tensor::randn({3, 5, 7}, gen).to(t);
+    Tensor dev = cuda::to_device(host);
+    EXPECT_EQ(dev.device(), Device::cuda(0));
+    EXPECT_EQ(dev.shape(), host.shape());
+    EXPECT_EQ(dev.dtype(), t);
+    Tensor back = cuda::to_host(dev);
+    EXPECT_TRUE(back.device().is_cpu());
+    EXPECT_EQ(std::memcmp(back.raw_data(), host.raw_data(), host.nbytes()), 0) << dtype_name(t);
+  }
+  // A non-contiguous source is made contiguous first.
+  Tensor m = Tensor::randn({4, 6}, gen);
+  Tensor mt = m.transpose_view(0, 1);
+  EXPECT_EQ(cuda::to_host(cuda::to_device(mt)).to_vector(), mt.contiguous().to_vector());
+  Tensor z = cuda::zeros({100}, DType::f32);
+  EXPECT_EQ(cuda::to_host(z).to_vector(), std::vector<float>(100, 0.f));
+  EXPECT_THROW(cuda::to_host(m), Error);  // a CPU tensor is not a device tensor
+}
+
+TEST_F(CudaRuntime, PinnedBuffersAreReusedOnlyAfterTheirCopies) {
+  cuda::PinnedHostAllocator& pa = cuda::pinned_allocator();
+  Stream st;
+  const size_t bytes = size_t(8) << 20;
+  void* dev = cuda::device_allocator().allocate_on(bytes, st.s);
+  void* first = nullptr;
+  {
+    cuda::PinnedBuffer pb(bytes);
+    first = pb.data();
+    std::memset(pb.data(), 0x5a, bytes);
+    cuda::copy_h2d(dev, pb.data(), bytes, st.s);  // async from pinned memory
+    pa.record_use(pb.data(), st.s);
+  }  // released while the copy may be in flight
+  cuda::synchronize(st.s);
+  cuda::PinnedBuffer again(bytes);  // the copy is done: the block may be reused
+  EXPECT_EQ(again.data(), first);
+  std::vector<uint8_t> back(bytes);
+  CUDA_CHECK(cudaMemcpy(back.data(), dev, bytes, cudaMemcpyDeviceToHost));
+  EXPECT_EQ(back, std::vector<uint8_t>(bytes, 0x5a));
+  cuda::device_allocator().release(dev, bytes);
+  EXPECT_GT(pa.stats().reserved, 0u);
+}
+
+TEST_F(CudaRuntime, GemmPlansAreBuiltOncePerShape) {
+  DevBuf<float> a(64 * 32), b(32 * 48), c(64 * 48);
+  cuda::GemmArgs g;
+  g.m = 64, g.n = 48, g.k = 32, g.a = a.get(), g.b = b.get(), g.c = c.get();
+  cuda::gemm(g);
+  const int64_t plans = cuda::gemm_plan_count();
+  for (int i = 0; i < 3; ++i) cuda::gemm(g);
+  EXPECT_EQ(cuda::gemm_plan_count(), plans);
+  g.n = 40;
+  cuda::gemm(g);
+  EXPECT_EQ(cuda::gemm_plan_count(), plans + 1);
+  cuda::synchronize(cuda::current_stream());
+  std::printf("device: %s\n", cuda::device_summary().c_str());
+}
+
+}  // namespace
