@@ -11,13 +11,13 @@
 #include <nlohmann/json.hpp>
 
 #include "dist/bootstrap.h"
+#include "dist/clock.h"
 #include "dist/consistency.h"
 #include "dist/data_parallel.h"
 #include "dist/ddp.h"
 #include "dist/grad_buckets.h"
 #include "dist/local_comm.h"
 #include "dist/mpi_comm.h"
-#include "dist/clock.h"
 #include "gradcheck.h"
 #include "mpi/tiny_job.h"
 #include "nn/gpt.h"
@@ -64,8 +64,8 @@ TEST(Bootstrap, Mpirun) {
 }
 
 TEST(Bootstrap, Slurm) {
-  LaunchInfo li = detect_launch(
-      env_of({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}));
+  LaunchInfo li =
+      detect_launch(env_of({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}));
   EXPECT_EQ(li.launcher, "slurm");
   EXPECT_EQ(li.rank, 5);
   EXPECT_EQ(li.world_size, 8);
@@ -103,21 +103,37 @@ TEST(Bootstrap, MoreSpecificLauncherWinsOverTheSlurmAllocation) {
 }
 
 TEST(Bootstrap, MalformedVariablesAreNamed) {
-  expect_error([] { detect_launch(env_of({{"OMPI_COMM_WORLD_RANK", "4"},
-                                          {"OMPI_COMM_WORLD_SIZE", "4"}})); },
-               {"OMPI_COMM_WORLD_RANK=4", "outside [0, OMPI_COMM_WORLD_SIZE=4)"});
-  expect_error([] { detect_launch(env_of({{"SLURM_PROCID", "x1"}, {"SLURM_NTASKS", "2"}})); },
-               {"SLURM_PROCID=x1", "not an integer"});
-  expect_error([] { detect_launch(env_of({{"RANK", "0"}})); },
-               {"RANK is set but WORLD_SIZE is not"});
-  expect_error([] { detect_launch(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}})); },
-               {"MASTER_ADDR is not set"});
-  expect_error([] {
-    detect_launch(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"},
-                          {"MASTER_PORT", "70000"}}));
-  }, {"MASTER_PORT=70000"});
-  expect_error([] { detect_launch(env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "0"}})); },
-               {"SLURM_NTASKS=0", ">= 1"});
+  expect_error(
+      [] {
+        detect_launch(env_of({{"OMPI_COMM_WORLD_RANK", "4"}, {"OMPI_COMM_WORLD_SIZE", "4"}}));
+      },
+      {"OMPI_COMM_WORLD_RANK=4", "outside [0, OMPI_COMM_WORLD_SIZE=4)"});
+  expect_error(
+      [] {
+        detect_launch(env_of({{"SLURM_PROCID", "x1"}, {"SLURM_NTASKS", "2"}}));
+      },
+      {"SLURM_PROCID=x1", "not an integer"});
+  expect_error(
+      [] {
+        detect_launch(env_of({{"RANK", "0"}}));
+      },
+      {"RANK is set but WORLD_SIZE is not"});
+  expect_error(
+      [] {
+        detect_launch(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}}));
+      },
+      {"MASTER_ADDR is not set"});
+  expect_error(
+      [] {
+        detect_launch(env_of(
+            {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}));
+      },
+      {"MASTER_PORT=70000"});
+  expect_error(
+      [] {
+        detect_launch(env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "0"}}));
+      },
+      {"SLURM_NTASKS=0", ">= 1"});
 }
 
 TEST(Bootstrap, FeaturesSayWhetherMpiIsBuiltIn) {
@@ -182,8 +198,11 @@ TEST(LocalCommunicator, CollectivesOnOneRank) {
   expect_error([&] { c.broadcast(t, 1); }, {"broadcast", "root 1"});
   expect_error([&] { c.all_reduce(Tensor::zeros(Shape{2}, DType::bf16)); },
                {"all_reduce: t", "expected f32"});
-  expect_error([&] { c.all_reduce(Tensor::zeros(Shape{2, 3}).transpose_view(0, 1)); },
-               {"all_reduce: t", "not contiguous"});
+  expect_error(
+      [&] {
+        c.all_reduce(Tensor::zeros(Shape{2, 3}).transpose_view(0, 1));
+      },
+      {"all_reduce: t", "not contiguous"});
   // Consistency checks on one rank have nobody to disagree with.
   check_same_on_all_ranks(c, {{"a", "1"}}, "config");
 }
@@ -325,6 +344,11 @@ TEST(Trace, OverlapAndChromeJson) {
   EXPECT_NEAR(st.comm_s, 1.5, 1e-12);
   EXPECT_NEAR(st.hidden_s, 1.0, 1e-12);
   EXPECT_NEAR(st.share(), 1.0 / 1.5, 1e-12);
+  EXPECT_EQ(st.comm_spans, 2);
+  EXPECT_EQ(st.started_in_backward, 2);
+  t.add({"all-gather", SpanKind::comm, 3, 12.6, 12.7, 0});  // after backward, nothing to hide it
+  EXPECT_EQ(t.overlap().started_in_backward, 2);
+  EXPECT_NEAR(t.overlap().share(), 1.0 / 1.6, 1e-12);
   EXPECT_EQ(t.overlap(1).comm_s, 0);  // only step 0 recorded
 
   const fs::path p = fs::temp_directory_path() / "tessera_test_dist_trace.json";
@@ -341,7 +365,7 @@ TEST(Trace, OverlapAndChromeJson) {
       EXPECT_EQ(e["cat"], "comm");
     }
   }
-  EXPECT_EQ(spans, 4);
+  EXPECT_EQ(spans, 5);
 }
 
 // ---- Sharded optimizer ----
@@ -352,10 +376,9 @@ namespace {
 // over `world` shards of the same buffers; expects bit-identical parameters.
 void expect_sharded_matches(const ShardedOptimizerOptions& so, int world) {
   Generator g(9);
-  std::vector<Tensor> params = {tessera::testing::randn_param(Shape{40, 30}, g),
-                                tessera::testing::randn_param(Shape{30}, g),
-                                tessera::testing::randn_param(Shape{7, 50}, g),
-                                tessera::testing::randn_param(Shape{3}, g)};
+  std::vector<Tensor> params = {
+      tessera::testing::randn_param(Shape{40, 30}, g), tessera::testing::randn_param(Shape{30}, g),
+      tessera::testing::randn_param(Shape{7, 50}, g), tessera::testing::randn_param(Shape{3}, g)};
   FlatParameters flat(params);
   std::unique_ptr<Optimizer> ref = make_flat_optimizer(flat, so);
   const int64_t n = flat.numel();
@@ -365,8 +388,8 @@ void expect_sharded_matches(const ShardedOptimizerOptions& so, int world) {
   ShardLayout shards(n, world, 16);
   std::vector<std::unique_ptr<ShardedOptimizer>> sharded;
   for (int r = 0; r < world; ++r)
-    sharded.push_back(std::make_unique<ShardedOptimizer>(flat.segments(), decay, n,
-                                                         shards.begin(r), shards.end(r), so));
+    sharded.push_back(std::make_unique<ShardedOptimizer>(flat.segments(), decay, n, shards.begin(r),
+                                                         shards.end(r), so));
   for (int step = 0; step < 5; ++step) {
     Tensor grads = Tensor::randn(Shape{n}, g);
     std::vector<float> gv = grads.to_vector();
@@ -448,7 +471,7 @@ TEST(DataParallel, BatchMustSplitEvenlyOverRanksAndMicroBatches) {
   train::RunOptions opt;
   opt.out_dir = (dir / "run").string();
   opt.plot = false;
-  RecordingComm comm2;  // poses as 2 ranks: 6 rows split 3 + 3, fine
+  RecordingComm comm2;          // poses as 2 ranks: 6 rows split 3 + 3, fine
   cfg.train.micro_batches = 2;  // 3 rows into 2 micro-batches: not fine
   opt.comm = std::shared_ptr<Communicator>(&comm2, [](Communicator*) {});
   expect_error([&] { train::run_training(cfg, opt); },

@@ -26,8 +26,8 @@ std::string default_run_dir(const std::string& config_path) {
   return (fs::path("runs") / fs::path(config_path).stem()).string();
 }
 
-int cmd_train(const std::string& config, const std::vector<std::string>& overrides,
-              std::string out, bool plot) {
+int cmd_train(const std::string& config, const std::vector<std::string>& overrides, std::string out,
+              bool plot) {
   train::Config cfg = train::load_config(config, overrides);
   train::RunOptions opt;
   opt.out_dir = out.empty() ? default_run_dir(config) : out;
@@ -57,8 +57,10 @@ int cmd_generate(const std::string& run, std::string config, std::string weights
   TS_CHECK(!config.empty() && !weights.empty(),
            "generate: give a run folder (--run DIR) or both --config and --weights");
   train::Config cfg = train::load_config(config);
-  TS_CHECK(cfg.model.kind == "gpt", "generate: {} describes a '{}' model, expected model.kind = "
-           "\"gpt\"", config, cfg.model.kind);
+  TS_CHECK(cfg.model.kind == "gpt",
+           "generate: {} describes a '{}' model, expected model.kind = "
+           "\"gpt\"",
+           config, cfg.model.kind);
   nn::GPTConfig g;
   g.n_layer = int(cfg.model.n_layer), g.n_head = int(cfg.model.n_head);
   g.n_embd = cfg.model.n_embd, g.context = cfg.model.context, g.vocab_size = cfg.model.vocab_size;
@@ -108,8 +110,8 @@ int main(int argc, char** argv) {
   auto* pl = app.add_subcommand("plot", "Draw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl");
   pl->add_option("run_dir", run, "run folder")->required();
 
-  auto* fe = app.add_subcommand(
-      "features", "Show the backends built in (MPI, ...) and the launch environment");
+  auto* fe = app.add_subcommand("features",
+                                "Show the backends built in (MPI, ...) and the launch environment");
 
   CLI11_PARSE(app, argc, argv);
   // Errors name the rank when several processes print them.

@@ -38,9 +38,8 @@ std::optional<LaunchInfo> read(const EnvLookup& env, const Names& n) {
   TS_CHECK(info.rank < info.world_size, "launch environment: {}={} is outside [0, {}={})", n.rank,
            info.rank, n.size, info.world_size);
   info.local_rank = local ? parse_int(n.local, *local, 0) : info.rank;
-  TS_CHECK(info.local_rank < info.world_size,
-           "launch environment: {}={} is not below {}={}", n.local, info.local_rank, n.size,
-           info.world_size);
+  TS_CHECK(info.local_rank < info.world_size, "launch environment: {}={} is not below {}={}",
+           n.local, info.local_rank, n.size, info.world_size);
   return info;
 }
 

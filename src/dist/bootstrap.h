@@ -16,8 +16,8 @@ struct LaunchInfo {
   std::string launcher = "none";  // "none", "mpirun", "torchrun", "slurm"
   int rank = 0;
   int world_size = 1;
-  int local_rank = 0;          // rank among the processes on this node (picks a GPU)
-  std::string master_addr;     // torchrun-style rendezvous (for backends that need one)
+  int local_rank = 0;       // rank among the processes on this node (picks a GPU)
+  std::string master_addr;  // torchrun-style rendezvous (for backends that need one)
   int master_port = 0;
 
   bool distributed() const { return world_size > 1; }

@@ -4,7 +4,6 @@
 
 #include <nlohmann/json.hpp>
 
-
 namespace tessera::dist {
 
 void check_same_on_all_ranks(Communicator& comm, const Entries& entries, const std::string& what) {

@@ -46,8 +46,7 @@ DDP::DDP(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, 
     scheduler_ = std::make_unique<BucketScheduler>(
         flat_->params(), std::move(buckets),
         [flat, c](const Bucket& b) {
-          return c->all_reduce_async(flat->grads().slice_rows(b.begin, b.end),
-                                     ReduceOp::average);
+          return c->all_reduce_async(flat->grads().slice_rows(b.begin, b.end), ReduceOp::average);
         },
         tracer);
   }

@@ -27,18 +27,16 @@ std::vector<Bucket> plan_buckets(const std::vector<ParamSegment>& segs, int64_t 
 
 struct BucketScheduler::State {
   std::vector<Bucket> buckets;
-  std::vector<int> bucket_of;   // parameter -> bucket
-  std::vector<int> pending;     // per bucket: gradients still to come
-  std::vector<char> seen;       // per parameter: hook fired in this backward
+  std::vector<int> bucket_of;    // parameter -> bucket
+  std::vector<int> pending;      // per bucket: gradients still to come
+  std::vector<char> seen;        // per parameter: hook fired in this backward
   std::vector<WorkHandle> work;  // per bucket, while in flight
   Launch launch;
   Tracer* tracer = nullptr;
   bool armed = false;
   int by_hooks = 0;
 
-  void start(int b) {
-    work[size_t(b)] = launch(buckets[size_t(b)]);
-  }
+  void start(int b) { work[size_t(b)] = launch(buckets[size_t(b)]); }
   void ready(size_t param) {
     if (!armed || seen[param]) return;
     seen[param] = 1;

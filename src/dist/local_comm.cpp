@@ -57,8 +57,7 @@ WorkHandle LocalCommunicator::reduce_scatter_async(Tensor in, Tensor out,
   return done();
 }
 
-WorkHandle LocalCommunicator::all_gather_async(Tensor in, Tensor out,
-                                               std::vector<int64_t> counts) {
+WorkHandle LocalCommunicator::all_gather_async(Tensor in, Tensor out, std::vector<int64_t> counts) {
   check_collective_tensor("all_gather: in", in);
   check_collective_tensor("all_gather: out", out);
   check_counts("all_gather", counts, in.numel());

@@ -158,8 +158,9 @@ class MpiRuntime {
     // A barrier first, with heartbeats still running: no rank may stop beating (or finalize)
     // while another still waits on it.
     try {
-      submit("final barrier", [](MPI_Request* r) { return MPI_Ibarrier(MPI_COMM_WORLD, r); },
-             [this] { watching_ = false; })
+      submit(
+          "final barrier", [](MPI_Request* r) { return MPI_Ibarrier(MPI_COMM_WORLD, r); },
+          [this] { watching_ = false; })
           ->wait();
     } catch (const std::exception& e) {
       std::fprintf(stderr, "tessera: mpi: final barrier failed: %s\n", e.what());
@@ -503,15 +504,15 @@ class MpiCommunicator final : public Communicator {
              "all_gather: in {} on rank {}: expected counts[{}] = {} elements", in.desc(), rank_,
              rank_, counts[size_t(rank_)]);
     // In place when `in` is already this rank's slot of `out`.
-    const bool in_place = static_cast<char*>(in.raw_data()) ==
-                          static_cast<char*>(out.raw_data()) +
-                              size_t((*displs)[size_t(rank_)]) * sizeof(float);
+    const bool in_place =
+        static_cast<char*>(in.raw_data()) ==
+        static_cast<char*>(out.raw_data()) + size_t((*displs)[size_t(rank_)]) * sizeof(float);
     MPI_Comm c = comm_;
     const int me = rank_;
     return rt_.submit("all_gather", [in, out, icounts, displs, c, in_place, me](MPI_Request* r) {
       return MPI_Iallgatherv(in_place ? MPI_IN_PLACE : in.raw_data(), (*icounts)[size_t(me)],
-                             MPI_FLOAT, out.raw_data(), icounts->data(), displs->data(),
-                             MPI_FLOAT, c, r);
+                             MPI_FLOAT, out.raw_data(), icounts->data(), displs->data(), MPI_FLOAT,
+                             c, r);
     });
   }
 
@@ -535,9 +536,11 @@ class MpiCommunicator final : public Communicator {
     auto sizes = std::make_shared<std::vector<int>>(static_cast<size_t>(size_));
     auto my_size = std::make_shared<int>(to_int_count("all_gather_bytes", int64_t(mine.size())));
     MPI_Comm c = comm_;
-    rt_.submit("all_gather_bytes (sizes)", [sizes, my_size, c](MPI_Request* r) {
-         return MPI_Iallgather(my_size.get(), 1, MPI_INT, sizes->data(), 1, MPI_INT, c, r);
-       })->wait();
+    rt_.submit("all_gather_bytes (sizes)",
+               [sizes, my_size, c](MPI_Request* r) {
+                 return MPI_Iallgather(my_size.get(), 1, MPI_INT, sizes->data(), 1, MPI_INT, c, r);
+               })
+        ->wait();
     auto displs = std::make_shared<std::vector<int>>(static_cast<size_t>(size_));
     int64_t total = 0;
     for (int r = 0; r < size_; ++r) {
@@ -546,10 +549,12 @@ class MpiCommunicator final : public Communicator {
     }
     auto buf = std::make_shared<std::string>(size_t(total), '\0');
     auto send = std::make_shared<std::string>(mine);
-    rt_.submit("all_gather_bytes", [buf, send, sizes, displs, c](MPI_Request* r) {
-         return MPI_Iallgatherv(send->data(), int(send->size()), MPI_CHAR, buf->data(),
-                                sizes->data(), displs->data(), MPI_CHAR, c, r);
-       })->wait();
+    rt_.submit("all_gather_bytes",
+               [buf, send, sizes, displs, c](MPI_Request* r) {
+                 return MPI_Iallgatherv(send->data(), int(send->size()), MPI_CHAR, buf->data(),
+                                        sizes->data(), displs->data(), MPI_CHAR, c, r);
+               })
+        ->wait();
     std::vector<std::string> out(static_cast<size_t>(size_));
     for (int r = 0; r < size_; ++r)
       out[size_t(r)] = buf->substr(size_t((*displs)[size_t(r)]), size_t((*sizes)[size_t(r)]));

@@ -32,8 +32,8 @@
 namespace tessera::dist {
 
 struct MpiOptions {
-  double timeout_s = 30;    // declare a silent rank dead after this long
-  double heartbeat_s = 0;   // interval between heartbeats; 0 = min(1 s, timeout_s / 5)
+  double timeout_s = 30;   // declare a silent rank dead after this long
+  double heartbeat_s = 0;  // interval between heartbeats; 0 = min(1 s, timeout_s / 5)
 };
 
 // Exit status of a rank that stops because another rank died.

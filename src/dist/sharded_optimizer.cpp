@@ -24,8 +24,7 @@ ShardedOptimizer::ShardedOptimizer(const std::vector<ParamSegment>& segs,
     TS_CHECK(a.weight_decay >= 0, "adamw: weight_decay {} must be >= 0", a.weight_decay);
   } else {
     const SGDOptions& s = opt_.sgd;
-    TS_CHECK(s.momentum >= 0 && s.momentum < 1, "sgd: momentum {} must lie in [0, 1)",
-             s.momentum);
+    TS_CHECK(s.momentum >= 0 && s.momentum < 1, "sgd: momentum {} must lie in [0, 1)", s.momentum);
     TS_CHECK(!s.nesterov || s.momentum > 0, "sgd: nesterov needs momentum > 0");
   }
   // The runs of Optimizer::rebuild_runs (each parameter with its trailing padding), clipped to

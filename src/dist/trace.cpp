@@ -70,14 +70,24 @@ std::vector<TraceSpan> Tracer::spans() const {
 }
 
 OverlapStats Tracer::overlap(int64_t first_step) const {
-  std::vector<Interval> comm, compute;
+  std::vector<Interval> comm, compute, backward;
   for (const TraceSpan& s : spans()) {
     if (s.step < first_step) continue;
     if (s.kind == SpanKind::comm) comm.emplace_back(s.begin_s, s.end_s);
     if (s.kind == SpanKind::compute) compute.emplace_back(s.begin_s, s.end_s);
+    if (s.kind == SpanKind::compute && s.name == "backward")
+      backward.emplace_back(s.begin_s, s.end_s);
   }
-  const std::vector<Interval> c = merge(std::move(comm)), k = merge(std::move(compute));
   OverlapStats st;
+  const std::vector<Interval> b = merge(backward);
+  st.comm_spans = int64_t(comm.size());
+  for (const Interval& c : comm)
+    for (const Interval& x : b)
+      if (c.first >= x.first && c.first < x.second) {
+        ++st.started_in_backward;
+        break;
+      }
+  const std::vector<Interval> c = merge(std::move(comm)), k = merge(std::move(compute));
   st.comm_s = length(c);
   st.hidden_s = intersection(c, k);
   return st;
@@ -86,9 +96,13 @@ OverlapStats Tracer::overlap(int64_t first_step) const {
 void Tracer::write(const std::string& path) const {
   std::vector<TraceSpan> all = spans();
   double t0 = 0;
-  for (size_t i = 0; i < all.size(); ++i) t0 = i == 0 ? all[i].begin_s : std::min(t0, all[i].begin_s);
+  for (size_t i = 0; i < all.size(); ++i)
+    t0 = i == 0 ? all[i].begin_s : std::min(t0, all[i].begin_s);
   nlohmann::json events = nlohmann::json::array();
-  events.push_back({{"name", "process_name"}, {"ph", "M"}, {"pid", rank_}, {"tid", 0},
+  events.push_back({{"name", "process_name"},
+                    {"ph", "M"},
+                    {"pid", rank_},
+                    {"tid", 0},
                     {"args", {{"name", fmt::format("rank {}", rank_)}}}});
   std::vector<std::pair<int, std::string>> names;
   {
@@ -96,11 +110,15 @@ void Tracer::write(const std::string& path) const {
     names = track_names_;
   }
   for (const auto& [track, name] : names)
-    events.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", rank_}, {"tid", track},
+    events.push_back({{"name", "thread_name"},
+                      {"ph", "M"},
+                      {"pid", rank_},
+                      {"tid", track},
                       {"args", {{"name", name}}}});
   for (const TraceSpan& s : all) {
-    const char* cat = s.kind == SpanKind::comm ? "comm" : s.kind == SpanKind::wait ? "wait"
-                                                                                   : "compute";
+    const char* cat = s.kind == SpanKind::comm   ? "comm"
+                      : s.kind == SpanKind::wait ? "wait"
+                                                 : "compute";
     events.push_back({{"name", s.name},
                       {"cat", cat},
                       {"ph", "X"},
@@ -117,7 +135,9 @@ void Tracer::write(const std::string& path) const {
 }
 
 ScopedSpan::ScopedSpan(Tracer* t, const char* name, SpanKind kind)
-    : t_(t && t->enabled() ? t : nullptr), name_(name), kind_(kind),
+    : t_(t && t->enabled() ? t : nullptr),
+      name_(name),
+      kind_(kind),
       begin_(t_ ? monotonic_seconds() : 0) {}
 
 ScopedSpan::~ScopedSpan() {

@@ -29,6 +29,8 @@ struct TraceSpan {
 struct OverlapStats {
   double comm_s = 0;    // time with any communication in flight (union of comm spans)
   double hidden_s = 0;  // part of it during compute spans
+  int64_t comm_spans = 0;
+  int64_t started_in_backward = 0;  // comm spans that began inside a "backward" span
   double share() const { return comm_s > 0 ? hidden_s / comm_s : 0; }
 };
 

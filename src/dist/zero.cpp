@@ -39,8 +39,8 @@ Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt
   int64_t end = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
-    TS_CHECK(p.dtype() == DType::f32 && p.device().is_cpu() && p.requires_grad() &&
-                 p.is_leaf() && p.is_contiguous(),
+    TS_CHECK(p.dtype() == DType::f32 && p.device().is_cpu() && p.requires_grad() && p.is_leaf() &&
+                 p.is_contiguous(),
              "ZeRO: parameter '{}' ({}) must be a contiguous f32 cpu leaf that requires grad",
              p.name(), p.desc());
     ParamSegment s{p.name(), p.shape(), round_up(end, FlatParameters::kAlignElems), p.numel()};
@@ -59,8 +59,8 @@ Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt
   std::vector<bool> decay;
   for (const Tensor& p : params_) decay.push_back(decay_if_matrix(p));
   const int64_t before_opt = in_use();
-  optimizer_ = std::make_unique<ShardedOptimizer>(segs_, decay, numel_, sbegin_, send_,
-                                                  opt.optimizer);
+  optimizer_ =
+      std::make_unique<ShardedOptimizer>(segs_, decay, numel_, sbegin_, send_, opt.optimizer);
   memory_.optimizer_bytes = in_use() - before_opt;
 
   std::vector<Bucket> buckets = plan_buckets(segs_, numel_, opt.bucket_mb);
@@ -134,10 +134,10 @@ void Zero::build_units(const ParameterUnits& given) {
       groups.emplace_back();
       for (const Tensor& t : given.units[u]) {
         auto it = index.find(&t.impl());
-        TS_CHECK(it != index.end(), "ZeRO-3: unit {} lists '{}', which is not a model parameter",
-                 u, t.name());
-        TS_CHECK(owner[it->second] < 0, "ZeRO-3: parameter '{}' is in units {} and {}",
-                 t.name(), owner[it->second], u);
+        TS_CHECK(it != index.end(), "ZeRO-3: unit {} lists '{}', which is not a model parameter", u,
+                 t.name());
+        TS_CHECK(owner[it->second] < 0, "ZeRO-3: parameter '{}' is in units {} and {}", t.name(),
+                 owner[it->second], u);
         owner[it->second] = int(u);
         groups.back().push_back(it->second);
       }
@@ -306,8 +306,8 @@ void Zero::acquire(int u) {
   unit.flight.clear();
   for (size_t k = 0; k < unit.ranges.size(); ++k) {
     const Range& r = unit.ranges[k];
-    for (size_t p : r.params) repoint(params_[p], unit.buffers[k].impl().storage,
-                                      segs_[p].offset - r.begin);
+    for (size_t p : r.params)
+      repoint(params_[p], unit.buffers[k].impl().storage, segs_[p].offset - r.begin);
   }
   unit.present = true;
 }
@@ -356,11 +356,10 @@ Tensor Zero::exit(int stage, const Tensor& x) {
   for (int u : stages_[size_t(stage)]) release(u);
   if (!x.requires_grad() || !grad_enabled()) return x;
   std::weak_ptr<Zero*> alive = alive_;
-  return autograd::record(x.detach(), "zero3_stage_boundary", {x},
-                          [alive, stage](const Tensor& g) {
-                            if (auto self = alive.lock()) (*self)->backward_boundary(stage);
-                            return std::vector<Tensor>{g};
-                          });
+  return autograd::record(x.detach(), "zero3_stage_boundary", {x}, [alive, stage](const Tensor& g) {
+    if (auto self = alive.lock()) (*self)->backward_boundary(stage);
+    return std::vector<Tensor>{g};
+  });
 }
 
 // Runs when stage+1's backward is done and before stage's own.

@@ -70,8 +70,8 @@ class Zero final : public DataParallel, public ParameterGather {
   int64_t numel_ = 0;
   ShardLayout shards_;
   int64_t sbegin_ = 0, send_ = 0;
-  Tensor values_;       // stages 1-2: [numel]; stage 3: this rank's shard
-  Tensor grads_;        // stage 1: [numel]; parameters' .grad are views of it
+  Tensor values_;  // stages 1-2: [numel]; stage 3: this rank's shard
+  Tensor grads_;   // stage 1: [numel]; parameters' .grad are views of it
   std::vector<std::shared_ptr<TensorImpl>> grad_views_;
   Tensor shard_grads_;  // this rank's averaged gradient shard
   std::unique_ptr<ShardedOptimizer> optimizer_;

@@ -31,9 +31,8 @@ class ClassifierTask final : public Task {
     data::ImageDataset train = data::load_fashion_mnist(cfg.data.path, "train");
     test_ = data::load_fashion_mnist(cfg.data.path, "test");
     model_ = make_classifier(cfg, init_gen_);
-    batcher_ = std::make_unique<data::ImageBatcher>(train, cfg.train.batch_size,
-                                                    uint64_t(cfg.train.seed) + 1, place.rank,
-                                                    place.world_size);
+    batcher_ = std::make_unique<data::ImageBatcher>(
+        train, cfg.train.batch_size, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size);
     prefetch_ = std::make_unique<data::Prefetcher<data::ImageBatch>>(
         [b = batcher_.get()] { return b->next(); });
   }

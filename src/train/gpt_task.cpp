@@ -26,8 +26,7 @@ nn::GPTConfig gpt_config(const Config& cfg) {
 
 class GPTTask final : public Task {
  public:
-  GPTTask(const Config& cfg, TaskPlacement place)
-      : cfg_(cfg), init_gen_(uint64_t(cfg.train.seed)) {
+  GPTTask(const Config& cfg, TaskPlacement place) : cfg_(cfg), init_gen_(uint64_t(cfg.train.seed)) {
     const int64_t T = cfg.train.seq_len, B = cfg.train.batch_size;
     if (cfg.data.kind == "text") {
       TS_CHECK(cfg.model.vocab_size >= data::kByteVocabSize,
@@ -79,8 +78,7 @@ class GPTTask final : public Task {
   const char* rate_key() const override { return "tokens_per_s"; }
   const char* rate_unit() const override { return "tok/s"; }
   double flops_per_step() const override {
-    return nn::gpt_flops_per_token(model_->config(), cfg_.train.seq_len) *
-           double(items_per_step());
+    return nn::gpt_flops_per_token(model_->config(), cfg_.train.seq_len) * double(items_per_step());
   }
 
   nlohmann::json evaluate() override {
@@ -118,8 +116,8 @@ class GPTTask final : public Task {
     const nn::GPT& m = *model_;
     const int64_t T = ids.dim(1);
     TS_CHECK(T >= 1 && T <= cfg_.model.context,
-             "GPT::forward: sequence length {} (ids {}) outside [1, context = {}]", T,
-             ids.desc(), cfg_.model.context);
+             "GPT::forward: sequence length {} (ids {}) outside [1, context = {}]", T, ids.desc(),
+             cfg_.model.context);
     std::vector<int32_t> positions(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(t);
     Tensor pos = Tensor::from_ints(positions, Shape{T});
@@ -140,8 +138,8 @@ class GPTTask final : public Task {
     uint16_t mx = 0;
     for (int64_t i = 0; i < tokens.numel(); ++i) mx = p[i] > mx ? p[i] : mx;
     TS_CHECK(mx < cfg_.model.vocab_size,
-             "{}: token {} is outside the vocabulary: expected < model.vocab_size = {}", path,
-             mx, cfg_.model.vocab_size);
+             "{}: token {} is outside the vocabulary: expected < model.vocab_size = {}", path, mx,
+             cfg_.model.vocab_size);
   }
 
   Config cfg_;

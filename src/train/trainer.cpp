@@ -106,7 +106,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   }
   // Only rank 0 talks; the others print nothing but errors.
   std::unique_ptr<FILE, int (*)(FILE*)> devnull(lead ? nullptr : std::fopen("/dev/null", "w"),
-                                               &std::fclose);
+                                                &std::fclose);
   FILE* console = lead ? opt.console : devnull.get();
   TS_CHECK(console, "cannot open /dev/null for rank {}'s console", rank);
 
@@ -187,8 +187,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     const bool eval = last || (cfg.train.eval_every > 0 && (step + 1) % cfg.train.eval_every == 0);
     nlohmann::json rec;
     if (log || eval) {
-      rec = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm},
-             {"ms_per_step", ms}, {task->rate_key(), rate}};
+      rec = {{"step", step + 1},   {"loss", loss},      {"lr", lr},
+             {"grad_norm", gnorm}, {"ms_per_step", ms}, {task->rate_key(), rate}};
       progress.update(step + 1, loss, lr, rate, task->rate_unit(), ms);
     }
     // Every rank evaluates and samples (ZeRO-3 needs them all to gather the parameters); the
@@ -198,7 +198,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
       nlohmann::json e = task->evaluate();
       dp->release_all();
       std::string text;
-      for (auto& [k, v] : e.items()) rec[k] = v, text += fmt::format(" {} {:.4f}", k, v.get<double>());
+      for (auto& [k, v] : e.items())
+        rec[k] = v, text += fmt::format(" {} {:.4f}", k, v.get<double>());
       if (!e.empty()) progress.message(fmt::format("step {}:{}", step + 1, text));
       sum.last_eval = e;
     }
@@ -206,7 +207,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
       dp->gather_all();
       std::string s = task->sample(cfg.train.sample_tokens);
       dp->release_all();
-      if (!s.empty()) progress.message(fmt::format("--- sample at step {} ---\n{}\n---", step + 1, s));
+      if (!s.empty())
+        progress.message(fmt::format("--- sample at step {} ---\n{}\n---", step + 1, s));
     }
     if (!rec.is_null() && metrics) metrics->write(rec);
     if (opt.on_step) opt.on_step(step + 1, loss, *dp);
@@ -227,10 +229,11 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   if (tracer.enabled()) tracer.write((dir / fmt::format("trace_rank{}.json", rank)).string());
   sum.overlap = tracer.overlap(cfg.train.steps > 1 ? 1 : 0);
 
-  std::string summary = fmt::format(
-      "tessera: done: {} steps in {}, final loss {:.4f}, {} {}", sum.steps,
-      format_duration(sum.seconds), sum.final_loss, format_si(sum.items_per_s), task->rate_unit());
-  for (auto& [k, v] : sum.last_eval.items()) summary += fmt::format(", {} {:.4f}", k, v.get<double>());
+  std::string summary = fmt::format("tessera: done: {} steps in {}, final loss {:.4f}, {} {}",
+                                    sum.steps, format_duration(sum.seconds), sum.final_loss,
+                                    format_si(sum.items_per_s), task->rate_unit());
+  for (auto& [k, v] : sum.last_eval.items())
+    summary += fmt::format(", {} {:.4f}", k, v.get<double>());
   if (skipped) summary += fmt::format(", {} steps skipped (non-finite)", skipped);
   const AllocatorStats mem = allocator_for(Device::cpu()).stats();
   summary += fmt::format(", peak tensor memory {:.1f} MiB", double(mem.peak_in_use) / (1 << 20));
@@ -238,8 +241,10 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   if (world > 1)
     progress.message(fmt::format(
         "tessera: communication (rank 0, after step 1): {:.3f} s in flight, {:.1f}% hidden "
-        "behind computation; traces: {}/trace_rank*.json",
-        sum.overlap.comm_s, 100 * sum.overlap.share(), dir.string()));
+        "behind computation, {} of {} collectives started during backward; traces: "
+        "{}/trace_rank*.json",
+        sum.overlap.comm_s, 100 * sum.overlap.share(), sum.overlap.started_in_backward,
+        sum.overlap.comm_spans, dir.string()));
   if (opt.plot && lead) progress.message("curves: " + plot_run(dir.string()));
   return sum;
 }

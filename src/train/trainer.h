@@ -27,20 +27,20 @@ struct RunOptions {
   // process unless started by mpirun / srun. Only rank 0 writes metrics, weights, plots and
   // prints; every rank writes its trace.
   std::shared_ptr<dist::Communicator> comm;
-  bool trace = false;      // write trace_rank0.json on one rank too (always with several)
+  bool trace = false;  // write trace_rank0.json on one rank too (always with several)
   StepCallback on_step;
 };
 
 struct RunSummary {
   int64_t steps = 0;
-  double final_loss = 0;    // training loss of the last step
-  nlohmann::json last_eval; // the final evaluation's metrics
+  double final_loss = 0;     // training loss of the last step
+  nlohmann::json last_eval;  // the final evaluation's metrics
   double seconds = 0;
-  double items_per_s = 0;   // tokens or samples per second over the run (after the first step)
-  std::vector<double> losses;   // every step's training loss (averaged over ranks)
+  double items_per_s = 0;      // tokens or samples per second over the run (after the first step)
+  std::vector<double> losses;  // every step's training loss (averaged over ranks)
   int world_size = 1;
-  dist::MemoryReport memory;    // this rank's parameter, gradient and optimizer-state bytes
-  dist::OverlapStats overlap;   // this rank's communication, and the part hidden by compute
+  dist::MemoryReport memory;   // this rank's parameter, gradient and optimizer-state bytes
+  dist::OverlapStats overlap;  // this rank's communication, and the part hidden by compute
 };
 
 // Trains on every rank of the communicator: each draws its rows of every global batch

@@ -136,7 +136,9 @@ TEST(Collectives, ErrorsNameTheCall) {
   const int n = world().world_size();
   Tensor t = Tensor::zeros(Shape{4});
   tessera::testing::expect_error(
-      [&] { world().reduce_scatter(t, Tensor::zeros(Shape{1}), std::vector<int64_t>(size_t(n + 1), 1)); },
+      [&] {
+        world().reduce_scatter(t, Tensor::zeros(Shape{1}), std::vector<int64_t>(size_t(n + 1), 1));
+      },
       {"reduce_scatter", "counts"});
   tessera::testing::expect_error([&] { world().broadcast(t, n); }, {"broadcast", "root"});
 }
@@ -248,8 +250,10 @@ TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
     train::Config z = base;
     z.parallel.zero_stage = stage;
     zero_one[stage] = train_on(local, z, fmt::format("z{}_one", stage), dir);
-    runs[fmt::format("ZeRO-{}, 2 ranks", stage)] = train_on(pair, z, fmt::format("z{}_two", stage), dir);
-    runs[fmt::format("ZeRO-{}, 4 ranks", stage)] = train_on(g_world, z, fmt::format("z{}_four", stage), dir);
+    runs[fmt::format("ZeRO-{}, 2 ranks", stage)] =
+        train_on(pair, z, fmt::format("z{}_two", stage), dir);
+    runs[fmt::format("ZeRO-{}, 4 ranks", stage)] =
+        train_on(g_world, z, fmt::format("z{}_four", stage), dir);
   }
 
   const RunResult& ref = runs["1 rank"];
@@ -270,6 +274,7 @@ TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
   // Communication overlapped the backward pass in the 4-rank DDP run.
   EXPECT_GT(runs["4 ranks"].overlap.comm_s, 0);
   EXPECT_GT(runs["4 ranks"].overlap.hidden_s, 0);
+  EXPECT_GT(runs["4 ranks"].overlap.started_in_backward, 0);
 
   // Memory, as allocated: sharded state falls as 1/N; the rest stays whole.
   const MemoryReport ddp = ref.memory;

@@ -13,8 +13,8 @@
 namespace tessera::testing {
 
 inline std::filesystem::path write_tiny_corpus(const std::filesystem::path& dir) {
-  const char* words[] = {"and", "the", "lord", "said", "unto", "moses", "in", "beginning",
-                         "god", "created", "heaven", "earth", "light", "was", "good"};
+  const char* words[] = {"and", "the",     "lord",   "said",  "unto",  "moses", "in",  "beginning",
+                         "god", "created", "heaven", "earth", "light", "was",   "good"};
   Generator g(5);
   std::string text;
   for (int verse = 0; text.size() < 30000; ++verse) {
