@@ -368,6 +368,26 @@ TEST(Trace, OverlapAndChromeJson) {
   EXPECT_EQ(spans, 5);
 }
 
+TEST(Trace, LongRunsKeepStatisticsButOnlyTheFirstStepsSpans) {
+  Tracer t(0, true, /*keep_steps=*/2);
+  for (int64_t step = 0; step < 6; ++step) {
+    t.set_step(step);
+    const double s0 = 10.0 * double(step);
+    t.add({"backward", SpanKind::compute, 0, s0, s0 + 2, step});
+    t.add({"bucket 0", SpanKind::comm, 1, s0 + 1, s0 + 3, step});  // half hidden
+  }
+  t.set_step(6);
+  std::vector<TraceSpan> kept = t.spans();
+  EXPECT_EQ(kept.size(), 4u);  // steps 0 and 1 only
+  for (const TraceSpan& s : kept) EXPECT_LT(s.step, 2);
+  const OverlapStats all = t.overlap(), late = t.overlap(3);
+  EXPECT_NEAR(all.comm_s, 12.0, 1e-9);
+  EXPECT_NEAR(all.hidden_s, 6.0, 1e-9);
+  EXPECT_EQ(all.comm_spans, 6);
+  EXPECT_EQ(all.started_in_backward, 6);
+  EXPECT_NEAR(late.comm_s, 6.0, 1e-9);
+}
+
 // ---- Sharded optimizer ----
 
 namespace {

@@ -69,14 +69,16 @@ std::vector<TraceSpan> Tracer::spans() const {
   return spans_;
 }
 
-OverlapStats Tracer::overlap(int64_t first_step) const {
+namespace {
+
+// The overlap statistics of a set of spans.
+OverlapStats measure(const std::vector<const TraceSpan*>& spans) {
   std::vector<Interval> comm, compute, backward;
-  for (const TraceSpan& s : spans()) {
-    if (s.step < first_step) continue;
-    if (s.kind == SpanKind::comm) comm.emplace_back(s.begin_s, s.end_s);
-    if (s.kind == SpanKind::compute) compute.emplace_back(s.begin_s, s.end_s);
-    if (s.kind == SpanKind::compute && s.name == "backward")
-      backward.emplace_back(s.begin_s, s.end_s);
+  for (const TraceSpan* s : spans) {
+    if (s->kind == SpanKind::comm) comm.emplace_back(s->begin_s, s->end_s);
+    if (s->kind == SpanKind::compute) compute.emplace_back(s->begin_s, s->end_s);
+    if (s->kind == SpanKind::compute && s->name == "backward")
+      backward.emplace_back(s->begin_s, s->end_s);
   }
   OverlapStats st;
   const std::vector<Interval> b = merge(backward);
@@ -91,6 +93,39 @@ OverlapStats Tracer::overlap(int64_t first_step) const {
   st.comm_s = length(c);
   st.hidden_s = intersection(c, k);
   return st;
+}
+
+void add_to(OverlapStats& total, const OverlapStats& s) {
+  total.comm_s += s.comm_s;
+  total.hidden_s += s.hidden_s;
+  total.comm_spans += s.comm_spans;
+  total.started_in_backward += s.started_in_backward;
+}
+
+}  // namespace
+
+void Tracer::set_step(int64_t step) {
+  if (!enabled_ || step == step_) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<const TraceSpan*> current;
+  for (const TraceSpan& s : spans_)
+    if (s.step == step_) current.push_back(&s);
+  closed_.emplace_back(step_, measure(current));
+  if (step_ >= keep_steps_)
+    std::erase_if(spans_, [&](const TraceSpan& s) { return s.step == step_; });
+  step_ = step;
+}
+
+OverlapStats Tracer::overlap(int64_t first_step) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  OverlapStats total;
+  for (const auto& [step, st] : closed_)
+    if (step >= first_step) add_to(total, st);
+  std::vector<const TraceSpan*> open;
+  for (const TraceSpan& s : spans_)
+    if (s.step == step_ && s.step >= first_step) open.push_back(&s);
+  add_to(total, measure(open));
+  return total;
 }
 
 void Tracer::write(const std::string& path) const {

@@ -36,13 +36,17 @@ struct OverlapStats {
 
 class Tracer {
  public:
-  explicit Tracer(int rank = 0, bool enabled = true) : rank_(rank), enabled_(enabled) {}
+  // Spans of the first keep_steps steps go to the file; later steps only add to the overlap
+  // statistics (a long run's trace would otherwise grow without bound).
+  explicit Tracer(int rank = 0, bool enabled = true, int64_t keep_steps = 200)
+      : rank_(rank), enabled_(enabled), keep_steps_(keep_steps) {}
   bool enabled() const { return enabled_; }
 
   void add(TraceSpan span);
   // Names a track ("compute", "bucket 0 (4.1 MB)").
   void name_track(int track, const std::string& name);
-  void set_step(int64_t step) { step_ = step; }
+  // Starts step `step`, closing the current one (its statistics are kept).
+  void set_step(int64_t step);
   int64_t step() const { return step_; }
 
   std::vector<TraceSpan> spans() const;
@@ -54,9 +58,11 @@ class Tracer {
  private:
   int rank_;
   bool enabled_;
+  int64_t keep_steps_;
   int64_t step_ = 0;
   mutable std::mutex mu_;
   std::vector<TraceSpan> spans_;
+  std::vector<std::pair<int64_t, OverlapStats>> closed_;  // per finished step
   std::vector<std::pair<int, std::string>> track_names_;
 };
 
