@@ -136,6 +136,32 @@ TEST(Bootstrap, MalformedVariablesAreNamed) {
       {"SLURM_NTASKS=0", ">= 1"});
 }
 
+TEST(Bootstrap, ReadsTheProcessEnvironment) {
+  // The default lookup reads the real environment (restored afterwards).
+  const char* names[] = {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "RANK",
+                         "WORLD_SIZE",           "SLURM_PROCID",         "SLURM_NTASKS",
+                         "SLURM_LOCALID"};
+  std::map<std::string, std::optional<std::string>> saved;
+  for (const char* n : names) {
+    saved[n] = process_env(n);
+    unsetenv(n);
+  }
+  setenv("SLURM_PROCID", "2", 1);
+  setenv("SLURM_NTASKS", "3", 1);
+  setenv("SLURM_LOCALID", "0", 1);
+  LaunchInfo li = detect_launch();
+  for (const auto& [n, v] : saved) {
+    if (v)
+      setenv(n.c_str(), v->c_str(), 1);
+    else
+      unsetenv(n.c_str());
+  }
+  EXPECT_EQ(li.launcher, "slurm");
+  EXPECT_EQ(li.rank, 2);
+  EXPECT_EQ(li.world_size, 3);
+  EXPECT_EQ(li.describe(), "rank 2 of 3 (local 0), from slurm");
+}
+
 TEST(Bootstrap, FeaturesSayWhetherMpiIsBuiltIn) {
   const std::string line = mpi_feature_line();
   if (mpi_built_in()) {

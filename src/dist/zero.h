@@ -6,7 +6,9 @@
 //   stage 2     full (flat)       shard (full .grad only in backward)  shard
 //   stage 3     shard             shard                                shard
 // Gradient buckets are reduce-scattered into the shard as soon as their last gradient is
-// ready; under stages 2-3 a bucket's parameters drop their .grad at that moment.
+// ready; under stages 2-3 a bucket's parameters drop their .grad at that moment. Under stage 3
+// the model's parameter tensors hold values only while gathered (gather_all(), or a forward
+// stage); outside those they point at a small placeholder, also once the engine is gone.
 #pragma once
 #include "dist/data_parallel.h"
 #include "dist/grad_buckets.h"

@@ -113,6 +113,9 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   std::unique_ptr<Task> task = make_task(cfg, TaskPlacement{rank, world});
   nn::Module& model = task->model();
   dist::check_same_on_all_ranks(*comm, job_identity(cfg, model), "config");
+  // Every rank initialised from the same seed; rank 0's values make that exact regardless.
+  if (world > 1)
+    for (const Tensor& p : model.parameters()) comm->broadcast(p, 0);
   dist::Tracer tracer(rank, world > 1 || opt.trace);
   tracer.name_track(0, "training thread");
   const dist::ParameterUnits units =
