@@ -221,8 +221,10 @@ void gemm(const GemmArgs& g, cudaStream_t s) {
   }
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));
-  // The fused epilogue needs an f32 output (the bias is f32, cuBLASLt wants it in D's type).
-  const bool try_fused = g.epilogue != Epilogue::none && g.c_type == DType::f32;
+  // The fused epilogue needs an f32 output (the bias is f32, cuBLASLt wants it in D's type),
+  // and a GELU input matrix needs a leading dimension divisible by 8.
+  const bool try_fused = g.epilogue != Epilogue::none && g.c_type == DType::f32 &&
+                         (g.gelu_aux == nullptr || g.n % 8 == 0);
   PlanKey key{g.ab_type,
               g.c_type,
               g.batch,
