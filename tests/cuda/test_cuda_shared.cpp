@@ -15,10 +15,8 @@
 #include "cuda/cuda_check.h"
 #include "cuda/device.h"
 #include "cuda/nccl.h"
-#include "kernels/cuda/attention.h"
-#include "kernels/cuda/conv.h"
 #include "kernels/cuda/counter_rng.cuh"
-#include "kernels/cuda/matmul.h"
+#include "kernels/cuda/kernels.h"  // the dispatch seam: every kernel header compiles as C++
 
 using namespace tessera;
 

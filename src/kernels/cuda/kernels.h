@@ -1,0 +1,25 @@
+// Every CUDA kernel family in one include: the seam for the op-level dispatch (docs/CUDA.md,
+// "Op-level dispatch"). Each header mirrors its cpu/ counterpart - same function names, same
+// argument order, same dims structs - plus a trailing stream that defaults to
+// cuda::current_stream(), so an op can choose the backend with one branch on Tensor::device():
+//
+//   if (x.device().type == DeviceType::cuda) cuda::layer_norm_forward<T>(...same args...);
+//   else                                     cpu::layer_norm_forward<T>(...same args...);
+//
+// Differences from cpu/: the GEMM (cuda::GemmArgs adds fused epilogues and 16-bit output),
+// cross-entropy and attention also take bf16 storage, the reductions that return a value to
+// the host (sum, sum_squares, cross_entropy_forward, unscale_grads) synchronise the stream, and
+// the AdamW / loss-scaling kernels (optim.h) have no cpu/ twin (the CPU optimizers hold theirs).
+#pragma once
+
+#include "kernels/cuda/activation.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/cast.h"
+#include "kernels/cuda/conv.h"
+#include "kernels/cuda/dropout.h"
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/matmul.h"
+#include "kernels/cuda/norm.h"
+#include "kernels/cuda/optim.h"
+#include "kernels/cuda/softmax.h"
