@@ -55,9 +55,10 @@ void* DeviceCachingAllocator::allocate_on(size_t bytes, cudaStream_t stream) {
   auto it = free_.find({device, cls});
   if (it != free_.end() && !it->second.empty()) {
     std::vector<Cached>& list = it->second;
-    // Prefer a block last used on this stream: it needs no event at all.
-    auto same = std::find_if(list.rbegin(), list.rend(),
-                             [&](const Cached& c) { return c.stream == stream; });
+    // Prefer a block last used on this stream (or on a forgotten one): it needs no event.
+    auto same = std::find_if(list.rbegin(), list.rend(), [&](const Cached& c) {
+      return c.stream == stream || c.stream == no_stream();
+    });
     const bool cross = same == list.rend();
     auto pick = cross ? list.end() - 1 : std::prev(same.base());
     Cached c = std::move(*pick);
@@ -110,6 +111,19 @@ void DeviceCachingAllocator::record_stream(void* ptr, cudaStream_t stream) {
   if (stream != l.stream &&
       std::find(l.also_on.begin(), l.also_on.end(), stream) == l.also_on.end())
     l.also_on.push_back(stream);
+}
+
+void DeviceCachingAllocator::forget_stream(cudaStream_t stream) {
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [key, list] : free_)
+    for (Cached& c : list)
+      if (c.stream == stream) c.stream = no_stream();
+  for (auto& [ptr, l] : live_) {
+    if (l.stream == stream) l.stream = no_stream();
+    // Its record_stream entry: the work is done, nothing left to wait for.
+    l.also_on.erase(std::remove(l.also_on.begin(), l.also_on.end(), stream), l.also_on.end());
+  }
 }
 
 void DeviceCachingAllocator::release(void* ptr, size_t bytes) {

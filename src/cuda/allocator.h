@@ -40,6 +40,11 @@ class DeviceCachingAllocator final : public Allocator {
   // ptr (live, from this allocator) is also used by work on `stream`: its reuse after release
   // waits for that work.
   void record_stream(void* ptr, cudaStream_t stream);
+  // Call before destroying a stream that allocated from here: waits for its work, then lets its
+  // cached blocks (and its live blocks, once released) go to any stream without an event, so
+  // no event is ever recorded on the dead handle. Streams are meant to be long-lived (compute,
+  // communication, copy); this is for the ones that are not, tests included.
+  void forget_stream(cudaStream_t stream);
 
   AllocatorStats stats() const override;
   void empty_cache() override;  // frees every cached block (synchronises the device)
@@ -59,6 +64,8 @@ class DeviceCachingAllocator final : public Allocator {
     cudaStream_t stream;
     std::vector<cudaEvent_t> wait;  // events on the also_on streams, recorded at release
   };
+  // The tag of blocks whose stream is gone and whose work is complete: reusable anywhere.
+  static cudaStream_t no_stream() { return reinterpret_cast<cudaStream_t>(~uintptr_t(0)); }
   cudaEvent_t take_event();
   void free_cached_locked();
 

@@ -21,7 +21,10 @@ class CudaRuntime : public CudaTest {};
 
 struct Stream {
   Stream() { CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking)); }
-  ~Stream() { cudaStreamDestroy(s); }
+  ~Stream() {
+    cuda::device_allocator().forget_stream(s);  // cached blocks must not name a dead stream
+    cudaStreamDestroy(s);
+  }
   cudaStream_t s = nullptr;
 };
 
@@ -69,6 +72,24 @@ TEST_F(CudaRuntime, CrossStreamReuseWaitsForTheOldStream) {
   CUDA_CHECK(cudaMemcpy(back.data(), again, bytes, cudaMemcpyDeviceToHost));
   EXPECT_EQ(back, twos);
   a.release(again, bytes);
+}
+
+TEST_F(CudaRuntime, BlocksOfAForgottenStreamAreReusedWithoutAnEvent) {
+  cuda::DeviceCachingAllocator& a = cuda::device_allocator();
+  const size_t bytes = size_t(5) << 20;
+  void* p = nullptr;
+  {
+    Stream gone;
+    p = a.allocate_on(bytes, gone.s);
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, gone.s));
+    a.release(p, bytes);
+  }  // forget_stream, then cudaStreamDestroy
+  Stream next;
+  const uint64_t cross0 = a.cross_stream_reuses();
+  void* q = a.allocate_on(bytes, next.s);  // no event may be recorded on the dead stream
+  EXPECT_EQ(q, p);
+  EXPECT_EQ(a.cross_stream_reuses(), cross0);
+  a.release(q, bytes);
 }
 
 TEST_F(CudaRuntime, EmptyCacheReturnsCachedBlocks) {
