@@ -12,7 +12,11 @@ if(CMAKE_CUDA_COMPILER)
 endif()
 option(TESSERA_CUDA "Build the CUDA backend (needs nvcc, cuBLASLt and NCCL)" ${TESSERA_CUDA_DEFAULT})
 if(NOT TESSERA_CUDA)
-  message(STATUS "CUDA backend: off (no nvcc found, or -DTESSERA_CUDA=OFF)")
+  if(CMAKE_CUDA_COMPILER)
+    message(STATUS "CUDA backend: off (-DTESSERA_CUDA=OFF)")
+  else()
+    message(STATUS "CUDA backend: off (no CUDA compiler found: nvcc not on PATH)")
+  endif()
   return()
 endif()
 if(NOT CMAKE_CUDA_COMPILER)
@@ -76,9 +80,11 @@ target_compile_options(tessera_cuda PRIVATE
                        $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=${TESSERA_CUDA_HOST_WARNINGS}>
                        $<$<COMPILE_LANGUAGE:CXX>:${TESSERA_WARNINGS}>)
 target_compile_definitions(tessera_cuda PUBLIC TESSERA_HAVE_CUDA=1)
-# fmt 9 checks format strings in a consteval constructor, which nvcc's front end rejects
-# ("did not produce a valid constant expression"). Without it, fmt checks them at run time;
-# the .cpp files keep the compile-time check.
+# fmt 9 under nvcc: its consteval format-string check is rejected by nvcc's front end ("did
+# not produce a valid constant expression"), and it turns FMT_CONSTEXPR off when it sees
+# __NVCC__, which then breaks g++'s host pass ("call to non-constexpr function"). So: no
+# consteval (format strings in kernel files are checked at run time; the host files, compiled
+# by g++, keep the compile-time check) and constexpr back on.
 target_compile_definitions(tessera_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:FMT_CONSTEVAL=>
                            $<$<COMPILE_LANGUAGE:CUDA>:FMT_USE_CONSTEXPR=1>)
 
