@@ -1,5 +1,7 @@
 #include "kernels/cuda/elementwise.h"
 
+#include <algorithm>
+
 #include "cuda/allocator.h"
 #include "kernels/cuda/common.cuh"
 
@@ -25,14 +27,15 @@ __global__ void scale_kernel(const T* x, T* y, float a, int64_t n) {
 // 8 (coalesced 32-column reads), then the 8 warps' partial sums meet in shared memory and one
 // atomic per column adds the chunk into y. Chunks make tall inputs (a [B*T, C] bias gradient)
 // parallel; within a chunk the order is fixed.
-constexpr int kColTile = 32, kRowWarps = 8, kRowsPerChunk = 256;
+constexpr int kColTile = 32, kRowWarps = 8;
+constexpr int64_t kMinRowsPerChunk = 256, kMaxChunks = 4096;  // gridDim.y <= 65535
 
 template <class T>
-__global__ void sum_rows_kernel(const T* x, float* y, int64_t rows, int64_t cols) {
+__global__ void sum_rows_kernel(const T* x, float* y, int64_t rows, int64_t cols, int64_t chunk) {
   __shared__ float part[kRowWarps][kColTile + 1];
   const int64_t c = int64_t(blockIdx.x) * kColTile + threadIdx.x;
-  const int64_t r0 = int64_t(blockIdx.y) * kRowsPerChunk;
-  const int64_t r1 = r0 + kRowsPerChunk < rows ? r0 + kRowsPerChunk : rows;
+  const int64_t r0 = int64_t(blockIdx.y) * chunk;
+  const int64_t r1 = r0 + chunk < rows ? r0 + chunk : rows;
   float acc = 0.f;
   if (c < cols)
     for (int64_t r = r0 + threadIdx.y; r < r1; r += kRowWarps) acc += ld(x, r * cols + c);
@@ -121,9 +124,9 @@ void scale(const T* x, T* y, float a, int64_t n, cudaStream_t s) {
 template <class T>
 void sum_rows_acc(const T* x, float* y, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows <= 0 || cols <= 0) return;
-  const dim3 grid(unsigned((cols + kColTile - 1) / kColTile),
-                  unsigned((rows + kRowsPerChunk - 1) / kRowsPerChunk));
-  sum_rows_kernel<<<grid, dim3(kColTile, kRowWarps), 0, s>>>(x, y, rows, cols);
+  const int64_t chunk = std::max(kMinRowsPerChunk, (rows + kMaxChunks - 1) / kMaxChunks);
+  const dim3 grid(unsigned((cols + kColTile - 1) / kColTile), unsigned((rows + chunk - 1) / chunk));
+  sum_rows_kernel<<<grid, dim3(kColTile, kRowWarps), 0, s>>>(x, y, rows, cols, chunk);
   CUDA_CHECK_LAUNCH();
 }
 
