@@ -16,6 +16,7 @@ Raw logs go to --logs (default /tmp/tessera-compare).
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,16 +50,31 @@ def wait_quiet(max_busy, seconds, max_wait):
     return True
 
 
+def cpu_jiffies():
+    """(busy, total) jiffies of all CPUs so far."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
 def run(cmd, log):
-    """Runs cmd, appends its output to log, returns the fields of its RESULT line."""
+    """Runs cmd, appends its output to log. Returns the fields of its RESULT line and the share of
+    the machine's CPU time that other processes used meanwhile (busy time not spent by cmd)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    b0, t0 = cpu_jiffies()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        text=True)
+    b1, t1 = cpu_jiffies()
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * hz
+    others = max(0.0, (b1 - b0) - own) / max(1, t1 - t0)
     with open(log, "a") as f:
-        f.write("$ " + " ".join(cmd) + "\n" + p.stdout + "\n")
+        f.write("$ " + " ".join(cmd) + f"\n{p.stdout}(other processes: {others:.1%} of CPU)\n\n")
     m = re.search(r"^RESULT (.*)$", p.stdout, re.M)
     if p.returncode != 0 or not m:
         sys.exit(f"compare: {' '.join(cmd)} failed (exit {p.returncode}); see {log}")
-    return dict(kv.split("=", 1) for kv in m.group(1).split())
+    return dict(kv.split("=", 1) for kv in m.group(1).split()), others
 
 
 def main():
@@ -76,6 +92,10 @@ def main():
     ap.add_argument("--quiet-busy", type=float, default=0.10,
                     help="wait before each run until the CPUs are below this busy fraction")
     ap.add_argument("--quiet-max-wait", type=float, default=600)
+    ap.add_argument("--max-others", type=float, default=0.05,
+                    help="rerun a measurement when other processes used more than this share "
+                         "of the CPUs during it")
+    ap.add_argument("--retries", type=int, default=3)
     a = ap.parse_args()
 
     for path, what in ((a.tessera, "Tessera's bench_train_step"), (a.python, "the torch venv")):
@@ -102,11 +122,19 @@ def main():
         for r in range(a.rounds):
             order = ["tessera", "torch"] if r % 2 == 0 else ["torch", "tessera"]
             for impl in order:
-                wait_quiet(a.quiet_busy, 3, a.quiet_max_wait)
-                res = run(cmds[impl], log)
+                # A run during which other processes took a noticeable share of the CPUs is
+                # repeated (up to --retries times; the last attempt counts whatever happens).
+                for attempt in range(a.retries + 1):
+                    wait_quiet(a.quiet_busy, 3, a.quiet_max_wait)
+                    res, others = run(cmds[impl], log)
+                    note = f"  (others used {others:.0%} of the CPUs"
+                    if others <= a.max_others or attempt == a.retries:
+                        break
+                    print(f"  {spec:11s} round {r + 1}: {impl:8s} {float(res['tokens_per_s']):8.1f}"
+                          f" tokens/s{note}: discarded, rerun)", flush=True)
                 got[impl].append(float(res["tokens_per_s"]))
-                print(f"  {spec:11s} round {r + 1}: {impl:8s} {got[impl][-1]:8.1f} tokens/s",
-                      flush=True)
+                print(f"  {spec:11s} round {r + 1}: {impl:8s} {got[impl][-1]:8.1f} tokens/s"
+                      f"{note})", flush=True)
         t, p = statistics.median(got["tessera"]), statistics.median(got["torch"])
         rows.append((spec, t, p, got))
 

@@ -21,6 +21,15 @@ Node::Node(std::string name, std::vector<Edge> inputs, BackwardFn fn)
 
 namespace autograd {
 
+Tensor leaf_grad_buffer(const Tensor& t) {
+  if (!t.defined() || !t.requires_grad() || !t.is_leaf() || !t.impl().grad) return Tensor();
+  Tensor g(t.impl().grad);
+  if (g.dtype() != DType::f32 || !g.device().is_cpu() || g.shape() != t.shape() ||
+      !g.is_contiguous())
+    return Tensor();
+  return g;
+}
+
 bool needs_grad(std::initializer_list<Tensor> inputs) {
   if (!grad_enabled()) return false;
   for (const Tensor& t : inputs)
@@ -49,20 +58,49 @@ Tensor record(Tensor out, const char* name, std::initializer_list<Tensor> inputs
 
 namespace {
 
-// dst += src (both f32 or src converted), creating dst when empty.
-void accumulate(Tensor& dst, const Tensor& src) {
-  Tensor s = src.dtype() == DType::f32 ? src.contiguous() : src.to(DType::f32);
+// Whether nothing but `t` itself can see t's buffer: no other handle, view or saved copy.
+bool exclusive(const Tensor& t) {
+  return t.impl_ptr().use_count() == 1 && t.impl().storage.use_count() == 1 && !t.requires_grad();
+}
+
+// The gradient of a node: dst += src in f32. The first contribution is adopted as it is, even
+// when another edge or a saved tensor shares it (the add op hands the same gradient to both of
+// its inputs); a later one is added in place only into a buffer nobody else can see, otherwise
+// into a fresh one (never a copy followed by an add). src is moved in, so its count is exact.
+void accumulate_node(Tensor& dst, Tensor src) {
+  if (src.dtype() != DType::f32) src = src.to(DType::f32);
+  src = src.contiguous();
   if (!dst.defined()) {
-    // Adopt s when nothing else can see it (held only by the caller's vector and here);
-    // otherwise own a private copy, since it may alias a tensor still in use.
-    bool private_buffer = s.impl_ptr().use_count() <= 2 && s.impl().storage.use_count() == 1 &&
-                          !s.requires_grad();
-    dst = private_buffer ? s : s.clone();
+    dst = std::move(src);
     return;
   }
-  TS_CHECK(dst.shape() == s.shape(), "backward: gradient {} does not match {}", s.desc(),
+  TS_CHECK(dst.shape() == src.shape(), "backward: gradient {} does not match {}", src.desc(),
            dst.desc());
-  cpu::add_inplace(dst.data<float>(), s.data<float>(), dst.numel());
+  const int64_t n = dst.numel();
+  if (exclusive(dst)) {
+    cpu::add_inplace(dst.data<float>(), src.data<float>(), n);
+  } else if (exclusive(src)) {
+    cpu::add_inplace(src.data<float>(), dst.data<float>(), n);
+    dst = std::move(src);
+  } else {
+    Tensor sum = Tensor::empty(dst.shape());
+    cpu::add<float>(dst.data<float>(), src.data<float>(), sum.data<float>(), n, n);
+    dst = std::move(sum);
+  }
+}
+
+// A leaf's .grad += src (f32), creating it when empty. The leaf's gradient is visible to the
+// user and lives on after backward, so it must never alias another tensor.
+void accumulate_leaf(Tensor& dst, Tensor src) {
+  if (src.dtype() != DType::f32) src = src.to(DType::f32);
+  src = src.contiguous();
+  if (!dst.defined()) {
+    dst = exclusive(src) ? std::move(src) : src.clone();
+    return;
+  }
+  TS_CHECK(dst.shape() == src.shape(), "backward: gradient {} does not match {}", src.desc(),
+           dst.desc());
+  cpu::add_inplace(dst.data<float>(), src.data<float>(), dst.numel());
 }
 
 struct BySequence {
@@ -86,7 +124,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
 
   if (root.is_leaf()) {
     Tensor acc = root.grad();
-    accumulate(acc, g);
+    accumulate_leaf(acc, g);
     root.impl().grad = acc.impl_ptr();
     Tensor r = root;
     for (auto& h : root.impl().grad_ready_hooks) h(acc);
@@ -128,12 +166,13 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     grads.erase(n);
     std::vector<Tensor> gin =
         gout.defined() ? n->apply(gout) : std::vector<Tensor>(n->inputs().size());
+    gout = Tensor();  // drop our handle: the accumulation below counts who else holds a buffer
     TS_ASSERT(gin.size() == n->inputs().size());
     for (size_t i = 0; i < gin.size(); ++i) {
       const Edge& e = n->inputs()[i];
       if (e.node) {
         keep_alive.push_back(e.node);
-        if (gin[i].defined()) accumulate(grads[e.node.get()], gin[i]);
+        if (gin[i].defined()) accumulate_node(grads[e.node.get()], std::move(gin[i]));
         if (--pending[e.node.get()] == 0) {
           ready.push(e.node.get());  // even with no gradient: its inputs' counts must drop
         }
@@ -141,7 +180,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
         TensorImpl* leaf = e.leaf.get();
         if (gin[i].defined()) {
           Tensor acc(leaf->grad);
-          accumulate(acc, gin[i]);
+          accumulate_leaf(acc, std::move(gin[i]));
           leaf->grad = acc.impl_ptr();
         }
         if (--leaf_pending[leaf] == 0 && leaf->grad) {

@@ -14,6 +14,14 @@ Tensor record(Tensor out, const char* name, std::initializer_list<Tensor> inputs
 // True when an op with these inputs would be recorded (lets ops skip saving for backward).
 bool needs_grad(std::initializer_list<Tensor> inputs);
 
+// For an op's backward function: the gradient buffer of leaf t when the op may add t's gradient
+// straight into it, else an undefined tensor. That is when t is a leaf that requires grad and
+// already holds a contiguous f32 .grad of its shape (a FlatParameters view, or the gradient of
+// an earlier backward): the engine would only add into that buffer in place, so the op saves
+// the temporary gradient and the pass that adds it. An op that adds into the buffer returns an
+// undefined gradient for t; t's grad-ready hooks still fire once every use of t is done.
+Tensor leaf_grad_buffer(const Tensor& t);
+
 // Runs reverse-mode differentiation from root. Gradients reach leaves' .grad (accumulated,
 // f32); each leaf's grad-ready hooks fire as soon as no pending node can add to it.
 void backward(const Tensor& root, const Tensor& grad_root);

@@ -52,6 +52,14 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
   const DType wt = w.dtype();
   return autograd::record(y, op, {weight0, ids0}, [=](const Tensor& g) {
     Tensor gy = g.to(DType::f32).contiguous();
+    // Scatter-added straight into the table's gradient buffer when it has one: a [V, C]
+    // temporary (154 MB for GPT-2's token table) and a pass over it saved.
+    Tensor acc = wt == DType::f32 ? autograd::leaf_grad_buffer(weight0) : Tensor();
+    if (acc.defined()) {
+      cpu::embedding_backward(gy.data<float>(), ids.data<int32_t>(), acc.data<float>(), n, V, C,
+                              true);
+      return std::vector<Tensor>{Tensor(), Tensor()};
+    }
     Tensor gw = Tensor::empty(Shape{V, C});
     cpu::embedding_backward(gy.data<float>(), ids.data<int32_t>(), gw.data<float>(), n, V, C);
     return std::vector<Tensor>{wt == DType::f32 ? gw : gw.to(wt), Tensor()};

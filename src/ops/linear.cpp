@@ -121,18 +121,25 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
       if (xt != DType::f32) gx = gx.to(xt);
     }
     if (need_w) {  // dW[out,in] = dY[m,out]^T · X[m,in]
-      gw = Tensor::empty(ws);
+      // Added straight into the weight's gradient buffer when it has one (FlatParameters):
+      // the GEMM accumulates into it, no temporary and no separate add.
+      Tensor acc = wt == DType::f32 ? autograd::leaf_grad_buffer(w0) : Tensor();
+      if (!acc.defined()) gw = Tensor::empty(ws);
       cpu::GemmArgs d;
       d.m = out, d.n = in, d.k = m, d.ab_type = ct, d.trans_a = true;
-      d.a = gy.raw_data(), d.b = x.raw_data(), d.c = gw.data<float>();
+      d.a = gy.raw_data(), d.b = x.raw_data();
+      d.c = acc.defined() ? acc.data<float>() : gw.data<float>();
+      d.accumulate = acc.defined();
       d.label = "linear_dw";
       cpu::gemm(d);
-      if (wt != DType::f32) gw = gw.to(wt);
+      if (gw.defined() && wt != DType::f32) gw = gw.to(wt);
     }
     if (need_b) {  // db = column sums of dY (in f32 whatever the compute type)
-      gb = Tensor::zeros(Shape{out});
+      Tensor acc = autograd::leaf_grad_buffer(b0);
+      if (!acc.defined()) gb = Tensor::zeros(Shape{out});
       Tensor g32 = gy0.to(DType::f32).contiguous();
-      cpu::sum_rows_acc<float>(g32.data<float>(), gb.data<float>(), m, out);
+      cpu::sum_rows_acc<float>(g32.data<float>(),
+                               acc.defined() ? acc.data<float>() : gb.data<float>(), m, out);
     }
     return std::vector<Tensor>{gx, gw, gb};
   });

@@ -19,10 +19,12 @@ void embedding_forward(const T* w, const int32_t* ids, T* y, int64_t n, int64_t 
 }
 
 void embedding_backward(const float* gy, const int32_t* ids, float* dw, int64_t n, int64_t V,
-                        int64_t C) {
+                        int64_t C, bool accumulate) {
   prof::Scope prof_scope(prof::Family::embed_loss, "embedding_backward");
+  if (!accumulate) {
 #pragma omp parallel for schedule(static) if (V * C > kParallelGrain)
-  for (int64_t v = 0; v < V; ++v) std::memset(dw + v * C, 0, size_t(C) * sizeof(float));
+    for (int64_t v = 0; v < V; ++v) std::memset(dw + v * C, 0, size_t(C) * sizeof(float));
+  }
 #pragma omp parallel if (n * C > kParallelGrain)
   {
     // Each thread owns one contiguous range of columns (multiples of 16 floats: whole cache

@@ -11,9 +11,10 @@ namespace tessera::cpu {
 template <class T>
 void embedding_forward(const T* w, const int32_t* ids, T* y, int64_t n, int64_t C);
 
-// dw = 0, then dw[ids[i], :] += gy[i, :] for i < n (dw is [V, C] f32). Threads own column
-// ranges, so repeated ids need no atomics and every sum runs over i in order (reproducible).
+// dw = 0 (unless accumulate), then dw[ids[i], :] += gy[i, :] for i < n (dw is [V, C] f32).
+// Threads own column ranges, so repeated ids need no atomics and every sum runs over i in order
+// (reproducible).
 void embedding_backward(const float* gy, const int32_t* ids, float* dw, int64_t n, int64_t V,
-                        int64_t C);
+                        int64_t C, bool accumulate = false);
 
 }  // namespace tessera::cpu

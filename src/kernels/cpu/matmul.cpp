@@ -2,6 +2,7 @@
 
 #include <dnnl.hpp>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -29,6 +30,8 @@ struct KeyHash {
 struct Prim {
   dnnl::matmul prim;
   memory::desc a, b, bias, c;
+  std::string impl;  // oneDNN's implementation ("brg:avx512_core_bf16", "gemm:jit")
+  std::string name;  // "linear_dw 768x3072x256 bf16 ta [gemm:jit]": the profiler's label
 };
 
 struct Context {
@@ -44,18 +47,17 @@ Context& ctx() {
 }
 
 memory::desc matrix_desc(int64_t batch, int64_t rows, int64_t cols, bool transposed,
-                         memory::data_type dt) {
+                         memory::data_type dt, int64_t batch_stride_pad = 0) {
   // Logical [batch, rows, cols]; stored either row-major or as its transpose.
   memory::dims dims{batch, rows, cols};
-  memory::dims strides = transposed ? memory::dims{rows * cols, 1, rows}
-                                    : memory::dims{rows * cols, cols, 1};
+  const int64_t bs = rows * cols + batch_stride_pad;
+  memory::dims strides = transposed ? memory::dims{bs, 1, rows} : memory::dims{bs, cols, 1};
   return memory::desc(dims, dt, strides);
 }
 
 Prim build(const Key& k) {
   auto dt = k.t == DType::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
   Prim p;
-  p.a = matrix_desc(k.batch, k.m, k.k, k.ta, dt);
   p.b = matrix_desc(k.batch, k.k, k.n, k.tb, dt);
   p.c = memory::desc({k.batch, k.m, k.n}, memory::data_type::f32, memory::format_tag::abc);
   if (k.bias) p.bias = memory::desc({1, 1, k.n}, memory::data_type::f32, memory::format_tag::abc);
@@ -65,9 +67,28 @@ Prim build(const Key& k) {
     po.append_sum(1.0f);
     attr.set_post_ops(po);
   }
-  dnnl::matmul::desc d = k.bias ? dnnl::matmul::desc(p.a, p.b, p.bias, p.c)
-                                : dnnl::matmul::desc(p.a, p.b, p.c);
-  dnnl::matmul::primitive_desc pd(d, attr, ctx().eng);
+  auto make = [&](const memory::desc& a) {
+    p.a = a;
+    dnnl::matmul::desc d =
+        k.bias ? dnnl::matmul::desc(p.a, p.b, p.bias, p.c) : dnnl::matmul::desc(p.a, p.b, p.c);
+    return dnnl::matmul::primitive_desc(d, attr, ctx().eng);
+  };
+  memory::desc a = matrix_desc(k.batch, k.m, k.k, k.ta, dt);
+  dnnl::matmul::primitive_desc pd = make(a);
+  if (k.acc && k.batch == 1) {
+    // C += A·B: oneDNN 2.6 picks brgemm with a sum post-op, which reads C tile by tile without
+    // prefetch and runs at ~500 GFLOP/s in bf16 on the weight gradients (GPT-2's tied head: 41
+    // ms for [50257, 768] at 256 tokens); its BLAS-style GEMM applies beta = 1 inside the kernel
+    // at ~700-900 (28 ms). It only takes operands brgemm declines, and a batch stride that is
+    // not rows * cols (meaningless for a single matrix: the same bytes) is one. Measured with
+    // bench_kernels BM_gemm_acc_*; kept only if oneDNN does not fall back to its reference code.
+    dnnl::matmul::primitive_desc alt = make(matrix_desc(1, k.m, k.k, k.ta, dt, 16));
+    if (std::string(alt.impl_info_str()).rfind("ref", 0) != 0)
+      pd = alt;
+    else
+      p.a = a;
+  }
+  p.impl = pd.impl_info_str();
   p.prim = dnnl::matmul(pd);
   return p;
 }
@@ -93,9 +114,18 @@ void gemm(const GemmArgs& g) {
   {
     std::lock_guard<std::mutex> lock(c.mu);
     auto it = c.cache.find(key);
-    if (it == c.cache.end()) it = c.cache.emplace(key, build(key)).first;
+    if (it == c.cache.end()) {
+      it = c.cache.emplace(key, build(key)).first;
+      it->second.name =
+          fmt::format("{} {}{}x{}x{} {}{}{}{} [{}]", g.label ? g.label : "gemm",
+                      g.batch > 1 ? fmt::format("{}x", g.batch) : "", g.m, g.n, g.k,
+                      dtype_name(g.ab_type), g.trans_a ? " ta" : "", g.trans_b ? " tb" : "",
+                      g.accumulate ? " acc" : "", it->second.impl);
+    }
     p = &it->second;  // unordered_map nodes are stable
   }
+  // Per-shape time when profiling (the label's scope above then only keeps the lookup).
+  prof::Scope shape_scope(prof::Family::gemm, prof::enabled() ? p->name.c_str() : nullptr);
   memory a(p->a, c.eng, const_cast<void*>(g.a));
   memory b(p->b, c.eng, const_cast<void*>(g.b));
   memory out(p->c, c.eng, g.c);
