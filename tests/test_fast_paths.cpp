@@ -119,3 +119,81 @@ TEST(FastPaths, SharedNodeGradientsAreNotModifiedInPlace) {
       },
       {randn_param(Shape{3, 5}, g), randn_param(Shape{5}, g)});
 }
+
+// linear_gelu is gelu(linear(...)): gradients by finite differences; and inside a model (its
+// output feeding the next linear, as GPT-2's MLP) the same output and gradients as the two ops it
+// fuses, in f32 and under bf16 autocast (where its output is already the next GEMM's bf16 input).
+TEST(FastPaths, LinearGeluMatchesTheUnfusedOps) {
+  Generator g(21);
+  check_gradients([](auto& in) { return ops::linear_gelu(in[0], in[1], in[2]); },
+                  {randn_param(Shape{2, 5, 7}, g), randn_param(Shape{6, 7}, g, 0.5f),
+                   randn_param(Shape{6}, g)});
+  for (DType compute : {DType::f32, DType::bf16}) {
+    Tensor x = randn_param(Shape{3, 70, 24}, g), w = randn_param(Shape{40, 24}, g, 0.3f);
+    Tensor b = randn_param(Shape{40}, g), w2 = randn_param(Shape{16, 40}, g, 0.3f);
+    Tensor mix = Tensor::randn(Shape{3, 70, 16}, g);
+    std::vector<std::vector<float>> grads[2];
+    Tensor outs[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      for (Tensor* p : {&x, &w, &b, &w2}) p->zero_grad();
+      AutocastGuard ac(compute);
+      Tensor h = fused ? ops::linear_gelu(x, w, b) : ops::gelu(ops::linear(x, w, b));
+      EXPECT_EQ(h.dtype(), fused ? compute : DType::f32);
+      outs[fused] = ops::linear(h, w2);
+      ops::sum(ops::mul(outs[fused], mix)).backward();
+      for (Tensor* p : {&x, &w, &b, &w2}) grads[fused].push_back(p->grad().to_vector());
+    }
+    EXPECT_EQ(outs[1].to_vector(), outs[0].to_vector()) << dtype_name(compute);
+    for (size_t i = 0; i < 4; ++i) {
+      const std::vector<float>&a = grads[0][i], &f = grads[1][i];
+      double worst = 0, norm = 0;
+      for (size_t j = 0; j < a.size(); ++j) {
+        worst = std::max(worst, double(std::fabs(a[j] - f[j])));
+        norm = std::max(norm, double(std::fabs(a[j])));
+      }
+      // The same arithmetic; only the bias gradient's summation order differs.
+      EXPECT_LE(worst, 1e-6 * norm) << dtype_name(compute) << " input " << i;
+    }
+  }
+}
+
+// layer_norm with a bf16 output: the f32 result rounded once; feeding a linear under bf16
+// autocast (as GPT-2's blocks do) it gives exactly the outputs and gradients of the f32 output.
+TEST(FastPaths, LayerNormWritesTheGemmDtype) {
+  Generator g(8);
+  Tensor x = randn_param(Shape{4, 33, 48}, g), w = randn_param(Shape{48}, g);
+  Tensor b = randn_param(Shape{48}, g), w2 = randn_param(Shape{20, 48}, g, 0.3f);
+  Tensor mix = Tensor::randn(Shape{4, 33, 20}, g);
+  Tensor y32 = ops::layer_norm(x, w, b, 1e-5f);
+  Tensor y16 = ops::layer_norm(x, w, b, 1e-5f, DType::bf16);
+  EXPECT_EQ(y16.dtype(), DType::bf16);
+  EXPECT_EQ(y16.to(DType::f32).to_vector(), y32.to(DType::bf16).to(DType::f32).to_vector());
+  std::vector<std::vector<float>> grads[2];
+  std::vector<float> outs[2];
+  for (int k = 0; k < 2; ++k) {
+    for (Tensor* p : {&x, &w, &b, &w2}) p->zero_grad();
+    AutocastGuard ac(DType::bf16);
+    Tensor y = ops::linear(ops::layer_norm(x, w, b, 1e-5f, k ? DType::bf16 : DType::f32), w2);
+    outs[k] = y.to_vector();
+    ops::sum(ops::mul(y, mix)).backward();
+    for (Tensor* p : {&x, &w, &b, &w2}) grads[k].push_back(p->grad().to_vector());
+  }
+  EXPECT_EQ(outs[0], outs[1]);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(grads[0][i], grads[1][i]) << "input " << i;
+  expect_error([&] { ops::layer_norm(y16, w, b, 1e-5f, DType::f32); },
+               {"layer_norm", "bf16", "f32", "expected"});
+}
+
+// Bias gradients over many rows take the blocked reduction: compare with an f64 column sum.
+TEST(FastPaths, BiasGradientOverManyRows) {
+  Generator g(9);
+  Tensor x = Tensor::randn(Shape{300, 16}, g), w = randn_param(Shape{200, 16}, g);
+  Tensor b = randn_param(Shape{200}, g), mix = Tensor::randn(Shape{300, 200}, g);
+  ops::sum(ops::mul(ops::linear(x, w, b), mix)).backward();
+  std::vector<float> db = b.grad().to_vector(), m = mix.to_vector();
+  for (int64_t c = 0; c < 200; ++c) {
+    double s = 0;
+    for (int64_t r = 0; r < 300; ++r) s += m[size_t(r * 200 + c)];
+    EXPECT_NEAR(db[size_t(c)], s, 1e-4 * (1 + std::fabs(s))) << "column " << c;
+  }
+}

@@ -106,7 +106,7 @@ Tensor GPT::forward(const Tensor& ids) const {
   // [B, T, C] + [T, C]: the position rows broadcast over the batch.
   Tensor x = drop.forward(ops::add(wte.forward(ids), wpe.forward(pos)));
   for (const auto& block : h) x = block->forward(x);
-  return ops::linear(ln_f.forward(x), wte.weight);
+  return ops::linear(ln_f.forward(x, gemm_input_dtype(x)), wte.weight);
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets) const {

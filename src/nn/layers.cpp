@@ -40,6 +40,10 @@ Tensor LayerNorm::forward(const Tensor& x) const {
   return ops::layer_norm(x, weight, bias, eps);
 }
 
+Tensor LayerNorm::forward(const Tensor& x, DType out) const {
+  return ops::layer_norm(x, weight, bias, eps, out);
+}
+
 Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride_, int padding_, Generator& g,
                float weight_std)
     : stride(stride_), padding(padding_) {

@@ -33,6 +33,8 @@ class LayerNorm : public Module {
  public:
   explicit LayerNorm(int64_t dim, float eps = 1e-5f);
   Tensor forward(const Tensor& x) const;
+  // The normalised x stored as `out` (e.g. bf16 for a GEMM under autocast; see ops::layer_norm).
+  Tensor forward(const Tensor& x, DType out) const;
 
   Tensor weight, bias;  // [dim]
   float eps;

@@ -1,5 +1,6 @@
 #include "nn/transformer.h"
 
+#include "ops/autocast.h"
 #include "ops/ops.h"
 
 namespace tessera::nn {
@@ -14,7 +15,8 @@ MLP::MLP(const BlockInit& in, Generator& g)
 }
 
 Tensor MLP::forward(const Tensor& x) const {
-  return drop.forward(c_proj.forward(ops::gelu(c_fc.forward(x))));
+  // c_fc and the GELU fused: the activation comes out in the GEMM dtype, ready for c_proj.
+  return drop.forward(c_proj.forward(ops::linear_gelu(x, c_fc.weight, c_fc.bias)));
 }
 
 CausalSelfAttention::CausalSelfAttention(const BlockInit& in, Generator& g)
@@ -42,9 +44,15 @@ Block::Block(const BlockInit& in, Generator& g)
   register_module("mlp", mlp);
 }
 
+DType gemm_input_dtype(const Tensor& x) {
+  return autocast_dtype() == DType::bf16 ? DType::bf16 : x.dtype();
+}
+
 Tensor Block::forward(const Tensor& x) const {
-  Tensor h = ops::add(x, attn.forward(ln_1.forward(x)));
-  return ops::add(h, mlp.forward(ln_2.forward(h)));
+  // The LayerNorms feed GEMMs only: under bf16 autocast they write bf16 directly (the same
+  // rounding the GEMM's input cast would do), while the residual stream x, h stays f32.
+  Tensor h = ops::add(x, attn.forward(ln_1.forward(x, gemm_input_dtype(x))));
+  return ops::add(h, mlp.forward(ln_2.forward(h, gemm_input_dtype(h))));
 }
 
 }  // namespace tessera::nn

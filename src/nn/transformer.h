@@ -38,6 +38,9 @@ class CausalSelfAttention : public Module {
   Dropout drop;
 };
 
+// The dtype a LayerNorm feeding a GEMM should write: bf16 under bf16 autocast, else x's dtype.
+DType gemm_input_dtype(const Tensor& x);
+
 // Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 class Block : public Module {
  public:

@@ -1,5 +1,6 @@
 // matmul and linear: GEMMs through oneDNN, with mixed precision by autocast.
 #include "autograd/engine.h"
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
 #include "ops/autocast.h"
@@ -75,8 +76,10 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
   });
 }
 
-Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
-  const char* op = "linear";
+namespace {
+
+// Checks the operands of linear / linear_gelu; returns the number of rows m of x.
+int64_t check_linear(const char* op, const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   check_float(op, "x", x0);
   check_float(op, "weight", w0);
   check_cpu(op, x0);
@@ -84,63 +87,130 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   check_ndim(op, "weight", w0, 2);
   const int64_t in = w0.dim(1), out = w0.dim(0);
   TS_CHECK(x0.ndim() >= 1 && x0.dim(-1) == in,
-           "linear: input {} does not fit weight {}: expected input [..., {}]", x0.desc(),
+           "{}: input {} does not fit weight {}: expected input [..., {}]", op, x0.desc(),
            w0.desc(), in);
   if (b0.defined()) {
     check_dtype(op, "bias", b0, DType::f32);
-    TS_CHECK(b0.ndim() == 1 && b0.dim(0) == out, "linear: bias {} for weight {}: expected [{}]",
+    TS_CHECK(b0.ndim() == 1 && b0.dim(0) == out, "{}: bias {} for weight {}: expected [{}]", op,
              b0.desc(), w0.desc(), out);
   }
-  const int64_t m = x0.numel() / in;
-  const DType ct = compute_dtype(op, x0);
-  Tensor x = gemm_operand(x0, ct), w = gemm_operand(w0, ct);
+  return x0.numel() / in;
+}
+
+// Y[m, out] (f32) = X[m, in] · W[out, in]^T + b, operands in the compute dtype.
+Tensor linear_gemm(const Tensor& x0, const Tensor& x, const Tensor& w, const Tensor& b0, DType ct,
+                   int64_t m) {
+  const int64_t in = w.dim(1), out = w.dim(0);
   Tensor bias = b0.defined() ? b0.contiguous() : Tensor();
   std::vector<int64_t> out_dims = x0.shape().vec();
   out_dims.back() = out;
   Tensor y = Tensor::empty(Shape(out_dims));
-  cpu::GemmArgs g;  // Y[m,out] = X[m,in] · W[out,in]^T + b
+  cpu::GemmArgs g;
   g.m = m, g.n = out, g.k = in, g.ab_type = ct, g.trans_b = true;
   g.a = x.raw_data(), g.b = w.raw_data(), g.c = y.data<float>();
   g.bias = bias.defined() ? bias.data<float>() : nullptr;
   g.label = "linear_fwd";
   cpu::gemm(g);
-  const bool need_x = x0.requires_grad(), need_w = w0.requires_grad();
+  return y;
+}
+
+// The backward GEMMs of a linear layer from dY (gy, already in the compute dtype ct):
+// dX = dY · W (returned in f32 whatever x's dtype: the engine accumulates gradients in f32, and
+// rounding them to bf16 would only lose digits) and dW = dY^T · X, added straight into the
+// weight's gradient buffer when it has one (FlatParameters): no temporary, no separate add.
+struct LinearSaved {
+  Tensor x, w, w0;  // GEMM operands (compute dtype) and the weight as given
+  DType ct;
+  int64_t m;
+  Shape xs;
+  bool need_x, need_w;
+};
+
+std::pair<Tensor, Tensor> linear_backward_gemms(const LinearSaved& s, const Tensor& gy) {
+  const int64_t in = s.w.dim(1), out = s.w.dim(0);
+  Tensor gx, gw;
+  if (s.need_x) {  // dX[m,in] = dY[m,out] · W[out,in]
+    gx = Tensor::empty(s.xs);
+    cpu::GemmArgs d;
+    d.m = s.m, d.n = in, d.k = out, d.ab_type = s.ct;
+    d.a = gy.raw_data(), d.b = s.w.raw_data(), d.c = gx.data<float>();
+    d.label = "linear_dx";
+    cpu::gemm(d);
+  }
+  if (s.need_w) {  // dW[out,in] = dY[m,out]^T · X[m,in]
+    const DType wt = s.w0.dtype();
+    Tensor acc = wt == DType::f32 ? autograd::leaf_grad_buffer(s.w0) : Tensor();
+    if (!acc.defined()) gw = Tensor::empty(s.w0.shape());
+    cpu::GemmArgs d;
+    d.m = out, d.n = in, d.k = s.m, d.ab_type = s.ct, d.trans_a = true;
+    d.a = gy.raw_data(), d.b = s.x.raw_data();
+    d.c = acc.defined() ? acc.data<float>() : gw.data<float>();
+    d.accumulate = acc.defined();
+    d.label = "linear_dw";
+    cpu::gemm(d);
+    if (gw.defined() && wt != DType::f32) gw = gw.to(wt);
+  }
+  return {gx, gw};
+}
+
+// Where the bias gradient goes: the bias's own gradient buffer when it has one (added into), or
+// a fresh zeroed gb returned to the engine.
+float* bias_grad_target(const Tensor& b0, int64_t out, Tensor* gb) {
+  Tensor acc = autograd::leaf_grad_buffer(b0);
+  if (acc.defined()) return acc.data<float>();
+  *gb = Tensor::zeros(Shape{out});
+  return gb->data<float>();
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
+  const char* op = "linear";
+  const int64_t m = check_linear(op, x0, w0, b0);
+  const DType ct = compute_dtype(op, x0);
+  Tensor x = gemm_operand(x0, ct), w = gemm_operand(w0, ct);
+  Tensor y = linear_gemm(x0, x, w, b0, ct, m);
   const bool need_b = b0.defined() && b0.requires_grad();
-  DType xt = x0.dtype(), wt = w0.dtype();
-  Shape xs = x0.shape(), ws = w0.shape();
-  return autograd::record(y, op, {x0, w0, b0}, [=](const Tensor& gy0) {
-    Tensor gy = gemm_operand(gy0, ct);
-    Tensor gx, gw, gb;
-    if (need_x) {  // dX[m,in] = dY[m,out] · W[out,in]
-      gx = Tensor::empty(xs);
-      cpu::GemmArgs d;
-      d.m = m, d.n = in, d.k = out, d.ab_type = ct;
-      d.a = gy.raw_data(), d.b = w.raw_data(), d.c = gx.data<float>();
-      d.label = "linear_dx";
-      cpu::gemm(d);
-      if (xt != DType::f32) gx = gx.to(xt);
-    }
-    if (need_w) {  // dW[out,in] = dY[m,out]^T · X[m,in]
-      // Added straight into the weight's gradient buffer when it has one (FlatParameters):
-      // the GEMM accumulates into it, no temporary and no separate add.
-      Tensor acc = wt == DType::f32 ? autograd::leaf_grad_buffer(w0) : Tensor();
-      if (!acc.defined()) gw = Tensor::empty(ws);
-      cpu::GemmArgs d;
-      d.m = out, d.n = in, d.k = m, d.ab_type = ct, d.trans_a = true;
-      d.a = gy.raw_data(), d.b = x.raw_data();
-      d.c = acc.defined() ? acc.data<float>() : gw.data<float>();
-      d.accumulate = acc.defined();
-      d.label = "linear_dw";
-      cpu::gemm(d);
-      if (gw.defined() && wt != DType::f32) gw = gw.to(wt);
-    }
+  const LinearSaved saved{x, w, w0, ct, m, x0.shape(), x0.requires_grad(), w0.requires_grad()};
+  return autograd::record(y, op, {x0, w0, b0}, [saved, b0, need_b](const Tensor& gy0) {
+    auto [gx, gw] = linear_backward_gemms(saved, gemm_operand(gy0, saved.ct));
+    Tensor gb;
     if (need_b) {  // db = column sums of dY (in f32 whatever the compute type)
-      Tensor acc = autograd::leaf_grad_buffer(b0);
-      if (!acc.defined()) gb = Tensor::zeros(Shape{out});
       Tensor g32 = gy0.to(DType::f32).contiguous();
-      cpu::sum_rows_acc<float>(g32.data<float>(),
-                               acc.defined() ? acc.data<float>() : gb.data<float>(), m, out);
+      cpu::sum_rows_acc<float>(g32.data<float>(), bias_grad_target(b0, saved.w.dim(0), &gb),
+                               saved.m, saved.w.dim(0));
     }
+    return std::vector<Tensor>{gx, gw, gb};
+  });
+}
+
+Tensor linear_gelu(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
+  const char* op = "linear_gelu";
+  const int64_t m = check_linear(op, x0, w0, b0);
+  const DType ct = compute_dtype(op, x0);
+  Tensor x = gemm_operand(x0, ct), w = gemm_operand(w0, ct);
+  Tensor h = linear_gemm(x0, x, w, b0, ct, m);  // pre-activation, f32, kept for backward
+  Tensor y = Tensor::empty(h.shape(), ct);
+  if (ct == DType::bf16)
+    cpu::gelu_forward_to<bf16>(h.data<float>(), y.data<bf16>(), h.numel());
+  else
+    cpu::gelu_forward_to<float>(h.data<float>(), y.data<float>(), h.numel());
+  const bool need_b = b0.defined() && b0.requires_grad();
+  const LinearSaved saved{x, w, w0, ct, m, x0.shape(), x0.requires_grad(), w0.requires_grad()};
+  return autograd::record(y, op, {x0, w0, b0}, [saved, b0, need_b, h](const Tensor& g) {
+    const int64_t out = saved.w.dim(0);
+    Tensor gy = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
+    // One pass: dH = dY * gelu'(H) in the compute dtype for the GEMMs, db from the f32 values.
+    Tensor gh = Tensor::empty(h.shape(), saved.ct);
+    Tensor gb;
+    float* db = need_b ? bias_grad_target(b0, out, &gb) : nullptr;
+    if (saved.ct == DType::bf16)
+      cpu::gelu_backward_bias<bf16>(h.data<float>(), gy.data<float>(), gh.data<bf16>(), db, saved.m,
+                                    out);
+    else
+      cpu::gelu_backward_bias<float>(h.data<float>(), gy.data<float>(), gh.data<float>(), db,
+                                     saved.m, out);
+    auto [gx, gw] = linear_backward_gemms(saved, gh);
     return std::vector<Tensor>{gx, gw, gb};
   });
 }

@@ -2,6 +2,9 @@
 // (they are parameters, updated in f32), and so do their gradients. The forward saves the
 // per-row statistics (mean and 1/std), so the backward reads x once more and nothing else big.
 #include "kernels/cpu/norm.h"
+
+#include <type_traits>
+
 #include "autograd/engine.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -36,20 +39,34 @@ float* ptr_or_null(const Tensor& t) {
 }  // namespace
 
 Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, float eps) {
+  check_defined("layer_norm", "x", x0);
+  return layer_norm(x0, weight, bias, eps, x0.dtype());
+}
+
+Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, float eps,
+                  DType out) {
   const char* op = "layer_norm";
   check_input(op, x0, eps);
   check_param(op, "weight", weight, x0);
   check_param(op, "bias", bias, x0);
+  TS_CHECK(out == x0.dtype() || (x0.dtype() == DType::f32 && is_floating(out)),
+           "layer_norm: output dtype {} for input {}: expected the input's dtype, or any float "
+           "type from an f32 input",
+           dtype_name(out), x0.desc());
   Tensor x = x0.contiguous();
   Tensor w = weight.defined() ? weight.contiguous() : Tensor();
   Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   const int64_t C = x.dim(-1), rows = x.numel() / C;
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor y = Tensor::empty(x.shape(), out);
   Tensor mean = Tensor::empty(Shape{rows}), rstd = Tensor::empty(Shape{rows});
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    cpu::layer_norm_forward<T>(x.data<T>(), ptr_or_null(w), ptr_or_null(b), y.data<T>(),
-                               mean.data<float>(), rstd.data<float>(), rows, C, eps);
+    dispatch_float(out, op, [&](auto out_tag) {
+      using TY = decltype(out_tag);
+      if constexpr (std::is_same_v<T, TY> || std::is_same_v<T, float>)
+        cpu::layer_norm_forward<T, TY>(x.data<T>(), ptr_or_null(w), ptr_or_null(b), y.data<TY>(),
+                                       mean.data<float>(), rstd.data<float>(), rows, C, eps);
+    });
   });
   const bool need_x = x0.requires_grad(), need_w = w.defined() && weight.requires_grad(),
              need_b = b.defined() && bias.requires_grad();

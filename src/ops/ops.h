@@ -29,6 +29,11 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // x [..., in] · w[out, in]^T + b[out]. GEMM inputs are cast to autocast_dtype() (f32 or bf16);
 // accumulation and the output are f32.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+// gelu(linear(x, w, b)) fused: the GELU runs on the GEMM's f32 output and writes the result in
+// the GEMM compute dtype (bf16 under bf16 autocast: the next GEMM's input, no cast pass); the
+// backward computes the GELU gradient, the bias gradient and the compute-dtype GEMM operand in
+// one pass. Same numbers as the unfused ops.
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 
 // ---- activations ----
 Tensor gelu(const Tensor& x);  // tanh approximation, as GPT-2
@@ -37,6 +42,10 @@ Tensor relu(const Tensor& x);
 
 // ---- normalisation, softmax, losses ----
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps = 1e-5f);
+// The same with the output stored as `out` (from an f32 input, any float type): under autocast,
+// the bf16 input of the next GEMM straight from the f32 residual stream, with no cast pass.
+// The gradient still flows back in f32.
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps, DType out);
 Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps = 1e-6f);
 Tensor softmax(const Tensor& x);  // over the last dim
 // logits [..., V] (f32), targets i32 [...]: mean over targets != ignore_index of -log softmax.

@@ -1,6 +1,9 @@
 #include "kernels/cpu/activation.h"
-#include "core/profiler.h"
 
+#include <algorithm>
+#include <vector>
+
+#include "core/profiler.h"
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cpu/elementwise.h"
 
@@ -47,6 +50,63 @@ void activation_backward(Activation act, const T* x, const float* gy, T* gx, int
       return map_grad(x, gy, gx, n, [](float v) { return math::relu_grad(v); });
   }
 }
+
+template <class TO>
+void gelu_forward_to(const float* h, TO* y, int64_t n) {
+  prof::Scope prof_scope(prof::Family::elementwise, "gelu_forward_to");
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) y[i] = from_f32<TO>(math::gelu_tanh(h[i]));
+}
+
+template <class TG>
+void gelu_backward_bias(const float* h, const float* gy, TG* gh, float* db, int64_t rows,
+                        int64_t cols) {
+  prof::Scope prof_scope(prof::Family::elementwise, "gelu_backward_bias");
+  // Blocks of kBlock rows: each thread streams whole rows and sums its block's f32 gradients
+  // into a partial row; the partials are then added to db in block order.
+  constexpr int64_t kBlock = 32;
+  const int64_t blocks = (rows + kBlock - 1) / kBlock;
+  static thread_local std::vector<float> part;
+  if (db) part.assign(size_t(blocks * cols), 0.f);
+  float* pp = db ? part.data() : nullptr;
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelGrain)
+  for (int64_t bl = 0; bl < blocks; ++bl) {
+    float* p = pp ? pp + bl * cols : nullptr;
+    for (int64_t r = bl * kBlock; r < std::min(rows, (bl + 1) * kBlock); ++r) {
+      const float* hr = h + r * cols;
+      const float* gr = gy + r * cols;
+      TG* out = gh + r * cols;
+      if (p) {
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c) {
+          const float v = gr[c] * math::gelu_tanh_grad(hr[c]);
+          out[c] = from_f32<TG>(v);
+          p[c] += v;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < cols; ++c)
+          out[c] = from_f32<TG>(gr[c] * math::gelu_tanh_grad(hr[c]));
+      }
+    }
+  }
+  if (!db) return;
+#pragma omp parallel for schedule(static) if (blocks * cols > kParallelGrain)
+  for (int64_t c0 = 0; c0 < cols; c0 += 64) {
+    const int64_t c1 = std::min(cols, c0 + 64);
+    for (int64_t bl = 0; bl < blocks; ++bl) {
+      const float* p = pp + bl * cols;
+#pragma omp simd
+      for (int64_t c = c0; c < c1; ++c) db[c] += p[c];
+    }
+  }
+}
+
+template void gelu_forward_to<float>(const float*, float*, int64_t);
+template void gelu_forward_to<bf16>(const float*, bf16*, int64_t);
+template void gelu_backward_bias<float>(const float*, const float*, float*, float*, int64_t,
+                                        int64_t);
+template void gelu_backward_bias<bf16>(const float*, const float*, bf16*, float*, int64_t, int64_t);
 
 #define TS_INSTANTIATE(T)                                                 \
   template void activation_forward<T>(Activation, const T*, T*, int64_t); \

@@ -48,8 +48,8 @@ const float* or_filled(const float* p, std::vector<float>& storage, int64_t C, f
 
 }  // namespace
 
-template <class T>
-void layer_norm_forward(const T* x, const float* w, const float* b, T* y, float* mean, float* rstd,
+template <class T, class TY>
+void layer_norm_forward(const T* x, const float* w, const float* b, TY* y, float* mean, float* rstd,
                         int64_t rows, int64_t C, float eps) {
   prof::Scope prof_scope(prof::Family::norm, "layer_norm_forward");
   std::vector<float> ones, zeros;
@@ -59,7 +59,7 @@ void layer_norm_forward(const T* x, const float* w, const float* b, T* y, float*
 #pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * C;
-    T* yr = y + r * C;
+    TY* yr = y + r * C;
     // Two passes for the statistics (mean, then squared deviations): the row sits in L1, and
     // this avoids the cancellation of E[x^2] - E[x]^2.
     float s = 0.f;
@@ -74,7 +74,7 @@ void layer_norm_forward(const T* x, const float* w, const float* b, T* y, float*
     }
     const float rs = 1.f / std::sqrt(v * inv_c + eps);
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) yr[c] = from_f32<T>((to_f32(xr[c]) - m) * rs * w[c] + b[c]);
+    for (int64_t c = 0; c < C; ++c) yr[c] = from_f32<TY>((to_f32(xr[c]) - m) * rs * w[c] + b[c]);
     mean[r] = m;
     rstd[r] = rs;
   }
@@ -200,5 +200,9 @@ TS_INSTANTIATE(float)
 TS_INSTANTIATE(bf16)
 TS_INSTANTIATE(f16)
 #undef TS_INSTANTIATE
+template void layer_norm_forward<float, bf16>(const float*, const float*, const float*, bf16*,
+                                              float*, float*, int64_t, int64_t, float);
+template void layer_norm_forward<float, f16>(const float*, const float*, const float*, f16*, float*,
+                                             float*, int64_t, int64_t, float);
 
 }  // namespace tessera::cpu

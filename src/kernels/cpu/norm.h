@@ -9,8 +9,10 @@
 namespace tessera::cpu {
 
 // y = (x - mean) * rstd * w + b per row; writes mean[rows] and rstd[rows] for the backward.
-template <class T>
-void layer_norm_forward(const T* x, const float* w, const float* b, T* y, float* mean, float* rstd,
+// y may be stored in another type TY than x (an f32 residual stream normalised straight into the
+// bf16 input of the next GEMM).
+template <class T, class TY = T>
+void layer_norm_forward(const T* x, const float* w, const float* b, TY* y, float* mean, float* rstd,
                         int64_t rows, int64_t C, float eps);
 
 // From gy (f32): gx (skipped when null), and dw, db [C] (overwritten; skipped when null).
