@@ -6,6 +6,8 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/cast.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/norm.h"
 #include "optim/adamw.h"
@@ -30,8 +32,12 @@ void gemm_bench(benchmark::State& st, DType t) {
       benchmark::Counter(2e-9 * double(m * n * k), benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_gemm_f32(benchmark::State& st) { gemm_bench(st, DType::f32); }
-void BM_gemm_bf16(benchmark::State& st) { gemm_bench(st, DType::bf16); }
+void BM_gemm_f32(benchmark::State& st) {
+  gemm_bench(st, DType::f32);
+}
+void BM_gemm_bf16(benchmark::State& st) {
+  gemm_bench(st, DType::bf16);
+}
 
 // m = tokens per step (B*T), n and k from GPT-2 small's layers: qkv (768->2304), attention
 // projection (768->768), MLP up (768->3072), MLP down (3072->768), tied head (768->50257).
@@ -51,6 +57,97 @@ void gpt2_shapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_gemm_f32)->Apply(gpt2_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gemm_bf16)->Apply(gpt2_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// Weight-gradient GEMMs as the linear layers' backward runs them: dW[out, in] += dY^T · X with
+// dY [tokens, out] read transposed, accumulating into an existing gradient buffer.
+void gemm_acc_bench(benchmark::State& st, DType t) {
+  const int64_t out = st.range(0), in = st.range(1), tokens = st.range(2);
+  Generator g(4);
+  Tensor dy = Tensor::randn(Shape{tokens, out}, g).to(t),
+         x = Tensor::randn(Shape{tokens, in}, g).to(t);
+  Tensor dw = Tensor::zeros(Shape{out, in});
+  cpu::GemmArgs args;
+  args.m = out, args.n = in, args.k = tokens, args.ab_type = t, args.trans_a = true;
+  args.accumulate = true;
+  args.a = dy.raw_data(), args.b = x.raw_data(), args.c = dw.data<float>();
+  cpu::gemm(args);
+  for (auto _ : st) cpu::gemm(args);
+  st.counters["GFLOP"] = benchmark::Counter(2e-9 * double(out * in * tokens),
+                                            benchmark::Counter::kIsIterationInvariantRate);
+}
+void BM_gemm_acc_f32(benchmark::State& st) {
+  gemm_acc_bench(st, DType::f32);
+}
+void BM_gemm_acc_bf16(benchmark::State& st) {
+  gemm_acc_bench(st, DType::bf16);
+}
+void gpt2_weight_grad_shapes(benchmark::internal::Benchmark* b) {
+  for (int64_t tokens : {256, 2048}) {
+    b->Args({2304, 768, tokens});
+    b->Args({3072, 768, tokens});
+    b->Args({768, 3072, tokens});
+    b->Args({50257, 768, tokens});
+  }
+}
+BENCHMARK(BM_gemm_acc_f32)
+    ->Apply(gpt2_weight_grad_shapes)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_gemm_acc_bf16)
+    ->Apply(gpt2_weight_grad_shapes)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Fused causal attention of GPT-2 small (C = 768, 12 heads) at batch x seq = 4 x 64 and 8 x 256:
+// forward and backward. GFLOP/s counts the useful work over the causal half of the scores
+// (forward 2 B T^2 C, backward twice that; the backward's recomputed scores not counted).
+void attention_bench(benchmark::State& st, bool backward) {
+  const cpu::AttentionDims d{st.range(0), st.range(1), 768, 12};
+  Generator g(6);
+  Tensor qkv = Tensor::randn(Shape{d.batch, d.seq, 3 * d.channels}, g, 0.f, 0.5f);
+  Tensor out = Tensor::empty(Shape{d.batch, d.seq, d.channels});
+  Tensor lse = Tensor::empty(Shape{d.batch, d.heads, d.seq});
+  Tensor dout = Tensor::randn(Shape{d.batch, d.seq, d.channels}, g);
+  Tensor dqkv = Tensor::empty(qkv.shape());
+  cpu::attention_forward(d, qkv.data<float>(), out.data<float>(), lse.data<float>());
+  for (auto _ : st) {
+    if (backward)
+      cpu::attention_backward(d, qkv.data<float>(), out.data<float>(), lse.data<float>(),
+                              dout.data<float>(), dqkv.data<float>());
+    else
+      cpu::attention_forward(d, qkv.data<float>(), out.data<float>(), lse.data<float>());
+  }
+  const double fwd = 2.0 * double(d.batch * d.seq) * double(d.seq) * double(d.channels);
+  st.counters["GFLOP"] = benchmark::Counter((backward ? 2 : 1) * fwd * 1e-9,
+                                            benchmark::Counter::kIsIterationInvariantRate);
+}
+void BM_attention_fwd(benchmark::State& st) {
+  attention_bench(st, false);
+}
+void BM_attention_bwd(benchmark::State& st) {
+  attention_bench(st, true);
+}
+BENCHMARK(BM_attention_fwd)
+    ->Args({4, 64})
+    ->Args({8, 256})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_attention_bwd)
+    ->Args({4, 64})
+    ->Args({8, 256})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// f32 -> bf16 conversion of GPT-2 small's matmul weights (what a bf16 step does once per step
+// before the forward GEMMs): 6 bytes moved per element.
+void BM_cast_f32_to_bf16(benchmark::State& st) {
+  const int64_t n = st.range(0);
+  Tensor src = Tensor::zeros(Shape{n}), dst = Tensor::empty(Shape{n}, DType::bf16);
+  for (auto _ : st) cpu::cast(src.raw_data(), DType::f32, dst.raw_data(), DType::bf16, n);
+  st.counters["GB"] =
+      benchmark::Counter(6.0 * double(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_cast_f32_to_bf16)->Arg(124439808)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // LayerNorm forward and backward over [tokens, 768]: bytes moved per call (x, y; x, gy, gx).
 void BM_layernorm_fwd(benchmark::State& st) {
   const int64_t rows = st.range(0), C = 768;
@@ -60,8 +157,8 @@ void BM_layernorm_fwd(benchmark::State& st) {
   Tensor mean = Tensor::empty(Shape{rows}), rstd = Tensor::empty(Shape{rows});
   for (auto _ : st)
     cpu::layer_norm_forward<float>(x.data<float>(), w.data<float>(), b.data<float>(),
-                                   y.data<float>(), mean.data<float>(), rstd.data<float>(), rows,
-                                   C, 1e-5f);
+                                   y.data<float>(), mean.data<float>(), rstd.data<float>(), rows, C,
+                                   1e-5f);
   st.counters["GB"] = benchmark::Counter(2.0 * 4 * double(rows * C) * 1e-9,
                                          benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -75,9 +172,8 @@ void BM_layernorm_bwd(benchmark::State& st) {
   Tensor w = Tensor::ones(Shape{C}), b = Tensor::zeros(Shape{C});
   Tensor dw = Tensor::empty(Shape{C}), db = Tensor::empty(Shape{C});
   Tensor mean = Tensor::empty(Shape{rows}), rstd = Tensor::empty(Shape{rows});
-  cpu::layer_norm_forward<float>(x.data<float>(), w.data<float>(), b.data<float>(),
-                                 y.data<float>(), mean.data<float>(), rstd.data<float>(), rows, C,
-                                 1e-5f);
+  cpu::layer_norm_forward<float>(x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(),
+                                 mean.data<float>(), rstd.data<float>(), rows, C, 1e-5f);
   for (auto _ : st)
     cpu::layer_norm_backward<float>(x.data<float>(), w.data<float>(), mean.data<float>(),
                                     rstd.data<float>(), gy.data<float>(), gx.data<float>(),
@@ -97,8 +193,8 @@ void BM_adamw_gpt2_124m(benchmark::State& st) {
   flat.grads().fill_(1e-3);
   AdamW opt(flat);
   for (auto _ : st) opt.step(1e-4f);
-  st.counters["GB"] = benchmark::Counter(7.0 * 4 * double(n) * 1e-9,
-                                         benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["GB"] =
+      benchmark::Counter(7.0 * 4 * double(n) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_adamw_gpt2_124m)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(5);
 
