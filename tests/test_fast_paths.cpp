@@ -197,3 +197,34 @@ TEST(FastPaths, BiasGradientOverManyRows) {
     EXPECT_NEAR(db[size_t(c)], s, 1e-4 * (1 + std::fabs(s))) << "column " << c;
   }
 }
+
+// cross_entropy with a bf16 logits gradient: the same loss, the f32 gradient rounded once to
+// bf16 (passed through an op in between), and under bf16 autocast the GPT-2 head gets exactly the
+// weight gradient it computes from the f32 one (its GEMM rounds that to bf16 itself).
+TEST(FastPaths, CrossEntropyBf16GradientFeedsTheHeadGemm) {
+  Generator g(13);
+  Tensor x = randn_param(Shape{2, 9, 16}, g), w = randn_param(Shape{37, 16}, g, 0.5f);
+  Tensor targets = Tensor::from_ints({0, 5, 36, 2, -1, 7, 7, 1, 30, 3, 3, 12, 0, 0, 9, 36, 4, 8},
+                                     Shape{2, 9});
+  Tensor logits = ops::linear(x, w).detach().set_requires_grad(true);
+  Tensor l32 = ops::cross_entropy(logits, targets, -1, DType::f32);
+  l32.backward();
+  Tensor g32 = logits.grad();
+  logits.zero_grad();
+  Tensor probe = ops::scale(logits, 1.f);
+  Tensor l16 = ops::cross_entropy(probe, targets, -1, DType::bf16);
+  EXPECT_EQ(l16.item(), l32.item());
+  l16.backward();
+  EXPECT_EQ(logits.grad().to_vector(), g32.to(DType::bf16).to(DType::f32).to_vector());
+
+  std::vector<float> wgrad[2];
+  for (int k = 0; k < 2; ++k) {
+    w.zero_grad();
+    AutocastGuard ac(DType::bf16);
+    ops::cross_entropy(ops::linear(x, w), targets, -1, k ? DType::bf16 : DType::f32).backward();
+    wgrad[k] = w.grad().to_vector();
+  }
+  EXPECT_EQ(wgrad[0], wgrad[1]);
+  expect_error([&] { ops::cross_entropy(logits, targets, -1, DType::f16); },
+               {"cross_entropy", "f16", "expected f32 or bf16"});
+}

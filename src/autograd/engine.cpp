@@ -63,17 +63,20 @@ bool exclusive(const Tensor& t) {
   return t.impl_ptr().use_count() == 1 && t.impl().storage.use_count() == 1 && !t.requires_grad();
 }
 
-// The gradient of a node: dst += src in f32. The first contribution is adopted as it is, even
+// The gradient of a node: dst += src. The first contribution is adopted as it is, in its own
+// dtype (a bf16 gradient made for a bf16 GEMM reaches it without a round trip through f32), even
 // when another edge or a saved tensor shares it (the add op hands the same gradient to both of
-// its inputs); a later one is added in place only into a buffer nobody else can see, otherwise
-// into a fresh one (never a copy followed by an add). src is moved in, so its count is exact.
+// its inputs). A second one makes the sum f32: added in place only into an f32 buffer nobody else
+// can see, otherwise into a fresh one (never a copy followed by an add). src is moved in, so its
+// count is exact.
 void accumulate_node(Tensor& dst, Tensor src) {
-  if (src.dtype() != DType::f32) src = src.to(DType::f32);
   src = src.contiguous();
   if (!dst.defined()) {
     dst = std::move(src);
     return;
   }
+  if (src.dtype() != DType::f32) src = src.to(DType::f32);
+  if (dst.dtype() != DType::f32) dst = dst.to(DType::f32);  // a fresh buffer: exclusive below
   TS_CHECK(dst.shape() == src.shape(), "backward: gradient {} does not match {}", src.desc(),
            dst.desc());
   const int64_t n = dst.numel();

@@ -23,7 +23,9 @@ bool needs_grad(std::initializer_list<Tensor> inputs);
 Tensor leaf_grad_buffer(const Tensor& t);
 
 // Runs reverse-mode differentiation from root. Gradients reach leaves' .grad (accumulated,
-// f32); each leaf's grad-ready hooks fire as soon as no pending node can add to it.
+// f32); each leaf's grad-ready hooks fire as soon as no pending node can add to it. A node's
+// backward receives the gradient of its output as its consumer produced it (f32, or e.g. bf16
+// from a loss that feeds a bf16 GEMM) when there was one contribution, else their f32 sum.
 void backward(const Tensor& root, const Tensor& grad_root);
 
 }  // namespace tessera::autograd

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "ops/autocast.h"
 #include "ops/ops.h"
 
 namespace tessera::nn {
@@ -113,7 +114,10 @@ Tensor GPT::loss(const Tensor& ids, const Tensor& targets) const {
   TS_CHECK(targets.defined() && targets.dtype() == DType::i32 && targets.shape() == ids.shape(),
            "GPT::loss: targets are {}, expected i32 of the ids' shape {}", targets.desc(),
            ids.shape().str());
-  return ops::cross_entropy(forward(ids), targets);
+  // Under bf16 autocast the head's backward GEMMs take the logits' gradient in bf16: the loss
+  // writes it so (the same rounding, done once, half the bytes of [B*T, vocab]).
+  const DType grad = autocast_dtype() == DType::bf16 ? DType::bf16 : DType::f32;
+  return ops::cross_entropy(forward(ids), targets, -1, grad);
 }
 
 }  // namespace tessera::nn

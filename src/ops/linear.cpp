@@ -5,6 +5,7 @@
 #include "kernels/cpu/matmul.h"
 #include "ops/autocast.h"
 #include "ops/check.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace tessera::ops {
@@ -173,13 +174,26 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   const bool need_b = b0.defined() && b0.requires_grad();
   const LinearSaved saved{x, w, w0, ct, m, x0.shape(), x0.requires_grad(), w0.requires_grad()};
   return autograd::record(y, op, {x0, w0, b0}, [saved, b0, need_b](const Tensor& gy0) {
-    auto [gx, gw] = linear_backward_gemms(saved, gemm_operand(gy0, saved.ct));
+    const int64_t out = saved.w.dim(0);
     Tensor gb;
-    if (need_b) {  // db = column sums of dY (in f32 whatever the compute type)
-      Tensor g32 = gy0.to(DType::f32).contiguous();
-      cpu::sum_rows_acc<float>(g32.data<float>(), bias_grad_target(b0, saved.w.dim(0), &gb),
-                               saved.m, saved.w.dim(0));
+    float* db = need_b ? bias_grad_target(b0, out, &gb) : nullptr;  // db = column sums of dY
+    Tensor gy;
+    if (saved.ct == DType::bf16 && gy0.dtype() == DType::f32) {
+      // One pass over the f32 gradient: its bf16 copy for the GEMMs and the bias gradient.
+      Tensor g32 = gy0.contiguous();
+      gy = Tensor::empty(g32.shape(), DType::bf16);
+      cpu::cast_sum_rows_acc(g32.data<float>(), gy.data<bf16>(), db, saved.m, out);
+    } else {
+      gy = gemm_operand(gy0, saved.ct);
+      if (db) {
+        Tensor g = gy0.contiguous();
+        dispatch_float(g.dtype(), "linear", [&](auto tag) {
+          using T = decltype(tag);
+          cpu::sum_rows_acc<T>(g.data<T>(), db, saved.m, out);
+        });
+      }
     }
+    auto [gx, gw] = linear_backward_gemms(saved, gy);
     return std::vector<Tensor>{gx, gw, gb};
   });
 }

@@ -50,6 +50,10 @@ Tensor rms_norm(const Tensor& x, const Tensor& weight, float eps = 1e-6f);
 Tensor softmax(const Tensor& x);  // over the last dim
 // logits [..., V] (f32), targets i32 [...]: mean over targets != ignore_index of -log softmax.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index = -1);
+// The same, with the logits' gradient stored as grad_dtype (f32 or bf16): bf16 when the logits
+// come from a bf16 GEMM (GPT-2's head under autocast), whose backward would round it anyway.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index,
+                     DType grad_dtype);
 
 // ---- lookup, attention, convolution ----
 Tensor embedding(const Tensor& weight, const Tensor& ids);  // weight [V, C], ids i32 -> [..., C]

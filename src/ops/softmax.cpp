@@ -48,7 +48,14 @@ Tensor softmax(const Tensor& x0) {
 }
 
 Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t ignore_index) {
+  return cross_entropy(logits0, targets0, ignore_index, DType::f32);
+}
+
+Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t ignore_index,
+                     DType grad_dtype) {
   const char* op = "cross_entropy";
+  TS_CHECK(grad_dtype == DType::f32 || grad_dtype == DType::bf16,
+           "cross_entropy: gradient dtype {}: expected f32 or bf16", dtype_name(grad_dtype));
   check_dtype(op, "logits", logits0, DType::f32);
   check_dtype(op, "targets", targets0, DType::i32);
   check_cpu(op, logits0);
@@ -78,10 +85,16 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
   Tensor loss = Tensor::full(Shape{}, count ? s.loss / double(count) : 0.0);
   Tensor xs = logits.detach();
   return autograd::record(loss, op, {logits0, targets0}, [=](const Tensor& g) {
-    Tensor gx = Tensor::empty(xs.shape());
+    Tensor gx = Tensor::empty(xs.shape(), grad_dtype);
     const float scale = count ? g.item() / float(count) : 0.f;
-    cpu::cross_entropy_backward(xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), scale,
-                                gx.data<float>(), rows, V, ignore_index);
+    if (grad_dtype == DType::bf16)
+      cpu::cross_entropy_backward<bf16>(xs.data<float>(), targets.data<int32_t>(),
+                                        lse.data<float>(), scale, gx.data<bf16>(), rows, V,
+                                        ignore_index);
+    else
+      cpu::cross_entropy_backward<float>(xs.data<float>(), targets.data<int32_t>(),
+                                         lse.data<float>(), scale, gx.data<float>(), rows, V,
+                                         ignore_index);
     return std::vector<Tensor>{gx, Tensor()};
   });
 }

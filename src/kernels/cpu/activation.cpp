@@ -1,11 +1,9 @@
 #include "kernels/cpu/activation.h"
 
-#include <algorithm>
-#include <vector>
-
 #include "core/profiler.h"
 #include "kernels/cpu/activation_math.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/reduce.h"
 
 namespace tessera::cpu {
 namespace {
@@ -62,44 +60,22 @@ template <class TG>
 void gelu_backward_bias(const float* h, const float* gy, TG* gh, float* db, int64_t rows,
                         int64_t cols) {
   prof::Scope prof_scope(prof::Family::elementwise, "gelu_backward_bias");
-  // Blocks of kBlock rows: each thread streams whole rows and sums its block's f32 gradients
-  // into a partial row; the partials are then added to db in block order.
-  constexpr int64_t kBlock = 32;
-  const int64_t blocks = (rows + kBlock - 1) / kBlock;
-  static thread_local std::vector<float> part;
-  if (db) part.assign(size_t(blocks * cols), 0.f);
-  float* pp = db ? part.data() : nullptr;
-#pragma omp parallel for schedule(static) if (rows * cols > kParallelGrain)
-  for (int64_t bl = 0; bl < blocks; ++bl) {
-    float* p = pp ? pp + bl * cols : nullptr;
-    for (int64_t r = bl * kBlock; r < std::min(rows, (bl + 1) * kBlock); ++r) {
-      const float* hr = h + r * cols;
-      const float* gr = gy + r * cols;
-      TG* out = gh + r * cols;
-      if (p) {
+  blocked_column_sums(rows, cols, db, [&](int64_t r, float* p) {
+    const float* hr = h + r * cols;
+    const float* gr = gy + r * cols;
+    TG* out = gh + r * cols;
+    if (p) {
 #pragma omp simd
-        for (int64_t c = 0; c < cols; ++c) {
-          const float v = gr[c] * math::gelu_tanh_grad(hr[c]);
-          out[c] = from_f32<TG>(v);
-          p[c] += v;
-        }
-      } else {
-#pragma omp simd
-        for (int64_t c = 0; c < cols; ++c)
-          out[c] = from_f32<TG>(gr[c] * math::gelu_tanh_grad(hr[c]));
+      for (int64_t c = 0; c < cols; ++c) {
+        const float v = gr[c] * math::gelu_tanh_grad(hr[c]);
+        out[c] = from_f32<TG>(v);
+        p[c] += v;
       }
-    }
-  }
-  if (!db) return;
-#pragma omp parallel for schedule(static) if (blocks * cols > kParallelGrain)
-  for (int64_t c0 = 0; c0 < cols; c0 += 64) {
-    const int64_t c1 = std::min(cols, c0 + 64);
-    for (int64_t bl = 0; bl < blocks; ++bl) {
-      const float* p = pp + bl * cols;
+    } else {
 #pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) db[c] += p[c];
+      for (int64_t c = 0; c < cols; ++c) out[c] = from_f32<TG>(gr[c] * math::gelu_tanh_grad(hr[c]));
     }
-  }
+  });
 }
 
 template void gelu_forward_to<float>(const float*, float*, int64_t);

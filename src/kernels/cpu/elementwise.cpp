@@ -1,9 +1,7 @@
 #include "kernels/cpu/elementwise.h"
 
-#include <algorithm>
-#include <vector>
-
 #include "core/profiler.h"
+#include "kernels/cpu/reduce.h"
 
 namespace tessera::cpu {
 
@@ -53,40 +51,29 @@ void scale(const T* x, T* y, float s, int64_t n) {
 template <class T>
 void sum_rows_acc(const T* x, float* y, int64_t rows, int64_t cols) {
   prof::Scope prof_scope(prof::Family::elementwise, "sum_rows_acc");
-  // Fixed blocks of kBlock rows, each summed in row order into its own partial row (threads
-  // stream whole contiguous rows), then the partials added in block order: the grouping depends
-  // only on `rows`, so the result is the same for any thread count.
-  constexpr int64_t kBlock = 64;
-  const int64_t blocks = (rows + kBlock - 1) / kBlock;
-  if (blocks <= 1 || rows * cols <= kParallelGrain) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* xr = x + r * cols;
+  blocked_column_sums(rows, cols, y, [&](int64_t r, float* p) {
+    const T* xr = x + r * cols;
 #pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) y[c] += to_f32(xr[c]);
-    }
-    return;
-  }
-  static thread_local std::vector<float> part;
-  part.assign(size_t(blocks * cols), 0.f);
-  float* pp = part.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t bl = 0; bl < blocks; ++bl) {
-    float* p = pp + bl * cols;
-    for (int64_t r = bl * kBlock; r < std::min(rows, (bl + 1) * kBlock); ++r) {
-      const T* xr = x + r * cols;
+    for (int64_t c = 0; c < cols; ++c) p[c] += to_f32(xr[c]);
+  });
+}
+
+void cast_sum_rows_acc(const float* x, bf16* out, float* y, int64_t rows, int64_t cols) {
+  prof::Scope prof_scope(prof::Family::cast, "cast_sum_rows_acc");
+  blocked_column_sums(rows, cols, y, [&](int64_t r, float* p) {
+    const float* xr = x + r * cols;
+    bf16* o = out + r * cols;
+    if (p) {
 #pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) p[c] += to_f32(xr[c]);
-    }
-  }
-#pragma omp parallel for schedule(static) if (blocks * cols > kParallelGrain)
-  for (int64_t c0 = 0; c0 < cols; c0 += 64) {
-    const int64_t c1 = std::min(cols, c0 + 64);
-    for (int64_t bl = 0; bl < blocks; ++bl) {
-      const float* p = pp + bl * cols;
+      for (int64_t c = 0; c < cols; ++c) {
+        o[c] = float_to_bf16(xr[c]);
+        p[c] += xr[c];
+      }
+    } else {
 #pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) y[c] += p[c];
+      for (int64_t c = 0; c < cols; ++c) o[c] = float_to_bf16(xr[c]);
     }
-  }
+  });
 }
 
 #define TS_INSTANTIATE(T)                                           \

@@ -19,9 +19,13 @@ void mul(const T* a, const T* b, T* y, int64_t n, int64_t nb);
 // y = s * x
 template <class T>
 void scale(const T* x, T* y, float s, int64_t n);
-// y[j] += sum over rows of x[r, j]   (reduce a [rows, cols] buffer over its rows, f32 out)
+// y[j] += sum over rows of x[r, j]   (reduce a [rows, cols] buffer over its rows, f32 out;
+// summed over fixed row blocks, bit-identical for any thread count: kernels/cpu/reduce.h)
 template <class T>
 void sum_rows_acc(const T* x, float* y, int64_t rows, int64_t cols);
+// One pass of both: out = bf16(x) and y[j] += sum over rows of x[r, j] (y may be null): a
+// linear layer's output gradient as the bf16 GEMM operand, and its bias gradient from the f32.
+void cast_sum_rows_acc(const float* x, bf16* out, float* y, int64_t rows, int64_t cols);
 
 // f32 helpers used by the autograd engine and optimizers.
 void add_inplace(float* dst, const float* src, int64_t n);

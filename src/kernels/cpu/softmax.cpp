@@ -100,25 +100,33 @@ CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* target
   return out;
 }
 
+template <class TG>
 void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
-                            float scale, float* gx, int64_t rows, int64_t V, int32_t ignore_index) {
+                            float scale, TG* gx, int64_t rows, int64_t V, int32_t ignore_index) {
   prof::Scope prof_scope(prof::Family::embed_loss, "cross_entropy_backward");
 #pragma omp parallel for schedule(static) if (rows * V > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
-    float* gr = gx + r * V;
+    TG* gr = gx + r * V;
     const int32_t t = targets[r];
     if (t == ignore_index) {
 #pragma omp simd
-      for (int64_t c = 0; c < V; ++c) gr[c] = 0.f;
+      for (int64_t c = 0; c < V; ++c) gr[c] = from_f32<TG>(0.f);
       continue;
     }
     const float* xr = logits + r * V;
     const float l = lse[r];
+    // The target's entry is p - 1, formed in f32 before the (possible) rounding to bf16.
+    const float pt = scale * math::exp_f32(xr[t] - l) - scale;
 #pragma omp simd
-    for (int64_t c = 0; c < V; ++c) gr[c] = scale * math::exp_f32(xr[c] - l);
-    gr[t] -= scale;
+    for (int64_t c = 0; c < V; ++c) gr[c] = from_f32<TG>(scale * math::exp_f32(xr[c] - l));
+    gr[t] = from_f32<TG>(pt);
   }
 }
+
+template void cross_entropy_backward<float>(const float*, const int32_t*, const float*, float,
+                                            float*, int64_t, int64_t, int32_t);
+template void cross_entropy_backward<bf16>(const float*, const int32_t*, const float*, float,
+                                           bf16*, int64_t, int64_t, int32_t);
 
 #define TS_INSTANTIATE(T)                                           \
   template void softmax_forward<T>(const T*, T*, int64_t, int64_t); \

@@ -25,7 +25,10 @@ CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* target
                                       int64_t rows, int64_t V, int32_t ignore_index);
 // gx[r] = scale * (softmax(logits[r]) - onehot(targets[r])), and 0 for ignored rows; softmax is
 // recomputed from lse, so nothing but gx is written.
+// gx is stored as TG: f32, or bf16 when the logits came from a bf16 GEMM whose backward would
+// round it to bf16 anyway (then written once, half the bytes, no separate cast).
+template <class TG>
 void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
-                            float scale, float* gx, int64_t rows, int64_t V, int32_t ignore_index);
+                            float scale, TG* gx, int64_t rows, int64_t V, int32_t ignore_index);
 
 }  // namespace tessera::cpu
