@@ -94,11 +94,27 @@ if(TESSERA_BUILD_TESTS)
     get_filename_component(name ${src} NAME_WE)
     add_executable(${name} ${src})
     target_compile_options(${name} PRIVATE ${TESSERA_WARNINGS} ${TESSERA_OPT})
-    target_link_libraries(${name} PRIVATE tessera_cuda GTest::gtest GTest::gtest_main)
+    # test_nccl_* have their own main: it picks the CPU communicator (MPI under mpirun).
+    if(name MATCHES "^test_nccl")
+      target_link_libraries(${name} PRIVATE tessera_cuda GTest::gtest)
+    else()
+      target_link_libraries(${name} PRIVATE tessera_cuda GTest::gtest GTest::gtest_main)
+    endif()
     target_include_directories(${name} PRIVATE tests tests/cuda)
     # Without a device every test calls GTEST_SKIP(), which CTest reports as skipped (gtest's
     # "[  SKIPPED ]" line) rather than passed or absent.
     gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST
                          PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS cuda)
   endforeach()
+  # The NCCL communicator on 2 ranks under mpirun: the unique-id exchange over MPI always runs;
+  # the collectives need 2 GPUs and skip themselves otherwise (NCCL allows one rank per GPU).
+  # scripts/gpu_check.sh runs one rank per GPU of the machine.
+  if(TESSERA_HAVE_MPI AND TARGET test_nccl_comm)
+    add_test(NAME nccl_comm_2_ranks
+             COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root -np 2
+                     $<TARGET_FILE:test_nccl_comm>)
+    set_tests_properties(nccl_comm_2_ranks PROPERTIES
+                         ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none"
+                         LABELS "cuda;mpi" TIMEOUT 180)
+  endif()
 endif()
