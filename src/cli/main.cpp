@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "autograd/grad_mode.h"
+#include "ckpt/signals.h"
 #include "core/error.h"
 #include "dist/bootstrap.h"
 #include "dist/mpi_comm.h"
@@ -26,14 +27,18 @@ std::string default_run_dir(const std::string& config_path) {
   return (fs::path("runs") / fs::path(config_path).stem()).string();
 }
 
+// Exit status: 0 done; ckpt::kInterruptedExitCode (75) stopped by SIGTERM / SIGINT after saving
+// a checkpoint (resume with --resume latest); 2 error.
 int cmd_train(const std::string& config, const std::vector<std::string>& overrides, std::string out,
-              bool plot) {
+              bool plot, const std::string& resume) {
   train::Config cfg = train::load_config(config, overrides);
   train::RunOptions opt;
   opt.out_dir = out.empty() ? default_run_dir(config) : out;
   opt.plot = plot;
-  train::run_training(cfg, opt);
-  return 0;
+  opt.resume = resume;
+  opt.handle_signals = true;
+  const train::RunSummary s = train::run_training(cfg, opt);
+  return s.interrupted ? ckpt::kInterruptedExitCode : 0;
 }
 
 int cmd_eval(const std::string& config, const std::vector<std::string>& overrides,
@@ -79,7 +84,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Tessera: fast neural-network training on CPUs and GPUs"};
   app.require_subcommand(1);
 
-  std::string config, out, weights, run, prompt;
+  std::string config, out, weights, run, prompt, resume;
   std::vector<std::string> overrides;
   bool no_plot = false;
   train::SampleOptions so;
@@ -90,6 +95,11 @@ int main(int argc, char** argv) {
   tr->add_option("overrides", overrides, "key=value overrides, e.g. train.steps=100");
   tr->add_option("--out", out, "run folder (default runs/<config name>)");
   tr->add_flag("--no-plot", no_plot, "do not draw loss.png at the end");
+  tr->add_option("--resume", resume,
+                 "continue from a checkpoint: 'latest' (the newest in OUT/checkpoints that "
+                 "verifies; the default when the flag has no value) or a checkpoint folder")
+      ->expected(0, 1)
+      ->default_str("latest");
 
   auto* ev = app.add_subcommand("eval", "Evaluate saved weights on the config's held-out data");
   ev->add_option("config", config, "config file")->required();
@@ -134,7 +144,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (tr->parsed()) {
-      int rc = cmd_train(config, overrides, out, !no_plot);
+      if (tr->count("--resume") > 0 && resume.empty()) resume = "latest";
+      int rc = cmd_train(config, overrides, out, !no_plot, resume);
       dist::mpi_shutdown();
       return rc;
     }

@@ -4,9 +4,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 #include "core/error.h"
 
@@ -73,13 +77,51 @@ void AtomicFileWriter::commit() {
   TS_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, "renaming '{}' to '{}' failed: {}", tmp_,
            path_, std::strerror(errno));
   committed_ = true;
-  // Make the rename itself durable. Best effort: some filesystems refuse fsync on directories.
-  std::string dir = std::filesystem::path(path_).parent_path().string();
+  fsync_directory(std::filesystem::path(path_).parent_path().string());
+}
+
+void write_file_atomically(const std::string& path, std::string_view bytes) {
+  AtomicFileWriter out(path);
+  out.write(bytes.data(), bytes.size());
+  out.commit();
+}
+
+std::string read_small_file(const std::string& path, uint64_t max_bytes) {
+  InputFile in(path);
+  TS_CHECK(in.size() <= max_bytes, "'{}' has {} bytes, expected at most {}", path, in.size(),
+           max_bytes);
+  std::string s(size_t(in.size()), '\0');
+  in.read_at(0, s.data(), in.size(), "the whole file");
+  return s;
+}
+
+uint32_t crc32_of_file(const std::string& path, uint64_t* bytes) {
+  InputFile in(path);
+  std::vector<unsigned char> buf(size_t(1) << 20);
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  for (uint64_t off = 0; off < in.size();) {
+    const uint64_t n = std::min<uint64_t>(buf.size(), in.size() - off);
+    in.read_at(off, buf.data(), n, "a block for its checksum");
+    crc = crc32_z(crc, buf.data(), size_t(n));
+    off += n;
+  }
+  if (bytes) *bytes = in.size();
+  return uint32_t(crc);
+}
+
+void fsync_directory(const std::string& dir) {
+  // Best effort: some filesystems refuse fsync on directories (EINVAL); that is not an error.
   int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     (void)::fsync(dfd);
     ::close(dfd);
   }
+}
+
+void durable_rename(const std::string& from, const std::string& to) {
+  TS_CHECK(::rename(from.c_str(), to.c_str()) == 0, "renaming '{}' to '{}' failed: {}", from, to,
+           std::strerror(errno));
+  fsync_directory(std::filesystem::path(to).parent_path().string());
 }
 
 }  // namespace tessera

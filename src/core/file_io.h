@@ -1,9 +1,10 @@
-// Small file helpers shared by every reader and writer: positioned reads that fail with the file's name, and a
-// writer that never leaves a half-written file at the destination (write "<path>.tmp", fsync,
-// rename over the target, fsync the directory).
+// Small file helpers shared by every reader and writer: positioned reads that fail with the
+// file's name, and a writer that never leaves a half-written file at the destination (write
+// "<path>.tmp", fsync, rename over the target, fsync the directory).
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace tessera {
 
@@ -42,5 +43,16 @@ class AtomicFileWriter {
   int fd_ = -1;
   bool committed_ = false;
 };
+
+// Writes a whole file through AtomicFileWriter.
+void write_file_atomically(const std::string& path, std::string_view bytes);
+// Reads a whole file of at most max_bytes (more is an Error naming the file and both sizes).
+std::string read_small_file(const std::string& path, uint64_t max_bytes);
+// zlib's CRC-32 of a whole file, read in blocks; *bytes gets its size.
+uint32_t crc32_of_file(const std::string& path, uint64_t* bytes);
+// Flushes a directory's entries (created, renamed or removed files) to disk.
+void fsync_directory(const std::string& dir);
+// rename(2), then fsync of the destination's parent directory: durable once it returns.
+void durable_rename(const std::string& from, const std::string& to);
 
 }  // namespace tessera

@@ -60,6 +60,26 @@ struct ParameterUnits {
   std::vector<std::vector<int>> stages;
 };
 
+// Checkpoints: this rank's share of the training state, as views of the live buffers (no copy:
+// clone them to snapshot, write into them to restore). Every engine lays parameters out alike
+// (FlatParameters' order and alignment), so a state saved under one ZeRO stage and world size
+// can be re-cut for any other.
+struct TrainingStateView {
+  std::vector<ParamSegment> segments;  // every parameter's place in the flat layout
+  int64_t numel = 0;                   // flat layout length, padding included
+  // Flat values [values_begin, values_begin + values.numel()) held here: all of them under
+  // stages 0-2, this rank's shard under stage 3.
+  int64_t values_begin = 0;
+  Tensor values;
+  std::string optimizer;  // "adamw" | "sgd"
+  int64_t optimizer_steps = 0;
+  // Optimizer state for flat elements [state_begin, state_end): the whole layout under stage 0
+  // (identical on every rank), this rank's shard under stages 1-3. Buffers in the optimizer's
+  // order ("exp_avg", "exp_avg_sq" / "momentum"), each f32 [state_end - state_begin].
+  int64_t state_begin = 0, state_end = 0;
+  std::vector<std::pair<std::string, Tensor>> state;
+};
+
 class ParameterGather {
  public:
   virtual ~ParameterGather() = default;
@@ -97,6 +117,11 @@ class DataParallel {
   // that ranks hold identical models. Collective under ZeRO-3 (gathers the parameters).
   virtual uint64_t parameter_checksum() = 0;
   virtual int64_t optimizer_steps() const = 0;
+
+  // Checkpoints (see TrainingStateView); restoring writes into the views and sets the count of
+  // optimizer updates (AdamW's bias correction depends on it).
+  virtual TrainingStateView training_state() = 0;
+  virtual void set_optimizer_steps(int64_t steps) = 0;
 
  protected:
   DataParallel(Communicator& comm, Tracer* tracer) : comm_(comm), tracer_(tracer) {}

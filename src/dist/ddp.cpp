@@ -75,6 +75,25 @@ void DDP::step(float lr) {
   optimizer_->step(lr);
 }
 
+TrainingStateView DDP::training_state() {
+  TrainingStateView v;
+  v.segments = flat_->segments();
+  v.numel = flat_->numel();
+  v.values = flat_->values();
+  const OptimizerState s = optimizer_->state();
+  v.optimizer = s.optimizer;
+  v.optimizer_steps = s.step;
+  v.state_end = v.numel;
+  v.state = s.buffers;
+  return v;
+}
+
+void DDP::set_optimizer_steps(int64_t steps) {
+  OptimizerState s = optimizer_->state();  // views: loading them back copies nothing
+  s.step = steps;
+  optimizer_->load_state(s);
+}
+
 uint64_t DDP::parameter_checksum() {
   return fnv1a(flat_->value_data(), flat_->numel());
 }

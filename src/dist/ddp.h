@@ -23,6 +23,8 @@ class DDP final : public DataParallel {
   MemoryReport memory() const override { return memory_; }
   uint64_t parameter_checksum() override;
   int64_t optimizer_steps() const override { return optimizer_->step_count(); }
+  TrainingStateView training_state() override;
+  void set_optimizer_steps(int64_t steps) override;
 
   FlatParameters& flat() { return *flat_; }
   Optimizer& optimizer() { return *optimizer_; }

@@ -51,6 +51,17 @@ size_t ShardedOptimizer::state_bytes() const {
   return (m_.defined() ? m_.nbytes() : 0) + (v_.defined() ? v_.nbytes() : 0);
 }
 
+std::vector<std::pair<std::string, Tensor>> ShardedOptimizer::state_buffers() const {
+  if (opt_.name == "adamw") return {{"exp_avg", m_}, {"exp_avg_sq", v_}};
+  if (m_.defined()) return {{"momentum", m_}};
+  return {};
+}
+
+void ShardedOptimizer::set_step_count(int64_t steps) {
+  TS_CHECK(steps >= 0, "{}: set_step_count: {} is negative", name(), steps);
+  step_ = steps;
+}
+
 void ShardedOptimizer::step(float lr, float* p, const float* g) {
   TS_CHECK(std::isfinite(lr) && lr >= 0, "{}: step: learning rate {} must be finite and >= 0",
            name(), lr);

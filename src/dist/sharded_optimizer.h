@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -31,6 +32,10 @@ class ShardedOptimizer {
   // One update of the shard: values and grads point at the shard's first element.
   void step(float lr, float* values, const float* grads);
   int64_t step_count() const { return step_; }
+  // Checkpoints: the state buffers (views, named as the flat optimizers name theirs:
+  // "exp_avg", "exp_avg_sq" / "momentum") and the update count.
+  std::vector<std::pair<std::string, Tensor>> state_buffers() const;
+  void set_step_count(int64_t steps);
   // Bytes of optimizer state this rank holds.
   size_t state_bytes() const;
 

@@ -265,6 +265,20 @@ void Zero::step(float lr) {
                   w->end_time(), tracer_->step()});
 }
 
+TrainingStateView Zero::training_state() {
+  TrainingStateView v;
+  v.segments = segs_;
+  v.numel = numel_;
+  v.values_begin = stage_ == 3 ? sbegin_ : 0;
+  v.values = values_;
+  v.optimizer = optimizer_->name();
+  v.optimizer_steps = optimizer_->step_count();
+  v.state_begin = sbegin_;
+  v.state_end = send_;
+  v.state = optimizer_->state_buffers();
+  return v;
+}
+
 uint64_t Zero::parameter_checksum() {
   if (stage_ < 3) return fnv1a(values_.data<float>(), numel_);
   Tensor full = Tensor::empty(Shape{numel_});

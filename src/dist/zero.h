@@ -34,6 +34,8 @@ class Zero final : public DataParallel, public ParameterGather {
   MemoryReport memory() const override { return memory_; }
   uint64_t parameter_checksum() override;
   int64_t optimizer_steps() const override { return optimizer_->step_count(); }
+  TrainingStateView training_state() override;
+  void set_optimizer_steps(int64_t steps) override { optimizer_->set_step_count(steps); }
 
   // ParameterGather (stage 3).
   void enter(int stage) override;

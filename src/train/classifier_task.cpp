@@ -33,12 +33,23 @@ class ClassifierTask final : public Task {
     model_ = make_classifier(cfg, init_gen_);
     batcher_ = std::make_unique<data::ImageBatcher>(
         train, cfg.train.batch_size, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size);
-    prefetch_ = std::make_unique<data::Prefetcher<data::ImageBatch>>(
-        [b = batcher_.get()] { return b->next(); });
+    set_data_state(batcher_->state());
   }
 
   nn::Module& model() override { return *model_; }
-  void next_batch() override { batch_ = prefetch_->next(); }
+  void next_batch() override {
+    batch_ = prefetch_->next();
+    cursor_ = batch_.next_state;
+  }
+
+  data::SamplerState data_state() const override { return cursor_; }
+  void set_data_state(const data::SamplerState& state) override {
+    prefetch_.reset();  // joins the worker, which owns the batcher while it runs
+    batcher_->set_state(state);
+    cursor_ = state;
+    prefetch_ = std::make_unique<data::Prefetcher<data::ImageBatch>>(
+        [b = batcher_.get()] { return b->next(); });
+  }
 
   Tensor micro_loss(int64_t i, int64_t n) override {
     const int64_t rows = batch_.labels.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
@@ -88,6 +99,7 @@ class ClassifierTask final : public Task {
   std::unique_ptr<data::ImageBatcher> batcher_;
   std::unique_ptr<data::Prefetcher<data::ImageBatch>> prefetch_;
   data::ImageBatch batch_;
+  data::SamplerState cursor_;  // the batcher after batch_
 };
 
 }  // namespace

@@ -67,6 +67,9 @@ struct TrainConfig {
   int64_t sample_every = 0;  // 0 = off
   int64_t sample_tokens = 0;
   int64_t checkpoint_every = 0;  // 0 = no periodic checkpoints
+  int64_t checkpoint_keep = 0;   // newest checkpoints kept
+  int64_t checkpoint_async = 0;  // 1: write checkpoint files while training continues
+  int64_t max_bad_steps = 0;     // stop after this many non-finite steps in a row (0 = never)
   int64_t threads = 0;           // 0 = all cores
   bool operator==(const TrainConfig&) const = default;
 };

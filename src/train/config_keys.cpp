@@ -164,7 +164,17 @@ std::vector<ConfigKey> make_keys() {
                                               "GPT: tokens per text sample"),
       int_key<T, &TrainConfig::checkpoint_every>(
           "train.checkpoint_every", 0, at_least(0),
-          "steps between checkpoints (0 = no periodic ones)"),
+          "steps between checkpoints in RUN/checkpoints (0 = none); docs/CHECKPOINTS.md"),
+      int_key<T, &TrainConfig::checkpoint_keep>(
+          "train.checkpoint_keep", 3, at_least(1),
+          "newest checkpoints kept; older ones are deleted after each save"),
+      int_key<T, &TrainConfig::checkpoint_async>(
+          "train.checkpoint_async", 1, between(0, 1),
+          "1: write checkpoint files on a background thread while training continues; 0: wait"),
+      int_key<T, &TrainConfig::max_bad_steps>(
+          "train.max_bad_steps", 8, at_least(0),
+          "a step with a non-finite loss or gradient is skipped; stop after this many in a row "
+          "(0 = never stop)"),
       int_key<T, &TrainConfig::threads>("train.threads", 0, at_least(0),
                                         "CPU threads (0 = all cores)"),
       // [parallel]

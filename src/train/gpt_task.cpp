@@ -44,13 +44,27 @@ class GPTTask final : public Task {
     model_ = std::make_unique<nn::GPT>(gpt_config(cfg), init_gen_);
     batcher_ = std::make_unique<data::TokenBatcher>(train_, B, T, uint64_t(cfg.train.seed) + 1,
                                                     place.rank, place.world_size);
-    prefetch_ = std::make_unique<data::Prefetcher<data::TokenBatch>>(
-        [b = batcher_.get()] { return b->next(); });
+    set_data_state(batcher_->state());
     sample_gen_ = Generator(uint64_t(cfg.train.seed) + 2);
   }
 
   nn::Module& model() override { return *model_; }
-  void next_batch() override { batch_ = prefetch_->next(); }
+  void next_batch() override {
+    batch_ = prefetch_->next();
+    cursor_ = batch_.next_state;
+  }
+
+  data::SamplerState data_state() const override { return cursor_; }
+  void set_data_state(const data::SamplerState& state) override {
+    prefetch_.reset();  // joins the worker, which owns the batcher while it runs
+    batcher_->set_state(state);
+    cursor_ = state;
+    prefetch_ = std::make_unique<data::Prefetcher<data::TokenBatch>>(
+        [b = batcher_.get()] { return b->next(); });
+  }
+  std::vector<std::pair<std::string, Generator*>> generators() override {
+    return {{"dropout", &model_->dropout_generator()}, {"sample", &sample_gen_}};
+  }
 
   Tensor micro_loss(int64_t i, int64_t n) override {
     const int64_t rows = batch_.x.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
@@ -149,6 +163,7 @@ class GPTTask final : public Task {
   std::unique_ptr<data::TokenBatcher> batcher_;
   std::unique_ptr<data::Prefetcher<data::TokenBatch>> prefetch_;
   data::TokenBatch batch_;
+  data::SamplerState cursor_;  // the batcher after batch_
   Generator sample_gen_;
   dist::ParameterGather* gather_ = nullptr;
 };

@@ -5,9 +5,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "core/rng.h"
+#include "data/loader.h"
 #include "dist/data_parallel.h"
 #include "nn/module.h"
 #include "train/config.h"
@@ -41,6 +45,15 @@ class Task {
   // ZeRO-3: from now on micro_loss() runs its forward stage by stage through `gather`
   // (nullptr: the plain forward).
   virtual void set_parameter_gather(dist::ParameterGather* /*gather*/) {}
+
+  // Checkpoints. data_state(): where the training data stream stands, i.e. the batcher's state
+  // after the last batch next_batch() returned (the same on every rank). set_data_state() moves
+  // the stream there and restarts the prefetcher from it, so nothing it drew ahead is lost or
+  // repeated.
+  virtual data::SamplerState data_state() const = 0;
+  virtual void set_data_state(const data::SamplerState& state) = 0;
+  // The random streams the task draws from while training (dropout, text samples), by name.
+  virtual std::vector<std::pair<std::string, Generator*>> generators() { return {}; }
 };
 
 // Where a task's process sits in data-parallel training: rank r of world N draws rows

@@ -4,12 +4,17 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <variant>
 
+#include "ckpt/checkpoint.h"
+#include "ckpt/run_state.h"
+#include "ckpt/signals.h"
 #include "core/allocator.h"
+#include "core/file_io.h"
 #include "dist/consistency.h"
 #include "dist/world.h"
 #include "nn/weights.h"
@@ -77,6 +82,60 @@ void write_text(const fs::path& p, const std::string& s) {
   TS_CHECK(f.good(), "cannot write '{}'", p.string());
 }
 
+// A resumed run keeps the metrics of the steps up to its checkpoint and drops the later ones
+// (they are trained again), and any line a kill cut short.
+void keep_metrics_up_to(const fs::path& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+        j["step"].get<int64_t>() <= step)
+      kept += line + "\n";
+  }
+  write_file_atomically(path.string(), kept);
+}
+
+// Rank 0 picks the checkpoint to resume from and every rank learns it: its folder, "" for a
+// fresh start, or the error that stops the run (the same on every rank).
+std::optional<ckpt::VerifiedCheckpoint> resolve_resume(const Config& cfg, const RunOptions& opt,
+                                                       dist::Communicator& comm,
+                                                       ProgressLine& progress) {
+  if (opt.resume.empty()) return std::nullopt;
+  std::string said;
+  if (comm.rank() == 0) {
+    try {
+      if (opt.resume == "latest") {
+        std::vector<std::string> rejected;
+        auto c = ckpt::find_latest_checkpoint(opt.out_dir, &cfg, [&](const std::string& e) {
+          rejected.push_back(e);
+          progress.message("tessera: skipping a checkpoint that does not verify: " + e);
+        });
+        if (c)
+          said = "ok:" + c->dir;
+        else if (!rejected.empty())
+          said = fmt::format("err:--resume latest: no checkpoint in '{}' verifies: {}",
+                             ckpt::checkpoints_dir(opt.out_dir), fmt::join(rejected, "; "));
+        else
+          progress.message(
+              fmt::format("tessera: --resume latest: '{}' has no checkpoint yet; "
+                          "starting afresh",
+                          ckpt::checkpoints_dir(opt.out_dir)));
+      } else {
+        said = "ok:" + ckpt::verify_checkpoint(opt.resume, &cfg).dir;
+      }
+    } catch (const std::exception& e) {
+      said = std::string("err:") + e.what();
+    }
+  }
+  said = comm.all_gather_bytes(said)[0];
+  if (said.empty()) return std::nullopt;
+  TS_CHECK(said.rfind("err:", 0) != 0, "{}", said.substr(4));
+  // Rank 0 checked every byte; the others check sizes and parse the small files themselves.
+  return ckpt::verify_checkpoint(said.substr(3), &cfg, /*checksums=*/comm.rank() == 0);
+}
+
 }  // namespace
 
 RunSummary run_training(const Config& cfg, const RunOptions& opt) {
@@ -97,24 +156,33 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
            "train.micro_batches = {}: every rank's micro-batches must have equal rows, so that "
            "averaging over ranks gives the single-process gradient",
            cfg.train.batch_size, world, micro);
+  std::optional<ckpt::StopSignals> signals;
+  if (opt.handle_signals) signals.emplace();
 
   const fs::path dir(opt.out_dir);
   fs::create_directories(dir);
-  if (lead) {
-    fs::remove(dir / "metrics.jsonl");  // a fresh run owns its folder's metrics
-    write_text(dir / "config.toml", to_toml(cfg));
-  }
   // Only rank 0 talks; the others print nothing but errors.
   std::unique_ptr<FILE, int (*)(FILE*)> devnull(lead ? nullptr : std::fopen("/dev/null", "w"),
                                                 &std::fclose);
   FILE* console = lead ? opt.console : devnull.get();
   TS_CHECK(console, "cannot open /dev/null for rank {}'s console", rank);
+  ProgressLine progress(cfg.train.steps, console);
+
+  const std::optional<ckpt::VerifiedCheckpoint> resumed = resolve_resume(cfg, opt, *comm, progress);
+  if (lead) {
+    if (resumed)
+      keep_metrics_up_to(dir / "metrics.jsonl", resumed->state.step);
+    else
+      fs::remove(dir / "metrics.jsonl");  // a fresh run owns its folder's metrics
+    write_text(dir / "config.toml", to_toml(cfg));
+    ckpt::CheckpointWriter::remove_stale_temporaries(dir.string());
+  }
 
   std::unique_ptr<Task> task = make_task(cfg, TaskPlacement{rank, world});
   nn::Module& model = task->model();
   dist::check_same_on_all_ranks(*comm, job_identity(cfg, model), "config");
   // Every rank initialised from the same seed; rank 0's values make that exact regardless.
-  if (world > 1)
+  if (world > 1 && !resumed)
     for (const Tensor& p : model.parameters()) comm->broadcast(p, 0);
   dist::Tracer tracer(rank, world > 1 || opt.trace);
   tracer.name_track(0, "training thread");
@@ -129,9 +197,20 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   so.warmup_steps = cfg.optim.warmup_steps, so.total_steps = cfg.train.steps;
   LRSchedule schedule(so);
 
+  ckpt::LoopState loop;
+  if (resumed) {
+    ckpt::load_into(*resumed, *dp);
+    loop = ckpt::restore_run_state(resumed->state, *task,
+                                   (fs::path(resumed->dir) / ckpt::kTrainerStateName).string());
+    progress.message(fmt::format("tessera: resuming from {} (step {} of {}, saved on {} ranks)",
+                                 resumed->dir, loop.step, cfg.train.steps,
+                                 resumed->state.world_size));
+  }
+  ckpt::CheckpointWriter writer(*comm, dir.string(), cfg.train.checkpoint_keep);
+  const std::string config_toml = to_toml(cfg);
+
   std::optional<MetricsWriter> metrics;
   if (lead) metrics.emplace((dir / "metrics.jsonl").string());
-  ProgressLine progress(cfg.train.steps, console);
   progress.message(fmt::format(
       "tessera: training {} ({} parameters) on {} for {} steps, {} precision, {} threads -> {}",
       cfg.model.kind, dp->param_numel(), cfg.data.path, cfg.train.steps, cfg.train.precision,
@@ -144,11 +223,44 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   RunSummary sum;
   sum.world_size = world;
   sum.memory = dp->memory();
+  sum.start_step = loop.step;
+  sum.steps = loop.step;
+  // Checkpoints: a save's files may still be written in the background; finish() is
+  // collective, so every rank calls it at the same step.
+  int64_t checkpointed_step = resumed ? loop.step : -1;  // the newest checkpoint that exists
+  auto finish_save = [&] {
+    ckpt::SaveResult r = writer.finish();
+    if (r.ok) {
+      checkpointed_step = r.step;
+      sum.last_checkpoint = r.path;
+      ++sum.checkpoints_saved;
+      progress.message(fmt::format("checkpoint: step {} -> {}", r.step, r.path));
+    } else {
+      ++sum.checkpoint_failures;
+      progress.message(fmt::format(
+          "checkpoint: saving step {} failed: {} (earlier checkpoints are intact; training "
+          "continues)",
+          r.step, r.error));
+    }
+    return r;
+  };
+  auto save = [&](bool async) {
+    if (writer.pending()) finish_save();
+    const ckpt::TrainerState st = ckpt::capture_trainer_state(loop, *task, *dp);
+    writer.start(ckpt::take_snapshot(*dp, model, st, config_toml, cfg.model.kind), async);
+    return async ? ckpt::SaveResult{true, loop.step, "", ""} : finish_save();
+  };
+  // Whether every rank's background write is done (agreed, so all finish at the same step).
+  auto save_ready = [&] {
+    const bool mine = writer.files_done();
+    return world == 1 ? mine : comm->sum_f64(mine ? 0 : 1) == 0;
+  };
+
   auto run_start = Clock::now();
   Clock::time_point timed_start;
-  int64_t skipped = 0;
-  for (int64_t step = 0; step < cfg.train.steps; ++step) {
-    if (step == 1) timed_start = Clock::now();  // the first step builds primitives: untimed
+  const int64_t first_step = loop.step;
+  for (int64_t step = first_step; step < cfg.train.steps; ++step) {
+    if (step == first_step + 1) timed_start = Clock::now();  // the first step builds primitives
     tracer.set_step(step);
     auto t0 = Clock::now();
     const double lr = schedule.lr(step);
@@ -172,13 +284,28 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     dp->finish_backward();
     if (world > 1) loss = comm->average_f64(loss);
     const double gnorm = dp->clip_grad_norm(cfg.optim.grad_clip);
+    // The loss is averaged and the norm global: every rank takes the same branch.
     if (std::isfinite(loss) && std::isfinite(gnorm)) {
       dp->step(float(lr));
+      loop.bad_in_a_row = 0;
     } else {
-      ++skipped;
-      progress.message(fmt::format("step {}: non-finite loss {} or gradient norm {}: skipped",
-                                   step + 1, loss, gnorm));
+      ++loop.bad_total, ++loop.bad_in_a_row;
+      progress.message(
+          fmt::format("step {}: non-finite loss {} or gradient norm {}: skipped ({} "
+                      "in a row)",
+                      step + 1, loss, gnorm, loop.bad_in_a_row));
+      TS_CHECK(cfg.train.max_bad_steps == 0 || loop.bad_in_a_row < cfg.train.max_bad_steps,
+               "train: {} steps in a row (steps {} to {}) had a non-finite loss or gradient "
+               "norm; stopping (train.max_bad_steps = {}). Lower optim.lr or set "
+               "optim.grad_clip; {}",
+               loop.bad_in_a_row, step + 2 - loop.bad_in_a_row, step + 1, cfg.train.max_bad_steps,
+               sum.last_checkpoint.empty() && !resumed
+                   ? std::string("no checkpoint was saved")
+                   : "the last checkpoint is " +
+                         (sum.last_checkpoint.empty() ? resumed->dir : sum.last_checkpoint));
     }
+    loop.step = step + 1;
+    loop.last_lr = lr;
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     const double rate = double(task->items_per_step()) / (ms / 1e3);
     sum.final_loss = loss;
@@ -214,30 +341,66 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
         progress.message(fmt::format("--- sample at step {} ---\n{}\n---", step + 1, s));
     }
     if (!rec.is_null() && metrics) metrics->write(rec);
+
+    // Checkpoints: finish a background save once every rank has written its files; start the
+    // periodic one (the last step's is written in the foreground: the run ends right after).
+    if (writer.pending() && save_ready()) finish_save();
+    const int64_t every = cfg.train.checkpoint_every;
+    if (every > 0 && ((step + 1) % every == 0 || last)) {
+      save(cfg.train.checkpoint_async != 0 && !last);
+    }
     if (opt.on_step) opt.on_step(step + 1, loss, *dp);
+    // A stop signal on any rank stops them all here, after the same step.
+    if (signals && !last) {
+      const int sig = ckpt::stop_requested();
+      const double any = world == 1 ? double(sig) : comm->sum_f64(sig ? 1 : 0);
+      if (any > 0) {
+        sum.interrupted = true;
+        sum.stop_signal = sig ? sig : SIGTERM;
+        if (writer.pending()) finish_save();
+        if (checkpointed_step != step + 1) {
+          const ckpt::SaveResult r = save(false);
+          TS_CHECK(r.ok,
+                   "stopped by signal {} after step {}, but the checkpoint could not be saved: "
+                   "{}",
+                   sum.stop_signal, step + 1, r.error);
+        }
+        break;
+      }
+    }
   }
+  if (writer.pending()) finish_save();
   progress.finish();
   auto end = Clock::now();
   sum.seconds = std::chrono::duration<double>(end - run_start).count();
-  if (cfg.train.steps > 1) {
+  sum.bad_steps = loop.bad_total;
+  const int64_t timed_steps = sum.steps - sum.start_step - 1;
+  if (timed_steps > 0) {
     const double timed = std::chrono::duration<double>(end - timed_start).count();
-    sum.items_per_s = double(task->items_per_step() * (cfg.train.steps - 1)) / timed;
+    sum.items_per_s = double(task->items_per_step() * timed_steps) / timed;
   }
 
+  if (sum.interrupted) {
+    progress.message(fmt::format(
+        "tessera: stopped by signal {} after step {}; checkpoint {}. Continue with: tessera "
+        "train CONFIG --out {} --resume latest",
+        sum.stop_signal, sum.steps, sum.last_checkpoint, dir.string()));
+    return sum;
+  }
   dp->gather_all();
   if (lead)
     nn::save_weights(model, (dir / "model.safetensors").string(),
                      {{"format", "pt"}, {"tessera_model", cfg.model.kind}});
   dp->release_all();
   if (tracer.enabled()) tracer.write((dir / fmt::format("trace_rank{}.json", rank)).string());
-  sum.overlap = tracer.overlap(cfg.train.steps > 1 ? 1 : 0);
+  sum.overlap = tracer.overlap(sum.steps - sum.start_step > 1 ? 1 : 0);
 
   std::string summary = fmt::format("tessera: done: {} steps in {}, final loss {:.4f}, {} {}",
                                     sum.steps, format_duration(sum.seconds), sum.final_loss,
                                     format_si(sum.items_per_s), task->rate_unit());
   for (auto& [k, v] : sum.last_eval.items())
     summary += fmt::format(", {} {:.4f}", k, v.get<double>());
-  if (skipped) summary += fmt::format(", {} steps skipped (non-finite)", skipped);
+  if (loop.bad_total) summary += fmt::format(", {} steps skipped (non-finite)", loop.bad_total);
   const AllocatorStats mem = allocator_for(Device::cpu()).stats();
   summary += fmt::format(", peak tensor memory {:.1f} MiB", double(mem.peak_in_use) / (1 << 20));
   progress.message(summary);

@@ -1,5 +1,6 @@
 // The training loop: from a resolved Config to a run folder holding metrics.jsonl, the final
-// weights (model.safetensors), the resolved config (config.toml) and the curves (loss.png).
+// weights (model.safetensors), the resolved config (config.toml), the curves (loss.png) and,
+// with train.checkpoint_every, checkpoints to resume from (docs/CHECKPOINTS.md).
 #pragma once
 #include <cstdio>
 #include <functional>
@@ -29,6 +30,14 @@ struct RunOptions {
   std::shared_ptr<dist::Communicator> comm;
   bool trace = false;  // write trace_rank0.json on one rank too (always with several)
   StepCallback on_step;
+  // "" starts afresh. "latest": continue from the newest checkpoint in out_dir/checkpoints that
+  // verifies (newer ones that do not are reported and skipped; afresh when the run has none).
+  // Otherwise a checkpoint folder. The config must match the checkpoint's (ckpt::resumable_key
+  // lists what may change).
+  std::string resume;
+  // Catch SIGTERM and SIGINT while training: at the next step boundary every rank saves a
+  // checkpoint and run_training returns with `interrupted` set (see ckpt/signals.h).
+  bool handle_signals = false;
 };
 
 struct RunSummary {
@@ -39,8 +48,15 @@ struct RunSummary {
   double items_per_s = 0;      // tokens or samples per second over the run (after the first step)
   std::vector<double> losses;  // every step's training loss (averaged over ranks)
   int world_size = 1;
-  dist::MemoryReport memory;   // this rank's parameter, gradient and optimizer-state bytes
-  dist::OverlapStats overlap;  // this rank's communication, and the part hidden by compute
+  dist::MemoryReport memory;    // this rank's parameter, gradient and optimizer-state bytes
+  dist::OverlapStats overlap;   // this rank's communication, and the part hidden by compute
+  int64_t start_step = 0;       // the checkpoint's step when resumed, else 0
+  int64_t bad_steps = 0;        // steps skipped for a non-finite loss or gradient (whole run)
+  bool interrupted = false;     // stopped by a signal after saving a checkpoint
+  int stop_signal = 0;          // which one
+  std::string last_checkpoint;  // the newest checkpoint folder this run saved ("" none)
+  int64_t checkpoints_saved = 0;
+  int64_t checkpoint_failures = 0;  // saves that failed (earlier checkpoints stay intact)
 };
 
 // Trains on every rank of the communicator: each draws its rows of every global batch
