@@ -16,6 +16,7 @@ PACKAGES=(
   bible-kjv bible-kjv-text  # the default text corpus
   gnuplot-nox            # training curves
   openmpi-bin libopenmpi-dev  # distributed training over MPI (mpirun, libmpi)
+  clang libclang-rt-14-dev libomp-dev  # scripts/fuzz.sh: clang, libFuzzer + sanitizers, OpenMP
 )
 
 missing=()

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Writes the fuzzers' seed corpora (fuzz/corpus/<target>/) and the config dictionary.
+
+Small valid files, a few hundred bytes each, in the layouts the parsers read (see the comments
+in fuzz/fuzz_*.cpp for the targets that add a mode byte). Run from anywhere:
+    python3 fuzz/make_seeds.py
+The output is committed; rerun only when a format or the config key table changes.
+"""
+import gzip
+import json
+import pathlib
+import re
+import struct
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "fuzz" / "corpus"
+
+
+def write(target, name, data):
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_bytes(data)
+
+
+def gzip_bytes(data):
+    return gzip.compress(data, mtime=0)  # mtime 0: the same bytes on every run
+
+
+# ---- safetensors: u64 header length, JSON header, data section ----
+def safetensors(tensors, metadata=None):
+    sizes = {"F32": 4, "BF16": 2, "F16": 2, "I32": 4, "I64": 8, "U16": 2}
+    header, data = {}, b""
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    for name, dtype, shape in tensors:
+        n = sizes[dtype]
+        for s in shape:
+            n *= s
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [len(data), len(data) + n]}
+        data += bytes((i * 37 + 11) % 256 for i in range(n))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+
+
+write("safetensors", "all_dtypes", safetensors(
+    [("w", "F32", [2, 3]), ("b", "BF16", [4]), ("h", "F16", [1, 2]), ("i", "I32", [3]),
+     ("l", "I64", [1]), ("t", "U16", [2, 1, 2]), ("e", "F32", [0, 3])],
+    {"format": "pt", "step": "7"}))
+write("safetensors", "five_dims", safetensors([("x", "F32", [1, 2, 1, 2, 1])]))
+write("safetensors", "metadata_only", safetensors([], {"a": "b"}))
+write("safetensors", "empty", safetensors([]))
+
+# ---- llm.c token shards: 256 x int32 header {20240520, 1, count}, then uint16 tokens ----
+def shard(tokens):
+    header = struct.pack("<3i", 20240520, 1, len(tokens)) + b"\0" * (256 * 4 - 12)
+    return header + struct.pack(f"<{len(tokens)}H", *tokens)
+
+
+write("shard", "tokens16", shard([50256, 1, 2, 3, 65535, 0, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]))
+write("shard", "empty", shard([]))
+
+# ---- IDX (fuzz_idx: mode byte, see fuzz/fuzz_idx.cpp) ----
+def idx(magic, dims):
+    n = 1
+    for d in dims:
+        n *= d
+    return (struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in dims) +
+            bytes((i * 7) % 256 for i in range(n)))
+
+
+def labels(n, classes):
+    return struct.pack(">II", 0x801, n) + bytes(i % classes for i in range(n))
+
+
+images = idx(0x803, [3, 4, 5])
+write("idx", "images", b"\0" + images)
+write("idx", "labels", b"\0" + labels(6, 10))
+write("idx", "images_gz", b"\0" + gzip_bytes(images))
+for name, img, lab in [("dataset", images, labels(3, 4)),
+                       ("dataset_gz", gzip_bytes(images), gzip_bytes(labels(3, 4)))]:
+    # Odd mode byte: (mode >> 1) % 16 + 1 = 4 classes; then the split point.
+    write("idx", name, bytes([2 * 3 + 1]) + struct.pack("<H", len(img)) + img + lab)
+
+# ---- llm.c GPT-2 checkpoints: 256 x int32 header, then the parameters ----
+def llmc(version, maxT, V, L, NH, C, Vp):
+    n = Vp * C + maxT * C + L * (12 * C * C + 13 * C) + 2 * C
+    header = struct.pack("<8i", 20240326, version, maxT, V, L, NH, C, Vp) + b"\0" * (248 * 4)
+    if version == 3:
+        body = struct.pack(f"<{n}f", *[((i % 17) - 8) / 64 for i in range(n)])
+    else:  # bf16: the top half of an f32
+        body = b"".join(struct.pack("<f", ((i % 17) - 8) / 64)[2:] for i in range(n))
+    return header + body
+
+
+write("llmc", "f32_tiny", llmc(3, 4, 8, 1, 2, 4, 16))
+write("llmc", "bf16_tiny", llmc(5, 2, 3, 2, 1, 2, 4))
+
+# ---- config TOML (fuzz_config: optional "%%" line, then overrides) ----
+for src in sorted((ROOT / "configs").glob("*.toml")):
+    write("config", src.stem, src.read_bytes())
+write("config", "overrides", b'[model]\nkind = "gpt"\n\n[data]\nkind = "text"\npath = "x"\n'
+      b"%%\ntrain.steps=10\noptim.lr=3e-4\nmodel.preset=gpt2-124m\ntrain.seq_len=64\n")
+write("config", "empty", b"")
+
+# The config dictionary: every key, its section and field names, and every string choice, from
+# the generated reference docs/CONFIG.md.
+words = set(['"["', '"]"', '"="', '"\\""', '"%%\\x0a"', '"[["', '"inf"', '"nan"', '"1e-3"',
+             '"true"', '"\'\'\'"', '"\\"\\"\\""', '"0x"', '"1979-05-27T07:32:00Z"'])
+for line in (ROOT / "docs" / "CONFIG.md").read_text().splitlines():
+    m = re.match(r"\| `(\w+)\.(\w+)` \| \w+ \| `[^`]*` \| ([^|]*) \|", line)
+    if not m:
+        continue
+    section, field, valid = m.groups()
+    words.update([f'"{section}.{field}"', f'"[{section}]"', f'"{field} = "'])
+    words.update(f'"\\"{c}\\""' for c in re.findall(r'"([^"]*)"', valid))
+(ROOT / "fuzz" / "config.dict").write_text(
+    "# TOML tokens and Tessera's config keys (written by fuzz/make_seeds.py)\n" +
+    "".join(f"{w}\n" for w in sorted(words)))
+
+# The safetensors dictionary: the header's field names and dtypes, JSON punctuation.
+st_words = ['"__metadata__"', '"dtype"', '"shape"', '"data_offsets"', '"F32"', '"BF16"', '"F16"',
+            '"I32"', '"I64"', '"U16"', '"F64"', '"{"', '"}"', '"["', '"]"', '":"', '","',
+            '"18446744073709551615"', '"9223372036854775807"', '"-1"', '"1e3"', '"null"',
+            '"\\\\u0000"']
+(ROOT / "fuzz" / "safetensors.dict").write_text(
+    "# safetensors header tokens (written by fuzz/make_seeds.py)\n" +
+    "".join(f"{w}\n" for w in st_words))
