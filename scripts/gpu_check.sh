@@ -49,7 +49,8 @@ grep -q "CUDA backend: nvcc" "$BUILD_DIR/gpu_check.configure.log" ||
   die "the CUDA backend was not enabled (see $BUILD_DIR/gpu_check.configure.log)"
 
 step "build (ninja -j$JOBS)"
-TESTS=(test_cuda_shared test_cuda_runtime test_cuda_kernels test_cuda_kernels_nn test_cuda_optim)
+TESTS=(test_cuda_shared test_cuda_runtime test_cuda_kernels test_cuda_kernels_nn test_cuda_optim
+  test_nccl_comm)
 BUILD_START=$(date +%s)
 ninja -C "$BUILD_DIR" -j"$JOBS" tessera_cuda "${TESTS[@]}" >"$BUILD_DIR/gpu_check.build.log" 2>&1 ||
   { grep -E "error|FAILED" "$BUILD_DIR/gpu_check.build.log" | head -30
@@ -101,6 +102,37 @@ N_CMP_FAIL=$(printf '%s\n' "$CMP" | grep -c '| FAIL$' || true)
 } >"$REPORT"
 cat "$REPORT"
 
+# The NCCL communicator on one rank per GPU (NCCL refuses two ranks on one GPU). test_nccl_comm
+# ran above as one process (every collective, the grouped unequal-count path, stream ordering,
+# the watchdog); here the same binary runs under mpirun, the unique id going over MPI.
+step "NCCL communicator across GPUs"
+N_GPUS=$(nvidia-smi -L | grep -c '^GPU' || true)
+NCCL_LOG="$BUILD_DIR/test_nccl_comm.mpi.log"
+NCCL_MULTI="not run: $N_GPUS GPU(s), needs 2 or more (one rank per GPU)"
+if [[ $N_GPUS -ge 2 ]]; then
+  MPIRUN=$(command -v mpirun || true)
+  if [[ -z "$MPIRUN" ]]; then
+    NCCL_MULTI="not run: mpirun not found (apt-get install openmpi-bin libopenmpi-dev)"
+  else
+    set +e
+    OMP_NUM_THREADS=1 OMPI_MCA_btl_vader_single_copy_mechanism=none timeout "$TEST_TIMEOUT" \
+      "$MPIRUN" --allow-run-as-root --oversubscribe -np "$N_GPUS" "$BUILD_DIR/test_nccl_comm" \
+      --gtest_color=no >"$NCCL_LOG" 2>&1
+    rc=$?
+    set -e
+    n_ok=$(grep -c '^\[       OK \]' "$NCCL_LOG" || true)
+    n_fail=$(grep -c '^\[  FAILED  \] .*(' "$NCCL_LOG" || true)
+    n_skip=$(grep -c '^\[  SKIPPED \] .*(' "$NCCL_LOG" || true)
+    NCCL_MULTI="$N_GPUS ranks: $n_ok passed, $n_fail failed, $n_skip skipped (exit $rc)"
+    if [[ $rc -ne 0 ]]; then
+      grep -E "Failure|error|Expected|Which is|rank [0-9]+:" "$NCCL_LOG" | head -20 || true
+      ANY_TEST_FAILED=1
+    fi
+  fi
+fi
+echo "$NCCL_MULTI"
+NCCL_SINGLE="1 rank: ${T_PASS[test_nccl_comm]} passed, ${T_FAIL[test_nccl_comm]} failed, ${T_SKIP[test_nccl_comm]} skipped"
+
 step "GPT-2 124M bf16 training timing"
 MODEL_STATUS="not run: needs the op-level CUDA dispatch"
 cat <<'EOF'
@@ -131,11 +163,12 @@ done
   echo "| build (tessera + CUDA backend + tests, -j$JOBS) | ${BUILD_SECONDS}s |"
   echo "| CUDA tests | $TOTAL_PASS passed, $TOTAL_FAIL failed, $TOTAL_SKIP skipped |"
   echo "| kernel comparisons | $((N_CMP - N_CMP_FAIL)) of $N_CMP within bounds |"
+  echo "| NCCL communicator | $NCCL_SINGLE; $NCCL_MULTI |"
   echo "| GPT-2 124M bf16 training | $MODEL_STATUS |"
   echo "| wall time | ${ELAPSED}s |"
 } | tee -a "$REPORT"
 echo
-echo "report: $REPORT   logs: $BUILD_DIR/test_cuda_*.log"
+echo "report: $REPORT   logs: $BUILD_DIR/test_cuda_*.log $BUILD_DIR/test_nccl_comm*.log"
 
 trap - ERR
 if [[ $ANY_TEST_FAILED -ne 0 || $N_CMP_FAIL -ne 0 ]]; then

@@ -1,7 +1,5 @@
-// The NCCL library as linked into Tessera. The NCCL Communicator backend (unique-id exchange
-// over the MPI / rendezvous bootstrap, a communication stream ordered against compute with
-// events) is not written yet; see docs/CUDA.md. This proves the library links and reports its
-// version, which needs no device.
+// The NCCL library as linked into Tessera: its version, which needs no device. The
+// Communicator backend on top of it is nccl_comm.h (the unique-id exchange: nccl_id.h).
 #pragma once
 #include <string>
 

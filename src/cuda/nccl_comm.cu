@@ -320,6 +320,7 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<dist::Communicator> bootstrap
   CUDA_CHECK(cudaStreamCreateWithPriority(&m.stream, cudaStreamNonBlocking, hi));
   CUDA_CHECK(cudaEventCreateWithFlags(&m.ready_ev, cudaEventDisableTiming));
   CUDA_CHECK(cudaMalloc(&m.barrier_buf, sizeof(float)));
+  CUDA_CHECK(cudaMemset(m.barrier_buf, 0, sizeof(float)));  // sums of zeros: never inf or NaN
   m.watchdog = std::thread([&m] { m.watch(); });
 }
 
