@@ -22,11 +22,13 @@ endif()
 set(TESSERA_FUZZ_SANITIZERS -fsanitize=address,undefined -fno-sanitize-recover=undefined
                             -fno-omit-frame-pointer -g -O1)
 
-# Every layer up to nn/ and data/, plus the config parser; a file another engineer adds to
-# these folders is picked up by the same glob as the main library.
+# Every layer up to nn/ and data/, plus the config and checkpoint-JSON parsers; a file another
+# engineer adds to these folders is picked up by the same glob as the main library.
+set(TESSERA_FUZZ_SOURCE_PATTERNS "src/(core|kernels/cpu|ops|autograd|nn|data)/[^/]+\\.cpp$"
+                                 "src/train/config[^/]*\\.cpp$" "src/ckpt/manifest\\.cpp$")
+list(JOIN TESSERA_FUZZ_SOURCE_PATTERNS "|" TESSERA_FUZZ_SOURCE_REGEX)
 set(TESSERA_FUZZ_SOURCES ${TESSERA_SOURCES})
-list(FILTER TESSERA_FUZZ_SOURCES INCLUDE REGEX
-     "src/(core|kernels/cpu|ops|autograd|nn|data)/[^/]+\\.cpp$|src/train/config[^/]*\\.cpp$")
+list(FILTER TESSERA_FUZZ_SOURCES INCLUDE REGEX "${TESSERA_FUZZ_SOURCE_REGEX}")
 add_library(tessera_fuzz_lib STATIC ${TESSERA_FUZZ_SOURCES})
 target_include_directories(tessera_fuzz_lib PUBLIC src)
 # -Wno-pass-failed: with sanitizers clang cannot vectorize the `omp simd` loops and says so.

@@ -97,6 +97,38 @@ def llmc(version, maxT, V, L, NH, C, Vp):
 write("llmc", "f32_tiny", llmc(3, 4, 8, 1, 2, 4, 16))
 write("llmc", "bf16_tiny", llmc(5, 2, 3, 2, 1, 2, 4))
 
+# ---- checkpoint JSON (fuzz_ckpt: mode byte 0 manifest.json, 1 trainer_state.json) ----
+manifest = {"format": "tessera-checkpoint", "version": 1, "step": 4, "world_size": 2,
+            "files": {"config.toml": {"bytes": 812, "crc32": "0a1b2c3d"},
+                      "model.safetensors": {"bytes": 90112, "crc32": "deadbeef"}}}
+state = {"format": "tessera-checkpoint", "version": 1, "step": 4, "world_size": 2,
+         "zero_stage": 1, "data": {"seed": 1338, "offset": 32},
+         "rngs": {"dropout": {"seed": 77, "offset": 4096}, "sample": {"seed": 1339, "offset": 0}},
+         "loss_scale": {"scale": 1.0, "clean_steps": 0}, "bad_steps": {"total": 0, "in_a_row": 0},
+         "last_lr": 0.001,
+         "optimizer": {"name": "adamw", "steps": 4, "flat_numel": 64,
+                       "shards": [{"file": "optimizer_rank0.safetensors", "begin": 0, "end": 32},
+                                  {"file": "optimizer_rank1.safetensors", "begin": 32, "end": 64}]}}
+write("ckpt", "manifest", b"\0" + json.dumps(manifest, separators=(",", ":")).encode())
+write("ckpt", "trainer_state", b"\1" + json.dumps(state, separators=(",", ":")).encode())
+ckpt_words = set()
+for doc in (manifest, state):
+    stack = [doc]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            ckpt_words.update(f'"\\"{k}\\""' for k in v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            ckpt_words.add(f'"\\"{v}\\""')
+ckpt_words.update(['"{"', '"}"', '"["', '"]"', '":"', '","', '"1e308"', '"-0.0"', '"null"',
+                   '"18446744073709551615"', '"9223372036854775807"', '"-1"', '"true"'])
+(ROOT / "fuzz" / "ckpt.dict").write_text(
+    "# checkpoint JSON field names and values (written by fuzz/make_seeds.py)\n" +
+    "".join(f"{w}\n" for w in sorted(ckpt_words)))
+
 # ---- config TOML (fuzz_config: optional "%%" line, then overrides) ----
 for src in sorted((ROOT / "configs").glob("*.toml")):
     write("config", src.stem, src.read_bytes())
