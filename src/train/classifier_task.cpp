@@ -38,6 +38,11 @@ class ClassifierTask final : public Task {
 
   nn::Module& model() override { return *model_; }
   void next_batch() override {
+    // The worker starts with the first batch, not when the data position is set: nothing
+    // allocates in the background while the engines measure their memory at start-up.
+    if (!prefetch_)
+      prefetch_ = std::make_unique<data::Prefetcher<data::ImageBatch>>(
+          [b = batcher_.get()] { return b->next(); });
     batch_ = prefetch_->next();
     cursor_ = batch_.next_state;
   }
@@ -47,8 +52,6 @@ class ClassifierTask final : public Task {
     prefetch_.reset();  // joins the worker, which owns the batcher while it runs
     batcher_->set_state(state);
     cursor_ = state;
-    prefetch_ = std::make_unique<data::Prefetcher<data::ImageBatch>>(
-        [b = batcher_.get()] { return b->next(); });
   }
 
   Tensor micro_loss(int64_t i, int64_t n) override {

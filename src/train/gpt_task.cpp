@@ -50,6 +50,11 @@ class GPTTask final : public Task {
 
   nn::Module& model() override { return *model_; }
   void next_batch() override {
+    // The worker starts with the first batch, not when the data position is set: nothing
+    // allocates in the background while the engines measure their memory at start-up.
+    if (!prefetch_)
+      prefetch_ = std::make_unique<data::Prefetcher<data::TokenBatch>>(
+          [b = batcher_.get()] { return b->next(); });
     batch_ = prefetch_->next();
     cursor_ = batch_.next_state;
   }
@@ -59,8 +64,6 @@ class GPTTask final : public Task {
     prefetch_.reset();  // joins the worker, which owns the batcher while it runs
     batcher_->set_state(state);
     cursor_ = state;
-    prefetch_ = std::make_unique<data::Prefetcher<data::TokenBatch>>(
-        [b = batcher_.get()] { return b->next(); });
   }
   std::vector<std::pair<std::string, Generator*>> generators() override {
     return {{"dropout", &model_->dropout_generator()}, {"sample", &sample_gen_}};
