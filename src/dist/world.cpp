@@ -15,7 +15,7 @@ std::shared_ptr<Communicator> communicator_for_launch(const LaunchInfo& launch,
   TS_CHECK(c->world_size() == launch.world_size && c->rank() == launch.rank,
            "the launcher ({}) says rank {} of {}, but MPI sees rank {} of {}: the MPI backend "
            "needs processes started by mpirun or by srun --mpi=pmix; torchrun-style launches "
-           "(RANK, WORLD_SIZE, MASTER_ADDR) need the NCCL backend, which is not built in",
+           "(RANK, WORLD_SIZE, MASTER_ADDR) cannot join an MPI job: start the ranks with mpirun or srun",
            launch.launcher, launch.rank, launch.world_size, c->rank(), c->world_size());
   return c;
 }
@@ -24,7 +24,7 @@ std::string features_report() {
   std::string s;
   s += "backend: cpu (oneDNN + OpenMP)\n";
   s += mpi_feature_line() + "\n";
-  s += "nccl: no (comes with the CUDA backend)\n";
+  s += "nccl: not used by training yet (the training loop runs on the CPU; docs/CUDA.md)\n";
   try {
     s += "launch: " + detect_launch().describe() + "\n";
   } catch (const std::exception& e) {
