@@ -111,12 +111,19 @@ Entry parse_entry(const std::string& where, const std::string& name, const nlohm
   std::vector<int64_t> dims;
   // Computed with overflow checks: a hostile header may hold huge sizes.
   uint64_t bytes = dtype_size(e.dtype);
+  // The product of the non-zero sizes: an empty tensor such as [0, 2^62, 2^62] has 0 bytes, but
+  // its strides (products of the later sizes) must still fit an int64.
+  uint64_t nonzero_elements = 1;
   for (const auto& d : sh) {
     TS_CHECK(d.is_number_unsigned() && d.get<uint64_t>() <= uint64_t(INT64_MAX),
              "{}: field 'shape' is {}, expected non-negative integers", where, sh.dump());
     const uint64_t s = d.get<uint64_t>();
     TS_CHECK(!__builtin_mul_overflow(bytes, s, &bytes),
              "{}: field 'shape' {} is too large (byte size overflows)", where, sh.dump());
+    TS_CHECK(s == 0 || (!__builtin_mul_overflow(nonzero_elements, s, &nonzero_elements) &&
+                        nonzero_elements <= uint64_t(INT64_MAX)),
+             "{}: field 'shape' {} is too large (its non-zero sizes multiply past 2^63 - 1)", where,
+             sh.dump());
     dims.push_back(int64_t(s));
   }
   e.shape = Shape(dims);
