@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Checkpoints of a 2-rank run, through the tessera command under mpirun (f32, CPU):
+#   1. SIGKILL at a random moment (after the Nth checkpoint appears, plus a random delay, so
+#      kills land in training steps and in background saves alike), for several N; then
+#      `--resume latest`: every step's loss in metrics.jsonl and the final model.safetensors
+#      equal an uninterrupted run's, byte for byte. One of the kills takes down rank 1 only
+#      (the survivor exits through the heartbeat watchdog), the others both ranks.
+#   2. SIGTERM to both ranks (as Slurm preempts): they save a checkpoint at the same step and
+#      exit with status 75; resuming again gives the uninterrupted run's losses and weights.
+# Usage: checkpoint_tests.sh TESSERA_BINARY MPIRUN
+set -uo pipefail
+tessera=$1
+mpirun=$2
+mpi=("$mpirun" --oversubscribe --allow-run-as-root)
+work=$(mktemp -d /tmp/tessera_mpi_ckpt.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+fail() {
+  echo "FAIL: $*"
+  exit 1
+}
+
+for i in $(seq 1 400); do
+  echo "$i and god said let there be light and there was light and god saw the light"
+done >"$work/corpus.txt"
+cat >"$work/job.toml" <<TOML
+[model]
+kind = "gpt"
+n_layer = 2
+n_head = 2
+n_embd = 32
+context = 16
+dropout = 0.1
+[data]
+kind = "text"
+path = "$work/corpus.txt"
+[optim]
+warmup_steps = 5
+[train]
+steps = 400
+batch_size = 8
+seq_len = 16
+eval_every = 0
+log_every = 1
+threads = 1
+checkpoint_every = 25
+checkpoint_keep = 2
+[parallel]
+zero_stage = 1
+timeout_s = 3
+TOML
+
+losses() { jq -c '[.step, .loss]' "$1/metrics.jsonl"; }
+
+# Starts the 2-rank run in the background (appending to $2/run.log), recording each rank's pid.
+start_run() {
+  local out=$1
+  shift
+  mkdir -p "$out"
+  rm -f "$out"/pid.*
+  (
+    exec timeout 120 "${mpi[@]}" "$@" -np 2 \
+      bash -c 'echo $$ >"$0/pid.$OMPI_COMM_WORLD_RANK"; exec "$@"' "$out" \
+      "$tessera" train "$work/job.toml" --out "$out" --no-plot --resume latest >>"$out/run.log" 2>&1
+  ) &
+  job=$!
+}
+
+# Waits until checkpoint step $2 of run $1 is complete (its manifest exists).
+wait_for_checkpoint() {
+  local manifest
+  manifest="$1/checkpoints/$(printf 'step_%08d' "$2")/manifest.json"
+  for _ in $(seq 1 1000); do
+    [[ -e $manifest ]] && return 0
+    kill -0 "$job" 2>/dev/null || return 1
+    sleep 0.01
+  done
+  return 1
+}
+
+expect_same_as_reference() {
+  diff <(losses "$work/ref") <(losses "$1") >"$work/diff.txt" ||
+    fail "$2: losses differ from the uninterrupted run: $(head -4 "$work/diff.txt")"
+  cmp "$work/ref/model.safetensors" "$1/model.safetensors" ||
+    fail "$2: final weights differ from the uninterrupted run"
+}
+
+start=$(date +%s)
+"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" --out "$work/ref" --no-plot >"$work/ref.log" 2>&1 ||
+  fail "reference run: $(tail -5 "$work/ref.log")"
+[[ $(losses "$work/ref" | wc -l) -eq 400 ]] || fail "reference run: expected 400 logged steps"
+echo "ok: uninterrupted 2-rank reference run in $(($(date +%s) - start)) s"
+
+# 1. SIGKILL after checkpoint N (step 25 N) plus 0-40 ms.
+for n in 2 7 10; do
+  out="$work/kill$n"
+  start_run "$out" $([[ $n -eq 7 ]] && echo --enable-recovery)
+  wait_for_checkpoint "$out" $((25 * n)) || fail "kill $n: checkpoint $n never appeared: $(tail -5 "$out/run.log")"
+  sleep "0.0$((RANDOM % 5))"
+  if [[ $n -eq 7 ]]; then
+    kill -9 "$(cat "$out/pid.1")"
+    who="rank 1"
+  else
+    kill -9 "$(cat "$out/pid.0")" "$(cat "$out/pid.1")"
+    who="both ranks"
+  fi
+  wait "$job"
+  [[ ! -e $out/model.safetensors ]] || fail "kill $n: the run finished before the kill"
+  killed_at=$(losses "$out" | tail -1)
+  "${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" --out "$out" --no-plot --resume latest \
+    >>"$out/run.log" 2>&1 || fail "kill $n: resume failed: $(tail -5 "$out/run.log")"
+  from=$(grep -ao 'resuming from [^ ]*' "$out/run.log" | tail -1)
+  expect_same_as_reference "$out" "kill $n"
+  echo "ok: SIGKILL of $who after checkpoint $n (last logged [step, loss] $killed_at), $from: losses and weights identical"
+done
+
+# 2. SIGTERM to both ranks.
+out="$work/term"
+start_run "$out"
+wait_for_checkpoint "$out" 100 || fail "sigterm: checkpoint at step 100 never appeared"
+kill -TERM "$(cat "$out/pid.0")" "$(cat "$out/pid.1")"
+wait "$job"
+rc=$?
+[[ $rc -eq 75 ]] || fail "sigterm: exit status $rc, expected 75: $(tail -5 "$out/run.log")"
+stopped=$(grep -ao 'stopped by signal 15 after step [0-9]*' "$out/run.log") ||
+  fail "sigterm: no 'stopped by signal' message: $(tail -5 "$out/run.log")"
+step=${stopped##* }
+[[ -e $out/checkpoints/$(printf 'step_%08d' "$step")/manifest.json ]] ||
+  fail "sigterm: no checkpoint at step $step"
+"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" --out "$out" --no-plot --resume latest \
+  >>"$out/run.log" 2>&1 || fail "sigterm: resume failed: $(tail -5 "$out/run.log")"
+expect_same_as_reference "$out" "sigterm"
+echo "ok: SIGTERM: both ranks saved step $step and exited with 75; resumed: losses and weights identical"
+echo "checkpoint tests: $(($(date +%s) - start)) s"
