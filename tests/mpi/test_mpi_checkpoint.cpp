@@ -1,6 +1,6 @@
 // Checkpoints across world sizes, under mpirun -np 4 (CTest; see CMakeLists.txt). A checkpoint
 // saved by N ranks (ZeRO-1: one optimizer shard per rank) is loaded on M ranks, its shards
-// re-cut, for N->M = 1->2, 2->1, 4->2:
+// re-cut, for N->M = 1->2, 2->1, 4->2 (and 4->2 into ZeRO-3, whose parameters are sharded too):
 //  - re-cutting is lossless: saved again at once by the M ranks, the weights file is byte for
 //    byte the same and the optimizer state, reassembled over the shards, bit for bit;
 //  - training continues identically: the M-rank continuation's losses equal the uninterrupted
@@ -166,13 +166,17 @@ TEST(Resharding, CheckpointsResumeOnOtherWorldSizes) {
   if (in_pair) reshard(pair, job(corpus, 2, 4), step4("one"), dir / "recut_one_to_two");
   if (r == 0) reshard(local, job(corpus, 1, 4), step4("two"), dir / "recut_two_to_one");
   if (in_pair) reshard(pair, job(corpus, 2, 2), step4("four"), dir / "recut_four_to_two");
+  train::Config z3 = job(corpus, 2, 2);  // ZeRO-3: parameters sharded too
+  z3.parallel.zero_stage = 3;
+  if (in_pair) reshard(pair, z3, step4("four"), dir / "recut_four_to_two_z3");
   world().barrier();
 
   // Resumed on another world size from step 4.
-  Trained one_to_two, two_to_one, four_to_two;
+  Trained one_to_two, two_to_one, four_to_two, four_to_two_z3;
   if (in_pair) one_to_two = train_on(pair, job(corpus, 2, 4), dir / "one_to_two", step4("one"));
   if (r == 0) two_to_one = train_on(local, job(corpus, 1, 4), dir / "two_to_one", step4("two"));
   if (in_pair) four_to_two = train_on(pair, job(corpus, 2, 2), dir / "four_to_two", step4("four"));
+  if (in_pair) four_to_two_z3 = train_on(pair, z3, dir / "four_to_two_z3", step4("four"));
   world().barrier();
 
   if (r == 0) {
@@ -184,16 +188,19 @@ TEST(Resharding, CheckpointsResumeOnOtherWorldSizes) {
       const Trained& saved;
       const Trained& resumed;
     };
-    for (const Case& c : {Case{"1 -> 2", "one", "recut_one_to_two", one, one_to_two},
-                          Case{"2 -> 1", "two", "recut_two_to_one", two, two_to_one},
-                          Case{"4 -> 2", "four", "recut_four_to_two", four, four_to_two}}) {
+    for (const Case& c :
+         {Case{"1 -> 2", "one", "recut_one_to_two", one, one_to_two},
+          Case{"2 -> 1", "two", "recut_two_to_one", two, two_to_one},
+          Case{"4 -> 2", "four", "recut_four_to_two", four, four_to_two},
+          Case{"4 (ZeRO-1) -> 2 (ZeRO-3)", "four", "recut_four_to_two_z3", four, four_to_two_z3}}) {
       const std::string a = step4(c.from), b = step4(c.recut);
-      EXPECT_TRUE(read_small_file(a + "/model.safetensors", 1 << 30) ==
-                  read_small_file(b + "/model.safetensors", 1 << 30))
-          << c.name << ": re-cut weights differ";
+      const bool same_weights = read_small_file(a + "/model.safetensors", 1 << 30) ==
+                                read_small_file(b + "/model.safetensors", 1 << 30);
+      EXPECT_TRUE(same_weights) << c.name << ": re-cut weights differ";
       const auto sa = full_optimizer_state(a), sb = full_optimizer_state(b);
       EXPECT_EQ(sa.size(), 2u) << c.name;  // exp_avg, exp_avg_sq
       EXPECT_TRUE(sa == sb) << c.name << ": re-cut optimizer state differs";
+      const bool same_state = same_weights && sa == sb;
       const auto ta = ckpt::verify_checkpoint(a, nullptr).state;
       const auto tb = ckpt::verify_checkpoint(b, nullptr).state;
       EXPECT_EQ(ta.data, tb.data) << c.name;
@@ -207,7 +214,8 @@ TEST(Resharding, CheckpointsResumeOnOtherWorldSizes) {
       const double dw = weights_difference(c.resumed.weights, c.saved.weights, dir);
       EXPECT_LE(dl, 1e-6) << c.name << ": continued losses";
       EXPECT_LE(dw, 1e-5) << c.name << ": final weights (largest absolute difference)";
-      std::printf("%s: re-cut state bit-identical; continued losses %s, final weights %s\n", c.name,
+      std::printf("%s: re-cut state %s; continued losses %s, final weights %s\n", c.name,
+                  same_state ? "bit-identical" : "DIFFERS",
                   dl == 0 ? "bit-identical" : fmt::format("within {:.2g}", dl).c_str(),
                   c.resumed.weights == c.saved.weights ? "bit-identical"
                                                        : fmt::format("within {:.2g}", dw).c_str());
