@@ -26,12 +26,21 @@ namespace {
 bool hits_toml_whitespace_bug(std::string_view text) {
   for (size_t i = 0; i < text.size();) {
     const auto b = static_cast<unsigned char>(text[i]);
-    const int len = b < 0x80 ? 1 : b >> 5 == 6 ? 2 : b >> 4 == 14 ? 3 : b >> 3 == 30 ? 4 : 1;
-    char32_t c = len == 1 ? b : b & (0x7f >> len);
-    for (int k = 1; k < len && i + size_t(k) < text.size(); ++k)
-      c = c << 6 | (static_cast<unsigned char>(text[i + size_t(k)]) & 0x3f);
-    i += size_t(len);
-    if (c <= 0xA0 || c >= 0xFEFF || c == 0x3000) continue;
+    const size_t len = b >> 5 == 6 ? 2 : b >> 4 == 14 ? 3 : b >> 3 == 30 ? 4 : 1;
+    // Only well-formed sequences: toml++ refuses malformed UTF-8 before it looks at whitespace.
+    if (len == 1 || i + len > text.size()) {
+      ++i;
+      continue;
+    }
+    char32_t c = b & (0x7f >> len);
+    bool well_formed = true;
+    for (size_t k = 1; k < len; ++k) {
+      const auto cont = static_cast<unsigned char>(text[i + k]);
+      well_formed = well_formed && (cont & 0xc0) == 0x80;
+      c = c << 6 | (cont & 0x3f);
+    }
+    i += well_formed ? len : 1;
+    if (!well_formed || c <= 0xA0 || c >= 0xFEFF || c == 0x3000) continue;
     const uint64_t block = (uint64_t(c) - 0xA0) / 0x3FA;
     if (block == 0 || block == 11 || block == 63) return true;
   }

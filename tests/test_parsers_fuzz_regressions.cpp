@@ -8,9 +8,11 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "gradcheck.h"
 #include "nn/safetensors.h"
+#include "train/config.h"
 
 using namespace tessera;
 using tessera::testing::expect_error;
@@ -71,4 +73,19 @@ TEST(SafetensorsFuzzRegression, EmptyTensorsWithFittingSizesRead) {
   ASSERT_EQ(st.tensors.count("x"), 1u);
   EXPECT_EQ(st.tensors.at("x").shape(), Shape({0, 1048576, 1048576}));
   EXPECT_EQ(st.tensors.at("x").nbytes(), 0u);
+}
+
+// A command-line override may hold any bytes, but a TOML file holds UTF-8 only: to_toml wrote
+// the byte 0xff as it was, and the saved config (run folder, checkpoint) did not parse back.
+// fuzz_config's round trip found it; to_toml now refuses, naming the key.
+TEST(ConfigFuzzRegression, NonUtf8OverrideIsRefusedWhenWritten) {
+  const std::vector<std::string> overrides = {"data.path=/data/\xff.txt"};
+  const train::Config config = train::parse_config("", "empty.toml", overrides);
+  EXPECT_EQ(config.data.path, "/data/\xff.txt");
+  expect_error([&] { train::to_toml(config); }, {"data.path", "not UTF-8", "byte 6", "0xff"});
+
+  // Well-formed non-ASCII text still round trips.
+  const std::vector<std::string> utf8 = {"data.path=/data/caf\xc3\xa9 \xe4\xb8\xad.txt"};
+  const train::Config ok = train::parse_config("", "empty.toml", utf8);
+  EXPECT_EQ(train::parse_config(train::to_toml(ok), "to_toml output"), ok);
 }

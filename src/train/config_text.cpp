@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "train/config.h"
 
 namespace tessera::train {
@@ -16,6 +17,37 @@ std::string_view section_of(std::string_view name) {
 }
 std::string_view field_of(std::string_view name) {
   return name.substr(name.find('.') + 1);
+}
+
+// The byte offset of the first byte that does not start a well-formed UTF-8 sequence (no overlong
+// forms, surrogates or code points past U+10FFFF), or npos. TOML files are UTF-8 text.
+size_t first_invalid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    size_t len = 0;
+    char32_t c = 0, min = 0;
+    if (b < 0x80) {
+      ++i;
+      continue;
+    } else if (b >> 5 == 6) {
+      len = 2, c = b & 0x1f, min = 0x80;
+    } else if (b >> 4 == 14) {
+      len = 3, c = b & 0x0f, min = 0x800;
+    } else if (b >> 3 == 30) {
+      len = 4, c = b & 0x07, min = 0x10000;
+    } else {
+      return i;
+    }
+    if (i + len > s.size()) return i;
+    for (size_t k = 1; k < len; ++k) {
+      const auto cont = static_cast<unsigned char>(s[i + k]);
+      if ((cont & 0xc0) != 0x80) return i;
+      c = c << 6 | (cont & 0x3f);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string_view::npos;
 }
 
 // A TOML basic string: quotes, backslashes and control characters escaped.
@@ -84,6 +116,16 @@ std::string to_toml(const Config& config) {
       "# Tessera training config, resolved: every key is explicit, so this file reads back as\n"
       "# the same config whatever the defaults become. Reference: docs/CONFIG.md.\n";
   auto keys = config_keys();
+  // A string that is not UTF-8 (a command-line override can hold any bytes) cannot be written as
+  // TOML: refuse it here rather than write a config that does not read back.
+  for (const ConfigKey& key : keys) {
+    const ConfigValue value = key.get(config);
+    const std::string* s = std::get_if<std::string>(&value);
+    const size_t bad = s ? first_invalid_utf8(*s) : std::string_view::npos;
+    TS_CHECK(bad == std::string_view::npos,
+             "config: {} is not UTF-8 text (byte {} is 0x{:02x}); a TOML config holds UTF-8 only",
+             key.name, bad, static_cast<unsigned char>((*s)[bad]));  // evaluated on failure only
+  }
   for (size_t begin = 0; begin < keys.size();) {
     std::string_view section = section_of(keys[begin].name);
     size_t end = begin;
