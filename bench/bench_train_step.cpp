@@ -6,6 +6,13 @@
 //
 //   build-perf/bench_train_step --batch 4 --seq 64 --precision bf16 --steps 5 --profile
 //
+// --device cuda: model, optimizer state and batches on GPU 0 (a CUDA build); each step ends with
+// a stream synchronisation, so its time is the GPU's. MFU is against --peak-tflops when given
+// (the GPU's dense bf16 / f32 peak from its data sheet), else against a cuBLASLt GEMM
+// (8192^3, this precision) measured in this process; memory is the device allocator's peak.
+//
+//   build-gpu/bench_train_step --device cuda --batch 8 --seq 1024 --precision bf16 --steps 5
+//
 // The last line is machine-readable for bench/peers/compare.sh:
 //   RESULT impl=tessera precision=bf16 batch=4 seq=64 tokens_per_s=... ms_per_step=... mfu=...
 #include <omp.h>
@@ -26,6 +33,10 @@
 #include "nn/gpt.h"
 #include "ops/autocast.h"
 #include "optim/adamw.h"
+#if TESSERA_HAVE_CUDA
+#include "cuda/device.h"
+#include "kernels/cuda/matmul.h"
+#endif
 
 using namespace tessera;
 using Clock = std::chrono::steady_clock;
@@ -40,13 +51,15 @@ struct Options {
   bool profile = false;
   bool ceiling = true;
   float lr = 3e-4f;
+  Device device = Device::cpu();
+  double peak_tflops = 0;  // --peak-tflops; 0: measure (cuda) / oneDNN ceiling (cpu)
 };
 
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "%s\nusage: bench_train_step [--model gpt2-124m] [--batch B] [--seq T]\n"
                "         [--precision f32|bf16] [--steps N] [--warmup W] [--threads P]\n"
-               "         [--profile] [--no-ceiling]\n",
+               "         [--profile] [--no-ceiling] [--device cpu|cuda] [--peak-tflops X]\n",
                msg);
   std::exit(2);
 }
@@ -79,12 +92,24 @@ Options parse(int argc, char** argv) {
       o.profile = true;
     else if (a == "--no-ceiling")
       o.ceiling = false;
+    else if (a == "--device") {
+      const std::string d = value();
+      if (d == "cuda")
+        o.device = Device::cuda(0);
+      else if (d != "cpu")
+        usage("--device must be cpu or cuda");
+    } else if (a == "--peak-tflops")
+      o.peak_tflops = std::stod(value());
     else
       usage(("unknown option " + a).c_str());
   }
   if (o.precision != "f32" && o.precision != "bf16") usage("--precision must be f32 or bf16");
   if (o.batch < 1 || o.seq < 1 || o.steps < 1 || o.warmup < 0 || o.threads < 1)
     usage("batch, seq, steps and threads must be positive, warmup >= 0");
+#if !TESSERA_HAVE_CUDA
+  if (!o.device.is_cpu())
+    usage("--device cuda: this build has no CUDA backend (-DTESSERA_CUDA=ON)");
+#endif
   return o;
 }
 
@@ -117,6 +142,39 @@ double gemm_ceiling_gflops(DType t) {
   }
   return median(rates);
 }
+
+// Waits for the device's queued work (a no-op on the CPU), so that wall time is device time.
+void device_sync(Device d) {
+#if TESSERA_HAVE_CUDA
+  if (!d.is_cpu()) cuda::synchronize(cuda::current_stream());
+#else
+  (void)d;
+#endif
+}
+
+#if TESSERA_HAVE_CUDA
+// cuBLASLt's rate on a large square GEMM (8192^3, operands in t, f32 output, B transposed as
+// linear() uses it): the MFU denominator when no --peak-tflops is given. Median of 7.
+double cuda_gemm_ceiling_gflops(DType t) {
+  const int64_t n = 8192;
+  Tensor a = Tensor::full(Shape{n, n}, 0.01, t, Device::cuda(0));
+  Tensor b = Tensor::full(Shape{n, n}, 0.01, t, Device::cuda(0));
+  Tensor c = Tensor::empty(Shape{n, n}, DType::f32, Device::cuda(0));
+  cuda::GemmArgs g;
+  g.m = g.n = g.k = n, g.ab_type = t, g.trans_b = true;
+  g.a = a.raw_data(), g.b = b.raw_data(), g.c = c.raw_data();
+  cuda::gemm(g);
+  device_sync(Device::cuda(0));
+  std::vector<double> rates;
+  for (int i = 0; i < 7; ++i) {
+    auto t0 = Clock::now();
+    cuda::gemm(g);
+    device_sync(Device::cuda(0));
+    rates.push_back(2.0 * double(n) * double(n) * double(n) / seconds_since(t0) * 1e-9);
+  }
+  return median(rates);
+}
+#endif
 
 void print_breakdown(const prof::Totals& t, double step_seconds, int steps, double ceiling) {
   std::printf("\nstep breakdown (exclusive time per op family, mean per timed step):\n");
@@ -163,15 +221,40 @@ int main(int argc, char** argv) {
   nn::GPTConfig cfg = nn::gpt_preset(o.model);
   if (o.seq > cfg.context) usage("--seq exceeds the model's context");
 
+  const bool on_gpu = !o.device.is_cpu();
   double ceil_f32 = 0, ceil_bf16 = 0;
-  if (o.ceiling) {
+  if (o.ceiling && !on_gpu) {
     ceil_f32 = gemm_ceiling_gflops(DType::f32);
     ceil_bf16 = gemm_ceiling_gflops(DType::bf16);
   }
-  const double ceiling = compute == DType::bf16 ? ceil_bf16 : ceil_f32;
+  double ceiling = compute == DType::bf16 ? ceil_bf16 : ceil_f32;
+  const char* ceiling_source = "the oneDNN GEMM ceiling";
+  if (on_gpu) {
+#if TESSERA_HAVE_CUDA
+    if (!cuda::available()) {
+      std::fprintf(stderr, "bench_train_step: --device cuda: no CUDA device: %s\n",
+                   cuda::probe_devices().reason.c_str());
+      return 1;
+    }
+    std::printf("device: %s\n", cuda::device_summary(o.device.index).c_str());
+    if (o.peak_tflops > 0) {
+      ceiling = o.peak_tflops * 1e3;
+      ceiling_source = "the given peak";
+    } else {
+      ceiling = cuda_gemm_ceiling_gflops(compute);
+      ceiling_source = "the measured cuBLASLt GEMM";
+      std::printf("GEMM ceiling (cuBLASLt 8192^3, %s, this process): %.0f GFLOP/s\n",
+                  o.precision.c_str(), ceiling);
+    }
+#endif
+  } else if (o.peak_tflops > 0) {
+    ceiling = o.peak_tflops * 1e3;
+    ceiling_source = "the given peak";
+  }
 
   Generator init(1234);
   nn::GPT model(cfg, init);
+  model.to(o.device);  // before the flat buffers and the optimizer, which live where it is
   FlatParameters flat(model.parameters());
   AdamWOptions ao;
   ao.weight_decay = 0.01f;
@@ -194,12 +277,13 @@ int main(int argc, char** argv) {
       "%d warm-up + %d timed steps\n",
       o.model.c_str(), static_cast<long long>(flat.param_numel()), static_cast<long long>(o.batch),
       static_cast<long long>(o.seq), o.precision.c_str(), o.threads, o.warmup, o.steps);
-  if (o.ceiling)
+  if (o.ceiling && !on_gpu)
     std::printf("GEMM ceiling (oneDNN 2048^3, this process): f32 %.0f GFLOP/s, bf16 %.0f GFLOP/s\n",
                 ceil_f32, ceil_bf16);
   std::printf("model FLOPs per token (6N + attention): %.3f GFLOP\n", flops_per_token * 1e-9);
 
-  Allocator& alloc = allocator_for(Device::cpu());
+  Allocator& alloc = allocator_for(o.device);
+  if (on_gpu) alloc.reset_peak();
   std::vector<double> timed;
   double first_loss = 0, last_loss = 0;
   for (int step = 0; step < o.warmup + o.steps; ++step) {
@@ -214,6 +298,7 @@ int main(int argc, char** argv) {
     {
       prof::Scope s(prof::Family::data, "batch");
       b = batcher.next();
+      if (on_gpu) b.x = b.x.to(o.device), b.y = b.y.to(o.device);
     }
     {
       prof::Scope s(prof::Family::optimizer, "zero_grad");
@@ -230,6 +315,7 @@ int main(int argc, char** argv) {
       prof::Scope s(prof::Family::optimizer, "adamw");
       opt.step(o.lr);
     }
+    device_sync(o.device);
     const double sec = seconds_since(t0);
     const uint64_t new_allocs = alloc.stats().system_allocs - allocs0;
     if (step == 0) first_loss = loss;
@@ -250,15 +336,18 @@ int main(int argc, char** argv) {
   const double mfu = ceiling > 0 ? achieved / ceiling : 0;
   std::printf("\ntimed: mean %.1f ms/step (median %.1f), %.0f tokens/s, %.0f GFLOP/s model FLOPs",
               mean_step * 1e3, median(timed) * 1e3, tok_s, achieved);
-  if (ceiling > 0) std::printf(", MFU %.1f%% of the %s ceiling", 100 * mfu, o.precision.c_str());
-  std::printf("\nloss %.4f -> %.4f; peak tensor memory %.0f MiB; %lld GEMM primitives\n",
-              double(first_loss), double(last_loss), double(alloc.stats().peak_in_use) / (1 << 20),
+  if (ceiling > 0)
+    std::printf(", MFU %.1f%% of %s (%s, %.0f GFLOP/s)", 100 * mfu, ceiling_source,
+                o.precision.c_str(), ceiling);
+  const double peak_mib = double(alloc.stats().peak_in_use) / (1 << 20);
+  std::printf("\nloss %.4f -> %.4f; peak tensor memory %.0f MiB on %s; %lld GEMM primitives\n",
+              double(first_loss), double(last_loss), peak_mib, o.device.str().c_str(),
               static_cast<long long>(cpu::gemm_primitive_count()));
   if (o.profile) print_breakdown(prof::totals(), mean_step, o.steps, ceiling);
   std::printf(
       "RESULT impl=tessera precision=%s batch=%lld seq=%lld threads=%d tokens_per_s=%.1f "
-      "ms_per_step=%.2f mfu=%.4f\n",
+      "ms_per_step=%.2f mfu=%.4f device=%s peak_mib=%.0f\n",
       o.precision.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.seq),
-      o.threads, tok_s, mean_step * 1e3, mfu);
+      o.threads, tok_s, mean_step * 1e3, mfu, o.device.str().c_str(), peak_mib);
   return 0;
 }

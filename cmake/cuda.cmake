@@ -66,27 +66,36 @@ message(STATUS "CUDA backend: nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures
 file(GLOB TESSERA_CUDA_HOST_SOURCES CONFIGURE_DEPENDS src/cuda/*.cu)
 file(GLOB TESSERA_CUDA_KERNEL_SOURCES CONFIGURE_DEPENDS src/kernels/cuda/*.cu)
 set_source_files_properties(${TESSERA_CUDA_HOST_SOURCES} PROPERTIES LANGUAGE CXX)
-add_library(tessera_cuda STATIC ${TESSERA_CUDA_HOST_SOURCES} ${TESSERA_CUDA_KERNEL_SOURCES})
-target_link_libraries(tessera_cuda PUBLIC tessera CUDA::cudart CUDA::cublasLt tessera_nccl)
+# One library: the ops in `tessera` call the CUDA kernels directly (#if TESSERA_HAVE_CUDA), so
+# the host files join `tessera` (they get its C++ flags) and the kernels are compiled by nvcc
+# as an object library with their own flags (tessera's -Wpedantic / -march=native are not nvcc
+# options), whose objects go into `tessera` too. `tessera_cuda` stays as the name tests and
+# scripts link and build: an interface library over `tessera`.
+add_library(tessera_cuda_kernels OBJECT ${TESSERA_CUDA_KERNEL_SOURCES})
+target_include_directories(tessera_cuda_kernels PRIVATE src)
+target_link_libraries(tessera_cuda_kernels PRIVATE fmt::fmt CUDA::cudart CUDA::cublasLt)
+target_sources(tessera PRIVATE ${TESSERA_CUDA_HOST_SOURCES}
+                               $<TARGET_OBJECTS:tessera_cuda_kernels>)
+target_link_libraries(tessera PUBLIC CUDA::cudart CUDA::cublasLt tessera_nccl)
+target_compile_definitions(tessera PUBLIC TESSERA_HAVE_CUDA=1)
+add_library(tessera_cuda INTERFACE src/kernels/cuda/kernels.h)
+target_link_libraries(tessera_cuda INTERFACE tessera)
 # Host code: the project's warnings, as errors under TESSERA_WERROR; in the nvcc-compiled files
 # without -Wpedantic (nvcc's generated host stubs use GNU line markers that it flags). Device
 # code: nvcc's own warnings (e.g. unused variables in device functions) as errors too.
 set(TESSERA_CUDA_HOST_WARNINGS -Wall,-Wextra,-Wno-unknown-pragmas)
 if(TESSERA_WERROR)
   string(APPEND TESSERA_CUDA_HOST_WARNINGS ",-Werror")
-  target_compile_options(tessera_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings>)
+  target_compile_options(tessera_cuda_kernels PRIVATE --Werror=all-warnings)
 endif()
-target_compile_options(tessera_cuda PRIVATE
-                       $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=${TESSERA_CUDA_HOST_WARNINGS}>
-                       $<$<COMPILE_LANGUAGE:CXX>:${TESSERA_WARNINGS}>)
-target_compile_definitions(tessera_cuda PUBLIC TESSERA_HAVE_CUDA=1)
+target_compile_options(tessera_cuda_kernels PRIVATE -Xcompiler=${TESSERA_CUDA_HOST_WARNINGS})
+target_compile_definitions(tessera_cuda_kernels PRIVATE TESSERA_HAVE_CUDA=1)
 # fmt 9 under nvcc: its consteval format-string check is rejected by nvcc's front end ("did
 # not produce a valid constant expression"), and it turns FMT_CONSTEXPR off when it sees
 # __NVCC__, which then breaks g++'s host pass ("call to non-constexpr function"). So: no
 # consteval (format strings in kernel files are checked at run time; the host files, compiled
 # by g++, keep the compile-time check) and constexpr back on.
-target_compile_definitions(tessera_cuda PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:FMT_CONSTEVAL=>
-                           $<$<COMPILE_LANGUAGE:CUDA>:FMT_USE_CONSTEXPR=1>)
+target_compile_definitions(tessera_cuda_kernels PRIVATE FMT_CONSTEVAL= FMT_USE_CONSTEXPR=1)
 
 if(TESSERA_BUILD_TESTS)
   file(GLOB TESSERA_CUDA_TEST_SOURCES CONFIGURE_DEPENDS tests/cuda/test_*.cpp)
@@ -117,4 +126,12 @@ if(TESSERA_BUILD_TESTS)
                          ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none"
                          LABELS "cuda;mpi" TIMEOUT 180)
   endif()
+endif()
+
+# The GPU training-step timing (scripts/gpu_check.sh): bench_train_step has its own main and
+# needs no Google Benchmark, so it is built here even when the other benchmarks are off.
+if(NOT TARGET bench_train_step)
+  add_executable(bench_train_step bench/bench_train_step.cpp)
+  target_compile_options(bench_train_step PRIVATE ${TESSERA_WARNINGS} ${TESSERA_OPT})
+  target_link_libraries(bench_train_step PRIVATE tessera)
 endif()

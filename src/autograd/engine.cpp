@@ -5,6 +5,9 @@
 
 #include "core/profiler.h"
 #include "kernels/cpu/elementwise.h"
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace tessera {
 
@@ -13,8 +16,12 @@ thread_local bool g_grad_enabled = true;
 std::atomic<uint64_t> g_next_seq{0};
 }  // namespace
 
-bool grad_enabled() { return g_grad_enabled; }
-void set_grad_enabled(bool on) { g_grad_enabled = on; }
+bool grad_enabled() {
+  return g_grad_enabled;
+}
+void set_grad_enabled(bool on) {
+  g_grad_enabled = on;
+}
 
 Node::Node(std::string name, std::vector<Edge> inputs, BackwardFn fn)
     : name_(std::move(name)), inputs_(std::move(inputs)), fn_(std::move(fn)), seq_(g_next_seq++) {}
@@ -24,7 +31,7 @@ namespace autograd {
 Tensor leaf_grad_buffer(const Tensor& t) {
   if (!t.defined() || !t.requires_grad() || !t.is_leaf() || !t.impl().grad) return Tensor();
   Tensor g(t.impl().grad);
-  if (g.dtype() != DType::f32 || !g.device().is_cpu() || g.shape() != t.shape() ||
+  if (g.dtype() != DType::f32 || g.device() != t.device() || g.shape() != t.shape() ||
       !g.is_contiguous())
     return Tensor();
   return g;
@@ -58,6 +65,21 @@ Tensor record(Tensor out, const char* name, std::initializer_list<Tensor> inputs
 
 namespace {
 
+// dst += src (f32, n elements) on their device.
+void add_into(const Tensor& dst, const Tensor& src, int64_t n) {
+  TS_CHECK(dst.device() == src.device(), "backward: gradient {} on {} added to one on {}",
+           src.desc(), src.device().str(), dst.device().str());
+  if (dst.is_cuda()) {
+#if TESSERA_HAVE_CUDA
+    cuda::add_inplace(dst.data<float>(), src.data<float>(), n);
+#else
+    fail("backward: gradient on {} but Tessera was built without CUDA", dst.device().str());
+#endif
+    return;
+  }
+  cpu::add_inplace(dst.data<float>(), src.data<float>(), n);
+}
+
 // Whether nothing but `t` itself can see t's buffer: no other handle, view or saved copy.
 bool exclusive(const Tensor& t) {
   return t.impl_ptr().use_count() == 1 && t.impl().storage.use_count() == 1 && !t.requires_grad();
@@ -81,13 +103,19 @@ void accumulate_node(Tensor& dst, Tensor src) {
            dst.desc());
   const int64_t n = dst.numel();
   if (exclusive(dst)) {
-    cpu::add_inplace(dst.data<float>(), src.data<float>(), n);
+    add_into(dst, src, n);
   } else if (exclusive(src)) {
-    cpu::add_inplace(src.data<float>(), dst.data<float>(), n);
+    add_into(src, dst, n);
     dst = std::move(src);
   } else {
-    Tensor sum = Tensor::empty(dst.shape());
-    cpu::add<float>(dst.data<float>(), src.data<float>(), sum.data<float>(), n, n);
+    Tensor sum;
+    if (dst.is_cuda()) {  // a copy then an add in place (no out-of-place f32 add is needed)
+      sum = dst.clone();
+      add_into(sum, src, n);
+    } else {
+      sum = Tensor::empty(dst.shape());
+      cpu::add<float>(dst.data<float>(), src.data<float>(), sum.data<float>(), n, n);
+    }
     dst = std::move(sum);
   }
 }
@@ -103,7 +131,7 @@ void accumulate_leaf(Tensor& dst, Tensor src) {
   }
   TS_CHECK(dst.shape() == src.shape(), "backward: gradient {} does not match {}", src.desc(),
            dst.desc());
-  cpu::add_inplace(dst.data<float>(), src.data<float>(), dst.numel());
+  add_into(dst, src, dst.numel());
 }
 
 struct BySequence {
@@ -120,7 +148,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
   if (!g.defined()) {
     TS_CHECK(root.numel() == 1, "backward: root {} is not a scalar; pass its gradient",
              root.desc());
-    g = Tensor::ones(root.shape());
+    g = Tensor::ones(root.shape(), DType::f32, root.device());
   }
   TS_CHECK(g.shape() == root.shape(), "backward: gradient {} for root {}", g.desc(), root.desc());
   NoGradGuard no_grad;
@@ -143,8 +171,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     Node* n = stack.back();
     stack.pop_back();
     TS_CHECK(!n->released(),
-             "backward: the graph through '{}' was already used by an earlier backward",
-             n->name());
+             "backward: the graph through '{}' was already used by an earlier backward", n->name());
     for (const Edge& e : n->inputs()) {
       if (e.node) {
         auto [it, fresh] = pending.try_emplace(e.node.get(), 0);

@@ -7,13 +7,44 @@
 #include "core/allocator.h"
 #include "core/rng.h"
 #include "kernels/cpu/cast.h"
+#if TESSERA_HAVE_CUDA
+#include "cuda/copy.h"
+#include "cuda/device.h"
+#include "kernels/cuda/cast.h"
+#endif
 
 namespace tessera {
 
+namespace {
+
+#if TESSERA_HAVE_CUDA
+// Registers the CUDA allocator and selects the device before the first allocation on it (the
+// allocator serves the current device). Per thread: the current device is per-thread state.
+void select_cuda(int index) {
+  thread_local int selected = -1;
+  if (selected == index) return;
+  TS_CHECK(cuda::available(), "device cuda:{} is not available: no CUDA device ({})", index,
+           cuda::probe_devices().reason);
+  cuda::init(index);
+  selected = index;
+}
+#else
+[[noreturn]] void no_cuda(const char* what, Device d) {
+  fail("{}: tensor on {} but Tessera was built without CUDA (-DTESSERA_CUDA=OFF)", what, d.str());
+}
+#endif
+
+}  // namespace
+
 Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
+#if TESSERA_HAVE_CUDA
+  if (d.type == DeviceType::cuda) select_cuda(d.index);
+#endif
   data = allocator_for(d).allocate(n);
 }
-Storage::~Storage() { allocator_for(device).release(data, nbytes); }
+Storage::~Storage() {
+  allocator_for(device).release(data, nbytes);
+}
 
 std::array<int64_t, kMaxDims> contiguous_strides(const Shape& s) {
   std::array<int64_t, kMaxDims> st{};
@@ -36,13 +67,20 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  TS_CHECK(device.is_cpu(), "Tensor::zeros: only cpu here, got {}", device.str());
+  if (t.is_cuda()) {
+#if TESSERA_HAVE_CUDA
+    cuda::memset_async(t.raw_data(), 0, t.nbytes());
+#else
+    no_cuda("Tensor::zeros", device);
+#endif
+    return t;
+  }
   std::memset(t.raw_data(), 0, t.nbytes());
   return t;
 }
 
-Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
-  Tensor t = empty(shape, dtype);
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
   t.fill_(value);
   return t;
 }
@@ -147,6 +185,10 @@ Tensor Tensor::transpose_view(int a, int b) const {
 namespace {
 // Copies a strided tensor (any dtype, same element size) into contiguous memory.
 void strided_copy(const Tensor& src, void* dst) {
+  TS_CHECK(src.device().is_cpu(),
+           "contiguous: tensor {} on {} is strided; strided copies of device tensors are not "
+           "implemented (docs/CUDA.md, 'Not done')",
+           src.desc(), src.device().str());
   const size_t es = dtype_size(src.dtype());
   const Shape& s = src.shape();
   int64_t idx[kMaxDims] = {0};
@@ -176,6 +218,14 @@ Tensor Tensor::contiguous() const {
 Tensor Tensor::clone() const {
   Tensor src = contiguous();
   Tensor out = empty(shape(), dtype(), device());
+  if (is_cuda()) {
+#if TESSERA_HAVE_CUDA
+    cuda::copy_d2d(out.raw_data(), src.raw_data(), nbytes());
+#else
+    no_cuda("clone", device());
+#endif
+    return out;
+  }
   std::memcpy(out.raw_data(), src.raw_data(), nbytes());
   return out;
 }
@@ -184,11 +234,41 @@ Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
   Tensor src = contiguous();
   Tensor out = empty(shape(), t, device());
+  if (is_cuda()) {
+#if TESSERA_HAVE_CUDA
+    cuda::cast(src.raw_data(), dtype(), out.raw_data(), t, numel());
+#else
+    no_cuda("to(dtype)", device());
+#endif
+    return out;
+  }
   cpu::cast(src.raw_data(), dtype(), out.raw_data(), t, numel());
   return out;
 }
 
+Tensor Tensor::to(Device d) const {
+  if (d == device()) return *this;
+#if TESSERA_HAVE_CUDA
+  TS_CHECK(d.is_cpu() || device().is_cpu(),
+           "to(device): {} from {} to {}: copies between two CUDA devices are not implemented",
+           desc(), device().str(), d.str());
+  Tensor src = contiguous();
+  Tensor out = empty(shape(), dtype(), d);
+  // Synchronous (the stream is drained): the caller may reuse or free the source at once, and a
+  // host result is readable on return.
+  if (d.is_cpu())
+    cuda::copy_d2h(out.raw_data(), src.raw_data(), nbytes());
+  else
+    cuda::copy_h2d(out.raw_data(), src.raw_data(), nbytes());
+  cuda::synchronize(cuda::current_stream());
+  return out;
+#else
+  no_cuda("to(device)", d.is_cpu() ? device() : d);
+#endif
+}
+
 std::vector<float> Tensor::to_vector() const {
+  if (!device().is_cpu()) return to(Device::cpu()).to_vector();
   Tensor src = contiguous();
   std::vector<float> v(static_cast<size_t>(numel()));
   cpu::cast(src.raw_data(), dtype(), v.data(), DType::f32, numel());
@@ -202,13 +282,33 @@ float Tensor::item() const {
 
 void Tensor::fill_(double value) {
   TS_CHECK(is_contiguous(), "fill_: tensor {} is not contiguous", desc());
+  if (is_cuda()) {
+#if TESSERA_HAVE_CUDA
+    cuda::fill(raw_data(), dtype(), value, numel());
+#else
+    no_cuda("fill_", device());
+#endif
+    return;
+  }
   cpu::fill(raw_data(), dtype(), value, numel());
 }
 
 void Tensor::copy_from(const Tensor& src) {
   TS_CHECK(src.shape() == shape(), "copy_from: source {} into {}", src.desc(), desc());
   TS_CHECK(is_contiguous(), "copy_from: destination {} is not contiguous", desc());
-  Tensor s = src.contiguous();
+  // Across devices: move the source over first (in its own dtype), then convert in place.
+  Tensor s = src.device() == device() ? src.contiguous() : src.to(device());
+  if (is_cuda()) {
+#if TESSERA_HAVE_CUDA
+    if (s.dtype() == dtype())
+      cuda::copy_d2d(raw_data(), s.raw_data(), nbytes());
+    else
+      cuda::cast(s.raw_data(), s.dtype(), raw_data(), dtype(), numel());
+#else
+    no_cuda("copy_from", device());
+#endif
+    return;
+  }
   cpu::cast(s.raw_data(), s.dtype(), raw_data(), dtype(), numel());
 }
 
@@ -229,6 +329,8 @@ Tensor Tensor::detach() const {
   return Tensor(std::move(impl));
 }
 
-void Tensor::backward(const Tensor& grad) const { autograd::backward(*this, grad); }
+void Tensor::backward(const Tensor& grad) const {
+  autograd::backward(*this, grad);
+}
 
 }  // namespace tessera

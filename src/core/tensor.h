@@ -40,8 +40,8 @@ struct TensorImpl {
 
   // Autograd.
   bool requires_grad = false;
-  std::shared_ptr<TensorImpl> grad;  // accumulated gradient of a leaf (f32)
-  std::shared_ptr<Node> grad_fn;     // op that produced this tensor (null for leaves)
+  std::shared_ptr<TensorImpl> grad;        // accumulated gradient of a leaf (f32)
+  std::shared_ptr<Node> grad_fn;           // op that produced this tensor (null for leaves)
   std::vector<GradHook> grad_ready_hooks;  // leaves: called once .grad is final in a backward
   std::string name;
 };
@@ -54,9 +54,10 @@ class Tensor {
   // Factories. Contents of empty() are uninitialised.
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
-  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32);
-  static Tensor ones(const Shape& shape, DType dtype = DType::f32) {
-    return full(shape, 1.0, dtype);
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::f32,
+                     Device device = Device::cpu());
+  static Tensor ones(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu()) {
+    return full(shape, 1.0, dtype, device);
   }
   static Tensor from_vector(const std::vector<float>& v, const Shape& shape,
                             DType dtype = DType::f32);
@@ -74,6 +75,7 @@ class Tensor {
   int64_t numel() const { return impl().shape.numel(); }
   DType dtype() const { return impl().dtype; }
   Device device() const { return impl().storage->device; }
+  bool is_cuda() const { return device().type == DeviceType::cuda; }
   int64_t stride(int i) const { return impl().strides[i < 0 ? i + ndim() : i]; }
   bool is_contiguous() const;
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype()); }
@@ -91,7 +93,7 @@ class Tensor {
   }
 
   // Views sharing storage (no autograd edge: use ops::reshape etc. inside models).
-  Tensor view(const Shape& shape) const;          // requires contiguous
+  Tensor view(const Shape& shape) const;                // requires contiguous
   Tensor slice_rows(int64_t begin, int64_t end) const;  // along dim 0
   Tensor transpose_view(int a, int b) const;
   // A contiguous copy (or this tensor if already contiguous).
@@ -99,12 +101,15 @@ class Tensor {
   Tensor clone() const;
   // Converting copy to another dtype (no autograd; ops::cast records one).
   Tensor to(DType dtype) const;
+  // A contiguous copy on another device (this tensor when already there), complete on return;
+  // no autograd edge. cpu <-> cuda only.
+  Tensor to(Device device) const;
 
-  // Host-side conversions for tests and I/O.
+  // Host-side conversions for tests and I/O (a CUDA tensor is copied to the host first).
   std::vector<float> to_vector() const;
   float item() const;
   void fill_(double value);
-  void copy_from(const Tensor& src);  // same shape; converts dtype
+  void copy_from(const Tensor& src);  // same shape; converts dtype; copies across devices
 
   // Autograd.
   bool requires_grad() const { return impl_ && impl().requires_grad; }

@@ -103,7 +103,7 @@ Tensor GPT::forward(const Tensor& ids) const {
            cfg_.context);
   std::vector<int32_t> positions(static_cast<size_t>(T));
   for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(t);
-  Tensor pos = Tensor::from_ints(positions, Shape{T});
+  Tensor pos = Tensor::from_ints(positions, Shape{T}).to(ids.device());
   // [B, T, C] + [T, C]: the position rows broadcast over the batch.
   Tensor x = drop.forward(ops::add(wte.forward(ids), wpe.forward(pos)));
   for (const auto& block : h) x = block->forward(x);

@@ -1,5 +1,8 @@
 #include "nn/module.h"
 
+#include <memory>
+#include <unordered_map>
+
 namespace tessera::nn {
 
 bool Module::has_entry(const std::string& name) const {
@@ -75,6 +78,31 @@ void Module::train(bool on) {
 
 void Module::zero_grad() {
   for (Tensor t : parameters()) t.zero_grad();
+}
+
+void Module::to(Device device) {
+  // Parameters sharing one storage keep sharing it: each storage is copied once.
+  std::unordered_map<const Storage*, std::shared_ptr<Storage>> moved;
+  for (Tensor p : parameters()) {
+    TensorImpl& impl = p.impl();
+    if (impl.storage->device == device) continue;
+    TS_CHECK(p.is_contiguous(), "Module::to({}): parameter '{}' ({}) is not contiguous",
+             device.str(), p.name(), p.desc());
+    const Storage* old = impl.storage.get();
+    auto it = moved.find(old);
+    if (it == moved.end()) {
+      // The whole storage (a parameter may be a view at an offset into a shared buffer).
+      const int64_t elems = int64_t(old->nbytes / dtype_size(p.dtype()));
+      auto whole = std::make_shared<TensorImpl>();
+      whole->storage = impl.storage;
+      whole->shape = Shape{elems};
+      whole->strides = contiguous_strides(whole->shape);
+      whole->dtype = p.dtype();
+      it = moved.emplace(old, Tensor(whole).to(device).impl().storage).first;
+    }
+    impl.storage = it->second;
+    if (impl.grad) impl.grad = Tensor(impl.grad).to(device).impl_ptr();
+  }
 }
 
 }  // namespace tessera::nn

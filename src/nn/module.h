@@ -48,6 +48,11 @@ class Module {
   // Clears every parameter's .grad.
   void zero_grad();
 
+  // Moves every parameter (and a gradient it holds) to `device` in place: each parameter's
+  // TensorImpl is re-pointed at the copy, so every handle the model holds (tied weights
+  // included) sees it. Call before building FlatParameters and the optimizer.
+  void to(Device device);
+
  protected:
   // Makes t a parameter: f32, requires grad, named `name` (no dots).
   Tensor& register_parameter(const std::string& name, Tensor& t);

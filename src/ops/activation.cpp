@@ -11,21 +11,29 @@ namespace {
 
 Tensor activation(cpu::Activation act, const char* op, const Tensor& x0) {
   check_float(op, "x", x0);
-  check_cpu(op, x0);
+  const Device dev = x0.device();
   Tensor x = x0.contiguous();
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   const int64_t n = x.numel();
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    cpu::activation_forward<T>(act, x.data<T>(), y.data<T>(), n);
+    if (is_cuda(dev))
+      TS_CUDA(op, dev, cuda::activation_forward<T>(act, x.data<T>(), y.data<T>(), n));
+    else
+      cpu::activation_forward<T>(act, x.data<T>(), y.data<T>(), n);
   });
   Tensor saved = x.detach();  // data only: the closure must not hold x's autograd links
-  return autograd::record(y, op, {x0}, [act, op, saved, n](const Tensor& g) {
+  return autograd::record(y, op, {x0}, [act, op, saved, n, dev](const Tensor& g) {
     Tensor gy = g.to(DType::f32).contiguous();
-    Tensor gx = Tensor::empty(saved.shape(), saved.dtype());
+    Tensor gx = Tensor::empty(saved.shape(), saved.dtype(), dev);
     dispatch_float(saved.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
-      cpu::activation_backward<T>(act, saved.data<T>(), gy.data<float>(), gx.data<T>(), n);
+      if (is_cuda(dev))
+        TS_CUDA(
+            op, dev,
+            cuda::activation_backward<T>(act, saved.data<T>(), gy.data<float>(), gx.data<T>(), n));
+      else
+        cpu::activation_backward<T>(act, saved.data<T>(), gy.data<float>(), gx.data<T>(), n);
     });
     return std::vector<Tensor>{gx};
   });

@@ -2,6 +2,7 @@
 #include "kernels/cpu/attention.h"
 #include "autograd/engine.h"
 #include "ops/check.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace tessera::ops {
@@ -9,7 +10,7 @@ namespace tessera::ops {
 Tensor attention(const Tensor& qkv0, int n_head) {
   const char* op = "attention";
   check_defined(op, "qkv", qkv0);
-  check_cpu(op, qkv0);
+  const Device dev = qkv0.device();
   TS_CHECK(qkv0.ndim() == 3, "attention: qkv is {}, expected 3 dims [B, T, 3C]", qkv0.desc());
   TS_CHECK(qkv0.dtype() == DType::f32, "attention: qkv is {}, expected dtype f32", qkv0.desc());
   const int64_t B = qkv0.dim(0), T = qkv0.dim(1), C3 = qkv0.dim(2);
@@ -22,19 +23,37 @@ Tensor attention(const Tensor& qkv0, int n_head) {
            qkv0.desc(), C, n_head);
 
   Tensor qkv = qkv0.contiguous();
-  Tensor out = Tensor::empty(Shape{B, T, C});
+  Tensor out = Tensor::empty(Shape{B, T, C}, DType::f32, dev);
   // Per-row log-sum-exp: all backward needs beyond qkv and out to rebuild the probabilities.
-  Tensor lse = Tensor::empty(Shape{B, n_head, T});
+  Tensor lse = Tensor::empty(Shape{B, n_head, T}, DType::f32, dev);
   const cpu::AttentionDims dims{B, T, C, n_head};
-  if (B * T > 0)
+  if (is_cuda(dev)) {
+#if TESSERA_HAVE_CUDA
+    TS_CHECK(
+        C / n_head <= cuda::kAttentionMaxHeadSize,
+        "attention: head size {} (C = {}, n_head = {}) on {}: the CUDA kernel takes at most {}",
+        C / n_head, C, n_head, dev.str(), cuda::kAttentionMaxHeadSize);
+#endif
+    if (B * T > 0)
+      TS_CUDA(op, dev,
+              cuda::attention_forward<float>(dims, qkv.data<float>(), out.data<float>(),
+                                             lse.data<float>()));
+  } else if (B * T > 0) {
     cpu::attention_forward(dims, qkv.data<float>(), out.data<float>(), lse.data<float>());
+  }
   if (!autograd::needs_grad({qkv0})) return out;
   // A detached alias of out: capturing out itself would make its node own it (a cycle).
   Tensor saved_out = out.detach();
   return autograd::record(out, op, {qkv0}, [=](const Tensor& g) {
     Tensor gout = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
-    Tensor dqkv = Tensor::empty(qkv.shape());
-    if (B * T > 0)
+    Tensor dqkv = Tensor::empty(qkv.shape(), DType::f32, dev);
+    if (B * T == 0) return std::vector<Tensor>{dqkv};
+    if (is_cuda(dev))
+      TS_CUDA(op, dev,
+              cuda::attention_backward<float>(dims, qkv.data<float>(), saved_out.data<float>(),
+                                              lse.data<float>(), gout.data<float>(),
+                                              dqkv.data<float>()));
+    else
       cpu::attention_backward(dims, qkv.data<float>(), saved_out.data<float>(), lse.data<float>(),
                               gout.data<float>(), dqkv.data<float>());
     return std::vector<Tensor>{dqkv};

@@ -33,42 +33,57 @@ Tensor cast(const Tensor& x, DType dtype) {
   TS_CHECK(is_floating(dtype), "cast: target dtype {} is not a float type", dtype_name(dtype));
   Tensor y = x.dtype() == dtype ? x.clone() : x.to(dtype);
   DType from = x.dtype();
-  return autograd::record(y, "cast", {x}, [from](const Tensor& g) {
-    return std::vector<Tensor>{g.to(from)};
-  });
+  return autograd::record(y, "cast", {x},
+                          [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
 }
 
 namespace {
 
 enum class Binary { add, mul };
 
+// y = a (op) b, b repeating every nb elements of a; on the tensors' device.
+template <class T>
+void binary_kernel(Binary kind, Device dev, const char* op, const T* a, const T* b, T* y, int64_t n,
+                   int64_t nb) {
+  if (n == 0) return;
+  if (is_cuda(dev)) {
+    if (kind == Binary::add)
+      TS_CUDA(op, dev, cuda::add<T>(a, b, y, n, nb));
+    else
+      TS_CUDA(op, dev, cuda::mul<T>(a, b, y, n, nb));
+  } else if (kind == Binary::add) {
+    cpu::add<T>(a, b, y, n, nb);
+  } else {
+    cpu::mul<T>(a, b, y, n, nb);
+  }
+}
+
 Tensor binary(Binary kind, const char* op, const Tensor& a0, const Tensor& b0) {
   check_float(op, "a", a0);
   check_float(op, "b", b0);
-  check_cpu(op, a0);
-  check_cpu(op, b0);
+  const Device dev = common_device(op, {{"a", a0}, {"b", b0}});
   TS_CHECK(a0.dtype() == b0.dtype(), "{}: dtypes differ: {} and {}", op, a0.desc(), b0.desc());
   check_suffix_shape(op, a0, b0);
   Tensor a = a0.contiguous(), b = b0.contiguous();
-  Tensor y = Tensor::empty(a.shape(), a.dtype());
+  Tensor y = Tensor::empty(a.shape(), a.dtype(), dev);
   const int64_t n = a.numel(), nb = b.numel();
   dispatch_float(a.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    if (n == 0) return;
-    if (kind == Binary::add)
-      cpu::add<T>(a.data<T>(), b.data<T>(), y.data<T>(), n, nb);
-    else
-      cpu::mul<T>(a.data<T>(), b.data<T>(), y.data<T>(), n, nb);
+    binary_kernel<T>(kind, dev, op, a.data<T>(), b.data<T>(), y.data<T>(), n, nb);
   });
   const bool broadcast = nb != n;
   // Reduces a gradient shaped like a to b's shape (sum over the broadcast leading dims).
-  auto reduce_to_b = [broadcast, n, nb, bshape = b.shape(), bt = b.dtype()](const Tensor& g) {
+  auto reduce_to_b = [broadcast, n, nb, dev, bshape = b.shape(), bt = b.dtype()](const Tensor& g) {
     if (!broadcast) return g;
-    Tensor r = Tensor::zeros(bshape, DType::f32);
+    Tensor r = Tensor::zeros(bshape, DType::f32, dev);
     Tensor gc = g.contiguous();
     dispatch_float(gc.dtype(), "reduce", [&](auto tag) {
       using T = decltype(tag);
-      cpu::sum_rows_acc<T>(gc.data<T>(), r.data<float>(), n / nb, nb);
+      if (is_cuda(dev))
+        TS_CUDA("add_backward", dev,
+                cuda::sum_rows_acc<T>(gc.data<T>(), r.data<float>(), n / nb, nb));
+      else
+        cpu::sum_rows_acc<T>(gc.data<T>(), r.data<float>(), n / nb, nb);
     });
     return r.to(bt);
   };
@@ -78,22 +93,25 @@ Tensor binary(Binary kind, const char* op, const Tensor& a0, const Tensor& b0) {
     });
   }
   bool need_a = a0.requires_grad(), need_b = b0.requires_grad();
-  return autograd::record(y, op, {a0, b0}, [=](const Tensor& g) {
+  return autograd::record(y, op, {a0, b0}, [=](const Tensor& g0) {
+    Tensor g = g0.contiguous();
     Tensor ga, gb;
     if (need_a) {  // dL/da = g * b (b broadcast)
-      ga = Tensor::empty(g.shape(), g.dtype());
+      ga = Tensor::empty(g.shape(), g.dtype(), dev);
       dispatch_float(g.dtype(), "mul_backward", [&](auto tag) {
         using T = decltype(tag);
         Tensor bb = b.to(g.dtype());
-        cpu::mul<T>(g.data<T>(), bb.data<T>(), ga.data<T>(), n, nb);
+        binary_kernel<T>(Binary::mul, dev, "mul_backward", g.data<T>(), bb.data<T>(), ga.data<T>(),
+                         n, nb);
       });
     }
     if (need_b) {  // dL/db = sum over broadcast dims of g * a
-      Tensor ga2 = Tensor::empty(g.shape(), g.dtype());
+      Tensor ga2 = Tensor::empty(g.shape(), g.dtype(), dev);
       dispatch_float(g.dtype(), "mul_backward", [&](auto tag) {
         using T = decltype(tag);
         Tensor aa = a.to(g.dtype());
-        cpu::mul<T>(g.data<T>(), aa.data<T>(), ga2.data<T>(), n, n);
+        binary_kernel<T>(Binary::mul, dev, "mul_backward", g.data<T>(), aa.data<T>(), ga2.data<T>(),
+                         n, n);
       });
       gb = reduce_to_b(ga2);
     }
@@ -101,50 +119,63 @@ Tensor binary(Binary kind, const char* op, const Tensor& a0, const Tensor& b0) {
   });
 }
 
+// y = s * x on x's device.
+Tensor scaled(const char* op, const Tensor& x, float s) {
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    if (x.is_cuda())
+      TS_CUDA(op, x.device(), cuda::scale<T>(x.data<T>(), y.data<T>(), s, x.numel()));
+    else
+      cpu::scale<T>(x.data<T>(), y.data<T>(), s, x.numel());
+  });
+  return y;
+}
+
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) { return binary(Binary::add, "add", a, b); }
-Tensor mul(const Tensor& a, const Tensor& b) { return binary(Binary::mul, "mul", a, b); }
+Tensor add(const Tensor& a, const Tensor& b) {
+  return binary(Binary::add, "add", a, b);
+}
+Tensor mul(const Tensor& a, const Tensor& b) {
+  return binary(Binary::mul, "mul", a, b);
+}
 
 Tensor scale(const Tensor& x0, float s) {
   check_float("scale", "x", x0);
-  check_cpu("scale", x0);
-  Tensor x = x0.contiguous();
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  dispatch_float(x.dtype(), "scale", [&](auto tag) {
-    using T = decltype(tag);
-    cpu::scale<T>(x.data<T>(), y.data<T>(), s, x.numel());
-  });
+  Tensor y = scaled("scale", x0.contiguous(), s);
   return autograd::record(y, "scale", {x0}, [s](const Tensor& g) {
-    Tensor gc = g.contiguous();
-    Tensor r = Tensor::empty(gc.shape(), gc.dtype());
-    dispatch_float(gc.dtype(), "scale_backward", [&](auto tag) {
-      using T = decltype(tag);
-      cpu::scale<T>(gc.data<T>(), r.data<T>(), s, gc.numel());
-    });
-    return std::vector<Tensor>{r};
+    return std::vector<Tensor>{scaled("scale_backward", g.contiguous(), s)};
   });
 }
 
 namespace {
 Tensor reduce_all(const Tensor& x0, const char* op, bool average) {
   check_float(op, "x", x0);
-  check_cpu(op, x0);
+  const Device dev = x0.device();
   Tensor x = x0.to(DType::f32).contiguous();
   const int64_t n = x.numel();
   TS_CHECK(!average || n > 0, "{}: mean of an empty tensor {}", op, x0.desc());
-  double s = cpu::sum(x.data<float>(), n);
+  double s = 0;
+  if (is_cuda(dev))  // f64 in a fixed order like the CPU's; returns to the host
+    TS_CUDA(op, dev, s = cuda::sum(x.data<float>(), n));
+  else
+    s = cpu::sum(x.data<float>(), n);
   const float k = average ? 1.f / float(n) : 1.f;
-  Tensor y = Tensor::full(Shape{}, s * k);
+  Tensor y = Tensor::full(Shape{}, s * k, DType::f32, dev);
   Shape in = x0.shape();
   DType t = x0.dtype();
-  return autograd::record(y, op, {x0}, [in, t, k](const Tensor& g) {
-    return std::vector<Tensor>{Tensor::full(in, double(g.item()) * k, t)};
+  return autograd::record(y, op, {x0}, [in, t, k, dev](const Tensor& g) {
+    return std::vector<Tensor>{Tensor::full(in, double(g.item()) * k, t, dev)};
   });
 }
 }  // namespace
 
-Tensor sum(const Tensor& x) { return reduce_all(x, "sum", false); }
-Tensor mean(const Tensor& x) { return reduce_all(x, "mean", true); }
+Tensor sum(const Tensor& x) {
+  return reduce_all(x, "sum", false);
+}
+Tensor mean(const Tensor& x) {
+  return reduce_all(x, "mean", true);
+}
 
 }  // namespace tessera::ops

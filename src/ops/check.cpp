@@ -1,5 +1,9 @@
 #include "ops/check.h"
 
+#include <string>
+
+#include "ops/dispatch.h"
+
 namespace tessera::ops {
 
 void check_defined(const char* op, const char* arg, const Tensor& t) {
@@ -9,6 +13,34 @@ void check_defined(const char* op, const char* arg, const Tensor& t) {
 void check_cpu(const char* op, const Tensor& t) {
   TS_CHECK(t.device().is_cpu(), "{}: tensor {} is on {}, expected cpu (no kernel for {})", op,
            t.desc(), t.device().str(), t.device().str());
+}
+
+Device common_device(const char* op, std::initializer_list<NamedInput> inputs) {
+  const NamedInput* first = nullptr;
+  for (const NamedInput& in : inputs) {
+    if (!in.tensor.defined()) continue;
+    if (!first) {
+      first = &in;
+      continue;
+    }
+    TS_CHECK(in.tensor.device() == first->tensor.device(),
+             "{}: inputs on different devices: '{}' {} is on {}, '{}' {} is on {} (move them to "
+             "one device with .to(device))",
+             op, first->name, first->tensor.desc(), first->tensor.device().str(), in.name,
+             in.tensor.desc(), in.tensor.device().str());
+  }
+  return first ? first->tensor.device() : Device::cpu();
+}
+
+void no_cuda_backend(const char* op, Device d) {
+#if TESSERA_HAVE_CUDA
+  fail(
+      "{}: no CUDA path for this op yet (input on {}); it does not fall back to the host: move "
+      "the inputs to the cpu",
+      op, d.str());
+#else
+  fail("{}: input on {} but Tessera was built without CUDA (-DTESSERA_CUDA=OFF)", op, d.str());
+#endif
 }
 
 void check_dtype(const char* op, const char* arg, const Tensor& t, DType expected) {

@@ -1,19 +1,58 @@
-// Dispatch once per op, never per element: turns a runtime DType into a compile-time type.
+// Dispatch once per op, never per element: turns a runtime DType into a compile-time type, and
+// picks the backend from the inputs' device.
 //   dispatch_float(t.dtype(), "gelu", [&](auto tag) { using T = decltype(tag); kernel<T>(...); });
+//   const Device dev = common_device("gelu", {{"x", x}});
+//   if (is_cuda(dev)) TS_CUDA(op, dev, cuda::activation_forward<T>(...));
+//   else cpu::activation_forward<T>(...);
+// The cuda:: kernels mirror the cpu:: ones argument for argument (kernels/cuda/kernels.h), so a
+// dispatched call is one branch. In a build without CUDA, TS_CUDA compiles to an error naming
+// the op and the device (no CUDA tensor can exist there, so it is never reached in practice).
 #pragma once
+#include <initializer_list>
+
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/tensor.h"
+
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/kernels.h"
+#define TS_CUDA(op, dev, ...) ((void)(op), (void)(dev), __VA_ARGS__)
+#else
+#define TS_CUDA(op, dev, ...) ::tessera::ops::no_cuda_backend(op, dev)
+#endif
 
 namespace tessera::ops {
 
 template <class F>
 decltype(auto) dispatch_float(DType t, const char* op, F&& f) {
   switch (t) {
-    case DType::f32: return f(float{});
-    case DType::bf16: return f(bf16{});
-    case DType::f16: return f(f16{});
-    default: fail("{}: no kernel for dtype {} (expected f32, bf16 or f16)", op, dtype_name(t));
+    case DType::f32:
+      return f(float{});
+    case DType::bf16:
+      return f(bf16{});
+    case DType::f16:
+      return f(f16{});
+    default:
+      fail("{}: no kernel for dtype {} (expected f32, bf16 or f16)", op, dtype_name(t));
   }
 }
+
+// One input of an op, by its argument name, for the device check.
+struct NamedInput {
+  const char* name;
+  const Tensor& tensor;
+};
+
+// The device every defined input is on. Throws, naming the op and which input is where, when
+// they differ (an op never moves data between devices behind the caller's back).
+Device common_device(const char* op, std::initializer_list<NamedInput> inputs);
+
+inline bool is_cuda(Device d) {
+  return d.type == DeviceType::cuda;
+}
+
+// The error of an op whose CUDA path does not exist (in this build, or not written yet): the
+// op never falls back to computing on the host.
+[[noreturn]] void no_cuda_backend(const char* op, Device d);
 
 }  // namespace tessera::ops

@@ -13,7 +13,6 @@ namespace tessera::ops {
 Tensor dropout(const Tensor& x0, float p, Generator& gen, bool training) {
   const char* op = "dropout";
   check_float(op, "x", x0);
-  check_cpu(op, x0);
   TS_CHECK(p >= 0.f && p < 1.f, "dropout: p = {} for input {} is out of range: expected 0 <= p < 1",
            p, x0.desc());
   // Identity: x itself, so the gradient flows straight through and nothing is drawn.
@@ -21,19 +20,27 @@ Tensor dropout(const Tensor& x0, float p, Generator& gen, bool training) {
   Tensor x = x0.contiguous();
   const int64_t n = x.numel();
   const uint64_t seed = gen.seed(), offset = gen.advance(uint64_t(n));
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  const Device dev = x.device();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    cpu::dropout_forward<T>(x.data<T>(), y.data<T>(), n, p, seed, offset);
+    if (is_cuda(dev))  // the same mask bit for bit (counter_rng.cuh)
+      TS_CUDA(op, dev, cuda::dropout_forward<T>(x.data<T>(), y.data<T>(), n, p, seed, offset));
+    else
+      cpu::dropout_forward<T>(x.data<T>(), y.data<T>(), n, p, seed, offset);
   });
   const Shape shape = x.shape();
   const DType dt = x.dtype();
   return autograd::record(y, op, {x0}, [=](const Tensor& g) {
     Tensor gy = g.to(DType::f32).contiguous();
-    Tensor gx = Tensor::empty(shape, dt);
+    Tensor gx = Tensor::empty(shape, dt, dev);
     dispatch_float(dt, op, [&](auto tag) {
       using T = decltype(tag);
-      cpu::dropout_backward<T>(gy.data<float>(), gx.data<T>(), n, p, seed, offset);
+      if (is_cuda(dev))
+        TS_CUDA(op, dev,
+                cuda::dropout_backward<T>(gy.data<float>(), gx.data<T>(), n, p, seed, offset));
+      else
+        cpu::dropout_backward<T>(gy.data<float>(), gx.data<T>(), n, p, seed, offset);
     });
     return std::vector<Tensor>{gx};
   });

@@ -28,15 +28,17 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
   check_float(op, "weight", weight0);
   check_ndim(op, "weight", weight0, 2);
   check_dtype(op, "ids", ids0, DType::i32);
-  check_cpu(op, weight0);
-  check_cpu(op, ids0);
+  const Device dev = common_device(op, {{"weight", weight0}, {"ids", ids0}});
   TS_CHECK(ids0.ndim() < kMaxDims,
            "embedding: ids {} have {} dims: the output [..., C] would need {}, expected at most "
            "{} dims of ids",
            ids0.desc(), ids0.ndim(), ids0.ndim() + 1, kMaxDims - 1);
   Tensor w = weight0.contiguous(), ids = ids0.contiguous();
   const int64_t V = w.dim(0), C = w.dim(1), n = ids.numel();
-  const int32_t* id = ids.data<int32_t>();
+  // The range check reads the ids on the host (a copy of B*T ids from a device): an id out of
+  // range would read outside the table on the device, silently.
+  const Tensor host_ids = ids.to(Device::cpu());
+  const int32_t* id = host_ids.data<int32_t>();
   for (int64_t i = 0; i < n; ++i) {
     TS_CHECK(id[i] >= 0 && id[i] < V,
              "embedding: id {} at ids{} is out of range for weight {}: expected 0 <= id < {} (V)",
@@ -44,10 +46,14 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
   }
   std::vector<int64_t> dims = ids.shape().vec();
   dims.push_back(C);
-  Tensor y = Tensor::empty(Shape(dims), w.dtype());
+  Tensor y = Tensor::empty(Shape(dims), w.dtype(), dev);
   dispatch_float(w.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    cpu::embedding_forward<T>(w.data<T>(), id, y.data<T>(), n, C);
+    if (is_cuda(dev))
+      TS_CUDA(op, dev,
+              cuda::embedding_forward<T>(w.data<T>(), ids.data<int32_t>(), y.data<T>(), n, C));
+    else
+      cpu::embedding_forward<T>(w.data<T>(), id, y.data<T>(), n, C);
   });
   const DType wt = w.dtype();
   return autograd::record(y, op, {weight0, ids0}, [=](const Tensor& g) {
@@ -55,13 +61,18 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
     // Scatter-added straight into the table's gradient buffer when it has one: a [V, C]
     // temporary (154 MB for GPT-2's token table) and a pass over it saved.
     Tensor acc = wt == DType::f32 ? autograd::leaf_grad_buffer(weight0) : Tensor();
-    if (acc.defined()) {
+    if (acc.defined() && !is_cuda(dev)) {
       cpu::embedding_backward(gy.data<float>(), ids.data<int32_t>(), acc.data<float>(), n, V, C,
                               true);
       return std::vector<Tensor>{Tensor(), Tensor()};
     }
-    Tensor gw = Tensor::empty(Shape{V, C});
-    cpu::embedding_backward(gy.data<float>(), ids.data<int32_t>(), gw.data<float>(), n, V, C);
+    Tensor gw = Tensor::empty(Shape{V, C}, DType::f32, dev);
+    if (is_cuda(dev))  // zeroes gw, then scatter-adds (f32 atomics); the engine adds it in
+      TS_CUDA(op, dev,
+              cuda::embedding_backward(gy.data<float>(), ids.data<int32_t>(), gw.data<float>(), n,
+                                       V, C));
+    else
+      cpu::embedding_backward(gy.data<float>(), ids.data<int32_t>(), gw.data<float>(), n, V, C);
     return std::vector<Tensor>{wt == DType::f32 ? gw : gw.to(wt), Tensor()};
   });
 }

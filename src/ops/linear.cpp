@@ -1,4 +1,5 @@
-// matmul and linear: GEMMs through oneDNN, with mixed precision by autocast.
+// matmul and linear: GEMMs through oneDNN (cpu) or cuBLASLt (cuda), with mixed precision by
+// autocast.
 #include "autograd/engine.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/elementwise.h"
@@ -24,14 +25,34 @@ DType compute_dtype(const char* op, const Tensor& a) {
   return a.dtype() == DType::bf16 ? DType::bf16 : c;
 }
 
+// One GEMM on the operands' device: the CUDA GEMM takes the same row-major arguments (the bias
+// as its bias epilogue; output f32 like the CPU's).
+void run_gemm(Device dev, const cpu::GemmArgs& g) {
+  if (!is_cuda(dev)) {
+    cpu::gemm(g);
+    return;
+  }
+#if TESSERA_HAVE_CUDA
+  cuda::GemmArgs d;
+  d.batch = g.batch, d.m = g.m, d.n = g.n, d.k = g.k;
+  d.trans_a = g.trans_a, d.trans_b = g.trans_b, d.ab_type = g.ab_type;
+  d.a = g.a, d.b = g.b;
+  if (g.bias) d.epilogue = cuda::Epilogue::bias, d.bias = g.bias;
+  d.c_type = DType::f32, d.c = g.c, d.accumulate = g.accumulate;
+  d.label = g.label;
+  cuda::gemm(d);
+#else
+  no_cuda_backend(g.label ? g.label : "gemm", dev);
+#endif
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a0, const Tensor& b0) {
   const char* op = "matmul";
   check_float(op, "a", a0);
   check_float(op, "b", b0);
-  check_cpu(op, a0);
-  check_cpu(op, b0);
+  const Device dev = common_device(op, {{"a", a0}, {"b", b0}});
   TS_CHECK(a0.ndim() >= 2, "matmul: a is {}, expected at least 2 dims", a0.desc());
   const bool batched = b0.ndim() == 3;
   TS_CHECK(b0.ndim() == 2 || (batched && a0.ndim() == 3 && a0.dim(0) == b0.dim(0)),
@@ -47,30 +68,30 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
   Tensor a = gemm_operand(a0, ct), b = gemm_operand(b0, ct);
   std::vector<int64_t> out_dims = a0.shape().vec();
   out_dims.back() = n;
-  Tensor y = Tensor::empty(Shape(out_dims));
+  Tensor y = Tensor::empty(Shape(out_dims), DType::f32, dev);
   cpu::GemmArgs g;
   g.batch = batch, g.m = m, g.n = n, g.k = k, g.ab_type = ct;
   g.a = a.raw_data(), g.b = b.raw_data(), g.c = y.data<float>();
-  cpu::gemm(g);
+  run_gemm(dev, g);
   const bool need_a = a0.requires_grad(), need_b = b0.requires_grad();
   DType at = a0.dtype(), bt = b0.dtype();
   return autograd::record(y, op, {a0, b0}, [=](const Tensor& gy0) {
     Tensor gy = gemm_operand(gy0, ct);
     Tensor ga, gb;
     if (need_a) {  // dA[m,k] = dY[m,n] · B[k,n]^T
-      ga = Tensor::empty(a0.shape());
+      ga = Tensor::empty(a0.shape(), DType::f32, dev);
       cpu::GemmArgs d;
       d.batch = batch, d.m = m, d.n = k, d.k = n, d.ab_type = ct, d.trans_b = true;
       d.a = gy.raw_data(), d.b = b.raw_data(), d.c = ga.data<float>();
-      cpu::gemm(d);
+      run_gemm(dev, d);
       if (at != DType::f32) ga = ga.to(at);
     }
     if (need_b) {  // dB[k,n] = A[m,k]^T · dY[m,n]
-      gb = Tensor::empty(b0.shape());
+      gb = Tensor::empty(b0.shape(), DType::f32, dev);
       cpu::GemmArgs d;
       d.batch = batch, d.m = k, d.n = n, d.k = m, d.ab_type = ct, d.trans_a = true;
       d.a = a.raw_data(), d.b = gy.raw_data(), d.c = gb.data<float>();
-      cpu::gemm(d);
+      run_gemm(dev, d);
       if (bt != DType::f32) gb = gb.to(bt);
     }
     return std::vector<Tensor>{ga, gb};
@@ -83,8 +104,7 @@ namespace {
 int64_t check_linear(const char* op, const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   check_float(op, "x", x0);
   check_float(op, "weight", w0);
-  check_cpu(op, x0);
-  check_cpu(op, w0);
+  common_device(op, {{"x", x0}, {"weight", w0}, {"bias", b0}});
   check_ndim(op, "weight", w0, 2);
   const int64_t in = w0.dim(1), out = w0.dim(0);
   TS_CHECK(x0.ndim() >= 1 && x0.dim(-1) == in,
@@ -105,13 +125,13 @@ Tensor linear_gemm(const Tensor& x0, const Tensor& x, const Tensor& w, const Ten
   Tensor bias = b0.defined() ? b0.contiguous() : Tensor();
   std::vector<int64_t> out_dims = x0.shape().vec();
   out_dims.back() = out;
-  Tensor y = Tensor::empty(Shape(out_dims));
+  Tensor y = Tensor::empty(Shape(out_dims), DType::f32, x.device());
   cpu::GemmArgs g;
   g.m = m, g.n = out, g.k = in, g.ab_type = ct, g.trans_b = true;
   g.a = x.raw_data(), g.b = w.raw_data(), g.c = y.data<float>();
   g.bias = bias.defined() ? bias.data<float>() : nullptr;
   g.label = "linear_fwd";
-  cpu::gemm(g);
+  run_gemm(x.device(), g);
   return y;
 }
 
@@ -129,26 +149,27 @@ struct LinearSaved {
 
 std::pair<Tensor, Tensor> linear_backward_gemms(const LinearSaved& s, const Tensor& gy) {
   const int64_t in = s.w.dim(1), out = s.w.dim(0);
+  const Device dev = s.x.device();
   Tensor gx, gw;
   if (s.need_x) {  // dX[m,in] = dY[m,out] · W[out,in]
-    gx = Tensor::empty(s.xs);
+    gx = Tensor::empty(s.xs, DType::f32, dev);
     cpu::GemmArgs d;
     d.m = s.m, d.n = in, d.k = out, d.ab_type = s.ct;
     d.a = gy.raw_data(), d.b = s.w.raw_data(), d.c = gx.data<float>();
     d.label = "linear_dx";
-    cpu::gemm(d);
+    run_gemm(dev, d);
   }
   if (s.need_w) {  // dW[out,in] = dY[m,out]^T · X[m,in]
     const DType wt = s.w0.dtype();
     Tensor acc = wt == DType::f32 ? autograd::leaf_grad_buffer(s.w0) : Tensor();
-    if (!acc.defined()) gw = Tensor::empty(s.w0.shape());
+    if (!acc.defined()) gw = Tensor::empty(s.w0.shape(), DType::f32, dev);
     cpu::GemmArgs d;
     d.m = out, d.n = in, d.k = s.m, d.ab_type = s.ct, d.trans_a = true;
     d.a = gy.raw_data(), d.b = s.x.raw_data();
     d.c = acc.defined() ? acc.data<float>() : gw.data<float>();
     d.accumulate = acc.defined();
     d.label = "linear_dw";
-    cpu::gemm(d);
+    run_gemm(dev, d);
     if (gw.defined() && wt != DType::f32) gw = gw.to(wt);
   }
   return {gx, gw};
@@ -159,7 +180,7 @@ std::pair<Tensor, Tensor> linear_backward_gemms(const LinearSaved& s, const Tens
 float* bias_grad_target(const Tensor& b0, int64_t out, Tensor* gb) {
   Tensor acc = autograd::leaf_grad_buffer(b0);
   if (acc.defined()) return acc.data<float>();
-  *gb = Tensor::zeros(Shape{out});
+  *gb = Tensor::zeros(Shape{out}, DType::f32, b0.device());
   return gb->data<float>();
 }
 
@@ -178,7 +199,8 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
     Tensor gb;
     float* db = need_b ? bias_grad_target(b0, out, &gb) : nullptr;  // db = column sums of dY
     Tensor gy;
-    if (saved.ct == DType::bf16 && gy0.dtype() == DType::f32) {
+    const Device dev = saved.x.device();
+    if (!is_cuda(dev) && saved.ct == DType::bf16 && gy0.dtype() == DType::f32) {
       // One pass over the f32 gradient: its bf16 copy for the GEMMs and the bias gradient.
       Tensor g32 = gy0.contiguous();
       gy = Tensor::empty(g32.shape(), DType::bf16);
@@ -189,7 +211,10 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
         Tensor g = gy0.contiguous();
         dispatch_float(g.dtype(), "linear", [&](auto tag) {
           using T = decltype(tag);
-          cpu::sum_rows_acc<T>(g.data<T>(), db, saved.m, out);
+          if (is_cuda(dev))
+            TS_CUDA("linear", dev, cuda::sum_rows_acc<T>(g.data<T>(), db, saved.m, out));
+          else
+            cpu::sum_rows_acc<T>(g.data<T>(), db, saved.m, out);
         });
       }
     }
@@ -204,8 +229,17 @@ Tensor linear_gelu(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   const DType ct = compute_dtype(op, x0);
   Tensor x = gemm_operand(x0, ct), w = gemm_operand(w0, ct);
   Tensor h = linear_gemm(x0, x, w, b0, ct, m);  // pre-activation, f32, kept for backward
-  Tensor y = Tensor::empty(h.shape(), ct);
-  if (ct == DType::bf16)
+  const Device dev = h.device();
+  Tensor y = is_cuda(dev) ? Tensor() : Tensor::empty(h.shape(), ct);
+  if (is_cuda(dev)) {
+    // GELU as its own pass on the f32 GEMM output (not cuBLASLt's fused epilogue, which may use
+    // a hardware tanh: this keeps the CPU's function), then one rounding pass to bf16.
+    Tensor y32 = Tensor::empty(h.shape(), DType::f32, dev);
+    TS_CUDA(op, dev,
+            cuda::activation_forward<float>(cuda::Activation::gelu, h.data<float>(),
+                                            y32.data<float>(), h.numel()));
+    y = y32.to(ct);
+  } else if (ct == DType::bf16)
     cpu::gelu_forward_to<bf16>(h.data<float>(), y.data<bf16>(), h.numel());
   else
     cpu::gelu_forward_to<float>(h.data<float>(), y.data<float>(), h.numel());
@@ -215,10 +249,21 @@ Tensor linear_gelu(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
     const int64_t out = saved.w.dim(0);
     Tensor gy = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
     // One pass: dH = dY * gelu'(H) in the compute dtype for the GEMMs, db from the f32 values.
-    Tensor gh = Tensor::empty(h.shape(), saved.ct);
+    const Device dev = h.device();
+    Tensor gh = is_cuda(dev) ? Tensor() : Tensor::empty(h.shape(), saved.ct);
     Tensor gb;
     float* db = need_b ? bias_grad_target(b0, out, &gb) : nullptr;
-    if (saved.ct == DType::bf16)
+    if (is_cuda(dev)) {
+      // dH in f32, the bias gradient from it (as the CPU does), then dH in the compute dtype.
+      Tensor gh32 = Tensor::empty(h.shape(), DType::f32, dev);
+      TS_CUDA("linear_gelu", dev,
+              cuda::activation_backward<float>(cuda::Activation::gelu, h.data<float>(),
+                                               gy.data<float>(), gh32.data<float>(), h.numel()));
+      if (db)
+        TS_CUDA("linear_gelu", dev,
+                cuda::sum_rows_acc<float>(gh32.data<float>(), db, saved.m, out));
+      gh = gh32.to(saved.ct);
+    } else if (saved.ct == DType::bf16)
       cpu::gelu_backward_bias<bf16>(h.data<float>(), gy.data<float>(), gh.data<bf16>(), db, saved.m,
                                     out);
     else

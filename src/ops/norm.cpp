@@ -13,11 +13,10 @@
 namespace tessera::ops {
 namespace {
 
-// An optional per-channel parameter: undefined, or f32 [C] on the cpu.
+// An optional per-channel parameter: undefined, or f32 [C] (on x's device: common_device).
 void check_param(const char* op, const char* arg, const Tensor& p, const Tensor& x) {
   if (!p.defined()) return;
   check_dtype(op, arg, p, DType::f32);
-  check_cpu(op, p);
   TS_CHECK(p.ndim() == 1 && p.dim(0) == x.dim(-1),
            "{}: {} {} does not fit input {}: expected [{}] (the input's last dim)", op, arg,
            p.desc(), x.desc(), x.dim(-1));
@@ -25,7 +24,6 @@ void check_param(const char* op, const char* arg, const Tensor& p, const Tensor&
 
 void check_input(const char* op, const Tensor& x, float eps) {
   check_float(op, "x", x);
-  check_cpu(op, x);
   TS_CHECK(x.ndim() >= 1 && x.dim(-1) > 0,
            "{}: input {} has no last dim to normalise: expected [..., C] with C > 0", op, x.desc());
   TS_CHECK(eps >= 0.f, "{}: eps = {} for input {}: expected eps >= 0", op, eps, x.desc());
@@ -49,6 +47,7 @@ Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, fl
   check_input(op, x0, eps);
   check_param(op, "weight", weight, x0);
   check_param(op, "bias", bias, x0);
+  const Device dev = common_device(op, {{"x", x0}, {"weight", weight}, {"bias", bias}});
   TS_CHECK(out == x0.dtype() || (x0.dtype() == DType::f32 && is_floating(out)),
            "layer_norm: output dtype {} for input {}: expected the input's dtype, or any float "
            "type from an f32 input",
@@ -57,10 +56,17 @@ Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, fl
   Tensor w = weight.defined() ? weight.contiguous() : Tensor();
   Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   const int64_t C = x.dim(-1), rows = x.numel() / C;
-  Tensor y = Tensor::empty(x.shape(), out);
-  Tensor mean = Tensor::empty(Shape{rows}), rstd = Tensor::empty(Shape{rows});
+  Tensor y = Tensor::empty(x.shape(), is_cuda(dev) ? x.dtype() : out, dev);
+  Tensor mean = Tensor::empty(Shape{rows}, DType::f32, dev),
+         rstd = Tensor::empty(Shape{rows}, DType::f32, dev);
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+    if (is_cuda(dev)) {  // the CUDA kernel writes x's type; another output type is a cast after
+      TS_CUDA(op, dev,
+              cuda::layer_norm_forward<T>(x.data<T>(), ptr_or_null(w), ptr_or_null(b), y.data<T>(),
+                                          mean.data<float>(), rstd.data<float>(), rows, C, eps));
+      return;
+    }
     dispatch_float(out, op, [&](auto out_tag) {
       using TY = decltype(out_tag);
       if constexpr (std::is_same_v<T, TY> || std::is_same_v<T, float>)
@@ -68,16 +74,25 @@ Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, fl
                                        mean.data<float>(), rstd.data<float>(), rows, C, eps);
     });
   });
+  if (y.dtype() != out) y = y.to(out);
   const bool need_x = x0.requires_grad(), need_w = w.defined() && weight.requires_grad(),
              need_b = b.defined() && bias.requires_grad();
   Tensor xs = x.detach(), ws = w.defined() ? w.detach() : Tensor();
   return autograd::record(y, op, {x0, weight, bias}, [=](const Tensor& g) {
     Tensor gy = g.to(DType::f32).contiguous();
-    Tensor gx = need_x ? Tensor::empty(xs.shape(), xs.dtype()) : Tensor();
-    Tensor gw = need_w ? Tensor::empty(Shape{C}) : Tensor();
-    Tensor gb = need_b ? Tensor::empty(Shape{C}) : Tensor();
+    Tensor gx = need_x ? Tensor::empty(xs.shape(), xs.dtype(), dev) : Tensor();
+    Tensor gw = need_w ? Tensor::empty(Shape{C}, DType::f32, dev) : Tensor();
+    Tensor gb = need_b ? Tensor::empty(Shape{C}, DType::f32, dev) : Tensor();
     dispatch_float(xs.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
+      if (is_cuda(dev)) {
+        TS_CUDA(op, dev,
+                cuda::layer_norm_backward<T>(xs.data<T>(), ptr_or_null(ws), mean.data<float>(),
+                                             rstd.data<float>(), gy.data<float>(),
+                                             gx.defined() ? gx.data<T>() : nullptr, ptr_or_null(gw),
+                                             ptr_or_null(gb), rows, C));
+        return;
+      }
       cpu::layer_norm_backward<T>(
           xs.data<T>(), ptr_or_null(ws), mean.data<float>(), rstd.data<float>(), gy.data<float>(),
           gx.defined() ? gx.data<T>() : nullptr, ptr_or_null(gw), ptr_or_null(gb), rows, C);
@@ -90,13 +105,20 @@ Tensor rms_norm(const Tensor& x0, const Tensor& weight, float eps) {
   const char* op = "rms_norm";
   check_input(op, x0, eps);
   check_param(op, "weight", weight, x0);
+  const Device dev = common_device(op, {{"x", x0}, {"weight", weight}});
   Tensor x = x0.contiguous();
   Tensor w = weight.defined() ? weight.contiguous() : Tensor();
   const int64_t C = x.dim(-1), rows = x.numel() / C;
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
-  Tensor rstd = Tensor::empty(Shape{rows});
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
+  Tensor rstd = Tensor::empty(Shape{rows}, DType::f32, dev);
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
+    if (is_cuda(dev)) {
+      TS_CUDA(op, dev,
+              cuda::rms_norm_forward<T>(x.data<T>(), ptr_or_null(w), y.data<T>(),
+                                        rstd.data<float>(), rows, C, eps));
+      return;
+    }
     cpu::rms_norm_forward<T>(x.data<T>(), ptr_or_null(w), y.data<T>(), rstd.data<float>(), rows, C,
                              eps);
   });
@@ -104,10 +126,17 @@ Tensor rms_norm(const Tensor& x0, const Tensor& weight, float eps) {
   Tensor xs = x.detach(), ws = w.defined() ? w.detach() : Tensor();
   return autograd::record(y, op, {x0, weight}, [=](const Tensor& g) {
     Tensor gy = g.to(DType::f32).contiguous();
-    Tensor gx = need_x ? Tensor::empty(xs.shape(), xs.dtype()) : Tensor();
-    Tensor gw = need_w ? Tensor::empty(Shape{C}) : Tensor();
+    Tensor gx = need_x ? Tensor::empty(xs.shape(), xs.dtype(), dev) : Tensor();
+    Tensor gw = need_w ? Tensor::empty(Shape{C}, DType::f32, dev) : Tensor();
     dispatch_float(xs.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
+      if (is_cuda(dev)) {
+        TS_CUDA(op, dev,
+                cuda::rms_norm_backward<T>(xs.data<T>(), ptr_or_null(ws), rstd.data<float>(),
+                                           gy.data<float>(), gx.defined() ? gx.data<T>() : nullptr,
+                                           ptr_or_null(gw), rows, C));
+        return;
+      }
       cpu::rms_norm_backward<T>(xs.data<T>(), ptr_or_null(ws), rstd.data<float>(), gy.data<float>(),
                                 gx.defined() ? gx.data<T>() : nullptr, ptr_or_null(gw), rows, C);
     });

@@ -26,22 +26,30 @@ std::string index_str(const Shape& shape, int64_t i) {
 Tensor softmax(const Tensor& x0) {
   const char* op = "softmax";
   check_float(op, "x", x0);
-  check_cpu(op, x0);
+  const Device dev = x0.device();
   TS_CHECK(x0.ndim() >= 1, "softmax: input {} is a scalar: expected at least 1 dim", x0.desc());
   Tensor x = x0.contiguous();
   const int64_t C = x.dim(-1), rows = C ? x.numel() / C : 0;
-  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    cpu::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C);
+    if (is_cuda(dev))
+      TS_CUDA(op, dev, cuda::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C));
+    else
+      cpu::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C);
   });
   Tensor saved = y.detach();  // not y itself: y's own node holding y would be a cycle
-  return autograd::record(y, op, {x0}, [saved, rows, C](const Tensor& g) {
+  return autograd::record(y, op, {x0}, [saved, rows, C, dev](const Tensor& g) {
     Tensor gy = g.to(DType::f32).contiguous();
-    Tensor gx = Tensor::empty(saved.shape(), saved.dtype());
+    Tensor gx = Tensor::empty(saved.shape(), saved.dtype(), dev);
     dispatch_float(saved.dtype(), "softmax", [&](auto tag) {
       using T = decltype(tag);
-      cpu::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C);
+      if (is_cuda(dev))
+        TS_CUDA(
+            "softmax", dev,
+            cuda::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C));
+      else
+        cpu::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C);
     });
     return std::vector<Tensor>{gx};
   });
@@ -58,8 +66,7 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
            "cross_entropy: gradient dtype {}: expected f32 or bf16", dtype_name(grad_dtype));
   check_dtype(op, "logits", logits0, DType::f32);
   check_dtype(op, "targets", targets0, DType::i32);
-  check_cpu(op, logits0);
-  check_cpu(op, targets0);
+  const Device dev = common_device(op, {{"logits", logits0}, {"targets", targets0}});
   TS_CHECK(logits0.ndim() >= 1 && logits0.dim(-1) > 0,
            "cross_entropy: logits {} have no class dim: expected [..., V] with V > 0",
            logits0.desc());
@@ -70,24 +77,41 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
            logits0.desc(), Shape(expect).str());
   Tensor logits = logits0.contiguous(), targets = targets0.contiguous();
   const int64_t V = logits.dim(-1), rows = targets.numel();
-  const int32_t* t = targets.data<int32_t>();
+  // The range check reads the targets on the host (a copy of B*T ids from a device).
+  const Tensor host_targets = targets.to(Device::cpu());
+  const int32_t* t = host_targets.data<int32_t>();
   for (int64_t r = 0; r < rows; ++r) {
     TS_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < V),
              "cross_entropy: target {} at targets{} is out of range for logits {}: expected "
              "0 <= target < {} (V) or ignore_index {}",
              t[r], index_str(targets.shape(), r), logits.desc(), V, ignore_index);
   }
-  Tensor lse = Tensor::empty(Shape{rows});
-  cpu::CrossEntropySum s =
-      cpu::cross_entropy_forward(logits.data<float>(), t, lse.data<float>(), rows, V, ignore_index);
+  Tensor lse = Tensor::empty(Shape{rows}, DType::f32, dev);
+  cpu::CrossEntropySum s;
+  if (is_cuda(dev))  // summed in f64 in row order on the device; returns to the host
+    TS_CUDA(op, dev,
+            s = cuda::cross_entropy_forward<float>(logits.data<float>(), targets.data<int32_t>(),
+                                                   lse.data<float>(), rows, V, ignore_index));
+  else
+    s = cpu::cross_entropy_forward(logits.data<float>(), t, lse.data<float>(), rows, V,
+                                   ignore_index);
   // With every target ignored there is nothing to average: the loss is 0, and so are the grads.
   const int64_t count = s.count;
-  Tensor loss = Tensor::full(Shape{}, count ? s.loss / double(count) : 0.0);
+  Tensor loss = Tensor::full(Shape{}, count ? s.loss / double(count) : 0.0, DType::f32, dev);
   Tensor xs = logits.detach();
   return autograd::record(loss, op, {logits0, targets0}, [=](const Tensor& g) {
-    Tensor gx = Tensor::empty(xs.shape(), grad_dtype);
+    Tensor gx = is_cuda(dev) ? Tensor() : Tensor::empty(xs.shape(), grad_dtype);
     const float scale = count ? g.item() / float(count) : 0.f;
-    if (grad_dtype == DType::bf16)
+    if (is_cuda(dev)) {
+      // The CUDA kernel writes the gradient in the logits' type (f32); a bf16 gradient is one
+      // rounding pass after it, the same rounding the CPU kernel applies per element.
+      Tensor g32 = Tensor::empty(xs.shape(), DType::f32, dev);
+      TS_CUDA(op, dev,
+              cuda::cross_entropy_backward<float>(xs.data<float>(), targets.data<int32_t>(),
+                                                  lse.data<float>(), scale, g32.data<float>(), rows,
+                                                  V, ignore_index));
+      gx = g32.to(grad_dtype);
+    } else if (grad_dtype == DType::bf16)
       cpu::cross_entropy_backward<bf16>(xs.data<float>(), targets.data<int32_t>(),
                                         lse.data<float>(), scale, gx.data<bf16>(), rows, V,
                                         ignore_index);

@@ -1,10 +1,35 @@
 #include "optim/adamw.h"
 
 #include <cmath>
+#include <vector>
 
 #include "kernels/cpu/elementwise.h"
+#if TESSERA_HAVE_CUDA
+#include "cuda/copy.h"
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace tessera {
+
+namespace {
+
+// Moves the optimizer's state buffers (allocated on the host by Optimizer::add_state_buffer)
+// to the parameters' device, re-pointing each buffer's TensorImpl so that state() and
+// load_state() (checkpoints) see the device buffers. Returns the buffers' data pointers.
+std::vector<float*> state_on_device(const OptimizerState& st, Device device) {
+  std::vector<float*> ptrs;
+  for (const auto& [name, t] : st.buffers) {
+    if (t.device() != device) {
+      Tensor d = Tensor::zeros(t.shape(), DType::f32, device);
+      t.impl().storage = d.impl().storage;
+      t.impl().offset = 0;
+    }
+    ptrs.push_back(t.data<float>());
+  }
+  return ptrs;
+}
+
+}  // namespace
 
 AdamW::AdamW(FlatParameters& params, AdamWOptions opt)
     : Optimizer(params, opt.decay_filter), opt_(std::move(opt)) {
@@ -14,6 +39,11 @@ AdamW::AdamW(FlatParameters& params, AdamWOptions opt)
   TS_CHECK(opt_.weight_decay >= 0, "adamw: weight_decay {} must be >= 0", opt_.weight_decay);
   exp_avg_ = add_state_buffer("exp_avg");
   exp_avg_sq_ = add_state_buffer("exp_avg_sq");
+  if (!params.device().is_cpu()) {
+    const std::vector<float*> ptrs = state_on_device(state(), params.device());
+    exp_avg_ = ptrs.at(0);
+    exp_avg_sq_ = ptrs.at(1);
+  }
 }
 
 void AdamW::step(float lr) {
@@ -25,12 +55,42 @@ void AdamW::step(float lr) {
   const float step_size = float(double(lr) / bc1);
   const float inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
   const float decayed = 1.f - lr * opt_.weight_decay;
+  const auto& runs = decay_runs();
+
+  if (!params_.device().is_cpu()) {
+#if TESSERA_HAVE_CUDA
+    // One launch over the whole flat buffer (kernels/cuda/optim.h), the same formula per element.
+    // The decay runs (a handful) go to the device each step: a tiny copy from pageable memory,
+    // ordered on the stream before the launch.
+    std::vector<cuda::DecayRange> host_runs;
+    for (const DecayRun& r : runs) host_runs.push_back({r.begin, r.end, r.decay ? 1 : 0});
+    static_assert(sizeof(cuda::DecayRange) % sizeof(int64_t) == 0);
+    Tensor dev_runs =
+        Tensor::empty(Shape{int64_t(host_runs.size() * sizeof(cuda::DecayRange) / sizeof(int64_t))},
+                      DType::i64, params_.device());
+    cuda::copy_h2d(dev_runs.raw_data(), host_runs.data(),
+                   host_runs.size() * sizeof(cuda::DecayRange));
+    cuda::AdamWStep a;
+    a.p = params_.value_ptr();
+    a.g = params_.grad_ptr();
+    a.m = exp_avg_;
+    a.v = exp_avg_sq_;
+    a.n = params_.numel();
+    a.runs = static_cast<const cuda::DecayRange*>(dev_runs.raw_data());
+    a.nruns = int32_t(host_runs.size());
+    a.beta1 = b1, a.beta2 = b2, a.eps = eps;
+    a.step_size = step_size, a.inv_sqrt_bc2 = inv_sqrt_bc2, a.decayed = decayed;
+    cuda::adamw_step(a);
+#else
+    fail("adamw: parameters on {} but Tessera was built without CUDA", params_.device().str());
+#endif
+    return;
+  }
 
   float* p = params_.value_data();
   const float* g = params_.grad_data();
   float* m = exp_avg_;
   float* v = exp_avg_sq_;
-  const auto& runs = decay_runs();
   // One parallel region; each thread takes its static share of every run and moves on without
   // waiting (runs are disjoint, so no barrier is needed between them).
 #pragma omp parallel if (params_.numel() > cpu::kParallelGrain)

@@ -35,8 +35,6 @@ void check_param(const Tensor& p, size_t i) {
   TS_CHECK(p.dtype() == DType::f32,
            "FlatParameters: parameter {} is {}, expected f32 (master weights are f32)", who,
            p.desc());
-  TS_CHECK(p.device().is_cpu(), "FlatParameters: parameter {} is on {}, expected cpu", who,
-           p.device().str());
   TS_CHECK(p.requires_grad(), "FlatParameters: parameter {} ({}) does not require grad", who,
            p.desc());
   TS_CHECK(p.is_leaf(), "FlatParameters: parameter {} ({}) is not a leaf (made by op '{}')", who,
@@ -53,9 +51,14 @@ FlatParameters::FlatParameters(std::vector<Tensor> params) : params_(std::move(p
   // would silently untie them.
   std::unordered_map<const Storage*, size_t> owner;
   int64_t end = 0;
+  const Device device = params_[0].defined() ? params_[0].device() : Device::cpu();
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
     check_param(p, i);
+    TS_CHECK(p.device() == device,
+             "FlatParameters: parameter {} is on {} but {} is on {}: expected one device (move "
+             "the model with Module::to first)",
+             label(p, i), p.device().str(), label(params_[0], 0), device.str());
     auto [it, fresh] = owner.try_emplace(p.impl().storage.get(), i);
     TS_CHECK(fresh,
              "FlatParameters: parameters {} and {} share storage (the same tensor twice, or "
@@ -66,13 +69,16 @@ FlatParameters::FlatParameters(std::vector<Tensor> params) : params_(std::move(p
     segments_.push_back(std::move(s));
   }
   numel_ = round_up(end, kAlignElems);
-  values_ = Tensor::zeros(Shape{numel_});
-  grads_ = Tensor::zeros(Shape{numel_});
+  values_ = Tensor::zeros(Shape{numel_}, DType::f32, device);
+  grads_ = Tensor::zeros(Shape{numel_}, DType::f32, device);
 
   for (size_t i = 0; i < params_.size(); ++i) {
     TensorImpl& impl = params_[i].impl();
     const ParamSegment& s = segments_[i];
-    std::memcpy(value_data() + s.offset, params_[i].raw_data(), size_t(s.numel) * sizeof(float));
+    if (device.is_cpu())
+      std::memcpy(value_data() + s.offset, params_[i].raw_data(), size_t(s.numel) * sizeof(float));
+    else  // same device: a device-to-device copy
+      Tensor(view_of(values_.impl().storage, s.offset, s.shape)).copy_from(params_[i]);
     impl.storage = values_.impl().storage;
     impl.offset = s.offset;
     impl.strides = contiguous_strides(s.shape);
@@ -93,8 +99,19 @@ int64_t FlatParameters::param_numel() const {
   return n;
 }
 
+float* FlatParameters::host_ptr(const Tensor& buffer, const char* what) {
+  TS_CHECK(buffer.device().is_cpu(),
+           "FlatParameters::{}: the flat buffers are on {}; this returns a host pointer (use "
+           "{}() for the device pointer, or copy with .to(Device::cpu()))",
+           what, buffer.device().str(), what[0] == 'v' ? "value_ptr" : "grad_ptr");
+  return buffer.data<float>();
+}
+
 void FlatParameters::zero_grad() {
-  std::memset(grad_data(), 0, size_t(numel_) * sizeof(float));
+  if (device().is_cpu())
+    std::memset(grad_data(), 0, size_t(numel_) * sizeof(float));
+  else
+    grads_.fill_(0.0);
   for (size_t i = 0; i < params_.size(); ++i) params_[i].impl().grad = grad_views_[i];
 }
 

@@ -29,8 +29,9 @@ class FlatParameters {
   // Each parameter start is padded to 64 bytes (a cache line, an AVX-512 vector).
   static constexpr int64_t kAlignElems = 16;
 
-  // params: distinct f32 CPU leaves with requires_grad, contiguous. Their values are copied in;
-  // a gradient they already hold is copied into the flat gradient buffer, else it starts at 0.
+  // params: distinct f32 leaves with requires_grad, contiguous, all on one device (the flat
+  // buffers live there: cpu, or cuda after Module::to). Their values are copied in; a gradient
+  // they already hold is copied into the flat gradient buffer, else it starts at 0.
   explicit FlatParameters(std::vector<Tensor> params);
   FlatParameters(const FlatParameters&) = delete;
   FlatParameters& operator=(const FlatParameters&) = delete;
@@ -50,8 +51,13 @@ class FlatParameters {
   // 1-D tensors over the whole buffers (padding included), sharing their storage.
   Tensor values() const { return values_; }
   Tensor grads() const { return grads_; }
-  float* value_data() const { return values_.data<float>(); }
-  float* grad_data() const { return grads_.data<float>(); }
+  // Host pointers to the buffers: an Error when they live on a device (code that reads them on
+  // the CPU must not get a device pointer). value_ptr / grad_ptr are the pointers on device().
+  float* value_data() const { return host_ptr(values_, "value_data"); }
+  float* grad_data() const { return host_ptr(grads_, "grad_data"); }
+  float* value_ptr() const { return values_.data<float>(); }
+  float* grad_ptr() const { return grads_.data<float>(); }
+  Device device() const { return values_.device(); }
   // The flat-buffer view that parameter i's .grad should be.
   Tensor grad_view(size_t i) const { return Tensor(grad_views_.at(i)); }
 
@@ -66,6 +72,8 @@ class FlatParameters {
   void sync_grads();
 
  private:
+  static float* host_ptr(const Tensor& buffer, const char* what);
+
   std::vector<Tensor> params_;
   std::vector<ParamSegment> segments_;
   std::vector<std::shared_ptr<TensorImpl>> grad_views_;

@@ -5,6 +5,9 @@
 #include <cmath>
 
 #include "kernels/cpu/elementwise.h"
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/optim.h"
+#endif
 #include "ops/ops.h"
 
 namespace tessera {
@@ -33,9 +36,18 @@ bool DynamicLossScaler::unscale(FlatParameters& params) {
            "DynamicLossScaler: unscale called twice in one iteration (call update() between)");
   unscaled_ = true;
   params.sync_grads();
-  float* g = params.grad_data();
   const int64_t n = params.numel();
   const float inv = 1.f / scale_;
+  if (!params.device().is_cpu()) {
+#if TESSERA_HAVE_CUDA
+    // One pass dividing and flagging inf/NaN; the verdict comes back to the host (a sync).
+    return cuda::unscale_grads(params.grad_ptr(), n, inv);
+#else
+    fail("DynamicLossScaler: gradients on {} but Tessera was built without CUDA",
+         params.device().str());
+#endif
+  }
+  float* g = params.grad_data();
   int nonfinite = 0;
   // Check the unscaled values, which are what the optimizer will read.
 #pragma omp parallel for simd reduction(| : nonfinite) schedule(static) if (n > cpu::kParallelGrain)
