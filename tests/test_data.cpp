@@ -148,6 +148,21 @@ TEST(Idx, CorruptFilesNameTheFileAndField) {
   expect_error([&] { read_idx(dir.file("cut.gz"), kIdxImagesMagic); },
                {dir.file("cut.gz"), "gzip", "truncated"});
 
+  // A gzip bomb: the header promises one byte of payload, the stream inflates to 16 MiB of
+  // zeros. Refused after the first inflated chunk, naming the limit, instead of inflating it all.
+  std::vector<uint8_t> bomb(16 + (16u << 20), 0);
+  const uint8_t header[16] = {0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1};
+  std::copy(header, header + 16, bomb.begin());
+  write_file_bytes(dir.file("bomb.gz"), bomb, true);
+  EXPECT_LT(raw_bytes(dir.file("bomb.gz")).size(), 1u << 20);
+  expect_error([&] { read_idx(dir.file("bomb.gz"), kIdxImagesMagic); },
+               {dir.file("bomb.gz"), "inflates to more than the 17 bytes its header allows"});
+  // The same header with a foreign magic is refused for its magic while inflating.
+  bomb[3] = 1;
+  write_file_bytes(dir.file("bomb1.gz"), bomb, true);
+  expect_error([&] { read_idx(dir.file("bomb1.gz"), kIdxImagesMagic); },
+               {dir.file("bomb1.gz"), "bad magic", "0x00000801"});
+
   // Label count differs from image count.
   write_idx(dir.file("two"), kIdxLabelsMagic, {2}, {1, 2}, false);
   expect_error([&] { load_idx_dataset(img, dir.file("two"), 10, 0.f, 1.f); },

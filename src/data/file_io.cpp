@@ -47,7 +47,8 @@ std::vector<uint8_t> read_file_bytes(const std::string& path, const std::string&
   return bytes;
 }
 
-std::vector<uint8_t> read_file_bytes_maybe_gzip(const std::string& path, const std::string& what) {
+std::vector<uint8_t> read_file_bytes_maybe_gzip(const std::string& path, const std::string& what,
+                                                const SizeFromPrefix& max_size) {
   std::vector<uint8_t> raw = read_file_bytes(path, what);
   if (!looks_gzipped(raw)) return raw;
 
@@ -72,6 +73,16 @@ std::vector<uint8_t> read_file_bytes_maybe_gzip(const std::string& path, const s
     zs.avail_out = sizeof(chunk);
     rc = inflate(&zs, Z_NO_FLUSH);
     out.insert(out.end(), chunk, chunk + (sizeof(chunk) - zs.avail_out));
+    if (max_size) {
+      const size_t limit = max_size(out);
+      if (out.size() > limit) {
+        inflateEnd(&zs);
+        fail(
+            "{} '{}': inflates to more than the {} bytes its header allows ({} compressed "
+            "bytes); expected a file no longer than its header says",
+            what, path, limit, raw.size());
+      }
+    }
     const bool input_left = zs.avail_in > 0 || in_pos < raw.size();
     if (rc == Z_STREAM_END) {
       if (!input_left) break;

@@ -35,17 +35,34 @@ std::string dims_str(const std::vector<int64_t>& dims) {
   return s + "]";
 }
 
+void check_magic(const std::string& path, uint32_t magic, uint32_t expected_magic) {
+  TS_CHECK(magic == expected_magic,
+           "IDX file '{}': bad magic 0x{:08x} ({}), expected 0x{:08x} ({})", path, magic,
+           magic_meaning(magic), expected_magic, magic_meaning(expected_magic));
+}
+
 }  // namespace
 
 IdxArray read_idx(const std::string& path, uint32_t expected_magic) {
-  const std::vector<uint8_t> bytes = read_file_bytes_maybe_gzip(path, "IDX file");
+  // A gzip file may not inflate past what its header promises: header + product of the dims.
+  const size_t header_bytes = 4 + 4 * size_t(expected_magic & 0xff);
+  const auto idx_size = [&](const std::vector<uint8_t>& prefix) -> size_t {
+    if (prefix.size() < header_bytes) return SIZE_MAX;
+    check_magic(path, read_be32(prefix.data()), expected_magic);  // else the dims mean nothing
+    size_t n = 1;
+    for (size_t i = 4; i < header_bytes; i += 4) {
+      const size_t d = read_be32(prefix.data() + i);
+      if (d != 0 && n > (SIZE_MAX - header_bytes) / d) return SIZE_MAX;  // the reader refuses
+      n *= d;
+    }
+    return header_bytes + n;
+  };
+  const std::vector<uint8_t> bytes = read_file_bytes_maybe_gzip(path, "IDX file", idx_size);
   TS_CHECK(bytes.size() >= 4, "IDX file '{}': magic: file has {} bytes, expected at least 4", path,
            bytes.size());
   IdxArray out;
   out.magic = read_be32(bytes.data());
-  TS_CHECK(out.magic == expected_magic,
-           "IDX file '{}': bad magic 0x{:08x} ({}), expected 0x{:08x} ({})", path, out.magic,
-           magic_meaning(out.magic), expected_magic, magic_meaning(expected_magic));
+  check_magic(path, out.magic, expected_magic);
 
   const size_t ndims = expected_magic & 0xff;
   const size_t header = 4 + 4 * ndims;

@@ -11,26 +11,6 @@
 
 namespace tessera {
 
-namespace {
-
-// Moves the optimizer's state buffers (allocated on the host by Optimizer::add_state_buffer)
-// to the parameters' device, re-pointing each buffer's TensorImpl so that state() and
-// load_state() (checkpoints) see the device buffers. Returns the buffers' data pointers.
-std::vector<float*> state_on_device(const OptimizerState& st, Device device) {
-  std::vector<float*> ptrs;
-  for (const auto& [name, t] : st.buffers) {
-    if (t.device() != device) {
-      Tensor d = Tensor::zeros(t.shape(), DType::f32, device);
-      t.impl().storage = d.impl().storage;
-      t.impl().offset = 0;
-    }
-    ptrs.push_back(t.data<float>());
-  }
-  return ptrs;
-}
-
-}  // namespace
-
 AdamW::AdamW(FlatParameters& params, AdamWOptions opt)
     : Optimizer(params, opt.decay_filter), opt_(std::move(opt)) {
   TS_CHECK(opt_.beta1 >= 0 && opt_.beta1 < 1 && opt_.beta2 >= 0 && opt_.beta2 < 1,
@@ -39,11 +19,6 @@ AdamW::AdamW(FlatParameters& params, AdamWOptions opt)
   TS_CHECK(opt_.weight_decay >= 0, "adamw: weight_decay {} must be >= 0", opt_.weight_decay);
   exp_avg_ = add_state_buffer("exp_avg");
   exp_avg_sq_ = add_state_buffer("exp_avg_sq");
-  if (!params.device().is_cpu()) {
-    const std::vector<float*> ptrs = state_on_device(state(), params.device());
-    exp_avg_ = ptrs.at(0);
-    exp_avg_sq_ = ptrs.at(1);
-  }
 }
 
 void AdamW::step(float lr) {

@@ -34,7 +34,8 @@ void Optimizer::rebuild_runs() {
 }
 
 float* Optimizer::add_state_buffer(const std::string& buffer_name) {
-  Tensor t = Tensor::zeros(Shape{params_.numel()});
+  // On the parameters' device: the update kernels read and write state where the values are.
+  Tensor t = Tensor::zeros(Shape{params_.numel()}, DType::f32, params_.device());
   buffers_.emplace_back(buffer_name, t);
   return t.data<float>();
 }
