@@ -89,3 +89,39 @@ TEST(ConfigFuzzRegression, NonUtf8OverrideIsRefusedWhenWritten) {
   const train::Config ok = train::parse_config("", "empty.toml", utf8);
   EXPECT_EQ(train::parse_config(train::to_toml(ok), "to_toml output"), ok);
 }
+
+// toml++ 3.3.0 reaches undefined behaviour testing some non-ASCII characters for whitespace
+// (fuzz/crashes/config-toml++-*): such text is refused before the parser sees it, naming the
+// line and column, while non-ASCII inside strings and comments still reads.
+TEST(ConfigFuzzRegression, NonAsciiWhereTomlppTestsWhitespaceIsRefused) {
+  expect_error([] { train::parse_config("[train]\ncaf\xc3\xa9 = 1\n", "bare.toml"); },
+               {"bare.toml:2:4", "non-ASCII", "outside a string"});
+  expect_error([] { train::parse_config("x = \xc2\xa7\n", "value.toml"); },
+               {"value.toml:1:5", "outside a string"});
+  expect_error([] { train::parse_config("s = \"\"\"\\\n\xc2\xa7\"\"\"\n", "cont.toml"); },
+               {"cont.toml:2:1", "continued by a backslash"});
+  expect_error([] { train::parse_config("s = \"\"\"a \\  \n\n   \xc2\xa7\"\"\"\n", "c2.toml"); },
+               {"c2.toml:3:4", "continued by a backslash"});
+  // Non-ASCII inside strings (all four kinds) and comments reaches toml++ and reads.
+  const std::string ok =
+      "# caf\xc3\xa9 \xc2\xa7\n"
+      "[data]\n"
+      "path = \"/d/caf\xc3\xa9 \\\" \xc2\xa7.txt\"  # \xc2\xa7\n";
+  EXPECT_EQ(train::parse_config(ok, "ok.toml").data.path, "/d/caf\xc3\xa9 \" \xc2\xa7.txt");
+  EXPECT_EQ(train::parse_config("[data]\npath = '/\xc2\xa7'\n", "lit.toml").data.path, "/\xc2\xa7");
+  EXPECT_EQ(
+      train::parse_config("[data]\npath = \"\"\"/\xc2\xa7\\\n  x\"\"\"\n", "ml.toml").data.path,
+      "/\xc2\xa7x");
+  EXPECT_EQ(train::parse_config("[data]\npath = \'\'\'/\xc2\xa7\'\'\'\n", "mll.toml").data.path,
+            "/\xc2\xa7");
+  // The crash reproducers found by fuzz_config.
+  for (const char* name : {"config-toml++-3.3.0-unreachable-bare-key",
+                           "config-toml++-3.3.0-unreachable-line-ending-backslash"}) {
+    const std::filesystem::path p =
+        std::filesystem::path(TESSERA_SOURCE_DIR) / "fuzz/crashes" / name;
+    std::ifstream in(p, std::ios::binary);
+    ASSERT_TRUE(in) << p;
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    expect_error([&] { train::parse_config(text, name); }, {name, "non-ASCII"});
+  }
+}

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "train/config_toml_guard.h"
 
 namespace tessera::train {
 namespace {
@@ -196,6 +197,7 @@ void collect(const toml::table& table, const std::string& prefix, std::string_vi
 }
 
 std::vector<Assignment> assignments_from_toml(std::string_view text, std::string_view source) {
+  check_toml_text_for_parser(text, source);  // toml++ 3.3.0 bug guard (train/config_toml_guard.h)
   toml::table table;
   try {
     table = toml::parse(text, source);

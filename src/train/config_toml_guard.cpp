@@ -1,0 +1,105 @@
+#include "train/config_toml_guard.h"
+
+#include <cstddef>
+
+#include "core/error.h"
+
+namespace tessera::train {
+namespace {
+
+enum class State { code, comment, basic, literal, ml_basic, ml_literal };
+
+bool starts(std::string_view text, size_t i, std::string_view what) {
+  return text.substr(i, what.size()) == what;
+}
+
+bool non_ascii(char c) {
+  return static_cast<unsigned char>(c) >= 0x80;
+}
+
+}  // namespace
+
+void check_toml_text_for_parser(std::string_view text, std::string_view source) {
+  State state = State::code;
+  size_t line = 1, line_start = 0;
+  const auto refuse = [&](size_t i, const char* where) {
+    fail(
+        "{}:{}:{}: TOML syntax error: non-ASCII character {}; expected it only inside a "
+        "quoted string or a comment (bare keys are ASCII: quote the key)",
+        source, line, i - line_start + 1, where);
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line, line_start = i + 1;
+      // A newline ends a comment; inside a one-line string it is toml++'s own error to report.
+      if (state == State::comment || state == State::basic || state == State::literal)
+        state = State::code;
+      continue;
+    }
+    switch (state) {
+      case State::code:
+        if (c == '#') {
+          state = State::comment;
+        } else if (starts(text, i, "\"\"\"")) {
+          state = State::ml_basic, i += 2;
+        } else if (starts(text, i, "'''")) {
+          state = State::ml_literal, i += 2;
+        } else if (c == '"') {
+          state = State::basic;
+        } else if (c == '\'') {
+          state = State::literal;
+        } else if (non_ascii(c)) {
+          refuse(i, "outside a string");
+        }
+        break;
+      case State::comment:
+        break;
+      case State::basic:
+        if (c == '\\')
+          ++i;  // the escaped character (a newline here is an error toml++ reports)
+        else if (c == '"')
+          state = State::code;
+        break;
+      case State::literal:
+        if (c == '\'') state = State::code;
+        break;
+      case State::ml_basic: {
+        if (starts(text, i, "\"\"\"")) {
+          // Up to two more quotes may belong to the content (""""" ends with two quotes inside).
+          i += 2;
+          while (i + 1 < text.size() && text[i + 1] == '"') ++i;
+          state = State::code;
+          break;
+        }
+        if (c != '\\') break;
+        // A line-ending backslash: spaces or tabs, then a newline; the parser then skips all
+        // whitespace and newlines, testing each character it meets.
+        size_t j = i + 1;
+        while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r')) ++j;
+        if (j >= text.size() || text[j] != '\n') {
+          ++i;  // an ordinary escape: skip the escaped character
+          break;
+        }
+        while (j < text.size() &&
+               (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' || text[j] == '\n')) {
+          if (text[j] == '\n') ++line, line_start = j + 1;
+          ++j;
+        }
+        if (j < text.size() && non_ascii(text[j]))
+          refuse(j, "at the start of a line continued by a backslash in a \"\"\" string");
+        i = j - 1;
+        break;
+      }
+      case State::ml_literal:
+        if (starts(text, i, "'''")) {
+          i += 2;
+          while (i + 1 < text.size() && text[i + 1] == '\'') ++i;
+          state = State::code;
+        }
+        break;
+    }
+  }
+}
+
+}  // namespace tessera::train
