@@ -69,49 +69,13 @@ void ShardedOptimizer::step(float lr, float* p, const float* g) {
   const bool parallel = n_ > cpu::kParallelGrain;
   if (opt_.name == "adamw") {
     const AdamWOptions& o = opt_.adamw;
-    const float b1 = o.beta1, b2 = o.beta2, eps = o.eps;
-    const double bc1 = 1.0 - std::pow(double(b1), double(step_));
-    const double bc2 = 1.0 - std::pow(double(b2), double(step_));
-    const float step_size = float(double(lr) / bc1);
-    const float inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
-    const float decayed = 1.f - lr * o.weight_decay;
-    float* m = m_.data<float>();
-    float* v = v_.data<float>();
-#pragma omp parallel if (parallel)
-    for (const Run& r : runs_) {
-      const float keep = r.decay ? decayed : 1.f;
-#pragma omp for simd schedule(static) nowait
-      for (int64_t i = r.begin; i < r.end; ++i) {
-        const float gi = g[i];
-        const float mi = b1 * m[i] + (1.f - b1) * gi;
-        const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        p[i] = p[i] * keep - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
-      }
-    }
+    adamw_update(AdamWScalars::at(lr, step_, o.beta1, o.beta2, o.eps, o.weight_decay), runs_, p, g,
+                 m_.data<float>(), v_.data<float>(), parallel);
     return;
   }
   const SGDOptions& o = opt_.sgd;
-  const float mu = o.momentum;
-  const bool nesterov = o.nesterov;
-  float* b = m_.defined() ? m_.data<float>() : nullptr;
-#pragma omp parallel if (parallel)
-  for (const Run& r : runs_) {
-    const float wd = r.decay ? o.weight_decay : 0.f;
-    if (b) {
-#pragma omp for simd schedule(static) nowait
-      for (int64_t i = r.begin; i < r.end; ++i) {
-        const float gi = g[i] + wd * p[i];
-        const float bi = mu * b[i] + gi;
-        b[i] = bi;
-        p[i] -= lr * (nesterov ? gi + mu * bi : bi);
-      }
-    } else {
-#pragma omp for simd schedule(static) nowait
-      for (int64_t i = r.begin; i < r.end; ++i) p[i] -= lr * (g[i] + wd * p[i]);
-    }
-  }
+  sgd_update(lr, o.momentum, o.nesterov, o.weight_decay, runs_, p, g,
+             m_.defined() ? m_.data<float>() : nullptr, parallel);
 }
 
 }  // namespace tessera::dist

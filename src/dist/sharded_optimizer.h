@@ -40,10 +40,7 @@ class ShardedOptimizer {
   size_t state_bytes() const;
 
  private:
-  struct Run {
-    int64_t begin, end;  // shard-local
-    bool decay;
-  };
+  using Run = UpdateRun;  // shard-local ranges
   ShardedOptimizerOptions opt_;
   int64_t n_;
   std::vector<Run> runs_;

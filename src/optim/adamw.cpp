@@ -23,13 +23,8 @@ AdamW::AdamW(FlatParameters& params, AdamWOptions opt)
 
 void AdamW::step(float lr) {
   begin_step(lr);
-  const float b1 = opt_.beta1, b2 = opt_.beta2, eps = opt_.eps;
-  // Bias corrections in f64: b2^t for b2 = 0.999 loses digits in f32 as t grows.
-  const double bc1 = 1.0 - std::pow(double(b1), double(step_));
-  const double bc2 = 1.0 - std::pow(double(b2), double(step_));
-  const float step_size = float(double(lr) / bc1);
-  const float inv_sqrt_bc2 = float(1.0 / std::sqrt(bc2));
-  const float decayed = 1.f - lr * opt_.weight_decay;
+  const AdamWScalars sc =
+      AdamWScalars::at(lr, step_, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay);
   const auto& runs = decay_runs();
 
   if (!params_.device().is_cpu()) {
@@ -53,8 +48,8 @@ void AdamW::step(float lr) {
     a.n = params_.numel();
     a.runs = static_cast<const cuda::DecayRange*>(dev_runs.raw_data());
     a.nruns = int32_t(host_runs.size());
-    a.beta1 = b1, a.beta2 = b2, a.eps = eps;
-    a.step_size = step_size, a.inv_sqrt_bc2 = inv_sqrt_bc2, a.decayed = decayed;
+    a.beta1 = sc.beta1, a.beta2 = sc.beta2, a.eps = sc.eps;
+    a.step_size = sc.step_size, a.inv_sqrt_bc2 = sc.inv_sqrt_bc2, a.decayed = sc.decayed;
     cuda::adamw_step(a);
 #else
     fail("adamw: parameters on {} but Tessera was built without CUDA", params_.device().str());
@@ -62,25 +57,8 @@ void AdamW::step(float lr) {
     return;
   }
 
-  float* p = params_.value_data();
-  const float* g = params_.grad_data();
-  float* m = exp_avg_;
-  float* v = exp_avg_sq_;
-  // One parallel region; each thread takes its static share of every run and moves on without
-  // waiting (runs are disjoint, so no barrier is needed between them).
-#pragma omp parallel if (params_.numel() > cpu::kParallelGrain)
-  for (const DecayRun& r : runs) {
-    const float keep = r.decay ? decayed : 1.f;
-#pragma omp for simd schedule(static) nowait
-    for (int64_t i = r.begin; i < r.end; ++i) {
-      const float gi = g[i];
-      const float mi = b1 * m[i] + (1.f - b1) * gi;
-      const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      p[i] = p[i] * keep - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
-    }
-  }
+  adamw_update(sc, runs, params_.value_data(), params_.grad_data(), exp_avg_, exp_avg_sq_,
+               params_.numel() > cpu::kParallelGrain);
 }
 
 }  // namespace tessera

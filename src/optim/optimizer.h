@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "optim/flat_params.h"
+#include "optim/update_rules.h"
 
 namespace tessera {
 
@@ -57,10 +58,7 @@ class Optimizer {
   // Maximal ranges of the flat buffers whose parameters share one decay setting; together they
   // cover the whole buffer (each parameter's trailing padding goes with it, and padding stays
   // zero under every update rule here since its gradient, value and state are zero).
-  struct DecayRun {
-    int64_t begin, end;
-    bool decay;
-  };
+  using DecayRun = UpdateRun;
   const std::vector<DecayRun>& decay_runs() const { return runs_; }
 
   FlatParameters& params_;

@@ -16,29 +16,9 @@ SGD::SGD(FlatParameters& params, SGDOptions opt)
 
 void SGD::step(float lr) {
   begin_step(lr);
-  const float mu = opt_.momentum;
-  const bool nesterov = opt_.nesterov;
-  float* p = params_.value_data();
-  const float* g = params_.grad_data();
-  float* b = momentum_buf_;
-  const auto& runs = decay_runs();
-  // One parallel region over all runs, as in AdamW::step.
-#pragma omp parallel if (params_.numel() > cpu::kParallelGrain)
-  for (const DecayRun& r : runs) {
-    const float wd = r.decay ? opt_.weight_decay : 0.f;
-    if (b) {
-#pragma omp for simd schedule(static) nowait
-      for (int64_t i = r.begin; i < r.end; ++i) {
-        const float gi = g[i] + wd * p[i];
-        const float bi = mu * b[i] + gi;
-        b[i] = bi;
-        p[i] -= lr * (nesterov ? gi + mu * bi : bi);
-      }
-    } else {
-#pragma omp for simd schedule(static) nowait
-      for (int64_t i = r.begin; i < r.end; ++i) p[i] -= lr * (g[i] + wd * p[i]);
-    }
-  }
+  sgd_update(lr, opt_.momentum, opt_.nesterov, opt_.weight_decay, decay_runs(),
+             params_.value_data(), params_.grad_data(), momentum_buf_,
+             params_.numel() > cpu::kParallelGrain);
 }
 
 }  // namespace tessera
