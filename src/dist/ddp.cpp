@@ -95,7 +95,10 @@ void DDP::set_optimizer_steps(int64_t steps) {
 }
 
 uint64_t DDP::parameter_checksum() {
-  return fnv1a(flat_->value_data(), flat_->numel());
+  // Device buffers are hashed from a host copy (a debugging aid, not on the hot path).
+  const Tensor values = flat_->values();
+  const Tensor host = values.device().is_cpu() ? values : values.to(Device::cpu());
+  return fnv1a(host.data<float>(), flat_->numel());
 }
 
 }  // namespace tessera::dist

@@ -71,4 +71,13 @@ void check_suffix_shape(const char* op, const Tensor& a, const Tensor& b) {
            b.desc(), a.desc());
 }
 
+std::string index_str(const Shape& shape, int64_t i) {
+  std::vector<int64_t> idx(size_t(shape.ndim()));
+  for (int d = shape.ndim() - 1; d >= 0; --d) {
+    idx[size_t(d)] = i % shape[d];
+    i /= shape[d];
+  }
+  return Shape(idx).str();
+}
+
 }  // namespace tessera::ops

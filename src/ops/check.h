@@ -1,5 +1,7 @@
 // Input checks shared by the ops. Each throws tessera::Error naming the op and the tensors.
 #pragma once
+#include <string>
+
 #include "core/tensor.h"
 
 namespace tessera::ops {
@@ -12,5 +14,8 @@ void check_ndim(const char* op, const char* arg, const Tensor& t, int ndim);
 void check_same_shape(const char* op, const Tensor& a, const Tensor& b);
 // b's shape equals the last b.ndim() dims of a's shape.
 void check_suffix_shape(const char* op, const Tensor& a, const Tensor& b);
+
+// "[1, 3]": the multi-dimensional index of flat element i of `shape`, for error messages.
+std::string index_str(const Shape& shape, int64_t i);
 
 }  // namespace tessera::ops

@@ -9,20 +9,6 @@
 #include "ops/ops.h"
 
 namespace tessera::ops {
-namespace {
-
-// "[1, 3]": the multi-dimensional index of flat element i of `shape`, for error messages.
-std::string index_str(const Shape& shape, int64_t i) {
-  std::vector<int64_t> idx(size_t(shape.ndim()));
-  for (int d = shape.ndim() - 1; d >= 0; --d) {
-    idx[size_t(d)] = i % shape[d];
-    i /= shape[d];
-  }
-  return Shape(idx).str();
-}
-
-}  // namespace
-
 Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
   const char* op = "embedding";
   check_float(op, "weight", weight0);
