@@ -55,6 +55,11 @@ std::vector<uint8_t> read_file_bytes_maybe_gzip(const std::string& path, const s
   // Inflate from memory; windowBits 15 + 16 accepts only a gzip wrapper (we saw its magic).
   z_stream zs{};
   TS_CHECK(inflateInit2(&zs, 15 + 16) == Z_OK, "{} '{}': zlib inflateInit2 failed", what, path);
+  // Released on every way out, including an Error thrown by max_size (it may check a magic).
+  struct InflateEnd {
+    z_stream* zs;
+    ~InflateEnd() { inflateEnd(zs); }
+  } const end_inflate{&zs};
   std::vector<uint8_t> out;
   out.reserve(raw.size() * 4);
   zs.next_in = raw.data();
@@ -76,7 +81,6 @@ std::vector<uint8_t> read_file_bytes_maybe_gzip(const std::string& path, const s
     if (max_size) {
       const size_t limit = max_size(out);
       if (out.size() > limit) {
-        inflateEnd(&zs);
         fail(
             "{} '{}': inflates to more than the {} bytes its header allows ({} compressed "
             "bytes); expected a file no longer than its header says",
@@ -95,7 +99,6 @@ std::vector<uint8_t> read_file_bytes_maybe_gzip(const std::string& path, const s
     if (rc != Z_OK && rc != Z_BUF_ERROR) break;   // corrupt data
   }
   const std::string msg = zs.msg ? zs.msg : "";
-  inflateEnd(&zs);
   TS_CHECK(rc == Z_STREAM_END,
            "{} '{}': gzip stream is corrupt or truncated ({} compressed bytes in the file, "
            "zlib code {}{}{}); expected a complete gzip stream",
