@@ -7,6 +7,8 @@
 #   scripts/fuzz.sh                 # every target, FUZZ_SECONDS (default 20) each
 #   scripts/fuzz.sh safetensors     # one target
 #   FUZZ_SECONDS=600 scripts/fuzz.sh idx
+#   FUZZ_SEED=0 scripts/fuzz.sh     # a fresh random seed (default 1: CI explores the same way
+#                                   # every run, so a red run means a change, not luck)
 #
 # docs/FUZZING.md: what each target covers and how to work with a crash.
 set -euo pipefail
@@ -15,6 +17,7 @@ ROOT=$PWD
 BUILD=${FUZZ_BUILD:-$ROOT/build-fuzz}
 SECONDS_EACH=${FUZZ_SECONDS:-20}
 OUT=${FUZZ_OUT:-$BUILD/fuzz-out}
+SEED=${FUZZ_SEED:-1}
 CXX_CLANG=${FUZZ_CXX:-clang++}
 
 command -v "$CXX_CLANG" >/dev/null || {
@@ -50,7 +53,7 @@ for t in "${targets[@]}"; do
   [[ -x $bin ]] || { echo "fuzz.sh: no target $bin" >&2; exit 1; }
   mkdir -p "$work/$t"
   [[ -d $ROOT/fuzz/corpus/$t ]] && cp -r "$ROOT/fuzz/corpus/$t/." "$work/$t/"
-  args=(-max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10
+  args=(-seed="$SEED" -max_total_time="$SECONDS_EACH" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10
         -print_final_stats=1 -artifact_prefix="$OUT/$t-")
   [[ -f $ROOT/fuzz/$t.dict ]] && args+=(-dict="$ROOT/fuzz/$t.dict")
   echo "== fuzz_$t: ${SECONDS_EACH}s"
