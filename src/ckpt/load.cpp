@@ -20,17 +20,6 @@ std::string join(const std::string& dir, const std::string& name) {
   return (fs::path(dir) / name).string();
 }
 
-std::string value_text(const train::ConfigValue& v) {
-  return std::visit(
-      [](const auto& x) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(x)>, std::string>)
-          return "\"" + x + "\"";
-        else
-          return fmt::format("{}", x);
-      },
-      v);
-}
-
 // The saved config against the current one: every key that is not resumable must be equal.
 void check_same_run(const train::Config& saved, const train::Config& now, const std::string& file) {
   std::string diffs;
@@ -39,7 +28,7 @@ void check_same_run(const train::Config& saved, const train::Config& now, const 
     const train::ConfigValue a = key.get(saved), b = key.get(now);
     if (a == b) continue;
     diffs += fmt::format("{}{} is {} in the checkpoint but {} now", diffs.empty() ? "" : "; ",
-                         key.name, value_text(a), value_text(b));
+                         key.name, train::config_value_text(a), train::config_value_text(b));
   }
   TS_CHECK(diffs.empty(),
            "checkpoint file '{}': the config changed since the checkpoint: {}. A resumed run "

@@ -148,6 +148,9 @@ std::span<const ConfigKey> config_keys();
 // What a key accepts, as errors and docs say it: ">= 1", "[0, 1)", "one of \"f32\", \"bf16\"".
 std::string describe_valid_values(const ConfigKey& key);
 const ConfigKey* find_config_key(std::string_view name);  // nullptr when unknown
+// A value as TOML writes it (strings quoted and escaped, floats that read back exactly): for
+// config files and for messages that name a value.
+std::string config_value_text(const ConfigValue& v);
 
 struct ModelPreset {
   std::string_view name;

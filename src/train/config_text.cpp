@@ -93,12 +93,6 @@ std::string toml_float(double x) {
   return s;
 }
 
-std::string toml_value(const ConfigValue& v) {
-  if (auto* s = std::get_if<std::string>(&v)) return toml_string(*s);
-  if (auto* i = std::get_if<int64_t>(&v)) return fmt::format("{}", *i);
-  return toml_float(std::get<double>(v));
-}
-
 // Markdown table cells must not contain a bare '|'.
 std::string cell(std::string_view s) {
   std::string out;
@@ -110,6 +104,12 @@ std::string cell(std::string_view s) {
 }
 
 }  // namespace
+
+std::string config_value_text(const ConfigValue& v) {
+  if (auto* s = std::get_if<std::string>(&v)) return toml_string(*s);
+  if (auto* i = std::get_if<int64_t>(&v)) return fmt::format("{}", *i);
+  return toml_float(std::get<double>(v));
+}
 
 std::string to_toml(const Config& config) {
   std::string out =
@@ -135,7 +135,7 @@ std::string to_toml(const Config& config) {
     size_t width = 0;
     for (size_t i = begin; i < end; ++i) {
       lines.push_back(
-          fmt::format("{} = {}", field_of(keys[i].name), toml_value(keys[i].get(config))));
+          fmt::format("{} = {}", field_of(keys[i].name), config_value_text(keys[i].get(config))));
       width = std::max(width, lines.back().size());
     }
     out += fmt::format("\n[{}]\n", section);
@@ -177,7 +177,7 @@ config is saved as TOML with every key explicit, in run folders and checkpoints.
     for (; i < keys.size() && section_of(keys[i].name) == section; ++i) {
       const ConfigKey& k = keys[i];
       out += fmt::format("| `{}` | {} | `{}` | {} | {} |\n", k.name, key_type_name(k.type),
-                         cell(toml_value(k.default_value)), cell(describe_valid_values(k)),
+                         cell(config_value_text(k.default_value)), cell(describe_valid_values(k)),
                          cell(k.doc));
     }
     begin = i;

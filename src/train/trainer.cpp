@@ -61,15 +61,7 @@ dist::Entries job_identity(const Config& cfg, nn::Module& model) {
   dist::Entries e;
   for (const ConfigKey& key : config_keys()) {
     const ConfigValue v = key.get(cfg);
-    std::string text = std::visit(
-        [](const auto& x) {
-          if constexpr (std::is_same_v<std::decay_t<decltype(x)>, std::string>)
-            return "\"" + x + "\"";
-          else
-            return fmt::format("{}", x);
-        },
-        v);
-    e.emplace_back(std::string(key.name), std::move(text));
+    e.emplace_back(std::string(key.name), config_value_text(v));
   }
   for (const auto& [name, t] : model.named_parameters())
     e.emplace_back("model parameter " + name, t.shape().str());
