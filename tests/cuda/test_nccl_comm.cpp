@@ -27,6 +27,7 @@
 #include "dist/world.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/elementwise.h"
+#include "mpi/rank_output.h"
 
 using namespace tessera;
 using namespace tessera::dist;
@@ -391,20 +392,6 @@ TEST_F(Nccl, WatchdogReportsACollectiveStuckPastTheTimeout) {
   }
 }
 
-// Only rank 0 prints passing tests; every rank prints its failures.
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed())
-      std::fprintf(stderr, "rank %d: %s:%d: failure\n%s\n", rank_,
-                   r.file_name() ? r.file_name() : "?", r.line_number(), r.summary());
-  }
-
- private:
-  int rank_;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -414,11 +401,7 @@ int main(int argc, char** argv) {
   if (g_world->rank() == 0)
     std::printf("id exchange over: %s (%s)\n", g_world->describe().c_str(),
                 g_launch.describe().c_str());
-  if (g_world->rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new RankFailurePrinter(g_world->rank()));
-  }
+  tessera::testing::print_passes_on_rank0_only(g_world->rank());
   const int rc = RUN_ALL_TESTS();
   // NCCL before MPI: the NCCL communicators' teardown may still use the bootstrap.
   g_nccl.reset();

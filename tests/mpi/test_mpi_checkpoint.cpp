@@ -23,6 +23,7 @@
 #include "core/file_io.h"
 #include "dist/local_comm.h"
 #include "dist/mpi_comm.h"
+#include "mpi/rank_output.h"
 #include "mpi/tiny_job.h"
 #include "nn/safetensors.h"
 #include "train/task.h"
@@ -227,30 +228,12 @@ TEST(Resharding, CheckpointsResumeOnOtherWorldSizes) {
 
 }  // namespace
 
-// Prints failures from ranks other than 0, prefixed with the rank.
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed())
-      std::fprintf(stderr, "rank %d: %s:%d: failure\n%s\n", rank_,
-                   r.file_name() ? r.file_name() : "?", r.line_number(), r.summary());
-  }
-
- private:
-  int rank_;
-};
-
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   MpiOptions mo;
   mo.timeout_s = 30;
   g_world = mpi_world(mo);
-  if (g_world->rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new RankFailurePrinter(g_world->rank()));
-  }
+  tessera::testing::print_passes_on_rank0_only(g_world->rank());
   const int rc = RUN_ALL_TESTS();
   if (rc != 0) std::fprintf(stderr, "rank %d: tests FAILED\n", g_world->rank());
   g_world.reset();

@@ -19,6 +19,7 @@
 #include "dist/local_comm.h"
 #include "dist/mpi_comm.h"
 #include "gradcheck.h"
+#include "mpi/rank_output.h"
 #include "mpi/tiny_job.h"
 #include "train/trainer.h"
 
@@ -312,32 +313,12 @@ TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
 
 }  // namespace
 
-// Prints failures from ranks other than 0 (whose default printer is removed to keep the log
-// readable), prefixed with the rank.
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& r) override {
-    if (r.failed())
-      std::fprintf(stderr, "rank %d: %s:%d: failure\n%s\n", rank_,
-                   r.file_name() ? r.file_name() : "?", r.line_number(), r.summary());
-  }
-
- private:
-  int rank_;
-};
-
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   MpiOptions mo;
   mo.timeout_s = 30;
   g_world = mpi_world(mo);
-  // Only rank 0 prints passing tests; every rank prints its failures.
-  if (g_world->rank() != 0) {
-    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
-    delete listeners.Release(listeners.default_result_printer());
-    listeners.Append(new RankFailurePrinter(g_world->rank()));
-  }
+  tessera::testing::print_passes_on_rank0_only(g_world->rank());
   const int rc = RUN_ALL_TESTS();
   if (rc != 0) std::fprintf(stderr, "rank %d: tests FAILED\n", g_world->rank());
   g_world.reset();
