@@ -104,7 +104,7 @@ manifest = {"format": "tessera-checkpoint", "version": 1, "step": 4, "world_size
 state = {"format": "tessera-checkpoint", "version": 1, "step": 4, "world_size": 2,
          "zero_stage": 1, "data": {"seed": 1338, "offset": 32},
          "rngs": {"dropout": {"seed": 77, "offset": 4096}, "sample": {"seed": 1339, "offset": 0}},
-         "loss_scale": {"scale": 1.0, "clean_steps": 0}, "bad_steps": {"total": 0, "in_a_row": 0},
+         "loss_scale": {"scale": 1.0, "clean_steps": 0, "skipped_steps": 0}, "bad_steps": {"total": 0, "in_a_row": 0},
          "last_lr": 0.001,
          "optimizer": {"name": "adamw", "steps": 4, "flat_numel": 64,
                        "shards": [{"file": "optimizer_rank0.safetensors", "begin": 0, "end": 32},

@@ -155,6 +155,31 @@ TEST(Checkpoint, SigtermSavesAndResumeIsBitExact) {
   EXPECT_EQ(expect_step, 9);
 }
 
+TEST(Checkpoint, FP16LossScalerStateResumesBitExact) {
+  const Reference& ref = reference();  // for its corpus
+  train::Config c = job(ref.corpus);
+  c.train.precision = "fp16";
+  c.train.loss_scale = std::ldexp(1.0, 26);  // overflows fp16 at first: skips before step 4,
+  c.train.loss_scale_window = 2;             // and grows again after two clean steps
+  const fs::path full = temp_dir("fp16_full") / "run";
+  const train::RunSummary f = run(c, full);
+  ASSERT_GT(f.loss_scale_skipped, 0) << "the test needs overflow skips";
+  ASSERT_LT(f.loss_scale_skipped, 6) << "the test needs steps that train";
+  const fs::path out = temp_dir("fp16_resume") / "run";
+  train::RunSummary a = run(c, out, "", [](int64_t step, double, auto&) {
+    if (step == 4) ::raise(SIGTERM);
+  });
+  ASSERT_TRUE(a.interrupted);
+  // The resumed run continues from the saved scale, clean-step count and skip count: without
+  // them it would restart at 2^26, overflow again and diverge from the uninterrupted run.
+  const train::RunSummary b = run(c, out, "latest");
+  EXPECT_EQ(b.start_step, 4);
+  expect_same_losses(f.losses, b);
+  EXPECT_EQ(b.loss_scale, f.loss_scale);
+  EXPECT_EQ(b.loss_scale_skipped, f.loss_scale_skipped);
+  EXPECT_TRUE(bytes_of(out / "model.safetensors") == bytes_of(full / "model.safetensors"));
+}
+
 TEST(Checkpoint, BackgroundPeriodicCheckpointResumesBitExactAndKeepsTheNewestK) {
   const Reference& ref = reference();
   const fs::path src = ref.dir / "run";

@@ -33,6 +33,7 @@ TrainerState sample_state() {
   s.rngs = {{"dropout", {0xcbf29ce484222325ull, 1ull << 40}}, {"sample", {1339, 0}}};
   s.loss_scale = 32768;
   s.loss_scale_clean_steps = 17;
+  s.loss_scale_skipped_steps = 3;
   s.bad_steps_total = 3;
   s.bad_steps_in_a_row = 1;
   s.last_lr = 2.5e-4;

@@ -197,7 +197,12 @@ TEST(Config, OtherRules) {
         with({"model.kind=cnn", "data.kind=fashion-mnist", "model.preset=gpt2-124m"});
       },
       {"model.preset = 'gpt2-124m'", "model.kind = 'cnn'"});
-  EXPECT_EQ(config_rules().size(), 8u);
+  expect_error([] { with({"train.device=cuda", "parallel.zero_stage=1"}); },
+               {"parallel.zero_stage = 1", "train.device = \"cuda\""});
+  EXPECT_NO_THROW(with({"train.device=cuda", "parallel.zero_stage=0"}));
+  EXPECT_NO_THROW(with({"train.device=cpu", "parallel.zero_stage=3"}));
+  expect_error([] { with({"train.device=gpu"}); }, {"train.device", "\"cpu\", \"cuda\""});
+  EXPECT_EQ(config_rules().size(), 9u);
 }
 
 TEST(Config, MissingFile) {

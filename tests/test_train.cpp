@@ -1,6 +1,7 @@
 // End-to-end training through the trainer: a tiny GPT on a small generated text file and an MLP
 // on small generated IDX images. Checks the run folder's contract (metrics.jsonl fields, weights,
-// config), that loss falls, and that bf16 tracks f32.
+// config), that loss falls, that bf16 and fp16 (with dynamic loss scaling) track f32, and that
+// asking for a GPU where there is none is a clear error.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +9,10 @@
 #include <fstream>
 
 #include "autograd/grad_mode.h"
+#if TESSERA_HAVE_CUDA
+#include "cuda/device.h"
+#endif
+#include "gradcheck.h"
 #include "nn/gpt.h"
 #include "nn/weights.h"
 #include "train/config.h"
@@ -15,6 +20,7 @@
 
 using namespace tessera;
 namespace fs = std::filesystem;
+using tessera::testing::expect_error;
 
 namespace {
 
@@ -155,6 +161,83 @@ TEST(Train, BadConfigsAndMissingDataAreClearErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no_such_corpus.txt"), std::string::npos) << e.what();
   }
-  train::Config fp16 = tiny_gpt_config(write_corpus(dir), "fp16");
-  EXPECT_THROW(train::run_training(fp16, opt), Error);
+}
+
+TEST(Train, FP16WithDynamicLossScalingTracksF32) {
+  fs::path dir = temp_dir("fp16");
+  fs::path corpus = write_corpus(dir);
+  train::RunOptions opt;
+  opt.plot = false;
+  opt.console = stderr;
+  opt.out_dir = (dir / "f32").string();
+  train::RunSummary f32 = train::run_training(tiny_gpt_config(corpus, "f32"), opt);
+  opt.out_dir = (dir / "fp16").string();
+  train::Config c16 = tiny_gpt_config(corpus, "fp16");
+  c16.train.loss_scale_window = 20;  // the scale grows during the run
+  train::RunSummary h = train::run_training(c16, opt);
+  const double v32 = f32.last_eval["val_loss"].get<double>();
+  const double v16 = h.last_eval["val_loss"].get<double>();
+  EXPECT_NE(v32, v16);  // the fp16 run really computed in fp16
+  std::cerr << "val_loss f32 " << v32 << " fp16 " << v16 << ", loss scale " << h.loss_scale
+            << ", skipped " << h.loss_scale_skipped << "\n";
+  // fp16 keeps 3 more mantissa bits than bf16, whose bound (BF16TracksF32) is 2%.
+  EXPECT_LT(std::fabs(v16 - v32) / v32, 0.02) << "f32 " << v32 << " fp16 " << v16;
+  EXPECT_EQ(h.bad_steps, 0);
+  // 60 steps with a window of 20: the scale doubled at least once (more if nothing overflowed).
+  EXPECT_GE(h.loss_scale, 65536.0 * 2) << "skipped " << h.loss_scale_skipped;
+  auto m = read_metrics(dir / "fp16");
+  ASSERT_FALSE(m.empty());
+  for (const auto& r : m) EXPECT_TRUE(r.contains("loss_scale")) << r.dump();
+  for (const auto& r : read_metrics(dir / "f32")) EXPECT_FALSE(r.contains("loss_scale"));
+}
+
+TEST(Train, FP16OverflowHalvesTheScaleAndSkipsStepsWithoutStoppingTheRun) {
+  fs::path dir = temp_dir("fp16_overflow");
+  train::Config c = tiny_gpt_config(write_corpus(dir), "fp16");
+  c.train.loss_scale = std::ldexp(1.0, 40);  // gradients x 2^40 overflow fp16 (max 65504)
+  c.train.max_bad_steps = 2;                 // overflow skips must not count as bad steps
+  train::RunOptions opt;
+  opt.plot = false;
+  opt.console = stderr;
+  opt.out_dir = (dir / "run").string();
+  train::RunSummary s = train::run_training(c, opt);
+  EXPECT_EQ(s.steps, 60);
+  EXPECT_EQ(s.bad_steps, 0);
+  EXPECT_GT(s.loss_scale_skipped, 2);
+  EXPECT_LT(s.loss_scale, std::ldexp(1.0, 40));
+  // Each skipped step halved the scale, so it ends 2^-skipped below where it started (the
+  // window of 2000 clean steps is never reached in 60).
+  EXPECT_EQ(s.loss_scale, std::ldexp(1.0, 40 - int(s.loss_scale_skipped)));
+  // Skipped steps did not update: the run still learns, like the f32 run's bound above.
+  EXPECT_LT(s.last_eval["val_loss"].get<double>(), 2.9);
+}
+
+TEST(Train, CudaDeviceWithoutAGpuIsAClearError) {
+#if TESSERA_HAVE_CUDA
+  if (cuda::available()) GTEST_SKIP() << "a CUDA device is present (tests/cuda cover it)";
+#endif
+  fs::path dir = temp_dir("nogpu");
+  train::Config c = tiny_gpt_config(write_corpus(dir), "bf16");
+  c.train.device = "cuda";
+  train::RunOptions opt;
+  opt.plot = false;
+  opt.console = stderr;
+  opt.out_dir = (dir / "run").string();
+  try {
+    train::run_training(c, opt);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("train.device = \"cuda\""), std::string::npos) << m;
+#if TESSERA_HAVE_CUDA
+    EXPECT_NE(m.find("no CUDA device"), std::string::npos) << m;
+#else
+    EXPECT_NE(m.find("without the CUDA backend"), std::string::npos) << m;
+#endif
+  }
+  // ZeRO's engines are CPU-only: refused when the config is read, before any data is loaded.
+  train::Config z = c;
+  z.parallel.zero_stage = 2;
+  expect_error([&] { train::validate(z, "test.toml"); },
+               {"parallel.zero_stage = 2", "train.device = \"cuda\""});
 }

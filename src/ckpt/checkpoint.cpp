@@ -66,6 +66,14 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 
 // ---- Snapshot ----
 
+namespace {
+// A host copy the background writer can read while training goes on (from a GPU: a
+// synchronous device-to-host copy).
+Tensor host_copy(const Tensor& t) {
+  return t.device().is_cpu() ? t.clone() : t.to(Device::cpu());
+}
+}  // namespace
+
 Snapshot take_snapshot(dist::DataParallel& dp, nn::Module& model, const TrainerState& trainer,
                        const std::string& config_toml, const std::string& model_kind) {
   const int rank = dp.comm().rank();
@@ -74,7 +82,8 @@ Snapshot take_snapshot(dist::DataParallel& dp, nn::Module& model, const TrainerS
   dist::TrainingStateView v = dp.training_state();
   dp.gather_all();
   if (rank == 0) {
-    for (const auto& [name, p] : model.named_parameters()) s.weights.emplace_back(name, p.clone());
+    for (const auto& [name, p] : model.named_parameters())
+      s.weights.emplace_back(name, host_copy(p));
     s.weights_metadata = {{"format", "pt"}, {"tessera_model", model_kind}};
     s.config_toml = config_toml;
     s.trainer = trainer;
@@ -84,7 +93,7 @@ Snapshot take_snapshot(dist::DataParallel& dp, nn::Module& model, const TrainerS
   const bool sharded = dp.zero_stage() > 0;
   if (sharded || rank == 0) {
     s.optimizer_file = optimizer_file_name(rank);
-    for (const auto& [name, t] : v.state) s.optimizer_buffers.emplace_back(name, t.clone());
+    for (const auto& [name, t] : v.state) s.optimizer_buffers.emplace_back(name, host_copy(t));
     s.optimizer_metadata = {{"optimizer", v.optimizer},
                             {"steps", std::to_string(v.optimizer_steps)},
                             {"flat_numel", std::to_string(v.numel)},

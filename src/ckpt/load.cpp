@@ -57,7 +57,7 @@ bool resumable_key(std::string_view key) {
       "train.log_every",        "train.sample_every",    "train.sample_tokens",
       "train.checkpoint_every", "train.checkpoint_keep", "train.checkpoint_async",
       "train.max_bad_steps",    "train.threads",         "parallel.zero_stage",
-      "parallel.bucket_mb",     "parallel.timeout_s",
+      "parallel.bucket_mb",     "parallel.timeout_s",    "train.device",
   };
   return keys.count(key) > 0;
 }
@@ -173,22 +173,28 @@ void load_into(const VerifiedCheckpoint& ckpt, dist::DataParallel& dp) {
     shards.emplace_back(&s, std::move(f));
   }
 
-  // Everything checked: copy the overlaps in.
+  // Everything checked: copy the overlaps in (through host buffers when training on a GPU).
+  auto host_view = [](const Tensor& t) { return t.device().is_cpu() ? t : t.to(Device::cpu()); };
+  Tensor host_values = host_view(v.values);
   const int64_t vb = v.values_begin, ve = v.values_begin + v.values.numel();
-  float* values = v.values.data<float>();
+  float* values = host_values.data<float>();
   for (const ParamSegment& s : v.segments) {
     const int64_t a = std::max(s.offset, vb), b = std::min(s.offset + s.numel, ve);
     if (a >= b) continue;
     const float* src = model.tensors.at(s.name).data<float>();
     std::memcpy(values + (a - vb), src + (a - s.offset), size_t(b - a) * sizeof(float));
   }
-  for (const auto& [s, f] : shards) {
-    const int64_t a = std::max(s->begin, v.state_begin), b = std::min(s->end, v.state_end);
-    for (const auto& [name, mine] : v.state) {
+  if (!v.values.device().is_cpu()) v.values.copy_from(host_values);
+  for (const auto& [name, mine] : v.state) {
+    Tensor host_state = host_view(mine);
+    for (const auto& [s, f] : shards) {
+      const int64_t a = std::max(s->begin, v.state_begin), b = std::min(s->end, v.state_end);
+      if (a >= b) continue;
       const float* src = f.tensors.at(name).data<float>();
-      std::memcpy(mine.data<float>() + (a - v.state_begin), src + (a - s->begin),
+      std::memcpy(host_state.data<float>() + (a - v.state_begin), src + (a - s->begin),
                   size_t(b - a) * sizeof(float));
     }
+    if (!mine.device().is_cpu()) Tensor(mine).copy_from(host_state);
   }
   dp.set_optimizer_steps(st.optimizer_steps);
 }

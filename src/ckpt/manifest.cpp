@@ -216,7 +216,10 @@ std::string trainer_state_to_json(const TrainerState& s) {
       {"zero_stage", s.zero_stage},
       {"data", stream_json(s.data)},
       {"rngs", std::move(rngs)},
-      {"loss_scale", {{"scale", s.loss_scale}, {"clean_steps", s.loss_scale_clean_steps}}},
+      {"loss_scale",
+       {{"scale", s.loss_scale},
+        {"clean_steps", s.loss_scale_clean_steps},
+        {"skipped_steps", s.loss_scale_skipped_steps}}},
       {"bad_steps", {{"total", s.bad_steps_total}, {"in_a_row", s.bad_steps_in_a_row}}},
       {"last_lr", s.last_lr},
       {"optimizer",
@@ -252,6 +255,7 @@ TrainerState parse_trainer_state(std::string_view text, const std::string& path)
   TS_CHECK(s.loss_scale > 0, "checkpoint file '{}': field 'loss_scale.scale' is {}, expected > 0",
            path, s.loss_scale);
   s.loss_scale_clean_steps = ls.count("clean_steps");
+  s.loss_scale_skipped_steps = ls.count("skipped_steps");
   Fields bad(f.get("bad_steps"), path, "bad_steps");
   s.bad_steps_total = bad.count("total");
   s.bad_steps_in_a_row = bad.count("in_a_row");

@@ -62,7 +62,8 @@ struct TrainerState {
   std::map<std::string, StreamState> rngs;  // "dropout", "sample", ...
   double loss_scale = 1;                    // dynamic loss scale (1 without one)
   int64_t loss_scale_clean_steps = 0;
-  int64_t bad_steps_total = 0;  // steps skipped for a non-finite loss/gradient
+  int64_t loss_scale_skipped_steps = 0;  // steps the scaler skipped (inf/NaN gradients)
+  int64_t bad_steps_total = 0;           // steps skipped for a non-finite loss/gradient
   int64_t bad_steps_in_a_row = 0;
   double last_lr = 0;                            // the learning rate of step `step` - 1
   std::string optimizer;                         // "adamw" | "sgd"

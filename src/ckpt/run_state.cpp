@@ -21,6 +21,9 @@ TrainerState capture_trainer_state(const LoopState& loop, train::Task& task,
   s.bad_steps_total = loop.bad_total;
   s.bad_steps_in_a_row = loop.bad_in_a_row;
   s.last_lr = loop.last_lr;
+  s.loss_scale = loop.loss_scaler.scale;
+  s.loss_scale_clean_steps = loop.loss_scaler.clean_steps;
+  s.loss_scale_skipped_steps = loop.loss_scaler.skipped_steps;
   s.optimizer = v.optimizer;
   s.optimizer_steps = v.optimizer_steps;
   s.flat_numel = v.numel;
@@ -50,7 +53,9 @@ LoopState restore_run_state(const TrainerState& s, train::Task& task, const std:
     TS_CHECK(it != s.rngs.end(), "checkpoint file '{}': RNG stream '{}' is missing", path, name);
     g->set_state(it->second.seed, it->second.offset);
   }
-  return {s.step, s.bad_steps_total, s.bad_steps_in_a_row, s.last_lr};
+  LoopState loop{s.step, s.bad_steps_total, s.bad_steps_in_a_row, s.last_lr, {}};
+  loop.loss_scaler = {float(s.loss_scale), s.loss_scale_clean_steps, s.loss_scale_skipped_steps};
+  return loop;
 }
 
 }  // namespace tessera::ckpt

@@ -5,6 +5,7 @@
 
 #include "ckpt/manifest.h"
 #include "dist/data_parallel.h"
+#include "optim/loss_scaler.h"
 #include "train/task.h"
 
 namespace tessera::ckpt {
@@ -15,6 +16,7 @@ struct LoopState {
   int64_t bad_total = 0;
   int64_t bad_in_a_row = 0;
   double last_lr = 0;
+  LossScalerState loss_scaler;  // scale 1 and no skips without fp16
 };
 
 // Collective (every rank's optimizer range is gathered): the trainer state rank 0 writes.

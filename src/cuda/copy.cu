@@ -1,6 +1,9 @@
 #include "cuda/copy.h"
 
+#include <cstring>
+
 #include "core/error.h"
+#include "cuda/allocator.h"
 #include "cuda/cuda_check.h"
 
 namespace tessera::cuda {
@@ -29,6 +32,21 @@ Tensor to_device(const Tensor& host, int device) {
   // Pageable sources return early only after staging, but a pinned one would not: wait, so
   // the caller may free or reuse `host` at once.
   synchronize(s);
+  return dst;
+}
+
+Tensor upload_async(const Tensor& host, int device) {
+  TS_CHECK(host.device().is_cpu(), "cuda::upload_async: source {} is on {}, expected cpu",
+           host.desc(), host.device().str());
+  init(device);
+  const Tensor src = host.contiguous();
+  Tensor dst = Tensor::empty(src.shape(), src.dtype(), Device::cuda(device));
+  if (src.nbytes() == 0) return dst;
+  const cudaStream_t s = current_stream();
+  PinnedBuffer staging(src.nbytes());
+  std::memcpy(staging.data(), src.raw_data(), src.nbytes());
+  copy_h2d(dst.raw_data(), staging.data(), src.nbytes(), s);
+  pinned_allocator().record_use(staging.data(), s);  // released below, reused after the copy
   return dst;
 }
 

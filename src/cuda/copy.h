@@ -21,6 +21,12 @@ void memset_async(void* dst, int byte, size_t bytes, cudaStream_t s = current_st
 // A contiguous copy of a CPU tensor on CUDA device `device` (no autograd edge), complete on
 // return.
 Tensor to_device(const Tensor& host, int device = 0);
+// The data loader's copy: the CPU tensor is staged in a pinned buffer (a host memcpy) and copied
+// to the device asynchronously on the current stream; returns without waiting. The caller may
+// reuse `host` at once; kernels queued later on the same stream see the data; the pinned buffer
+// is reused only after the copy has completed (PinnedHostAllocator::record_use). Unlike
+// to_device, the host never waits for the GPU to drain the work queued before the copy.
+Tensor upload_async(const Tensor& host, int device = 0);
 // A CPU copy of a CUDA tensor, complete on return (synchronises the current stream).
 Tensor to_host(const Tensor& dev);
 // A CUDA tensor of zeros.

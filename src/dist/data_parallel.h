@@ -16,7 +16,7 @@
 //   dp.zero_grad();
 //   for each micro-batch i of n:  dp.begin_micro_batch(i == n - 1);  loss_i.backward();
 //   dp.finish_backward();                      // all gradient communication done
-//   norm = dp.clip_grad_norm(max_norm);        // global norm (over all ranks' shards)
+//   norm = dp.clip_grad_norm(max_norm, scale); // global norm (over all ranks' shards)
 //   dp.step(lr);                               // optimizer (+ parameter all-gather)
 #pragma once
 #include <cstdint>
@@ -99,8 +99,10 @@ class DataParallel {
   // Waits for every gradient bucket (starting any that no gradient-ready hook started).
   virtual void finish_backward() = 0;
   // The global gradient L2 norm; when max_norm > 0 and the norm exceeds it, gradients are
-  // scaled to max_norm (a non-finite norm scales nothing, as clip_grad_norm).
-  virtual double clip_grad_norm(double max_norm) = 0;
+  // scaled to max_norm (a non-finite norm scales nothing, as clip_grad_norm). grad_scale: the
+  // gradients hold grad_scale x the true ones (fp16 loss scaling); the norm returned is the
+  // true one and, when finite, the gradients are divided by grad_scale in the same pass.
+  virtual double clip_grad_norm(double max_norm, float grad_scale = 1.f) = 0;
   virtual void step(float lr) = 0;
 
   // ZeRO-3's hooks for the forward (nullptr for stages 0-2: parameters are always present).

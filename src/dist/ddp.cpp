@@ -8,8 +8,8 @@
 namespace tessera::dist {
 
 namespace {
-int64_t in_use() {
-  return int64_t(allocator_for(Device::cpu()).stats().in_use);
+int64_t in_use(Device dev = Device::cpu()) {
+  return int64_t(allocator_for(dev).stats().in_use);
 }
 }  // namespace
 
@@ -27,17 +27,29 @@ DDP::DDP(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, 
   // is released as it moves in, so the net change is the gradient buffer (values moved).
   // Allocator bytes are size-class rounded; count the moved-out storage the same way.
   std::vector<Tensor> params = model.parameters();
-  int64_t model_bytes = 0;
-  for (const Tensor& p : params)
-    model_bytes += int64_t(CpuCachingAllocator::size_class(p.impl().storage->nbytes));
-  const int64_t before = in_use();
-  flat_ = std::make_unique<FlatParameters>(std::move(params));
-  const int64_t after_flat = in_use();
-  memory_.param_bytes =
-      int64_t(CpuCachingAllocator::size_class(flat_->values().impl().storage->nbytes));
-  memory_.grad_bytes = after_flat - before + model_bytes - memory_.param_bytes;
-  optimizer_ = make_flat_optimizer(*flat_, opt.optimizer);
-  memory_.optimizer_bytes = in_use() - after_flat;
+  const Device dev = params.empty() ? Device::cpu() : params[0].device();
+  if (!dev.is_cpu()) {
+    // On a GPU the values are moved too, but the device allocator has its own size classes:
+    // count the flat buffers' bytes, and the optimizer state as the device's change in use.
+    flat_ = std::make_unique<FlatParameters>(std::move(params));
+    memory_.param_bytes = int64_t(flat_->values().impl().storage->nbytes);
+    memory_.grad_bytes = int64_t(flat_->grads().impl().storage->nbytes);
+    const int64_t before_opt = in_use(dev);
+    optimizer_ = make_flat_optimizer(*flat_, opt.optimizer);
+    memory_.optimizer_bytes = in_use(dev) - before_opt;
+  } else {
+    int64_t model_bytes = 0;
+    for (const Tensor& p : params)
+      model_bytes += int64_t(CpuCachingAllocator::size_class(p.impl().storage->nbytes));
+    const int64_t before = in_use();
+    flat_ = std::make_unique<FlatParameters>(std::move(params));
+    const int64_t after_flat = in_use();
+    memory_.param_bytes =
+        int64_t(CpuCachingAllocator::size_class(flat_->values().impl().storage->nbytes));
+    memory_.grad_bytes = after_flat - before + model_bytes - memory_.param_bytes;
+    optimizer_ = make_flat_optimizer(*flat_, opt.optimizer);
+    memory_.optimizer_bytes = in_use() - after_flat;
+  }
 
   if (comm.world_size() > 1) {
     std::vector<Bucket> buckets = plan_buckets(flat_->segments(), flat_->numel(), opt.bucket_mb);
@@ -66,7 +78,8 @@ void DDP::finish_backward() {
   scheduler_->finish();
 }
 
-double DDP::clip_grad_norm(double max_norm) {
+double DDP::clip_grad_norm(double max_norm, float grad_scale) {
+  if (grad_scale != 1.f) return unscale_and_clip(*flat_, max_norm, grad_scale);
   return max_norm > 0 ? tessera::clip_grad_norm(*flat_, max_norm) : grad_norm(*flat_);
 }
 

@@ -17,7 +17,7 @@ class DDP final : public DataParallel {
   void zero_grad() override;
   void begin_micro_batch(bool last) override;
   void finish_backward() override;
-  double clip_grad_norm(double max_norm) override;
+  double clip_grad_norm(double max_norm, float grad_scale = 1.f) override;
   void step(float lr) override;
   int64_t param_numel() const override { return flat_->param_numel(); }
   MemoryReport memory() const override { return memory_; }

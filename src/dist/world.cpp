@@ -12,11 +12,12 @@ std::shared_ptr<Communicator> communicator_for_launch(const LaunchInfo& launch,
            "built in: install openmpi-bin libopenmpi-dev and rebuild with -DTESSERA_WITH_MPI=ON",
            launch.describe());
   std::shared_ptr<Communicator> c = mpi_world(mpi);
-  TS_CHECK(c->world_size() == launch.world_size && c->rank() == launch.rank,
-           "the launcher ({}) says rank {} of {}, but MPI sees rank {} of {}: the MPI backend "
-           "needs processes started by mpirun or by srun --mpi=pmix; torchrun-style launches "
-           "(RANK, WORLD_SIZE, MASTER_ADDR) cannot join an MPI job: start the ranks with mpirun or srun",
-           launch.launcher, launch.rank, launch.world_size, c->rank(), c->world_size());
+  TS_CHECK(
+      c->world_size() == launch.world_size && c->rank() == launch.rank,
+      "the launcher ({}) says rank {} of {}, but MPI sees rank {} of {}: the MPI backend "
+      "needs processes started by mpirun or by srun --mpi=pmix; torchrun-style launches "
+      "(RANK, WORLD_SIZE, MASTER_ADDR) cannot join an MPI job: start the ranks with mpirun or srun",
+      launch.launcher, launch.rank, launch.world_size, c->rank(), c->world_size());
   return c;
 }
 
@@ -24,7 +25,11 @@ std::string features_report() {
   std::string s;
   s += "backend: cpu (oneDNN + OpenMP)\n";
   s += mpi_feature_line() + "\n";
-  s += "nccl: not used by training yet (the training loop runs on the CPU; docs/CUDA.md)\n";
+#if TESSERA_HAVE_CUDA
+  s += "nccl: built in; training uses it with train.device = \"cuda\" and several ranks\n";
+#else
+  s += "nccl: not built in (this build has no CUDA backend)\n";
+#endif
   try {
     s += "launch: " + detect_launch().describe() + "\n";
   } catch (const std::exception& e) {

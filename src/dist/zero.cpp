@@ -237,12 +237,14 @@ WorkHandle Zero::launch_bucket(const Bucket& b) {
                                     shards_.counts_in(b.begin, b.end), ReduceOp::average);
 }
 
-double Zero::clip_grad_norm(double max_norm) {
+double Zero::clip_grad_norm(double max_norm, float grad_scale) {
   const int64_t n = send_ - sbegin_;
   float* g = shard_grads_.data<float>();
-  const double norm = std::sqrt(comm_.sum_f64(cpu::sum_squares(g, n)));
-  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm)
-    cpu::scale(g, g, float(max_norm / norm), n);
+  const double norm = std::sqrt(comm_.sum_f64(cpu::sum_squares(g, n))) / double(grad_scale);
+  if (!std::isfinite(norm)) return norm;
+  double factor = 1.0 / double(grad_scale);
+  if (max_norm > 0 && norm > max_norm) factor *= max_norm / norm;
+  if (factor != 1.0) cpu::scale(g, g, float(factor), n);
   return norm;
 }
 

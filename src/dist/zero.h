@@ -25,7 +25,7 @@ class Zero final : public DataParallel, public ParameterGather {
   void zero_grad() override;
   void begin_micro_batch(bool last) override;
   void finish_backward() override;
-  double clip_grad_norm(double max_norm) override;
+  double clip_grad_norm(double max_norm, float grad_scale = 1.f) override;
   void step(float lr) override;
   ParameterGather* gather() override { return stage_ == 3 && layered_ ? this : nullptr; }
   void gather_all() override;

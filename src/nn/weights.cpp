@@ -11,7 +11,10 @@ namespace tessera::nn {
 
 void save_weights(const Module& module, const std::string& path,
                   const std::map<std::string, std::string>& metadata) {
-  write_safetensors(path, module.named_parameters(), metadata);
+  NamedTensors params = module.named_parameters();
+  for (auto& [name, t] : params)
+    if (!t.device().is_cpu()) t = t.to(Device::cpu());  // a model trained on a GPU
+  write_safetensors(path, params, metadata);
 }
 
 namespace {

@@ -12,4 +12,13 @@ double clip_grad_norm(FlatParameters& params, double max_norm);
 // The global gradient L2 norm alone (f64 accumulation).
 double grad_norm(FlatParameters& params);
 
+// Multiplies every gradient by `factor` (on the gradients' device).
+void scale_grads(FlatParameters& params, float factor);
+
+// For gradients that hold grad_scale x the true gradient (fp16 loss scaling): returns the true
+// norm and, when it is finite, divides the gradients by grad_scale and clips them to max_norm
+// (max_norm 0: no clipping) in one pass. A non-finite norm (an inf/NaN gradient) is returned
+// and nothing is touched: the caller skips the step.
+double unscale_and_clip(FlatParameters& params, double max_norm, float grad_scale);
+
 }  // namespace tessera

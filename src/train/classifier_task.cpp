@@ -3,6 +3,7 @@
 #include "data/loader.h"
 #include "nn/classifiers.h"
 #include "ops/ops.h"
+#include "train/device.h"
 #include "train/task_factory.h"
 
 namespace tessera::train {
@@ -37,6 +38,10 @@ class ClassifierTask final : public Task {
   }
 
   nn::Module& model() override { return *model_; }
+  void to_device(Device device) override {
+    device_ = device;
+    model_->to(device);
+  }
   void next_batch() override {
     // The worker starts with the first batch, not when the data position is set: nothing
     // allocates in the background while the engines measure their memory at start-up.
@@ -45,6 +50,8 @@ class ClassifierTask final : public Task {
           [b = batcher_.get()] { return b->next(); });
     batch_ = prefetch_->next();
     cursor_ = batch_.next_state;
+    images_ = to_training_device(batch_.images, device_);
+    labels_ = to_training_device(batch_.labels, device_);
   }
 
   data::SamplerState data_state() const override { return cursor_; }
@@ -55,9 +62,9 @@ class ClassifierTask final : public Task {
   }
 
   Tensor micro_loss(int64_t i, int64_t n) override {
-    const int64_t rows = batch_.labels.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
-    Tensor logits = forward(batch_.images.slice_rows(a, b));
-    return ops::cross_entropy(logits, batch_.labels.slice_rows(a, b));
+    const int64_t rows = labels_.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
+    Tensor logits = forward(images_.slice_rows(a, b));
+    return ops::cross_entropy(logits, labels_.slice_rows(a, b));
   }
 
   int64_t items_per_step() const override { return cfg_.train.batch_size; }
@@ -72,9 +79,11 @@ class ClassifierTask final : public Task {
     double loss = 0;
     for (int64_t i = 0; i < eval.num_batches(); ++i) {
       data::ImageBatch b = eval.batch(i);
-      Tensor logits = forward(b.images);
+      Tensor logits = forward(to_training_device(b.images, device_));
       const int64_t n = b.labels.dim(0), C = logits.dim(-1);
-      loss += double(ops::cross_entropy(logits, b.labels).item()) * double(n);
+      loss += double(ops::cross_entropy(logits, to_training_device(b.labels, device_)).item()) *
+              double(n);
+      if (!logits.device().is_cpu()) logits = logits.to(Device::cpu());
       const float* l = logits.data<float>();
       const int32_t* y = b.labels.data<int32_t>();
       for (int64_t r = 0; r < n; ++r) {
@@ -102,6 +111,8 @@ class ClassifierTask final : public Task {
   std::unique_ptr<data::ImageBatcher> batcher_;
   std::unique_ptr<data::Prefetcher<data::ImageBatch>> prefetch_;
   data::ImageBatch batch_;
+  Device device_;
+  Tensor images_, labels_;     // batch_ on device_
   data::SamplerState cursor_;  // the batcher after batch_
 };
 

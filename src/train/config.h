@@ -57,9 +57,12 @@ struct OptimConfig {
 struct TrainConfig {
   int64_t steps = 0;
   int64_t batch_size = 0;
-  int64_t micro_batches = 0;  // gradient accumulation; divides batch_size
-  int64_t seq_len = 0;        // GPT only; <= model.context
-  std::string precision;      // "f32" | "bf16" | "fp16"
+  int64_t micro_batches = 0;      // gradient accumulation; divides batch_size
+  int64_t seq_len = 0;            // GPT only; <= model.context
+  std::string precision;          // "f32" | "bf16" | "fp16"
+  std::string device;             // "cpu" | "cuda"
+  double loss_scale = 0;          // fp16: the dynamic loss scale's initial value
+  int64_t loss_scale_window = 0;  // fp16: clean steps in a row before the scale doubles
   int64_t seed = 0;
   int64_t eval_every = 0;  // 0 = off
   int64_t eval_batches = 0;

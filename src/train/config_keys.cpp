@@ -150,6 +150,15 @@ std::vector<ConfigKey> make_keys() {
                                         "GPT: tokens per training sequence; <= model.context"),
       string_key<T, &TrainConfig::precision>("train.precision", "f32", {"f32", "bf16", "fp16"},
                                              "compute precision of activations (weights in f32)"),
+      string_key<T, &TrainConfig::device>(
+          "train.device", "cpu", {"cpu", "cuda"},
+          "where to train: the CPU, or a GPU (rank r uses GPU r % count; ranks talk over NCCL)"),
+      float_key<T, &TrainConfig::loss_scale>(
+          "train.loss_scale", 65536.0, above(0),
+          "fp16: initial dynamic loss scale (halved on an inf/NaN gradient, which skips the step)"),
+      int_key<T, &TrainConfig::loss_scale_window>(
+          "train.loss_scale_window", 2000, at_least(1),
+          "fp16: clean steps in a row after which the loss scale doubles"),
       int_key<T, &TrainConfig::seed>("train.seed", 1337, at_least(0),
                                      "seed of initialisation, batching and dropout"),
       int_key<T, &TrainConfig::eval_every>("train.eval_every", 250, at_least(0),

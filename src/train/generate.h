@@ -16,7 +16,7 @@ struct SampleOptions {
 
 // Continues `prompt` (bytes; may be empty) by opt.tokens bytes drawn from the model, each
 // conditioned on the last `context` bytes. Requires a vocabulary of 256 (byte-level).
-std::string generate_text(const nn::GPT& model, const std::string& prompt,
-                          const SampleOptions& opt, Generator& g);
+std::string generate_text(const nn::GPT& model, const std::string& prompt, const SampleOptions& opt,
+                          Generator& g);
 
 }  // namespace tessera::train

@@ -7,6 +7,7 @@
 #include "data/text.h"
 #include "nn/gpt.h"
 #include "ops/ops.h"
+#include "train/device.h"
 #include "train/generate.h"
 #include "train/task_factory.h"
 
@@ -49,6 +50,10 @@ class GPTTask final : public Task {
   }
 
   nn::Module& model() override { return *model_; }
+  void to_device(Device device) override {
+    device_ = device;
+    model_->to(device);
+  }
   void next_batch() override {
     // The worker starts with the first batch, not when the data position is set: nothing
     // allocates in the background while the engines measure their memory at start-up.
@@ -57,6 +62,8 @@ class GPTTask final : public Task {
           [b = batcher_.get()] { return b->next(); });
     batch_ = prefetch_->next();
     cursor_ = batch_.next_state;
+    x_ = to_training_device(batch_.x, device_);
+    y_ = to_training_device(batch_.y, device_);
   }
 
   data::SamplerState data_state() const override { return cursor_; }
@@ -70,8 +77,8 @@ class GPTTask final : public Task {
   }
 
   Tensor micro_loss(int64_t i, int64_t n) override {
-    const int64_t rows = batch_.x.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
-    Tensor x = batch_.x.slice_rows(a, b), y = batch_.y.slice_rows(a, b);
+    const int64_t rows = x_.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
+    Tensor x = x_.slice_rows(a, b), y = y_.slice_rows(a, b);
     if (gather_) return ops::cross_entropy(staged_forward(x), y);
     return model_->loss(x, y);
   }
@@ -108,7 +115,8 @@ class GPTTask final : public Task {
     int64_t count = 0;
     for (int64_t i = 0; i < eval.num_batches(); ++i) {
       data::TokenBatch b = eval.batch(i);
-      total += double(model_->loss(b.x, b.y).item());
+      total += double(
+          model_->loss(to_training_device(b.x, device_), to_training_device(b.y, device_)).item());
       ++count;
     }
     model_->train();
@@ -166,6 +174,8 @@ class GPTTask final : public Task {
   std::unique_ptr<data::TokenBatcher> batcher_;
   std::unique_ptr<data::Prefetcher<data::TokenBatch>> prefetch_;
   data::TokenBatch batch_;
+  Device device_;
+  Tensor x_, y_;               // batch_ on device_
   data::SamplerState cursor_;  // the batcher after batch_
   Generator sample_gen_;
   dist::ParameterGather* gather_ = nullptr;

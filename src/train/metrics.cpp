@@ -32,7 +32,9 @@ std::string format_si(double v) {
 }
 
 ProgressLine::ProgressLine(int64_t total, FILE* out)
-    : total_(total), out_(out), tty_(isatty(fileno(out))),
+    : total_(total),
+      out_(out),
+      tty_(isatty(fileno(out))),
       start_(std::chrono::steady_clock::now()) {}
 
 double ProgressLine::elapsed_s() const {

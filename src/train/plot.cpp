@@ -27,9 +27,11 @@ std::string plot_run(const std::string& run_dir) {
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
     TS_CHECK(!j.is_discarded() && j.is_object() && j.contains("step"),
              "plot: '{}' line {} is not a metrics object with a 'step'", metrics.string(), lineno);
-    if (j.contains("loss")) tr << j["step"].get<double>() << ' ' << j["loss"].get<double>() << '\n', ++n;
+    if (j.contains("loss"))
+      tr << j["step"].get<double>() << ' ' << j["loss"].get<double>() << '\n', ++n;
     for (const char* k : {"val_loss", "test_accuracy"})
-      if (j.contains(k)) eval_key = k, ev << j["step"].get<double>() << ' ' << j[k].get<double>() << '\n';
+      if (j.contains(k))
+        eval_key = k, ev << j["step"].get<double>() << ' ' << j[k].get<double>() << '\n';
   }
   tr.close(), ev.close();
   TS_CHECK(n > 0, "plot: '{}' holds no training loss", metrics.string());

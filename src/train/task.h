@@ -22,6 +22,9 @@ class Task {
  public:
   virtual ~Task() = default;
   virtual nn::Module& model() = 0;
+  // Moves the model to `device` (before the engine flattens its parameters) and makes batches
+  // and evaluation run there.
+  virtual void to_device(Device device) = 0;
   // Fetches the next global batch (this rank's rows: see make_task).
   virtual void next_batch() = 0;
   // Loss of micro-batch i of n of the current batch (rows split evenly), as a scalar with

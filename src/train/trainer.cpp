@@ -21,7 +21,9 @@
 #include "ops/autocast.h"
 #include "ops/ops.h"
 #include "optim/adamw.h"
+#include "optim/loss_scaler.h"
 #include "optim/schedule.h"
+#include "train/device.h"
 #include "train/metrics.h"
 #include "train/plot.h"
 #include "train/task.h"
@@ -37,10 +39,19 @@ using Clock = std::chrono::steady_clock;
 DType compute_dtype(const Config& cfg) {
   const std::string& p = cfg.train.precision;
   if (p == "bf16") return DType::bf16;
-  TS_CHECK(p != "fp16",
-           "config: train.precision = \"fp16\" needs the CUDA backend (fp16 GEMMs with loss "
-           "scaling); on the CPU use \"bf16\" or \"f32\"");
+  if (p == "fp16") return DType::f16;
   return DType::f32;
+}
+
+// fp16 needs a dynamic loss scale (its range ends at 65504 and its small values flush to zero);
+// f32 and bf16 (f32's range) train without one: the scaler then stays at 1.
+LossScalerOptions loss_scaler_options(const Config& cfg) {
+  LossScalerOptions o;
+  o.enabled = cfg.train.precision == "fp16";
+  o.init_scale = float(cfg.train.loss_scale);
+  o.growth_interval = cfg.train.loss_scale_window;
+  o.min_scale = std::min(o.min_scale, o.init_scale);
+  return o;
 }
 
 dist::DataParallelOptions parallel_options(const Config& cfg) {
@@ -140,6 +151,10 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     mo.timeout_s = cfg.parallel.timeout_s;
     comm = dist::communicator_for_launch(dist::detect_launch(), mo);
   }
+  // On GPUs with several ranks the communicator becomes NCCL's, bootstrapped over the CPU one.
+  const Placement place = place_training(cfg, std::move(comm));
+  comm = place.comm;
+  const Device device = place.device;
   const int rank = comm->rank(), world = comm->world_size();
   const bool lead = rank == 0;
   const int64_t micro = cfg.train.micro_batches;
@@ -171,6 +186,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   }
 
   std::unique_ptr<Task> task = make_task(cfg, TaskPlacement{rank, world});
+  if (!device.is_cpu()) task->to_device(device);  // before the engine flattens the parameters
   nn::Module& model = task->model();
   dist::check_same_on_all_ranks(*comm, job_identity(cfg, model), "config");
   // Every rank initialised from the same seed; rank 0's values make that exact regardless.
@@ -189,7 +205,10 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   so.warmup_steps = cfg.optim.warmup_steps, so.total_steps = cfg.train.steps;
   LRSchedule schedule(so);
 
+  DynamicLossScaler scaler(loss_scaler_options(cfg));
+  const bool fp16 = scaler.options().enabled;
   ckpt::LoopState loop;
+  loop.loss_scaler = scaler.state();
   if (resumed) {
     ckpt::load_into(*resumed, *dp);
     loop = ckpt::restore_run_state(resumed->state, *task,
@@ -197,6 +216,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     progress.message(fmt::format("tessera: resuming from {} (step {} of {}, saved on {} ranks)",
                                  resumed->dir, loop.step, cfg.train.steps,
                                  resumed->state.world_size));
+    scaler.load_state(loop.loss_scaler);
   }
   ckpt::CheckpointWriter writer(*comm, dir.string(), cfg.train.checkpoint_keep);
   const std::string config_toml = to_toml(cfg);
@@ -204,9 +224,10 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   std::optional<MetricsWriter> metrics;
   if (lead) metrics.emplace((dir / "metrics.jsonl").string());
   progress.message(fmt::format(
-      "tessera: training {} ({} parameters) on {} for {} steps, {} precision, {} threads -> {}",
+      "tessera: training {} ({} parameters) on {} for {} steps, {} precision, on {}, {} threads "
+      "-> {}",
       cfg.model.kind, dp->param_numel(), cfg.data.path, cfg.train.steps, cfg.train.precision,
-      omp_get_max_threads(), dir.string()));
+      describe_device(device), omp_get_max_threads(), dir.string()));
   if (world > 1)
     progress.message(fmt::format("tessera: {} ranks over {}, ZeRO stage {}, {} rows per rank",
                                  world, comm->describe(), cfg.parallel.zero_stage,
@@ -238,6 +259,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   };
   auto save = [&](bool async) {
     if (writer.pending()) finish_save();
+    loop.loss_scaler = scaler.state();
     const ckpt::TrainerState st = ckpt::capture_trainer_state(loop, *task, *dp);
     writer.start(ckpt::take_snapshot(*dp, model, st, config_toml, cfg.model.kind), async);
     return async ? ckpt::SaveResult{true, loop.step, "", ""} : finish_save();
@@ -258,7 +280,10 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     const double lr = schedule.lr(step);
     dp->zero_grad();
     task->next_batch();
-    double loss = 0;
+    // The micro-batch losses are read once backward is queued: on a GPU, reading one waits for
+    // the device, and the host should be enqueuing the backward meanwhile.
+    std::vector<Tensor> micro_losses;
+    const float loss_scale = scaler.scale();
     {
       AutocastGuard autocast(compute);
       for (int64_t i = 0; i < micro; ++i) {
@@ -268,19 +293,35 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
           dist::ScopedSpan span(&tracer, "forward");
           l = task->micro_loss(i, micro);
         }
-        loss += double(l.item()) / double(micro);
+        micro_losses.push_back(l.detach());
         dist::ScopedSpan span(&tracer, "backward");
-        (micro == 1 ? l : ops::scale(l, 1.f / float(micro))).backward();
+        const float f = loss_scale / float(micro);  // fp16: gradients loss_scale x too large
+        (f == 1.f ? l : ops::scale(l, f)).backward();
       }
     }
     dp->finish_backward();
+    double loss = 0;
+    for (const Tensor& l : micro_losses) loss += double(l.item()) / double(micro);
     if (world > 1) loss = comm->average_f64(loss);
-    const double gnorm = dp->clip_grad_norm(cfg.optim.grad_clip);
+    // The true norm; the gradients are unscaled (fp16) and clipped in one pass when finite.
+    const double gnorm = dp->clip_grad_norm(cfg.optim.grad_clip, loss_scale);
     // The loss is averaged and the norm global: every rank takes the same branch.
+    // fp16: a finite loss with an inf/NaN gradient is the loss scale overflowing fp16, not a
+    // diverging run: the scaler halves the scale and the step is skipped without counting
+    // against train.max_bad_steps (until the scale reaches its floor).
+    const bool overflow = fp16 && std::isfinite(loss) && !std::isfinite(gnorm) &&
+                          scaler.scale() > scaler.options().min_scale;
     if (std::isfinite(loss) && std::isfinite(gnorm)) {
       dp->step(float(lr));
       loop.bad_in_a_row = 0;
+      scaler.update(true);
+    } else if (overflow) {
+      scaler.update(false);
+      progress.message(fmt::format(
+          "step {}: fp16 gradients overflowed at loss scale {}: step skipped, scale now {}",
+          step + 1, loss_scale, scaler.scale()));
     } else {
+      scaler.update(false);
       ++loop.bad_total, ++loop.bad_in_a_row;
       progress.message(
           fmt::format("step {}: non-finite loss {} or gradient norm {}: skipped ({} "
@@ -311,6 +352,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     if (log || eval) {
       rec = {{"step", step + 1},   {"loss", loss},      {"lr", lr},
              {"grad_norm", gnorm}, {"ms_per_step", ms}, {task->rate_key(), rate}};
+      if (fp16) rec["loss_scale"] = scaler.scale();
       progress.update(step + 1, loss, lr, rate, task->rate_unit(), ms);
     }
     // Every rank evaluates and samples (ZeRO-3 needs them all to gather the parameters); the
@@ -366,6 +408,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   auto end = Clock::now();
   sum.seconds = std::chrono::duration<double>(end - run_start).count();
   sum.bad_steps = loop.bad_total;
+  sum.loss_scale = scaler.scale();
+  sum.loss_scale_skipped = scaler.skipped_steps();
   const int64_t timed_steps = sum.steps - sum.start_step - 1;
   if (timed_steps > 0) {
     const double timed = std::chrono::duration<double>(end - timed_start).count();
@@ -393,7 +437,10 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   for (auto& [k, v] : sum.last_eval.items())
     summary += fmt::format(", {} {:.4f}", k, v.get<double>());
   if (loop.bad_total) summary += fmt::format(", {} steps skipped (non-finite)", loop.bad_total);
-  const AllocatorStats mem = allocator_for(Device::cpu()).stats();
+  if (fp16)
+    summary += fmt::format(", loss scale {} ({} steps skipped for fp16 overflow)", scaler.scale(),
+                           scaler.skipped_steps() - loop.bad_total);
+  const AllocatorStats mem = training_memory(device);
   summary += fmt::format(", peak tensor memory {:.1f} MiB", double(mem.peak_in_use) / (1 << 20));
   progress.message(summary);
   if (world > 1)

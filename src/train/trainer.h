@@ -48,13 +48,15 @@ struct RunSummary {
   double items_per_s = 0;      // tokens or samples per second over the run (after the first step)
   std::vector<double> losses;  // every step's training loss (averaged over ranks)
   int world_size = 1;
-  dist::MemoryReport memory;    // this rank's parameter, gradient and optimizer-state bytes
-  dist::OverlapStats overlap;   // this rank's communication, and the part hidden by compute
-  int64_t start_step = 0;       // the checkpoint's step when resumed, else 0
-  int64_t bad_steps = 0;        // steps skipped for a non-finite loss or gradient (whole run)
-  bool interrupted = false;     // stopped by a signal after saving a checkpoint
-  int stop_signal = 0;          // which one
-  std::string last_checkpoint;  // the newest checkpoint folder this run saved ("" none)
+  dist::MemoryReport memory;       // this rank's parameter, gradient and optimizer-state bytes
+  dist::OverlapStats overlap;      // this rank's communication, and the part hidden by compute
+  int64_t start_step = 0;          // the checkpoint's step when resumed, else 0
+  int64_t bad_steps = 0;           // steps skipped for a non-finite loss or gradient (whole run)
+  double loss_scale = 1;           // fp16: the dynamic loss scale at the end (1 otherwise)
+  int64_t loss_scale_skipped = 0;  // steps the loss scaler skipped, bad steps included
+  bool interrupted = false;        // stopped by a signal after saving a checkpoint
+  int stop_signal = 0;             // which one
+  std::string last_checkpoint;     // the newest checkpoint folder this run saved ("" none)
   int64_t checkpoints_saved = 0;
   int64_t checkpoint_failures = 0;  // saves that failed (earlier checkpoints stay intact)
 };
