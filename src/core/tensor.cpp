@@ -11,6 +11,7 @@
 #include "cuda/copy.h"
 #include "cuda/device.h"
 #include "kernels/cuda/cast.h"
+#include "kernels/cuda/strided_copy.h"
 #endif
 
 namespace tessera {
@@ -185,12 +186,19 @@ Tensor Tensor::transpose_view(int a, int b) const {
 namespace {
 // Copies a strided tensor (any dtype, same element size) into contiguous memory.
 void strided_copy(const Tensor& src, void* dst) {
-  TS_CHECK(src.device().is_cpu(),
-           "contiguous: tensor {} on {} is strided; strided copies of device tensors are not "
-           "implemented (docs/CUDA.md, 'Not done')",
-           src.desc(), src.device().str());
   const size_t es = dtype_size(src.dtype());
   const Shape& s = src.shape();
+  if (src.is_cuda()) {  // one kernel launch: the view's sizes and strides go by value
+#if TESSERA_HAVE_CUDA
+    cuda::StridedView v;
+    v.ndim = s.ndim();
+    for (int d = 0; d < s.ndim(); ++d) v.sizes[d] = s[d], v.strides[d] = src.stride(d);
+    cuda::strided_copy(src.raw_data(), dst, v, es);
+    return;
+#else
+    no_cuda("contiguous", src.device());
+#endif
+  }
   int64_t idx[kMaxDims] = {0};
   const char* base = static_cast<const char*>(src.raw_data());
   char* out = static_cast<char*>(dst);

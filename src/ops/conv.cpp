@@ -1,4 +1,5 @@
-// conv2d and max_pool2d (kernels/cpu/conv.h).
+// conv2d and max_pool2d on the inputs' device: kernels/cpu/conv.h or kernels/cuda/conv.h (the
+// same dims structs and arguments).
 #include "kernels/cpu/conv.h"
 #include "autograd/engine.h"
 #include "ops/autocast.h"
@@ -7,13 +8,52 @@
 #include "ops/ops.h"
 
 namespace tessera::ops {
+namespace {
+
+// The GEMM compute dtype of conv2d under the current autocast. f32 and bf16 are the kernels'
+// own; f16 runs, on both backends, as an f32 convolution of operands rounded to f16 (x, w and
+// the output gradient): a product of two f16 values is exact in f32, so this gives an f16
+// GEMM's products with f32 accumulation, and the CPU and CUDA results differ only in the order
+// of the f32 sums. (The CUDA kernel could take f16 operands directly through cuBLASLt: a
+// three-line change in kernels/cuda/conv.cu, left out because test_cuda_shared checks that it
+// refuses f16.)
+struct ConvCompute {
+  DType kernel;       // what the kernel is asked for
+  bool round_to_f16;  // f16: operands rounded to f16 before an f32 convolution
+};
+
+ConvCompute conv_compute() {
+  const DType c = autocast_dtype();
+  TS_CHECK(c == DType::f32 || c == DType::bf16 || c == DType::f16,
+           "conv2d: autocast dtype {} unsupported (expected f32, bf16 or f16)", dtype_name(c));
+  if (c == DType::f16) return {DType::f32, true};
+  return {c, false};
+}
+
+// An f32 operand as the kernel takes it: contiguous, and rounded through f16 when asked.
+Tensor conv_operand(const Tensor& t, bool round_to_f16) {
+  return round_to_f16 ? t.to(DType::f16).to(DType::f32) : t.contiguous();
+}
+
+// conv2d_backward on the tensors' device (dx, dw, db overwritten; each may be null).
+void conv_backward(Device dev, const cpu::Conv2dDims& d, const Tensor& x, const Tensor& w,
+                   const Tensor& gy, float* dx, float* dw, float* db, DType compute) {
+  if (is_cuda(dev))
+    TS_CUDA("conv2d", dev,
+            cuda::conv2d_backward(d, x.data<float>(), w.data<float>(), gy.data<float>(), dx, dw, db,
+                                  compute));
+  else
+    cpu::conv2d_backward(d, x.data<float>(), w.data<float>(), gy.data<float>(), dx, dw, db,
+                         compute);
+}
+
+}  // namespace
 
 Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor& b0, int stride, int padding) {
   const char* op = "conv2d";
   check_dtype(op, "x", x0, DType::f32);
   check_dtype(op, "weight", w0, DType::f32);
-  check_cpu(op, x0);
-  check_cpu(op, w0);
+  const Device dev = common_device(op, {{"x", x0}, {"weight", w0}, {"bias", b0}});
   TS_CHECK(x0.ndim() == 4, "conv2d: x is {}, expected 4 dims [N, Cin, H, W]", x0.desc());
   TS_CHECK(w0.ndim() == 4, "conv2d: weight is {}, expected 4 dims [Cout, Cin, kh, kw]", w0.desc());
   TS_CHECK(x0.dim(1) == w0.dim(1),
@@ -32,31 +72,42 @@ Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor& b0, int stride, 
            w0.desc(), x0.desc(), padding, d.h + 2 * d.pad, d.w + 2 * d.pad);
   if (b0.defined()) {
     check_dtype(op, "bias", b0, DType::f32);
-    check_cpu(op, b0);
     TS_CHECK(b0.ndim() == 1 && b0.dim(0) == d.cout, "conv2d: bias {} for weight {}: expected [{}]",
              b0.desc(), w0.desc(), d.cout);
   }
   d.infer_output();
-  const DType compute = autocast_dtype();
-  TS_CHECK(compute == DType::f32 || compute == DType::bf16,
-           "conv2d: autocast dtype {} unsupported on cpu (expected f32 or bf16)",
-           dtype_name(compute));
+  const ConvCompute cc = conv_compute();
+  const DType compute = cc.kernel;
+  const bool round16 = cc.round_to_f16;
 
-  Tensor x = x0.contiguous(), w = w0.contiguous();
+  Tensor x = conv_operand(x0, round16), w = conv_operand(w0, round16);
   Tensor b = b0.defined() ? b0.contiguous() : Tensor();
-  Tensor y = Tensor::empty(Shape{d.n, d.cout, d.ho, d.wo});
-  cpu::conv2d_forward(d, x.data<float>(), w.data<float>(), b.defined() ? b.data<float>() : nullptr,
-                      y.data<float>(), compute);
+  const float* bp = b.defined() ? b.data<float>() : nullptr;
+  Tensor y = Tensor::empty(Shape{d.n, d.cout, d.ho, d.wo}, DType::f32, dev);
+  if (is_cuda(dev))
+    TS_CUDA(
+        op, dev,
+        cuda::conv2d_forward(d, x.data<float>(), w.data<float>(), bp, y.data<float>(), compute));
+  else
+    cpu::conv2d_forward(d, x.data<float>(), w.data<float>(), bp, y.data<float>(), compute);
   const bool need_x = x0.requires_grad(), need_w = w0.requires_grad();
   const bool need_b = b0.defined() && b0.requires_grad();
   return autograd::record(y, op, {x0, w0, b0}, [=](const Tensor& g) {
     Tensor gy = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
-    Tensor gx = need_x ? Tensor::empty(x.shape()) : Tensor();
-    Tensor gw = need_w ? Tensor::empty(w.shape()) : Tensor();
-    Tensor gb = need_b ? Tensor::empty(b.shape()) : Tensor();
-    cpu::conv2d_backward(d, x.data<float>(), w.data<float>(), gy.data<float>(),
-                         need_x ? gx.data<float>() : nullptr, need_w ? gw.data<float>() : nullptr,
-                         need_b ? gb.data<float>() : nullptr, compute);
+    Tensor gx = need_x ? Tensor::empty(x.shape(), DType::f32, dev) : Tensor();
+    Tensor gw = need_w ? Tensor::empty(w.shape(), DType::f32, dev) : Tensor();
+    Tensor gb = need_b ? Tensor::empty(b.shape(), DType::f32, dev) : Tensor();
+    float* dx = need_x ? gx.data<float>() : nullptr;
+    float* dw = need_w ? gw.data<float>() : nullptr;
+    float* db = need_b ? gb.data<float>() : nullptr;
+    if (!round16) {
+      conv_backward(dev, d, x, w, gy, dx, dw, db, compute);
+    } else {
+      // dx and dw from dy rounded to f16 (the GEMM operand), db from dy itself (the bias
+      // gradient is a plain f32 sum, as in linear). The call for db alone runs no GEMM.
+      if (dx || dw) conv_backward(dev, d, x, w, conv_operand(gy, true), dx, dw, nullptr, compute);
+      if (db) conv_backward(dev, d, x, w, gy, nullptr, nullptr, db, compute);
+    }
     return std::vector<Tensor>{gx, gw, gb};
   });
 }
@@ -64,7 +115,7 @@ Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor& b0, int stride, 
 Tensor max_pool2d(const Tensor& x0, int kernel, int stride) {
   const char* op = "max_pool2d";
   check_float(op, "x", x0);
-  check_cpu(op, x0);
+  const Device dev = x0.device();
   TS_CHECK(x0.ndim() == 4, "max_pool2d: x is {}, expected 4 dims [N, C, H, W]", x0.desc());
   TS_CHECK(kernel >= 1 && stride >= 1,
            "max_pool2d: kernel {} stride {} for x {}: expected kernel >= 1 and stride >= 1", kernel,
@@ -77,21 +128,29 @@ Tensor max_pool2d(const Tensor& x0, int kernel, int stride) {
            kernel, x0.desc());
   d.ho = (d.h - kernel) / stride + 1, d.wo = (d.w - kernel) / stride + 1;
   Tensor x = x0.contiguous();
-  Tensor y = Tensor::empty(Shape{d.n, d.c, d.ho, d.wo}, x.dtype());
+  Tensor y = Tensor::empty(Shape{d.n, d.c, d.ho, d.wo}, x.dtype(), dev);
   const bool grad = autograd::needs_grad({x0});
   // The window maxima's positions: all backward needs (O(output), no copy of x).
-  Tensor argmax = grad ? Tensor::empty(y.shape(), DType::i32) : Tensor();
+  Tensor argmax = grad ? Tensor::empty(y.shape(), DType::i32, dev) : Tensor();
+  int32_t* am = grad ? argmax.data<int32_t>() : nullptr;
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    cpu::max_pool2d_forward<T>(d, x.data<T>(), y.data<T>(),
-                               grad ? argmax.data<int32_t>() : nullptr);
+    if (is_cuda(dev))
+      TS_CUDA(op, dev, cuda::max_pool2d_forward<T>(d, x.data<T>(), y.data<T>(), am));
+    else
+      cpu::max_pool2d_forward<T>(d, x.data<T>(), y.data<T>(), am);
   });
   if (!grad) return y;
   const DType xt = x0.dtype();
   return autograd::record(y, op, {x0}, [=](const Tensor& g) {
     Tensor gy = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
-    Tensor gx = Tensor::empty(Shape{d.n, d.c, d.h, d.w});
-    cpu::max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(), gx.data<float>());
+    Tensor gx = Tensor::empty(Shape{d.n, d.c, d.h, d.w}, DType::f32, dev);
+    if (is_cuda(dev))
+      TS_CUDA(
+          "max_pool2d", dev,
+          cuda::max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(), gx.data<float>()));
+    else
+      cpu::max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(), gx.data<float>());
     return std::vector<Tensor>{xt == DType::f32 ? gx : gx.to(xt)};
   });
 }

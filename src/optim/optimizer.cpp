@@ -1,6 +1,12 @@
 #include "optim/optimizer.h"
 
 #include <cmath>
+#include <vector>
+
+#if TESSERA_HAVE_CUDA
+#include "cuda/copy.h"
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace tessera {
 
@@ -23,6 +29,7 @@ void Optimizer::set_decay(size_t param, bool on) {
 
 void Optimizer::rebuild_runs() {
   runs_.clear();
+  device_runs_ = Tensor();  // uploaded again when next needed
   const auto& segs = params_.segments();
   for (size_t i = 0; i < segs.size(); ++i) {
     const int64_t end = i + 1 < segs.size() ? segs[i + 1].offset : params_.numel();
@@ -31,6 +38,27 @@ void Optimizer::rebuild_runs() {
     else
       runs_.push_back({segs[i].offset, end, decay_[i]});
   }
+}
+
+const Tensor& Optimizer::device_decay_runs() {
+  if (device_runs_.defined()) return device_runs_;
+#if TESSERA_HAVE_CUDA
+  TS_CHECK(params_.device().type == DeviceType::cuda,
+           "{}: device_decay_runs: the parameters are on {}, expected a CUDA device", name(),
+           params_.device().str());
+  std::vector<cuda::DecayRange> host;
+  for (const DecayRun& r : runs_) host.push_back({r.begin, r.end, r.decay ? 1 : 0});
+  static_assert(sizeof(cuda::DecayRange) % sizeof(int64_t) == 0);
+  const size_t bytes = host.size() * sizeof(cuda::DecayRange);
+  Tensor t = Tensor::empty(Shape{int64_t(bytes / sizeof(int64_t))}, DType::i64, params_.device());
+  // From pageable memory: the copy has read `host` when it returns (cuda/copy.h), and kernels
+  // queued after it on the stream see the runs.
+  if (bytes) cuda::copy_h2d(t.raw_data(), host.data(), bytes);
+  device_runs_ = t;
+  return device_runs_;
+#else
+  fail("{}: parameters on {} but Tessera was built without CUDA", name(), params_.device().str());
+#endif
 }
 
 float* Optimizer::add_state_buffer(const std::string& buffer_name) {

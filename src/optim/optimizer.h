@@ -60,6 +60,10 @@ class Optimizer {
   // zero under every update rule here since its gradient, value and state are zero).
   using DecayRun = UpdateRun;
   const std::vector<DecayRun>& decay_runs() const { return runs_; }
+  // The same runs on the parameters' device for the CUDA update kernels: decay_runs().size()
+  // cuda::DecayRange records (kernels/cuda/optim.h) in an i64 tensor, uploaded on first use and
+  // again only after set_decay changed them, not every step. An Error in a build without CUDA.
+  const Tensor& device_decay_runs();
 
   FlatParameters& params_;
   int64_t step_ = 0;
@@ -69,6 +73,7 @@ class Optimizer {
 
   std::vector<bool> decay_;
   std::vector<DecayRun> runs_;
+  Tensor device_runs_;  // device_decay_runs()' cache; reset by rebuild_runs
   std::vector<std::pair<std::string, Tensor>> buffers_;
 };
 

@@ -9,7 +9,8 @@
 // Differences from cpu/: the GEMM (cuda::GemmArgs adds fused epilogues and 16-bit output),
 // cross-entropy and attention also take bf16 storage, the reductions that return a value to
 // the host (sum, sum_squares, cross_entropy_forward, unscale_grads) synchronise the stream, and
-// the AdamW / loss-scaling kernels (optim.h) have no cpu/ twin (the CPU optimizers hold theirs).
+// the AdamW / SGD / loss-scaling kernels (optim.h) have no cpu/ twin (the CPU optimizers hold
+// theirs), nor has the strided copy (strided_copy.h: the CPU's is in core/tensor.cpp).
 #pragma once
 
 #include "kernels/cuda/activation.h"
@@ -23,3 +24,4 @@
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/optim.h"
 #include "kernels/cuda/softmax.h"
+#include "kernels/cuda/strided_copy.h"

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "cuda/allocator.h"
 #include "kernels/cuda/common.cuh"
 
@@ -37,6 +38,26 @@ __global__ void adamw_kernel(AdamWStep a) {
   }
 }
 
+// The same arithmetic, in the same order, as sgd_update (optim/update_rules.cpp). Whether the
+// two backends contract a * b + c into an FMA is up to each compiler, so results agree to an
+// ulp or so per step, not bit for bit.
+__global__ void sgd_kernel(SGDStep a) {
+  const float lr = a.lr, mu = a.momentum;
+  const bool lookup = a.weight_decay != 0.f && a.nruns > 0;
+  TS_GRID_STRIDE(i, a.n) {
+    const float wd = lookup && decays(a.runs, a.nruns, i) ? a.weight_decay : 0.f;
+    const float pi = a.p[i];
+    const float gi = a.g[i] + wd * pi;
+    if (a.b) {
+      const float bi = mu * a.b[i] + gi;
+      a.b[i] = bi;
+      a.p[i] = pi - lr * (a.nesterov ? gi + mu * bi : bi);
+    } else {
+      a.p[i] = pi - lr * gi;
+    }
+  }
+}
+
 __global__ void unscale_kernel(float* g, int64_t n, float inv, int* flag) {
   int bad = 0;
   TS_GRID_STRIDE(i, n) {
@@ -53,6 +74,18 @@ __global__ void unscale_kernel(float* g, int64_t n, float inv, int* flag) {
 void adamw_step(const AdamWStep& a, cudaStream_t s) {
   if (a.n <= 0) return;
   adamw_kernel<<<grid_for(a.n), kThreads, 0, s>>>(a);
+  CUDA_CHECK_LAUNCH();
+}
+
+void sgd_step(const SGDStep& a, cudaStream_t s) {
+  TS_CHECK(a.n >= 0, "cuda sgd_step: n = {} is negative", a.n);
+  if (a.n == 0) return;
+  TS_CHECK(a.p && a.g, "cuda sgd_step: parameters ({}) and gradients ({}) must both be set",
+           a.p ? "set" : "null", a.g ? "set" : "null");
+  TS_CHECK(a.weight_decay == 0.f || (a.runs && a.nruns > 0),
+           "cuda sgd_step: weight_decay {} needs the decay runs (got {} runs)", a.weight_decay,
+           a.nruns);
+  sgd_kernel<<<grid_for(a.n), kThreads, 0, s>>>(a);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,6 @@
 // Optimizer and mixed-precision kernels over the flat f32 parameter / gradient buffers
-// (optim/flat_params.h): fused AdamW in one launch over the whole buffer, and the fp16 loss
-// scaler's unscale-and-check in one pass.
+// (optim/flat_params.h): fused AdamW and SGD, each one launch over the whole buffer, and the
+// fp16 loss scaler's unscale-and-check in one pass.
 #pragma once
 #include <cstdint>
 
@@ -38,6 +38,24 @@ void adamw_step(const AdamWStep& a, cudaStream_t s = current_stream());
 
 // Host helper filling step_size, inv_sqrt_bc2 and decayed for step t (1-based) like AdamW.
 void adamw_coefficients(AdamWStep& a, float lr, float weight_decay, int64_t t);
+
+struct SGDStep {
+  float* p = nullptr;        // f32 weights [n]
+  const float* g = nullptr;  // gradients [n]
+  float* b = nullptr;        // momentum buffer [n]; null: plain SGD (momentum, nesterov unused)
+  int64_t n = 0;
+  const DecayRange* runs = nullptr;  // device array, sorted, covering [0, n); unread when
+  int32_t nruns = 0;                 // weight_decay == 0
+  float lr = 0, momentum = 0, weight_decay = 0;
+  bool nesterov = false;
+};
+
+// SGD exactly as optim/update_rules.cpp's sgd_update computes it, per element:
+//   g' = g + (decay ? weight_decay : 0) * p
+//   with b: b = momentum * b + g';  p -= lr * (nesterov ? g' + momentum * b : b)
+//   without: p -= lr * g'
+// An Error before any launch when p or g is null (n > 0), or weight_decay > 0 without runs.
+void sgd_step(const SGDStep& a, cudaStream_t s = current_stream());
 
 // g *= inv_scale over [0, n) and *nonfinite_flag |= (any unscaled value is inf or NaN), in one
 // pass. The flag is a device int the caller zeroes; no synchronisation here.
