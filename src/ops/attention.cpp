@@ -1,4 +1,8 @@
 // attention: fused causal multi-head self-attention (kernels/cpu/attention.h).
+// It does not consult autocast: q, k, v stay f32 under bf16 and f16 autocast alike. Both
+// backends' kernels do f32 arithmetic on f32 storage (the CUDA one on CUDA cores, no tensor
+// cores), so 16-bit q/k/v would add a rounding and buy no GEMM speed; the GEMMs around it
+// (c_attn, c_proj) are where autocast applies.
 #include "kernels/cpu/attention.h"
 #include "autograd/engine.h"
 #include "ops/check.h"

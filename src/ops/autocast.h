@@ -1,11 +1,15 @@
-// The dtype GEMM inputs are computed in (f32, or bf16 for mixed precision). Parameters stay f32;
-// ops that run GEMMs cast their inputs to this type and accumulate in f32.
+// The dtype GEMM inputs are computed in: f32, or bf16 / f16 for mixed precision. Parameters stay
+// f32; ops that run GEMMs (matmul, linear, linear_gelu, conv2d) cast their inputs to this type
+// and accumulate in f32, on the CPU and on CUDA alike. f16 (max 65504) needs dynamic loss
+// scaling (optim/loss_scaler.h): an activation or gradient beyond its range becomes inf, which
+// the scaler detects and answers by skipping the step.
 #pragma once
 #include "core/dtype.h"
 
 namespace tessera {
 
 DType autocast_dtype();
+// Throws tessera::Error for anything but f32, bf16 and f16.
 void set_autocast_dtype(DType t);
 
 class AutocastGuard {

@@ -1,5 +1,5 @@
 // matmul and linear: GEMMs through oneDNN (cpu) or cuBLASLt (cuda), with mixed precision by
-// autocast.
+// autocast (bf16 or f16 operands, f32 accumulation and f32 outputs).
 #include "autograd/engine.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/elementwise.h"
@@ -17,12 +17,12 @@ Tensor gemm_operand(const Tensor& t, DType compute) {
   return t.dtype() == compute ? t.contiguous() : t.to(compute);
 }
 
-DType compute_dtype(const char* op, const Tensor& a) {
-  DType c = autocast_dtype();
-  TS_CHECK(c == DType::f32 || c == DType::bf16, "{}: autocast dtype {} unsupported on cpu", op,
-           dtype_name(c));
-  // Inputs already in bf16 compute in bf16 whatever the autocast says.
-  return a.dtype() == DType::bf16 ? DType::bf16 : c;
+// The GEMM operand dtype: autocast's (f32, bf16 or f16, on either backend: the CPU's f16 GEMM
+// is an f32 GEMM on f16-rounded operands, kernels/cpu/matmul.cpp). Inputs already in a 16-bit
+// type compute in it whatever the autocast says.
+DType compute_dtype(const Tensor& a) {
+  const DType t = a.dtype();
+  return t == DType::bf16 || t == DType::f16 ? t : autocast_dtype();
 }
 
 // One GEMM on the operands' device: the CUDA GEMM takes the same row-major arguments (the bias
@@ -64,7 +64,7 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
   const int64_t n = b0.dim(-1);
   const int64_t batch = batched ? a0.dim(0) : 1;
   const int64_t m = a0.numel() / k / batch;
-  const DType ct = compute_dtype(op, a0);
+  const DType ct = compute_dtype(a0);
   Tensor a = gemm_operand(a0, ct), b = gemm_operand(b0, ct);
   std::vector<int64_t> out_dims = a0.shape().vec();
   out_dims.back() = n;
@@ -137,7 +137,7 @@ Tensor linear_gemm(const Tensor& x0, const Tensor& x, const Tensor& w, const Ten
 
 // The backward GEMMs of a linear layer from dY (gy, already in the compute dtype ct):
 // dX = dY · W (returned in f32 whatever x's dtype: the engine accumulates gradients in f32, and
-// rounding them to bf16 would only lose digits) and dW = dY^T · X, added straight into the
+// rounding them to bf16 / f16 would only lose digits) and dW = dY^T · X, added straight into the
 // weight's gradient buffer when it has one (FlatParameters): no temporary, no separate add.
 struct LinearSaved {
   Tensor x, w, w0;  // GEMM operands (compute dtype) and the weight as given
@@ -184,12 +184,58 @@ float* bias_grad_target(const Tensor& b0, int64_t out, Tensor* gb) {
   return gb->data<float>();
 }
 
+// y = gelu(h) in the compute dtype ct (the next GEMM's operand) from the f32 GEMM output h.
+// The CPU kernel writes f32 or bf16 in the same pass. Otherwise GELU runs in f32 and one cast
+// rounds it (the same rounding): on CUDA, as its own pass rather than cuBLASLt's fused
+// epilogue, which may use a hardware tanh (this keeps the CPU's function), and on the CPU for
+// f16 (its kernel has no f16 output instantiated).
+Tensor gelu_for_gemm(const Tensor& h, DType ct) {
+  const Device dev = h.device();
+  if (!is_cuda(dev) && ct == DType::bf16) {
+    Tensor y = Tensor::empty(h.shape(), ct);
+    cpu::gelu_forward_to<bf16>(h.data<float>(), y.data<bf16>(), h.numel());
+    return y;
+  }
+  Tensor y32 = Tensor::empty(h.shape(), DType::f32, dev);
+  if (is_cuda(dev))
+    TS_CUDA("linear_gelu", dev,
+            cuda::activation_forward<float>(cuda::Activation::gelu, h.data<float>(),
+                                            y32.data<float>(), h.numel()));
+  else
+    cpu::gelu_forward_to<float>(h.data<float>(), y32.data<float>(), h.numel());
+  return ct == DType::f32 ? y32 : y32.to(ct);
+}
+
+// Its backward: dH = dY * gelu'(H) in ct for the linear's backward GEMMs, and db += the column
+// sums of the f32 dH (db null: no bias gradient). One pass on the CPU for f32 and bf16; else
+// dH in f32, the bias gradient from it (as the CPU does), then one cast.
+Tensor gelu_grad_for_gemm(const Tensor& h, const Tensor& gy, DType ct, float* db, int64_t m,
+                          int64_t out) {
+  const Device dev = h.device();
+  if (!is_cuda(dev) && ct == DType::bf16) {
+    Tensor gh = Tensor::empty(h.shape(), ct);
+    cpu::gelu_backward_bias<bf16>(h.data<float>(), gy.data<float>(), gh.data<bf16>(), db, m, out);
+    return gh;
+  }
+  Tensor gh32 = Tensor::empty(h.shape(), DType::f32, dev);
+  if (is_cuda(dev)) {
+    TS_CUDA("linear_gelu", dev,
+            cuda::activation_backward<float>(cuda::Activation::gelu, h.data<float>(),
+                                             gy.data<float>(), gh32.data<float>(), h.numel()));
+    if (db) TS_CUDA("linear_gelu", dev, cuda::sum_rows_acc<float>(gh32.data<float>(), db, m, out));
+  } else {
+    cpu::gelu_backward_bias<float>(h.data<float>(), gy.data<float>(), gh32.data<float>(), db, m,
+                                   out);
+  }
+  return ct == DType::f32 ? gh32 : gh32.to(ct);
+}
+
 }  // namespace
 
 Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   const char* op = "linear";
   const int64_t m = check_linear(op, x0, w0, b0);
-  const DType ct = compute_dtype(op, x0);
+  const DType ct = compute_dtype(x0);
   Tensor x = gemm_operand(x0, ct), w = gemm_operand(w0, ct);
   Tensor y = linear_gemm(x0, x, w, b0, ct, m);
   const bool need_b = b0.defined() && b0.requires_grad();
@@ -226,49 +272,18 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
 Tensor linear_gelu(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
   const char* op = "linear_gelu";
   const int64_t m = check_linear(op, x0, w0, b0);
-  const DType ct = compute_dtype(op, x0);
+  const DType ct = compute_dtype(x0);
   Tensor x = gemm_operand(x0, ct), w = gemm_operand(w0, ct);
   Tensor h = linear_gemm(x0, x, w, b0, ct, m);  // pre-activation, f32, kept for backward
-  const Device dev = h.device();
-  Tensor y = is_cuda(dev) ? Tensor() : Tensor::empty(h.shape(), ct);
-  if (is_cuda(dev)) {
-    // GELU as its own pass on the f32 GEMM output (not cuBLASLt's fused epilogue, which may use
-    // a hardware tanh: this keeps the CPU's function), then one rounding pass to bf16.
-    Tensor y32 = Tensor::empty(h.shape(), DType::f32, dev);
-    TS_CUDA(op, dev,
-            cuda::activation_forward<float>(cuda::Activation::gelu, h.data<float>(),
-                                            y32.data<float>(), h.numel()));
-    y = y32.to(ct);
-  } else if (ct == DType::bf16)
-    cpu::gelu_forward_to<bf16>(h.data<float>(), y.data<bf16>(), h.numel());
-  else
-    cpu::gelu_forward_to<float>(h.data<float>(), y.data<float>(), h.numel());
+  Tensor y = gelu_for_gemm(h, ct);
   const bool need_b = b0.defined() && b0.requires_grad();
   const LinearSaved saved{x, w, w0, ct, m, x0.shape(), x0.requires_grad(), w0.requires_grad()};
   return autograd::record(y, op, {x0, w0, b0}, [saved, b0, need_b, h](const Tensor& g) {
     const int64_t out = saved.w.dim(0);
     Tensor gy = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
-    // One pass: dH = dY * gelu'(H) in the compute dtype for the GEMMs, db from the f32 values.
-    const Device dev = h.device();
-    Tensor gh = is_cuda(dev) ? Tensor() : Tensor::empty(h.shape(), saved.ct);
     Tensor gb;
     float* db = need_b ? bias_grad_target(b0, out, &gb) : nullptr;
-    if (is_cuda(dev)) {
-      // dH in f32, the bias gradient from it (as the CPU does), then dH in the compute dtype.
-      Tensor gh32 = Tensor::empty(h.shape(), DType::f32, dev);
-      TS_CUDA("linear_gelu", dev,
-              cuda::activation_backward<float>(cuda::Activation::gelu, h.data<float>(),
-                                               gy.data<float>(), gh32.data<float>(), h.numel()));
-      if (db)
-        TS_CUDA("linear_gelu", dev,
-                cuda::sum_rows_acc<float>(gh32.data<float>(), db, saved.m, out));
-      gh = gh32.to(saved.ct);
-    } else if (saved.ct == DType::bf16)
-      cpu::gelu_backward_bias<bf16>(h.data<float>(), gy.data<float>(), gh.data<bf16>(), db, saved.m,
-                                    out);
-    else
-      cpu::gelu_backward_bias<float>(h.data<float>(), gy.data<float>(), gh.data<float>(), db,
-                                     saved.m, out);
+    Tensor gh = gelu_grad_for_gemm(h, gy, saved.ct, db, saved.m, out);
     auto [gx, gw] = linear_backward_gemms(saved, gh);
     return std::vector<Tensor>{gx, gw, gb};
   });

@@ -5,8 +5,10 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "core/profiler.h"
+#include "kernels/cpu/cast.h"
 
 namespace tessera::cpu {
 namespace {
@@ -93,12 +95,66 @@ Prim build(const Key& k) {
   return p;
 }
 
+// f16 operands. oneDNN 2.6 has an f16 matmul only on CPUs with AVX512-FP16 (Sapphire Rapids
+// and later); elsewhere, e.g. this project's AVX512-BF16 machine, it has none. So f16 runs the
+// way a GPU's f16 GEMM does numerically: the operands are f16 values (already rounded by the
+// caller's cast, core/half.h's rounding on both backends), widened here to f32 scratch (exact:
+// every f16 is an f32; F16C), and multiplied by the f32 GEMM. A product of two f16 values
+// (11-bit significands) is exact in f32's 24 bits, so the only rounding left is the f32
+// accumulation, as on a GPU (up to summation order). Scratch comes from the caching allocator:
+// a step's repeated shapes reuse the same blocks.
+class WidenedF16 {
+ public:
+  WidenedF16(const void* src, int64_t n) : bytes_(size_t(n) * sizeof(float)) {
+    Allocator& a = allocator_for(Device::cpu());
+    data_ = static_cast<float*>(a.allocate(bytes_));
+    f16_to_f32(static_cast<const f16*>(src), data_, n);
+  }
+  ~WidenedF16() { allocator_for(Device::cpu()).release(data_, bytes_); }
+  WidenedF16(const WidenedF16&) = delete;
+  WidenedF16& operator=(const WidenedF16&) = delete;
+  const float* data() const { return data_; }
+
+ private:
+  size_t bytes_;
+  float* data_;
+};
+
+// The oneDNN GEMM of g on operands a_ptr, b_ptr of type t (f32 or bf16).
+void run_onednn(const GemmArgs& g, const void* a_ptr, const void* b_ptr, DType t) {
+  Key key{g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b, g.bias != nullptr, g.accumulate, t};
+  Context& c = ctx();
+  Prim* p;
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    auto it = c.cache.find(key);
+    if (it == c.cache.end()) {
+      it = c.cache.emplace(key, build(key)).first;
+      it->second.name = fmt::format("{} {}{}x{}x{} {}{}{}{} [{}]", g.label ? g.label : "gemm",
+                                    g.batch > 1 ? fmt::format("{}x", g.batch) : "", g.m, g.n, g.k,
+                                    dtype_name(t), g.trans_a ? " ta" : "", g.trans_b ? " tb" : "",
+                                    g.accumulate ? " acc" : "", it->second.impl);
+    }
+    p = &it->second;  // unordered_map nodes are stable
+  }
+  // Per-shape time when profiling (the label's scope above then only keeps the lookup).
+  prof::Scope shape_scope(prof::Family::gemm, prof::enabled() ? p->name.c_str() : nullptr);
+  memory a(p->a, c.eng, const_cast<void*>(a_ptr));
+  memory b(p->b, c.eng, const_cast<void*>(b_ptr));
+  memory out(p->c, c.eng, g.c);
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, out}};
+  if (g.bias) args.emplace(DNNL_ARG_BIAS, memory(p->bias, c.eng, const_cast<float*>(g.bias)));
+  p->prim.execute(c.stream, args);
+  c.stream.wait();
+}
+
 }  // namespace
 
 void gemm(const GemmArgs& g) {
   prof::Scope prof_scope(prof::Family::gemm, g.label ? g.label : "gemm");
-  TS_CHECK(g.ab_type == DType::f32 || g.ab_type == DType::bf16,
-           "gemm: operands must be f32 or bf16, got {}", dtype_name(g.ab_type));
+  TS_CHECK(g.ab_type == DType::f32 || g.ab_type == DType::bf16 || g.ab_type == DType::f16,
+           "gemm: operands must be f32, bf16 or f16, got {}", dtype_name(g.ab_type));
   TS_CHECK(!g.bias || g.batch == 1, "gemm: bias with batch {}", g.batch);
   if (g.m == 0 || g.n == 0) return;
   prof::add_flops(prof::Family::gemm, 2.0 * double(g.batch * g.m) * double(g.n) * double(g.k));
@@ -108,32 +164,11 @@ void gemm(const GemmArgs& g) {
         g.c[i * g.n + j] = (g.accumulate ? g.c[i * g.n + j] : 0.f) + (g.bias ? g.bias[j] : 0.f);
     return;
   }
-  Key key{g.batch, g.m, g.n, g.k, g.trans_a, g.trans_b, g.bias != nullptr, g.accumulate, g.ab_type};
-  Context& c = ctx();
-  Prim* p;
-  {
-    std::lock_guard<std::mutex> lock(c.mu);
-    auto it = c.cache.find(key);
-    if (it == c.cache.end()) {
-      it = c.cache.emplace(key, build(key)).first;
-      it->second.name =
-          fmt::format("{} {}{}x{}x{} {}{}{}{} [{}]", g.label ? g.label : "gemm",
-                      g.batch > 1 ? fmt::format("{}x", g.batch) : "", g.m, g.n, g.k,
-                      dtype_name(g.ab_type), g.trans_a ? " ta" : "", g.trans_b ? " tb" : "",
-                      g.accumulate ? " acc" : "", it->second.impl);
-    }
-    p = &it->second;  // unordered_map nodes are stable
+  if (g.ab_type == DType::f16) {
+    WidenedF16 a(g.a, g.batch * g.m * g.k), b(g.b, g.batch * g.k * g.n);
+    return run_onednn(g, a.data(), b.data(), DType::f32);
   }
-  // Per-shape time when profiling (the label's scope above then only keeps the lookup).
-  prof::Scope shape_scope(prof::Family::gemm, prof::enabled() ? p->name.c_str() : nullptr);
-  memory a(p->a, c.eng, const_cast<void*>(g.a));
-  memory b(p->b, c.eng, const_cast<void*>(g.b));
-  memory out(p->c, c.eng, g.c);
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, out}};
-  if (g.bias) args.emplace(DNNL_ARG_BIAS, memory(p->bias, c.eng, const_cast<float*>(g.bias)));
-  p->prim.execute(c.stream, args);
-  c.stream.wait();
+  run_onednn(g, g.a, g.b, g.ab_type);
 }
 
 int64_t gemm_primitive_count() {

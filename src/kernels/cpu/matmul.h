@@ -1,5 +1,7 @@
-// GEMMs through oneDNN's matmul primitive. A and B are f32 or bf16 (bf16 uses AVX-512-BF16 or
-// AMX where the CPU has them, accumulating in f32); C is always f32.
+// GEMMs through oneDNN's matmul primitive. A and B are f32, bf16 or f16; C is always f32 and
+// products accumulate in f32. bf16 uses AVX-512-BF16 or AMX where the CPU has them; f16 is
+// widened to f32 and run as an f32 GEMM (oneDNN 2.6 has no f16 matmul without AVX512-FP16;
+// numerically the same as a GPU's f16 GEMM: see matmul.cpp).
 #pragma once
 #include <cstdint>
 
