@@ -127,7 +127,7 @@ void check_sgd(const SGDOptions& opt, const std::string& label) {
   Generator gen(rng.u64());
   std::vector<Tensor> host_params = make_params(gen), dev_params;
   for (const Tensor& p : host_params)
-    dev_params.push_back(p.to(Device::cuda(0)).set_requires_grad());
+    dev_params.push_back(p.clone().to(Device::cuda(0)).set_requires_grad());
   FlatParameters flat(host_params), dflat(dev_params);
   ASSERT_TRUE(dflat.device() == Device::cuda(0));
   SGD sgd(flat, opt), dsgd(dflat, opt);
