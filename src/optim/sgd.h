@@ -2,6 +2,8 @@
 //   g <- g + wd * p                 (only parameters with decay on)
 //   b <- mu * b + g                 (momentum buffer, starts at zero)
 //   p <- p - lr * (nesterov ? g + mu * b : b)      (p - lr * g when mu == 0)
+// On the CPU, update_rules.h's sgd_update; on CUDA parameters, one cuda::sgd_step launch over
+// the flat buffer (the same formula; the momentum buffer lives on the device).
 #pragma once
 #include "optim/optimizer.h"
 
