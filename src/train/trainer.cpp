@@ -319,7 +319,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
       scaler.update(false);
       progress.message(fmt::format(
           "step {}: fp16 gradients overflowed at loss scale {}: step skipped, scale now {}",
-          step + 1, loss_scale, scaler.scale()));
+          step + 1, double(loss_scale), double(scaler.scale())));
     } else {
       scaler.update(false);
       ++loop.bad_total, ++loop.bad_in_a_row;
@@ -352,7 +352,10 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     if (log || eval) {
       rec = {{"step", step + 1},   {"loss", loss},      {"lr", lr},
              {"grad_norm", gnorm}, {"ms_per_step", ms}, {task->rate_key(), rate}};
-      if (fp16) rec["loss_scale"] = scaler.scale();
+      if (fp16) {
+        rec["loss_scale"] = scaler.scale();
+        rec["loss_scale_skipped"] = scaler.skipped_steps();  // whole run, resumes included
+      }
       progress.update(step + 1, loss, lr, rate, task->rate_unit(), ms);
     }
     // Every rank evaluates and samples (ZeRO-3 needs them all to gather the parameters); the
@@ -438,8 +441,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     summary += fmt::format(", {} {:.4f}", k, v.get<double>());
   if (loop.bad_total) summary += fmt::format(", {} steps skipped (non-finite)", loop.bad_total);
   if (fp16)
-    summary += fmt::format(", loss scale {} ({} steps skipped for fp16 overflow)", scaler.scale(),
-                           scaler.skipped_steps() - loop.bad_total);
+    summary += fmt::format(", loss scale {} ({} steps skipped for fp16 overflow)",
+                           double(scaler.scale()), scaler.skipped_steps() - loop.bad_total);
   const AllocatorStats mem = training_memory(device);
   summary += fmt::format(", peak tensor memory {:.1f} MiB", double(mem.peak_in_use) / (1 << 20));
   progress.message(summary);
