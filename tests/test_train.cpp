@@ -106,11 +106,13 @@ TEST(Train, TinyGPTLearnsAndWritesTheRunFolder) {
   auto m = read_metrics(dir / "run");
   ASSERT_EQ(m.size(), 6u);  // every 10 steps
   for (const auto& r : m)
-    for (const char* k : {"step", "loss", "lr", "ms_per_step", "tokens_per_s"})
+    for (const char* k : {"step", "loss", "lr", "ms_per_step", "tokens_per_s", "tflops_per_device"})
       EXPECT_TRUE(r.contains(k)) << k << " missing from " << r.dump();
   EXPECT_TRUE(m[2].contains("val_loss"));  // step 30
   EXPECT_TRUE(m[5].contains("val_loss"));  // step 60
   EXPECT_FALSE(m[0].contains("val_loss"));
+  EXPECT_FALSE(m[0].contains("mfu"));  // no train.peak_tflops given
+  EXPECT_GT(s.tflops_per_device, 0.0);
   // Loss starts near ln(256) = 5.55 and must fall well below it on this corpus.
   EXPECT_GT(m[0]["loss"].get<double>(), 3.0);
   EXPECT_LT(m[5]["val_loss"].get<double>(), 2.9);
@@ -175,6 +177,7 @@ TEST(Train, FP16WithDynamicLossScalingTracksF32) {
   opt.out_dir = (dir / "fp16").string();
   train::Config c16 = tiny_gpt_config(corpus, "fp16");
   c16.train.loss_scale_window = 20;  // the scale grows during the run
+  c16.train.peak_tflops = 0.5;
   train::RunSummary h = train::run_training(c16, opt);
   const double v32 = f32.last_eval["val_loss"].get<double>();
   const double v16 = h.last_eval["val_loss"].get<double>();
@@ -191,6 +194,8 @@ TEST(Train, FP16WithDynamicLossScalingTracksF32) {
   for (const auto& r : m)
     EXPECT_TRUE(r.contains("loss_scale") && r.contains("loss_scale_skipped")) << r.dump();
   EXPECT_EQ(m.back()["loss_scale_skipped"].get<int64_t>(), h.loss_scale_skipped);
+  for (const auto& r : m)
+    EXPECT_DOUBLE_EQ(r["mfu"].get<double>(), r["tflops_per_device"].get<double>() / 0.5);
   for (const auto& r : read_metrics(dir / "f32")) EXPECT_FALSE(r.contains("loss_scale"));
 }
 

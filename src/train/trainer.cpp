@@ -341,6 +341,9 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     loop.last_lr = lr;
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     const double rate = double(task->items_per_step()) / (ms / 1e3);
+    // Model FLOPs (forward + backward) this rank's device ran per second, and their share of
+    // the device's peak when the config gives it.
+    const double tflops = task->flops_per_step() / double(world) / (ms / 1e3) / 1e12;
     sum.final_loss = loss;
     sum.losses.push_back(loss);
     sum.steps = step + 1;
@@ -352,6 +355,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     if (log || eval) {
       rec = {{"step", step + 1},   {"loss", loss},      {"lr", lr},
              {"grad_norm", gnorm}, {"ms_per_step", ms}, {task->rate_key(), rate}};
+      if (tflops > 0) rec["tflops_per_device"] = tflops;
+      if (tflops > 0 && cfg.train.peak_tflops > 0) rec["mfu"] = tflops / cfg.train.peak_tflops;
       if (fp16) {
         rec["loss_scale"] = scaler.scale();
         rec["loss_scale_skipped"] = scaler.skipped_steps();  // whole run, resumes included
@@ -417,6 +422,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   if (timed_steps > 0) {
     const double timed = std::chrono::duration<double>(end - timed_start).count();
     sum.items_per_s = double(task->items_per_step() * timed_steps) / timed;
+    sum.tflops_per_device =
+        task->flops_per_step() * double(timed_steps) / double(world) / timed / 1e12;
   }
 
   if (sum.interrupted) {
@@ -437,6 +444,13 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   std::string summary = fmt::format("tessera: done: {} steps in {}, final loss {:.4f}, {} {}",
                                     sum.steps, format_duration(sum.seconds), sum.final_loss,
                                     format_si(sum.items_per_s), task->rate_unit());
+  if (sum.tflops_per_device > 0) {
+    summary += fmt::format(", {:.3g} TFLOP/s per device", sum.tflops_per_device);
+    if (cfg.train.peak_tflops > 0)
+      summary +=
+          fmt::format(" (MFU {:.1f}% of train.peak_tflops = {})",
+                      100 * sum.tflops_per_device / cfg.train.peak_tflops, cfg.train.peak_tflops);
+  }
   for (auto& [k, v] : sum.last_eval.items())
     summary += fmt::format(", {} {:.4f}", k, v.get<double>());
   if (loop.bad_total) summary += fmt::format(", {} steps skipped (non-finite)", loop.bad_total);

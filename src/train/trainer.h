@@ -45,8 +45,9 @@ struct RunSummary {
   double final_loss = 0;     // training loss of the last step
   nlohmann::json last_eval;  // the final evaluation's metrics
   double seconds = 0;
-  double items_per_s = 0;      // tokens or samples per second over the run (after the first step)
-  std::vector<double> losses;  // every step's training loss (averaged over ranks)
+  double items_per_s = 0;        // tokens or samples per second over the run (after the first step)
+  double tflops_per_device = 0;  // model FLOPs per second per device over the same steps (GPT)
+  std::vector<double> losses;    // every step's training loss (averaged over ranks)
   int world_size = 1;
   dist::MemoryReport memory;       // this rank's parameter, gradient and optimizer-state bytes
   dist::OverlapStats overlap;      // this rank's communication, and the part hidden by compute
