@@ -42,14 +42,27 @@ set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 set(CMAKE_CUDA_EXTENSIONS OFF)
 find_package(CUDAToolkit REQUIRED)
 
-# NCCL ships with the toolkit here (/usr/local/cuda/lib64) or as Debian's libnccl-dev.
-find_library(TESSERA_NCCL_LIBRARY NAMES nccl
+# NCCL ships with the toolkit here (/usr/local/cuda/lib64), as Debian's libnccl-dev, or as the pip
+# package nvidia-nccl-cu13 (site-packages/nvidia/nccl/{include,lib}, which has libnccl.so.2 but no
+# unversioned libnccl.so). TESSERA_NCCL_ROOT (a CMake or environment variable) names such a folder:
+# it is searched first, alone, so that header and library come from the same NCCL.
+set(TESSERA_NCCL_ROOT "$ENV{TESSERA_NCCL_ROOT}" CACHE PATH
+    "Folder holding NCCL's include/nccl.h and lib/libnccl.so[.2] (e.g. pip's nvidia/nccl)")
+if(TESSERA_NCCL_ROOT)
+  find_library(TESSERA_NCCL_LIBRARY NAMES nccl libnccl.so.2 PATHS ${TESSERA_NCCL_ROOT}
+               PATH_SUFFIXES lib lib64 NO_DEFAULT_PATH)
+  find_path(TESSERA_NCCL_INCLUDE_DIR nccl.h PATHS ${TESSERA_NCCL_ROOT} PATH_SUFFIXES include
+            NO_DEFAULT_PATH)
+endif()
+find_library(TESSERA_NCCL_LIBRARY NAMES nccl libnccl.so.2
              HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}/lib64)
 find_path(TESSERA_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
 if(NOT TESSERA_NCCL_LIBRARY OR NOT TESSERA_NCCL_INCLUDE_DIR)
-  message(FATAL_ERROR "CUDA backend: NCCL not found (looked for libnccl and nccl.h next to the "
-                      "CUDA toolkit in ${CUDAToolkit_LIBRARY_DIR} and in the system paths); "
-                      "install libnccl-dev, or pass -DTESSERA_CUDA=OFF")
+  message(FATAL_ERROR "CUDA backend: NCCL not found (library: ${TESSERA_NCCL_LIBRARY}, header: "
+                      "${TESSERA_NCCL_INCLUDE_DIR}; looked in TESSERA_NCCL_ROOT='${TESSERA_NCCL_ROOT}', "
+                      "next to the CUDA toolkit in ${CUDAToolkit_LIBRARY_DIR} and in the system "
+                      "paths); install libnccl-dev, pass -DTESSERA_NCCL_ROOT=<folder with "
+                      "include/nccl.h and lib/libnccl.so.2>, or pass -DTESSERA_CUDA=OFF")
 endif()
 add_library(tessera_nccl INTERFACE)
 target_link_libraries(tessera_nccl INTERFACE ${TESSERA_NCCL_LIBRARY})

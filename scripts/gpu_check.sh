@@ -7,17 +7,27 @@
 #   scripts/gpu_check.sh                 # build in build-gpu/, report in build-gpu/gpu_check.md
 #   BUILD_DIR=/tmp/b scripts/gpu_check.sh
 #   CUDA_ARCH=90 scripts/gpu_check.sh    # default: the GPU's own compute capability
+#   GPU_CHECK_DRY_RUN=1 CUDA_ARCH=90 scripts/gpu_check.sh   # no GPU: configure + build only
 #
-# Last step: a short GPT-2 124M bf16 training run on the GPU (bench_train_step --device cuda):
-# tokens/s, MFU and the device allocator's peak memory in the summary table.
+# On a machine without Debian's build dependencies (the device tool's CUDA image, which reaches
+# no package registry): run scripts/gpu_deps.sh first where the registry is reachable, carry
+# .gpu-deps/ along, and this script builds against those libraries (device tool: carry
+# [".gpu-deps"], command `bash scripts/gpu_check.sh`). NCCL comes from the image's pip package
+# nvidia-nccl-cu13 (or TESSERA_NCCL_ROOT); MPI is off when there is no mpicxx.
+#
+# Then `tessera train` itself on the GPU (the KJV config's model on this repository's docs as
+# text, bf16 and fp16), and last a short GPT-2 124M bf16 training run on the GPU
+# (bench_train_step --device cuda): tokens/s, MFU and the device allocator's peak memory in the
+# summary table.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-BUILD_DIR=${BUILD_DIR:-$ROOT/build-gpu}
+BUILD_DIR=$(realpath -m "${BUILD_DIR:-$ROOT/build-gpu}")
 REPORT=${REPORT:-$BUILD_DIR/gpu_check.md}
 JOBS=${JOBS:-$(nproc)}
 TEST_TIMEOUT=${TEST_TIMEOUT:-240}  # seconds per test binary
+DRY_RUN=${GPU_CHECK_DRY_RUN:-0}    # 1: no GPU needed; stop after the build (to try it without one)
 START=$(date +%s)
 
 step() { printf '\n==== %s ====\n' "$*"; }
@@ -28,35 +38,139 @@ die() {
 trap 'die "command failed at line $LINENO: $BASH_COMMAND"' ERR
 
 step "GPU"
-command -v nvidia-smi >/dev/null || die "nvidia-smi not found: no NVIDIA driver on this machine"
-nvidia-smi || die "nvidia-smi failed: the driver cannot see a GPU"
-GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
-[[ -n "$GPU_CC" ]] || die "could not read the GPU's compute capability from nvidia-smi"
+if [[ "$DRY_RUN" == 1 ]]; then
+  echo "dry run (GPU_CHECK_DRY_RUN=1): no GPU looked for; configure and build only"
+  GPU_NAME="(dry run)"
+  GPU_CC=${CUDA_ARCH:-90}
+else
+  command -v nvidia-smi >/dev/null || die "nvidia-smi not found: no NVIDIA driver on this machine"
+  nvidia-smi || die "nvidia-smi failed: the driver cannot see a GPU"
+  GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  GPU_CC=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+  [[ -n "$GPU_CC" ]] || die "could not read the GPU's compute capability from nvidia-smi"
+fi
 CUDA_ARCH=${CUDA_ARCH:-$GPU_CC}
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 [[ -x "$NVCC" ]] || die "nvcc not found (put /usr/local/cuda/bin on PATH or set NVCC)"
 "$NVCC" --version | tail -2
+command -v cmake >/dev/null || die "cmake not found"
+command -v ninja >/dev/null || die "ninja not found"
+echo "$(cmake --version | head -1), ninja $(ninja --version)"
+
+# nvcc hands host code to g++, and the C++ sources are C++20: check before a long configure.
+step "host C++ compiler"
+mkdir -p "$BUILD_DIR"
+CXX_BIN=${CXX:-$(command -v g++ || command -v c++ || true)}
+[[ -n "$CXX_BIN" ]] && command -v "$CXX_BIN" >/dev/null ||
+  die "no host C++ compiler: nvcc and the C++20 sources need g++ 11 or later (or set CXX)"
+CXX_BIN=$(command -v "$CXX_BIN")
+"$CXX_BIN" --version | head -1
+printf '%s\n' '#include <bit>' '#include <concepts>' '#include <numbers>' '#include <span>' \
+  'template <std::floating_point T> T half(T x) { return x / 2; }' \
+  'struct P { int a; auto operator<=>(const P&) const = default; };' \
+  'int main() { int v[2] = {1, 2}; std::span<const int> s(v);' \
+  '  return P{1} < P{2} && half(std::numbers::pi) > 1 && std::bit_cast<unsigned>(1.0f) && s.size() == 2 ? 0 : 1; }' |
+  "$CXX_BIN" -std=c++20 -x c++ - -o "$BUILD_DIR/cxx20_probe" >"$BUILD_DIR/cxx20_probe.log" 2>&1 &&
+  "$BUILD_DIR/cxx20_probe" ||
+  { head -20 "$BUILD_DIR/cxx20_probe.log"
+    die "$CXX_BIN cannot build and run C++20 (concepts, <span>, <=>, std::bit_cast): need g++ 11 or later"; }
+echo "C++20: ok"
+
+# What a CUDA/PyTorch image lacks (oneDNN, fmt, toml++, nlohmann-json, CLI11, GoogleTest,
+# Google Benchmark, zlib's headers) comes as Debian 12 .deb files in .gpu-deps/ (made by
+# scripts/gpu_deps.sh on a machine with Debian's registry, carried here): unpacked into
+# $BUILD_DIR/deps, searched by CMake before the system, and on LD_LIBRARY_PATH for the runs.
+step "libraries"
+DEPS_ARGS=()
+DEPS_PREFIX=""
+if compgen -G "$ROOT/.gpu-deps/*.deb" >/dev/null; then
+  bash scripts/gpu_deps.sh unpack "$BUILD_DIR/deps" | tee "$BUILD_DIR/gpu_check.deps.log"
+  DEPS_PREFIX=$(sed -n 's/^prefix=//p' "$BUILD_DIR/gpu_check.deps.log")
+  DEPS_LIBDIR=$(sed -n 's/^libdir=//p' "$BUILD_DIR/gpu_check.deps.log")
+  [[ -d "$DEPS_PREFIX" && -d "$DEPS_LIBDIR" ]] || die "unpacking .gpu-deps/ gave no prefix"
+  DEPS_ARGS=(-DCMAKE_PREFIX_PATH="$DEPS_PREFIX" -DCMAKE_LIBRARY_PATH="$DEPS_LIBDIR"
+    -DCMAKE_INCLUDE_PATH="$DEPS_PREFIX/include")
+  export LD_LIBRARY_PATH="$DEPS_LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  echo "no .gpu-deps/*.deb: every library from the system (scripts/gpu_deps.sh makes the bundle)"
+fi
+# NCCL: the image's pip package nvidia-nccl-cu13 (site-packages/nvidia/nccl), found through
+# python3; cmake/cuda.cmake searches TESSERA_NCCL_ROOT first, then next to the CUDA toolkit.
+if [[ -z "${TESSERA_NCCL_ROOT:-}" ]] && command -v python3 >/dev/null; then
+  TESSERA_NCCL_ROOT=$(python3 - <<'EOF' 2>/dev/null || true
+import glob, os, sys
+for base in filter(None, sys.path):
+    for root in sorted(glob.glob(os.path.join(base, "nvidia", "*"))):
+        if os.path.isfile(os.path.join(root, "include", "nccl.h")) and glob.glob(
+                os.path.join(root, "lib", "libnccl.so*")):
+            print(root)
+            sys.exit(0)
+EOF
+  )
+fi
+NCCL_ARGS=()
+if [[ -n "${TESSERA_NCCL_ROOT:-}" ]]; then
+  echo "NCCL hint: TESSERA_NCCL_ROOT=$TESSERA_NCCL_ROOT"
+  NCCL_ARGS=(-DTESSERA_NCCL_ROOT="$TESSERA_NCCL_ROOT")
+else
+  echo "NCCL hint: none (no pip nvidia-nccl package found by python3): next to the CUDA toolkit"
+fi
+# One GPU needs no MPI: without mpicxx (the image has none) build the single-process communicator.
+MPI_ARGS=()
+if ! command -v mpicxx >/dev/null; then
+  echo "MPI: off (no mpicxx on PATH)"
+  MPI_ARGS=(-DTESSERA_WITH_MPI=OFF)
+fi
 
 step "configure ($BUILD_DIR, CUDA architectures $CUDA_ARCH)"
-mkdir -p "$BUILD_DIR"
 # Only the GPU's own architecture: half the device compile time of the default "80-real;90".
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTESSERA_CUDA=ON \
+  -DCMAKE_CXX_COMPILER="$CXX_BIN" -DCMAKE_CUDA_HOST_COMPILER="$CXX_BIN" \
   -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCH" \
-  -DTESSERA_BUILD_BENCH=OFF -DTESSERA_BUILD_TESTS=ON >"$BUILD_DIR/gpu_check.configure.log" 2>&1 ||
+  "${DEPS_ARGS[@]}" "${NCCL_ARGS[@]}" "${MPI_ARGS[@]}" \
+  -DTESSERA_BUILD_BENCH=ON -DTESSERA_BUILD_TESTS=ON >"$BUILD_DIR/gpu_check.configure.log" 2>&1 ||
   { tail -30 "$BUILD_DIR/gpu_check.configure.log"; die "cmake configure failed (log: $BUILD_DIR/gpu_check.configure.log)"; }
 grep -q "CUDA backend: nvcc" "$BUILD_DIR/gpu_check.configure.log" ||
   die "the CUDA backend was not enabled (see $BUILD_DIR/gpu_check.configure.log)"
+# Where each library was found: the bundle ($BUILD_DIR/deps), pip (NCCL) or the system.
+{
+  for var in DNNL_LIBRARY DNNL_INCLUDE_DIR fmt_DIR tomlplusplus_DIR nlohmann_json_DIR CLI11_DIR \
+    GTest_DIR benchmark_DIR ZLIB_LIBRARY_RELEASE ZLIB_INCLUDE_DIR TESSERA_NCCL_LIBRARY \
+    TESSERA_NCCL_INCLUDE_DIR MPI_CXX_COMPILER; do
+    path=$(sed -n "s/^$var:[A-Z]*=//p" "$BUILD_DIR/CMakeCache.txt" | head -1)
+    if [[ -n "$DEPS_PREFIX" && "$path" == "$DEPS_PREFIX"* ]]; then from=bundle
+    elif [[ -n "${TESSERA_NCCL_ROOT:-}" && "$path" == "$TESSERA_NCCL_ROOT"* ]]; then from=pip
+    elif [[ -z "$path" || "$path" == *-NOTFOUND ]]; then from="-"
+    else from=system; fi
+    printf '%-26s %-7s %s\n' "$var" "$from" "$path"
+  done
+} | tee "$BUILD_DIR/gpu_check.libraries.txt"
 
 step "build (ninja -j$JOBS)"
-TESTS=(test_cuda_shared test_cuda_runtime test_cuda_kernels test_cuda_kernels_nn test_cuda_optim
-  test_nccl_comm test_cuda_gpt)
+# Every tests/cuda/test_*.cpp (a new test file is picked up without editing this script).
+mapfile -t TESTS < <(cd tests/cuda && ls test_*.cpp | sed 's/\.cpp$//')
 BUILD_START=$(date +%s)
-ninja -C "$BUILD_DIR" -j"$JOBS" tessera_cuda "${TESTS[@]}" bench_train_step >"$BUILD_DIR/gpu_check.build.log" 2>&1 ||
+ninja -C "$BUILD_DIR" -j"$JOBS" tessera_cuda "${TESTS[@]}" tessera_cli bench_train_step >"$BUILD_DIR/gpu_check.build.log" 2>&1 ||
   { grep -E "error|FAILED" "$BUILD_DIR/gpu_check.build.log" | head -30
     die "build failed (log: $BUILD_DIR/gpu_check.build.log)"; }
 BUILD_SECONDS=$(($(date +%s) - BUILD_START))
 echo "built in ${BUILD_SECONDS}s"
+# Every shared library of the programs found (the bundle's through LD_LIBRARY_PATH, NCCL through
+# the build's RUNPATH) before anything runs: a missing one fails here with its name.
+if command -v ldd >/dev/null; then
+  for exe in "${TESTS[@]}" tessera bench_train_step; do
+    if ldd "$BUILD_DIR/$exe" | grep 'not found'; then
+      die "$exe: shared libraries not found (above; LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-})"
+    fi
+  done
+  echo "shared libraries: all found ($(ldd "$BUILD_DIR/tessera" | grep -cE 'dnnl|fmt|toml|nccl|cublas') of" \
+    "oneDNN, fmt, toml++, NCCL, cuBLAS(Lt) in tessera)"
+fi
+if [[ "$DRY_RUN" == 1 ]]; then
+  trap - ERR
+  echo "gpu_check: dry run done (configure and build; GPU_CHECK_DRY_RUN=1 runs nothing on a GPU)"
+  exit 0
+fi
 
 step "CUDA vs CPU kernel comparisons"
 LOG="$BUILD_DIR/gpu_check.tests.log"
@@ -133,6 +247,35 @@ fi
 echo "$NCCL_MULTI"
 NCCL_SINGLE="1 rank: ${T_PASS[test_nccl_comm]} passed, ${T_FAIL[test_nccl_comm]} failed, ${T_SKIP[test_nccl_comm]} skipped"
 
+step "tessera train on the GPU (CLI)"
+# The default job's model (configs/gpt_kjv.toml) for 300 steps on text from this repository
+# (no download, no data package needed), in bf16 and fp16 with dynamic loss scaling: the whole
+# trainer (batches from pinned memory, evaluation, sampling, a checkpoint, the final weights)
+# on the device. Budget: CLI_TIMEOUT seconds per run.
+CLI_TIMEOUT=${CLI_TIMEOUT:-120}
+CORPUS="$BUILD_DIR/gpu_check_corpus.txt"
+cat README.md docs/*.md src/*/*.h >"$CORPUS"
+CLI_STATUS=""
+for PREC in bf16 fp16; do
+  CLI_LOG="$BUILD_DIR/gpu_check.train_$PREC.log"
+  set +e
+  timeout "$CLI_TIMEOUT" "$BUILD_DIR/tessera" train configs/gpt_kjv.toml --out "$BUILD_DIR/run_$PREC" \
+    --no-plot data.path="$CORPUS" train.device=cuda train.precision="$PREC" train.steps=300 \
+    train.eval_every=150 train.sample_every=300 train.sample_tokens=64 \
+    train.checkpoint_every=150 >"$CLI_LOG" 2>&1
+  rc=$?
+  set -e
+  tail -4 "$CLI_LOG"
+  DONE=$(grep -m1 '^tessera: done:' "$CLI_LOG" | sed 's/^tessera: done: //' || true)
+  if [[ $rc -ne 0 || -z "$DONE" ]]; then
+    CLI_STATUS+="$PREC: FAILED (exit $rc, log $CLI_LOG); "
+    ANY_TEST_FAILED=1
+  else
+    CLI_STATUS+="$PREC: $DONE; "
+  fi
+done
+echo "$CLI_STATUS"
+
 step "GPT-2 124M bf16 training timing"
 # Model, data and AdamW on the GPU, bf16 autocast; 2 warm-up + 5 timed steps of 8 x 1024 tokens
 # (halved until it fits). MFU against PEAK_TFLOPS when set (the GPU's dense bf16 peak), else
@@ -183,6 +326,7 @@ done
   echo "| CUDA tests | $TOTAL_PASS passed, $TOTAL_FAIL failed, $TOTAL_SKIP skipped |"
   echo "| kernel comparisons | $((N_CMP - N_CMP_FAIL)) of $N_CMP within bounds |"
   echo "| NCCL communicator | $NCCL_SINGLE; $NCCL_MULTI |"
+  echo "| \`tessera train\` on the GPU (300 steps) | $CLI_STATUS |"
   echo "| GPT-2 124M bf16 training | $MODEL_STATUS |"
   echo "| wall time | ${ELAPSED}s |"
 } | tee -a "$REPORT"
