@@ -66,14 +66,15 @@ CXX_BIN=${CXX:-$(command -v g++ || command -v c++ || true)}
 CXX_BIN=$(command -v "$CXX_BIN")
 "$CXX_BIN" --version | head -1
 printf '%s\n' '#include <bit>' '#include <concepts>' '#include <numbers>' '#include <span>' \
-  'template <std::floating_point T> T half(T x) { return x / 2; }' \
+  '#include <stdexcept>' 'template <std::floating_point T> T half(T x) { return x / 2; }' \
   'struct P { int a; auto operator<=>(const P&) const = default; };' \
   'int main() { int v[2] = {1, 2}; std::span<const int> s(v);' \
+  '  try { throw std::runtime_error("libstdc++ linked"); } catch (const std::exception&) {}' \
   '  return P{1} < P{2} && half(std::numbers::pi) > 1 && std::bit_cast<unsigned>(1.0f) && s.size() == 2 ? 0 : 1; }' |
   "$CXX_BIN" -std=c++20 -x c++ - -o "$BUILD_DIR/cxx20_probe" >"$BUILD_DIR/cxx20_probe.log" 2>&1 &&
   "$BUILD_DIR/cxx20_probe" ||
   { head -20 "$BUILD_DIR/cxx20_probe.log"
-    die "$CXX_BIN cannot build and run C++20 (concepts, <span>, <=>, std::bit_cast): need g++ 11 or later"; }
+    die "$CXX_BIN cannot build and run C++20 (concepts, <span>, <=>, std::bit_cast, libstdc++): need g++ 11 or later"; }
 echo "C++20: ok"
 
 # What a CUDA/PyTorch image lacks (oneDNN, fmt, toml++, nlohmann-json, CLI11, GoogleTest,
