@@ -3,13 +3,17 @@
 #include <cmath>
 
 #include "kernels/cpu/elementwise.h"
+#if TESSERA_HAVE_CUDA
+#include "cuda/copy.h"
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace tessera::dist {
 
 ShardedOptimizer::ShardedOptimizer(const std::vector<ParamSegment>& segs,
                                    const std::vector<bool>& decay, int64_t numel, int64_t begin,
-                                   int64_t end, ShardedOptimizerOptions opt)
-    : opt_(std::move(opt)), n_(end - begin) {
+                                   int64_t end, ShardedOptimizerOptions opt, Device device)
+    : opt_(std::move(opt)), device_(device), n_(end - begin) {
   TS_CHECK(opt_.name == "adamw" || opt_.name == "sgd",
            "sharded optimizer: unknown optimizer '{}', expected adamw or sgd", opt_.name);
   TS_CHECK(segs.size() == decay.size() && !segs.empty(),
@@ -38,12 +42,28 @@ ShardedOptimizer::ShardedOptimizer(const std::vector<ParamSegment>& segs,
     else
       runs_.push_back({a - begin, b - begin, decay[i]});
   }
+  if (!device_.is_cpu() && !runs_.empty()) {
+#if TESSERA_HAVE_CUDA
+    // The runs never change (no set_decay here): uploaded once, as the flat optimizers'
+    // Optimizer::device_decay_runs does. From pageable memory the copy has read `host` when it
+    // returns, and the update kernels queued after it on the stream see the runs.
+    std::vector<cuda::DecayRange> host;
+    for (const Run& r : runs_) host.push_back({r.begin, r.end, r.decay ? 1 : 0});
+    static_assert(sizeof(cuda::DecayRange) % sizeof(int64_t) == 0);
+    const size_t bytes = host.size() * sizeof(cuda::DecayRange);
+    device_runs_ = Tensor::empty(Shape{int64_t(bytes / sizeof(int64_t))}, DType::i64, device_);
+    cuda::copy_h2d(device_runs_.raw_data(), host.data(), bytes);
+#else
+    fail("sharded {}: parameters on {} but Tessera was built without CUDA", opt_.name,
+         device_.str());
+#endif
+  }
   // Shards are allocated even when empty so every rank's state is a real, measurable buffer.
   if (opt_.name == "adamw") {
-    m_ = Tensor::zeros(Shape{n_});
-    v_ = Tensor::zeros(Shape{n_});
+    m_ = Tensor::zeros(Shape{n_}, DType::f32, device_);
+    v_ = Tensor::zeros(Shape{n_}, DType::f32, device_);
   } else if (opt_.sgd.momentum > 0) {
-    m_ = Tensor::zeros(Shape{n_});
+    m_ = Tensor::zeros(Shape{n_}, DType::f32, device_);
   }
 }
 
@@ -62,9 +82,35 @@ void ShardedOptimizer::set_step_count(int64_t steps) {
   step_ = steps;
 }
 
-void ShardedOptimizer::step(float lr, float* p, const float* g) {
+void ShardedOptimizer::check_lr(float lr) const {
   TS_CHECK(std::isfinite(lr) && lr >= 0, "{}: step: learning rate {} must be finite and >= 0",
            name(), lr);
+}
+
+void ShardedOptimizer::step(float lr, const Tensor& values, const Tensor& grads) {
+  auto check = [&](const char* what, const Tensor& t) {
+    TS_CHECK(t.defined() && t.dtype() == DType::f32 && t.is_contiguous() && t.numel() == n_ &&
+                 t.device() == device_,
+             "sharded {}: step: shard {} {} on {}, expected contiguous f32 [{}] on {}", name(),
+             what, t.defined() ? t.desc() : "undefined", t.defined() ? t.device().str() : "nowhere",
+             n_, device_.str());
+  };
+  check("values", values);
+  check("gradients", grads);
+  if (device_.is_cpu()) {
+    step(lr, values.data<float>(), grads.data<float>());
+    return;
+  }
+  check_lr(lr);
+  ++step_;
+  step_on_device(lr, values.data<float>(), grads.data<float>());
+}
+
+void ShardedOptimizer::step(float lr, float* p, const float* g) {
+  TS_CHECK(device_.is_cpu(),
+           "sharded {}: step from host pointers, but the shard is on {} (pass the shard tensors)",
+           name(), device_.str());
+  check_lr(lr);
   ++step_;
   const bool parallel = n_ > cpu::kParallelGrain;
   if (opt_.name == "adamw") {
@@ -76,6 +122,50 @@ void ShardedOptimizer::step(float lr, float* p, const float* g) {
   const SGDOptions& o = opt_.sgd;
   sgd_update(lr, o.momentum, o.nesterov, o.weight_decay, runs_, p, g,
              m_.defined() ? m_.data<float>() : nullptr, parallel);
+}
+
+// One launch over the shard, filled in exactly as optim/adamw.cpp and optim/sgd.cpp fill theirs
+// for the whole flat buffer (same scalars, same kernels), so the GPU shard updates bit for bit
+// like the flat GPU optimizer.
+void ShardedOptimizer::step_on_device(float lr, float* p, const float* g) {
+#if TESSERA_HAVE_CUDA
+  const auto* runs = device_runs_.defined()
+                         ? static_cast<const cuda::DecayRange*>(device_runs_.raw_data())
+                         : nullptr;
+  const auto nruns = int32_t(runs_.size());
+  if (opt_.name == "adamw") {
+    const AdamWOptions& o = opt_.adamw;
+    const AdamWScalars sc = AdamWScalars::at(lr, step_, o.beta1, o.beta2, o.eps, o.weight_decay);
+    cuda::AdamWStep a;
+    a.p = p;
+    a.g = g;
+    a.m = m_.data<float>();
+    a.v = v_.data<float>();
+    a.n = n_;
+    a.runs = runs;
+    a.nruns = nruns;
+    a.beta1 = sc.beta1, a.beta2 = sc.beta2, a.eps = sc.eps;
+    a.step_size = sc.step_size, a.inv_sqrt_bc2 = sc.inv_sqrt_bc2, a.decayed = sc.decayed;
+    cuda::adamw_step(a);
+    return;
+  }
+  const SGDOptions& o = opt_.sgd;
+  cuda::SGDStep a;
+  a.p = p;
+  a.g = g;
+  a.b = m_.defined() ? m_.data<float>() : nullptr;
+  a.n = n_;
+  if (o.weight_decay != 0.f) {  // the runs are only read when something decays
+    a.runs = runs;
+    a.nruns = nruns;
+  }
+  a.lr = lr, a.momentum = o.momentum, a.weight_decay = o.weight_decay;
+  a.nesterov = o.nesterov;
+  cuda::sgd_step(a);
+#else
+  (void)lr, (void)p, (void)g;
+  fail("sharded {}: parameters on {} but Tessera was built without CUDA", name(), device_.str());
+#endif
 }
 
 }  // namespace tessera::dist

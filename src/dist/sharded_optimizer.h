@@ -1,7 +1,10 @@
 // The optimizer step of ZeRO stages 1-3: the update rules of optim/adamw.h and optim/sgd.h
 // applied to one rank's shard [begin, end) of the flat buffers, with state (AdamW's m and v,
-// SGD's momentum) allocated for that shard only. The per-element math is the same expression as
-// AdamW::step / SGD::step, so a sharded run matches a replicated one to rounding.
+// SGD's momentum) allocated for that shard only, on the parameters' device. The per-element
+// math is the same code as AdamW::step / SGD::step: on the CPU optim/update_rules.h, on a CUDA
+// device the same fused kernels the flat optimizers launch (kernels/cuda/optim.h), over the
+// shard instead of the whole buffer. So a sharded run matches a replicated one bit for bit on
+// either backend.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -24,12 +27,18 @@ struct ShardedOptimizerOptions {
 class ShardedOptimizer {
  public:
   // segments: every parameter's place in the flat buffers of `numel` elements (same layout as
-  // FlatParameters); decay[i]: whether parameter i decays; [begin, end): this rank's shard.
+  // FlatParameters); decay[i]: whether parameter i decays; [begin, end): this rank's shard;
+  // device: where the shard's values, gradients and state live.
   ShardedOptimizer(const std::vector<ParamSegment>& segments, const std::vector<bool>& decay,
-                   int64_t numel, int64_t begin, int64_t end, ShardedOptimizerOptions opt);
+                   int64_t numel, int64_t begin, int64_t end, ShardedOptimizerOptions opt,
+                   Device device = Device::cpu());
 
   const char* name() const { return opt_.name.c_str(); }
-  // One update of the shard: values and grads point at the shard's first element.
+  Device device() const { return device_; }
+  // One update of the shard: values and grads are its [end - begin] elements (contiguous f32,
+  // on device()). On a GPU the update is queued on the current stream.
+  void step(float lr, const Tensor& values, const Tensor& grads);
+  // The same from host pointers to the shard's first element (a CPU optimizer only).
   void step(float lr, float* values, const float* grads);
   int64_t step_count() const { return step_; }
   // Checkpoints: the state buffers (views, named as the flat optimizers name theirs:
@@ -41,9 +50,14 @@ class ShardedOptimizer {
 
  private:
   using Run = UpdateRun;  // shard-local ranges
+  void check_lr(float lr) const;
+  void step_on_device(float lr, float* values, const float* grads);
+
   ShardedOptimizerOptions opt_;
+  Device device_;
   int64_t n_;
   std::vector<Run> runs_;
+  Tensor device_runs_;  // runs_ as cuda::DecayRange records on device_ (a GPU optimizer only)
   int64_t step_ = 0;
   Tensor m_, v_;  // AdamW moments, or SGD momentum in m_
 };

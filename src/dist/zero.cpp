@@ -1,19 +1,23 @@
 #include "dist/zero.h"
 
 #include <cmath>
-#include <cstring>
 #include <unordered_map>
 
 #include "autograd/engine.h"
 #include "core/allocator.h"
+#include "dist/clock.h"
 #include "kernels/cpu/elementwise.h"
 #include "optim/optimizer.h"
+#if TESSERA_HAVE_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace tessera::dist {
 namespace {
 
-int64_t in_use() {
-  return int64_t(allocator_for(Device::cpu()).stats().in_use);
+// Bytes in use in the allocator of the engine's device (size-class rounded, as DDP counts).
+int64_t in_use(Device dev) {
+  return int64_t(allocator_for(dev).stats().in_use);
 }
 
 int64_t round_up(int64_t n, int64_t m) {
@@ -28,6 +32,56 @@ void repoint(const Tensor& p, const std::shared_ptr<Storage>& storage, int64_t o
   impl.strides = contiguous_strides(impl.shape);
 }
 
+// Elements [a, b) of a contiguous tensor, as a 1-D view of its storage.
+Tensor flat_range(const Tensor& t, int64_t a, int64_t b) {
+  return t.view(Shape{t.numel()}).slice_rows(a, b);
+}
+
+// dst = src for 1-D f32 views of equal length on one device: a memcpy on the CPU, a copy queued
+// on the current stream on a GPU (Tensor::copy_from). Nothing to do when they are the same
+// elements (an in-place gather).
+void copy_into(Tensor dst, const Tensor& src) {
+  if (dst.raw_data() != src.raw_data()) dst.copy_from(src);
+}
+
+// The squared L2 norm of a contiguous f32 buffer, summed in f64 on its device (on a GPU in a
+// fixed order, returned to the host: it synchronises the current stream).
+double sum_squares(const Tensor& t) {
+  if (t.device().is_cpu()) return cpu::sum_squares(t.data<float>(), t.numel());
+#if TESSERA_HAVE_CUDA
+  return cuda::sum_squares(t.data<float>(), t.numel());
+#else
+  fail("ZeRO: gradients on {} but Tessera was built without CUDA", t.device().str());
+#endif
+}
+
+// t *= factor, in place on t's device.
+void scale_in_place(const Tensor& t, float factor) {
+  float* g = t.data<float>();
+  if (t.device().is_cpu()) {
+    cpu::scale(g, g, factor, t.numel());
+    return;
+  }
+#if TESSERA_HAVE_CUDA
+  cuda::scale<float>(g, g, factor, t.numel());
+#else
+  fail("ZeRO: gradients on {} but Tessera was built without CUDA", t.device().str());
+#endif
+}
+
+// A collective that completed before it was returned (see Zero::reduce_scatter).
+class CompletedWork final : public Work {
+ public:
+  CompletedWork() : t_(monotonic_seconds()) {}
+  void wait() override {}
+  bool done() const override { return true; }
+  double start_time() const override { return t_; }
+  double end_time() const override { return t_; }
+
+ private:
+  double t_;
+};
+
 }  // namespace
 
 Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, Tracer* tracer,
@@ -35,14 +89,18 @@ Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt
     : DataParallel(comm, tracer), stage_(opt.zero_stage), params_(model.parameters()) {
   TS_CHECK(stage_ >= 1 && stage_ <= 3, "ZeRO: stage {} is not 1, 2 or 3", stage_);
   TS_CHECK(!params_.empty(), "ZeRO: the model has no parameters");
+  // Every buffer lives where the parameters are (the trainer moves the model first).
+  dev_ = params_[0].device();
+  local_device_ = comm.world_size() == 1 && !dev_.is_cpu();
   // The layout of FlatParameters (same checks on the parameters).
   int64_t end = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
-    TS_CHECK(p.dtype() == DType::f32 && p.device().is_cpu() && p.requires_grad() && p.is_leaf() &&
+    TS_CHECK(p.dtype() == DType::f32 && p.device() == dev_ && p.requires_grad() && p.is_leaf() &&
                  p.is_contiguous(),
-             "ZeRO: parameter '{}' ({}) must be a contiguous f32 cpu leaf that requires grad",
-             p.name(), p.desc());
+             "ZeRO: parameter '{}' ({} on {}) must be a contiguous f32 leaf that requires grad, "
+             "on {} like parameter '{}'",
+             p.name(), p.desc(), p.device().str(), dev_.str(), params_[0].name());
     ParamSegment s{p.name(), p.shape(), round_up(end, FlatParameters::kAlignElems), p.numel()};
     end = s.offset + s.numel;
     segs_.push_back(std::move(s));
@@ -52,16 +110,16 @@ Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt
   sbegin_ = shards_.begin(comm.rank());
   send_ = shards_.end(comm.rank());
   alive_ = std::make_shared<Zero*>(this);
-  released_ = std::make_shared<Storage>(0, Device::cpu());
+  released_ = std::make_shared<Storage>(0, dev_);
 
   place_values();
   place_grads();
   std::vector<bool> decay;
   for (const Tensor& p : params_) decay.push_back(decay_if_matrix(p));
-  const int64_t before_opt = in_use();
+  const int64_t before_opt = in_use(dev_);
   optimizer_ =
-      std::make_unique<ShardedOptimizer>(segs_, decay, numel_, sbegin_, send_, opt.optimizer);
-  memory_.optimizer_bytes = in_use() - before_opt;
+      std::make_unique<ShardedOptimizer>(segs_, decay, numel_, sbegin_, send_, opt.optimizer, dev_);
+  memory_.optimizer_bytes = in_use(dev_) - before_opt;
 
   std::vector<Bucket> buckets = plan_buckets(segs_, numel_, opt.bucket_mb);
   gather_track_ = 1 + int(buckets.size());
@@ -81,28 +139,29 @@ Zero::~Zero() {
 
 void Zero::place_values() {
   const int64_t n = stage_ == 3 ? send_ - sbegin_ : numel_;
-  const int64_t before = in_use();
-  values_ = Tensor::zeros(Shape{n});
-  memory_.param_bytes = in_use() - before;
-  float* dst = values_.data<float>();
+  const int64_t before = in_use(dev_);
+  values_ = Tensor::zeros(Shape{n}, DType::f32, dev_);
+  memory_.param_bytes = in_use(dev_) - before;
   for (size_t i = 0; i < params_.size(); ++i) {
     const ParamSegment& s = segs_[i];
-    const float* src = static_cast<const float*>(params_[i].raw_data());
+    const Tensor& p = params_[i];
     if (stage_ < 3) {
-      std::memcpy(dst + s.offset, src, size_t(s.numel) * sizeof(float));
-      repoint(params_[i], values_.impl().storage, s.offset);
+      copy_into(flat_range(values_, s.offset, s.offset + s.numel), flat_range(p, 0, s.numel));
+      repoint(p, values_.impl().storage, s.offset);
     } else {
       const int64_t a = std::max(s.offset, sbegin_), b = std::min(s.offset + s.numel, send_);
-      if (a < b) std::memcpy(dst + (a - sbegin_), src + (a - s.offset), size_t(b - a) * 4);
-      repoint(params_[i], released_, 0);
+      if (a < b)
+        copy_into(flat_range(values_, a - sbegin_, b - sbegin_),
+                  flat_range(p, a - s.offset, b - s.offset));
+      repoint(p, released_, 0);
     }
   }
 }
 
 void Zero::place_grads() {
-  const int64_t before = in_use();
+  const int64_t before = in_use(dev_);
   if (stage_ == 1) {
-    grads_ = Tensor::zeros(Shape{numel_});
+    grads_ = Tensor::zeros(Shape{numel_}, DType::f32, dev_);
     for (size_t i = 0; i < params_.size(); ++i) {
       auto view = std::make_shared<TensorImpl>();
       view->storage = grads_.impl().storage;
@@ -113,8 +172,8 @@ void Zero::place_grads() {
       grad_views_.push_back(view);
     }
   }
-  shard_grads_ = Tensor::zeros(Shape{send_ - sbegin_});
-  memory_.grad_bytes = in_use() - before;
+  shard_grads_ = Tensor::zeros(Shape{send_ - sbegin_}, DType::f32, dev_);
+  memory_.grad_bytes = in_use(dev_) - before;
   zero_grad();
 }
 
@@ -169,8 +228,27 @@ void Zero::build_units(const ParameterUnits& given) {
       tracer_->name_track(gather_track_ + int(u), fmt::format("parameter gather, unit {}", u));
 }
 
-float* Zero::shard_values() const {
-  return values_.data<float>() + (stage_ == 3 ? 0 : sbegin_);
+Tensor Zero::shard_values() const {
+  return stage_ == 3 ? values_ : values_.slice_rows(sbegin_, send_);
+}
+
+WorkHandle Zero::reduce_scatter(const Tensor& in, const Tensor& out, std::vector<int64_t> counts) {
+  if (!local_device_)
+    return comm_.reduce_scatter_async(in, out, std::move(counts), ReduceOp::average);
+  TS_CHECK(counts.size() == 1 && counts[0] == in.numel() && out.numel() == in.numel(),
+           "ZeRO: one-rank reduce-scatter of {} into {} with {} counts", in.desc(), out.desc(),
+           counts.size());
+  copy_into(out, in);
+  return std::make_shared<CompletedWork>();
+}
+
+WorkHandle Zero::all_gather(const Tensor& in, const Tensor& out, std::vector<int64_t> counts) {
+  if (!local_device_) return comm_.all_gather_async(in, out, std::move(counts));
+  TS_CHECK(counts.size() == 1 && counts[0] == in.numel() && out.numel() == in.numel(),
+           "ZeRO: one-rank all-gather of {} into {} with {} counts", in.desc(), out.desc(),
+           counts.size());
+  copy_into(out, in);
+  return std::make_shared<CompletedWork>();
 }
 
 int64_t Zero::param_numel() const {
@@ -181,7 +259,7 @@ int64_t Zero::param_numel() const {
 
 void Zero::zero_grad() {
   if (stage_ == 1) {
-    std::memset(grads_.raw_data(), 0, grads_.nbytes());
+    grads_.fill_(0.0);
     for (size_t i = 0; i < params_.size(); ++i) params_[i].impl().grad = grad_views_[i];
   } else {
     for (Tensor& p : params_) p.zero_grad();
@@ -218,46 +296,48 @@ WorkHandle Zero::launch_bucket(const Bucket& b) {
   } else {
     // Gather the bucket's gradients into one send buffer and free them: from here on this
     // rank keeps only its shard of them.
-    in = Tensor::zeros(Shape{b.numel()});
-    float* dst = in.data<float>();
+    // On a GPU the copies are queued on the compute stream, and a gradient freed here goes
+    // back to the caching allocator for that stream only (stream order protects it); the
+    // collective waits for the copies (nccl_comm.h) and keeps `in` alive until it is done.
+    in = Tensor::zeros(Shape{b.numel()}, DType::f32, dev_);
     for (size_t p : b.params) {
       Tensor g = params_[p].grad();
       if (!g.defined()) continue;  // unused parameter: zero gradient
-      TS_CHECK(g.dtype() == DType::f32 && g.numel() == segs_[p].numel,
-               "ZeRO: gradient {} of parameter '{}' does not match it ({} elements)", g.desc(),
-               segs_[p].name, segs_[p].numel);
-      Tensor gc = g.contiguous();
-      std::memcpy(dst + (segs_[p].offset - b.begin), gc.raw_data(), gc.nbytes());
+      const ParamSegment& s = segs_[p];
+      TS_CHECK(g.dtype() == DType::f32 && g.numel() == s.numel && g.device() == dev_,
+               "ZeRO: gradient {} on {} of parameter '{}' does not match it ({} elements on {})",
+               g.desc(), g.device().str(), s.name, s.numel, dev_.str());
+      const int64_t at = s.offset - b.begin;
+      copy_into(in.slice_rows(at, at + s.numel), flat_range(g.contiguous(), 0, s.numel));
       params_[p].zero_grad();
     }
   }
   const int64_t lo = std::clamp(b.begin, sbegin_, send_) - sbegin_;
   const int64_t hi = std::clamp(b.end, sbegin_, send_) - sbegin_;
-  return comm_.reduce_scatter_async(in, shard_grads_.slice_rows(lo, hi),
-                                    shards_.counts_in(b.begin, b.end), ReduceOp::average);
+  return reduce_scatter(in, shard_grads_.slice_rows(lo, hi), shards_.counts_in(b.begin, b.end));
 }
 
 double Zero::clip_grad_norm(double max_norm, float grad_scale) {
-  const int64_t n = send_ - sbegin_;
-  float* g = shard_grads_.data<float>();
-  const double norm = std::sqrt(comm_.sum_f64(cpu::sum_squares(g, n))) / double(grad_scale);
+  // Each rank's share of the squared norm, summed over ranks on the host in rank order (the
+  // same double on every rank, so all take the same branch).
+  const double norm = std::sqrt(comm_.sum_f64(sum_squares(shard_grads_))) / double(grad_scale);
   if (!std::isfinite(norm)) return norm;
   double factor = 1.0 / double(grad_scale);
   if (max_norm > 0 && norm > max_norm) factor *= max_norm / norm;
-  if (factor != 1.0) cpu::scale(g, g, float(factor), n);
+  if (factor != 1.0) scale_in_place(shard_grads_, float(factor));
   return norm;
 }
 
 void Zero::step(float lr) {
   {
     ScopedSpan span(tracer_, "optimizer");
-    optimizer_->step(lr, shard_values(), shard_grads_.data<float>());
+    optimizer_->step(lr, shard_values(), shard_grads_);
   }
   if (stage_ == 3) return;
   // Every rank updated its shard; gather the others' (in place).
   std::vector<int64_t> counts;
   for (int r = 0; r < shards_.world(); ++r) counts.push_back(shards_.size(r));
-  WorkHandle w = comm_.all_gather_async(values_.slice_rows(sbegin_, send_), values_, counts);
+  WorkHandle w = all_gather(values_.slice_rows(sbegin_, send_), values_, counts);
   {
     ScopedSpan span(tracer_, "wait for parameters", SpanKind::wait);
     w->wait();
@@ -282,12 +362,16 @@ TrainingStateView Zero::training_state() {
 }
 
 uint64_t Zero::parameter_checksum() {
-  if (stage_ < 3) return fnv1a(values_.data<float>(), numel_);
-  Tensor full = Tensor::empty(Shape{numel_});
-  std::vector<int64_t> counts;
-  for (int r = 0; r < shards_.world(); ++r) counts.push_back(shards_.size(r));
-  comm_.all_gather(values_, full, counts);
-  return fnv1a(full.data<float>(), numel_);
+  Tensor full = values_;
+  if (stage_ == 3) {
+    full = Tensor::empty(Shape{numel_}, DType::f32, dev_);
+    std::vector<int64_t> counts;
+    for (int r = 0; r < shards_.world(); ++r) counts.push_back(shards_.size(r));
+    all_gather(values_, full, counts)->wait();
+  }
+  // Device buffers are hashed from a host copy (synchronous: it waits for the gather).
+  const Tensor host = full.device().is_cpu() ? full : full.to(Device::cpu());
+  return fnv1a(host.data<float>(), numel_);
 }
 
 // ---- Stage 3: gathering units of parameters ----
@@ -297,11 +381,11 @@ void Zero::start_gather(int u) {
   if (unit.present || !unit.flight.empty()) return;
   unit.buffers.clear();
   for (const Range& r : unit.ranges) {
-    Tensor buf = Tensor::empty(Shape{r.end - r.begin});
+    Tensor buf = Tensor::empty(Shape{r.end - r.begin}, DType::f32, dev_);
     const int64_t lo = std::clamp(r.begin, sbegin_, send_) - sbegin_;
     const int64_t hi = std::clamp(r.end, sbegin_, send_) - sbegin_;
     unit.flight.push_back(
-        comm_.all_gather_async(values_.slice_rows(lo, hi), buf, shards_.counts_in(r.begin, r.end)));
+        all_gather(values_.slice_rows(lo, hi), buf, shards_.counts_in(r.begin, r.end)));
     unit.buffers.push_back(buf);
   }
 }

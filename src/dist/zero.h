@@ -9,6 +9,14 @@
 // ready; under stages 2-3 a bucket's parameters drop their .grad at that moment. Under stage 3
 // the model's parameter tensors hold values only while gathered (gather_all(), or a forward
 // stage); outside those they point at a small placeholder, also once the engine is gone.
+//
+// Devices. Every buffer above (and ZeRO-3's gathered units) lives on the parameters' device:
+// the CPU, or a GPU when the trainer moved the model there first. On a GPU, copies, the norm,
+// the scaling and the optimizer's shard update are kernels queued on the current (compute)
+// stream; NCCL's collectives order themselves after what that stream queued before them, and
+// their wait() makes it wait for them (cuda/nccl_comm.h), so the host blocks only where a value
+// comes back to it (the gradient norm, checksums, checkpoints). With one rank the collectives
+// are copies made here on that stream: the one-process communicator takes host tensors only.
 #pragma once
 #include "dist/data_parallel.h"
 #include "dist/grad_buckets.h"
@@ -66,9 +74,15 @@ class Zero final : public DataParallel, public ParameterGather {
   void release(int u);
   void release_everything();
   void backward_boundary(int stage);
-  float* shard_values() const;
+  Tensor shard_values() const;  // this rank's [sbegin_, send_) of the flat values
+  // The engine's collectives: the communicator's, or on one rank with device buffers a copy on
+  // the current stream (complete when it returns). Reduce-scatters average.
+  WorkHandle reduce_scatter(const Tensor& in, const Tensor& out, std::vector<int64_t> counts);
+  WorkHandle all_gather(const Tensor& in, const Tensor& out, std::vector<int64_t> counts);
 
   int stage_;
+  Device dev_;                 // the parameters' device: where every buffer lives
+  bool local_device_ = false;  // one rank, device buffers: collectives are local copies
   std::vector<Tensor> params_;
   std::vector<ParamSegment> segs_;
   int64_t numel_ = 0;
@@ -86,7 +100,7 @@ class Zero final : public DataParallel, public ParameterGather {
   bool layered_ = false;  // the task calls enter/exit; otherwise one unit around each micro-batch
   std::vector<Unit> units_;
   std::vector<std::vector<int>> stages_;
-  std::shared_ptr<Storage> released_;  // what a freed parameter points at (64 bytes)
+  std::shared_ptr<Storage> released_;  // what a freed parameter points at (empty, on dev_)
   // Keeps the engine alive for autograd nodes that outlive a step's graph.
   std::shared_ptr<Zero*> alive_;
 };

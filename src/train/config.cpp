@@ -330,15 +330,6 @@ const Rule kRules[] = {
        return fmt::format("model.preset = '{}' is a GPT preset but model.kind = '{}'",
                           c.model.preset, c.model.kind);
      }},
-    {"`train.device` = \"cuda\": `parallel.zero_stage` = 0 (ZeRO's sharded engines run on the "
-     "CPU only so far).",
-     [](const Config& c) -> Violation {
-       if (c.train.device != "cuda" || c.parallel.zero_stage == 0) return {};
-       return fmt::format(
-           "parallel.zero_stage = {} is not supported with train.device = \"cuda\" yet: "
-           "expected 0 (data parallel over NCCL)",
-           c.parallel.zero_stage);
-     }},
     {"`optim.min_lr` <= `optim.lr`.",
      [](const Config& c) -> Violation {
        if (c.optim.min_lr <= c.optim.lr) return {};
