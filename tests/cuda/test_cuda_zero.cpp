@@ -166,6 +166,24 @@ TEST_F(CudaZero, EnginesMatchDdpBitForBit) {
   }
 }
 
+// Runs everywhere: the shard step refuses tensors that are not the shard (size, device).
+TEST(ZeroShardStep, ChecksTheShardTensors) {
+  const std::vector<ParamSegment> segs = {{"w", Shape{4, 8}, 0, 32}, {"b", Shape{8}, 32, 8}};
+  dist::ShardedOptimizer opt(segs, {true, false}, 48, 16, 48, {});
+  const Tensor values = Tensor::zeros(Shape{32}), grads = Tensor::ones(Shape{32});
+  opt.step(0.1f, values, grads);  // the right shard: one update
+  EXPECT_EQ(opt.step_count(), 1);
+  try {
+    opt.step(0.1f, values, Tensor::ones(Shape{31}));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("gradients f32[31]"), std::string::npos) << m;
+    EXPECT_NE(m.find("expected contiguous f32 [32] on cpu"), std::string::npos) << m;
+  }
+  EXPECT_EQ(opt.step_count(), 1);  // a refused step counts nothing
+}
+
 // ---- The trainer ----
 
 train::RunSummary run(const train::Config& cfg, const fs::path& out, std::string resume = "") {
