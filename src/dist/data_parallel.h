@@ -38,8 +38,8 @@ struct DataParallelOptions {
 };
 
 // Bytes this rank holds for each kind of training state, each measured as the change in the
-// CPU allocator's bytes in use across the code that creates it (so rounding to size classes and
-// any stray allocation count).
+// parameters' device allocator's bytes in use across the code that creates it (so rounding to
+// size classes and any stray allocation count; DDP on a GPU counts its flat buffers' bytes).
 struct MemoryReport {
   int64_t param_bytes = 0;      // parameter values kept between steps
   int64_t grad_bytes = 0;       // gradient buffers kept between steps
