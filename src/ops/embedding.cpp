@@ -42,23 +42,26 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
       cpu::embedding_forward<T>(w.data<T>(), id, y.data<T>(), n, C);
   });
   const DType wt = w.dtype();
+  // The backward reads the ids on the host: the CPU kernel scatters by them, the CUDA one groups
+  // them by id there (host_ids is ids itself on the CPU; on a GPU, no second copy back).
   return autograd::record(y, op, {weight0, ids0}, [=](const Tensor& g) {
     Tensor gy = g.to(DType::f32).contiguous();
     // Scatter-added straight into the table's gradient buffer when it has one: a [V, C]
-    // temporary (154 MB for GPT-2's token table) and a pass over it saved.
+    // temporary (154 MB for GPT-2's token table) and a pass over it saved. Both kernels add
+    // each row's gradients onto its old value in position order: the same bits on both
+    // backends, run after run.
     Tensor acc = wt == DType::f32 ? autograd::leaf_grad_buffer(weight0) : Tensor();
-    if (acc.defined() && !is_cuda(dev)) {
-      cpu::embedding_backward(gy.data<float>(), ids.data<int32_t>(), acc.data<float>(), n, V, C,
-                              true);
-      return std::vector<Tensor>{Tensor(), Tensor()};
-    }
-    Tensor gw = Tensor::empty(Shape{V, C}, DType::f32, dev);
-    if (is_cuda(dev))  // zeroes gw, then scatter-adds (f32 atomics); the engine adds it in
-      TS_CUDA(op, dev,
-              cuda::embedding_backward(gy.data<float>(), ids.data<int32_t>(), gw.data<float>(), n,
-                                       V, C));
+    Tensor gw = acc.defined() ? Tensor() : Tensor::empty(Shape{V, C}, DType::f32, dev);
+    float* dst = acc.defined() ? acc.data<float>() : gw.data<float>();
+    if (is_cuda(dev))  // positions grouped by id: one block per id, no atomics
+      TS_CUDA(
+          op, dev,
+          cuda::embedding_backward(gy.data<float>(), cpu::group_ids(host_ids.data<int32_t>(), n, V),
+                                   dst, V, C, acc.defined()));
     else
-      cpu::embedding_backward(gy.data<float>(), ids.data<int32_t>(), gw.data<float>(), n, V, C);
+      cpu::embedding_backward(gy.data<float>(), host_ids.data<int32_t>(), dst, n, V, C,
+                              acc.defined());
+    if (acc.defined()) return std::vector<Tensor>{Tensor(), Tensor()};
     return std::vector<Tensor>{wt == DType::f32 ? gw : gw.to(wt), Tensor()};
   });
 }

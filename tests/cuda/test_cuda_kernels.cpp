@@ -291,23 +291,74 @@ void check_embedding(Rng& rng) {
   expect_exact("embedding fwd", type_name<T>(), to_float(dy.download()), to_float(y));
 }
 
+// The backward: positions grouped by id, one block per id summing in position order, the CPU
+// kernel's very additions: bit-identical, accumulating or not, through both entry points (ids on
+// the device; groups built on the host, the op's path). V = 7 for 4096 positions puts ~585
+// gradient rows on each id, where any other order of the sum would show in the last bits;
+// C = 300 is two full column tiles and a partial one.
+void check_embedding_backward(Rng& rng, int64_t V, int64_t C, int64_t n) {
+  SCOPED_TRACE("V " + std::to_string(V) + " C " + std::to_string(C) + " n " + std::to_string(n));
+  const std::vector<int32_t> ids = rng.ints(static_cast<size_t>(n), 0, int32_t(V - 1));
+  const std::vector<float> gy = rng.normal(static_cast<size_t>(n * C));
+  const std::vector<float> old = rng.normal(static_cast<size_t>(V * C));
+  const cpu::IdGroups groups = cpu::group_ids(ids.data(), n, V);
+  DevBuf<float> dgy(gy);
+  DevBuf<int32_t> did(ids);
+  const std::string shape = "V=" + std::to_string(V) + " C=" + std::to_string(C);
+  for (bool accumulate : {false, true}) {
+    std::vector<float> want = old;  // stale values to overwrite, or old ones to add onto
+    cpu::embedding_backward(gy.data(), ids.data(), want.data(), n, V, C, accumulate);
+    DevBuf<float> by_ids(old), by_groups(old);
+    cuda::embedding_backward(dgy.get(), did.get(), by_ids.get(), n, V, C, accumulate);
+    cuda::embedding_backward(dgy.get(), groups, by_groups.get(), V, C, accumulate);
+    const std::string what =
+        std::string(accumulate ? "embedding bwd accumulate " : "embedding bwd ");
+    expect_exact(what + shape, "f32", canonical_bits(by_ids.download()), canonical_bits(want));
+    expect_exact(what + "(host groups) " + shape, "f32", canonical_bits(by_groups.download()),
+                 canonical_bits(want));
+  }
+}
+
 TEST_F(CudaKernels, EmbeddingMatchesCpu) {
   Rng rng;
   TS_TRACE_SEED(rng);
   check_embedding<float>(rng);
   check_embedding<bf16>(rng);
   check_embedding<f16>(rng);
-  const int64_t V = 1000, C = 96, n = 4096;
+  check_embedding_backward(rng, 1000, 96, 4096);
+  check_embedding_backward(rng, 7, 300, 4096);
+  check_embedding_backward(rng, 50257, 64, 2048);  // GPT-2's vocabulary: most rows unused
+}
+
+// No atomics, so no run-to-run variation: the same inputs give the same bits every time (the
+// old atomicAdd kernel could not promise this for repeated ids).
+TEST_F(CudaKernels, EmbeddingBackwardRepeatsBitForBit) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  const int64_t V = 7, C = 768, n = 4096;
   const std::vector<int32_t> ids = rng.ints(static_cast<size_t>(n), 0, int32_t(V - 1));
-  const std::vector<float> gy = rng.normal(static_cast<size_t>(n * C));
-  std::vector<float> dw(static_cast<size_t>(V * C),
-                        123.f);  // stale values the kernel must overwrite
-  DevBuf<float> dgy(gy), ddw(dw);
+  DevBuf<float> dgy(rng.normal(static_cast<size_t>(n * C)));
   DevBuf<int32_t> did(ids);
-  cpu::embedding_backward(gy.data(), ids.data(), dw.data(), n, V, C);
-  cuda::embedding_backward(dgy.get(), did.get(), ddw.get(), n, V, C);
-  // ~4 additions per element in atomic (unordered) vs index order.
-  expect_close("embedding bwd", "f32", ddw.download(), dw, 1e-5);
+  std::vector<std::vector<uint32_t>> runs;
+  for (int run = 0; run < 3; ++run) {
+    DevBuf<float> dw(static_cast<size_t>(V * C));
+    cuda::embedding_backward(dgy.get(), did.get(), dw.get(), n, V, C);
+    runs.push_back(canonical_bits(dw.download()));
+  }
+  expect_exact("embedding bwd run 2 vs run 1", "f32", runs[1], runs[0]);
+  expect_exact("embedding bwd run 3 vs run 1", "f32", runs[2], runs[0]);
+}
+
+TEST_F(CudaKernels, EmbeddingBackwardWithNoIdsZeroesOrKeeps) {
+  const int64_t V = 5, C = 9;
+  const std::vector<float> old(static_cast<size_t>(V * C), 2.5f);
+  DevBuf<float> dgy(1), kept(old), zeroed(old);
+  DevBuf<int32_t> did(1);
+  cuda::embedding_backward(dgy.get(), did.get(), kept.get(), 0, V, C, true);
+  cuda::embedding_backward(dgy.get(), did.get(), zeroed.get(), 0, V, C, false);
+  expect_exact("embedding bwd no ids, accumulate", "f32", kept.download(), old);
+  expect_exact("embedding bwd no ids", "f32", zeroed.download(),
+               std::vector<float>(static_cast<size_t>(V * C), 0.f));
 }
 
 template <class T>
