@@ -5,7 +5,6 @@
 
 #include "kernels/cpu/elementwise.h"
 #if TESSERA_HAVE_CUDA
-#include "cuda/copy.h"
 #include "kernels/cuda/optim.h"
 #endif
 
@@ -30,24 +29,16 @@ void AdamW::step(float lr) {
   if (!params_.device().is_cpu()) {
 #if TESSERA_HAVE_CUDA
     // One launch over the whole flat buffer (kernels/cuda/optim.h), the same formula per element.
-    // The decay runs (a handful) go to the device each step: a tiny copy from pageable memory,
-    // ordered on the stream before the launch.
-    std::vector<cuda::DecayRange> host_runs;
-    for (const DecayRun& r : runs) host_runs.push_back({r.begin, r.end, r.decay ? 1 : 0});
-    static_assert(sizeof(cuda::DecayRange) % sizeof(int64_t) == 0);
-    Tensor dev_runs =
-        Tensor::empty(Shape{int64_t(host_runs.size() * sizeof(cuda::DecayRange) / sizeof(int64_t))},
-                      DType::i64, params_.device());
-    cuda::copy_h2d(dev_runs.raw_data(), host_runs.data(),
-                   host_runs.size() * sizeof(cuda::DecayRange));
+    // The decay runs are uploaded once per layout (device_decay_runs): a per-step copy from
+    // pageable memory would make the host wait for the GPU to drain every step.
     cuda::AdamWStep a;
     a.p = params_.value_ptr();
     a.g = params_.grad_ptr();
     a.m = exp_avg_;
     a.v = exp_avg_sq_;
     a.n = params_.numel();
-    a.runs = static_cast<const cuda::DecayRange*>(dev_runs.raw_data());
-    a.nruns = int32_t(host_runs.size());
+    a.runs = static_cast<const cuda::DecayRange*>(device_decay_runs().raw_data());
+    a.nruns = int32_t(runs.size());
     a.beta1 = sc.beta1, a.beta2 = sc.beta2, a.eps = sc.eps;
     a.step_size = sc.step_size, a.inv_sqrt_bc2 = sc.inv_sqrt_bc2, a.decayed = sc.decayed;
     cuda::adamw_step(a);
