@@ -1,5 +1,9 @@
-// The GPT-2 training step, timed end to end: draw a batch, forward, backward, AdamW, in f32 or
-// bf16 autocast (parameters and optimizer state stay f32), on a fixed number of threads.
+// The GPT-2 training step, timed end to end: draw a batch, forward, backward, AdamW, in f32, bf16
+// autocast or fp16 autocast with dynamic loss scaling (parameters and optimizer state stay f32),
+// on a fixed number of threads. fp16 runs the trainer's step: the loss is multiplied by the
+// scale before backward, then one pass (optim/clip.h unscale_and_clip) finds the true gradient
+// norm and, when it is finite, divides the gradients by the scale (and clips with --grad-clip);
+// an inf/NaN gradient skips AdamW and halves the scale (optim/loss_scaler.h).
 // Prints tokens/s and MFU against the machine's oneDNN GEMM ceiling measured in this process
 // (a large square GEMM), a per-step allocator check, and with --profile the step broken down by
 // op family (core/profiler.h).
@@ -13,12 +17,16 @@
 //
 //   build-gpu/bench_train_step --device cuda --batch 8 --seq 1024 --precision bf16 --steps 5
 //
-// The last line is machine-readable for bench/peers/compare.sh:
-//   RESULT impl=tessera precision=bf16 batch=4 seq=64 tokens_per_s=... ms_per_step=... mfu=...
+// The last line is machine-readable for bench/peers/compare.py and scripts/gpu_check.sh:
+//   RESULT impl=tessera precision=bf16 batch=4 seq=64 threads=2 tokens_per_s=... ms_per_step=...
+//          mfu=... device=cpu peak_mib=... loss_scale=1 skipped_steps=0
+// (loss_scale: the final dynamic loss scale, 1 unless fp16; skipped_steps: steps whose fp16
+// gradients overflowed and that therefore ran no AdamW, warm-up included.)
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -32,7 +40,10 @@
 #include "kernels/cpu/matmul.h"
 #include "nn/gpt.h"
 #include "ops/autocast.h"
+#include "ops/ops.h"
 #include "optim/adamw.h"
+#include "optim/clip.h"
+#include "optim/loss_scaler.h"
 #if TESSERA_HAVE_CUDA
 #include "cuda/device.h"
 #include "kernels/cuda/matmul.h"
@@ -51,6 +62,9 @@ struct Options {
   bool profile = false;
   bool ceiling = true;
   float lr = 3e-4f;
+  double grad_clip = 0;              // --grad-clip; 0: none
+  float loss_scale = 65536.f;        // fp16: the initial dynamic loss scale (train.loss_scale)
+  int64_t loss_scale_window = 2000;  // fp16: clean steps before the scale doubles
   Device device = Device::cpu();
   double peak_tflops = 0;  // --peak-tflops; 0: measure (cuda) / oneDNN ceiling (cpu)
 };
@@ -58,8 +72,9 @@ struct Options {
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "%s\nusage: bench_train_step [--model gpt2-124m] [--batch B] [--seq T]\n"
-               "         [--precision f32|bf16] [--steps N] [--warmup W] [--threads P]\n"
-               "         [--profile] [--no-ceiling] [--device cpu|cuda] [--peak-tflops X]\n",
+               "         [--precision f32|bf16|fp16] [--steps N] [--warmup W] [--threads P]\n"
+               "         [--profile] [--no-ceiling] [--device cpu|cuda] [--peak-tflops X]\n"
+               "         [--lr X] [--grad-clip X] [--loss-scale X] [--loss-scale-window N]\n",
                msg);
   std::exit(2);
 }
@@ -88,6 +103,12 @@ Options parse(int argc, char** argv) {
       o.threads = std::stoi(value());
     else if (a == "--lr")
       o.lr = std::stof(value());
+    else if (a == "--grad-clip")
+      o.grad_clip = std::stod(value());
+    else if (a == "--loss-scale")
+      o.loss_scale = std::stof(value());
+    else if (a == "--loss-scale-window")
+      o.loss_scale_window = std::stoll(value());
     else if (a == "--profile")
       o.profile = true;
     else if (a == "--no-ceiling")
@@ -103,7 +124,10 @@ Options parse(int argc, char** argv) {
     else
       usage(("unknown option " + a).c_str());
   }
-  if (o.precision != "f32" && o.precision != "bf16") usage("--precision must be f32 or bf16");
+  if (o.precision != "f32" && o.precision != "bf16" && o.precision != "fp16")
+    usage("--precision must be f32, bf16 or fp16");
+  if (!(o.grad_clip >= 0) || !(o.loss_scale > 0) || o.loss_scale_window < 1)
+    usage("--grad-clip must be >= 0, --loss-scale > 0, --loss-scale-window >= 1");
   if (o.batch < 1 || o.seq < 1 || o.steps < 1 || o.warmup < 0 || o.threads < 1)
     usage("batch, seq, steps and threads must be positive, warmup >= 0");
 #if !TESSERA_HAVE_CUDA
@@ -217,7 +241,9 @@ void print_breakdown(const prof::Totals& t, double step_seconds, int steps, doub
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
   omp_set_num_threads(o.threads);
-  const DType compute = o.precision == "bf16" ? DType::bf16 : DType::f32;
+  const DType compute = o.precision == "bf16"   ? DType::bf16
+                        : o.precision == "fp16" ? DType::f16
+                                                : DType::f32;
   nn::GPTConfig cfg = nn::gpt_preset(o.model);
   if (o.seq > cfg.context) usage("--seq exceeds the model's context");
 
@@ -227,6 +253,7 @@ int main(int argc, char** argv) {
     ceil_f32 = gemm_ceiling_gflops(DType::f32);
     ceil_bf16 = gemm_ceiling_gflops(DType::bf16);
   }
+  // fp16 on the CPU widens its operands exactly and runs the f32 GEMM: f32's ceiling.
   double ceiling = compute == DType::bf16 ? ceil_bf16 : ceil_f32;
   const char* ceiling_source = "the oneDNN GEMM ceiling";
   if (on_gpu) {
@@ -259,6 +286,12 @@ int main(int argc, char** argv) {
   AdamWOptions ao;
   ao.weight_decay = 0.01f;
   AdamW opt(flat, ao);
+  LossScalerOptions so;  // the trainer's (train/trainer.cpp): disabled, i.e. 1, unless fp16
+  so.enabled = compute == DType::f16;
+  so.init_scale = o.loss_scale;
+  so.growth_interval = o.loss_scale_window;
+  so.min_scale = std::min(so.min_scale, so.init_scale);
+  DynamicLossScaler scaler(so);
 
   // Synthetic corpus: uniform tokens, windows drawn by the real batcher.
   const int64_t corpus = std::max<int64_t>(1 << 20, 4 * o.batch * (o.seq + 1));
@@ -305,25 +338,43 @@ int main(int argc, char** argv) {
       flat.zero_grad();
     }
     float loss;
+    const float loss_scale = scaler.scale();
     {
       AutocastGuard autocast(compute);
       Tensor l = model.loss(b.x, b.y);
       loss = l.item();
-      l.backward();
+      // fp16: the gradients come out loss_scale x too large, small ones no longer flushed to 0.
+      (loss_scale == 1.f ? l : ops::scale(l, loss_scale)).backward();
     }
+    double gnorm = 0;
+    {
+      prof::Scope s(prof::Family::optimizer, "unscale_clip");
+      // The true norm; unscaled and clipped in one pass when finite (as the trainer does).
+      if (scaler.options().enabled)
+        gnorm = unscale_and_clip(flat, o.grad_clip, loss_scale);
+      else if (o.grad_clip > 0)
+        gnorm = clip_grad_norm(flat, o.grad_clip);
+    }
+    const bool stepped = std::isfinite(gnorm);  // fp16 overflow: no update, the scale backs off
     {
       prof::Scope s(prof::Family::optimizer, "adamw");
-      opt.step(o.lr);
+      if (stepped) opt.step(o.lr);
     }
+    scaler.update(stepped);
     device_sync(o.device);
     const double sec = seconds_since(t0);
     const uint64_t new_allocs = alloc.stats().system_allocs - allocs0;
     if (step == 0) first_loss = loss;
     last_loss = loss;
     if (measured) timed.push_back(sec);
-    std::printf("step %2d: loss %.4f  %8.1f ms  %8.0f tok/s  system allocs +%llu%s\n", step + 1,
+    char scale_note[96] = "";
+    if (scaler.options().enabled)
+      std::snprintf(scale_note, sizeof scale_note, "  loss scale %g%s", double(loss_scale),
+                    stepped ? "" : " (overflow: skipped)");
+    std::printf("step %2d: loss %.4f  %8.1f ms  %8.0f tok/s  system allocs +%llu%s%s\n", step + 1,
                 double(loss), sec * 1e3, double(tokens_per_step) / sec,
-                static_cast<unsigned long long>(new_allocs), measured ? "" : "  (warm-up)");
+                static_cast<unsigned long long>(new_allocs), scale_note,
+                measured ? "" : "  (warm-up)");
     std::fflush(stdout);
   }
   prof::set_enabled(false);
@@ -343,11 +394,16 @@ int main(int argc, char** argv) {
   std::printf("\nloss %.4f -> %.4f; peak tensor memory %.0f MiB on %s; %lld GEMM primitives\n",
               double(first_loss), double(last_loss), peak_mib, o.device.str().c_str(),
               static_cast<long long>(cpu::gemm_primitive_count()));
+  if (scaler.options().enabled)
+    std::printf("fp16 loss scale %g at the end; %lld of %d steps skipped for overflow\n",
+                double(scaler.scale()), static_cast<long long>(scaler.skipped_steps()),
+                o.warmup + o.steps);
   if (o.profile) print_breakdown(prof::totals(), mean_step, o.steps, ceiling);
   std::printf(
       "RESULT impl=tessera precision=%s batch=%lld seq=%lld threads=%d tokens_per_s=%.1f "
-      "ms_per_step=%.2f mfu=%.4f device=%s peak_mib=%.0f\n",
+      "ms_per_step=%.2f mfu=%.4f device=%s peak_mib=%.0f loss_scale=%g skipped_steps=%lld\n",
       o.precision.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.seq),
-      o.threads, tok_s, mean_step * 1e3, mfu, o.device.str().c_str(), peak_mib);
+      o.threads, tok_s, mean_step * 1e3, mfu, o.device.str().c_str(), peak_mib,
+      double(scaler.scale()), static_cast<long long>(scaler.skipped_steps()));
   return 0;
 }
