@@ -1,5 +1,6 @@
 #include "kernels/cuda/embedding.h"
 
+#include <cstring>
 #include <vector>
 
 #include "core/error.h"
@@ -65,8 +66,14 @@ void embedding_backward(const float* gy, const cpu::IdGroups& groups, float* dw,
   DeviceCachingAllocator& alloc = device_allocator();
   const size_t bytes = groups.packed.size() * sizeof(int32_t);
   auto* packed = static_cast<int32_t*>(alloc.allocate_on(bytes, s));
-  // From pageable memory: returns once the runtime has staged the source, so `groups` may go.
-  CUDA_CHECK(cudaMemcpyAsync(packed, groups.packed.data(), bytes, cudaMemcpyHostToDevice, s));
+  // Staged in pinned memory (the data loader's pattern): the copy is truly asynchronous, the
+  // host never waits for the GPU here, and the staging block is reused only after the copy.
+  {
+    PinnedBuffer staging(bytes);
+    std::memcpy(staging.data(), groups.packed.data(), bytes);
+    CUDA_CHECK(cudaMemcpyAsync(packed, staging.data(), bytes, cudaMemcpyHostToDevice, s));
+    pinned_allocator().record_use(staging.data(), s);
+  }
   const dim3 grid(unsigned(groups.count), unsigned((C + kBackwardCols - 1) / kBackwardCols));
   embedding_backward_kernel<<<grid, kBackwardCols, 0, s>>>(gy, packed, groups.count, dw, C,
                                                            accumulate);

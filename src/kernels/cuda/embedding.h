@@ -18,7 +18,8 @@ void embedding_forward(const T* w, const int32_t* ids, T* y, int64_t n, int64_t 
 // column tile) adds that id's gradient rows in position order onto the row's old value (0 when
 // not accumulating), the very f32 additions of cpu::embedding_backward in the same order, so the
 // result is the CPU's bit for bit and the same on every run. The groups are copied to the
-// device here (one copy, on `s`); the host vector may be freed on return.
+// device here (one asynchronous copy through pinned memory, on `s`); they may be freed on
+// return.
 void embedding_backward(const float* gy, const cpu::IdGroups& groups, float* dw, int64_t V,
                         int64_t C, bool accumulate = false, cudaStream_t s = current_stream());
 
