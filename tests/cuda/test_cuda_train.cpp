@@ -4,10 +4,10 @@
 // GPU and on the CPU. Skipped without a device.
 //
 // Bounds: the two backends sum in different orders (cuBLASLt vs oneDNN, f64 reductions in other
-// blocks, atomics in the embedding backward), so losses agree to rounding at first and drift
-// apart slowly under AdamW. f32: each of the first 5 losses within 1e-4 relative, the final
-// validation loss within 1%. 16-bit compute: the final validation loss within 3% of the CPU f32
-// run (the CPU tests hold bf16 and fp16 to 2% of f32; the extra 1% is the cross-backend drift).
+// blocks), so losses agree to rounding at first and drift apart slowly under AdamW. f32: each of
+// the first 5 losses within 1e-4 relative, the final validation loss within 1%. 16-bit compute: the
+// final validation loss within 3% of the CPU f32 run (the CPU tests hold bf16 and fp16 to 2% of
+// f32; the extra 1% is the cross-backend drift).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -24,14 +24,16 @@ __global__ void scale_kernel(const T* x, T* y, float a, int64_t n) {
 }
 
 // Block (bx, by): columns [bx * 32, +32) and row chunk by; each warp of 8 walks rows with stride
-// 8 (coalesced 32-column reads), then the 8 warps' partial sums meet in shared memory and one
-// atomic per column adds the chunk into y. Chunks make tall inputs (a [B*T, C] bias gradient)
-// parallel; within a chunk the order is fixed.
+// 8 (coalesced 32-column reads), then the 8 warps' partial sums meet in shared memory. One
+// chunk adds its sum into y; several (tall inputs, a [B*T, C] bias gradient) write their sums to
+// `partial` [chunks, cols] and sum_chunks_kernel adds them into y in chunk order: no atomics, so
+// the result is the same on every run (GPU training is bit-reproducible).
 constexpr int kColTile = 32, kRowWarps = 8;
-constexpr int64_t kMinRowsPerChunk = 256, kMaxChunks = 4096;  // gridDim.y <= 65535
+constexpr int64_t kMinRowsPerChunk = 256, kMaxChunks = 1024;
 
 template <class T>
-__global__ void sum_rows_kernel(const T* x, float* y, int64_t rows, int64_t cols, int64_t chunk) {
+__global__ void sum_rows_kernel(const T* x, float* y, float* partial, int64_t rows, int64_t cols,
+                                int64_t chunk) {
   __shared__ float part[kRowWarps][kColTile + 1];
   const int64_t c = int64_t(blockIdx.x) * kColTile + threadIdx.x;
   const int64_t r0 = int64_t(blockIdx.y) * chunk;
@@ -44,10 +46,18 @@ __global__ void sum_rows_kernel(const T* x, float* y, int64_t rows, int64_t cols
   if (threadIdx.y == 0 && c < cols) {
     float s = 0.f;
     for (int w = 0; w < kRowWarps; ++w) s += part[w][threadIdx.x];
-    if (gridDim.y == 1)
-      y[c] += s;
+    if (partial)
+      partial[int64_t(blockIdx.y) * cols + c] = s;
     else
-      atomicAdd(y + c, s);
+      y[c] += s;
+  }
+}
+
+__global__ void sum_chunks_kernel(const float* partial, float* y, int64_t chunks, int64_t cols) {
+  TS_GRID_STRIDE(c, cols) {
+    float s = 0.f;
+    for (int64_t k = 0; k < chunks; ++k) s += partial[k * cols + c];
+    y[c] += s;
   }
 }
 
@@ -125,9 +135,21 @@ template <class T>
 void sum_rows_acc(const T* x, float* y, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows <= 0 || cols <= 0) return;
   const int64_t chunk = std::max(kMinRowsPerChunk, (rows + kMaxChunks - 1) / kMaxChunks);
-  const dim3 grid(unsigned((cols + kColTile - 1) / kColTile), unsigned((rows + chunk - 1) / chunk));
-  sum_rows_kernel<<<grid, dim3(kColTile, kRowWarps), 0, s>>>(x, y, rows, cols, chunk);
+  const int64_t chunks = (rows + chunk - 1) / chunk;
+  const dim3 grid(unsigned((cols + kColTile - 1) / kColTile), unsigned(chunks));
+  if (chunks == 1) {
+    sum_rows_kernel<<<grid, dim3(kColTile, kRowWarps), 0, s>>>(x, y, nullptr, rows, cols, chunk);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
+  DeviceCachingAllocator& alloc = device_allocator();
+  const size_t bytes = size_t(chunks * cols) * sizeof(float);
+  auto* partial = static_cast<float*>(alloc.allocate_on(bytes, s));
+  sum_rows_kernel<<<grid, dim3(kColTile, kRowWarps), 0, s>>>(x, y, partial, rows, cols, chunk);
   CUDA_CHECK_LAUNCH();
+  sum_chunks_kernel<<<grid_for(cols), kThreads, 0, s>>>(partial, y, chunks, cols);
+  CUDA_CHECK_LAUNCH();
+  alloc.release(partial, bytes);  // reused in stream order: later work on s runs after the sum
 }
 
 void add_inplace(float* dst, const float* src, int64_t n, cudaStream_t s) {
