@@ -233,6 +233,38 @@ TEST(LocalCommunicator, CollectivesOnOneRank) {
   check_same_on_all_ranks(c, {{"a", "1"}}, "config");
 }
 
+// What ZeRO asks of one rank: gathers in place, scatters into ranges of a larger buffer, empty
+// ranges, outputs shaped differently from their inputs. Copies go through Tensor::copy_from on
+// flat views (the same path a GPU buffer takes).
+TEST(LocalCommunicator, CopiesBetweenRangesOfBuffers) {
+  LocalCommunicator c;
+  Tensor in = Tensor::from_vector({1, 2, 3, 4}, Shape{4});
+  // Into elements [2, 6) of a larger buffer: its neighbours stay untouched.
+  Tensor buf = Tensor::full(Shape{8}, -1.0);
+  WorkHandle w = c.reduce_scatter_async(in, buf.slice_rows(2, 6), {4}, ReduceOp::average);
+  EXPECT_TRUE(w->done());
+  EXPECT_LE(w->start_time(), w->end_time());
+  EXPECT_EQ(buf.to_vector(), (std::vector<float>{-1, -1, 1, 2, 3, 4, -1, -1}));
+  // An output of another shape with as many elements takes them in order.
+  Tensor square = Tensor::zeros(Shape{2, 2});
+  c.all_gather(in, square, {4});
+  EXPECT_EQ(square.to_vector(), in.to_vector());
+  // In place: `in` is the whole of `out`.
+  c.all_gather(buf.slice_rows(2, 6), buf.slice_rows(2, 6), {4});
+  EXPECT_EQ(buf.to_vector(), (std::vector<float>{-1, -1, 1, 2, 3, 4, -1, -1}));
+  // An empty range (a rank's shard outside a bucket) is allowed and copies nothing.
+  c.reduce_scatter(in.slice_rows(4, 4), buf.slice_rows(0, 0), {0});
+  c.all_gather(in.slice_rows(0, 0), buf.slice_rows(8, 8), {0});
+  EXPECT_EQ(buf.to_vector(), (std::vector<float>{-1, -1, 1, 2, 3, 4, -1, -1}));
+
+  expect_error([&] { c.all_gather(in, buf, {4}); }, {"all_gather", "f32[8]", "expected 4"});
+  expect_error([&] { c.all_gather(in, buf.slice_rows(0, 4), {2}); },
+               {"all_gather", "counts", "expected 1 entry of 4"});
+  expect_error([&] { c.reduce_scatter(in, Tensor::zeros(Shape{4}, DType::bf16), {4}); },
+               {"reduce_scatter: out", "expected f32"});
+  expect_error([&] { c.all_gather(Tensor(), square, {4}); }, {"all_gather: in", "undefined"});
+}
+
 // ---- Buckets ----
 
 TEST(Buckets, ReverseOrderTilingWholeParameters) {

@@ -1,7 +1,5 @@
 #include "dist/local_comm.h"
 
-#include <cstring>
-
 #include "dist/clock.h"
 
 namespace tessera::dist {
@@ -23,16 +21,35 @@ WorkHandle done() {
   return std::make_shared<DoneWork>();
 }
 
-void check_counts(const char* op, const std::vector<int64_t>& counts, int64_t n) {
-  TS_CHECK(counts.size() == 1 && counts[0] == n,
-           "{}: counts has {} entries ({} elements on rank 0), expected 1 entry of {} on a "
-           "1-rank communicator",
-           op, counts.size(), counts.empty() ? 0 : counts[0], n);
+// check_collective_tensor's checks less the device: one rank accepts tensors on any device.
+void check_tensor(const char* what, const Tensor& t) {
+  TS_CHECK(t.defined(), "{} is undefined", what);
+  TS_CHECK(t.dtype() == DType::f32, "{} is {}, expected f32", what, t.desc());
+  TS_CHECK(t.is_contiguous(), "{} ({}) is not contiguous", what, t.desc());
 }
 
+// The checks of a one-rank reduce-scatter or all-gather: `out` receives all of `in`.
+void check_in_out(const char* op, const Tensor& in, const Tensor& out,
+                  const std::vector<int64_t>& counts) {
+  const std::string name(op);
+  check_tensor((name + ": in").c_str(), in);
+  check_tensor((name + ": out").c_str(), out);
+  TS_CHECK(counts.size() == 1 && counts[0] == in.numel(),
+           "{}: counts has {} entries ({} elements on rank 0), expected 1 entry of {} on a "
+           "1-rank communicator",
+           op, counts.size(), counts.empty() ? 0 : counts[0], in.numel());
+  TS_CHECK(out.numel() == in.numel(), "{}: out {} for in {}: expected {} elements", op, out.desc(),
+           in.desc(), in.numel());
+  TS_CHECK(out.device() == in.device(), "{}: out {} is on {}, in {} on {}: expected one device", op,
+           out.desc(), out.device().str(), in.desc(), in.device().str());
+}
+
+// out <- in as flat element ranges on their device (a memcpy on the CPU, a copy queued on the
+// current stream on a GPU); nothing to do when they are the same elements (in place).
 void copy_if_distinct(const Tensor& in, const Tensor& out) {
-  if (in.raw_data() != out.raw_data())
-    std::memcpy(out.raw_data(), in.raw_data(), size_t(in.numel()) * sizeof(float));
+  if (in.numel() == 0 || in.raw_data() == out.raw_data()) return;
+  const Shape flat{in.numel()};
+  out.view(flat).copy_from(in.view(flat));
 }
 
 }  // namespace
@@ -42,33 +59,25 @@ std::string LocalCommunicator::describe() const {
 }
 
 WorkHandle LocalCommunicator::all_reduce_async(Tensor t, ReduceOp) {
-  check_collective_tensor("all_reduce: t", t);
+  check_tensor("all_reduce: t", t);
   return done();
 }
 
 WorkHandle LocalCommunicator::reduce_scatter_async(Tensor in, Tensor out,
                                                    std::vector<int64_t> counts, ReduceOp) {
-  check_collective_tensor("reduce_scatter: in", in);
-  check_collective_tensor("reduce_scatter: out", out);
-  check_counts("reduce_scatter", counts, in.numel());
-  TS_CHECK(out.numel() == in.numel(), "reduce_scatter: out {} for in {}: expected {} elements",
-           out.desc(), in.desc(), in.numel());
+  check_in_out("reduce_scatter", in, out, counts);
   copy_if_distinct(in, out);
   return done();
 }
 
 WorkHandle LocalCommunicator::all_gather_async(Tensor in, Tensor out, std::vector<int64_t> counts) {
-  check_collective_tensor("all_gather: in", in);
-  check_collective_tensor("all_gather: out", out);
-  check_counts("all_gather", counts, in.numel());
-  TS_CHECK(out.numel() == in.numel(), "all_gather: out {} for in {}: expected {} elements",
-           out.desc(), in.desc(), in.numel());
+  check_in_out("all_gather", in, out, counts);
   copy_if_distinct(in, out);
   return done();
 }
 
 WorkHandle LocalCommunicator::broadcast_async(Tensor t, int root) {
-  check_collective_tensor("broadcast: t", t);
+  check_tensor("broadcast: t", t);
   TS_CHECK(root == 0, "broadcast: root {} out of range for a 1-rank communicator", root);
   return done();
 }

@@ -1,6 +1,11 @@
 // The single-process communicator: world size 1, rank 0. Every collective is complete when it
 // returns (reductions over one rank are the identity; gathers and scatters copy when `in` and
 // `out` differ). Training on one process goes through it, so the trainer has one code path.
+//
+// Tensors may be on any device (the CPU or a GPU): a one-rank collective moves no data between
+// processes, so there is nothing backend-specific to do. A copy goes through Tensor::copy_from,
+// which on a GPU is queued on the current stream; the handle reports it complete at once, and
+// later work on that stream sees the copied values (stream order), as with NCCL's wait().
 #pragma once
 #include "dist/communicator.h"
 

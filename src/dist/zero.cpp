@@ -5,7 +5,6 @@
 
 #include "autograd/engine.h"
 #include "core/allocator.h"
-#include "dist/clock.h"
 #include "kernels/cpu/elementwise.h"
 #include "optim/optimizer.h"
 #if TESSERA_HAVE_CUDA
@@ -69,19 +68,6 @@ void scale_in_place(const Tensor& t, float factor) {
 #endif
 }
 
-// A collective that completed before it was returned (see Zero::reduce_scatter).
-class CompletedWork final : public Work {
- public:
-  CompletedWork() : t_(monotonic_seconds()) {}
-  void wait() override {}
-  bool done() const override { return true; }
-  double start_time() const override { return t_; }
-  double end_time() const override { return t_; }
-
- private:
-  double t_;
-};
-
 }  // namespace
 
 Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, Tracer* tracer,
@@ -91,7 +77,6 @@ Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt
   TS_CHECK(!params_.empty(), "ZeRO: the model has no parameters");
   // Every buffer lives where the parameters are (the trainer moves the model first).
   dev_ = params_[0].device();
-  local_device_ = comm.world_size() == 1 && !dev_.is_cpu();
   // The layout of FlatParameters (same checks on the parameters).
   int64_t end = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -232,25 +217,6 @@ Tensor Zero::shard_values() const {
   return stage_ == 3 ? values_ : values_.slice_rows(sbegin_, send_);
 }
 
-WorkHandle Zero::reduce_scatter(const Tensor& in, const Tensor& out, std::vector<int64_t> counts) {
-  if (!local_device_)
-    return comm_.reduce_scatter_async(in, out, std::move(counts), ReduceOp::average);
-  TS_CHECK(counts.size() == 1 && counts[0] == in.numel() && out.numel() == in.numel(),
-           "ZeRO: one-rank reduce-scatter of {} into {} with {} counts", in.desc(), out.desc(),
-           counts.size());
-  copy_into(out, in);
-  return std::make_shared<CompletedWork>();
-}
-
-WorkHandle Zero::all_gather(const Tensor& in, const Tensor& out, std::vector<int64_t> counts) {
-  if (!local_device_) return comm_.all_gather_async(in, out, std::move(counts));
-  TS_CHECK(counts.size() == 1 && counts[0] == in.numel() && out.numel() == in.numel(),
-           "ZeRO: one-rank all-gather of {} into {} with {} counts", in.desc(), out.desc(),
-           counts.size());
-  copy_into(out, in);
-  return std::make_shared<CompletedWork>();
-}
-
 int64_t Zero::param_numel() const {
   int64_t n = 0;
   for (const ParamSegment& s : segs_) n += s.numel;
@@ -314,7 +280,8 @@ WorkHandle Zero::launch_bucket(const Bucket& b) {
   }
   const int64_t lo = std::clamp(b.begin, sbegin_, send_) - sbegin_;
   const int64_t hi = std::clamp(b.end, sbegin_, send_) - sbegin_;
-  return reduce_scatter(in, shard_grads_.slice_rows(lo, hi), shards_.counts_in(b.begin, b.end));
+  return comm_.reduce_scatter_async(in, shard_grads_.slice_rows(lo, hi),
+                                    shards_.counts_in(b.begin, b.end), ReduceOp::average);
 }
 
 double Zero::clip_grad_norm(double max_norm, float grad_scale) {
@@ -337,7 +304,7 @@ void Zero::step(float lr) {
   // Every rank updated its shard; gather the others' (in place).
   std::vector<int64_t> counts;
   for (int r = 0; r < shards_.world(); ++r) counts.push_back(shards_.size(r));
-  WorkHandle w = all_gather(values_.slice_rows(sbegin_, send_), values_, counts);
+  WorkHandle w = comm_.all_gather_async(values_.slice_rows(sbegin_, send_), values_, counts);
   {
     ScopedSpan span(tracer_, "wait for parameters", SpanKind::wait);
     w->wait();
@@ -367,7 +334,7 @@ uint64_t Zero::parameter_checksum() {
     full = Tensor::empty(Shape{numel_}, DType::f32, dev_);
     std::vector<int64_t> counts;
     for (int r = 0; r < shards_.world(); ++r) counts.push_back(shards_.size(r));
-    all_gather(values_, full, counts)->wait();
+    comm_.all_gather(values_, full, counts);
   }
   // Device buffers are hashed from a host copy (synchronous: it waits for the gather).
   const Tensor host = full.device().is_cpu() ? full : full.to(Device::cpu());
@@ -385,7 +352,7 @@ void Zero::start_gather(int u) {
     const int64_t lo = std::clamp(r.begin, sbegin_, send_) - sbegin_;
     const int64_t hi = std::clamp(r.end, sbegin_, send_) - sbegin_;
     unit.flight.push_back(
-        all_gather(values_.slice_rows(lo, hi), buf, shards_.counts_in(r.begin, r.end)));
+        comm_.all_gather_async(values_.slice_rows(lo, hi), buf, shards_.counts_in(r.begin, r.end)));
     unit.buffers.push_back(buf);
   }
 }

@@ -15,8 +15,9 @@
 // the scaling and the optimizer's shard update are kernels queued on the current (compute)
 // stream; NCCL's collectives order themselves after what that stream queued before them, and
 // their wait() makes it wait for them (cuda/nccl_comm.h), so the host blocks only where a value
-// comes back to it (the gradient norm, checksums, checkpoints). With one rank the collectives
-// are copies made here on that stream: the one-process communicator takes host tensors only.
+// comes back to it (the gradient norm, checksums, checkpoints). With one rank the
+// LocalCommunicator's collectives are copies queued on that stream (local_comm.h): one code path
+// serves every communicator.
 #pragma once
 #include "dist/data_parallel.h"
 #include "dist/grad_buckets.h"
@@ -75,14 +76,9 @@ class Zero final : public DataParallel, public ParameterGather {
   void release_everything();
   void backward_boundary(int stage);
   Tensor shard_values() const;  // this rank's [sbegin_, send_) of the flat values
-  // The engine's collectives: the communicator's, or on one rank with device buffers a copy on
-  // the current stream (complete when it returns). Reduce-scatters average.
-  WorkHandle reduce_scatter(const Tensor& in, const Tensor& out, std::vector<int64_t> counts);
-  WorkHandle all_gather(const Tensor& in, const Tensor& out, std::vector<int64_t> counts);
 
   int stage_;
-  Device dev_;                 // the parameters' device: where every buffer lives
-  bool local_device_ = false;  // one rank, device buffers: collectives are local copies
+  Device dev_;  // the parameters' device: where every buffer lives
   std::vector<Tensor> params_;
   std::vector<ParamSegment> segs_;
   int64_t numel_ = 0;
