@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Checkpoints of a 2-rank run, through the tessera command under mpirun (f32, CPU):
 #   1. SIGKILL at a random moment (after the Nth checkpoint appears, plus a random delay, so
 #      kills land in training steps and in background saves alike), for several N; then
@@ -9,45 +10,10 @@
 #      exit with status 75; resuming again gives the uninterrupted run's losses and weights.
 # Usage: checkpoint_tests.sh TESSERA_BINARY MPIRUN
 set -uo pipefail
-tessera=$1
-mpirun=$2
-mpi=("$mpirun" --oversubscribe --allow-run-as-root)
-work=$(mktemp -d /tmp/tessera_mpi_ckpt.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-fail() {
-  echo "FAIL: $*"
-  exit 1
-}
-
-for i in $(seq 1 400); do
-  echo "$i and god said let there be light and there was light and god saw the light"
-done >"$work/corpus.txt"
-cat >"$work/job.toml" <<TOML
-[model]
-kind = "gpt"
-n_layer = 2
-n_head = 2
-n_embd = 32
-context = 16
-dropout = 0.1
-[data]
-kind = "text"
-path = "$work/corpus.txt"
-[optim]
-warmup_steps = 5
-[train]
-steps = 400
-batch_size = 8
-seq_len = 16
-eval_every = 0
-log_every = 1
-threads = 1
-checkpoint_every = 25
-checkpoint_keep = 2
-[parallel]
-zero_stage = 1
-timeout_s = 3
-TOML
+# shellcheck source=job_setup.sh
+source "$(dirname "${BASH_SOURCE[0]}")/job_setup.sh" ckpt "$@"
+write_tiny_job "$work/job.toml" model.dropout=0.1 optim.warmup_steps=5 train.steps=400 \
+  train.batch_size=8 train.checkpoint_every=25 train.checkpoint_keep=2 parallel.zero_stage=1
 
 losses() { jq -c '[.step, .loss]' "$1/metrics.jsonl"; }
 
@@ -59,7 +25,7 @@ start_run() {
   rm -f "$out"/pid.*
   (
     exec timeout 120 "${mpi[@]}" "$@" -np 2 \
-      bash -c 'echo $$ >"$0/pid.$OMPI_COMM_WORLD_RANK"; exec "$@"' "$out" \
+      "${with_pids[@]}" "$out" \
       "$tessera" train "$work/job.toml" --out "$out" --no-plot --resume latest >>"$out/run.log" 2>&1
   ) &
   job=$!

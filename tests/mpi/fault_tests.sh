@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Fault handling of distributed runs, through the tessera command under mpirun:
 #   1. ranks started with different configs stop at start-up with an error naming the key;
 #   2. a rank killed mid-run makes the other ranks exit within parallel.timeout_s with a message
@@ -7,42 +8,9 @@
 #      what stops the survivors is Tessera's heartbeat watchdog (src/dist/mpi_comm.h).
 # Usage: fault_tests.sh TESSERA_BINARY MPIRUN
 set -uo pipefail
-tessera=$1
-mpirun=$2
-mpi=("$mpirun" --oversubscribe --allow-run-as-root)
-work=$(mktemp -d /tmp/tessera_mpi_faults.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-fail() {
-  echo "FAIL: $*"
-  exit 1
-}
-
-# A small corpus and a tiny job (one OpenMP thread per rank: 3 ranks share 2 cores).
-for i in $(seq 1 400); do
-  echo "$i and god said let there be light and there was light and god saw the light"
-done >"$work/corpus.txt"
-cat >"$work/job.toml" <<TOML
-[model]
-kind = "gpt"
-n_layer = 2
-n_head = 2
-n_embd = 32
-context = 16
-[data]
-kind = "text"
-path = "$work/corpus.txt"
-[optim]
-warmup_steps = 2
-[train]
-steps = 1000000
-batch_size = 6
-seq_len = 16
-eval_every = 0
-log_every = 1
-threads = 1
-[parallel]
-timeout_s = 3
-TOML
+# shellcheck source=job_setup.sh
+source "$(dirname "${BASH_SOURCE[0]}")/job_setup.sh" faults "$@"
+write_tiny_job "$work/job.toml" optim.warmup_steps=2 train.steps=1000000 train.batch_size=6
 
 # 1. Different configs on the two ranks (an MPMD launch: one command line per rank).
 start=$(date +%s)
@@ -59,7 +27,7 @@ echo "ok: mismatched configs stopped in $(($(date +%s) - start)) s naming train.
 # 2. Kill rank 1 of 3 once training is under way.
 (
   exec timeout 60 "${mpi[@]}" --enable-recovery -np 3 \
-    bash -c 'echo $$ >"$0/pid.$OMPI_COMM_WORLD_RANK"; exec "$@"' "$work" \
+    "${with_pids[@]}" "$work" \
     "$tessera" train "$work/job.toml" --out "$work/b" --no-plot >"$work/kill.log" 2>&1
 ) &
 job=$!

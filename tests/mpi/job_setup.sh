@@ -1,0 +1,66 @@
+# shellcheck shell=bash disable=SC2034 # the variables set here are used by the sourcing script
+# Shared set-up of the tests/mpi/*.sh scripts that drive the tessera command under mpirun:
+# their arguments, a work folder removed on exit, fail(), a small corpus and a tiny GPT job.
+# Sourced, not run:
+#   source "$(dirname "${BASH_SOURCE[0]}")/job_setup.sh" NAME "$@"
+# with the script's own arguments TESSERA_BINARY MPIRUN. Sets:
+#   tessera       the tessera binary
+#   mpi           mpirun with the options every test needs (an array)
+#   work          a fresh folder /tmp/tessera_mpi_NAME.XXXXXX, removed when the script exits
+#   with_pids     a rank wrapper (an array): "${with_pids[@]}" DIR COMMAND... writes the rank's
+#                 pid to DIR/pid.RANK, then runs COMMAND in its place (so the pid is the rank's)
+# and defines fail MESSAGE (prints FAIL: MESSAGE, exits 1) and write_tiny_job (below).
+(($# == 3)) || {
+  echo "usage: source job_setup.sh NAME TESSERA_BINARY MPIRUN (got $# arguments)"
+  exit 2
+}
+tessera=$2
+mpi=("$3" --oversubscribe --allow-run-as-root)
+work=$(mktemp -d "/tmp/tessera_mpi_$1.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+# shellcheck disable=SC2016 # $$, $0 and $@ belong to the wrapper's own shell
+with_pids=(bash -c 'echo $$ >"$0/pid.$OMPI_COMM_WORLD_RANK"; exec "$@"')
+
+fail() {
+  echo "FAIL: $*"
+  exit 1
+}
+
+# write_tiny_job PATH [SECTION.KEY=VALUE...]: a 2-layer byte-level GPT on a 400-line corpus
+# ($work/corpus.txt, written here), logging every step, one OpenMP thread per rank (several ranks
+# share 2 cores), a 3 s heartbeat timeout. The keys that differ between tests (steps, batch
+# size, warm-up, checkpoints, ZeRO stage, ...) are given as arguments and added to their
+# section; VALUE is written as is (TOML: strings need their quotes).
+write_tiny_job() {
+  local path=$1 kv key i
+  shift
+  local -A extra=([model]="" [data]="" [optim]="" [train]="" [parallel]="")
+  for kv in "$@"; do
+    key=${kv%%=*}
+    [[ $key == *.* && -v extra[${key%%.*}] ]] || fail "write_tiny_job: '$kv' is not SECTION.KEY=VALUE of a known section"
+    extra[${key%%.*}]+="${key#*.} = ${kv#*=}"$'\n'
+  done
+  for i in $(seq 1 400); do
+    echo "$i and god said let there be light and there was light and god saw the light"
+  done >"$work/corpus.txt"
+  cat >"$path" <<TOML
+[model]
+kind = "gpt"
+n_layer = 2
+n_head = 2
+n_embd = 32
+context = 16
+${extra[model]}[data]
+kind = "text"
+path = "$work/corpus.txt"
+${extra[data]}[optim]
+${extra[optim]}[train]
+seq_len = 16
+eval_every = 0
+log_every = 1
+threads = 1
+${extra[train]}[parallel]
+timeout_s = 3
+${extra[parallel]}
+TOML
+}
