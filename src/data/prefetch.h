@@ -1,11 +1,14 @@
 // Prefetcher: prepares the next batches on a background thread while the current one trains.
+// PrefetchingBatcher: a batcher read through a Prefetcher, with the position a checkpoint saves.
 #pragma once
 #include <condition_variable>
 #include <deque>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "core/error.h"
 
@@ -79,6 +82,49 @@ class Prefetcher {
   std::exception_ptr error_;
   bool stop_ = false;
   std::thread worker_;  // last: starts after every other member exists
+};
+
+// A batcher (TokenBatcher, ImageBatcher: next() returning a batch with its next_state, state(),
+// set_state()) whose batches are made ahead on a Prefetcher, as the training tasks draw them.
+//  - The worker starts with the first next(), not at construction or set_state(): nothing
+//    allocates in the background while the engines measure their memory at start-up.
+//  - state() is the batcher's position right after the last batch next() returned, not the
+//    batcher's own (the worker runs ahead of it): what a checkpoint saves, so that set_state()
+//    of it continues exactly after that batch.
+//  - set_state() stops and joins the worker (which owns the batcher while it runs), moves the
+//    batcher there, and leaves the next next() to start a new worker.
+template <class Batcher>
+class PrefetchingBatcher {
+ public:
+  using Batch = decltype(std::declval<Batcher&>().next());
+  using State = decltype(std::declval<const Batcher&>().state());
+
+  explicit PrefetchingBatcher(Batcher batcher, int depth = 2)
+      : batcher_(std::move(batcher)), depth_(depth), state_(batcher_.state()) {}
+  // The worker holds the batcher's address.
+  PrefetchingBatcher(const PrefetchingBatcher&) = delete;
+  PrefetchingBatcher& operator=(const PrefetchingBatcher&) = delete;
+
+  Batch next() {
+    if (!prefetch_)
+      prefetch_ =
+          std::make_unique<Prefetcher<Batch>>([b = &batcher_] { return b->next(); }, depth_);
+    Batch batch = prefetch_->next();
+    state_ = batch.next_state;
+    return batch;
+  }
+  const State& state() const { return state_; }
+  void set_state(const State& state) {
+    prefetch_.reset();
+    batcher_.set_state(state);
+    state_ = state;
+  }
+
+ private:
+  Batcher batcher_;
+  int depth_;
+  State state_;
+  std::unique_ptr<Prefetcher<Batch>> prefetch_;  // last: joined before the batcher goes
 };
 
 }  // namespace tessera::data

@@ -32,9 +32,8 @@ class ClassifierTask final : public Task {
     data::ImageDataset train = data::load_fashion_mnist(cfg.data.path, "train");
     test_ = data::load_fashion_mnist(cfg.data.path, "test");
     model_ = make_classifier(cfg, init_gen_);
-    batcher_ = std::make_unique<data::ImageBatcher>(
-        train, cfg.train.batch_size, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size);
-    set_data_state(batcher_->state());
+    batches_ = std::make_unique<data::PrefetchingBatcher<data::ImageBatcher>>(data::ImageBatcher(
+        train, cfg.train.batch_size, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size));
   }
 
   nn::Module& model() override { return *model_; }
@@ -43,23 +42,13 @@ class ClassifierTask final : public Task {
     model_->to(device);
   }
   void next_batch() override {
-    // The worker starts with the first batch, not when the data position is set: nothing
-    // allocates in the background while the engines measure their memory at start-up.
-    if (!prefetch_)
-      prefetch_ = std::make_unique<data::Prefetcher<data::ImageBatch>>(
-          [b = batcher_.get()] { return b->next(); });
-    batch_ = prefetch_->next();
-    cursor_ = batch_.next_state;
+    batch_ = batches_->next();
     images_ = to_training_device(batch_.images, device_);
     labels_ = to_training_device(batch_.labels, device_);
   }
 
-  data::SamplerState data_state() const override { return cursor_; }
-  void set_data_state(const data::SamplerState& state) override {
-    prefetch_.reset();  // joins the worker, which owns the batcher while it runs
-    batcher_->set_state(state);
-    cursor_ = state;
-  }
+  data::SamplerState data_state() const override { return batches_->state(); }
+  void set_data_state(const data::SamplerState& state) override { batches_->set_state(state); }
 
   Tensor micro_loss(int64_t i, int64_t n) override {
     const int64_t rows = labels_.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
@@ -108,12 +97,10 @@ class ClassifierTask final : public Task {
   Generator init_gen_;
   data::ImageDataset test_;
   std::unique_ptr<nn::Module> model_;
-  std::unique_ptr<data::ImageBatcher> batcher_;
-  std::unique_ptr<data::Prefetcher<data::ImageBatch>> prefetch_;
+  std::unique_ptr<data::PrefetchingBatcher<data::ImageBatcher>> batches_;
   data::ImageBatch batch_;
   Device device_;
-  Tensor images_, labels_;     // batch_ on device_
-  data::SamplerState cursor_;  // the batcher after batch_
+  Tensor images_, labels_;  // batch_ on device_
 };
 
 }  // namespace

@@ -43,9 +43,8 @@ class GPTTask final : public Task {
       if (val_.defined()) check_vocab(val_, cfg.data.val_path);
     }
     model_ = std::make_unique<nn::GPT>(gpt_config(cfg), init_gen_);
-    batcher_ = std::make_unique<data::TokenBatcher>(train_, B, T, uint64_t(cfg.train.seed) + 1,
-                                                    place.rank, place.world_size);
-    set_data_state(batcher_->state());
+    batches_ = std::make_unique<data::PrefetchingBatcher<data::TokenBatcher>>(data::TokenBatcher(
+        train_, B, T, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size));
     sample_gen_ = Generator(uint64_t(cfg.train.seed) + 2);
   }
 
@@ -55,23 +54,13 @@ class GPTTask final : public Task {
     model_->to(device);
   }
   void next_batch() override {
-    // The worker starts with the first batch, not when the data position is set: nothing
-    // allocates in the background while the engines measure their memory at start-up.
-    if (!prefetch_)
-      prefetch_ = std::make_unique<data::Prefetcher<data::TokenBatch>>(
-          [b = batcher_.get()] { return b->next(); });
-    batch_ = prefetch_->next();
-    cursor_ = batch_.next_state;
+    batch_ = batches_->next();
     x_ = to_training_device(batch_.x, device_);
     y_ = to_training_device(batch_.y, device_);
   }
 
-  data::SamplerState data_state() const override { return cursor_; }
-  void set_data_state(const data::SamplerState& state) override {
-    prefetch_.reset();  // joins the worker, which owns the batcher while it runs
-    batcher_->set_state(state);
-    cursor_ = state;
-  }
+  data::SamplerState data_state() const override { return batches_->state(); }
+  void set_data_state(const data::SamplerState& state) override { batches_->set_state(state); }
   std::vector<std::pair<std::string, Generator*>> generators() override {
     return {{"dropout", &model_->dropout_generator()}, {"sample", &sample_gen_}};
   }
@@ -171,12 +160,10 @@ class GPTTask final : public Task {
   Generator init_gen_;
   Tensor train_, val_;
   std::unique_ptr<nn::GPT> model_;
-  std::unique_ptr<data::TokenBatcher> batcher_;
-  std::unique_ptr<data::Prefetcher<data::TokenBatch>> prefetch_;
+  std::unique_ptr<data::PrefetchingBatcher<data::TokenBatcher>> batches_;
   data::TokenBatch batch_;
   Device device_;
-  Tensor x_, y_;               // batch_ on device_
-  data::SamplerState cursor_;  // the batcher after batch_
+  Tensor x_, y_;  // batch_ on device_
   Generator sample_gen_;
   dist::ParameterGather* gather_ = nullptr;
 };
