@@ -23,7 +23,7 @@
 #include "core/file_io.h"
 #include "dist/local_comm.h"
 #include "dist/mpi_comm.h"
-#include "mpi/rank_output.h"
+#include "mpi/mpi_test_main.h"
 #include "mpi/tiny_job.h"
 #include "nn/safetensors.h"
 #include "train/task.h"
@@ -35,11 +35,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::shared_ptr<Communicator> g_world;
-
-Communicator& world() {
-  return *g_world;
-}
+using tessera::testing::world;
+using tessera::testing::world_comm;
 
 // Global batch 8 in micro-batches of `rows` rows on each of `ranks` ranks.
 train::Config job(const fs::path& corpus, int ranks, int rows) {
@@ -159,7 +156,7 @@ TEST(Resharding, CheckpointsResumeOnOtherWorldSizes) {
   Trained one, two, four;
   if (r == 0) one = train_on(local, job(corpus, 1, 4), dir / "one");
   if (in_pair) two = train_on(pair, job(corpus, 2, 4), dir / "two");
-  four = train_on(g_world, job(corpus, 4, 2), dir / "four");
+  four = train_on(world_comm(), job(corpus, 4, 2), dir / "four");
   world().barrier();
   const auto step4 = [&](const char* run) { return ckpt::checkpoint_dir((dir / run).string(), 4); };
 
@@ -229,14 +226,5 @@ TEST(Resharding, CheckpointsResumeOnOtherWorldSizes) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  MpiOptions mo;
-  mo.timeout_s = 30;
-  g_world = mpi_world(mo);
-  tessera::testing::print_passes_on_rank0_only(g_world->rank());
-  const int rc = RUN_ALL_TESTS();
-  if (rc != 0) std::fprintf(stderr, "rank %d: tests FAILED\n", g_world->rank());
-  g_world.reset();
-  mpi_shutdown();
-  return rc;
+  return tessera::testing::run_mpi_tests(argc, argv);
 }

@@ -19,7 +19,7 @@
 #include "dist/local_comm.h"
 #include "dist/mpi_comm.h"
 #include "gradcheck.h"
-#include "mpi/rank_output.h"
+#include "mpi/mpi_test_main.h"
 #include "mpi/tiny_job.h"
 #include "train/trainer.h"
 
@@ -29,11 +29,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::shared_ptr<Communicator> g_world;
-
-Communicator& world() {
-  return *g_world;
-}
+using tessera::testing::world;
+using tessera::testing::world_comm;
 
 // ---- Collectives ----
 
@@ -170,7 +167,7 @@ TEST(Consistency, RanksWithDifferentConfigsStopAtStartUp) {
   train::RunOptions opt;
   opt.out_dir = (dir / "run").string();
   opt.plot = false;
-  opt.comm = g_world;
+  opt.comm = world_comm();
   tessera::testing::expect_error([&] { train::run_training(cfg, opt); },
                                  {"disagree on optim.lr", "0.001 on rank 1"});
 }
@@ -245,7 +242,7 @@ TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
   micro.train.micro_batches = 4;
   runs["1 rank, 4 micro-batches"] = train_on(local, micro, "micro", dir);
   runs["2 ranks"] = train_on(pair, base, "two", dir);
-  runs["4 ranks"] = train_on(g_world, base, "four", dir);
+  runs["4 ranks"] = train_on(world_comm(), base, "four", dir);
   std::map<int, RunResult> zero_one;  // ZeRO stage k on one rank: the full-size reference
   for (int stage = 1; stage <= 3; ++stage) {
     train::Config z = base;
@@ -254,7 +251,7 @@ TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
     runs[fmt::format("ZeRO-{}, 2 ranks", stage)] =
         train_on(pair, z, fmt::format("z{}_two", stage), dir);
     runs[fmt::format("ZeRO-{}, 4 ranks", stage)] =
-        train_on(g_world, z, fmt::format("z{}_four", stage), dir);
+        train_on(world_comm(), z, fmt::format("z{}_four", stage), dir);
   }
 
   const RunResult& ref = runs["1 rank"];
@@ -314,14 +311,5 @@ TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  MpiOptions mo;
-  mo.timeout_s = 30;
-  g_world = mpi_world(mo);
-  tessera::testing::print_passes_on_rank0_only(g_world->rank());
-  const int rc = RUN_ALL_TESTS();
-  if (rc != 0) std::fprintf(stderr, "rank %d: tests FAILED\n", g_world->rank());
-  g_world.reset();
-  mpi_shutdown();
-  return rc;
+  return tessera::testing::run_mpi_tests(argc, argv);
 }
