@@ -275,6 +275,25 @@ for PREC in bf16 fp16; do
     CLI_STATUS+="$PREC: $DONE; "
   fi
 done
+# With two or more GPUs: the same job data-parallel over NCCL, one rank per GPU, ZeRO stage 1.
+if [[ $N_GPUS -ge 2 && -n "${MPIRUN:-}" ]]; then
+  CLI_LOG="$BUILD_DIR/gpu_check.train_mpi.log"
+  set +e
+  OMP_NUM_THREADS=2 timeout "$CLI_TIMEOUT" "$MPIRUN" --allow-run-as-root --oversubscribe \
+    -np "$N_GPUS" "$BUILD_DIR/tessera" train configs/gpt_kjv.toml --out "$BUILD_DIR/run_mpi" \
+    --no-plot data.path="$CORPUS" train.device=cuda train.precision=bf16 train.steps=300 \
+    train.eval_every=150 parallel.zero_stage=1 >"$CLI_LOG" 2>&1
+  rc=$?
+  set -e
+  tail -4 "$CLI_LOG"
+  DONE=$(grep -m1 '^tessera: done:' "$CLI_LOG" | sed 's/^tessera: done: //' || true)
+  if [[ $rc -ne 0 || -z "$DONE" ]]; then
+    CLI_STATUS+="$N_GPUS GPUs (NCCL, ZeRO-1): FAILED (exit $rc, log $CLI_LOG); "
+    ANY_TEST_FAILED=1
+  else
+    CLI_STATUS+="$N_GPUS GPUs (NCCL, ZeRO-1) bf16: $DONE; "
+  fi
+fi
 echo "$CLI_STATUS"
 
 step "GPT-2 124M bf16 training timing"
