@@ -306,16 +306,29 @@ TEST(F16Ops, GemmOpsEqualF32OnOperandsPreRoundedToF16) {
   }
 }
 
-// attention does not consult autocast (ops/attention.cpp): identical under f16.
-TEST(F16Ops, AttentionStaysF32UnderF16Autocast) {
+// Under f16 autocast attention rounds q, k, v to f16, and in the backward the incoming gradient
+// too, then computes in f32 (ops/attention.cpp): on the CPU exactly the f32 attention of the
+// rounded values (the reference of the GPU's tensor-core kernels), and measurably not the f32
+// attention of the unrounded ones.
+TEST(F16Ops, AttentionIsF32AttentionOfF16RoundedInputs) {
   Generator g(9);
   const std::vector<Tensor> in{Tensor::randn(Shape{2, 11, 3 * 32}, g, 0.f, 0.5f)};
   Op op = [](const std::vector<Tensor>& x) { return ops::attention(x[0], 4); };
-  Tensor r = Tensor::randn(Shape{2, 11, 32}, g);
-  const OpRun ref = run_op(op, in, r, DType::f32), half = run_op(op, in, r, DType::f16);
+  const Tensor r = Tensor::randn(Shape{2, 11, 32}, g);
+  const OpRun half = run_op(op, in, r, DType::f16);
+  // q, k, v pre-rounded, and r: the gradient attention receives is r itself.
+  const OpRun ref = run_op(op, in, r.to(DType::f16).to(DType::f32), DType::f32, /*pre_round=*/1);
   EXPECT_EQ(half.out.dtype(), DType::f32);
+  EXPECT_EQ(half.grads[0].dtype(), DType::f32);
   EXPECT_EQ(relative_error(half.out, ref.out), 0.0);
   EXPECT_EQ(relative_error(half.grads[0], ref.grads[0]), 0.0);
+  const OpRun full = run_op(op, in, r, DType::f32);
+  const double e_out = relative_error(half.out, full.out);
+  const double e_grad = relative_error(half.grads[0], full.grads[0]);
+  EXPECT_GE(e_out, kRoundedLowerBound) << "forward: inputs not rounded to f16";
+  EXPECT_LE(e_out, kF16Bound);
+  EXPECT_GE(e_grad, kRoundedLowerBound) << "gradient: inputs not rounded to f16";
+  EXPECT_LE(e_grad, kF16Bound);
 }
 
 // The cpu GEMM kernel itself: f16 operands (every transpose, a batch, accumulate, bias) give

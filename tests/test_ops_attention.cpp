@@ -7,6 +7,7 @@
 
 #include "autograd/grad_mode.h"
 #include "gradcheck.h"
+#include "ops/autocast.h"
 #include "ops/ops.h"
 
 using namespace tessera;
@@ -133,6 +134,43 @@ TEST(OpsAttention, FirstTokenAttendsOnlyToItself) {
   std::vector<float> out = ops::attention(qkv, 2).to_vector();
   std::vector<float> in = qkv.to_vector();
   for (int c = 0; c < 8; ++c) EXPECT_FLOAT_EQ(out[size_t(c)], in[size_t(16 + c)]);
+}
+
+// Under bf16 autocast q, k, v, and in the backward the incoming gradient, are rounded to bf16
+// and the arithmetic stays f32 (ops/attention.cpp): on the CPU exactly the f32 attention of the
+// rounded values, output and gradient f32 (the GPU's tensor-core kernels, which run at head
+// size 64, are compared with this in tests/cuda/test_cuda_attention_tc.cpp). The rounding is
+// visible: rms relative differences from unrounded f32 of about u / sqrt(3) = 2.3e-3 (u = 2^-8)
+// a few times over, far above f32's 1e-7 and below 1e-2.
+TEST(OpsAttention, Bf16AutocastIsF32AttentionOfBf16RoundedInputs) {
+  for (int64_t hs : {16, 64}) {
+    SCOPED_TRACE("head size " + std::to_string(hs));
+    const int64_t H = 2, C = H * hs;
+    const Tensor x = Tensor::randn(Shape{2, 37, 3 * C}, gen);
+    const Tensor r = Tensor::randn(Shape{2, 37, C}, gen);
+    auto run = [&](const Tensor& in, const Tensor& w, DType ac, Tensor& grad) {
+      AutocastGuard guard(ac);
+      Tensor leaf = in.clone().set_requires_grad();
+      Tensor y = ops::attention(leaf, int(H));
+      ops::sum(ops::mul(y, w)).backward();  // attention's incoming gradient is w
+      grad = leaf.grad();
+      return y;
+    };
+    auto bf16_rounded = [](const Tensor& t) { return t.to(DType::bf16).to(DType::f32); };
+    Tensor g16, g_ref, g32;
+    const Tensor y16 = run(x, r, DType::bf16, g16);
+    const Tensor y_ref = run(bf16_rounded(x), bf16_rounded(r), DType::f32, g_ref);
+    const Tensor y32 = run(x, r, DType::f32, g32);
+    EXPECT_EQ(y16.dtype(), DType::f32);
+    ASSERT_TRUE(g16.defined());
+    EXPECT_EQ(g16.dtype(), DType::f32);
+    EXPECT_EQ(relative_error(y16, y_ref), 0.0);
+    EXPECT_EQ(relative_error(g16, g_ref), 0.0);
+    EXPECT_GT(relative_error(y16, y32), 1e-4) << "forward: inputs not rounded";
+    EXPECT_LT(relative_error(y16, y32), 1e-2);
+    EXPECT_GT(relative_error(g16, g32), 1e-4) << "gradient: inputs not rounded";
+    EXPECT_LT(relative_error(g16, g32), 1e-2);
+  }
 }
 
 TEST(OpsAttention, NoGradModeSkipsTheTape) {

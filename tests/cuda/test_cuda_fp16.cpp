@@ -1,8 +1,8 @@
 // f16 autocast on CUDA against the CPU under f16 autocast, from the same inputs: every op that
-// consults autocast (matmul, linear, linear_gelu) and attention (which stays f32), forward and
-// every gradient; a tiny GPT's loss and gradients; and a few AdamW steps with dynamic loss
-// scaling, including a scale so large that the f16 gradients overflow and the step is skipped
-// on both backends alike. Without a device every test skips, saying why.
+// consults autocast (matmul, linear, linear_gelu, attention), forward and every gradient; a tiny
+// GPT's loss and gradients; and a few AdamW steps with dynamic loss scaling, including a scale so
+// large that the f16 gradients overflow and the step is skipped on both backends alike. Without
+// a device every test skips, saying why.
 //
 // Bounds (normwise relative error, max |cuda - cpu| / max |cpu|). Both backends round the
 // operands to f16 with the same code (core/half.h) and multiply them exactly into f32 sums, so
@@ -10,8 +10,13 @@
 // ~4e-4 that an operand not rounded to f16 on one side would show. Where an f16 value is
 // stored after the GEMM (linear_gelu's output and its f16 gradient), a sum landing next to a
 // rounding boundary may round the other way: one f16 ulp (2^-11 = 4.9e-4) of that element, so
-// kRoundedOutput = 2e-3 (cudatest::tol<f16>()). Whole-model results carry a few such flips
-// through two layers: the bf16 bounds of test_cuda_gpt.cpp scaled by f16's 8x finer ulp.
+// kRoundedOutput = 2e-3 (cudatest::tol<f16>()). Attention rounds q, k, v (and its incoming
+// gradient) to f16 on both backends and computes in f32: at head size 8 both run f32 kernels
+// on the same rounded values (kAttention = 1e-5: summation order only); at head size 64 the
+// GPU's tensor-core kernels also round P and dS to f16 inside, about one f16 unit roundoff of
+// the result: kRoundedOutput (test_cuda_attention_tc.cpp compares the kernels themselves).
+// Whole-model results carry a few such flips through two layers: the bf16 bounds of
+// test_cuda_gpt.cpp scaled by f16's 8x finer ulp.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -39,7 +44,7 @@ const Device kGpu = Device::cuda(0);
 
 constexpr double kGemm = 1e-4;
 constexpr double kRoundedOutput = 2e-3;
-constexpr double kAttention = 1e-5;  // f32 on both backends (test_cuda_gpt.cpp's f32 bound)
+constexpr double kAttention = 1e-5;  // f32 kernels on both sides (test_cuda_gpt.cpp's f32 bound)
 constexpr double kModelLoss = 2e-3;
 constexpr double kModelGrad = 5e-3;
 
@@ -100,8 +105,11 @@ TEST_F(CudaTest, F16AutocastOpsMatchCpuF16Autocast) {
       [](const V& x) { return ops::linear_gelu(x[0], x[1], x[2]); }, kRoundedOutput, kRoundedOutput,
       rng);
   compare_f16_op(
-      "attention (f32 under f16 autocast)", {randn(rng, Shape{2, 13, 3 * 32}, 0.5f)},
+      "attention hs8 (f32 kernels, f16-rounded q/k/v)", {randn(rng, Shape{2, 13, 3 * 32}, 0.5f)},
       [](const V& x) { return ops::attention(x[0], 4); }, kAttention, kAttention, rng);
+  compare_f16_op(
+      "attention hs64 (tensor cores)", {randn(rng, Shape{2, 70, 3 * 128})},
+      [](const V& x) { return ops::attention(x[0], 2); }, kRoundedOutput, kRoundedOutput, rng);
 }
 
 // An operand beyond f16's range becomes inf on the GPU as on the CPU (no clamping).

@@ -10,11 +10,14 @@
 // cross-entropy and attention also take bf16 storage, the reductions that return a value to
 // the host (sum, sum_squares, cross_entropy_forward, unscale_grads) synchronise the stream, and
 // the AdamW / SGD / loss-scaling kernels (optim.h) have no cpu/ twin (the CPU optimizers hold
-// theirs), nor has the strided copy (strided_copy.h: the CPU's is in core/tensor.cpp).
+// theirs), nor has the strided copy (strided_copy.h: the CPU's is in core/tensor.cpp), nor the
+// tensor-core attention (attention_tc.h: bf16/f16 q/k/v, f32 outputs; its reference is the
+// CPU attention on the 16-bit-rounded inputs).
 #pragma once
 
 #include "kernels/cuda/activation.h"
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_tc.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/dropout.h"

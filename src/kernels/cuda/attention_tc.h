@@ -1,0 +1,67 @@
+// Fused causal attention on tensor cores for 16-bit q/k/v: the GPT-2 layout of attention.h
+// (qkv [B, T, 3C] holding q | k | v, head h owning columns [h*hs, (h+1)*hs) of each third),
+// bf16 or f16 storage, head sizes 64 and 128, f32 accumulation.
+//
+// FlashAttention-2's structure, with the portable WMMA API (16x16x16 fragments, sm_80+):
+//   forward: a block per (batch*head, 64-query tile); S = Q K^T on tensor cores into f32, the
+//     online softmax in f32, P rounded to the 16-bit type, O += P V on tensor cores; the per-row
+//     log-sum-exp (f32) is saved for the backward.
+//   backward: delta_i = dO_i . O_i (one warp per row), then a dq kernel (a block per query
+//     tile, walking the key tiles up to the diagonal) and a dk/dv kernel (a block per key tile,
+//     walking the query tiles from the diagonal): P recomputed from the saved log-sum-exp,
+//     dS = P * (dP - delta) rounded to the 16-bit type. Every output element is written by one
+//     block, no atomics: results are reproducible run to run.
+//
+// Differences from attention.h's CUDA-core kernels (so that an op can switch between them):
+// the outputs out and dqkv are f32 (the op hands f32 to the rest of the graph, so there is no
+// point rounding them), and the incoming gradient dout (f32) is rounded to the 16-bit type on
+// load, for delta as well as for the tensor-core products. The f32 reference of these kernels
+// is therefore cpu::attention on the 16-bit-rounded qkv and dout; they differ from it by the
+// summation order and by the two internal roundings of P and dS (each at most one unit
+// roundoff of the 16-bit type: u = 2^-8 for bf16, 2^-11 for f16).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/device.h"
+#include "kernels/cpu/attention.h"  // AttentionDims
+
+namespace tessera::cuda {
+
+using cpu::AttentionDims;
+
+constexpr int kAttentionTcTile = 64;  // queries (forward, dq) or keys (dk/dv) per block
+constexpr int kAttentionTcWarps = 4;  // each warp owns 16 rows of the block's tile
+
+// The head sizes the tensor-core kernels are compiled for.
+constexpr bool attention_tc_supports(int64_t head_size) {
+  return head_size == 64 || head_size == 128;
+}
+
+// Launch geometry of the forward, dq and dk/dv kernels. Host only: needs no device.
+struct AttentionTcLaunch {
+  int64_t head_size = 0;
+  unsigned tiles = 0;    // grid.x: ceil(T / 64) query tiles (forward, dq) = key tiles (dk/dv)
+  unsigned pairs = 0;    // grid.y: batch * heads
+  unsigned threads = 0;  // per block
+  size_t smem_forward = 0, smem_dq = 0, smem_dkv = 0;  // dynamic shared memory per block, bytes
+};
+
+// Checks d (heads dividing channels, a supported head size, batch * heads within grid.y) and
+// returns the geometry; throws tessera::Error naming the values otherwise.
+AttentionTcLaunch attention_tc_launch(const AttentionDims& d);
+
+// out [B, T, C] (f32) and lse [B, H, T] (f32, natural log) from qkv [B, T, 3C] (T = bf16, f16).
+// qkv and out must be 16-byte aligned. Needs a device of compute capability 8.0 or later.
+template <class T>
+void attention_tc_forward(const AttentionDims& d, const T* qkv, float* out, float* lse,
+                          cudaStream_t s = current_stream());
+
+// dqkv [B, T, 3C] (f32, overwritten) from dout [B, T, C] (f32, rounded to T inside), given the
+// forward's qkv, out and lse. qkv and dqkv must be 16-byte aligned; out and dout may be any
+// contiguous f32 buffers (read one element at a time).
+template <class T>
+void attention_tc_backward(const AttentionDims& d, const T* qkv, const float* out, const float* lse,
+                           const float* dout, float* dqkv, cudaStream_t s = current_stream());
+
+}  // namespace tessera::cuda

@@ -1,0 +1,301 @@
+// The tensor-core attention kernels (kernels/cuda/attention_tc.h) against the CPU attention on
+// the same 16-bit-rounded inputs and against the CUDA-core kernel (attention.h), repeat runs
+// bit for bit, and the attention op's dispatch into them under bf16 / f16 autocast. Device
+// tests skip without a device (CudaTest); the launch geometry and the argument checks at the
+// end run anywhere.
+//
+// Bounds (normwise relative error max |gpu - ref| / max |ref|). Both sides compute on the same
+// 16-bit q, k, v (and dout rounded to the 16-bit type, as the kernels round it); the products
+// are exact in f32 on both. What differs:
+//  - the tensor-core kernels round P to the 16-bit type before P V (forward) and P^T dO (dV),
+//    and dS before dS K and dS^T Q: each term of those sums moves by at most one unit roundoff
+//    u (2^-8 = 3.9e-3 for bf16, 2^-11 = 4.9e-4 for f16), with random signs, so an output moves
+//    by at most u * sum |p v| <= u max |v| and typically by u / sqrt(3) times a root-sum-square
+//    well below that. tol<T>() = 1e-2 (bf16, 2.6u) and 2e-3 (f16, 4u), the bounds of every
+//    other 16-bit comparison, hold with a margin; a wrong mask, scale, tile edge or lane layout
+//    moves results by O(1) relative.
+//  - the log-sum-exp comes from f32 scores and f32 sums (P is rounded only after it is summed):
+//    the summation order and tensor cores' own accumulation (aligned and truncated within each
+//    16-long k-step, not IEEE round-to-nearest) leave a few f32 ulps of the scores, ~1e-6
+//    relative; kTolLse = 1e-4 leaves room for that and still rejects any real error (a wrong
+//    scale or log base moves lse by percents).
+// The dq / dk / dv parts are compared separately, each against its own maximum, except at T = 1
+// where dq and dk are pure rounding noise on both sides (dS = P (dP - delta) = 1 * (dP - dP)).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/tensor.h"
+#include "cuda_test_util.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/attention_tc.h"
+#include "ops/autocast.h"
+#include "ops/ops.h"
+
+using namespace tessera;
+using namespace tessera::cudatest;
+
+namespace {
+
+class CudaAttentionTc : public CudaTest {};
+
+constexpr double kTolLse = 1e-4;
+
+struct Case {
+  int64_t B, T, H, hs;
+  float stddev = 1.f;  // of q, k, v: 2 makes the softmax sharp (score std 4 instead of 1)
+};
+
+cpu::AttentionDims dims(const Case& c) {
+  return {c.B, c.T, c.H * c.hs, c.H};
+}
+
+std::string case_name(const Case& c) {
+  return "attention_tc T" + std::to_string(c.T) + " hs" + std::to_string(c.hs) + " BH" +
+         std::to_string(c.B * c.H) + (c.stddev > 1.f ? " sharp" : "");
+}
+
+// One third of a [rows, 3C] gradient: 0 = dq, 1 = dk, 2 = dv.
+std::vector<float> third(const std::vector<float>& dqkv, int64_t rows, int64_t C, int which) {
+  std::vector<float> out(size_t(rows * C));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < C; ++c)
+      out[size_t(r * C + c)] = dqkv[size_t(r * 3 * C + which * C + c)];
+  return out;
+}
+
+// dq, dk and dv each within `bound` of the reference (the whole dqkv at T = 1); one [cmp] line.
+void expect_grad_close(const std::string& op, const char* dtype, const std::vector<float>& got,
+                       const std::vector<float>& want, const Case& c, double bound) {
+  const int64_t rows = c.B * c.T, C = c.H * c.hs;
+  if (c.T == 1) {
+    expect_close(op + " dqkv", dtype, got, want, bound);
+    return;
+  }
+  const char* names[] = {"dq", "dk", "dv"};
+  double worst = 0;
+  std::string detail;
+  for (int p = 0; p < 3; ++p) {
+    const double e = rel_error(third(got, rows, C, p), third(want, rows, C, p));
+    EXPECT_LE(e, bound) << op << " (" << dtype << "): " << names[p] << " normwise relative error";
+    worst = std::max(worst, e);
+    detail += std::string(p ? ", " : "") + names[p] + " " + sci(e);
+  }
+  report(op + " (" + detail + ")", dtype, sci(worst), sci(bound), worst <= bound);
+}
+
+// Forward and backward of one case against the CPU on the same rounded inputs; with
+// `vs_cuda_core`, also against the f32 CUDA-core kernels on them.
+template <class T>
+void check_case(Rng& rng, const Case& c, bool vs_cuda_core) {
+  const cpu::AttentionDims d = dims(c);
+  const auto nqkv = size_t(c.B * c.T * 3 * d.channels), nout = size_t(c.B * c.T * d.channels);
+  const auto nlse = size_t(c.B * c.H * c.T);
+  const std::string name = case_name(c);
+  const char* dt = type_name<T>();
+  const std::vector<T> qkv16 = to_storage<T>(rng.normal(nqkv, c.stddev));
+  const std::vector<float> qkv = to_float(qkv16);  // exactly the values the GPU reads
+  const std::vector<float> dout = rng.normal(nout);
+  const std::vector<float> dout_r = to_float(to_storage<T>(dout));  // as the kernels round it
+
+  std::vector<float> out(nout), lse(nlse), dqkv(nqkv);
+  cpu::attention_forward(d, qkv.data(), out.data(), lse.data());
+  cpu::attention_backward(d, qkv.data(), out.data(), lse.data(), dout_r.data(), dqkv.data());
+
+  DevBuf<T> gqkv(qkv16);
+  DevBuf<float> gout(nout), glse(nlse), gdout(dout), gdqkv(nqkv);
+  cuda::attention_tc_forward(d, gqkv.get(), gout.get(), glse.get());
+  const std::vector<float> tc_out = gout.download(), tc_lse = glse.download();
+  expect_close(name + " fwd", dt, tc_out, out, tol<T>());
+  expect_close(name + " lse", dt, tc_lse, lse, kTolLse);
+  // The backward from the CPU's out and lse on both sides: each comparison isolates one kernel.
+  gout.upload(out);
+  glse.upload(lse);
+  cuda::attention_tc_backward(d, gqkv.get(), gout.get(), glse.get(), gdout.get(), gdqkv.get());
+  const std::vector<float> tc_dqkv = gdqkv.download();
+  expect_grad_close(name + " bwd", dt, tc_dqkv, dqkv, c, tol<T>());
+  if (!vs_cuda_core) return;
+
+  // The CUDA-core kernels in f32 on the same rounded qkv (and rounded dout).
+  DevBuf<float> fqkv(qkv), fout(nout), flse(nlse), fdout(dout_r), fdqkv(nqkv);
+  cuda::attention_forward(d, fqkv.get(), fout.get(), flse.get());
+  expect_close(name + " fwd vs cuda-core", dt, tc_out, fout.download(), tol<T>());
+  fout.upload(out);
+  flse.upload(lse);
+  cuda::attention_backward(d, fqkv.get(), fout.get(), flse.get(), fdout.get(), fdqkv.get());
+  expect_grad_close(name + " bwd vs cuda-core", dt, tc_dqkv, fdqkv.download(), c, tol<T>());
+}
+
+std::vector<Case> cases(int64_t hs) {
+  return {{3, 1, 2, hs},   {2, 17, 3, hs},   {2, 64, 3, hs},      {2, 100, 3, hs},
+          {2, 256, 3, hs}, {1, 1024, 2, hs}, {2, 100, 2, hs, 2.f}};
+}
+
+TEST_F(CudaAttentionTc, Bf16MatchesCpuOnRoundedInputs) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  for (int64_t hs : {64, 128})
+    for (const Case& c : cases(hs)) {
+      SCOPED_TRACE(case_name(c));
+      check_case<bf16>(rng, c, c.T == 100 || c.T == 1024);
+    }
+}
+
+TEST_F(CudaAttentionTc, F16MatchesCpuOnRoundedInputs) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  for (int64_t hs : {64, 128})
+    for (const Case& c : cases(hs)) {
+      SCOPED_TRACE(case_name(c));
+      check_case<f16>(rng, c, c.T == 100 || c.T == 1024);
+    }
+}
+
+// No atomics, a fixed order everywhere: a second run gives the same bits.
+TEST_F(CudaAttentionTc, RepeatRunsAreBitIdentical) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  const Case c{2, 300, 3, 64};
+  const cpu::AttentionDims d = dims(c);
+  const auto nqkv = size_t(c.B * c.T * 3 * d.channels), nout = size_t(c.B * c.T * d.channels);
+  const auto nlse = size_t(c.B * c.H * c.T);
+  DevBuf<bf16> qkv(to_storage<bf16>(rng.normal(nqkv)));
+  DevBuf<float> dout(rng.normal(nout));
+  std::vector<float> first[3];
+  for (int run = 0; run < 2; ++run) {
+    DevBuf<float> out(nout), lse(nlse), dqkv(nqkv);
+    cuda::attention_tc_forward(d, qkv.get(), out.get(), lse.get());
+    cuda::attention_tc_backward(d, qkv.get(), out.get(), lse.get(), dout.get(), dqkv.get());
+    const std::vector<float> now[3] = {out.download(), lse.download(), dqkv.download()};
+    if (run == 0) {
+      for (int k = 0; k < 3; ++k) first[k] = now[k];
+      continue;
+    }
+    const char* what[] = {"out", "lse", "dqkv"};
+    for (int k = 0; k < 3; ++k)
+      expect_exact(std::string("attention_tc repeat ") + what[k], "bf16", canonical_bits(now[k]),
+                   canonical_bits(first[k]));
+  }
+}
+
+// The op under autocast: on the GPU the tensor-core kernels (head size 64 / 128), on the CPU
+// the f32 kernel on rounded values. Output and gradient are f32 on both.
+void compare_op(cudatest::Rng& rng, DType ac, const Shape& shape, int heads, double bound) {
+  const char* dt = dtype_name(ac);
+  const std::string name =
+      "attention op hs" + std::to_string(shape[2] / 3 / heads) + " T" + std::to_string(shape[1]);
+  AutocastGuard guard(ac);
+  const Tensor x = Tensor::from_vector(rng.normal(size_t(shape.numel())), shape);
+  Tensor xc = x.clone().set_requires_grad(), xg = x.to(Device::cuda(0)).set_requires_grad();
+  Tensor yc = ops::attention(xc, heads), yg = ops::attention(xg, heads);
+  ASSERT_TRUE(yg.is_cuda());
+  EXPECT_EQ(yg.dtype(), DType::f32);
+  expect_close(name + " fwd", dt, yg.to_vector(), yc.to_vector(), bound);
+  const Tensor r = Tensor::from_vector(rng.normal(size_t(yc.numel())), yc.shape());
+  ops::sum(ops::mul(yc, r)).backward();
+  ops::sum(ops::mul(yg, r.to(Device::cuda(0)))).backward();
+  ASSERT_TRUE(xg.grad().defined() && xc.grad().defined());
+  EXPECT_TRUE(xg.grad().is_cuda());
+  expect_close(name + " grad", dt, xg.grad().to_vector(), xc.grad().to_vector(), bound);
+}
+
+TEST_F(CudaAttentionTc, OpUnderAutocastMatchesCpu) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  compare_op(rng, DType::bf16, Shape{2, 77, 3 * 768}, 12, tol<bf16>());  // GPT-2 small's heads
+  compare_op(rng, DType::f16, Shape{2, 77, 3 * 768}, 12, tol<f16>());
+  compare_op(rng, DType::bf16, Shape{1, 130, 3 * 256}, 2, tol<bf16>());  // head size 128
+  // Head size 32: the f32 CUDA-core kernel on rounded values, like the CPU: only the order of
+  // f32 sums differs.
+  compare_op(rng, DType::bf16, Shape{2, 77, 3 * 64}, 2, tol<float>());
+}
+
+// ---- host side: no device needed ----
+
+template <class F>
+void expect_error(F&& f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    for (const char* s : fragments)
+      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
+          << "'" << s << "' missing from: " << e.what();
+  }
+}
+
+TEST(AttentionTcHost, LaunchGeometry) {
+  for (int64_t T : {1, 63, 64, 65, 100, 1024, 1025}) {
+    const cuda::AttentionTcLaunch L = cuda::attention_tc_launch({3, T, 768, 12});
+    EXPECT_EQ(L.tiles, unsigned((T + 63) / 64)) << T;
+    EXPECT_EQ(L.pairs, 36u);
+    EXPECT_EQ(L.threads, unsigned(cuda::kAttentionTcWarps * 32));
+    EXPECT_EQ(L.head_size, 64);
+  }
+  EXPECT_EQ(cuda::attention_tc_launch({1, 0, 768, 12}).tiles, 0u);
+  // Shared memory per block: the tiles, padded rows and scratch of attention_tc.cu's layout.
+  // All fit an sm_80 block (163 KiB opt-in) and an sm_90 one (227 KiB); the forward at head
+  // size 64 fits the default 48 KiB.
+  const cuda::AttentionTcLaunch a = cuda::attention_tc_launch({1, 8, 128, 2});
+  const cuda::AttentionTcLaunch b = cuda::attention_tc_launch({1, 8, 256, 2});
+  EXPECT_EQ(a.head_size, 64);
+  EXPECT_EQ(b.head_size, 128);
+  EXPECT_EQ(a.smem_forward, 45056u);
+  EXPECT_LE(a.smem_forward, 48u * 1024);
+  EXPECT_EQ(b.smem_forward, 61440u);
+  EXPECT_EQ(a.smem_dq, 80896u);
+  EXPECT_EQ(b.smem_dq, 113664u);
+  EXPECT_EQ(a.smem_dkv, 90624u);
+  EXPECT_EQ(b.smem_dkv, 123392u);
+  for (size_t s : {b.smem_forward, b.smem_dq, b.smem_dkv}) EXPECT_LE(s, 163u * 1024);
+}
+
+TEST(AttentionTcHost, HeadSizes) {
+  for (int64_t hs : {64, 128}) EXPECT_TRUE(cuda::attention_tc_supports(hs));
+  for (int64_t hs : {0, 16, 32, 48, 96, 256}) EXPECT_FALSE(cuda::attention_tc_supports(hs));
+}
+
+TEST(AttentionTcHost, ArgumentErrorsComeBeforeAnyDeviceWork) {
+  expect_error(
+      [] {
+        cuda::attention_tc_launch({1, 16, 288, 3});
+      },
+      {"head size 96", "C 288", "H 3", "64 or 128"});
+  expect_error([] { cuda::attention_tc_launch({1, 16, 100, 3}); }, {"channels 100", "heads 3"});
+  expect_error([] { cuda::attention_tc_launch({1, 16, 100, 0}); }, {"heads 0"});
+  expect_error(
+      [] {
+        cuda::attention_tc_launch({65536, 16, 64, 1});
+      },
+      {"batch * heads = 65536", "65535"});
+  expect_error([] { cuda::attention_tc_launch({1, -1, 64, 1}); }, {"seq -1"});
+  const cpu::AttentionDims d{1, 16, 128, 2};
+  alignas(16) static bf16 qkv[16 * 3 * 128 + 8];
+  alignas(16) static float out[16 * 128 + 4], lse[2 * 16];
+  alignas(16) static float dqkv[16 * 3 * 128 + 4];
+  expect_error([&] { cuda::attention_tc_forward(d, qkv + 1, out, lse); },
+               {"attention_tc", "qkv", "not 16-byte aligned"});
+  expect_error([&] { cuda::attention_tc_forward(d, qkv, out + 2, lse); },
+               {"out", "not 16-byte aligned"});
+  expect_error([&] { cuda::attention_tc_forward<bf16>(d, nullptr, out, lse); }, {"qkv is null"});
+  expect_error([&] { cuda::attention_tc_forward(d, qkv, out, nullptr); }, {"lse is null"});
+  expect_error([&] { cuda::attention_tc_backward(d, qkv, out, lse, out, dqkv + 1); },
+               {"dqkv", "not 16-byte aligned"});
+  expect_error([&] { cuda::attention_tc_backward(d, qkv, out, lse, nullptr, dqkv); },
+               {"dout is null"});
+  expect_error(
+      [&] {
+        cuda::attention_tc_forward<f16>({1, 16, 96, 2}, nullptr, nullptr, nullptr);
+      },
+      {"head size 48"});
+  // Nothing to do: returns before looking at the pointers or the device.
+  cuda::attention_tc_forward<bf16>({0, 16, 128, 2}, nullptr, nullptr, nullptr);
+  cuda::attention_tc_backward<f16>({2, 0, 128, 2}, nullptr, nullptr, nullptr, nullptr, nullptr);
+}
+
+}  // namespace
