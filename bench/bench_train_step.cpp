@@ -17,9 +17,12 @@
 //
 //   build-gpu/bench_train_step --device cuda --batch 8 --seq 1024 --precision bf16 --steps 5
 //
+// --recompute blocks: activation recomputation (model.recompute): each transformer block keeps
+// only its input and runs its forward again during backward (less peak memory, more time).
+//
 // The last line is machine-readable for bench/peers/compare.py and scripts/gpu_check.sh:
 //   RESULT impl=tessera precision=bf16 batch=4 seq=64 threads=2 tokens_per_s=... ms_per_step=...
-//          mfu=... device=cpu peak_mib=... loss_scale=1 skipped_steps=0
+//          mfu=... device=cpu peak_mib=... loss_scale=1 skipped_steps=0 recompute=none
 // (loss_scale: the final dynamic loss scale, 1 unless fp16; skipped_steps: steps whose fp16
 // gradients overflowed and that therefore ran no AdamW, warm-up included.)
 #include <omp.h>
@@ -66,7 +69,8 @@ struct Options {
   float loss_scale = 65536.f;        // fp16: the initial dynamic loss scale (train.loss_scale)
   int64_t loss_scale_window = 2000;  // fp16: clean steps before the scale doubles
   Device device = Device::cpu();
-  double peak_tflops = 0;  // --peak-tflops; 0: measure (cuda) / oneDNN ceiling (cpu)
+  double peak_tflops = 0;          // --peak-tflops; 0: measure (cuda) / oneDNN ceiling (cpu)
+  std::string recompute = "none";  // --recompute none|blocks (nn::Recompute)
 };
 
 [[noreturn]] void usage(const char* msg) {
@@ -74,7 +78,8 @@ struct Options {
                "%s\nusage: bench_train_step [--model gpt2-124m] [--batch B] [--seq T]\n"
                "         [--precision f32|bf16|fp16] [--steps N] [--warmup W] [--threads P]\n"
                "         [--profile] [--no-ceiling] [--device cpu|cuda] [--peak-tflops X]\n"
-               "         [--lr X] [--grad-clip X] [--loss-scale X] [--loss-scale-window N]\n",
+               "         [--lr X] [--grad-clip X] [--loss-scale X] [--loss-scale-window N]\n"
+               "         [--recompute none|blocks]\n",
                msg);
   std::exit(2);
 }
@@ -121,9 +126,12 @@ Options parse(int argc, char** argv) {
         usage("--device must be cpu or cuda");
     } else if (a == "--peak-tflops")
       o.peak_tflops = std::stod(value());
+    else if (a == "--recompute")
+      o.recompute = value();
     else
       usage(("unknown option " + a).c_str());
   }
+  if (o.recompute != "none" && o.recompute != "blocks") usage("--recompute must be none or blocks");
   if (o.precision != "f32" && o.precision != "bf16" && o.precision != "fp16")
     usage("--precision must be f32, bf16 or fp16");
   if (!(o.grad_clip >= 0) || !(o.loss_scale > 0) || o.loss_scale_window < 1)
@@ -245,6 +253,7 @@ int main(int argc, char** argv) {
                         : o.precision == "fp16" ? DType::f16
                                                 : DType::f32;
   nn::GPTConfig cfg = nn::gpt_preset(o.model);
+  cfg.recompute = nn::recompute_from_name(o.recompute);
   if (o.seq > cfg.context) usage("--seq exceeds the model's context");
 
   const bool on_gpu = !o.device.is_cpu();
@@ -306,10 +315,11 @@ int main(int argc, char** argv) {
   const double flops_per_token = nn::gpt_flops_per_token(cfg, o.seq);
   const int64_t tokens_per_step = o.batch * o.seq;
   std::printf(
-      "tessera train step: %s (%lld parameters), batch %lld x %lld, %s, %d threads, "
-      "%d warm-up + %d timed steps\n",
+      "tessera train step: %s (%lld parameters), batch %lld x %lld, %s, recompute %s, %d "
+      "threads, %d warm-up + %d timed steps\n",
       o.model.c_str(), static_cast<long long>(flat.param_numel()), static_cast<long long>(o.batch),
-      static_cast<long long>(o.seq), o.precision.c_str(), o.threads, o.warmup, o.steps);
+      static_cast<long long>(o.seq), o.precision.c_str(), o.recompute.c_str(), o.threads, o.warmup,
+      o.steps);
   if (o.ceiling && !on_gpu)
     std::printf("GEMM ceiling (oneDNN 2048^3, this process): f32 %.0f GFLOP/s, bf16 %.0f GFLOP/s\n",
                 ceil_f32, ceil_bf16);
@@ -401,9 +411,10 @@ int main(int argc, char** argv) {
   if (o.profile) print_breakdown(prof::totals(), mean_step, o.steps, ceiling);
   std::printf(
       "RESULT impl=tessera precision=%s batch=%lld seq=%lld threads=%d tokens_per_s=%.1f "
-      "ms_per_step=%.2f mfu=%.4f device=%s peak_mib=%.0f loss_scale=%g skipped_steps=%lld\n",
+      "ms_per_step=%.2f mfu=%.4f device=%s peak_mib=%.0f loss_scale=%g skipped_steps=%lld "
+      "recompute=%s\n",
       o.precision.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.seq),
       o.threads, tok_s, mean_step * 1e3, mfu, o.device.str().c_str(), peak_mib,
-      double(scaler.scale()), static_cast<long long>(scaler.skipped_steps()));
+      double(scaler.scale()), static_cast<long long>(scaler.skipped_steps()), o.recompute.c_str());
   return 0;
 }

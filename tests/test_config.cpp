@@ -202,7 +202,7 @@ TEST(Config, OtherRules) {
         << stage;
   EXPECT_NO_THROW(with({"train.device=cpu", "parallel.zero_stage=3"}));
   expect_error([] { with({"train.device=gpu"}); }, {"train.device", "\"cpu\", \"cuda\""});
-  EXPECT_EQ(config_rules().size(), 8u);
+  EXPECT_EQ(config_rules().size(), 9u);
 }
 
 TEST(Config, MissingFile) {

@@ -140,7 +140,7 @@ struct BySequence {
 
 }  // namespace
 
-void backward(const Tensor& root, const Tensor& grad_root) {
+void backward(const Tensor& root, const Tensor& grad_root, LeafHooks hooks) {
   // Kernels called inside charge their own families; this is the engine's own time.
   prof::Scope prof_scope(prof::Family::autograd, "engine");
   TS_CHECK(root.requires_grad(), "backward: tensor {} does not require grad", root.desc());
@@ -157,8 +157,8 @@ void backward(const Tensor& root, const Tensor& grad_root) {
     Tensor acc = root.grad();
     accumulate_leaf(acc, g);
     root.impl().grad = acc.impl_ptr();
-    Tensor r = root;
-    for (auto& h : root.impl().grad_ready_hooks) h(acc);
+    if (hooks == LeafHooks::fire)
+      for (auto& h : root.impl().grad_ready_hooks) h(acc);
     return;
   }
 
@@ -213,7 +213,7 @@ void backward(const Tensor& root, const Tensor& grad_root) {
           accumulate_leaf(acc, std::move(gin[i]));
           leaf->grad = acc.impl_ptr();
         }
-        if (--leaf_pending[leaf] == 0 && leaf->grad) {
+        if (--leaf_pending[leaf] == 0 && leaf->grad && hooks == LeafHooks::fire) {
           Tensor acc(leaf->grad);
           for (auto& h : leaf->grad_ready_hooks) h(acc);
         }

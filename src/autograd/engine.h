@@ -22,10 +22,16 @@ bool needs_grad(std::initializer_list<Tensor> inputs);
 // undefined gradient for t; t's grad-ready hooks still fire once every use of t is done.
 Tensor leaf_grad_buffer(const Tensor& t);
 
+// Whether a backward pass fires leaves' grad-ready hooks. A nested pass (activation
+// recomputation, autograd/checkpoint.h) skips them: it sees only some of a leaf's uses, and the
+// outer pass fires them once every use is done.
+enum class LeafHooks { fire, skip };
+
 // Runs reverse-mode differentiation from root. Gradients reach leaves' .grad (accumulated,
 // f32); each leaf's grad-ready hooks fire as soon as no pending node can add to it. A node's
 // backward receives the gradient of its output as its consumer produced it (f32, or e.g. bf16
 // from a loss that feeds a bf16 GEMM) when there was one contribution, else their f32 sum.
-void backward(const Tensor& root, const Tensor& grad_root);
+// Re-entrant: a node's closure may run a backward of its own (over a graph it recorded itself).
+void backward(const Tensor& root, const Tensor& grad_root, LeafHooks hooks = LeafHooks::fire);
 
 }  // namespace tessera::autograd

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "autograd/checkpoint.h"
+#include "autograd/grad_mode.h"
 #include "ops/autocast.h"
 #include "ops/ops.h"
 
@@ -20,6 +22,12 @@ void GPTConfig::validate() const {
            "GPTConfig: vocab_size must be in [1, 2^31), got {}", vocab_size);
   TS_CHECK(dropout >= 0.f && dropout < 1.f, "GPTConfig: dropout must be in [0, 1), got {}",
            dropout);
+}
+
+Recompute recompute_from_name(const std::string& name) {
+  if (name == "none") return Recompute::none;
+  if (name == "blocks") return Recompute::blocks;
+  fail("recompute: unknown mode '{}', expected \"none\" or \"blocks\"", name);
 }
 
 namespace {
@@ -106,8 +114,18 @@ Tensor GPT::forward(const Tensor& ids) const {
   Tensor pos = Tensor::from_ints(positions, Shape{T}).to(ids.device());
   // [B, T, C] + [T, C]: the position rows broadcast over the batch.
   Tensor x = drop.forward(ops::add(wte.forward(ids), wpe.forward(pos)));
-  for (const auto& block : h) x = block->forward(x);
+  for (size_t l = 0; l < h.size(); ++l) x = forward_block(l, x);
   return ops::linear(ln_f.forward(x, gemm_input_dtype(x)), wte.weight);
+}
+
+Tensor GPT::forward_block(size_t l, const Tensor& x) const {
+  TS_CHECK(l < h.size(), "GPT::forward_block: block {} of {}", l, h.size());
+  const Block& block = *h[l];
+  if (cfg_.recompute == Recompute::none || !grad_enabled()) return block.forward(x);
+  // Only the block's input is kept; its dropout masks are drawn again from the same offsets.
+  return autograd::checkpoint("block_recompute",
+                              [&block](const Tensor& in) { return block.forward(in); }, x,
+                              block.parameters(), {&dropout_gen_});
 }
 
 Tensor GPT::loss(const Tensor& ids, const Tensor& targets) const {

@@ -18,6 +18,14 @@
 
 namespace tessera::nn {
 
+// What backward recomputes instead of keeping (activation recomputation, autograd/checkpoint.h).
+enum class Recompute {
+  none,    // every op keeps what its backward needs until backward has used it
+  blocks,  // each block keeps only its input and re-runs its forward during backward
+};
+// "none" | "blocks" (model.recompute); anything else throws an Error listing those.
+Recompute recompute_from_name(const std::string& name);
+
 struct GPTConfig {
   int n_layer = 12;
   int n_head = 12;
@@ -25,6 +33,8 @@ struct GPTConfig {
   int64_t context = 1024;  // maximum sequence length (rows of wpe)
   int64_t vocab_size = 50257;
   float dropout = 0.f;  // on embeddings and residual branches, in training mode only
+  // Training-time memory only: the same gradients bit for bit, one more forward of each block.
+  Recompute recompute = Recompute::none;
 
   // Throws Error naming the first field that is out of range.
   void validate() const;
@@ -53,7 +63,8 @@ double gpt_flops_per_token(const GPTConfig& cfg, int64_t seq_len);
 class GPT : public Module {
  private:
   GPTConfig cfg_;
-  Generator dropout_gen_;  // declared before the layers, which keep a pointer to it
+  // Declared before the layers, which keep a pointer to it; the (const) forward draws from it.
+  mutable Generator dropout_gen_;
 
  public:
   // Builds and initialises the model from g. The dropout stream is seeded by a draw from g.
@@ -61,6 +72,9 @@ class GPT : public Module {
 
   // ids i32 [B, T], T <= context -> logits f32 [B, T, vocab].
   Tensor forward(const Tensor& ids) const;
+  // Block l of forward(): h[l]->forward(x), checkpointed (autograd::checkpoint, dropout
+  // replayed) when config().recompute is blocks and grad mode is on.
+  Tensor forward_block(size_t l, const Tensor& x) const;
   // Mean cross-entropy of forward(ids) against targets i32 [B, T] (-1 entries are ignored).
   Tensor loss(const Tensor& ids, const Tensor& targets) const;
 

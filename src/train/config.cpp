@@ -330,6 +330,13 @@ const Rule kRules[] = {
        return fmt::format("model.preset = '{}' is a GPT preset but model.kind = '{}'",
                           c.model.preset, c.model.kind);
      }},
+    {"`model.recompute` is \"none\" unless `model.kind` = \"gpt\".",
+     [](const Config& c) -> Violation {
+       if (c.model.recompute == "none" || c.model.kind == "gpt") return {};
+       return fmt::format(
+           "model.recompute = '{}' recomputes transformer blocks but model.kind = '{}' has none",
+           c.model.recompute, c.model.kind);
+     }},
     {"`optim.min_lr` <= `optim.lr`.",
      [](const Config& c) -> Violation {
        if (c.optim.min_lr <= c.optim.lr) return {};

@@ -25,6 +25,7 @@ struct ModelConfig {
   int64_t context = 0;  // block size: the longest sequence the positional embedding covers
   int64_t vocab_size = 0;
   double dropout = 0;
+  std::string recompute;  // GPT: "none" | "blocks" (activation recomputation)
   int64_t mlp_hidden = 0;
   int64_t mlp_layers = 0;
   int64_t cnn_channels = 0;

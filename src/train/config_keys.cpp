@@ -104,6 +104,10 @@ std::vector<ConfigKey> make_keys() {
                                            "token vocabulary (256 for byte-level text)"),
       float_key<M, &ModelConfig::dropout>("model.dropout", 0.0, unit_interval_open(),
                                           "dropout probability (0 = off)"),
+      string_key<M, &ModelConfig::recompute>(
+          "model.recompute", "none", {"none", "blocks"},
+          "GPT: activations recomputed in backward instead of kept: none, or each transformer "
+          "block's (same gradients, less memory, about one more forward)"),
       int_key<M, &ModelConfig::mlp_hidden>("model.mlp_hidden", 256, at_least(1),
                                            "MLP: width of each hidden layer"),
       int_key<M, &ModelConfig::mlp_layers>("model.mlp_layers", 2, at_least(1),

@@ -22,6 +22,7 @@ nn::GPTConfig gpt_config(const Config& cfg) {
   g.context = cfg.model.context;
   g.vocab_size = cfg.model.vocab_size;
   g.dropout = float(cfg.model.dropout);
+  g.recompute = nn::recompute_from_name(cfg.model.recompute);
   return g;
 }
 
@@ -141,7 +142,10 @@ class GPTTask final : public Task {
     const int L = int(m.h.size());
     for (int l = 0; l < L; ++l) {
       gather_->enter(1 + l);
-      x = gather_->exit(1 + l, m.h[size_t(l)]->forward(x));
+      // With model.recompute = "blocks" the block's forward runs again inside the backward,
+      // after the boundary marker of exit(1 + l) re-gathered its parameters and before the
+      // one of exit(l) releases them: they are present for the recompute.
+      x = gather_->exit(1 + l, m.forward_block(size_t(l), x));
     }
     gather_->enter(L + 1);
     return gather_->exit(L + 1, ops::linear(m.ln_f.forward(x), m.wte.weight));
