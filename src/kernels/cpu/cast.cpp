@@ -63,7 +63,9 @@ void cast_from(const S* s, void* dst, DType dt, int64_t n) {
 // GCC 12 flags the intrinsics' internal _mm512_undefined_*() as maybe uninitialised where they
 // inline (a known false positive, as in attention.cpp); off for the F16C code up to its pop.
 #pragma GCC diagnostic push
+#if defined(__GNUC__) && !defined(__clang__)  // clang has no -Wmaybe-uninitialized (the fuzz build)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 constexpr int64_t kLanes = 16;
