@@ -9,10 +9,10 @@
 //     stage 0, and a checkpoint saved under stage 3 resumed under stage 0. Here the engines
 //     differ in how gradients reach the flat buffer (DDP and stage 1: added into views of it,
 //     the GEMMs accumulating with beta = 1; stages 2-3: fresh per-parameter tensors copied into
-//     the bucket), which is exact in arithmetic; but a GPU run is bit-reproducible only where no
-//     gradient is summed with f32 atomics (the embedding backward and tall bias-gradient column
-//     sums have used them, adding in whatever order the blocks run), so two stage-0 runs are
-//     compared too ("stage 0 rerun", same bounds) and each line says "exact" when it is. Bounds:
+//     the bucket), which is exact in arithmetic but may run other cuBLASLt algorithms (beta = 1
+//     vs 0), so these comparisons have bounds; two stage-0 runs are compared too ("stage 0
+//     rerun": no CUDA kernel uses atomics, so it should be exact) and each line says "exact"
+//     when it is. Bounds:
 //     each step's loss within 1e-5 relative and the final weights within 1e-4 normwise relative
 //     (max |a - b| / max |b|): rounding-level gradient differences carried through a few AdamW
 //     steps, where an element whose gradient nearly cancels moves by up to lr x its relative
