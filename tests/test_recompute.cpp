@@ -15,6 +15,9 @@
 #include "autograd/grad_mode.h"
 #include "ckpt/checkpoint.h"
 #include "core/allocator.h"
+#if TESSERA_HAVE_CUDA
+#include "cuda/device.h"
+#endif
 #include "dist/local_comm.h"
 #include "gradcheck.h"
 #include "mpi/tiny_job.h"
@@ -58,11 +61,12 @@ struct StepResult {
 };
 
 // One forward and backward of a fresh GPT (seed 3) on a fixed batch, under an autocast dtype.
-StepResult gpt_step(nn::Recompute r, float dropout, DType autocast) {
+StepResult gpt_step(nn::Recompute r, float dropout, DType autocast, Device device = Device::cpu()) {
   Generator g(3);
   nn::GPT model(small_gpt(r, dropout), g);
+  model.to(device);
   Generator data(9);
-  Tensor x = random_ids(data, 4, 16, 64), y = random_ids(data, 4, 16, 64);
+  Tensor x = random_ids(data, 4, 16, 64).to(device), y = random_ids(data, 4, 16, 64).to(device);
   StepResult out;
   Tensor loss;
   {
@@ -113,6 +117,21 @@ TEST(Recompute, GPTGradientsAreBitIdentical) {
   // The comparison can fail: a different dropout stream changes the gradients.
   EXPECT_NE(gpt_step(nn::Recompute::none, 0.2f, DType::f32).grads["h.0.mlp.c_fc.weight"],
             gpt_step(nn::Recompute::none, 0.f, DType::f32).grads["h.0.mlp.c_fc.weight"]);
+}
+
+// The same on a GPU: the mechanism is ops on the inputs' device, and every CUDA kernel sums in
+// a fixed order (tests/cuda/test_cuda_gpt.cpp), so bit-identity holds there too.
+TEST(Recompute, GPTGradientsAreBitIdenticalOnTheGpu) {
+#if TESSERA_HAVE_CUDA
+  if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::probe_devices().reason;
+  for (DType autocast : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(autocast));
+    expect_identical(gpt_step(nn::Recompute::none, 0.2f, autocast, Device::cuda(0)),
+                     gpt_step(nn::Recompute::blocks, 0.2f, autocast, Device::cuda(0)));
+  }
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
 }
 
 // The input's gradient (the node's own output) and the block's parameters' are the plain
