@@ -111,7 +111,7 @@ std::vector<Tensor> recompute_backward(const Saved& s, const Tensor& grad_out) {
                s.name, i, after[i].offset, s.gens_after[i].offset);
   }
   TS_CHECK(y.defined() && y.shape() == s.y_shape && y.dtype() == s.y_dtype,
-           "{}: the recompute returned {}, the forward {}[{}]", s.name,
+           "{}: the recompute returned {}, the forward {}{}", s.name,
            y.defined() ? y.desc() : std::string("nothing"), dtype_name(s.y_dtype), s.y_shape.str());
   if (!y.requires_grad()) return grads;
   if (y.grad_fn()) check_private_graph(s, y, probe, xd);
