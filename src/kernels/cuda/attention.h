@@ -7,7 +7,8 @@
 // keeps per query row a running max, sum and output, the backward recomputes probabilities from
 // the saved log-sum-exp. Extra memory is O(B * H * T) (lse, and delta in the backward).
 // This is a correctness-first CUDA-core kernel (one warp per query row, 32-key tiles in shared
-// memory); a tensor-core (mma) version is the obvious next step for speed. Head size <= 128.
+// memory). Head size <= 128. Under bf16/f16 autocast with head size 64 or 128 the op uses the
+// tensor-core kernels instead (attention_tc.h); this one serves f32 and other head sizes.
 #pragma once
 #include <cstdint>
 
