@@ -257,42 +257,36 @@ CLI_TIMEOUT=${CLI_TIMEOUT:-120}
 CORPUS="$BUILD_DIR/gpu_check_corpus.txt"
 cat README.md docs/*.md src/*/*.h >"$CORPUS"
 CLI_STATUS=""
-for PREC in bf16 fp16; do
-  CLI_LOG="$BUILD_DIR/gpu_check.train_$PREC.log"
+# run_train LABEL LOG COMMAND...: runs one training under CLI_TIMEOUT and adds its summary line
+# (or its failure) to CLI_STATUS.
+run_train() {
+  local label=$1 log=$2 rc done_line
+  shift 2
   set +e
-  timeout "$CLI_TIMEOUT" "$BUILD_DIR/tessera" train configs/gpt_kjv.toml --out "$BUILD_DIR/run_$PREC" \
-    --no-plot data.path="$CORPUS" train.device=cuda train.precision="$PREC" train.steps=300 \
-    train.eval_every=150 train.sample_every=300 train.sample_tokens=64 \
-    train.checkpoint_every=150 >"$CLI_LOG" 2>&1
+  timeout "$CLI_TIMEOUT" "$@" >"$log" 2>&1
   rc=$?
   set -e
-  tail -4 "$CLI_LOG"
-  DONE=$(grep -m1 '^tessera: done:' "$CLI_LOG" | sed 's/^tessera: done: //' || true)
-  if [[ $rc -ne 0 || -z "$DONE" ]]; then
-    CLI_STATUS+="$PREC: FAILED (exit $rc, log $CLI_LOG); "
+  tail -4 "$log"
+  done_line=$(grep -m1 '^tessera: done:' "$log" | sed 's/^tessera: done: //' || true)
+  if [[ $rc -ne 0 || -z "$done_line" ]]; then
+    CLI_STATUS+="$label: FAILED (exit $rc, log $log); "
     ANY_TEST_FAILED=1
   else
-    CLI_STATUS+="$PREC: $DONE; "
+    CLI_STATUS+="$label: $done_line; "
   fi
+}
+JOB=(train configs/gpt_kjv.toml --no-plot data.path="$CORPUS" train.device=cuda train.steps=300
+  train.eval_every=150)
+for PREC in bf16 fp16; do
+  run_train "$PREC" "$BUILD_DIR/gpu_check.train_$PREC.log" "$BUILD_DIR/tessera" "${JOB[@]}" \
+    --out "$BUILD_DIR/run_$PREC" train.precision="$PREC" train.sample_every=300 \
+    train.sample_tokens=64 train.checkpoint_every=150
 done
 # With two or more GPUs: the same job data-parallel over NCCL, one rank per GPU, ZeRO stage 1.
 if [[ $N_GPUS -ge 2 && -n "${MPIRUN:-}" ]]; then
-  CLI_LOG="$BUILD_DIR/gpu_check.train_mpi.log"
-  set +e
-  OMP_NUM_THREADS=2 timeout "$CLI_TIMEOUT" "$MPIRUN" --allow-run-as-root --oversubscribe \
-    -np "$N_GPUS" "$BUILD_DIR/tessera" train configs/gpt_kjv.toml --out "$BUILD_DIR/run_mpi" \
-    --no-plot data.path="$CORPUS" train.device=cuda train.precision=bf16 train.steps=300 \
-    train.eval_every=150 parallel.zero_stage=1 >"$CLI_LOG" 2>&1
-  rc=$?
-  set -e
-  tail -4 "$CLI_LOG"
-  DONE=$(grep -m1 '^tessera: done:' "$CLI_LOG" | sed 's/^tessera: done: //' || true)
-  if [[ $rc -ne 0 || -z "$DONE" ]]; then
-    CLI_STATUS+="$N_GPUS GPUs (NCCL, ZeRO-1): FAILED (exit $rc, log $CLI_LOG); "
-    ANY_TEST_FAILED=1
-  else
-    CLI_STATUS+="$N_GPUS GPUs (NCCL, ZeRO-1) bf16: $DONE; "
-  fi
+  OMP_NUM_THREADS=2 run_train "$N_GPUS GPUs (NCCL, ZeRO-1) bf16" "$BUILD_DIR/gpu_check.train_mpi.log" \
+    "$MPIRUN" --allow-run-as-root --oversubscribe -np "$N_GPUS" "$BUILD_DIR/tessera" "${JOB[@]}" \
+    --out "$BUILD_DIR/run_mpi" train.precision=bf16 parallel.zero_stage=1
 fi
 echo "$CLI_STATUS"
 
