@@ -83,6 +83,17 @@ threads = 2
   return train::parse_config(toml, "test.toml");
 }
 
+// Trains `cfg` into the run folder `out`, progress to stderr, no plot.
+train::RunSummary train_to(const train::Config& cfg, const fs::path& out,
+                           train::StepCallback on_step = nullptr) {
+  train::RunOptions opt;
+  opt.out_dir = out.string();
+  opt.plot = false;
+  opt.console = stderr;
+  opt.on_step = std::move(on_step);
+  return train::run_training(cfg, opt);
+}
+
 std::vector<nlohmann::json> read_metrics(const fs::path& run) {
   std::vector<nlohmann::json> out;
   std::ifstream in(run / "metrics.jsonl");
@@ -96,11 +107,7 @@ TEST(Train, TinyGPTLearnsAndWritesTheRunFolder) {
   fs::path dir = temp_dir("gpt");
   fs::path corpus = write_corpus(dir);
   train::Config cfg = tiny_gpt_config(corpus, "f32");
-  train::RunOptions opt;
-  opt.out_dir = (dir / "run").string();
-  opt.plot = false;
-  opt.console = stderr;
-  train::RunSummary s = train::run_training(cfg, opt);
+  train::RunSummary s = train_to(cfg, dir / "run");
 
   EXPECT_EQ(s.steps, 60);
   auto m = read_metrics(dir / "run");
@@ -137,13 +144,8 @@ TEST(Train, TinyGPTLearnsAndWritesTheRunFolder) {
 TEST(Train, BF16TracksF32) {
   fs::path dir = temp_dir("bf16");
   fs::path corpus = write_corpus(dir);
-  train::RunOptions opt;
-  opt.plot = false;
-  opt.console = stderr;
-  opt.out_dir = (dir / "f32").string();
-  train::RunSummary f32 = train::run_training(tiny_gpt_config(corpus, "f32"), opt);
-  opt.out_dir = (dir / "bf16").string();
-  train::RunSummary bf = train::run_training(tiny_gpt_config(corpus, "bf16"), opt);
+  train::RunSummary f32 = train_to(tiny_gpt_config(corpus, "f32"), dir / "f32");
+  train::RunSummary bf = train_to(tiny_gpt_config(corpus, "bf16"), dir / "bf16");
   const double v32 = f32.last_eval["val_loss"].get<double>();
   const double vbf = bf.last_eval["val_loss"].get<double>();
   EXPECT_NE(v32, vbf);  // the bf16 run really computed in bf16
@@ -153,13 +155,9 @@ TEST(Train, BF16TracksF32) {
 
 TEST(Train, BadConfigsAndMissingDataAreClearErrors) {
   fs::path dir = temp_dir("bad");
-  train::RunOptions opt;
-  opt.out_dir = (dir / "run").string();
-  opt.plot = false;
-  opt.console = stderr;
   train::Config cfg = tiny_gpt_config(dir / "no_such_corpus.txt", "f32");
   try {
-    train::run_training(cfg, opt);
+    train_to(cfg, dir / "run");
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("no_such_corpus.txt"), std::string::npos) << e.what();
@@ -169,16 +167,11 @@ TEST(Train, BadConfigsAndMissingDataAreClearErrors) {
 TEST(Train, FP16WithDynamicLossScalingTracksF32) {
   fs::path dir = temp_dir("fp16");
   fs::path corpus = write_corpus(dir);
-  train::RunOptions opt;
-  opt.plot = false;
-  opt.console = stderr;
-  opt.out_dir = (dir / "f32").string();
-  train::RunSummary f32 = train::run_training(tiny_gpt_config(corpus, "f32"), opt);
-  opt.out_dir = (dir / "fp16").string();
+  train::RunSummary f32 = train_to(tiny_gpt_config(corpus, "f32"), dir / "f32");
   train::Config c16 = tiny_gpt_config(corpus, "fp16");
   c16.train.loss_scale_window = 20;  // the scale grows during the run
   c16.train.peak_tflops = 0.5;
-  train::RunSummary h = train::run_training(c16, opt);
+  train::RunSummary h = train_to(c16, dir / "fp16");
   const double v32 = f32.last_eval["val_loss"].get<double>();
   const double v16 = h.last_eval["val_loss"].get<double>();
   EXPECT_NE(v32, v16);  // the fp16 run really computed in fp16
@@ -204,16 +197,11 @@ TEST(Train, FP16OverflowHalvesTheScaleAndSkipsStepsWithoutStoppingTheRun) {
   train::Config c = tiny_gpt_config(write_corpus(dir), "fp16");
   c.train.loss_scale = std::ldexp(1.0, 30);  // gradients x 2^30 overflow fp16 (max 65504)
   c.train.max_bad_steps = 2;                 // overflow skips must not count as bad steps
-  train::RunOptions opt;
-  opt.plot = false;
-  opt.console = stderr;
-  opt.out_dir = (dir / "run").string();
   // A step leaves the parameters bit for bit unchanged exactly when the scaler skipped it.
   std::vector<uint64_t> checksums;
-  opt.on_step = [&](int64_t, double, dist::DataParallel& dp) {
+  train::RunSummary s = train_to(c, dir / "run", [&](int64_t, double, dist::DataParallel& dp) {
     checksums.push_back(dp.parameter_checksum());
-  };
-  train::RunSummary s = train::run_training(c, opt);
+  });
   EXPECT_EQ(s.steps, 60);
   EXPECT_EQ(s.bad_steps, 0);
   int64_t unchanged = 0;
@@ -235,12 +223,8 @@ TEST(Train, CudaDeviceWithoutAGpuIsAClearError) {
   fs::path dir = temp_dir("nogpu");
   train::Config c = tiny_gpt_config(write_corpus(dir), "bf16");
   c.train.device = "cuda";
-  train::RunOptions opt;
-  opt.plot = false;
-  opt.console = stderr;
-  opt.out_dir = (dir / "run").string();
   try {
-    train::run_training(c, opt);
+    train_to(c, dir / "run");
     FAIL() << "no error";
   } catch (const Error& e) {
     const std::string m = e.what();
