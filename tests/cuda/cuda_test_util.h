@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/error.h"
 #include "core/half.h"
 #include "cuda/allocator.h"
 #include "cuda/cuda_check.h"
@@ -198,6 +200,19 @@ template <class T>
 void expect_close(const std::string& op, const std::vector<T>& got, const std::vector<T>& want,
                   double bound = tol<T>()) {
   expect_close(op, type_name<T>(), to_float(got), to_float(want), bound);
+}
+
+// f() must throw a tessera::Error whose message holds every fragment.
+template <class F>
+void expect_error(F&& f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    for (const char* s : fragments)
+      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
+          << "'" << s << "' missing from: " << e.what();
+  }
 }
 
 }  // namespace tessera::cudatest

@@ -217,18 +217,6 @@ TEST_F(CudaAttentionTc, OpUnderAutocastMatchesCpu) {
 
 // ---- host side: no device needed ----
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const char* s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
-
 TEST(AttentionTcHost, LaunchGeometry) {
   for (int64_t T : {1, 63, 64, 65, 100, 1024, 1025}) {
     const cuda::AttentionTcLaunch L = cuda::attention_tc_launch({3, T, 768, 12});

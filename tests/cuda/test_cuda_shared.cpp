@@ -15,24 +15,14 @@
 #include "cuda/cuda_check.h"
 #include "cuda/device.h"
 #include "cuda/nccl.h"
+#include "cuda_test_util.h"
 #include "kernels/cuda/counter_rng.cuh"
 #include "kernels/cuda/kernels.h"  // the dispatch seam: every kernel header compiles as C++
 
 using namespace tessera;
+using tessera::cudatest::expect_error;
 
 namespace {
-
-template <class F>
-void expect_error(F&& f, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    for (const char* s : fragments)
-      EXPECT_NE(std::string(e.what()).find(s), std::string::npos)
-          << "'" << s << "' missing from: " << e.what();
-  }
-}
 
 TEST(CudaShared, CounterRngCopyAgreesWithGenerator) {
   const uint64_t seeds[] = {0, 1, 42, 0x9e3779b97f4a7c15ull, ~0ull, 1ull << 63};
