@@ -26,4 +26,18 @@ void load_weights(Module& module, const std::string& path);
 // The model's config must match the file (shapes are checked as in load_weights).
 void load_hf_gpt2_weights(GPT& model, const std::string& path);
 
+// The weights-file formats load_any_weights tells apart.
+enum class WeightsFormat { tessera, hf_gpt2, llmc };
+const char* weights_format_name(WeightsFormat f);  // "tessera safetensors", ...
+
+// Loads whichever of the three formats the file holds, detected from its content (not its name):
+//  - llm.c checkpoint: the file starts with the int32 magic kLlmcMagic (GPT models only);
+//  - safetensors with Hugging Face GPT-2 names: any "transformer."-prefixed name, lm_head.weight
+//    or an attn.bias / attn.masked_bias mask buffer, or a c_attn weight in Conv1D's [C, 3C]
+//    layout (HF files without those extras use our names; only the layout tells them apart);
+//  - otherwise safetensors with our names (save_weights, RUN/model.safetensors).
+// Errors name the file: missing, neither format, or not matching the model (as the loaders
+// above). Returns the format it found.
+WeightsFormat load_any_weights(Module& model, const std::string& path);
+
 }  // namespace tessera::nn

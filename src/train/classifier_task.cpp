@@ -4,6 +4,7 @@
 #include "nn/classifiers.h"
 #include "ops/ops.h"
 #include "train/device.h"
+#include "train/init_weights.h"
 #include "train/task_factory.h"
 
 namespace tessera::train {
@@ -32,6 +33,7 @@ class ClassifierTask final : public Task {
     data::ImageDataset train = data::load_fashion_mnist(cfg.data.path, "train");
     test_ = data::load_fashion_mnist(cfg.data.path, "test");
     model_ = make_classifier(cfg, init_gen_);
+    load_init_weights(*model_, cfg);
     batches_ = std::make_unique<data::PrefetchingBatcher<data::ImageBatcher>>(data::ImageBatcher(
         train, cfg.train.batch_size, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size));
   }

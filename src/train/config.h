@@ -25,7 +25,8 @@ struct ModelConfig {
   int64_t context = 0;  // block size: the longest sequence the positional embedding covers
   int64_t vocab_size = 0;
   double dropout = 0;
-  std::string recompute;  // GPT: "none" | "blocks" (activation recomputation)
+  std::string recompute;     // GPT: "none" | "blocks" (activation recomputation)
+  std::string init_weights;  // "" = from train.seed, else a weights file (nn::load_any_weights)
   int64_t mlp_hidden = 0;
   int64_t mlp_layers = 0;
   int64_t cnn_channels = 0;

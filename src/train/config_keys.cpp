@@ -108,6 +108,12 @@ std::vector<ConfigKey> make_keys() {
           "model.recompute", "none", {"none", "blocks"},
           "GPT: activations recomputed in backward instead of kept: none, or each transformer "
           "block's (same gradients, less memory, about one more forward)"),
+      string_key<M, &ModelConfig::init_weights>(
+          "model.init_weights", "", {},
+          "start from these weights instead of the seed's (\"\" = seed): a run's "
+          "model.safetensors, Hugging Face GPT-2 model.safetensors, or an llm.c checkpoint "
+          "(gpt2_124M.bin); the format is detected from the file, whose shapes must match the "
+          "model keys. A resumed run takes its weights from the checkpoint instead"),
       int_key<M, &ModelConfig::mlp_hidden>("model.mlp_hidden", 256, at_least(1),
                                            "MLP: width of each hidden layer"),
       int_key<M, &ModelConfig::mlp_layers>("model.mlp_layers", 2, at_least(1),

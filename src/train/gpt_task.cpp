@@ -9,6 +9,7 @@
 #include "ops/ops.h"
 #include "train/device.h"
 #include "train/generate.h"
+#include "train/init_weights.h"
 #include "train/task_factory.h"
 
 namespace tessera::train {
@@ -44,6 +45,7 @@ class GPTTask final : public Task {
       if (val_.defined()) check_vocab(val_, cfg.data.val_path);
     }
     model_ = std::make_unique<nn::GPT>(gpt_config(cfg), init_gen_);
+    load_init_weights(*model_, cfg);
     batches_ = std::make_unique<data::PrefetchingBatcher<data::TokenBatcher>>(data::TokenBatcher(
         train_, B, T, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size));
     sample_gen_ = Generator(uint64_t(cfg.train.seed) + 2);
