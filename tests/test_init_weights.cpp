@@ -105,6 +105,12 @@ TEST(InitWeights, GPTStartsFromAPreviousRunAndAResumeIgnoresTheKey) {
   ASSERT_EQ(rr.losses.size(), 2u);
   EXPECT_EQ(rr.losses[0], rb.losses[2]);
   EXPECT_EQ(rr.losses[1], rb.losses[3]);
+  // A resume does not even read the file: one deleted since the run started is no error.
+  resumed.model.init_weights = (dir / "deleted.bin").string();
+  const train::RunSummary rd =
+      train_to(resumed, dir / "b", (dir / "b" / "checkpoints" / "step_00000002").string());
+  ASSERT_EQ(rd.losses.size(), 2u);
+  EXPECT_EQ(rd.losses[1], rb.losses[3]);
   fs::remove_all(dir);
 }
 

@@ -33,8 +33,9 @@ void check_same_run(const train::Config& saved, const train::Config& now, const 
   TS_CHECK(diffs.empty(),
            "checkpoint file '{}': the config changed since the checkpoint: {}. A resumed run "
            "keeps the keys that define the model, data and optimisation (only the layout over "
-           "ranks, threads and micro-batches and how often it logs, evaluates, samples and saves "
-           "may change); start a new run folder to train with different values",
+           "ranks, threads and micro-batches, the device, recomputation, the initial weights "
+           "file and how often it logs, evaluates, samples and saves may change); start a new "
+           "run folder to train with different values",
            file, diffs);
 }
 

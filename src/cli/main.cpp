@@ -45,7 +45,7 @@ int cmd_eval(const std::string& config, const std::vector<std::string>& override
              const std::string& weights) {
   train::Config cfg = train::load_config(config, overrides);
   auto task = train::make_task(cfg);
-  nn::load_weights(task->model(), weights);
+  nn::load_any_weights(task->model(), weights);  // Tessera, Hugging Face GPT-2 or llm.c
   nlohmann::json e = task->evaluate();
   TS_CHECK(!e.empty(), "eval: {} has no evaluation split (data.val_fraction / data.val_path)",
            config);
@@ -71,7 +71,7 @@ int cmd_generate(const std::string& run, std::string config, std::string weights
   g.n_embd = cfg.model.n_embd, g.context = cfg.model.context, g.vocab_size = cfg.model.vocab_size;
   Generator init(0);
   nn::GPT model(g, init);
-  nn::load_weights(model, weights);
+  nn::load_any_weights(model, weights);  // Tessera, Hugging Face GPT-2 or llm.c
   model.eval();
   Generator gen(seed);
   std::cout << prompt << train::generate_text(model, prompt, so, gen) << "\n";

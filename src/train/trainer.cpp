@@ -185,7 +185,10 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     ckpt::CheckpointWriter::remove_stale_temporaries(dir.string());
   }
 
-  std::unique_ptr<Task> task = make_task(cfg, TaskPlacement{rank, world});
+  // A resumed run takes its weights from the checkpoint: the init file is not even read.
+  Config task_cfg = cfg;
+  if (resumed) task_cfg.model.init_weights.clear();
+  std::unique_ptr<Task> task = make_task(task_cfg, TaskPlacement{rank, world});
   if (!device.is_cpu()) task->to_device(device);  // before the engine flattens the parameters
   nn::Module& model = task->model();
   dist::check_same_on_all_ranks(*comm, job_identity(cfg, model), "config");
