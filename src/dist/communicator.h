@@ -108,8 +108,9 @@ struct ShardLayout {
   std::vector<int64_t> bounds;  // world + 1 entries, bounds[0] = 0, bounds[world] = n
 };
 
-// Checks a tensor a collective is given: defined, f32, contiguous, on the cpu (backends on other
-// devices check their own). `what` names the call ("all_reduce: t").
-void check_collective_tensor(const char* what, const Tensor& t);
+// Checks a tensor a collective is given: defined, f32, contiguous and, with cpu_only, on the cpu
+// (backends on other devices check their own; one rank takes any device). `what` names the call
+// ("all_reduce: t").
+void check_collective_tensor(const char* what, const Tensor& t, bool cpu_only = true);
 
 }  // namespace tessera::dist

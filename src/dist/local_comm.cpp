@@ -21,11 +21,9 @@ WorkHandle done() {
   return std::make_shared<DoneWork>();
 }
 
-// check_collective_tensor's checks less the device: one rank accepts tensors on any device.
+// One rank accepts tensors on any device: a collective is a copy or nothing.
 void check_tensor(const char* what, const Tensor& t) {
-  TS_CHECK(t.defined(), "{} is undefined", what);
-  TS_CHECK(t.dtype() == DType::f32, "{} is {}, expected f32", what, t.desc());
-  TS_CHECK(t.is_contiguous(), "{} ({}) is not contiguous", what, t.desc());
+  check_collective_tensor(what, t, /*cpu_only=*/false);
 }
 
 // The checks of a one-rank reduce-scatter or all-gather: `out` receives all of `in`.
