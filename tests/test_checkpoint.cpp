@@ -23,7 +23,6 @@
 
 #include "ckpt/checkpoint.h"
 #include "core/file_io.h"
-#include "data/idx.h"
 #include "dist/local_comm.h"
 #include "gradcheck.h"
 #include "mpi/tiny_job.h"
@@ -387,18 +386,7 @@ TEST(Checkpoint, NonFiniteStepsAreSkippedCountedAndStopTheRunAfterKInARow) {
 // uninterrupted run in every later loss and in its final weights.
 TEST(Checkpoint, ClassifierResumeIsBitExact) {
   const fs::path dir = temp_dir("classifier");
-  Generator g(5);
-  for (const auto& [prefix, n] : {std::pair<std::string, int64_t>{"train", 96}, {"t10k", 32}}) {
-    std::vector<uint8_t> pixels(static_cast<size_t>(n * 28 * 28));
-    std::vector<uint8_t> labels(static_cast<size_t>(n));
-    const std::vector<float> u = Tensor::rand(Shape{n * 28 * 28 + n}, g).to_vector();
-    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = uint8_t(u[i] * 255.f);
-    for (size_t i = 0; i < labels.size(); ++i) labels[i] = uint8_t(u[pixels.size() + i] * 9.99f);
-    data::write_idx((dir / (prefix + "-images-idx3-ubyte")).string(), data::kIdxImagesMagic,
-                    {n, 28, 28}, pixels, false);
-    data::write_idx((dir / (prefix + "-labels-idx1-ubyte")).string(), data::kIdxLabelsMagic, {n},
-                    labels, true);
-  }
+  tessera::testing::write_tiny_images(dir);
   train::Config c = train::parse_config(
       "[model]\nkind = \"mlp\"\nmlp_hidden = 16\nmlp_layers = 2\ndropout = 0.1\n"
       "[data]\nkind = \"fashion-mnist\"\npath = \"" +

@@ -8,7 +8,6 @@
 #include <fstream>
 
 #include "autograd/grad_mode.h"
-#include "data/idx.h"
 #include "gradcheck.h"
 #include "mpi/tiny_job.h"
 #include "nn/classifiers.h"
@@ -224,18 +223,7 @@ TEST(InitWeights, BadFilesNameTheKeyTheFileAndTheProblem) {
 // weights, checked like the GPT (bit-exact first loss, below the first loss from the seed).
 TEST(InitWeights, ClassifierStartsFromAPreviousRun) {
   const fs::path dir = temp_dir("mlp");
-  Generator g(5);
-  for (const auto& [prefix, n] : {std::pair<std::string, int64_t>{"train", 96}, {"t10k", 32}}) {
-    std::vector<uint8_t> pixels(static_cast<size_t>(n * 28 * 28));
-    std::vector<uint8_t> labels(static_cast<size_t>(n));
-    const std::vector<float> u = Tensor::rand(Shape{n * 28 * 28 + n}, g).to_vector();
-    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = uint8_t(u[i] * 255.f);
-    for (size_t i = 0; i < labels.size(); ++i) labels[i] = uint8_t(u[pixels.size() + i] * 9.99f);
-    data::write_idx((dir / (prefix + "-images-idx3-ubyte")).string(), data::kIdxImagesMagic,
-                    {n, 28, 28}, pixels, false);
-    data::write_idx((dir / (prefix + "-labels-idx1-ubyte")).string(), data::kIdxLabelsMagic, {n},
-                    labels, true);
-  }
+  tessera::testing::write_tiny_images(dir);
   const train::Config a = train::parse_config(
       "[model]\nkind = \"mlp\"\nmlp_hidden = 16\nmlp_layers = 2\n"
       "[data]\nkind = \"fashion-mnist\"\npath = \"" +

@@ -4,10 +4,14 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "core/rng.h"
+#include "core/tensor.h"
+#include "data/idx.h"
 #include "train/config.h"
 
 namespace tessera::testing {
@@ -66,6 +70,23 @@ bucket_mb = 0.02
 )",
                                        corpus.string(), steps);
   return train::parse_config(toml, "tiny_gpt_job.toml");
+}
+
+// Random 28x28 images with random labels in Fashion-MNIST's file layout (96 training, 32 test;
+// labels gzipped like the real files) in `dir`, for data.kind = "fashion-mnist" jobs.
+inline void write_tiny_images(const std::filesystem::path& dir) {
+  Generator g(5);
+  for (const auto& [prefix, n] : {std::pair<std::string, int64_t>{"train", 96}, {"t10k", 32}}) {
+    std::vector<uint8_t> pixels(static_cast<size_t>(n * 28 * 28));
+    std::vector<uint8_t> labels(static_cast<size_t>(n));
+    const std::vector<float> u = Tensor::rand(Shape{n * 28 * 28 + n}, g).to_vector();
+    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = uint8_t(u[i] * 255.f);
+    for (size_t i = 0; i < labels.size(); ++i) labels[i] = uint8_t(u[pixels.size() + i] * 9.99f);
+    data::write_idx((dir / (prefix + "-images-idx3-ubyte")).string(), data::kIdxImagesMagic,
+                    {n, 28, 28}, pixels, false);
+    data::write_idx((dir / (prefix + "-labels-idx1-ubyte")).string(), data::kIdxLabelsMagic, {n},
+                    labels, true);
+  }
 }
 
 }  // namespace tessera::testing
