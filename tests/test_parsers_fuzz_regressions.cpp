@@ -102,6 +102,14 @@ TEST(ConfigFuzzRegression, NonAsciiWhereTomlppTestsWhitespaceIsRefused) {
                {"cont.toml:2:1", "continued by a backslash"});
   expect_error([] { train::parse_config("s = \"\"\"a \\  \n\n   \xc2\xa7\"\"\"\n", "c2.toml"); },
                {"c2.toml:3:4", "continued by a backslash"});
+  // A backslash followed by non-ASCII (never a valid escape), in both kinds of basic string,
+  // also after spaces in a """ string (toml++ skips them looking for a line end).
+  expect_error([] { train::parse_config("s = \"a\\\xc2\xa7\"\n", "esc.toml"); },
+               {"esc.toml:1:8", "after a backslash", "escape sequence"});
+  expect_error([] { train::parse_config("s = \"\"\"a\\\xc2\xa7\"\"\"\n", "esc2.toml"); },
+               {"esc2.toml:1:10", "after a backslash"});
+  expect_error([] { train::parse_config("s = \"\"\"a\\  \xc2\xa7\"\"\"\n", "esc3.toml"); },
+               {"esc3.toml:1:12", "after a backslash"});
   // Non-ASCII inside strings (all four kinds) and comments reaches toml++ and reads.
   const std::string ok =
       "# caf\xc3\xa9 \xc2\xa7\n"
@@ -109,6 +117,11 @@ TEST(ConfigFuzzRegression, NonAsciiWhereTomlppTestsWhitespaceIsRefused) {
       "path = \"/d/caf\xc3\xa9 \\\" \xc2\xa7.txt\"  # \xc2\xa7\n";
   EXPECT_EQ(train::parse_config(ok, "ok.toml").data.path, "/d/caf\xc3\xa9 \" \xc2\xa7.txt");
   EXPECT_EQ(train::parse_config("[data]\npath = '/\xc2\xa7'\n", "lit.toml").data.path, "/\xc2\xa7");
+  // An escaped backslash before non-ASCII is content, not an escape of it.
+  EXPECT_EQ(train::parse_config("[data]\npath = \"\\\\\xc2\xa7\"\n", "bs.toml").data.path,
+            "\\\xc2\xa7");
+  EXPECT_EQ(train::parse_config("[data]\npath = \"\"\"\\\\\xc2\xa7\"\"\"\n", "bs2.toml").data.path,
+            "\\\xc2\xa7");
   EXPECT_EQ(
       train::parse_config("[data]\npath = \"\"\"/\xc2\xa7\\\n  x\"\"\"\n", "ml.toml").data.path,
       "/\xc2\xa7x");
@@ -116,7 +129,8 @@ TEST(ConfigFuzzRegression, NonAsciiWhereTomlppTestsWhitespaceIsRefused) {
             "/\xc2\xa7");
   // The crash reproducers found by fuzz_config.
   for (const char* name : {"config-toml++-3.3.0-unreachable-bare-key",
-                           "config-toml++-3.3.0-unreachable-line-ending-backslash"}) {
+                           "config-toml++-3.3.0-unreachable-line-ending-backslash",
+                           "config-toml++-3.3.0-unreachable-escape"}) {
     const std::filesystem::path p =
         std::filesystem::path(TESSERA_SOURCE_DIR) / "fuzz/crashes" / name;
     std::ifstream in(p, std::ios::binary);

@@ -28,6 +28,14 @@ void check_toml_text_for_parser(std::string_view text, std::string_view source) 
         "quoted string or a comment (bare keys are ASCII: quote the key)",
         source, line, i - line_start + 1, where);
   };
+  // An escape is a backslash and ASCII (\n, \", \u00e9, ...); toml++ tests a non-ASCII
+  // character after it for whitespace, which is where its bug lies.
+  const auto refuse_escape = [&](size_t i) {
+    fail(
+        "{}:{}:{}: TOML syntax error: non-ASCII character after a backslash; expected an escape "
+        "sequence (\\n, \\t, \\\", \\\\, \\uXXXX, ...)",
+        source, line, i - line_start + 1);
+  };
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (c == '\n') {
@@ -56,9 +64,10 @@ void check_toml_text_for_parser(std::string_view text, std::string_view source) 
       case State::comment:
         break;
       case State::basic:
-        if (c == '\\')
+        if (c == '\\') {
+          if (i + 1 < text.size() && non_ascii(text[i + 1])) refuse_escape(i + 1);
           ++i;  // the escaped character (a newline here is an error toml++ reports)
-        else if (c == '"')
+        } else if (c == '"')
           state = State::code;
         break;
       case State::literal:
@@ -77,6 +86,7 @@ void check_toml_text_for_parser(std::string_view text, std::string_view source) 
         // whitespace and newlines, testing each character it meets.
         size_t j = i + 1;
         while (j < text.size() && (text[j] == ' ' || text[j] == '\t' || text[j] == '\r')) ++j;
+        if (j < text.size() && non_ascii(text[j])) refuse_escape(j);
         if (j >= text.size() || text[j] != '\n') {
           ++i;  // an ordinary escape: skip the escaped character
           break;
