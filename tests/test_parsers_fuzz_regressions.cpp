@@ -117,6 +117,14 @@ TEST(ConfigFuzzRegression, NonAsciiWhereTomlppTestsWhitespaceIsRefused) {
       "path = \"/d/caf\xc3\xa9 \\\" \xc2\xa7.txt\"  # \xc2\xa7\n";
   EXPECT_EQ(train::parse_config(ok, "ok.toml").data.path, "/d/caf\xc3\xa9 \" \xc2\xa7.txt");
   EXPECT_EQ(train::parse_config("[data]\npath = '/\xc2\xa7'\n", "lit.toml").data.path, "/\xc2\xa7");
+  // A quote inside a bare token does not open a string for toml++: what follows is code.
+  expect_error([] { train::parse_config("x = 1K\"\xc2\xa7\"\n", "bare2.toml"); },
+               {"bare2.toml:1:8", "outside a string"});
+  // Quoted keys and values where toml++ starts them still read non-ASCII.
+  EXPECT_EQ(train::parse_config("[\"data\"]\n\"path\" = \"\xc2\xa7\"\n", "q.toml").data.path,
+            "\xc2\xa7");
+  EXPECT_EQ(train::parse_config("data . \"path\"=\"\xc2\xa7\"\n", "dot.toml").data.path,
+            "\xc2\xa7");
   // An escaped backslash before non-ASCII is content, not an escape of it.
   EXPECT_EQ(train::parse_config("[data]\npath = \"\\\\\xc2\xa7\"\n", "bs.toml").data.path,
             "\\\xc2\xa7");
@@ -130,7 +138,8 @@ TEST(ConfigFuzzRegression, NonAsciiWhereTomlppTestsWhitespaceIsRefused) {
   // The crash reproducers found by fuzz_config.
   for (const char* name : {"config-toml++-3.3.0-unreachable-bare-key",
                            "config-toml++-3.3.0-unreachable-line-ending-backslash",
-                           "config-toml++-3.3.0-unreachable-escape"}) {
+                           "config-toml++-3.3.0-unreachable-escape",
+                           "config-toml++-3.3.0-unreachable-quote-in-bare-value"}) {
     const std::filesystem::path p =
         std::filesystem::path(TESSERA_SOURCE_DIR) / "fuzz/crashes" / name;
     std::ifstream in(p, std::ios::binary);

@@ -17,11 +17,19 @@ bool non_ascii(char c) {
   return static_cast<unsigned char>(c) >= 0x80;
 }
 
+// Whether a quote after `last` (the line's last non-blank character outside strings, '\0' for
+// none) opens a string for toml++: where a key or a value starts. Elsewhere (`x = 1K"...`) it
+// belongs to a bare token, whose characters toml++ tests one by one.
+bool opens_string(char last) {
+  return last == '\0' || last == '=' || last == '[' || last == '{' || last == ',' || last == '.';
+}
+
 }  // namespace
 
 void check_toml_text_for_parser(std::string_view text, std::string_view source) {
   State state = State::code;
   size_t line = 1, line_start = 0;
+  char last = '\0';  // see opens_string
   const auto refuse = [&](size_t i, const char* where) {
     fail(
         "{}:{}:{}: TOML syntax error: non-ASCII character {}; expected it only inside a "
@@ -40,6 +48,7 @@ void check_toml_text_for_parser(std::string_view text, std::string_view source) 
     const char c = text[i];
     if (c == '\n') {
       ++line, line_start = i + 1;
+      last = '\0';
       // A newline ends a comment; inside a one-line string it is toml++'s own error to report.
       if (state == State::comment || state == State::basic || state == State::literal)
         state = State::code;
@@ -47,8 +56,11 @@ void check_toml_text_for_parser(std::string_view text, std::string_view source) 
     }
     switch (state) {
       case State::code:
+        if (c == ' ' || c == '\t' || c == '\r') break;
         if (c == '#') {
           state = State::comment;
+        } else if ((c == '"' || c == '\'') && !opens_string(last)) {
+          last = c;  // part of a bare token (`x = 1K"...`): what follows is tested as code
         } else if (starts(text, i, "\"\"\"")) {
           state = State::ml_basic, i += 2;
         } else if (starts(text, i, "'''")) {
@@ -59,6 +71,8 @@ void check_toml_text_for_parser(std::string_view text, std::string_view source) 
           state = State::literal;
         } else if (non_ascii(c)) {
           refuse(i, "outside a string");
+        } else {
+          last = c;
         }
         break;
       case State::comment:
@@ -67,18 +81,19 @@ void check_toml_text_for_parser(std::string_view text, std::string_view source) 
         if (c == '\\') {
           if (i + 1 < text.size() && non_ascii(text[i + 1])) refuse_escape(i + 1);
           ++i;  // the escaped character (a newline here is an error toml++ reports)
-        } else if (c == '"')
-          state = State::code;
+        } else if (c == '"') {
+          state = State::code, last = c;
+        }
         break;
       case State::literal:
-        if (c == '\'') state = State::code;
+        if (c == '\'') state = State::code, last = c;
         break;
       case State::ml_basic: {
         if (starts(text, i, "\"\"\"")) {
           // Up to two more quotes may belong to the content (""""" ends with two quotes inside).
           i += 2;
           while (i + 1 < text.size() && text[i + 1] == '"') ++i;
-          state = State::code;
+          state = State::code, last = '"';
           break;
         }
         if (c != '\\') break;
@@ -105,7 +120,7 @@ void check_toml_text_for_parser(std::string_view text, std::string_view source) 
         if (starts(text, i, "'''")) {
           i += 2;
           while (i + 1 < text.size() && text[i + 1] == '\'') ++i;
-          state = State::code;
+          state = State::code, last = '\'';
         }
         break;
     }
