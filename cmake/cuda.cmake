@@ -4,6 +4,14 @@
 #
 # On by default when nvcc can be found. CI has nvcc but no GPU: everything compiles and links,
 # and the tests report themselves as skipped ("no CUDA device: <why>").
+# TESSERA_CUDA_EMULATION: the same CUDA sources built with the host compiler against the
+# emulated device (src/emu) instead of nvcc and the toolkit; cmake/cuda_emulation.cmake.
+option(TESSERA_CUDA_EMULATION
+       "Build the CUDA backend for the emulated CUDA device (src/emu): g++, no GPU, no toolkit" OFF)
+if(TESSERA_CUDA_EMULATION)
+  include(${CMAKE_CURRENT_LIST_DIR}/cuda_emulation.cmake)
+  return()
+endif()
 include(CheckLanguage)
 check_language(CUDA)
 set(TESSERA_CUDA_DEFAULT OFF)

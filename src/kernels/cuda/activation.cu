@@ -47,7 +47,7 @@ __global__ void backward_kernel(Activation a, const T* x, const float* gy, T* gx
 template <class T>
 void activation_forward(Activation act, const T* x, T* y, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  forward_kernel<<<grid_for(n), kThreads, 0, s>>>(act, x, y, n);
+  launch<forward_kernel<T>>(grid_for(n), kThreads, 0, s, act, x, y, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -55,7 +55,7 @@ template <class T>
 void activation_backward(Activation act, const T* x, const float* gy, T* gx, int64_t n,
                          cudaStream_t s) {
   if (n <= 0) return;
-  backward_kernel<<<grid_for(n), kThreads, 0, s>>>(act, x, gy, gx, n);
+  launch<backward_kernel<T>>(grid_for(n), kThreads, 0, s, act, x, gy, gx, n);
   CUDA_CHECK_LAUNCH();
 }
 

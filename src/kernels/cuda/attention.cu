@@ -62,7 +62,7 @@ __device__ inline void accumulate_rows(float (&acc)[kDimsPerLane], float w, cons
 
 template <class T>
 __global__ void forward_kernel(Geo g, const T* qkv, T* out, float* lse) {
-  extern __shared__ float smem[];
+  TS_DYNAMIC_SHARED(float, smem);
   const int hs = int(g.hs), ldk = hs + 1;
   float* q_s = smem;               // [kRows][hs]
   float* k_s = q_s + kRows * hs;   // [kTile][hs + 1]
@@ -124,7 +124,7 @@ __global__ void delta_kernel(Geo g, const T* out, const float* dout, float* delt
 template <class T>
 __global__ void dq_kernel(Geo g, const T* qkv, const float* lse, const float* delta,
                           const float* dout, T* dqkv) {
-  extern __shared__ float smem[];
+  TS_DYNAMIC_SHARED(float, smem);
   const int hs = int(g.hs), ldk = hs + 1;
   float* q_s = smem;               // [kRows][hs]
   float* do_s = q_s + kRows * hs;  // [kRows][hs]
@@ -172,7 +172,7 @@ __global__ void dq_kernel(Geo g, const T* qkv, const float* lse, const float* de
 template <class T>
 __global__ void dkv_kernel(Geo g, const T* qkv, const float* lse, const float* delta,
                            const float* dout, T* dqkv) {
-  extern __shared__ float smem[];
+  TS_DYNAMIC_SHARED(float, smem);
   const int hs = int(g.hs), ldq = hs + 1;
   float* k_s = smem;                  // [kRows][hs]: this block's key rows
   float* v_s = k_s + kRows * hs;      // [kRows][hs]
@@ -254,7 +254,7 @@ void attention_forward(const AttentionDims& d, const T* qkv, T* out, float* lse,
   const Geo g = geometry(d);
   if (d.batch == 0 || d.seq == 0) return;
   const size_t smem = size_t(kRows * g.hs + 2 * kTile * (g.hs + 1)) * sizeof(float);
-  forward_kernel<T><<<row_grid(d), kRows * kWarp, smem, s>>>(g, qkv, out, lse);
+  launch<forward_kernel<T>>(row_grid(d), kRows * kWarp, smem, s, g, qkv, out, lse);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -267,15 +267,15 @@ void attention_backward(const AttentionDims& d, const T* qkv, const T* out, cons
   DeviceCachingAllocator& alloc = device_allocator();
   const size_t bytes = size_t(rows) * sizeof(float);
   auto* delta = static_cast<float*>(alloc.allocate_on(bytes, s));
-  delta_kernel<T>
-      <<<unsigned((rows + kRows - 1) / kRows), kRows * kWarp, 0, s>>>(g, out, dout, delta, rows);
+  launch<delta_kernel<T>>(unsigned((rows + kRows - 1) / kRows), kRows * kWarp, 0, s, g, out, dout,
+                          delta, rows);
   CUDA_CHECK_LAUNCH();
   const size_t smem_q = size_t(2 * kRows * g.hs + 2 * kTile * (g.hs + 1)) * sizeof(float);
-  dq_kernel<T><<<row_grid(d), kRows * kWarp, smem_q, s>>>(g, qkv, lse, delta, dout, dqkv);
+  launch<dq_kernel<T>>(row_grid(d), kRows * kWarp, smem_q, s, g, qkv, lse, delta, dout, dqkv);
   CUDA_CHECK_LAUNCH();
   const size_t smem_kv =
       size_t(2 * kRows * g.hs + 2 * kTile * (g.hs + 1) + 2 * kTile) * sizeof(float);
-  dkv_kernel<T><<<row_grid(d), kRows * kWarp, smem_kv, s>>>(g, qkv, lse, delta, dout, dqkv);
+  launch<dkv_kernel<T>>(row_grid(d), kRows * kWarp, smem_kv, s, g, qkv, lse, delta, dout, dqkv);
   CUDA_CHECK_LAUNCH();
   alloc.release(delta, bytes);
 }

@@ -51,8 +51,8 @@ template <class T, int HS>
 void forward_hs(const AttentionTcLaunch& L, const Geo& g, const T* qkv, float* out, float* lse,
                 cudaStream_t s) {
   prepare(tc_forward_kernel<T, HS>, L.smem_forward, "the forward kernel");
-  tc_forward_kernel<T, HS>
-      <<<dim3(L.tiles, L.pairs), L.threads, L.smem_forward, s>>>(g, qkv, out, lse);
+  launch<tc_forward_kernel<T, HS>>(dim3(L.tiles, L.pairs), L.threads, L.smem_forward, s, g, qkv,
+                                   out, lse);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -74,14 +74,14 @@ void backward_hs(const AttentionTcLaunch& L, const AttentionDims& d, const Geo& 
     ~Pooled() { alloc.release(p, bytes); }
   } delta{alloc, static_cast<float*>(alloc.allocate_on(bytes, s)), bytes};
   constexpr int kRowsPerBlock = kThreads / kWarp;
-  tc_delta_kernel<T><<<unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s>>>(
-      g, HS, out, dout, delta.p, rows);
+  launch<tc_delta_kernel<T>>(unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s,
+                             g, HS, out, dout, delta.p, rows);
   CUDA_CHECK_LAUNCH();
-  tc_dq_kernel<T, HS>
-      <<<dim3(L.tiles, L.pairs), L.threads, L.smem_dq, s>>>(g, qkv, lse, delta.p, dout, dqkv);
+  launch<tc_dq_kernel<T, HS>>(dim3(L.tiles, L.pairs), L.threads, L.smem_dq, s, g, qkv, lse, delta.p,
+                              dout, dqkv);
   CUDA_CHECK_LAUNCH();
-  tc_dkv_kernel<T, HS>
-      <<<dim3(L.tiles, L.pairs), L.threads, L.smem_dkv, s>>>(g, qkv, lse, delta.p, dout, dqkv);
+  launch<tc_dkv_kernel<T, HS>>(dim3(L.tiles, L.pairs), L.threads, L.smem_dkv, s, g, qkv, lse,
+                               delta.p, dout, dqkv);
   CUDA_CHECK_LAUNCH();
 }
 

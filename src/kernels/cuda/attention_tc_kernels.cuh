@@ -34,11 +34,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#if defined(__CUDACC__)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
-#endif
 
 #include "core/half.h"
 #include "kernels/cuda/attention_tc.h"
@@ -207,7 +205,7 @@ __global__ void __launch_bounds__(kBlock)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 / f16 WMMA needs sm_80; the host refuses older devices before launching
 #else
-  extern __shared__ __align__(128) unsigned char smem[];
+  TS_DYNAMIC_SHARED(unsigned char, smem);
   constexpr int ld = tile_ld(HS);
   constexpr int kChunks = HS / kTile;  // 64-column chunks of the head (1 or 2)
   T* k_s = reinterpret_cast<T*>(smem);
@@ -372,7 +370,7 @@ __global__ void __launch_bounds__(kBlock)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
-  extern __shared__ __align__(128) unsigned char smem[];
+  TS_DYNAMIC_SHARED(unsigned char, smem);
   constexpr int ld = tile_ld(HS);
   T* q_s = reinterpret_cast<T*>(smem);
   T* do_s = reinterpret_cast<T*>(smem + tile_bytes(HS));
@@ -454,7 +452,7 @@ __global__ void __launch_bounds__(kBlock)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
-  extern __shared__ __align__(128) unsigned char smem[];
+  TS_DYNAMIC_SHARED(unsigned char, smem);
   constexpr int ld = tile_ld(HS);
   unsigned char* at = smem;
   T* k_s = reinterpret_cast<T*>(at);

@@ -113,7 +113,7 @@ void cast(const void* src, DType src_type, void* dst, DType dst_type, int64_t n,
         cudaMemcpyAsync(dst, src, size_t(n) * dtype_size(src_type), cudaMemcpyDeviceToDevice, s));
     return;
   }
-  cast_kernel<<<grid_for(n), kThreads, 0, s>>>(src, src_type, dst, dst_type, n);
+  launch<cast_kernel>(grid_for(n), kThreads, 0, s, src, src_type, dst, dst_type, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -123,7 +123,7 @@ void fill(void* dst, DType type, double value, int64_t n, cudaStream_t s) {
     CUDA_CHECK(cudaMemsetAsync(dst, 0, size_t(n) * dtype_size(type), s));
     return;
   }
-  fill_kernel<<<grid_for(n), kThreads, 0, s>>>(dst, type, float(value), int64_t(value), n);
+  launch<fill_kernel>(grid_for(n), kThreads, 0, s, dst, type, float(value), int64_t(value), n);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -8,6 +8,7 @@
 
 #include "core/half.h"
 #include "cuda/cuda_check.h"
+#include "kernels/cuda/launch.cuh"
 
 namespace tessera::cuda {
 

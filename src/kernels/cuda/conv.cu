@@ -157,14 +157,14 @@ template <class T>
 void im2col(const Conv2dDims& d, const float* x, T* col, cudaStream_t s) {
   const int64_t total = d.patch() * d.pixels();
   if (total <= 0) return;
-  im2col_kernel<<<grid_for(total), kThreads, 0, s>>>(dev(d), x, col, total);
+  launch<im2col_kernel<T>>(grid_for(total), kThreads, 0, s, dev(d), x, col, total);
   CUDA_CHECK_LAUNCH();
 }
 
 void col2im(const Conv2dDims& d, const float* col, float* dx, bool accumulate, cudaStream_t s) {
   const int64_t total = d.cin * d.h * d.w;
   if (total <= 0) return;
-  col2im_kernel<<<grid_for(total), kThreads, 0, s>>>(dev(d), col, dx, accumulate, total);
+  launch<col2im_kernel>(grid_for(total), kThreads, 0, s, dev(d), col, dx, accumulate, total);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -185,7 +185,7 @@ void conv2d_forward(const Conv2dDims& d, const float* x, const float* w, const f
   }
   const int64_t total = d.n * d.cout * P;
   if (b && total > 0) {
-    add_channel_bias_kernel<<<grid_for(total), kThreads, 0, s>>>(y, b, d.cout, P, total);
+    launch<add_channel_bias_kernel>(grid_for(total), kThreads, 0, s, y, b, d.cout, P, total);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -223,7 +223,7 @@ void conv2d_backward(const Conv2dDims& d, const float* x, const float* w, const 
     }
   }
   if (db && d.cout > 0) {
-    channel_sum_kernel<<<unsigned(d.cout), kThreads, 0, s>>>(dy, db, d.n, d.cout, P);
+    launch<channel_sum_kernel>(unsigned(d.cout), kThreads, 0, s, dy, db, d.n, d.cout, P);
     CUDA_CHECK_LAUNCH();
   }
 }
@@ -232,7 +232,7 @@ template <class T>
 void max_pool2d_forward(const Pool2dDims& d, const T* x, T* y, int32_t* argmax, cudaStream_t s) {
   const int64_t total = d.n * d.c * d.ho * d.wo;
   if (total <= 0) return;
-  max_pool_forward_kernel<<<grid_for(total), kThreads, 0, s>>>(d, x, y, argmax, total);
+  launch<max_pool_forward_kernel<T>>(grid_for(total), kThreads, 0, s, d, x, y, argmax, total);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -240,7 +240,7 @@ void max_pool2d_backward(const Pool2dDims& d, const float* dy, const int32_t* ar
                          cudaStream_t s) {
   const int64_t total = d.n * d.c * d.h * d.w;
   if (total <= 0) return;
-  max_pool_backward_kernel<<<grid_for(total), kThreads, 0, s>>>(d, dy, argmax, dx, total);
+  launch<max_pool_backward_kernel>(grid_for(total), kThreads, 0, s, d, dy, argmax, dx, total);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -19,7 +19,8 @@ template <class In, class Out>
 void apply_mask(const In* x, Out* y, int64_t n, float p, uint64_t seed, uint64_t offset,
                 cudaStream_t s) {
   if (n <= 0) return;
-  mask_kernel<<<grid_for(n), kThreads, 0, s>>>(x, y, n, p, 1.f / (1.f - p), seed, offset);
+  launch<mask_kernel<In, Out>>(grid_for(n), kThreads, 0, s, x, y, n, p, 1.f / (1.f - p), seed,
+                               offset);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -97,9 +97,9 @@ double reduce(const float* x, int64_t n, cudaStream_t s) {
   DeviceCachingAllocator& alloc = device_allocator();
   const size_t bytes = (blocks + 1) * sizeof(double);
   auto* buf = static_cast<double*>(alloc.allocate_on(bytes, s));
-  sum_partial_kernel<kSquares><<<blocks, kThreads, 0, s>>>(x, n, buf);
+  launch<sum_partial_kernel<kSquares>>(blocks, kThreads, 0, s, x, n, buf);
   CUDA_CHECK_LAUNCH();
-  sum_final_kernel<<<1, kThreads, 0, s>>>(buf, int(blocks), buf + blocks);
+  launch<sum_final_kernel>(1, kThreads, 0, s, buf, int(blocks), buf + blocks);
   CUDA_CHECK_LAUNCH();
   double out = 0;
   CUDA_CHECK(cudaMemcpyAsync(&out, buf + blocks, sizeof out, cudaMemcpyDeviceToHost, s));
@@ -113,21 +113,21 @@ double reduce(const float* x, int64_t n, cudaStream_t s) {
 template <class T>
 void add(const T* a, const T* b, T* y, int64_t n, int64_t nb, cudaStream_t s) {
   if (n <= 0) return;
-  add_kernel<<<grid_for(n), kThreads, 0, s>>>(a, b, y, n, nb);
+  launch<add_kernel<T>>(grid_for(n), kThreads, 0, s, a, b, y, n, nb);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
 void mul(const T* a, const T* b, T* y, int64_t n, int64_t nb, cudaStream_t s) {
   if (n <= 0) return;
-  mul_kernel<<<grid_for(n), kThreads, 0, s>>>(a, b, y, n, nb);
+  launch<mul_kernel<T>>(grid_for(n), kThreads, 0, s, a, b, y, n, nb);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
 void scale(const T* x, T* y, float a, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  scale_kernel<<<grid_for(n), kThreads, 0, s>>>(x, y, a, n);
+  launch<scale_kernel<T>>(grid_for(n), kThreads, 0, s, x, y, a, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -138,29 +138,31 @@ void sum_rows_acc(const T* x, float* y, int64_t rows, int64_t cols, cudaStream_t
   const int64_t chunks = (rows + chunk - 1) / chunk;
   const dim3 grid(unsigned((cols + kColTile - 1) / kColTile), unsigned(chunks));
   if (chunks == 1) {
-    sum_rows_kernel<<<grid, dim3(kColTile, kRowWarps), 0, s>>>(x, y, nullptr, rows, cols, chunk);
+    launch<sum_rows_kernel<T>>(grid, dim3(kColTile, kRowWarps), 0, s, x, y, nullptr, rows, cols,
+                               chunk);
     CUDA_CHECK_LAUNCH();
     return;
   }
   DeviceCachingAllocator& alloc = device_allocator();
   const size_t bytes = size_t(chunks * cols) * sizeof(float);
   auto* partial = static_cast<float*>(alloc.allocate_on(bytes, s));
-  sum_rows_kernel<<<grid, dim3(kColTile, kRowWarps), 0, s>>>(x, y, partial, rows, cols, chunk);
+  launch<sum_rows_kernel<T>>(grid, dim3(kColTile, kRowWarps), 0, s, x, y, partial, rows, cols,
+                             chunk);
   CUDA_CHECK_LAUNCH();
-  sum_chunks_kernel<<<grid_for(cols), kThreads, 0, s>>>(partial, y, chunks, cols);
+  launch<sum_chunks_kernel>(grid_for(cols), kThreads, 0, s, partial, y, chunks, cols);
   CUDA_CHECK_LAUNCH();
   alloc.release(partial, bytes);  // reused in stream order: later work on s runs after the sum
 }
 
 void add_inplace(float* dst, const float* src, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  add_inplace_kernel<<<grid_for(n), kThreads, 0, s>>>(dst, src, n);
+  launch<add_inplace_kernel>(grid_for(n), kThreads, 0, s, dst, src, n);
   CUDA_CHECK_LAUNCH();
 }
 
 void axpy(float* y, const float* x, float a, int64_t n, cudaStream_t s) {
   if (n <= 0) return;
-  axpy_kernel<<<grid_for(n), kThreads, 0, s>>>(y, x, a, n);
+  launch<axpy_kernel>(grid_for(n), kThreads, 0, s, y, x, a, n);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -47,7 +47,7 @@ __global__ void embedding_backward_kernel(const float* gy, const int32_t* packed
 template <class T>
 void embedding_forward(const T* w, const int32_t* ids, T* y, int64_t n, int64_t C, cudaStream_t s) {
   if (n <= 0) return;
-  embedding_forward_kernel<<<unsigned(n), kThreads, 0, s>>>(w, ids, y, C);
+  launch<embedding_forward_kernel<T>>(unsigned(n), kThreads, 0, s, w, ids, y, C);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -75,8 +75,8 @@ void embedding_backward(const float* gy, const cpu::IdGroups& groups, float* dw,
     pinned_allocator().record_use(staging.data(), s);
   }
   const dim3 grid(unsigned(groups.count), unsigned((C + kBackwardCols - 1) / kBackwardCols));
-  embedding_backward_kernel<<<grid, kBackwardCols, 0, s>>>(gy, packed, groups.count, dw, C,
-                                                           accumulate);
+  launch<embedding_backward_kernel>(grid, kBackwardCols, 0, s, gy, packed, groups.count, dw, C,
+                                    accumulate);
   CUDA_CHECK_LAUNCH();
   alloc.release(packed, bytes);  // reused on `s` only after the kernel (stream order)
 }

@@ -179,16 +179,16 @@ void run_epilogue(const GemmArgs& g, cudaStream_t s) {
   const bool gelu = g.epilogue == Epilogue::bias_gelu;
   switch (g.c_type) {
     case DType::f32:
-      epilogue_kernel<<<grid_for(total), kThreads, 0, s>>>(
-          static_cast<float*>(g.c), g.bias, static_cast<float*>(g.gelu_aux), gelu, total, g.n);
+      launch<epilogue_kernel<float>>(grid_for(total), kThreads, 0, s, static_cast<float*>(g.c),
+                                     g.bias, static_cast<float*>(g.gelu_aux), gelu, total, g.n);
       break;
     case DType::bf16:
-      epilogue_kernel<<<grid_for(total), kThreads, 0, s>>>(
-          static_cast<bf16*>(g.c), g.bias, static_cast<bf16*>(g.gelu_aux), gelu, total, g.n);
+      launch<epilogue_kernel<bf16>>(grid_for(total), kThreads, 0, s, static_cast<bf16*>(g.c),
+                                    g.bias, static_cast<bf16*>(g.gelu_aux), gelu, total, g.n);
       break;
     default:
-      epilogue_kernel<<<grid_for(total), kThreads, 0, s>>>(
-          static_cast<f16*>(g.c), g.bias, static_cast<f16*>(g.gelu_aux), gelu, total, g.n);
+      launch<epilogue_kernel<f16>>(grid_for(total), kThreads, 0, s, static_cast<f16*>(g.c), g.bias,
+                                   static_cast<f16*>(g.gelu_aux), gelu, total, g.n);
       break;
   }
   CUDA_CHECK_LAUNCH();

@@ -121,15 +121,15 @@ void param_grads(const T* x, const float* mean, const float* rstd, const float* 
   auto* part = static_cast<float*>(alloc.allocate_on(bytes, s));
   float* part_b = (!kRms && db) ? part + chunks * C : nullptr;
   const dim3 grid(unsigned((C + kColTile - 1) / kColTile), unsigned(chunks));
-  norm_param_partial_kernel<T, kRms>
-      <<<grid, dim3(kColTile, kRowWarps), 0, s>>>(x, mean, rstd, gy, part, part_b, rows, C, chunk);
+  launch<norm_param_partial_kernel<T, kRms>>(grid, dim3(kColTile, kRowWarps), 0, s, x, mean, rstd,
+                                             gy, part, part_b, rows, C, chunk);
   CUDA_CHECK_LAUNCH();
   if (dw) {
-    sum_chunks_kernel<<<grid_for(C), kThreads, 0, s>>>(part, chunks, C, dw);
+    launch<sum_chunks_kernel>(grid_for(C), kThreads, 0, s, part, chunks, C, dw);
     CUDA_CHECK_LAUNCH();
   }
   if (part_b) {
-    sum_chunks_kernel<<<grid_for(C), kThreads, 0, s>>>(part_b, chunks, C, db);
+    launch<sum_chunks_kernel>(grid_for(C), kThreads, 0, s, part_b, chunks, C, db);
     CUDA_CHECK_LAUNCH();
   }
   alloc.release(part, bytes);  // stream-ordered: reuse on s waits behind these kernels
@@ -141,8 +141,8 @@ template <class T>
 void layer_norm_forward(const T* x, const float* w, const float* b, T* y, float* mean, float* rstd,
                         int64_t rows, int64_t C, float eps, cudaStream_t s) {
   if (rows <= 0) return;
-  norm_forward_kernel<T, false>
-      <<<unsigned(rows), kNormThreads, 0, s>>>(x, w, b, y, mean, rstd, C, eps);
+  launch<norm_forward_kernel<T, false>>(unsigned(rows), kNormThreads, 0, s, x, w, b, y, mean, rstd,
+                                        C, eps);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -156,8 +156,8 @@ void layer_norm_backward(const T* x, const float* w, const float* mean, const fl
     return;
   }
   if (gx) {
-    norm_backward_input_kernel<T, false>
-        <<<unsigned(rows), kNormThreads, 0, s>>>(x, w, mean, rstd, gy, gx, C);
+    launch<norm_backward_input_kernel<T, false>>(unsigned(rows), kNormThreads, 0, s, x, w, mean,
+                                                 rstd, gy, gx, C);
     CUDA_CHECK_LAUNCH();
   }
   if (dw || db) {
@@ -170,8 +170,8 @@ template <class T>
 void rms_norm_forward(const T* x, const float* w, T* y, float* rstd, int64_t rows, int64_t C,
                       float eps, cudaStream_t s) {
   if (rows <= 0) return;
-  norm_forward_kernel<T, true>
-      <<<unsigned(rows), kNormThreads, 0, s>>>(x, w, nullptr, y, nullptr, rstd, C, eps);
+  launch<norm_forward_kernel<T, true>>(unsigned(rows), kNormThreads, 0, s, x, w, nullptr, y,
+                                       nullptr, rstd, C, eps);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -183,8 +183,8 @@ void rms_norm_backward(const T* x, const float* w, const float* rstd, const floa
     return;
   }
   if (gx) {
-    norm_backward_input_kernel<T, true>
-        <<<unsigned(rows), kNormThreads, 0, s>>>(x, w, nullptr, rstd, gy, gx, C);
+    launch<norm_backward_input_kernel<T, true>>(unsigned(rows), kNormThreads, 0, s, x, w, nullptr,
+                                                rstd, gy, gx, C);
     CUDA_CHECK_LAUNCH();
   }
   if (dw) param_grads<T, true>(x, nullptr, rstd, gy, dw, nullptr, rows, C, s);

@@ -73,7 +73,7 @@ __global__ void unscale_kernel(float* g, int64_t n, float inv, int* flag) {
 
 void adamw_step(const AdamWStep& a, cudaStream_t s) {
   if (a.n <= 0) return;
-  adamw_kernel<<<grid_for(a.n), kThreads, 0, s>>>(a);
+  launch<adamw_kernel>(grid_for(a.n), kThreads, 0, s, a);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -85,7 +85,7 @@ void sgd_step(const SGDStep& a, cudaStream_t s) {
   TS_CHECK(a.weight_decay == 0.f || (a.runs && a.nruns > 0),
            "cuda sgd_step: weight_decay {} needs the decay runs (got {} runs)", a.weight_decay,
            a.nruns);
-  sgd_kernel<<<grid_for(a.n), kThreads, 0, s>>>(a);
+  launch<sgd_kernel>(grid_for(a.n), kThreads, 0, s, a);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -100,7 +100,7 @@ void adamw_coefficients(AdamWStep& a, float lr, float weight_decay, int64_t t) {
 
 void unscale_and_check(float* g, int64_t n, float inv_scale, int* nonfinite_flag, cudaStream_t s) {
   if (n <= 0) return;
-  unscale_kernel<<<grid_for(n), kThreads, 0, s>>>(g, n, inv_scale, nonfinite_flag);
+  launch<unscale_kernel>(grid_for(n), kThreads, 0, s, g, n, inv_scale, nonfinite_flag);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -103,14 +103,14 @@ __global__ void ce_backward_kernel(const T* logits, const int32_t* targets, cons
 template <class T>
 void softmax_forward(const T* x, T* y, int64_t rows, int64_t C, cudaStream_t s) {
   if (rows <= 0) return;
-  softmax_forward_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(x, y, C);
+  launch<softmax_forward_kernel<T>>(unsigned(rows), kRowThreads, 0, s, x, y, C);
   CUDA_CHECK_LAUNCH();
 }
 
 template <class T>
 void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t C, cudaStream_t s) {
   if (rows <= 0) return;
-  softmax_backward_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(y, gy, gx, C);
+  launch<softmax_backward_kernel<T>>(unsigned(rows), kRowThreads, 0, s, y, gy, gx, C);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -125,10 +125,10 @@ CrossEntropySum cross_entropy_forward(const T* logits, const int32_t* targets, f
   char* buf = static_cast<char*>(alloc.allocate_on(bytes, s));
   auto* sums = reinterpret_cast<double*>(buf);  // [loss, count] first: 8-byte aligned
   auto* row_loss = reinterpret_cast<float*>(buf + 2 * sizeof(double));
-  ce_forward_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(logits, targets, lse, row_loss, V,
-                                                           ignore_index);
+  launch<ce_forward_kernel<T>>(unsigned(rows), kRowThreads, 0, s, logits, targets, lse, row_loss, V,
+                               ignore_index);
   CUDA_CHECK_LAUNCH();
-  ce_sum_kernel<<<1, 1024, 0, s>>>(row_loss, targets, rows, ignore_index, sums);
+  launch<ce_sum_kernel>(1, 1024, 0, s, row_loss, targets, rows, ignore_index, sums);
   CUDA_CHECK_LAUNCH();
   double host[2];
   CUDA_CHECK(cudaMemcpyAsync(host, sums, sizeof host, cudaMemcpyDeviceToHost, s));
@@ -143,8 +143,8 @@ template <class T>
 void cross_entropy_backward(const T* logits, const int32_t* targets, const float* lse, float scale,
                             T* gx, int64_t rows, int64_t V, int32_t ignore_index, cudaStream_t s) {
   if (rows <= 0) return;
-  ce_backward_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(logits, targets, lse, scale, gx, V,
-                                                            ignore_index);
+  launch<ce_backward_kernel<T>>(unsigned(rows), kRowThreads, 0, s, logits, targets, lse, scale, gx,
+                                V, ignore_index);
   CUDA_CHECK_LAUNCH();
 }
 

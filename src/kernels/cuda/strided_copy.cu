@@ -25,9 +25,9 @@ __global__ void strided_copy_kernel(const Word* src, Word* dst, StridedView v, i
 }
 
 template <class Word>
-void launch(const void* src, void* dst, const StridedView& v, int64_t n, cudaStream_t s) {
-  strided_copy_kernel<Word><<<grid_for(n), kThreads, 0, s>>>(static_cast<const Word*>(src),
-                                                             static_cast<Word*>(dst), v, n);
+void copy_words(const void* src, void* dst, const StridedView& v, int64_t n, cudaStream_t s) {
+  launch<strided_copy_kernel<Word>>(grid_for(n), kThreads, 0, s, static_cast<const Word*>(src),
+                                    static_cast<Word*>(dst), v, n);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -46,13 +46,13 @@ void strided_copy(const void* src, void* dst, const StridedView& view, size_t el
   if (n == 0) return;
   switch (elem_size) {
     case 1:
-      return launch<uint8_t>(src, dst, view, n, s);
+      return copy_words<uint8_t>(src, dst, view, n, s);
     case 2:
-      return launch<uint16_t>(src, dst, view, n, s);
+      return copy_words<uint16_t>(src, dst, view, n, s);
     case 4:
-      return launch<uint32_t>(src, dst, view, n, s);
+      return copy_words<uint32_t>(src, dst, view, n, s);
     case 8:
-      return launch<uint64_t>(src, dst, view, n, s);
+      return copy_words<uint64_t>(src, dst, view, n, s);
     default:
       fail("cuda strided_copy: element size {} bytes unsupported (expected 1, 2, 4 or 8)",
            elem_size);

@@ -1,0 +1,61 @@
+# The CUDA backend on the emulated CUDA device (src/emu; docs/CUDA.md, "The emulated device"):
+# the same sources as the nvcc build (src/cuda/*.cu, src/kernels/cuda/*.cu), compiled as C++ by
+# the host compiler against src/emu/include (cuda_runtime.h, cublasLt.h, nccl.h, mma.h, ...),
+# which stand in for the toolkit's headers; no GPU, no toolkit, no libcudart/cuBLASLt/NCCL.
+# Every test in tests/cuda runs (none skips for want of a device), plus the emulator's own tests
+# in tests/emu. Included from cmake/cuda.cmake, which it replaces in such a build.
+file(GLOB TESSERA_CUDA_HOST_SOURCES CONFIGURE_DEPENDS src/cuda/*.cu)
+file(GLOB TESSERA_CUDA_KERNEL_SOURCES CONFIGURE_DEPENDS src/kernels/cuda/*.cu)
+file(GLOB TESSERA_EMU_SOURCES CONFIGURE_DEPENDS src/emu/*.cpp)
+set_source_files_properties(${TESSERA_CUDA_HOST_SOURCES} ${TESSERA_CUDA_KERNEL_SOURCES}
+                            PROPERTIES LANGUAGE CXX)
+target_sources(tessera PRIVATE ${TESSERA_CUDA_HOST_SOURCES} ${TESSERA_CUDA_KERNEL_SOURCES}
+                               ${TESSERA_EMU_SOURCES})
+# Before every other include folder, so that <cuda_runtime.h> & co. are the emulator's even
+# where a toolkit is installed.
+target_include_directories(tessera BEFORE PUBLIC src/emu/include)
+target_compile_definitions(tessera PUBLIC TESSERA_HAVE_CUDA=1 TESSERA_CUDA_EMULATION=1)
+# .cu files are compiled as C++ (-x c++: CMake passes the language for LANGUAGE CXX sources).
+find_package(Threads REQUIRED)
+target_link_libraries(tessera PUBLIC Threads::Threads)
+add_library(tessera_cuda INTERFACE)
+target_link_libraries(tessera_cuda INTERFACE tessera)
+message(STATUS "CUDA backend: emulated CUDA device (src/emu), host compiler ${CMAKE_CXX_COMPILER}")
+
+if(TESSERA_BUILD_TESTS)
+  file(GLOB TESSERA_CUDA_TEST_SOURCES CONFIGURE_DEPENDS tests/cuda/test_*.cpp tests/emu/test_*.cpp)
+  foreach(src ${TESSERA_CUDA_TEST_SOURCES})
+    get_filename_component(name ${src} NAME_WE)
+    add_executable(${name} ${src})
+    target_compile_options(${name} PRIVATE ${TESSERA_WARNINGS} ${TESSERA_OPT})
+    # test_nccl_* and test_emu_nccl have their own main (the CPU communicator, MPI under mpirun).
+    if(name MATCHES "nccl")
+      target_link_libraries(${name} PRIVATE tessera_cuda GTest::gtest)
+    else()
+      target_link_libraries(${name} PRIVATE tessera_cuda GTest::gtest GTest::gtest_main)
+    endif()
+    target_include_directories(${name} PRIVATE tests tests/cuda)
+    target_compile_definitions(${name} PRIVATE TESSERA_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST
+                         PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS "cuda;emu"
+                         TIMEOUT 600)
+  endforeach()
+  if(TESSERA_HAVE_MPI)
+    foreach(name test_nccl_comm test_emu_nccl)
+      if(TARGET ${name})
+        add_test(NAME ${name}_2_ranks
+                 COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root -np 2
+                         $<TARGET_FILE:${name}>)
+        set_tests_properties(${name}_2_ranks PROPERTIES
+                             ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none"
+                             LABELS "cuda;emu;mpi" TIMEOUT 300)
+      endif()
+    endforeach()
+  endif()
+endif()
+
+if(NOT TARGET bench_train_step)
+  add_executable(bench_train_step bench/bench_train_step.cpp)
+  target_compile_options(bench_train_step PRIVATE ${TESSERA_WARNINGS} ${TESSERA_OPT})
+  target_link_libraries(bench_train_step PRIVATE tessera)
+endif()

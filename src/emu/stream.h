@@ -1,0 +1,80 @@
+// The stream and event objects behind cudaStream_t / cudaEvent_t on the emulated device
+// (internal to src/emu; stream.cpp).
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "emu/device.h"
+
+struct CUstream_st {
+  struct Dep {
+    CUstream_st* stream;
+    uint64_t pos;  // wait until that stream has completed this many tasks
+  };
+  struct Task {
+    std::string what;
+    std::function<void()> fn;  // null: a marker (event record, event wait)
+    std::vector<Dep> deps;
+  };
+
+  CUstream_st(unsigned flags, int priority, bool legacy);
+  CUstream_st(const CUstream_st&) = delete;
+  CUstream_st& operator=(const CUstream_st&) = delete;
+
+  // Queues a task; returns its position (the stream has run it once `completed` reaches it).
+  uint64_t push(std::string what, std::function<void()> fn, std::vector<Dep> deps);
+  uint64_t position();  // tasks queued so far
+  bool reached(uint64_t pos);
+  void wait_for(uint64_t pos);
+  // Runs what is queued, then ends the thread (cudaStreamDestroy). The object itself stays:
+  // other streams' dependencies may still name it.
+  void shutdown();
+
+  const unsigned flags;
+  const int priority;
+  const bool is_legacy;
+  std::atomic<bool> destroyed{false};
+
+ private:
+  void run();
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Task> queue;
+  uint64_t enqueued = 0, completed = 0;
+  bool stop = false;
+  std::thread worker;  // last: starts once the rest is built
+};
+
+// An event: where in which stream it was last recorded, and when that point ran (for
+// cudaEventElapsedTime). Shared with the record task, which may run after cudaEventDestroy.
+struct EventState {
+  std::mutex mu;
+  CUstream_st* stream = nullptr;  // null until recorded
+  uint64_t pos = 0;
+  double ran_at_ms = 0;
+};
+struct CUevent_st {
+  unsigned flags = 0;
+  std::shared_ptr<EventState> state = std::make_shared<EventState>();
+};
+
+namespace tessera::emu {
+CUstream_st* legacy_stream();
+CUstream_st* resolve(cudaStream_t s);
+CUstream_st* create_stream(unsigned flags, int priority);
+std::vector<CUstream_st*> all_streams();
+// Records a device fault: prints the report once and makes the error sticky.
+void raise_sticky(cudaError_t code, const std::string& report);
+// TESSERA_EMU_STREAM_DELAY_US (runtime.h); the work the calling stream thread runs.
+unsigned stream_delay_us();
+void set_current_work(const std::string* what);
+}  // namespace tessera::emu
