@@ -137,7 +137,9 @@ class GPTTask final : public Task {
              cfg_.model.context);
     std::vector<int32_t> positions(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(t);
-    Tensor pos = Tensor::from_ints(positions, Shape{T});
+    // On the ids' device, as in GPT::forward (a CPU tensor here made every ZeRO-3 step on a GPU
+    // fail; found by the emulated CUDA device).
+    Tensor pos = Tensor::from_ints(positions, Shape{T}).to(ids.device());
     gather_->enter(0);
     Tensor x = m.drop.forward(ops::add(m.wte.forward(ids), m.wpe.forward(pos)));
     x = gather_->exit(0, x);

@@ -5,11 +5,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <tuple>
 
 #include "core/error.h"
 #include "cuda/allocator.h"
 #include "kernels/cpu/activation_math.h"
+#include "kernels/cuda/cast.h"
 #include "kernels/cuda/common.cuh"
 
 namespace tessera::cuda {
@@ -208,10 +210,42 @@ void check_args(const GemmArgs& g) {
            g.n, g.k);
 }
 
+// A pooled f32 buffer released in stream order (also when a call throws).
+struct PooledF32 {
+  PooledF32(int64_t n, cudaStream_t s)
+      : bytes(size_t(n) * sizeof(float)),
+        p(static_cast<float*>(device_allocator().allocate_on(bytes, s))) {}
+  ~PooledF32() { device_allocator().release(p, bytes); }
+  PooledF32(const PooledF32&) = delete;
+  PooledF32& operator=(const PooledF32&) = delete;
+  size_t bytes;
+  float* p;
+};
+
+// cuBLASLt has no GEMM from f32 operands to a 16-bit output (its type table pairs f32 A/B with
+// f32 C/D only; found by the emulated device, whose cuBLASLt refuses what the real one does):
+// compute the product and the epilogue in f32, then round C (and the GELU input) once.
+void gemm_f32_to_16bit(const GemmArgs& g, cudaStream_t s) {
+  const int64_t total = g.batch * g.m * g.n;
+  PooledF32 c32(total, s);
+  std::optional<PooledF32> aux32;
+  if (g.gelu_aux) aux32.emplace(total, s);
+  if (g.accumulate) cast(g.c, g.c_type, c32.p, DType::f32, total, s);
+  GemmArgs f = g;
+  f.c_type = DType::f32;
+  f.c = c32.p;
+  f.gelu_aux = aux32 ? aux32->p : nullptr;
+  gemm(f, s);
+  cast(c32.p, DType::f32, g.c, g.c_type, total, s);
+  if (aux32) cast(aux32->p, DType::f32, g.gelu_aux, g.c_type, total, s);
+}
+
 }  // namespace
 
 void gemm(const GemmArgs& g, cudaStream_t s) {
   check_args(g);
+  if (g.ab_type == DType::f32 && g.c_type != DType::f32 && g.k > 0 && g.m > 0 && g.n > 0)
+    return gemm_f32_to_16bit(g, s);
   if (g.m == 0 || g.n == 0) return;
   if (g.k == 0) {  // A·B is all zeros: C = 0 (or unchanged), then the epilogue
     if (!g.accumulate)
