@@ -16,7 +16,7 @@
 // same frame from there. A new fiber's stack is laid out as such a frame whose return address
 // is its entry function.
 asm(R"(
-  .text
+  .pushsection .text
   .globl tessera_emu_switch
   .type tessera_emu_switch,@function
 tessera_emu_switch:
@@ -42,7 +42,7 @@ tessera_emu_switch:
   popq %rbp
   ret
   .size tessera_emu_switch,.-tessera_emu_switch
-  .section .note.GNU-stack,"",@progbits
+  .popsection
 )");
 
 extern "C" void tessera_emu_switch(void** save_sp, void* new_sp);

@@ -47,13 +47,12 @@ void launch_kernel(std::string_view name, const void* kernel, dim3 grid, dim3 bl
 // "tessera::cuda::add_kernel<float>" for the kernel given as a template argument.
 template <auto Kernel>
 std::string_view kernel_name() {
-  static const std::string name = [] {
-    std::string_view f = __PRETTY_FUNCTION__;  // "... [with auto Kernel = NAME]"
+  static const std::string name = [](std::string_view f) {  // "... [with auto Kernel = NAME]"
     const size_t b = f.find("Kernel = ");
     if (b == std::string_view::npos) return std::string(f);
     f.remove_prefix(b + 9);
     return std::string(f.substr(0, f.find_first_of(";]")));
-  }();
+  }(__PRETTY_FUNCTION__);
   return name;
 }
 

@@ -73,10 +73,10 @@ std::string describe_locked(const Registry& r, uintptr_t p, size_t bytes) {
   const std::string alloc = std::to_string(a->bytes) + "-byte device allocation at " + hex(a->user);
   if (a->freed) return "inside a " + alloc + " that was freed";
   if (p < a->user) return std::to_string(a->user - p) + " bytes before a " + alloc;
-  if (p + bytes > a->user + a->bytes) {
-    const size_t past = p + bytes - (a->user + a->bytes);
-    return std::to_string(past) + " bytes past the end of a " + alloc;
-  }
+  // bytes == 0: a single faulting address, reported by how far past the end it lies.
+  const uintptr_t end = a->user + a->bytes;
+  if (p + (bytes ? bytes : 1) > end)
+    return std::to_string(p + bytes - end) + " bytes past the end of a " + alloc;
   return "";
 }
 
@@ -192,7 +192,7 @@ std::string describe_address(const void* p) {
   Registry& r = registry();
   std::unique_lock lk(r.mu, std::try_to_lock);
   if (!lk.owns_lock()) return "";
-  return describe_locked(r, reinterpret_cast<uintptr_t>(p), 1);
+  return describe_locked(r, reinterpret_cast<uintptr_t>(p), 0);
 }
 
 }  // namespace tessera::emu

@@ -14,9 +14,12 @@
 //   blocking stream (those created without cudaStreamNonBlocking), as in CUDA.
 //   TESSERA_EMU_STREAM_DELAY_US=N makes every stream sleep N microseconds before each task, so a
 //   missing wait turns into wrong numbers every time, not once in a while.
-// - Errors are sticky: a kernel that faults (out of bounds, __trap, a failed check) poisons the
-//   device, as on a GPU; the report is printed to stderr and, in TESSERA_EMU_FAULT=abort mode
-//   (the default), the process aborts at once, naming what failed.
+// - Errors are sticky: work that faults (__trap, a barrier deadlock, a bad pointer given to a
+//   copy, cuBLASLt or NCCL) poisons the device, as on a GPU: the report, naming the kernel, block
+//   and thread or the call, is printed to stderr, every later call answers the error and
+//   cudaGetErrorString gives the report. TESSERA_EMU_FAULT=abort aborts at the first fault
+//   instead. A kernel's access to memory it does not own (past an allocation, freed memory)
+//   faults in hardware terms (a guard page) and aborts at once with the same kind of report.
 #pragma once
 #include <cstddef>
 #include <cstdint>
