@@ -45,9 +45,11 @@ void check_device_range(const void* p, size_t bytes, Access access, const std::s
 // True when p points into a live device allocation (cudaMalloc).
 bool is_device_pointer(const void* p);
 
-// Host waits since the process started (cudaStreamSynchronize, cudaEventSynchronize,
-// cudaDeviceSynchronize, synchronous copies and memsets, cudaFree): the emulator's count of
-// the points where the host blocked on the device.
+// Host waits since the process started: the synchronising calls (cudaStreamSynchronize,
+// cudaEventSynchronize, cudaDeviceSynchronize, synchronous copies and memsets, cudaFree) made
+// while the stream had work the host had not yet seen complete: the points where the host
+// blocks and, on a GPU, the device runs dry behind it. A second synchronisation with nothing
+// queued in between is not counted again.
 uint64_t host_waits();
 void count_host_wait();
 

@@ -227,9 +227,14 @@ cudaError_t cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize() {
-  count_host_wait();
-  for (CUstream_st* s : all_streams())
-    if (!s->destroyed) s->wait_for(s->position());
+  bool waited = false;
+  for (CUstream_st* s : all_streams()) {
+    if (s->destroyed) continue;
+    const uint64_t pos = s->position();
+    waited = s->host_observes(pos) || waited;
+    s->wait_for(pos);
+  }
+  if (waited) count_host_wait();
   return status();
 }
 cudaError_t cudaGetLastError() {
@@ -448,7 +453,9 @@ cudaError_t cudaEventQuery(cudaEvent_t event) {
   if (!event) return cudaErrorInvalidResourceHandle;
   std::lock_guard lk(event->state->mu);
   if (!event->state->stream) return cudaSuccess;
-  return event->state->stream->reached(event->state->pos) ? cudaSuccess : cudaErrorNotReady;
+  if (!event->state->stream->reached(event->state->pos)) return cudaErrorNotReady;
+  event->state->stream->host_observes(event->state->pos);  // seen done without waiting
+  return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (!event) return cudaErrorInvalidResourceHandle;
@@ -457,7 +464,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
     std::lock_guard lk(event->state->mu);
     dep = {event->state->stream, event->state->pos};
   }
-  count_host_wait();
+  if (dep.stream && dep.stream->host_observes(dep.pos)) count_host_wait();
   if (dep.stream) dep.stream->wait_for(dep.pos);
   return status();
 }

@@ -65,8 +65,9 @@ void enqueue(cudaStream_t s, std::string what, std::function<void()> task) {
 
 void wait_stream(cudaStream_t s) {
   CUstream_st* st = resolve(s);
-  count_host_wait();
-  st->wait_for(st->position());
+  const uint64_t pos = st->position();
+  if (st->host_observes(pos)) count_host_wait();
+  st->wait_for(pos);
 }
 
 const std::string& current_work() {
@@ -106,6 +107,13 @@ uint64_t CUstream_st::position() {
 bool CUstream_st::reached(uint64_t pos) {
   std::lock_guard lk(mu);
   return completed >= pos;
+}
+
+bool CUstream_st::host_observes(uint64_t pos) {
+  std::lock_guard lk(mu);
+  if (pos <= host_seen) return false;
+  host_seen = pos;
+  return true;
 }
 
 void CUstream_st::wait_for(uint64_t pos) {

@@ -34,6 +34,11 @@ struct CUstream_st {
   uint64_t position();  // tasks queued so far
   bool reached(uint64_t pos);
   void wait_for(uint64_t pos);
+  // The host has seen this stream complete up to `pos` (a synchronisation, or a query that found
+  // it done). True when that is news, i.e. work queued since the host last looked: what makes a
+  // synchronising call a host wait. Depends only on the host's own order of calls, so counts
+  // are deterministic whatever the stream threads' timing.
+  bool host_observes(uint64_t pos);
   // Runs what is queued, then ends the thread (cudaStreamDestroy). The object itself stays:
   // other streams' dependencies may still name it.
   void shutdown();
@@ -50,6 +55,7 @@ struct CUstream_st {
   std::condition_variable cv;
   std::deque<Task> queue;
   uint64_t enqueued = 0, completed = 0;
+  uint64_t host_seen = 0;
   bool stop = false;
   std::thread worker;  // last: starts once the rest is built
 };

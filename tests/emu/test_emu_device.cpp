@@ -310,12 +310,15 @@ TEST(EmuDevice, LegacyDefaultStreamOrdersBlockingStreams) {
 }
 
 TEST(EmuDevice, HostWaitsAreCounted) {
-  const uint64_t before = emu::host_waits();
-  ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);
   float* d = device_alloc<float>(1);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const uint64_t before = emu::host_waits();
+  ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);  // nothing new queued: not a wait
+  EXPECT_EQ(emu::host_waits(), before);
   float h = 0;
-  ASSERT_EQ(cudaMemcpy(&h, d, 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  EXPECT_EQ(emu::host_waits(), before + 2);
+  ASSERT_EQ(cudaMemcpy(&h, d, 4, cudaMemcpyDeviceToHost), cudaSuccess);  // waits for the copy
+  ASSERT_EQ(cudaStreamSynchronize(nullptr), cudaSuccess);                // already seen done
+  EXPECT_EQ(emu::host_waits(), before + 1);
 }
 
 }  // namespace

@@ -1,0 +1,55 @@
+// How often a training step on the (emulated) GPU makes the host wait for the device. Each wait
+// is a stall of the host's queueing of kernels: on a GPU, the time the device runs dry. Counted
+// by the emulated runtime (tessera::emu::host_waits), per step, for a tiny GPT.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "dist/local_comm.h"
+#include "emu/device.h"
+#include "mpi/tiny_job.h"
+#include "train/trainer.h"
+
+using namespace tessera;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<uint64_t> waits_per_step(const std::string& precision, int64_t log_every) {
+  const fs::path dir = fs::temp_directory_path() / "tessera_test_emu_host_waits";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  train::Config c = tessera::testing::tiny_gpt_job(tessera::testing::write_tiny_corpus(dir), 12);
+  c.train.device = "cuda";
+  c.train.precision = precision;
+  c.train.eval_every = 0;
+  c.train.log_every = log_every;
+  train::RunOptions o;
+  o.out_dir = (dir / "run").string();
+  o.plot = false;
+  o.console = stderr;
+  o.comm = std::make_shared<dist::LocalCommunicator>();
+  std::vector<uint64_t> marks;
+  o.on_step = [&](int64_t, double, dist::DataParallel&) { marks.push_back(emu::host_waits()); };
+  train::run_training(c, o);
+  std::vector<uint64_t> per_step;
+  for (size_t i = 1; i < marks.size(); ++i) per_step.push_back(marks[i] - marks[i - 1]);
+  return per_step;
+}
+
+TEST(EmuHostWaits, CountedPerTrainingStep) {
+  for (const char* precision : {"f32", "fp16"}) {
+    const std::vector<uint64_t> w = waits_per_step(precision, 4);
+    ASSERT_FALSE(w.empty());
+    uint64_t most = 0;
+    for (uint64_t n : w) most = std::max(most, n);
+    std::printf("[host waits] tiny GPT, %s, log_every 4: per step", precision);
+    for (uint64_t n : w) std::printf(" %llu", static_cast<unsigned long long>(n));
+    std::printf(" (most %llu)\n", static_cast<unsigned long long>(most));
+  }
+}
+
+}  // namespace
