@@ -36,10 +36,19 @@ if(TESSERA_BUILD_TESTS)
     endif()
     target_include_directories(${name} PRIVATE tests tests/cuda)
     target_compile_definitions(${name} PRIVATE TESSERA_SOURCE_DIR="${CMAKE_CURRENT_SOURCE_DIR}")
-    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST
-                         PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS "cuda;emu"
+    # The no-device tests skip where a device is present: they run below, on an emulated
+    # machine without one, instead.
+    gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST TEST_FILTER "-*WithoutADevice*"
+                         PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2" LABELS emu
                          TIMEOUT 600)
   endforeach()
+  # The no-device paths (errors that name the missing device) on an emulated machine with no GPU.
+  add_test(NAME emu_no_device_errors COMMAND test_cuda_shared --gtest_filter=*WithoutADevice*)
+  set_tests_properties(emu_no_device_errors PROPERTIES ENVIRONMENT "TESSERA_EMU_DEVICES=0"
+                       LABELS "cuda;emu")
+  add_test(NAME emu_no_device_nccl_errors COMMAND test_nccl_comm --gtest_filter=*WithoutADevice*)
+  set_tests_properties(emu_no_device_nccl_errors PROPERTIES ENVIRONMENT "TESSERA_EMU_DEVICES=0"
+                       LABELS "cuda;emu")
   if(TESSERA_HAVE_MPI)
     foreach(name test_nccl_comm test_emu_nccl)
       if(TARGET ${name})
@@ -47,11 +56,32 @@ if(TESSERA_BUILD_TESTS)
                  COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root -np 2
                          $<TARGET_FILE:${name}>)
         set_tests_properties(${name}_2_ranks PROPERTIES
-                             ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none"
+                             ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none;TESSERA_EMU_DEVICES=2"
                              LABELS "cuda;emu;mpi" TIMEOUT 300)
       endif()
     endforeach()
+    if(TARGET tessera_cli)
+      add_test(NAME emu_train_2_ranks
+               COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/train_2_ranks.sh
+                       $<TARGET_FILE:tessera_cli> "${MPIEXEC_EXECUTABLE}")
+      set_tests_properties(emu_train_2_ranks PROPERTIES
+                           ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none"
+                           LABELS "cuda;emu;mpi" TIMEOUT 900)
+    endif()
   endif()
+endif()
+
+# What scripts/test.sh builds in this configuration: the CUDA tests, the emulator's tests and the
+# command line (for `tessera train train.device=cuda` on the emulated device).
+add_custom_target(emu_tests)
+if(TESSERA_BUILD_TESTS)
+  foreach(src ${TESSERA_CUDA_TEST_SOURCES})
+    get_filename_component(name ${src} NAME_WE)
+    add_dependencies(emu_tests ${name})
+  endforeach()
+endif()
+if(TARGET tessera_cli)
+  add_dependencies(emu_tests tessera_cli)
 endif()
 
 if(NOT TARGET bench_train_step)
