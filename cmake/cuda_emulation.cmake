@@ -49,6 +49,19 @@ if(TESSERA_BUILD_TESTS)
   add_test(NAME emu_no_device_nccl_errors COMMAND test_nccl_comm --gtest_filter=*WithoutADevice*)
   set_tests_properties(emu_no_device_nccl_errors PROPERTIES ENVIRONMENT "TESSERA_EMU_DEVICES=0"
                        LABELS "cuda;emu")
+  # The kernel tests again with each block's threads run in reverse order between barriers
+  # (TESSERA_EMU_SCHEDULE): a race on shared memory then changes a kernel's result.
+  foreach(name test_emu_device test_cuda_kernels test_cuda_kernels_nn test_cuda_optim)
+    add_test(NAME emu_reverse_schedule_${name} COMMAND ${name} --gtest_filter=-*DeathTest*)
+    set_tests_properties(emu_reverse_schedule_${name} PROPERTIES
+                         ENVIRONMENT "TESSERA_EMU_SCHEDULE=reverse;OMP_NUM_THREADS=2"
+                         LABELS "cuda;emu" TIMEOUT 600)
+  endforeach()
+  add_test(NAME emu_reverse_schedule_test_cuda_attention_tc
+           COMMAND test_cuda_attention_tc --gtest_filter=*Bf16*:*Repeat*)
+  set_tests_properties(emu_reverse_schedule_test_cuda_attention_tc PROPERTIES
+                       ENVIRONMENT "TESSERA_EMU_SCHEDULE=reverse;OMP_NUM_THREADS=2"
+                       LABELS "cuda;emu" TIMEOUT 600)
   if(TESSERA_HAVE_MPI)
     foreach(name test_nccl_comm test_emu_nccl)
       if(TARGET ${name})

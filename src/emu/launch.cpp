@@ -2,6 +2,8 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstring>
+#include <numeric>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -128,14 +130,61 @@ std::string deadlock_report(const Executor& x, unsigned n) {
   return s + "the others of its block or warp have returned or wait elsewhere";
 }
 
+// The order in which a block's runnable threads run between two barriers. Forward by default;
+// TESSERA_EMU_SCHEDULE=reverse or =shuffle:SEED run them in another order, so a kernel that reads
+// shared memory another thread writes without a barrier in between (a race on a GPU) computes
+// something else, and its comparison with the CPU fails. CI runs the kernel tests both ways.
+struct Schedule {
+  enum Kind { forward, reverse, shuffle } kind = forward;
+  uint64_t seed = 0;
+};
+
+Schedule schedule() {
+  static const Schedule s = [] {
+    Schedule r;
+    const char* e = std::getenv("TESSERA_EMU_SCHEDULE");
+    if (!e || !*e || std::strcmp(e, "forward") == 0) return r;
+    if (std::strcmp(e, "reverse") == 0) {
+      r.kind = Schedule::reverse;
+    } else if (std::strncmp(e, "shuffle:", 8) == 0) {
+      r.kind = Schedule::shuffle;
+      r.seed = std::strtoull(e + 8, nullptr, 10);
+    } else {
+      std::fprintf(stderr,
+                   "tessera emulated device: TESSERA_EMU_SCHEDULE=%s: expected forward, reverse "
+                   "or shuffle:SEED\n",
+                   e);
+      std::abort();
+    }
+    return r;
+  }();
+  return s;
+}
+
+// The k-th thread to run in this round: a bijection of [0, n) per round (an affine map with a
+// multiplier coprime to n for shuffle, drawn from the seed, the block and the round).
+unsigned thread_in_order(const Schedule& s, unsigned k, unsigned n, uint64_t round) {
+  if (s.kind == Schedule::forward) return k;
+  if (s.kind == Schedule::reverse) return n - 1 - k;
+  uint64_t h = s.seed ^ (uint64_t(blockIdx.x) << 32) ^ (uint64_t(blockIdx.y) << 16) ^ round;
+  h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+  h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  uint64_t a = (h % n) | 1;
+  while (std::gcd(a, uint64_t(n)) != 1) a += 2;
+  return unsigned((a * k + (h >> 20)) % n);
+}
+
 void run_block(Executor& x, unsigned n) {
   for (unsigned i = 0; i < n; ++i) {
     make_context(x.threads[i].ctx, *x.stacks[i], fiber_entry);
     x.threads[i].state = State::runnable;
   }
   unsigned live = n;
-  for (;;) {
-    for (unsigned i = 0; i < n; ++i) {
+  const Schedule order = schedule();
+  for (uint64_t round = 0;; ++round) {
+    for (unsigned k = 0; k < n; ++k) {
+      const unsigned i = thread_in_order(order, k, n, round);
       if (x.threads[i].state != State::runnable) continue;
       x.current = i;
       threadIdx = x.threads[i].idx;

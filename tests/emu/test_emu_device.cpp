@@ -7,6 +7,8 @@
 #include <atomic>
 #include <cmath>
 #include <chrono>
+#include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -64,6 +66,16 @@ __global__ void warp_ops(float* sum, float* down, unsigned* ballot) {
   down[t] = __shfl_down_sync(0xffffffffu, float(t), 3);
   const unsigned b = __ballot_sync(0xffffffffu, t % 3 == 0);
   if (t % 32 == 0) ballot[t / 32] = b;
+}
+
+// Reads a neighbour's shared-memory slot without a barrier after the write (a race on a GPU);
+// with_barrier adds the __syncthreads that makes it correct.
+__global__ void neighbour_through_shared(float* out, bool with_barrier) {
+  TS_DYNAMIC_SHARED(float, s);
+  const unsigned t = threadIdx.x;
+  s[t] = float(t);
+  if (with_barrier) __syncthreads();
+  out[t] = s[(t + 1) % blockDim.x];
 }
 
 __global__ void read_dynamic_shared(float* out) {
@@ -290,6 +302,28 @@ TEST(EmuDevice, LaunchLimitsAreTheGpus) {
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
   // Shared memory no thread wrote reads as NaN, never as a convenient zero.
   EXPECT_TRUE(std::isnan(download(out, 1)[0]));
+}
+
+// TESSERA_EMU_SCHEDULE (launch.cpp) changes the order of a block's threads between barriers:
+// a race on shared memory then gives other numbers, which is how CI's second run of the kernel
+// tests (emu_reverse_schedule) catches one. The correct kernel gives the same under any order.
+TEST(EmuDevice, SharedMemoryRaceDependsOnTheScheduleAndABarrierFixesIt) {
+  constexpr int n = 64;
+  float* out = device_alloc<float>(n);
+  launch<neighbour_through_shared>(dim3(1), dim3(n), n * sizeof(float), nullptr, out, true);
+  const std::vector<float> good = download(out, n);
+  for (int t = 0; t < n; ++t) ASSERT_EQ(good[size_t(t)], float((t + 1) % n));
+  launch<neighbour_through_shared>(dim3(1), dim3(n), n * sizeof(float), nullptr, out, false);
+  const std::vector<float> racy = download(out, n);
+  const char* order = std::getenv("TESSERA_EMU_SCHEDULE");
+  if (order && std::string(order) == "reverse") {
+    // Thread t + 1 ran first: t sees its write, as the barrier would have ensured...
+    for (int t = 0; t + 1 < n; ++t) EXPECT_EQ(racy[size_t(t)], float(t + 1)) << t;
+    EXPECT_TRUE(std::isnan(racy[n - 1]));  // ...except the last, which ran before thread 0
+  } else if (!order || std::string(order) == "forward") {
+    for (int t = 0; t + 1 < n; ++t) EXPECT_TRUE(std::isnan(racy[size_t(t)])) << t;
+    EXPECT_EQ(racy[n - 1], 0.f);
+  }
 }
 
 TEST(EmuDevice, LegacyDefaultStreamOrdersBlockingStreams) {
