@@ -336,6 +336,7 @@ int main(int argc, char** argv) {
       prof::set_enabled(true);
     }
     const uint64_t allocs0 = alloc.stats().system_allocs;
+    const int64_t waits0 = on_gpu ? cuda::host_waits() : -1;
     auto t0 = Clock::now();
     data::TokenBatch b;
     {
@@ -371,6 +372,9 @@ int main(int argc, char** argv) {
       if (stepped) opt.step(o.lr);
     }
     scaler.update(stepped);
+    // Host waits inside the step (the emulated device counts them; the sync below is the
+    // benchmark's own and not counted).
+    const int64_t waits = waits0 >= 0 ? cuda::host_waits() - waits0 : -1;
     device_sync(o.device);
     const double sec = seconds_since(t0);
     const uint64_t new_allocs = alloc.stats().system_allocs - allocs0;
@@ -381,9 +385,12 @@ int main(int argc, char** argv) {
     if (scaler.options().enabled)
       std::snprintf(scale_note, sizeof scale_note, "  loss scale %g%s", double(loss_scale),
                     stepped ? "" : " (overflow: skipped)");
-    std::printf("step %2d: loss %.4f  %8.1f ms  %8.0f tok/s  system allocs +%llu%s%s\n", step + 1,
+    char waits_note[48] = "";
+    if (waits >= 0)
+      std::snprintf(waits_note, sizeof waits_note, "  host waits %lld", static_cast<long long>(waits));
+    std::printf("step %2d: loss %.4f  %8.1f ms  %8.0f tok/s  system allocs +%llu%s%s%s\n", step + 1,
                 double(loss), sec * 1e3, double(tokens_per_step) / sec,
-                static_cast<unsigned long long>(new_allocs), scale_note,
+                static_cast<unsigned long long>(new_allocs), waits_note, scale_note,
                 measured ? "" : "  (warm-up)");
     std::fflush(stdout);
   }

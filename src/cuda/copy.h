@@ -18,14 +18,17 @@ void copy_d2h(void* dst, const void* src, size_t bytes, cudaStream_t s = current
 void copy_d2d(void* dst, const void* src, size_t bytes, cudaStream_t s = current_stream());
 void memset_async(void* dst, int byte, size_t bytes, cudaStream_t s = current_stream());
 
-// A contiguous copy of a CPU tensor on CUDA device `device` (no autograd edge), complete on
-// return.
+// A contiguous copy of a CPU tensor on CUDA device `device` (no autograd edge), queued on the
+// current stream (kernels queued after it see the data). Returns without waiting for the
+// device: the source (pageable, from the CPU allocator) has been staged by then, so the caller
+// may free or reuse it at once.
 Tensor to_device(const Tensor& host, int device = 0);
 // The data loader's copy: the CPU tensor is staged in a pinned buffer (a host memcpy) and copied
 // to the device asynchronously on the current stream; returns without waiting. The caller may
 // reuse `host` at once; kernels queued later on the same stream see the data; the pinned buffer
 // is reused only after the copy has completed (PinnedHostAllocator::record_use). Unlike
-// to_device, the host never waits for the GPU to drain the work queued before the copy.
+// to_device, the host's copy is a memcpy into pinned memory and the device's is a DMA that
+// overlaps compute (a pageable copy is staged by the driver, synchronously, at the call).
 Tensor upload_async(const Tensor& host, int device = 0);
 // A CPU copy of a CUDA tensor, complete on return (synchronises the current stream).
 Tensor to_host(const Tensor& dev);

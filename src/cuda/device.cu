@@ -6,6 +6,9 @@
 #include "core/error.h"
 #include "cuda/allocator.h"
 #include "cuda/cuda_check.h"
+#if TESSERA_CUDA_EMULATION
+#include "emu/device.h"
+#endif
 
 namespace tessera::cuda {
 
@@ -59,6 +62,14 @@ void set_current_stream(cudaStream_t s) {
 
 void synchronize(cudaStream_t s) {
   CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+int64_t host_waits() {
+#if TESSERA_CUDA_EMULATION
+  return int64_t(emu::host_waits());
+#else
+  return -1;
+#endif
 }
 
 }  // namespace tessera::cuda

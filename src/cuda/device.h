@@ -4,6 +4,7 @@
 #pragma once
 #include <cuda_runtime_api.h>
 
+#include <cstdint>
 #include <string>
 
 namespace tessera::cuda {
@@ -47,5 +48,10 @@ class StreamGuard {
 
 // Blocks until all work on `s` has finished; throws on an asynchronous kernel error.
 void synchronize(cudaStream_t s);
+
+// The points where the host has waited for the device since the process started, as the
+// emulated CUDA device counts them (emu/device.h: a synchronising call that found work the host
+// had not yet seen complete); -1 on a GPU, whose runtime does not count them.
+int64_t host_waits();
 
 }  // namespace tessera::cuda

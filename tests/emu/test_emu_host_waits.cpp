@@ -1,8 +1,14 @@
 // How often a training step on the (emulated) GPU makes the host wait for the device. Each wait
 // is a stall of the host's queueing of kernels: on a GPU, the time the device runs dry. Counted
 // by the emulated runtime (tessera::emu::host_waits), per step, for a tiny GPT.
+//
+// Today a step waits 8 times (docs/CUDA.md, "Host waits"): the range checks of the token ids
+// (twice, token and position embeddings) and of the targets, the cross-entropy sum, the loss
+// read every step, item() in the loss's backward, the gradient norm. The goal is at most one
+// per logged step; until then this test holds the line at 8, so a new hidden wait fails it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -46,9 +52,12 @@ TEST(EmuHostWaits, CountedPerTrainingStep) {
     ASSERT_FALSE(w.empty());
     uint64_t most = 0;
     for (uint64_t n : w) most = std::max(most, n);
+    ASSERT_GE(w.size(), 3u);
     std::printf("[host waits] tiny GPT, %s, log_every 4: per step", precision);
     for (uint64_t n : w) std::printf(" %llu", static_cast<unsigned long long>(n));
     std::printf(" (most %llu)\n", static_cast<unsigned long long>(most));
+    // Every step but the last (which also copies the final weights to the host).
+    for (size_t i = 0; i + 1 < w.size(); ++i) EXPECT_LE(w[i], 8u) << precision << " step " << i;
   }
 }
 
