@@ -175,6 +175,16 @@ double gemm_ceiling_gflops(DType t) {
   return median(rates);
 }
 
+// Host waits so far (the emulated CUDA device counts them), -1 where nothing counts them.
+int64_t host_waits(Device d) {
+#if TESSERA_HAVE_CUDA
+  return d.is_cpu() ? -1 : cuda::host_waits();
+#else
+  (void)d;
+  return -1;
+#endif
+}
+
 // Waits for the device's queued work (a no-op on the CPU), so that wall time is device time.
 void device_sync(Device d) {
 #if TESSERA_HAVE_CUDA
@@ -336,7 +346,7 @@ int main(int argc, char** argv) {
       prof::set_enabled(true);
     }
     const uint64_t allocs0 = alloc.stats().system_allocs;
-    const int64_t waits0 = on_gpu ? cuda::host_waits() : -1;
+    const int64_t waits0 = host_waits(o.device);
     auto t0 = Clock::now();
     data::TokenBatch b;
     {
@@ -374,7 +384,7 @@ int main(int argc, char** argv) {
     scaler.update(stepped);
     // Host waits inside the step (the emulated device counts them; the sync below is the
     // benchmark's own and not counted).
-    const int64_t waits = waits0 >= 0 ? cuda::host_waits() - waits0 : -1;
+    const int64_t waits = waits0 >= 0 ? host_waits(o.device) - waits0 : -1;
     device_sync(o.device);
     const double sec = seconds_since(t0);
     const uint64_t new_allocs = alloc.stats().system_allocs - allocs0;

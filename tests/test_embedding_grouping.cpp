@@ -1,4 +1,4 @@
-// cpu::group_ids, the host half of the CUDA embedding backward: positions grouped by id (a
+// kernels::group_ids, the host half of the CUDA embedding backward: positions grouped by id (a
 // stable counting sort) so that one GPU block per id sums that id's gradient rows in position
 // order. Checked here on the CPU: the grouping itself, its errors, and that summing group by
 // group in that order gives cpu::embedding_backward's result bit for bit (the reason the GPU
@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "gradcheck.h"
+#include "kernels/common/id_groups.h"
 #include "kernels/cpu/embedding.h"
 
 using namespace tessera;
@@ -28,7 +29,7 @@ std::vector<int32_t> random_ids(Generator& g, int64_t n, int64_t V) {
 }
 
 // Every structural promise of IdGroups, against the ids it came from.
-void expect_valid_grouping(const cpu::IdGroups& g, const std::vector<int32_t>& ids, int64_t V) {
+void expect_valid_grouping(const kernels::IdGroups& g, const std::vector<int32_t>& ids, int64_t V) {
   const int64_t n = int64_t(ids.size());
   ASSERT_EQ(g.n, n);
   ASSERT_EQ(g.packed.size(), size_t(2 * g.count + 1 + n));
@@ -62,7 +63,7 @@ void expect_valid_grouping(const cpu::IdGroups& g, const std::vector<int32_t>& i
 
 TEST(EmbeddingGrouping, SmallExampleByHand) {
   const std::vector<int32_t> ids = {3, 1, 3, 0, 1, 3};
-  const cpu::IdGroups g = cpu::group_ids(ids.data(), 6, 5);
+  const kernels::IdGroups g = kernels::group_ids(ids.data(), 6, 5);
   ASSERT_EQ(g.count, 3);
   EXPECT_EQ(std::vector<int32_t>(g.offsets(), g.offsets() + 4), (std::vector<int32_t>{0, 1, 3, 6}));
   EXPECT_EQ(std::vector<int32_t>(g.rows(), g.rows() + 3), (std::vector<int32_t>{0, 1, 3}));
@@ -77,24 +78,24 @@ TEST(EmbeddingGrouping, RandomIdsFewAndManyRowsAndEmpty) {
   for (const auto& [n, V] : {std::pair<int64_t, int64_t>{4096, 7}, {300, 50257}, {65, 1}}) {
     SCOPED_TRACE("n " + std::to_string(n) + " V " + std::to_string(V));
     const std::vector<int32_t> ids = random_ids(gen, n, V);
-    expect_valid_grouping(cpu::group_ids(ids.data(), n, V), ids, V);
+    expect_valid_grouping(kernels::group_ids(ids.data(), n, V), ids, V);
   }
-  const cpu::IdGroups none = cpu::group_ids(nullptr, 0, 10);
+  const kernels::IdGroups none = kernels::group_ids(nullptr, 0, 10);
   EXPECT_EQ(none.count, 0);
   EXPECT_EQ(none.packed, std::vector<int32_t>{0});  // offsets {0}, no rows, no positions
 }
 
 TEST(EmbeddingGrouping, OutOfRangeIdsAreErrorsNamingIdAndPosition) {
   const std::vector<int32_t> high = {0, 2, 5, 1}, negative = {0, -1};
-  tessera::testing::expect_error([&] { cpu::group_ids(high.data(), 4, 5); },
+  tessera::testing::expect_error([&] { kernels::group_ids(high.data(), 4, 5); },
                                  {"embedding", "id 5", "position 2", "< 5"});
-  tessera::testing::expect_error([&] { cpu::group_ids(negative.data(), 2, 5); },
+  tessera::testing::expect_error([&] { kernels::group_ids(negative.data(), 2, 5); },
                                  {"embedding", "id -1", "position 1"});
 }
 
 // What the CUDA kernel computes, written out on the host: per group, per column, the old value
 // (or 0) plus the group's gradient rows in position order.
-void grouped_backward(const float* gy, const cpu::IdGroups& g, float* dw, int64_t V, int64_t C,
+void grouped_backward(const float* gy, const kernels::IdGroups& g, float* dw, int64_t V, int64_t C,
                       bool accumulate) {
   if (!accumulate) std::memset(dw, 0, size_t(V * C) * sizeof(float));
   for (int64_t k = 0; k < g.count; ++k)
@@ -126,7 +127,7 @@ TEST(EmbeddingGrouping, GroupedSumsAreTheCpuKernelsBitForBit) {
     std::vector<float> gy = Tensor::randn(Shape{n * C}, gen).to_vector();
     for (size_t i = 0; i < gy.size(); i += 3) gy[i] *= 1e4f;
     const std::vector<float> old = Tensor::randn(Shape{V * C}, gen).to_vector();
-    const cpu::IdGroups g = cpu::group_ids(ids.data(), n, V);
+    const kernels::IdGroups g = kernels::group_ids(ids.data(), n, V);
     for (bool accumulate : {false, true}) {
       std::vector<float> want = old, got = old;
       cpu::embedding_backward(gy.data(), ids.data(), want.data(), n, V, C, accumulate);

@@ -9,7 +9,7 @@
 #include <limits>
 
 #include "gradcheck.h"
-#include "kernels/cpu/activation_math.h"
+#include "kernels/common/activation_math.h"
 #include "ops/ops.h"
 
 using namespace tessera;

@@ -3,11 +3,9 @@
 #include <queue>
 #include <unordered_map>
 
+#include "core/backend.h"
 #include "core/profiler.h"
 #include "kernels/cpu/elementwise.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/elementwise.h"
-#endif
 
 namespace tessera {
 
@@ -69,12 +67,8 @@ namespace {
 void add_into(const Tensor& dst, const Tensor& src, int64_t n) {
   TS_CHECK(dst.device() == src.device(), "backward: gradient {} on {} added to one on {}",
            src.desc(), src.device().str(), dst.device().str());
-  if (dst.is_cuda()) {
-#if TESSERA_HAVE_CUDA
-    cuda::add_inplace(dst.data<float>(), src.data<float>(), n);
-#else
-    fail("backward: gradient on {} but Tessera was built without CUDA", dst.device().str());
-#endif
+  if (!dst.device().is_cpu()) {
+    backend_for(dst.device(), "backward").add_inplace(dst.data<float>(), src.data<float>(), n);
     return;
   }
   cpu::add_inplace(dst.data<float>(), src.data<float>(), n);

@@ -5,42 +5,15 @@
 
 #include "autograd/engine.h"
 #include "core/allocator.h"
+#include "core/backend.h"
 #include "core/rng.h"
 #include "kernels/cpu/cast.h"
-#if TESSERA_HAVE_CUDA
-#include "cuda/copy.h"
-#include "cuda/device.h"
-#include "kernels/cuda/cast.h"
-#include "kernels/cuda/strided_copy.h"
-#endif
 
 namespace tessera {
 
-namespace {
-
-#if TESSERA_HAVE_CUDA
-// Registers the CUDA allocator and selects the device before the first allocation on it (the
-// allocator serves the current device). Per thread: the current device is per-thread state.
-void select_cuda(int index) {
-  thread_local int selected = -1;
-  if (selected == index) return;
-  TS_CHECK(cuda::available(), "device cuda:{} is not available: no CUDA device ({})", index,
-           cuda::probe_devices().reason);
-  cuda::init(index);
-  selected = index;
-}
-#else
-[[noreturn]] void no_cuda(const char* what, Device d) {
-  fail("{}: tensor on {} but Tessera was built without CUDA (-DTESSERA_CUDA=OFF)", what, d.str());
-}
-#endif
-
-}  // namespace
-
 Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
-#if TESSERA_HAVE_CUDA
-  if (d.type == DeviceType::cuda) select_cuda(d.index);
-#endif
+  // A device's allocator serves its current device: select it first (core/backend.h).
+  if (!d.is_cpu()) backend_for(d, "Tensor::empty").activate(d.index);
   data = allocator_for(d).allocate(n);
 }
 Storage::~Storage() {
@@ -68,12 +41,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  if (t.is_cuda()) {
-#if TESSERA_HAVE_CUDA
-    cuda::memset_async(t.raw_data(), 0, t.nbytes());
-#else
-    no_cuda("Tensor::zeros", device);
-#endif
+  if (!device.is_cpu()) {
+    backend_for(device, "Tensor::zeros").memset(t.raw_data(), 0, t.nbytes());
     return t;
   }
   std::memset(t.raw_data(), 0, t.nbytes());
@@ -188,16 +157,12 @@ namespace {
 void strided_copy(const Tensor& src, void* dst) {
   const size_t es = dtype_size(src.dtype());
   const Shape& s = src.shape();
-  if (src.is_cuda()) {  // one kernel launch: the view's sizes and strides go by value
-#if TESSERA_HAVE_CUDA
-    cuda::StridedView v;
+  if (!src.device().is_cpu()) {  // one call for the whole view (a single kernel on a GPU)
+    StridedLayout v;
     v.ndim = s.ndim();
     for (int d = 0; d < s.ndim(); ++d) v.sizes[d] = s[d], v.strides[d] = src.stride(d);
-    cuda::strided_copy(src.raw_data(), dst, v, es);
+    backend_for(src.device(), "contiguous").strided_copy(src.raw_data(), dst, v, es);
     return;
-#else
-    no_cuda("contiguous", src.device());
-#endif
   }
   int64_t idx[kMaxDims] = {0};
   const char* base = static_cast<const char*>(src.raw_data());
@@ -226,12 +191,8 @@ Tensor Tensor::contiguous() const {
 Tensor Tensor::clone() const {
   Tensor src = contiguous();
   Tensor out = empty(shape(), dtype(), device());
-  if (is_cuda()) {
-#if TESSERA_HAVE_CUDA
-    cuda::copy_d2d(out.raw_data(), src.raw_data(), nbytes());
-#else
-    no_cuda("clone", device());
-#endif
+  if (!device().is_cpu()) {
+    backend_for(device(), "clone").copy(out.raw_data(), src.raw_data(), nbytes());
     return out;
   }
   std::memcpy(out.raw_data(), src.raw_data(), nbytes());
@@ -242,12 +203,8 @@ Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
   Tensor src = contiguous();
   Tensor out = empty(shape(), t, device());
-  if (is_cuda()) {
-#if TESSERA_HAVE_CUDA
-    cuda::cast(src.raw_data(), dtype(), out.raw_data(), t, numel());
-#else
-    no_cuda("to(dtype)", device());
-#endif
+  if (!device().is_cpu()) {
+    backend_for(device(), "to(dtype)").cast(src.raw_data(), dtype(), out.raw_data(), t, numel());
     return out;
   }
   cpu::cast(src.raw_data(), dtype(), out.raw_data(), t, numel());
@@ -256,7 +213,8 @@ Tensor Tensor::to(DType t) const {
 
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
-#if TESSERA_HAVE_CUDA
+  // The copy is the device side's (the host has no backend).
+  const DeviceBackend& b = backend_for(d.is_cpu() ? device() : d, "to(device)");
   TS_CHECK(d.is_cpu() || device().is_cpu(),
            "to(device): {} from {} to {}: copies between two CUDA devices are not implemented",
            desc(), device().str(), d.str());
@@ -265,14 +223,11 @@ Tensor Tensor::to(Device d) const {
   // Synchronous (the stream is drained): the caller may reuse or free the source at once, and a
   // host result is readable on return.
   if (d.is_cpu())
-    cuda::copy_d2h(out.raw_data(), src.raw_data(), nbytes());
+    b.copy_to_host(out.raw_data(), src.raw_data(), nbytes());
   else
-    cuda::copy_h2d(out.raw_data(), src.raw_data(), nbytes());
-  cuda::synchronize(cuda::current_stream());
+    b.copy_from_host(out.raw_data(), src.raw_data(), nbytes());
+  b.synchronize();
   return out;
-#else
-  no_cuda("to(device)", d.is_cpu() ? device() : d);
-#endif
 }
 
 std::vector<float> Tensor::to_vector() const {
@@ -290,12 +245,8 @@ float Tensor::item() const {
 
 void Tensor::fill_(double value) {
   TS_CHECK(is_contiguous(), "fill_: tensor {} is not contiguous", desc());
-  if (is_cuda()) {
-#if TESSERA_HAVE_CUDA
-    cuda::fill(raw_data(), dtype(), value, numel());
-#else
-    no_cuda("fill_", device());
-#endif
+  if (!device().is_cpu()) {
+    backend_for(device(), "fill_").fill(raw_data(), dtype(), value, numel());
     return;
   }
   cpu::fill(raw_data(), dtype(), value, numel());
@@ -306,15 +257,12 @@ void Tensor::copy_from(const Tensor& src) {
   TS_CHECK(is_contiguous(), "copy_from: destination {} is not contiguous", desc());
   // Across devices: move the source over first (in its own dtype), then convert in place.
   Tensor s = src.device() == device() ? src.contiguous() : src.to(device());
-  if (is_cuda()) {
-#if TESSERA_HAVE_CUDA
+  if (!device().is_cpu()) {
+    const DeviceBackend& b = backend_for(device(), "copy_from");
     if (s.dtype() == dtype())
-      cuda::copy_d2d(raw_data(), s.raw_data(), nbytes());
+      b.copy(raw_data(), s.raw_data(), nbytes());
     else
-      cuda::cast(s.raw_data(), s.dtype(), raw_data(), dtype(), numel());
-#else
-    no_cuda("copy_from", device());
-#endif
+      b.cast(s.raw_data(), s.dtype(), raw_data(), dtype(), numel());
     return;
   }
   cpu::cast(s.raw_data(), s.dtype(), raw_data(), dtype(), numel());

@@ -2,11 +2,8 @@
 
 #include <cmath>
 
+#include "core/backend.h"
 #include "kernels/cpu/elementwise.h"
-#if TESSERA_HAVE_CUDA
-#include "cuda/copy.h"
-#include "kernels/cuda/optim.h"
-#endif
 
 namespace tessera::dist {
 
@@ -43,20 +40,16 @@ ShardedOptimizer::ShardedOptimizer(const std::vector<ParamSegment>& segs,
       runs_.push_back({a - begin, b - begin, decay[i]});
   }
   if (!device_.is_cpu() && !runs_.empty()) {
-#if TESSERA_HAVE_CUDA
     // The runs never change (no set_decay here): uploaded once, as the flat optimizers'
     // Optimizer::device_decay_runs does. From pageable memory the copy has read `host` when it
     // returns, and the update kernels queued after it on the stream see the runs.
-    std::vector<cuda::DecayRange> host;
+    const DeviceBackend& b = backend_for(device_, "sharded optimizer");
+    std::vector<DeviceDecayRun> host;
     for (const Run& r : runs_) host.push_back({r.begin, r.end, r.decay ? 1 : 0});
-    static_assert(sizeof(cuda::DecayRange) % sizeof(int64_t) == 0);
-    const size_t bytes = host.size() * sizeof(cuda::DecayRange);
+    static_assert(sizeof(DeviceDecayRun) % sizeof(int64_t) == 0);
+    const size_t bytes = host.size() * sizeof(DeviceDecayRun);
     device_runs_ = Tensor::empty(Shape{int64_t(bytes / sizeof(int64_t))}, DType::i64, device_);
-    cuda::copy_h2d(device_runs_.raw_data(), host.data(), bytes);
-#else
-    fail("sharded {}: parameters on {} but Tessera was built without CUDA", opt_.name,
-         device_.str());
-#endif
+    b.copy_from_host(device_runs_.raw_data(), host.data(), bytes);
   }
   // Shards are allocated even when empty so every rank's state is a real, measurable buffer.
   if (opt_.name == "adamw") {
@@ -128,15 +121,15 @@ void ShardedOptimizer::step(float lr, float* p, const float* g) {
 // for the whole flat buffer (same scalars, same kernels), so the GPU shard updates bit for bit
 // like the flat GPU optimizer.
 void ShardedOptimizer::step_on_device(float lr, float* p, const float* g) {
-#if TESSERA_HAVE_CUDA
+  const DeviceBackend& b = backend_for(device_, "sharded optimizer");
   const auto* runs = device_runs_.defined()
-                         ? static_cast<const cuda::DecayRange*>(device_runs_.raw_data())
+                         ? static_cast<const DeviceDecayRun*>(device_runs_.raw_data())
                          : nullptr;
   const auto nruns = int32_t(runs_.size());
   if (opt_.name == "adamw") {
     const AdamWOptions& o = opt_.adamw;
     const AdamWScalars sc = AdamWScalars::at(lr, step_, o.beta1, o.beta2, o.eps, o.weight_decay);
-    cuda::AdamWStep a;
+    AdamWArgs a;
     a.p = p;
     a.g = g;
     a.m = m_.data<float>();
@@ -146,11 +139,11 @@ void ShardedOptimizer::step_on_device(float lr, float* p, const float* g) {
     a.nruns = nruns;
     a.beta1 = sc.beta1, a.beta2 = sc.beta2, a.eps = sc.eps;
     a.step_size = sc.step_size, a.inv_sqrt_bc2 = sc.inv_sqrt_bc2, a.decayed = sc.decayed;
-    cuda::adamw_step(a);
+    b.adamw_step(a);
     return;
   }
   const SGDOptions& o = opt_.sgd;
-  cuda::SGDStep a;
+  SGDArgs a;
   a.p = p;
   a.g = g;
   a.b = m_.defined() ? m_.data<float>() : nullptr;
@@ -161,11 +154,7 @@ void ShardedOptimizer::step_on_device(float lr, float* p, const float* g) {
   }
   a.lr = lr, a.momentum = o.momentum, a.weight_decay = o.weight_decay;
   a.nesterov = o.nesterov;
-  cuda::sgd_step(a);
-#else
-  (void)lr, (void)p, (void)g;
-  fail("sharded {}: parameters on {} but Tessera was built without CUDA", name(), device_.str());
-#endif
+  b.sgd_step(a);
 }
 
 }  // namespace tessera::dist

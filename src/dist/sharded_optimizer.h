@@ -57,7 +57,7 @@ class ShardedOptimizer {
   Device device_;
   int64_t n_;
   std::vector<Run> runs_;
-  Tensor device_runs_;  // runs_ as cuda::DecayRange records on device_ (a GPU optimizer only)
+  Tensor device_runs_;  // runs_ as DeviceDecayRun records on device_ (a GPU optimizer only)
   int64_t step_ = 0;
   Tensor m_, v_;  // AdamW moments, or SGD momentum in m_
 };

@@ -1,5 +1,6 @@
 #include "dist/world.h"
 
+#include "core/backend.h"
 #include "dist/local_comm.h"
 
 namespace tessera::dist {
@@ -25,11 +26,13 @@ std::string features_report() {
   std::string s;
   s += "backend: cpu (oneDNN + OpenMP)\n";
   s += mpi_feature_line() + "\n";
-#if TESSERA_HAVE_CUDA
-  s += "nccl: built in; training uses it with train.device = \"cuda\" and several ranks\n";
-#else
-  s += "nccl: not built in (this build has no CUDA backend)\n";
-#endif
+  // The device communicator comes with the device backend (NCCL with CUDA).
+  if (const DeviceBackend* cuda = find_backend(DeviceType::cuda))
+    s += fmt::format(
+        "{}: built in; training uses it with train.device = \"cuda\" and several ranks\n",
+        cuda->communicator_name);
+  else
+    s += "nccl: not built in (this build has no CUDA backend)\n";
   try {
     s += "launch: " + detect_launch().describe() + "\n";
   } catch (const std::exception& e) {

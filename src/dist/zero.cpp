@@ -5,11 +5,9 @@
 
 #include "autograd/engine.h"
 #include "core/allocator.h"
+#include "core/backend.h"
 #include "kernels/cpu/elementwise.h"
 #include "optim/optimizer.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/elementwise.h"
-#endif
 
 namespace tessera::dist {
 namespace {
@@ -47,11 +45,7 @@ void copy_into(Tensor dst, const Tensor& src) {
 // fixed order, returned to the host: it synchronises the current stream).
 double sum_squares(const Tensor& t) {
   if (t.device().is_cpu()) return cpu::sum_squares(t.data<float>(), t.numel());
-#if TESSERA_HAVE_CUDA
-  return cuda::sum_squares(t.data<float>(), t.numel());
-#else
-  fail("ZeRO: gradients on {} but Tessera was built without CUDA", t.device().str());
-#endif
+  return backend_for(t.device(), "ZeRO").sum_squares(t.data<float>(), t.numel());
 }
 
 // t *= factor, in place on t's device.
@@ -61,11 +55,7 @@ void scale_in_place(const Tensor& t, float factor) {
     cpu::scale(g, g, factor, t.numel());
     return;
   }
-#if TESSERA_HAVE_CUDA
-  cuda::scale<float>(g, g, factor, t.numel());
-#else
-  fail("ZeRO: gradients on {} but Tessera was built without CUDA", t.device().str());
-#endif
+  backend_for(t.device(), "ZeRO").scale(g, factor, t.numel());
 }
 
 }  // namespace

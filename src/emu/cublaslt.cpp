@@ -24,7 +24,7 @@
 
 #include "core/half.h"
 #include "emu/device.h"
-#include "kernels/cpu/activation_math.h"
+#include "kernels/common/activation_math.h"
 
 // The opaque types of the header. Fields hold each attribute in the C type cuBLASLt documents
 // for it, so that SetAttribute's size check is the library's.

@@ -2,6 +2,7 @@
 // gradient in x's dtype.
 #include "kernels/cpu/activation.h"
 #include "autograd/engine.h"
+#include "kernels/common/activation.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
@@ -9,7 +10,7 @@
 namespace tessera::ops {
 namespace {
 
-Tensor activation(cpu::Activation act, const char* op, const Tensor& x0) {
+Tensor activation(kernels::Activation act, const char* op, const Tensor& x0) {
   check_float(op, "x", x0);
   const Device dev = x0.device();
   Tensor x = x0.contiguous();
@@ -42,13 +43,13 @@ Tensor activation(cpu::Activation act, const char* op, const Tensor& x0) {
 }  // namespace
 
 Tensor gelu(const Tensor& x) {
-  return activation(cpu::Activation::gelu, "gelu", x);
+  return activation(kernels::Activation::gelu, "gelu", x);
 }
 Tensor silu(const Tensor& x) {
-  return activation(cpu::Activation::silu, "silu", x);
+  return activation(kernels::Activation::silu, "silu", x);
 }
 Tensor relu(const Tensor& x) {
-  return activation(cpu::Activation::relu, "relu", x);
+  return activation(kernels::Activation::relu, "relu", x);
 }
 
 }  // namespace tessera::ops

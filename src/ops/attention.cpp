@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "autograd/engine.h"
+#include "kernels/common/attention_dims.h"
 #include "kernels/cpu/attention.h"
 #include "ops/autocast.h"
 #include "ops/check.h"
@@ -59,7 +60,7 @@ Tensor attention(const Tensor& qkv0, int n_head) {
   Tensor out = Tensor::empty(Shape{B, T, C}, DType::f32, dev);
   // Per-row log-sum-exp: all backward needs beyond qkv and out to rebuild the probabilities.
   Tensor lse = Tensor::empty(Shape{B, n_head, T}, DType::f32, dev);
-  const cpu::AttentionDims dims{B, T, C, n_head};
+  const kernels::AttentionDims dims{B, T, C, n_head};
   if (B * T > 0) {
     if (tensor_cores) {
       dispatch_float(ac, op, [&](auto tag) {

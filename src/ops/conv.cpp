@@ -2,6 +2,7 @@
 // same dims structs and arguments).
 #include "kernels/cpu/conv.h"
 #include "autograd/engine.h"
+#include "kernels/common/conv_dims.h"
 #include "ops/autocast.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -36,7 +37,7 @@ Tensor conv_operand(const Tensor& t, bool round_to_f16) {
 }
 
 // conv2d_backward on the tensors' device (dx, dw, db overwritten; each may be null).
-void conv_backward(Device dev, const cpu::Conv2dDims& d, const Tensor& x, const Tensor& w,
+void conv_backward(Device dev, const kernels::Conv2dDims& d, const Tensor& x, const Tensor& w,
                    const Tensor& gy, float* dx, float* dw, float* db, DType compute) {
   if (is_cuda(dev))
     TS_CUDA("conv2d", dev,
@@ -62,7 +63,7 @@ Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor& b0, int stride, 
   TS_CHECK(stride >= 1 && padding >= 0,
            "conv2d: stride {} and padding {} for x {}: expected stride >= 1, padding >= 0", stride,
            padding, x0.desc());
-  cpu::Conv2dDims d;
+  kernels::Conv2dDims d;
   d.n = x0.dim(0), d.cin = x0.dim(1), d.h = x0.dim(2), d.w = x0.dim(3);
   d.cout = w0.dim(0), d.kh = w0.dim(2), d.kw = w0.dim(3);
   d.stride = stride, d.pad = padding;
@@ -120,7 +121,7 @@ Tensor max_pool2d(const Tensor& x0, int kernel, int stride) {
   TS_CHECK(kernel >= 1 && stride >= 1,
            "max_pool2d: kernel {} stride {} for x {}: expected kernel >= 1 and stride >= 1", kernel,
            stride, x0.desc());
-  cpu::Pool2dDims d;
+  kernels::Pool2dDims d;
   d.n = x0.dim(0), d.c = x0.dim(1), d.h = x0.dim(2), d.w = x0.dim(3);
   d.kernel = kernel, d.stride = stride;
   TS_CHECK(d.h >= kernel && d.w >= kernel,

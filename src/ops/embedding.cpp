@@ -3,6 +3,7 @@
 #include <string>
 
 #include "autograd/engine.h"
+#include "kernels/common/id_groups.h"
 #include "kernels/cpu/embedding.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -54,10 +55,10 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
     Tensor gw = acc.defined() ? Tensor() : Tensor::empty(Shape{V, C}, DType::f32, dev);
     float* dst = acc.defined() ? acc.data<float>() : gw.data<float>();
     if (is_cuda(dev))  // positions grouped by id: one block per id, no atomics
-      TS_CUDA(
-          op, dev,
-          cuda::embedding_backward(gy.data<float>(), cpu::group_ids(host_ids.data<int32_t>(), n, V),
-                                   dst, V, C, acc.defined()));
+      TS_CUDA(op, dev,
+              cuda::embedding_backward(gy.data<float>(),
+                                       kernels::group_ids(host_ids.data<int32_t>(), n, V), dst, V,
+                                       C, acc.defined()));
     else
       cpu::embedding_backward(gy.data<float>(), host_ids.data<int32_t>(), dst, n, V, C,
                               acc.defined());

@@ -1,6 +1,7 @@
 // matmul and linear: GEMMs through oneDNN (cpu) or cuBLASLt (cuda), with mixed precision by
 // autocast (bf16 or f16 operands, f32 accumulation and f32 outputs).
 #include "autograd/engine.h"
+#include "kernels/common/activation.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
@@ -199,7 +200,7 @@ Tensor gelu_for_gemm(const Tensor& h, DType ct) {
   Tensor y32 = Tensor::empty(h.shape(), DType::f32, dev);
   if (is_cuda(dev))
     TS_CUDA("linear_gelu", dev,
-            cuda::activation_forward<float>(cuda::Activation::gelu, h.data<float>(),
+            cuda::activation_forward<float>(kernels::Activation::gelu, h.data<float>(),
                                             y32.data<float>(), h.numel()));
   else
     cpu::gelu_forward_to<float>(h.data<float>(), y32.data<float>(), h.numel());
@@ -220,7 +221,7 @@ Tensor gelu_grad_for_gemm(const Tensor& h, const Tensor& gy, DType ct, float* db
   Tensor gh32 = Tensor::empty(h.shape(), DType::f32, dev);
   if (is_cuda(dev)) {
     TS_CUDA("linear_gelu", dev,
-            cuda::activation_backward<float>(cuda::Activation::gelu, h.data<float>(),
+            cuda::activation_backward<float>(kernels::Activation::gelu, h.data<float>(),
                                              gy.data<float>(), gh32.data<float>(), h.numel()));
     if (db) TS_CUDA("linear_gelu", dev, cuda::sum_rows_acc<float>(gh32.data<float>(), db, m, out));
   } else {

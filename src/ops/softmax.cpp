@@ -3,6 +3,7 @@
 #include <string>
 
 #include "autograd/engine.h"
+#include "kernels/common/cross_entropy.h"
 #include "kernels/cpu/softmax.h"
 #include "ops/check.h"
 #include "ops/dispatch.h"
@@ -73,7 +74,7 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
              t[r], index_str(targets.shape(), r), logits.desc(), V, ignore_index);
   }
   Tensor lse = Tensor::empty(Shape{rows}, DType::f32, dev);
-  cpu::CrossEntropySum s;
+  kernels::CrossEntropySum s;
   if (is_cuda(dev))  // summed in f64 in row order on the device; returns to the host
     TS_CUDA(op, dev,
             s = cuda::cross_entropy_forward<float>(logits.data<float>(), targets.data<int32_t>(),

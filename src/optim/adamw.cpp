@@ -3,10 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include "core/backend.h"
 #include "kernels/cpu/elementwise.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/optim.h"
-#endif
 
 namespace tessera {
 
@@ -27,24 +25,21 @@ void AdamW::step(float lr) {
   const auto& runs = decay_runs();
 
   if (!params_.device().is_cpu()) {
-#if TESSERA_HAVE_CUDA
-    // One launch over the whole flat buffer (kernels/cuda/optim.h), the same formula per element.
-    // The decay runs are uploaded once per layout (device_decay_runs): a per-step copy from
-    // pageable memory would make the host wait for the GPU to drain every step.
-    cuda::AdamWStep a;
+    // One launch over the whole flat buffer (on CUDA kernels/cuda/optim.h), the same formula per
+    // element. The decay runs are uploaded once per layout (device_decay_runs): a per-step copy
+    // from pageable memory would make the host wait for the GPU to drain every step.
+    const DeviceBackend& b = backend_for(params_.device(), "adamw");
+    AdamWArgs a;
     a.p = params_.value_ptr();
     a.g = params_.grad_ptr();
     a.m = exp_avg_;
     a.v = exp_avg_sq_;
     a.n = params_.numel();
-    a.runs = static_cast<const cuda::DecayRange*>(device_decay_runs().raw_data());
+    a.runs = static_cast<const DeviceDecayRun*>(device_decay_runs().raw_data());
     a.nruns = int32_t(runs.size());
     a.beta1 = sc.beta1, a.beta2 = sc.beta2, a.eps = sc.eps;
     a.step_size = sc.step_size, a.inv_sqrt_bc2 = sc.inv_sqrt_bc2, a.decayed = sc.decayed;
-    cuda::adamw_step(a);
-#else
-    fail("adamw: parameters on {} but Tessera was built without CUDA", params_.device().str());
-#endif
+    b.adamw_step(a);
     return;
   }
 

@@ -2,23 +2,17 @@
 
 #include <cmath>
 
+#include "core/backend.h"
 #include "kernels/cpu/elementwise.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/elementwise.h"
-#endif
 
 namespace tessera {
 
 double grad_norm(FlatParameters& params) {
   params.sync_grads();
   // Padding is zero, so the whole buffer can be summed in one pass.
-  if (!params.device().is_cpu()) {
-#if TESSERA_HAVE_CUDA
-    return std::sqrt(cuda::sum_squares(params.grad_ptr(), params.numel()));  // f64, fixed order
-#else
-    fail("grad_norm: gradients on {} but Tessera was built without CUDA", params.device().str());
-#endif
-  }
+  if (!params.device().is_cpu())  // f64, in a fixed order
+    return std::sqrt(
+        backend_for(params.device(), "grad_norm").sum_squares(params.grad_ptr(), params.numel()));
   return std::sqrt(cpu::sum_squares(params.grad_data(), params.numel()));
 }
 
@@ -26,11 +20,7 @@ void scale_grads(FlatParameters& params, float factor) {
   params.sync_grads();
   float* g = params.grad_ptr();
   if (!params.device().is_cpu()) {
-#if TESSERA_HAVE_CUDA
-    cuda::scale<float>(g, g, factor, params.numel());
-#else
-    fail("scale_grads: gradients on {} but Tessera was built without CUDA", params.device().str());
-#endif
+    backend_for(params.device(), "scale_grads").scale(g, factor, params.numel());
     return;
   }
   cpu::scale(g, g, factor, params.numel());

@@ -4,10 +4,8 @@
 #include <cfloat>
 #include <cmath>
 
+#include "core/backend.h"
 #include "kernels/cpu/elementwise.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/optim.h"
-#endif
 #include "ops/ops.h"
 
 namespace tessera {
@@ -39,13 +37,9 @@ bool DynamicLossScaler::unscale(FlatParameters& params) {
   const int64_t n = params.numel();
   const float inv = 1.f / scale_;
   if (!params.device().is_cpu()) {
-#if TESSERA_HAVE_CUDA
     // One pass dividing and flagging inf/NaN; the verdict comes back to the host (a sync).
-    return cuda::unscale_grads(params.grad_ptr(), n, inv);
-#else
-    fail("DynamicLossScaler: gradients on {} but Tessera was built without CUDA",
-         params.device().str());
-#endif
+    return backend_for(params.device(), "DynamicLossScaler")
+        .unscale_grads(params.grad_ptr(), n, inv);
   }
   float* g = params.grad_data();
   int nonfinite = 0;

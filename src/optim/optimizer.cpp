@@ -3,10 +3,7 @@
 #include <cmath>
 #include <vector>
 
-#if TESSERA_HAVE_CUDA
-#include "cuda/copy.h"
-#include "kernels/cuda/optim.h"
-#endif
+#include "core/backend.h"
 
 namespace tessera {
 
@@ -42,23 +39,20 @@ void Optimizer::rebuild_runs() {
 
 const Tensor& Optimizer::device_decay_runs() {
   if (device_runs_.defined()) return device_runs_;
-#if TESSERA_HAVE_CUDA
-  TS_CHECK(params_.device().type == DeviceType::cuda,
+  TS_CHECK(!params_.device().is_cpu(),
            "{}: device_decay_runs: the parameters are on {}, expected a CUDA device", name(),
            params_.device().str());
-  std::vector<cuda::DecayRange> host;
+  const DeviceBackend& b = backend_for(params_.device(), name());
+  std::vector<DeviceDecayRun> host;
   for (const DecayRun& r : runs_) host.push_back({r.begin, r.end, r.decay ? 1 : 0});
-  static_assert(sizeof(cuda::DecayRange) % sizeof(int64_t) == 0);
-  const size_t bytes = host.size() * sizeof(cuda::DecayRange);
+  static_assert(sizeof(DeviceDecayRun) % sizeof(int64_t) == 0);
+  const size_t bytes = host.size() * sizeof(DeviceDecayRun);
   Tensor t = Tensor::empty(Shape{int64_t(bytes / sizeof(int64_t))}, DType::i64, params_.device());
-  // From pageable memory: the copy has read `host` when it returns (cuda/copy.h), and kernels
+  // From pageable memory: the copy has read `host` when it returns (core/backend.h), and kernels
   // queued after it on the stream see the runs.
-  if (bytes) cuda::copy_h2d(t.raw_data(), host.data(), bytes);
+  if (bytes) b.copy_from_host(t.raw_data(), host.data(), bytes);
   device_runs_ = t;
   return device_runs_;
-#else
-  fail("{}: parameters on {} but Tessera was built without CUDA", name(), params_.device().str());
-#endif
 }
 
 float* Optimizer::add_state_buffer(const std::string& buffer_name) {

@@ -60,9 +60,10 @@ class Optimizer {
   // zero under every update rule here since its gradient, value and state are zero).
   using DecayRun = UpdateRun;
   const std::vector<DecayRun>& decay_runs() const { return runs_; }
-  // The same runs on the parameters' device for the CUDA update kernels: decay_runs().size()
-  // cuda::DecayRange records (kernels/cuda/optim.h) in an i64 tensor, uploaded on first use and
-  // again only after set_decay changed them, not every step. An Error in a build without CUDA.
+  // The same runs on the parameters' device for the device update kernels: decay_runs().size()
+  // DeviceDecayRun records (core/backend.h) in an i64 tensor, uploaded on first use and again
+  // only after set_decay changed them, not every step. An Error naming the device in a build
+  // without its backend.
   const Tensor& device_decay_runs();
 
   FlatParameters& params_;

@@ -1,9 +1,7 @@
 #include "optim/sgd.h"
 
+#include "core/backend.h"
 #include "kernels/cpu/elementwise.h"
-#if TESSERA_HAVE_CUDA
-#include "kernels/cuda/optim.h"
-#endif
 
 namespace tessera {
 
@@ -20,24 +18,21 @@ SGD::SGD(FlatParameters& params, SGDOptions opt)
 void SGD::step(float lr) {
   begin_step(lr);
   if (!params_.device().is_cpu()) {
-#if TESSERA_HAVE_CUDA
     // One launch over the whole flat buffer, sgd_update's formula per element; the momentum
     // buffer is a device tensor (add_state_buffer allocates on the parameters' device).
-    cuda::SGDStep a;
+    const DeviceBackend& b = backend_for(params_.device(), "sgd");
+    SGDArgs a;
     a.p = params_.value_ptr();
     a.g = params_.grad_ptr();
     a.b = momentum_buf_;
     a.n = params_.numel();
     if (opt_.weight_decay != 0.f) {  // the runs are only read when something decays
-      a.runs = static_cast<const cuda::DecayRange*>(device_decay_runs().raw_data());
+      a.runs = static_cast<const DeviceDecayRun*>(device_decay_runs().raw_data());
       a.nruns = int32_t(decay_runs().size());
     }
     a.lr = lr, a.momentum = opt_.momentum, a.weight_decay = opt_.weight_decay;
     a.nesterov = opt_.nesterov;
-    cuda::sgd_step(a);
-#else
-    fail("sgd: parameters on {} but Tessera was built without CUDA", params_.device().str());
-#endif
+    b.sgd_step(a);
     return;
   }
   sgd_update(lr, opt_.momentum, opt_.nesterov, opt_.weight_decay, decay_runs(),

@@ -1,13 +1,7 @@
 #include "train/device.h"
 
-#include <algorithm>
-
+#include "core/backend.h"
 #include "dist/bootstrap.h"
-#if TESSERA_HAVE_CUDA
-#include "cuda/copy.h"
-#include "cuda/device.h"
-#include "cuda/nccl_comm.h"
-#endif
 
 namespace tessera::train {
 
@@ -15,40 +9,29 @@ Placement place_training(const Config& cfg, std::shared_ptr<dist::Communicator> 
   if (cfg.train.device == "cpu") return {Device::cpu(), std::move(cpu_comm)};
   TS_CHECK(cfg.train.device == "cuda",
            "config: train.device = \"{}\": expected \"cpu\" or \"cuda\"", cfg.train.device);
-#if TESSERA_HAVE_CUDA
-  const cuda::DeviceProbe& probe = cuda::probe_devices();
+  const DeviceBackend* backend = find_backend(DeviceType::cuda);
+  TS_CHECK(backend,
+           "config: train.device = \"cuda\" but this Tessera was built without the CUDA backend "
+           "(configure with nvcc, or -DTESSERA_CUDA_EMULATION=ON, or set train.device = \"cpu\")");
+  const int count = backend->device_count();
   // Every rank reaches the same verdict only if every node has GPUs; a rank without one fails
   // here and the others then fail in the NCCL set-up (its timeout), not hang forever.
-  TS_CHECK(probe.count > 0,
+  TS_CHECK(count > 0,
            "config: train.device = \"cuda\" but rank {} sees no CUDA device: {} (set "
            "train.device = \"cpu\", or run on a machine with a GPU)",
-           cpu_comm->rank(), probe.reason);
+           cpu_comm->rank(), backend->unavailable_reason());
+  // Ranks on a node spread over its GPUs.
   const dist::LaunchInfo launch = dist::detect_launch();
-  const int gpu = launch.distributed() ? cuda::device_for_launch(launch) : 0;
-  cuda::init(gpu);
+  const int gpu = launch.distributed() ? launch.local_rank % count : 0;
+  backend->activate(gpu);
   const Device device = Device::cuda(gpu);
   if (cpu_comm->world_size() == 1) return {device, std::move(cpu_comm)};
-  cuda::NcclOptions o;
-  // parallel.timeout_s is the CPU heartbeat's (a dead process); NCCL's backstop is for a peer
-  // that is alive but never joins, so it is never shorter than the default.
-  o.timeout_s = std::max(o.timeout_s, cfg.parallel.timeout_s);
-  auto nccl = std::make_shared<cuda::NcclCommunicator>(std::move(cpu_comm), gpu, o);
-  return {device, std::move(nccl)};
-#else
-  fail(
-      "config: train.device = \"cuda\" but this Tessera was built without the CUDA backend "
-      "(configure with -DTESSERA_CUDA=ON on a machine with the CUDA toolkit, or set "
-      "train.device = \"cpu\")");
-#endif
+  return {device, backend->make_communicator(std::move(cpu_comm), gpu, cfg.parallel.timeout_s)};
 }
 
 Tensor to_training_device(const Tensor& host, Device device) {
   if (device.is_cpu()) return host;
-#if TESSERA_HAVE_CUDA
-  return cuda::upload_async(host, device.index);
-#else
-  return host.to(device);  // an Error naming the missing backend
-#endif
+  return backend_for(device, "to_training_device").upload_async(host, device.index);
 }
 
 AllocatorStats training_memory(Device device) {
@@ -56,9 +39,8 @@ AllocatorStats training_memory(Device device) {
 }
 
 std::string describe_device(Device device) {
-#if TESSERA_HAVE_CUDA
-  if (!device.is_cpu()) return device.str() + " (" + cuda::device_summary(device.index) + ")";
-#endif
+  if (const DeviceBackend* b = find_backend(device.type))
+    return device.str() + " (" + b->describe(device.index) + ")";
   return device.str();
 }
 

@@ -31,6 +31,7 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "cuda_test_util.h"
+#include "kernels/common/attention_dims.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_tc.h"
@@ -51,7 +52,7 @@ struct Case {
   float stddev = 1.f;  // of q, k, v: 2 makes the softmax sharp (score std 4 instead of 1)
 };
 
-cpu::AttentionDims dims(const Case& c) {
+kernels::AttentionDims dims(const Case& c) {
   return {c.B, c.T, c.H * c.hs, c.H};
 }
 
@@ -93,7 +94,7 @@ void expect_grad_close(const std::string& op, const char* dtype, const std::vect
 // `vs_cuda_core`, also against the f32 CUDA-core kernels on them.
 template <class T>
 void check_case(Rng& rng, const Case& c, bool vs_cuda_core) {
-  const cpu::AttentionDims d = dims(c);
+  const kernels::AttentionDims d = dims(c);
   const auto nqkv = size_t(c.B * c.T * 3 * d.channels), nout = size_t(c.B * c.T * d.channels);
   const auto nlse = size_t(c.B * c.H * c.T);
   const std::string name = case_name(c);
@@ -161,7 +162,7 @@ TEST_F(CudaAttentionTc, RepeatRunsAreBitIdentical) {
   Rng rng;
   TS_TRACE_SEED(rng);
   const Case c{2, 300, 3, 64};
-  const cpu::AttentionDims d = dims(c);
+  const kernels::AttentionDims d = dims(c);
   const auto nqkv = size_t(c.B * c.T * 3 * d.channels), nout = size_t(c.B * c.T * d.channels);
   const auto nlse = size_t(c.B * c.H * c.T);
   DevBuf<bf16> qkv(to_storage<bf16>(rng.normal(nqkv)));
@@ -262,7 +263,7 @@ TEST(AttentionTcHost, ArgumentErrorsComeBeforeAnyDeviceWork) {
       },
       {"batch * heads = 65536", "65535"});
   expect_error([] { cuda::attention_tc_launch({1, -1, 64, 1}); }, {"seq -1"});
-  const cpu::AttentionDims d{1, 16, 128, 2};
+  const kernels::AttentionDims d{1, 16, 128, 2};
   alignas(16) static bf16 qkv[16 * 3 * 128 + 8];
   alignas(16) static float out[16 * 128 + 4], lse[2 * 16];
   alignas(16) static float dqkv[16 * 3 * 128 + 4];

@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
+#include "kernels/common/activation.h"
+#include "kernels/common/cross_entropy.h"
+#include "kernels/common/id_groups.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/dropout.h"
@@ -129,9 +132,9 @@ void check_activations(Rng& rng) {
   const std::vector<float> gy = rng.normal(static_cast<size_t>(n));
   DevBuf<T> dx(x), dout(static_cast<size_t>(n));
   DevBuf<float> dgy(gy);
-  const std::pair<cpu::Activation, const char*> acts[] = {{cpu::Activation::gelu, "gelu"},
-                                                          {cpu::Activation::silu, "silu"},
-                                                          {cpu::Activation::relu, "relu"}};
+  const std::pair<kernels::Activation, const char*> acts[] = {{kernels::Activation::gelu, "gelu"},
+                                                              {kernels::Activation::silu, "silu"},
+                                                              {kernels::Activation::relu, "relu"}};
   for (const auto& [act, name] : acts) {
     std::vector<T> want(static_cast<size_t>(n));
     cpu::activation_forward(act, x.data(), want.data(), n);
@@ -244,9 +247,9 @@ TEST_F(CudaKernels, CrossEntropyMatchesCpu) {
   const float scale = 1.f / 231.f;
   {
     DevBuf<float> dl(logits), dgx(static_cast<size_t>(rows * V));
-    const cpu::CrossEntropySum want =
+    const kernels::CrossEntropySum want =
         cpu::cross_entropy_forward(logits.data(), targets.data(), lse.data(), rows, V, ignore);
-    const cuda::CrossEntropySum got =
+    const kernels::CrossEntropySum got =
         cuda::cross_entropy_forward(dl.get(), dt.get(), dlse.get(), rows, V, ignore);
     EXPECT_EQ(got.count, want.count);
     expect_close("cross_entropy loss", "f32", {float(got.loss)}, {float(want.loss)}, 1e-5);
@@ -261,9 +264,9 @@ TEST_F(CudaKernels, CrossEntropyMatchesCpu) {
     const auto lb = to_storage<bf16>(logits);
     const std::vector<float> lf = to_float(lb);
     DevBuf<bf16> dl(lb), dgx(static_cast<size_t>(rows * V));
-    const cpu::CrossEntropySum want =
+    const kernels::CrossEntropySum want =
         cpu::cross_entropy_forward(lf.data(), targets.data(), lse.data(), rows, V, ignore);
-    const cuda::CrossEntropySum got =
+    const kernels::CrossEntropySum got =
         cuda::cross_entropy_forward(dl.get(), dt.get(), dlse.get(), rows, V, ignore);
     EXPECT_EQ(got.count, want.count);
     // The loss and lse are f32 computations on identical inputs: f32 bounds.
@@ -301,7 +304,7 @@ void check_embedding_backward(Rng& rng, int64_t V, int64_t C, int64_t n) {
   const std::vector<int32_t> ids = rng.ints(static_cast<size_t>(n), 0, int32_t(V - 1));
   const std::vector<float> gy = rng.normal(static_cast<size_t>(n * C));
   const std::vector<float> old = rng.normal(static_cast<size_t>(V * C));
-  const cpu::IdGroups groups = cpu::group_ids(ids.data(), n, V);
+  const kernels::IdGroups groups = kernels::group_ids(ids.data(), n, V);
   DevBuf<float> dgy(gy);
   DevBuf<int32_t> did(ids);
   const std::string shape = "V=" + std::to_string(V) + " C=" + std::to_string(C);

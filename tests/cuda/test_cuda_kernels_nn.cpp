@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include "cuda_test_util.h"
+#include "kernels/common/activation.h"
+#include "kernels/common/attention_dims.h"
+#include "kernels/common/conv_dims.h"
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/conv.h"
@@ -87,7 +90,8 @@ TEST_F(CudaNnKernels, GemmEpiloguesMatchCpu) {
     cg.a = xr.data(), cg.b = wr.data(), cg.bias = bias.data(), cg.c = pre.data();
     cpu::gemm(cg);
     std::vector<float> post(pre.size());
-    cpu::activation_forward(cpu::Activation::gelu, pre.data(), post.data(), int64_t(pre.size()));
+    cpu::activation_forward(kernels::Activation::gelu, pre.data(), post.data(),
+                            int64_t(pre.size()));
 
     DevBuf<uint8_t> dx(host_bytes(x, ab)), dw(host_bytes(w, ab));
     DevBuf<float> dbias(bias), dc(pre.size()), daux(pre.size());
@@ -119,7 +123,7 @@ TEST_F(CudaNnKernels, GemmEpiloguesMatchCpu) {
   expect_exact("gemm k=0 +bias", "f32", dc.download(), bias);
 }
 
-void check_conv(Rng& rng, cpu::Conv2dDims d, DType compute) {
+void check_conv(Rng& rng, kernels::Conv2dDims d, DType compute) {
   d.infer_output();
   const std::string name = "conv2d " + std::to_string(d.kh) + "x" + std::to_string(d.kw) + " s" +
                            std::to_string(d.stride) + " p" + std::to_string(d.pad);
@@ -145,7 +149,7 @@ void check_conv(Rng& rng, cpu::Conv2dDims d, DType compute) {
 }
 
 template <class T>
-void check_pool(Rng& rng, cpu::Pool2dDims d) {
+void check_pool(Rng& rng, kernels::Pool2dDims d) {
   d.ho = (d.h - d.kernel) / d.stride + 1, d.wo = (d.w - d.kernel) / d.stride + 1;
   const int64_t nx = d.n * d.c * d.h * d.w, ny = d.n * d.c * d.ho * d.wo;
   // Values on a coarse grid make ties common (the first maximum must win), plus a NaN.
@@ -177,14 +181,14 @@ TEST_F(CudaNnKernels, ConvAndPoolMatchCpu) {
   Rng rng;
   TS_TRACE_SEED(rng);
   for (DType compute : {DType::f32, DType::bf16}) {
-    cpu::Conv2dDims d;
+    kernels::Conv2dDims d;
     d.n = 3, d.cin = 5, d.h = 17, d.w = 13, d.cout = 7, d.kh = 3, d.kw = 3, d.stride = 2, d.pad = 1;
     check_conv(rng, d, compute);
     d.n = 2, d.cin = 1, d.h = 28, d.w = 28, d.cout = 32, d.kh = 5, d.kw = 5, d.stride = 1,
     d.pad = 0;
     check_conv(rng, d, compute);
   }
-  cpu::Pool2dDims p;
+  kernels::Pool2dDims p;
   p.n = 2, p.c = 3, p.h = 11, p.w = 9, p.kernel = 3, p.stride = 2;  // overlapping windows
   check_pool<float>(rng, p);
   check_pool<bf16>(rng, p);
@@ -193,7 +197,7 @@ TEST_F(CudaNnKernels, ConvAndPoolMatchCpu) {
   check_pool<float>(rng, p);
 }
 
-void check_attention(Rng& rng, cpu::AttentionDims d) {
+void check_attention(Rng& rng, kernels::AttentionDims d) {
   const int64_t nqkv = d.batch * d.seq * 3 * d.channels, nout = d.batch * d.seq * d.channels;
   const int64_t nlse = d.batch * d.heads * d.seq;
   const std::string name =

@@ -26,7 +26,7 @@
 
 #include "core/half.h"
 #include "emu/device.h"
-#include "kernels/cpu/activation_math.h"
+#include "kernels/common/activation_math.h"
 
 namespace {
 

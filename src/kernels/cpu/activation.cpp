@@ -1,7 +1,7 @@
 #include "kernels/cpu/activation.h"
 
 #include "core/profiler.h"
-#include "kernels/cpu/activation_math.h"
+#include "kernels/common/activation_math.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/reduce.h"
 
@@ -24,27 +24,27 @@ void map_grad(const T* x, const float* gy, T* gx, int64_t n, F df) {
 }  // namespace
 
 template <class T>
-void activation_forward(Activation act, const T* x, T* y, int64_t n) {
+void activation_forward(kernels::Activation act, const T* x, T* y, int64_t n) {
   prof::Scope prof_scope(prof::Family::elementwise, "activation_forward");
   switch (act) {
-    case Activation::gelu:
+    case kernels::Activation::gelu:
       return map(x, y, n, [](float v) { return math::gelu_tanh(v); });
-    case Activation::silu:
+    case kernels::Activation::silu:
       return map(x, y, n, [](float v) { return math::silu(v); });
-    case Activation::relu:
+    case kernels::Activation::relu:
       return map(x, y, n, [](float v) { return math::relu(v); });
   }
 }
 
 template <class T>
-void activation_backward(Activation act, const T* x, const float* gy, T* gx, int64_t n) {
+void activation_backward(kernels::Activation act, const T* x, const float* gy, T* gx, int64_t n) {
   prof::Scope prof_scope(prof::Family::elementwise, "activation_backward");
   switch (act) {
-    case Activation::gelu:
+    case kernels::Activation::gelu:
       return map_grad(x, gy, gx, n, [](float v) { return math::gelu_tanh_grad(v); });
-    case Activation::silu:
+    case kernels::Activation::silu:
       return map_grad(x, gy, gx, n, [](float v) { return math::silu_grad(v); });
-    case Activation::relu:
+    case kernels::Activation::relu:
       return map_grad(x, gy, gx, n, [](float v) { return math::relu_grad(v); });
   }
 }
@@ -84,9 +84,9 @@ template void gelu_backward_bias<float>(const float*, const float*, float*, floa
                                         int64_t);
 template void gelu_backward_bias<bf16>(const float*, const float*, bf16*, float*, int64_t, int64_t);
 
-#define TS_INSTANTIATE(T)                                                 \
-  template void activation_forward<T>(Activation, const T*, T*, int64_t); \
-  template void activation_backward<T>(Activation, const T*, const float*, T*, int64_t);
+#define TS_INSTANTIATE(T)                                                          \
+  template void activation_forward<T>(kernels::Activation, const T*, T*, int64_t); \
+  template void activation_backward<T>(kernels::Activation, const T*, const float*, T*, int64_t);
 TS_INSTANTIATE(float)
 TS_INSTANTIATE(bf16)
 TS_INSTANTIATE(f16)

@@ -1,21 +1,20 @@
 // Element-wise activations (GELU tanh form, SiLU, ReLU) and their backward passes on contiguous
 // buffers. Templated over the storage type (float, bf16, f16) with f32 arithmetic; the
-// per-element math lives in activation_math.h.
+// per-element math lives in kernels/common/activation_math.h.
 #pragma once
 #include <cstdint>
 
 #include "core/half.h"
+#include "kernels/common/activation.h"
 
 namespace tessera::cpu {
 
-enum class Activation : uint8_t { gelu, silu, relu };
-
 // y = act(x)
 template <class T>
-void activation_forward(Activation act, const T* x, T* y, int64_t n);
+void activation_forward(kernels::Activation act, const T* x, T* y, int64_t n);
 // gx = gy * act'(x). The incoming gradient is f32 (the autograd engine accumulates in f32).
 template <class T>
-void activation_backward(Activation act, const T* x, const float* gy, T* gx, int64_t n);
+void activation_backward(kernels::Activation act, const T* x, const float* gy, T* gx, int64_t n);
 
 // The GELU of a fused linear + GELU (ops::linear_gelu), on the GEMM's f32 output h [rows, cols]:
 // y = gelu(h) stored as TO (f32, or bf16 for the next GEMM under autocast).

@@ -255,7 +255,7 @@ struct Head {
   float scale;
 };
 
-Head head_geometry(const AttentionDims& d) {
+Head head_geometry(const kernels::AttentionDims& d) {
   Head h;
   h.T = d.seq, h.C = d.channels, h.hs = d.channels / d.heads;
   h.hsp = round_up(h.hs, kLanes), h.Tp = round_up(h.T, kLanes);
@@ -293,7 +293,7 @@ void mask_after(float* row, int64_t last, int64_t n) {
 
 }  // namespace
 
-void attention_forward(const AttentionDims& d, const float* qkv, float* out, float* lse) {
+void attention_forward(const kernels::AttentionDims& d, const float* qkv, float* out, float* lse) {
   prof::Scope prof_scope(prof::Family::attention, "attention_forward");
   // Useful FLOPs: QK^T and PV over the causal half of the [T, T] scores.
   prof::add_flops(prof::Family::attention,
@@ -338,7 +338,7 @@ void attention_forward(const AttentionDims& d, const float* qkv, float* out, flo
   }
 }
 
-void attention_backward(const AttentionDims& d, const float* qkv, const float* out,
+void attention_backward(const kernels::AttentionDims& d, const float* qkv, const float* out,
                         const float* lse, const float* dout, float* dqkv) {
   prof::Scope prof_scope(prof::Family::attention, "attention_backward");
   // Useful FLOPs: dV, dP, dQ and dK over the causal half (the recomputed scores not counted).

@@ -7,21 +7,16 @@
 #pragma once
 #include <cstdint>
 
-namespace tessera::cpu {
+#include "kernels/common/attention_dims.h"
 
-struct AttentionDims {
-  int64_t batch = 0;     // B
-  int64_t seq = 0;       // T
-  int64_t channels = 0;  // C (= heads * head size)
-  int64_t heads = 0;     // H
-};
+namespace tessera::cpu {
 
 // out [B, T, C] = per head softmax(q k^T / sqrt(hs) + causal mask) v.
 // lse [B, H, T] receives each query row's log-sum-exp of its scaled, masked scores.
-void attention_forward(const AttentionDims& d, const float* qkv, float* out, float* lse);
+void attention_forward(const kernels::AttentionDims& d, const float* qkv, float* out, float* lse);
 
 // dqkv [B, T, 3C] (overwritten) from dout [B, T, C], given the forward's qkv, out and lse.
-void attention_backward(const AttentionDims& d, const float* qkv, const float* out,
+void attention_backward(const kernels::AttentionDims& d, const float* qkv, const float* out,
                         const float* lse, const float* dout, float* dqkv);
 
 }  // namespace tessera::cpu

@@ -18,18 +18,13 @@
 
 namespace tessera::cpu {
 
-void Conv2dDims::infer_output() {
-  ho = (h + 2 * pad - kh) / stride + 1;
-  wo = (w + 2 * pad - kw) / stride + 1;
-}
-
 namespace {
 
 // Output columns ow whose input column ow*stride - pad + kj lies inside [0, W): [lo, hi).
 struct ColRange {
   int64_t lo, hi;
 };
-ColRange valid_columns(const Conv2dDims& d, int64_t kj) {
+ColRange valid_columns(const kernels::Conv2dDims& d, int64_t kj) {
   const int64_t first = d.pad - kj;           // ow*stride >= first
   const int64_t last = d.w - 1 + d.pad - kj;  // ow*stride <= last
   ColRange r;
@@ -42,7 +37,7 @@ ColRange valid_columns(const Conv2dDims& d, int64_t kj) {
 }  // namespace
 
 template <class T>
-void im2col(const Conv2dDims& d, const float* x, T* col) {
+void im2col(const kernels::Conv2dDims& d, const float* x, T* col) {
   const int64_t rows = d.patch(), P = d.pixels();
 #pragma omp parallel for schedule(static) if (rows * P > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
@@ -64,7 +59,7 @@ void im2col(const Conv2dDims& d, const float* x, T* col) {
   }
 }
 
-void col2im_add(const Conv2dDims& d, const float* col, float* dx) {
+void col2im_add(const kernels::Conv2dDims& d, const float* col, float* dx) {
   const int64_t P = d.pixels(), taps = d.kh * d.kw;
   // One channel per iteration: all of a channel's rows land in its own plane, so no races.
 #pragma omp parallel for schedule(static) if (d.patch() * P > kParallelGrain)
@@ -101,8 +96,8 @@ const T* as_operand(const float* src, int64_t n, std::vector<T>& storage) {
 }
 
 template <class T>
-void forward_impl(const Conv2dDims& d, const float* x, const float* w, const float* b, float* y,
-                  DType compute) {
+void forward_impl(const kernels::Conv2dDims& d, const float* x, const float* w, const float* b,
+                  float* y, DType compute) {
   const int64_t K = d.patch(), P = d.pixels();
   std::vector<T> w_store, col(size_t(K * P));
   const T* wt = as_operand<T>(w, d.cout * K, w_store);
@@ -124,8 +119,8 @@ void forward_impl(const Conv2dDims& d, const float* x, const float* w, const flo
 }
 
 template <class T>
-void backward_impl(const Conv2dDims& d, const float* x, const float* w, const float* dy, float* dx,
-                   float* dw, float* db, DType compute) {
+void backward_impl(const kernels::Conv2dDims& d, const float* x, const float* w, const float* dy,
+                   float* dx, float* dw, float* db, DType compute) {
   const int64_t K = d.patch(), P = d.pixels(), in_size = d.cin * d.h * d.w;
   std::vector<T> w_store, dy_store, col;
   std::vector<float> dcol;
@@ -168,8 +163,8 @@ void backward_impl(const Conv2dDims& d, const float* x, const float* w, const fl
 
 }  // namespace
 
-void conv2d_forward(const Conv2dDims& d, const float* x, const float* w, const float* b, float* y,
-                    DType compute) {
+void conv2d_forward(const kernels::Conv2dDims& d, const float* x, const float* w, const float* b,
+                    float* y, DType compute) {
   TS_CHECK(compute == DType::f32 || compute == DType::bf16,
            "conv2d: GEMM compute dtype {} unsupported on cpu (expected f32 or bf16)",
            dtype_name(compute));
@@ -179,7 +174,7 @@ void conv2d_forward(const Conv2dDims& d, const float* x, const float* w, const f
     forward_impl<float>(d, x, w, b, y, compute);
 }
 
-void conv2d_backward(const Conv2dDims& d, const float* x, const float* w, const float* dy,
+void conv2d_backward(const kernels::Conv2dDims& d, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, DType compute) {
   TS_CHECK(compute == DType::f32 || compute == DType::bf16,
            "conv2d: GEMM compute dtype {} unsupported on cpu (expected f32 or bf16)",
@@ -191,7 +186,7 @@ void conv2d_backward(const Conv2dDims& d, const float* x, const float* w, const 
 }
 
 template <class T>
-void max_pool2d_forward(const Pool2dDims& d, const T* x, T* y, int32_t* argmax) {
+void max_pool2d_forward(const kernels::Pool2dDims& d, const T* x, T* y, int32_t* argmax) {
   const int64_t planes = d.n * d.c, in_plane = d.h * d.w, out_plane = d.ho * d.wo;
   // Where each output's window starts within a plane (the same for every plane). The loops below
   // run across all of a plane's outputs, so they vectorise even when Wo is narrower than a
@@ -232,7 +227,8 @@ void max_pool2d_forward(const Pool2dDims& d, const T* x, T* y, int32_t* argmax) 
   }
 }
 
-void max_pool2d_backward(const Pool2dDims& d, const float* dy, const int32_t* argmax, float* dx) {
+void max_pool2d_backward(const kernels::Pool2dDims& d, const float* dy, const int32_t* argmax,
+                         float* dx) {
   const int64_t planes = d.n * d.c, in_plane = d.h * d.w, out_plane = d.ho * d.wo;
 #pragma omp parallel for schedule(static) if (planes * (in_plane + out_plane) > kParallelGrain)
   for (int64_t pl = 0; pl < planes; ++pl) {
@@ -242,10 +238,10 @@ void max_pool2d_backward(const Pool2dDims& d, const float* dy, const int32_t* ar
   }
 }
 
-template void im2col<float>(const Conv2dDims&, const float*, float*);
-template void im2col<bf16>(const Conv2dDims&, const float*, bf16*);
-template void max_pool2d_forward<float>(const Pool2dDims&, const float*, float*, int32_t*);
-template void max_pool2d_forward<bf16>(const Pool2dDims&, const bf16*, bf16*, int32_t*);
-template void max_pool2d_forward<f16>(const Pool2dDims&, const f16*, f16*, int32_t*);
+template void im2col<float>(const kernels::Conv2dDims&, const float*, float*);
+template void im2col<bf16>(const kernels::Conv2dDims&, const float*, bf16*);
+template void max_pool2d_forward<float>(const kernels::Pool2dDims&, const float*, float*, int32_t*);
+template void max_pool2d_forward<bf16>(const kernels::Pool2dDims&, const bf16*, bf16*, int32_t*);
+template void max_pool2d_forward<f16>(const kernels::Pool2dDims&, const f16*, f16*, int32_t*);
 
 }  // namespace tessera::cpu

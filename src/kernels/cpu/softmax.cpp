@@ -7,7 +7,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "kernels/cpu/activation_math.h"
+#include "kernels/common/activation_math.h"
 #include "kernels/cpu/elementwise.h"
 
 namespace tessera::cpu {
@@ -74,8 +74,9 @@ void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t 
   }
 }
 
-CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* targets, float* lse,
-                                      int64_t rows, int64_t V, int32_t ignore_index) {
+kernels::CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* targets,
+                                               float* lse, int64_t rows, int64_t V,
+                                               int32_t ignore_index) {
   prof::Scope prof_scope(prof::Family::embed_loss, "cross_entropy_forward");
   std::vector<float> row_loss(size_t(rows), 0.f);
 #pragma omp parallel for schedule(static) if (rows * V > kParallelGrain)
@@ -91,7 +92,7 @@ CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* target
     lse[r] = m + std::log(s);
     row_loss[size_t(r)] = lse[r] - xr[t];
   }
-  CrossEntropySum out;
+  kernels::CrossEntropySum out;
   for (int64_t r = 0; r < rows; ++r) {
     if (targets[r] == ignore_index) continue;
     out.loss += double(row_loss[size_t(r)]);
@@ -125,8 +126,8 @@ void cross_entropy_backward(const float* logits, const int32_t* targets, const f
 
 template void cross_entropy_backward<float>(const float*, const int32_t*, const float*, float,
                                             float*, int64_t, int64_t, int32_t);
-template void cross_entropy_backward<bf16>(const float*, const int32_t*, const float*, float,
-                                           bf16*, int64_t, int64_t, int32_t);
+template void cross_entropy_backward<bf16>(const float*, const int32_t*, const float*, float, bf16*,
+                                           int64_t, int64_t, int32_t);
 
 #define TS_INSTANTIATE(T)                                           \
   template void softmax_forward<T>(const T*, T*, int64_t, int64_t); \

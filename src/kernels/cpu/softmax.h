@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "core/half.h"
+#include "kernels/common/cross_entropy.h"
 
 namespace tessera::cpu {
 
@@ -14,15 +15,11 @@ void softmax_forward(const T* x, T* y, int64_t rows, int64_t C);
 template <class T>
 void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t C);
 
-struct CrossEntropySum {
-  double loss = 0;    // sum over counted rows of -log softmax(logits)[target]
-  int64_t count = 0;  // rows whose target is not ignore_index
-};
-
 // Targets must already be valid (in [0, V) or ignore_index). Writes lse[r] = log sum exp of row
 // r (0 for ignored rows) for the backward. The sum runs over rows in order: reproducible.
-CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* targets, float* lse,
-                                      int64_t rows, int64_t V, int32_t ignore_index);
+kernels::CrossEntropySum cross_entropy_forward(const float* logits, const int32_t* targets,
+                                               float* lse, int64_t rows, int64_t V,
+                                               int32_t ignore_index);
 // gx[r] = scale * (softmax(logits[r]) - onehot(targets[r])), and 0 for ignored rows; softmax is
 // recomputed from lse, so nothing but gx is written.
 // gx is stored as TG: f32, or bf16 when the logits came from a bf16 GEMM whose backward would

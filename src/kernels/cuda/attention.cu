@@ -8,7 +8,7 @@
 
 #include "core/error.h"
 #include "cuda/allocator.h"
-#include "kernels/cpu/activation_math.h"
+#include "kernels/common/activation_math.h"
 #include "kernels/cuda/common.cuh"
 
 namespace tessera::cuda {
@@ -229,7 +229,7 @@ __global__ void dkv_kernel(Geo g, const T* qkv, const float* lse, const float* d
   }
 }
 
-Geo geometry(const AttentionDims& d) {
+Geo geometry(const kernels::AttentionDims& d) {
   TS_CHECK(d.heads > 0 && d.channels % d.heads == 0,
            "cuda attention: channels {} must be a multiple of heads {}", d.channels, d.heads);
   Geo g;
@@ -243,14 +243,15 @@ Geo geometry(const AttentionDims& d) {
   return g;
 }
 
-dim3 row_grid(const AttentionDims& d) {
+dim3 row_grid(const kernels::AttentionDims& d) {
   return dim3(unsigned((d.seq + kRows - 1) / kRows), unsigned(d.batch * d.heads));
 }
 
 }  // namespace
 
 template <class T>
-void attention_forward(const AttentionDims& d, const T* qkv, T* out, float* lse, cudaStream_t s) {
+void attention_forward(const kernels::AttentionDims& d, const T* qkv, T* out, float* lse,
+                       cudaStream_t s) {
   const Geo g = geometry(d);
   if (d.batch == 0 || d.seq == 0) return;
   const size_t smem = size_t(kRows * g.hs + 2 * kTile * (g.hs + 1)) * sizeof(float);
@@ -259,8 +260,8 @@ void attention_forward(const AttentionDims& d, const T* qkv, T* out, float* lse,
 }
 
 template <class T>
-void attention_backward(const AttentionDims& d, const T* qkv, const T* out, const float* lse,
-                        const float* dout, T* dqkv, cudaStream_t s) {
+void attention_backward(const kernels::AttentionDims& d, const T* qkv, const T* out,
+                        const float* lse, const float* dout, T* dqkv, cudaStream_t s) {
   const Geo g = geometry(d);
   if (d.batch == 0 || d.seq == 0) return;
   const int64_t rows = d.batch * d.heads * d.seq;
@@ -280,13 +281,13 @@ void attention_backward(const AttentionDims& d, const T* qkv, const T* out, cons
   alloc.release(delta, bytes);
 }
 
-template void attention_forward<float>(const AttentionDims&, const float*, float*, float*,
+template void attention_forward<float>(const kernels::AttentionDims&, const float*, float*, float*,
                                        cudaStream_t);
-template void attention_forward<bf16>(const AttentionDims&, const bf16*, bf16*, float*,
+template void attention_forward<bf16>(const kernels::AttentionDims&, const bf16*, bf16*, float*,
                                       cudaStream_t);
-template void attention_backward<float>(const AttentionDims&, const float*, const float*,
+template void attention_backward<float>(const kernels::AttentionDims&, const float*, const float*,
                                         const float*, const float*, float*, cudaStream_t);
-template void attention_backward<bf16>(const AttentionDims&, const bf16*, const bf16*, const float*,
-                                       const float*, bf16*, cudaStream_t);
+template void attention_backward<bf16>(const kernels::AttentionDims&, const bf16*, const bf16*,
+                                       const float*, const float*, bf16*, cudaStream_t);
 
 }  // namespace tessera::cuda

@@ -13,21 +13,20 @@
 #include <cstdint>
 
 #include "cuda/device.h"
-#include "kernels/cpu/attention.h"  // AttentionDims
+#include "kernels/common/attention_dims.h"
 
 namespace tessera::cuda {
-
-using cpu::AttentionDims;
 
 constexpr int64_t kAttentionMaxHeadSize = 128;
 
 template <class T>
-void attention_forward(const AttentionDims& d, const T* qkv, T* out, float* lse,
+void attention_forward(const kernels::AttentionDims& d, const T* qkv, T* out, float* lse,
                        cudaStream_t s = current_stream());
 
 // dqkv [B, T, 3C] (overwritten) from dout [B, T, C] (f32), given the forward's qkv, out, lse.
 template <class T>
-void attention_backward(const AttentionDims& d, const T* qkv, const T* out, const float* lse,
-                        const float* dout, T* dqkv, cudaStream_t s = current_stream());
+void attention_backward(const kernels::AttentionDims& d, const T* qkv, const T* out,
+                        const float* lse, const float* dout, T* dqkv,
+                        cudaStream_t s = current_stream());
 
 }  // namespace tessera::cuda

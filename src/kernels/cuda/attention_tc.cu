@@ -9,7 +9,7 @@
 namespace tessera::cuda {
 namespace {
 
-Geo geometry(const AttentionDims& d) {
+Geo geometry(const kernels::AttentionDims& d) {
   Geo g;
   g.T = d.seq, g.C = d.channels, g.H = d.heads, g.row = 3 * d.channels;
   const float hs = float(d.channels / d.heads);
@@ -20,7 +20,7 @@ Geo geometry(const AttentionDims& d) {
 
 // The kernels move 16 bytes per load and 8 per store: these arrays must be 16-byte aligned
 // (the allocators align far more; a view into the middle of a row may not be).
-void check_aligned(const void* p, const char* what, const AttentionDims& d) {
+void check_aligned(const void* p, const char* what, const kernels::AttentionDims& d) {
   TS_CHECK(p != nullptr, "cuda attention_tc (B {}, T {}, C {}, H {}): {} is null", d.batch, d.seq,
            d.channels, d.heads, what);
   TS_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0,
@@ -59,8 +59,8 @@ void forward_hs(const AttentionTcLaunch& L, const Geo& g, const T* qkv, float* o
 // delta (a pooled buffer released in stream order), then the dq and dk/dv kernels, which
 // both read it and write disjoint thirds of dqkv.
 template <class T, int HS>
-void backward_hs(const AttentionTcLaunch& L, const AttentionDims& d, const Geo& g, const T* qkv,
-                 const float* out, const float* lse, const float* dout, float* dqkv,
+void backward_hs(const AttentionTcLaunch& L, const kernels::AttentionDims& d, const Geo& g,
+                 const T* qkv, const float* out, const float* lse, const float* dout, float* dqkv,
                  cudaStream_t s) {
   prepare(tc_dq_kernel<T, HS>, L.smem_dq, "the dq kernel");
   prepare(tc_dkv_kernel<T, HS>, L.smem_dkv, "the dk/dv kernel");
@@ -87,7 +87,7 @@ void backward_hs(const AttentionTcLaunch& L, const AttentionDims& d, const Geo& 
 
 }  // namespace
 
-AttentionTcLaunch attention_tc_launch(const AttentionDims& d) {
+AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d) {
   TS_CHECK(d.batch >= 0 && d.seq >= 0, "cuda attention_tc: batch {} and seq {} must be >= 0",
            d.batch, d.seq);
   TS_CHECK(d.heads > 0 && d.channels > 0 && d.channels % d.heads == 0,
@@ -114,7 +114,7 @@ AttentionTcLaunch attention_tc_launch(const AttentionDims& d) {
 }
 
 template <class T>
-void attention_tc_forward(const AttentionDims& d, const T* qkv, float* out, float* lse,
+void attention_tc_forward(const kernels::AttentionDims& d, const T* qkv, float* out, float* lse,
                           cudaStream_t s) {
   const AttentionTcLaunch L = attention_tc_launch(d);
   if (d.batch == 0 || d.seq == 0) return;
@@ -129,8 +129,8 @@ void attention_tc_forward(const AttentionDims& d, const T* qkv, float* out, floa
 }
 
 template <class T>
-void attention_tc_backward(const AttentionDims& d, const T* qkv, const float* out, const float* lse,
-                           const float* dout, float* dqkv, cudaStream_t s) {
+void attention_tc_backward(const kernels::AttentionDims& d, const T* qkv, const float* out,
+                           const float* lse, const float* dout, float* dqkv, cudaStream_t s) {
   const AttentionTcLaunch L = attention_tc_launch(d);
   if (d.batch == 0 || d.seq == 0) return;
   check_aligned(qkv, "qkv", d);
@@ -144,13 +144,13 @@ void attention_tc_backward(const AttentionDims& d, const T* qkv, const float* ou
     backward_hs<T, 128>(L, d, g, qkv, out, lse, dout, dqkv, s);
 }
 
-template void attention_tc_forward<bf16>(const AttentionDims&, const bf16*, float*, float*,
+template void attention_tc_forward<bf16>(const kernels::AttentionDims&, const bf16*, float*, float*,
                                          cudaStream_t);
-template void attention_tc_forward<f16>(const AttentionDims&, const f16*, float*, float*,
+template void attention_tc_forward<f16>(const kernels::AttentionDims&, const f16*, float*, float*,
                                         cudaStream_t);
-template void attention_tc_backward<bf16>(const AttentionDims&, const bf16*, const float*,
+template void attention_tc_backward<bf16>(const kernels::AttentionDims&, const bf16*, const float*,
                                           const float*, const float*, float*, cudaStream_t);
-template void attention_tc_backward<f16>(const AttentionDims&, const f16*, const float*,
+template void attention_tc_backward<f16>(const kernels::AttentionDims&, const f16*, const float*,
                                          const float*, const float*, float*, cudaStream_t);
 
 }  // namespace tessera::cuda

@@ -24,11 +24,9 @@
 #include <cstdint>
 
 #include "cuda/device.h"
-#include "kernels/cpu/attention.h"  // AttentionDims
+#include "kernels/common/attention_dims.h"
 
 namespace tessera::cuda {
-
-using cpu::AttentionDims;
 
 constexpr int kAttentionTcTile = 64;  // queries (forward, dq) or keys (dk/dv) per block
 constexpr int kAttentionTcWarps = 4;  // each warp owns 16 rows of the block's tile
@@ -49,19 +47,20 @@ struct AttentionTcLaunch {
 
 // Checks d (heads dividing channels, a supported head size, batch * heads within grid.y) and
 // returns the geometry; throws tessera::Error naming the values otherwise.
-AttentionTcLaunch attention_tc_launch(const AttentionDims& d);
+AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d);
 
 // out [B, T, C] (f32) and lse [B, H, T] (f32, natural log) from qkv [B, T, 3C] (T = bf16, f16).
 // qkv and out must be 16-byte aligned. Needs a device of compute capability 8.0 or later.
 template <class T>
-void attention_tc_forward(const AttentionDims& d, const T* qkv, float* out, float* lse,
+void attention_tc_forward(const kernels::AttentionDims& d, const T* qkv, float* out, float* lse,
                           cudaStream_t s = current_stream());
 
 // dqkv [B, T, 3C] (f32, overwritten) from dout [B, T, C] (f32, rounded to T inside), given the
 // forward's qkv, out and lse. qkv and dqkv must be 16-byte aligned; out and dout may be any
 // contiguous f32 buffers (read one element at a time).
 template <class T>
-void attention_tc_backward(const AttentionDims& d, const T* qkv, const float* out, const float* lse,
-                           const float* dout, float* dqkv, cudaStream_t s = current_stream());
+void attention_tc_backward(const kernels::AttentionDims& d, const T* qkv, const float* out,
+                           const float* lse, const float* dout, float* dqkv,
+                           cudaStream_t s = current_stream());
 
 }  // namespace tessera::cuda

@@ -12,7 +12,7 @@ namespace {
 struct Dev {  // Conv2dDims by value for kernels (its infer_output() is host code)
   int64_t cin, h, w, kh, kw, stride, pad, ho, wo;
 };
-Dev dev(const Conv2dDims& d) {
+Dev dev(const kernels::Conv2dDims& d) {
   return {d.cin, d.h, d.w, d.kh, d.kw, d.stride, d.pad, d.ho, d.wo};
 }
 
@@ -71,7 +71,7 @@ __global__ void channel_sum_kernel(const float* dy, float* db, int64_t n, int64_
 }
 
 template <class T>
-__global__ void max_pool_forward_kernel(Pool2dDims d, const T* x, T* y, int32_t* argmax,
+__global__ void max_pool_forward_kernel(kernels::Pool2dDims d, const T* x, T* y, int32_t* argmax,
                                         int64_t total) {
   const int64_t out_plane = d.ho * d.wo;
   TS_GRID_STRIDE(o, total) {
@@ -92,8 +92,8 @@ __global__ void max_pool_forward_kernel(Pool2dDims d, const T* x, T* y, int32_t*
 }
 
 // One thread per input pixel: the outputs whose windows cover it, in output order.
-__global__ void max_pool_backward_kernel(Pool2dDims d, const float* dy, const int32_t* argmax,
-                                         float* dx, int64_t total) {
+__global__ void max_pool_backward_kernel(kernels::Pool2dDims d, const float* dy,
+                                         const int32_t* argmax, float* dx, int64_t total) {
   const int64_t in_plane = d.h * d.w, out_plane = d.ho * d.wo;
   TS_GRID_STRIDE(idx, total) {
     const int64_t pl = idx / in_plane, pix = idx % in_plane;
@@ -144,7 +144,8 @@ const void* operand(const float* src, int64_t n, DType compute, const Scratch& s
   return store.get();
 }
 
-void im2col_any(const Conv2dDims& d, const float* x, void* col, DType compute, cudaStream_t s) {
+void im2col_any(const kernels::Conv2dDims& d, const float* x, void* col, DType compute,
+                cudaStream_t s) {
   if (compute == DType::bf16)
     im2col(d, x, static_cast<bf16*>(col), s);
   else
@@ -154,22 +155,23 @@ void im2col_any(const Conv2dDims& d, const float* x, void* col, DType compute, c
 }  // namespace
 
 template <class T>
-void im2col(const Conv2dDims& d, const float* x, T* col, cudaStream_t s) {
+void im2col(const kernels::Conv2dDims& d, const float* x, T* col, cudaStream_t s) {
   const int64_t total = d.patch() * d.pixels();
   if (total <= 0) return;
   launch<im2col_kernel<T>>(grid_for(total), kThreads, 0, s, dev(d), x, col, total);
   CUDA_CHECK_LAUNCH();
 }
 
-void col2im(const Conv2dDims& d, const float* col, float* dx, bool accumulate, cudaStream_t s) {
+void col2im(const kernels::Conv2dDims& d, const float* col, float* dx, bool accumulate,
+            cudaStream_t s) {
   const int64_t total = d.cin * d.h * d.w;
   if (total <= 0) return;
   launch<col2im_kernel>(grid_for(total), kThreads, 0, s, dev(d), col, dx, accumulate, total);
   CUDA_CHECK_LAUNCH();
 }
 
-void conv2d_forward(const Conv2dDims& d, const float* x, const float* w, const float* b, float* y,
-                    DType compute, cudaStream_t s) {
+void conv2d_forward(const kernels::Conv2dDims& d, const float* x, const float* w, const float* b,
+                    float* y, DType compute, cudaStream_t s) {
   check_compute(compute);
   const int64_t K = d.patch(), P = d.pixels(), es = int64_t(dtype_size(compute));
   Scratch w_store(compute == DType::f32 ? 0 : size_t(d.cout * K * es), s);
@@ -190,7 +192,7 @@ void conv2d_forward(const Conv2dDims& d, const float* x, const float* w, const f
   }
 }
 
-void conv2d_backward(const Conv2dDims& d, const float* x, const float* w, const float* dy,
+void conv2d_backward(const kernels::Conv2dDims& d, const float* x, const float* w, const float* dy,
                      float* dx, float* dw, float* db, DType compute, cudaStream_t s) {
   check_compute(compute);
   const int64_t K = d.patch(), P = d.pixels(), in_size = d.cin * d.h * d.w;
@@ -229,27 +231,29 @@ void conv2d_backward(const Conv2dDims& d, const float* x, const float* w, const 
 }
 
 template <class T>
-void max_pool2d_forward(const Pool2dDims& d, const T* x, T* y, int32_t* argmax, cudaStream_t s) {
+void max_pool2d_forward(const kernels::Pool2dDims& d, const T* x, T* y, int32_t* argmax,
+                        cudaStream_t s) {
   const int64_t total = d.n * d.c * d.ho * d.wo;
   if (total <= 0) return;
   launch<max_pool_forward_kernel<T>>(grid_for(total), kThreads, 0, s, d, x, y, argmax, total);
   CUDA_CHECK_LAUNCH();
 }
 
-void max_pool2d_backward(const Pool2dDims& d, const float* dy, const int32_t* argmax, float* dx,
-                         cudaStream_t s) {
+void max_pool2d_backward(const kernels::Pool2dDims& d, const float* dy, const int32_t* argmax,
+                         float* dx, cudaStream_t s) {
   const int64_t total = d.n * d.c * d.h * d.w;
   if (total <= 0) return;
   launch<max_pool_backward_kernel>(grid_for(total), kThreads, 0, s, d, dy, argmax, dx, total);
   CUDA_CHECK_LAUNCH();
 }
 
-template void im2col<float>(const Conv2dDims&, const float*, float*, cudaStream_t);
-template void im2col<bf16>(const Conv2dDims&, const float*, bf16*, cudaStream_t);
-template void max_pool2d_forward<float>(const Pool2dDims&, const float*, float*, int32_t*,
+template void im2col<float>(const kernels::Conv2dDims&, const float*, float*, cudaStream_t);
+template void im2col<bf16>(const kernels::Conv2dDims&, const float*, bf16*, cudaStream_t);
+template void max_pool2d_forward<float>(const kernels::Pool2dDims&, const float*, float*, int32_t*,
                                         cudaStream_t);
-template void max_pool2d_forward<bf16>(const Pool2dDims&, const bf16*, bf16*, int32_t*,
+template void max_pool2d_forward<bf16>(const kernels::Pool2dDims&, const bf16*, bf16*, int32_t*,
                                        cudaStream_t);
-template void max_pool2d_forward<f16>(const Pool2dDims&, const f16*, f16*, int32_t*, cudaStream_t);
+template void max_pool2d_forward<f16>(const kernels::Pool2dDims&, const f16*, f16*, int32_t*,
+                                      cudaStream_t);
 
 }  // namespace tessera::cuda

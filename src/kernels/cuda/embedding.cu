@@ -23,7 +23,7 @@ __global__ void embedding_forward_kernel(const T* w, const int32_t* ids, T* y, i
 // id (its positions are summed one after another) still spreads over several SMs.
 constexpr int kBackwardCols = 128;
 
-// blockIdx.x: group k of `packed` (cpu::IdGroups' layout); blockIdx.y: a tile of kBackwardCols
+// blockIdx.x: group k of `packed` (kernels::IdGroups' layout); blockIdx.y: a tile of kBackwardCols
 // columns. Each thread owns one column of one row and adds the group's gradient rows into it in
 // position order: every dw element is written by exactly one thread, the sum runs in the CPU
 // kernel's order (old value, then positions ascending), and no two runs can differ.
@@ -51,7 +51,7 @@ void embedding_forward(const T* w, const int32_t* ids, T* y, int64_t n, int64_t 
   CUDA_CHECK_LAUNCH();
 }
 
-void embedding_backward(const float* gy, const cpu::IdGroups& groups, float* dw, int64_t V,
+void embedding_backward(const float* gy, const kernels::IdGroups& groups, float* dw, int64_t V,
                         int64_t C, bool accumulate, cudaStream_t s) {
   TS_CHECK(groups.packed.size() == size_t(2 * groups.count + 1 + groups.n),
            "cuda embedding_backward: id groups hold {} ints, expected {} (2 x {} groups + 1 + {} "
@@ -89,7 +89,7 @@ void embedding_backward(const float* gy, const int32_t* ids, float* dw, int64_t 
         cudaMemcpyAsync(host.data(), ids, size_t(n) * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
   }
-  embedding_backward(gy, cpu::group_ids(host.data(), n, V), dw, V, C, accumulate, s);
+  embedding_backward(gy, kernels::group_ids(host.data(), n, V), dw, V, C, accumulate, s);
 }
 
 template void embedding_forward<float>(const float*, const int32_t*, float*, int64_t, int64_t,

@@ -4,7 +4,7 @@
 #include <cstdint>
 
 #include "cuda/device.h"
-#include "kernels/cpu/embedding.h"
+#include "kernels/common/id_groups.h"
 
 namespace tessera::cuda {
 
@@ -14,13 +14,13 @@ void embedding_forward(const T* w, const int32_t* ids, T* y, int64_t n, int64_t 
                        cudaStream_t s = current_stream());
 
 // dw = 0 (unless accumulate), then dw[ids[i], :] += gy[i, :] for the n positions that `groups`
-// (cpu::group_ids, in host memory) sorts by id. No atomics: one block per distinct id (and
+// (kernels::group_ids, in host memory) sorts by id. No atomics: one block per distinct id (and
 // column tile) adds that id's gradient rows in position order onto the row's old value (0 when
 // not accumulating), the very f32 additions of cpu::embedding_backward in the same order, so the
 // result is the CPU's bit for bit and the same on every run. The groups are copied to the
 // device here (one asynchronous copy through pinned memory, on `s`); they may be freed on
 // return.
-void embedding_backward(const float* gy, const cpu::IdGroups& groups, float* dw, int64_t V,
+void embedding_backward(const float* gy, const kernels::IdGroups& groups, float* dw, int64_t V,
                         int64_t C, bool accumulate = false, cudaStream_t s = current_stream());
 
 // The CPU kernel's arguments, ids on the device: copies them to the host (waiting for `s`),

@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "cuda/allocator.h"
-#include "kernels/cpu/activation_math.h"
+#include "kernels/common/activation_math.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/common.cuh"
 

@@ -1,7 +1,7 @@
 #include "kernels/cuda/softmax.h"
 
 #include "cuda/allocator.h"
-#include "kernels/cpu/activation_math.h"
+#include "kernels/common/activation_math.h"
 #include "kernels/cuda/common.cuh"
 
 namespace tessera::cuda {
@@ -115,10 +115,10 @@ void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t 
 }
 
 template <class T>
-CrossEntropySum cross_entropy_forward(const T* logits, const int32_t* targets, float* lse,
-                                      int64_t rows, int64_t V, int32_t ignore_index,
-                                      cudaStream_t s) {
-  CrossEntropySum out;
+kernels::CrossEntropySum cross_entropy_forward(const T* logits, const int32_t* targets, float* lse,
+                                               int64_t rows, int64_t V, int32_t ignore_index,
+                                               cudaStream_t s) {
+  kernels::CrossEntropySum out;
   if (rows <= 0) return out;
   DeviceCachingAllocator& alloc = device_allocator();
   const size_t bytes = size_t(rows) * sizeof(float) + 2 * sizeof(double);
@@ -151,8 +151,8 @@ void cross_entropy_backward(const T* logits, const int32_t* targets, const float
 #define TS_INSTANTIATE(T)                                                                        \
   template void softmax_forward<T>(const T*, T*, int64_t, int64_t, cudaStream_t);                \
   template void softmax_backward<T>(const T*, const float*, T*, int64_t, int64_t, cudaStream_t); \
-  template CrossEntropySum cross_entropy_forward<T>(const T*, const int32_t*, float*, int64_t,   \
-                                                    int64_t, int32_t, cudaStream_t);             \
+  template kernels::CrossEntropySum cross_entropy_forward<T>(                                    \
+      const T*, const int32_t*, float*, int64_t, int64_t, int32_t, cudaStream_t);                \
   template void cross_entropy_backward<T>(const T*, const int32_t*, const float*, float, T*,     \
                                           int64_t, int64_t, int32_t, cudaStream_t);
 TS_INSTANTIATE(float)

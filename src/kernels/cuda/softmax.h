@@ -5,11 +5,9 @@
 #include <cstdint>
 
 #include "cuda/device.h"
-#include "kernels/cpu/softmax.h"  // CrossEntropySum
+#include "kernels/common/cross_entropy.h"
 
 namespace tessera::cuda {
-
-using cpu::CrossEntropySum;
 
 template <class T>
 void softmax_forward(const T* x, T* y, int64_t rows, int64_t C, cudaStream_t s = current_stream());
@@ -21,9 +19,9 @@ void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t 
 // reproducible; returns to the host (synchronises the stream). lse[r] as on the CPU (0 for
 // ignored rows). Logits in storage type T (the LM head's output may be bf16).
 template <class T>
-CrossEntropySum cross_entropy_forward(const T* logits, const int32_t* targets, float* lse,
-                                      int64_t rows, int64_t V, int32_t ignore_index,
-                                      cudaStream_t s = current_stream());
+kernels::CrossEntropySum cross_entropy_forward(const T* logits, const int32_t* targets, float* lse,
+                                               int64_t rows, int64_t V, int32_t ignore_index,
+                                               cudaStream_t s = current_stream());
 // gx[r] = scale * (softmax(logits[r]) - onehot(targets[r])), 0 for ignored rows.
 template <class T>
 void cross_entropy_backward(const T* logits, const int32_t* targets, const float* lse, float scale,

@@ -1,6 +1,8 @@
 // Per-element math of the activations and the softmax family: f32 in, f32 out, no libm calls,
 // branch-free, so that `#pragma omp simd` loops vectorise them (glibc's expf/tanhf do not
-// vectorise without -ffast-math) and a CUDA backend can share them (TS_HD).
+// vectorise without -ffast-math), and TS_HD, so that the CPU kernels, the CUDA kernels and the
+// emulated cuBLASLt epilogue compute the same function. Namespace tessera::math (not
+// tessera::kernels): plain math, with no tie to a backend or a kernel's arguments.
 #pragma once
 #include <cstdint>
 

@@ -1,0 +1,67 @@
+#include "core/backend.h"
+
+#include <atomic>
+
+#include "core/error.h"
+#if TESSERA_HAVE_CUDA
+// The link-time reference that keeps the CUDA table in every program (core/backend.h): the one
+// place outside the ops and the CUDA sources that knows which backends this build has.
+#include "cuda/backend.h"
+#endif
+
+namespace tessera {
+
+namespace {
+
+constexpr int kDeviceTypes = int(DeviceType::cuda) + 1;
+
+// Replacements from register_backend; constant-initialised to null, so a lookup from a static
+// constructor elsewhere is safe.
+std::atomic<const DeviceBackend*> g_registered[kDeviceTypes];
+
+const DeviceBackend* built_in(DeviceType t) {
+#if TESSERA_HAVE_CUDA
+  if (t == DeviceType::cuda) return &cuda::backend_table();
+#endif
+  (void)t;
+  return nullptr;
+}
+
+const char* type_label(DeviceType t) {
+  switch (t) {
+    case DeviceType::cpu:
+      return "CPU";
+    case DeviceType::cuda:
+      return "CUDA";
+  }
+  return "?";
+}
+
+}  // namespace
+
+void register_backend(DeviceType t, const DeviceBackend* backend) {
+  TS_CHECK(t != DeviceType::cpu,
+           "register_backend: the CPU is the host; its code is called directly, not through a "
+           "device backend");
+  g_registered[int(t)].store(backend, std::memory_order_release);
+}
+
+const DeviceBackend* find_backend(DeviceType t) {
+  if (t == DeviceType::cpu) return nullptr;
+  if (const DeviceBackend* b = g_registered[int(t)].load(std::memory_order_acquire)) return b;
+  return built_in(t);
+}
+
+const DeviceBackend& backend_for(Device d, const char* what) {
+  if (const DeviceBackend* b = find_backend(d.type)) return *b;
+  const std::string prefix = what ? std::string(what) + ": " : std::string();
+  // A caller that reaches here with a CPU device skipped its host branch: a Tessera bug.
+  TS_CHECK(!d.is_cpu(), "internal error: {}backend_for(cpu): the CPU has no device backend",
+           prefix);
+  fail(
+      "{}device {} is not available: this build has no {} backend (configure with nvcc, or "
+      "-DTESSERA_CUDA_EMULATION=ON)",
+      prefix, d.str(), type_label(d.type));
+}
+
+}  // namespace tessera

@@ -1,0 +1,137 @@
+// Device backends: the one table through which core, autograd, optim, dist and train reach a
+// device other than the host. The ops keep their own per-kernel dispatch (ops/dispatch.h); this
+// is everything else: memory, copies, casts, fills, the reductions and fused optimizer steps
+// over flat f32 buffers, device selection and description, and the device's communicator.
+//
+// The CPU is the host, not a backend. Its code is called directly where it lives (core for
+// memory, kernels/cpu for casts and reductions, optim/update_rules.h for the optimizer rules,
+// shared with ZeRO): core is the lowest layer and cannot gather those into a table without
+// depending on the layers above it, and a direct call keeps the CPU paths exactly as fast as
+// they were. Callers branch once per op: `if (d.is_cpu()) host code; else
+// backend_for(d).fn(...)` (one indirect call per op, never per element).
+//
+// How the CUDA table gets here. src/cuda/backend.cu defines it (constant-initialised: no static
+// constructor, so no initialisation-order question) and core/backend.cpp, in builds that have
+// CUDA, calls it by name (the one file outside ops/ and the CUDA sources that tests
+// TESSERA_HAVE_CUDA). That call is what makes the linker keep the table: libtessera.a is a
+// static library, and a self-registering object (a static registrar in an otherwise
+// unreferenced .o) is dropped from every program that calls nothing else in it, so tensors on
+// cuda:0 would fail there; a weak hook fails the same way (an undefined weak symbol pulls no
+// archive member in). So there is no init call to forget: the first lookup finds the table.
+// register_backend replaces a built-in table (a test double, a backend added from outside the
+// library); null restores it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/dtype.h"
+#include "core/shape.h"
+
+namespace tessera {
+
+class Tensor;
+namespace dist {
+class Communicator;  // dist/communicator.h; core only passes the pointer through
+}
+
+// A strided source view (Tensor::contiguous of a view): sizes and strides in elements,
+// outermost first.
+struct StridedLayout {
+  int32_t ndim = 0;
+  int64_t sizes[kMaxDims] = {};
+  int64_t strides[kMaxDims] = {};
+};
+
+// A maximal range [begin, end) of the flat optimizer buffers whose parameters share one weight-
+// decay setting, as the device kernels read it: an array of these in device memory, sorted,
+// covering [0, n) (Optimizer::device_decay_runs uploads it once per layout).
+struct DeviceDecayRun {
+  int64_t begin, end;
+  int32_t decay;  // 0 or 1
+};
+
+// AdamW over n elements of the flat f32 buffers, per element exactly as update_rules.h's
+// adamw_update with the scalars of AdamWScalars::at (computed on the host).
+struct AdamWArgs {
+  float* p = nullptr;        // weights [n]
+  const float* g = nullptr;  // gradients [n]
+  float* m = nullptr;        // exp_avg [n]
+  float* v = nullptr;        // exp_avg_sq [n]
+  int64_t n = 0;
+  const DeviceDecayRun* runs = nullptr;  // device array
+  int32_t nruns = 0;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float step_size = 0, inv_sqrt_bc2 = 0, decayed = 1;
+};
+
+// SGD as update_rules.h's sgd_update. b null: no momentum buffer. runs are read only when
+// weight_decay != 0.
+struct SGDArgs {
+  float* p = nullptr;
+  const float* g = nullptr;
+  float* b = nullptr;
+  int64_t n = 0;
+  const DeviceDecayRun* runs = nullptr;
+  int32_t nruns = 0;
+  float lr = 0, momentum = 0, weight_decay = 0;
+  bool nesterov = false;
+};
+
+// Every entry is set. Work is queued on the calling thread's current stream of the device and
+// is ordered with the kernels the ops queue there; entries that return a value to the host
+// (sum_squares, unscale_grads) wait for it. Pointers are device memory unless named host.
+struct DeviceBackend {
+  // Devices.
+  int (*device_count)();                // 0 when there is none (unavailable_reason says why)
+  std::string (*unavailable_reason)();  // the runtime's answer, when device_count() is 0
+  std::string (*describe)(int index);   // "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)"
+  void (*activate)(int index);          // selects the device on this thread and readies its
+                                        // allocator (core/allocator.h); an Error naming the
+                                        // device and why when it is not there
+  void (*synchronize)();                // waits for this thread's current stream
+
+  // Memory. copy_from_host reads pageable host memory and returns once the source has been read
+  // (later work on the stream sees the data); copy_to_host is complete only after synchronize().
+  void (*memset)(void* dst, int byte, size_t bytes);
+  void (*copy_from_host)(void* dst, const void* host_src, size_t bytes);
+  void (*copy_to_host)(void* host_dst, const void* src, size_t bytes);
+  void (*copy)(void* dst, const void* src, size_t bytes);
+  // dst (numel contiguous elements of elem_size bytes) = the view at src; bytes are moved, never
+  // converted.
+  void (*strided_copy)(const void* src, void* dst, const StridedLayout& view, size_t elem_size);
+  void (*cast)(const void* src, DType src_type, void* dst, DType dst_type, int64_t n);
+  void (*fill)(void* dst, DType type, double value, int64_t n);
+  // The training loop's batch copy (a CPU tensor to device `index`): staged through pinned
+  // memory, returns without waiting for the device; the caller may reuse `host` at once.
+  Tensor (*upload_async)(const Tensor& host, int index);
+
+  // Flat f32 buffers (gradients, optimizer state).
+  void (*add_inplace)(float* dst, const float* src, int64_t n);
+  void (*scale)(float* x, float factor, int64_t n);  // x *= factor
+  double (*sum_squares)(const float* x, int64_t n);  // in f64, in a fixed order
+  void (*adamw_step)(const AdamWArgs& a);
+  void (*sgd_step)(const SGDArgs& a);
+  // g *= inv_scale; whether every result is finite.
+  bool (*unscale_grads)(float* g, int64_t n, float inv_scale);
+
+  // The communicator between processes on this kind of device ("nccl"), one device per process:
+  // collective over `bootstrap` (a working CPU communicator of the same ranks, which carries the
+  // set-up). peer_timeout_s: how long a live peer may keep a collective waiting before it is a
+  // failure (never shorter than the backend's own default).
+  const char* communicator_name;
+  std::shared_ptr<dist::Communicator> (*make_communicator)(
+      std::shared_ptr<dist::Communicator> bootstrap, int index, double peer_timeout_s);
+};
+
+// Replaces the table of DeviceType t (not cpu); null restores the built-in one, if any.
+void register_backend(DeviceType t, const DeviceBackend* backend);
+// The table of devices of type t; null for the CPU and for a device this build has no backend for.
+const DeviceBackend* find_backend(DeviceType t);
+// The table of d's backend. For the CPU or a device without a backend, an Error:
+// "<what>: device cuda:0 is not available: this build has no CUDA backend (configure with nvcc,
+// or -DTESSERA_CUDA_EMULATION=ON)". `what` names the caller (the op, the optimizer); may be null.
+const DeviceBackend& backend_for(Device d, const char* what = nullptr);
+
+}  // namespace tessera
