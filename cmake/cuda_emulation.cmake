@@ -9,6 +9,13 @@ file(GLOB TESSERA_CUDA_KERNEL_SOURCES CONFIGURE_DEPENDS src/kernels/cuda/*.cu)
 file(GLOB TESSERA_EMU_SOURCES CONFIGURE_DEPENDS src/emu/*.cpp)
 set_source_files_properties(${TESSERA_CUDA_HOST_SOURCES} ${TESSERA_CUDA_KERNEL_SOURCES}
                             PROPERTIES LANGUAGE CXX)
+# Code that holds kernels is compiled with ThreadSanitizer's instrumentation (a call before each
+# load and store, none at function entry) but linked without its runtime: the emulator defines
+# the hooks (src/emu/racecheck.cpp). They return at once unless TESSERA_EMU_RACECHECK=1, when
+# they find shared-memory races (docs/CUDA.md).
+set(TESSERA_EMU_INSTRUMENT -fsanitize=thread --param=tsan-instrument-func-entry-exit=0 -Wno-tsan)
+set_source_files_properties(${TESSERA_CUDA_HOST_SOURCES} ${TESSERA_CUDA_KERNEL_SOURCES}
+                            PROPERTIES COMPILE_OPTIONS "${TESSERA_EMU_INSTRUMENT}")
 target_sources(tessera PRIVATE ${TESSERA_CUDA_HOST_SOURCES} ${TESSERA_CUDA_KERNEL_SOURCES}
                                ${TESSERA_EMU_SOURCES})
 # Before every other include folder, so that <cuda_runtime.h> & co. are the emulator's even
@@ -27,7 +34,8 @@ if(TESSERA_BUILD_TESTS)
   foreach(src ${TESSERA_CUDA_TEST_SOURCES})
     get_filename_component(name ${src} NAME_WE)
     add_executable(${name} ${src})
-    target_compile_options(${name} PRIVATE ${TESSERA_WARNINGS} ${TESSERA_OPT})
+    target_compile_options(${name} PRIVATE ${TESSERA_WARNINGS} ${TESSERA_OPT}
+                                           ${TESSERA_EMU_INSTRUMENT})
     # test_nccl_* and test_emu_nccl have their own main (the CPU communicator, MPI under mpirun).
     if(name MATCHES "nccl")
       target_link_libraries(${name} PRIVATE tessera_cuda GTest::gtest)
@@ -62,6 +70,13 @@ if(TESSERA_BUILD_TESTS)
   set_tests_properties(emu_reverse_schedule_test_cuda_attention_tc PROPERTIES
                        ENVIRONMENT "TESSERA_EMU_SCHEDULE=reverse;OMP_NUM_THREADS=2"
                        LABELS "cuda;emu" TIMEOUT 600)
+  # The kernel tests again with the shared-memory race check on (src/emu/racecheck.h).
+  foreach(name test_cuda_kernels test_cuda_kernels_nn test_cuda_optim test_cuda_attention_tc)
+    add_test(NAME emu_racecheck_${name} COMMAND ${name} --gtest_filter=-*DeathTest*)
+    set_tests_properties(emu_racecheck_${name} PROPERTIES
+                         ENVIRONMENT "TESSERA_EMU_RACECHECK=1;OMP_NUM_THREADS=2"
+                         LABELS "cuda;emu" TIMEOUT 900)
+  endforeach()
   if(TESSERA_HAVE_MPI)
     foreach(name test_nccl_comm test_emu_nccl)
       if(TARGET ${name})

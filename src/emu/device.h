@@ -66,6 +66,9 @@ void reset_device();
 // not near device memory. describe_address takes no lock it might find held, so that the fault
 // handler can call it.
 void set_last_error(cudaError_t err);
+// Installs the handler that reports faults (launch.cpp): invalid accesses in kernels, and the
+// host's unsynchronised accesses to pinned memory (memory.h). Idempotent.
+void install_fault_handler();
 size_t kernel_shared_limit(const void* kernel);
 std::string describe_address(const void* p);
 

@@ -61,6 +61,8 @@ std::string_view kernel_name() {
 void* dynamic_shared();
 void sync_block();
 void sync_warp();
+// __syncwarp: as sync_warp, and it orders the lanes' memory accesses (racecheck.h).
+void sync_warp_fenced();
 // This thread's lane slot in the warp exchange (8 bytes per thread).
 uint64_t* exchange_slot(unsigned lane_in_block);
 unsigned linear_thread();
@@ -94,7 +96,7 @@ inline void __syncthreads() {
   tessera::emu::sync_block();
 }
 inline void __syncwarp(unsigned = 0xffffffffu) {
-  tessera::emu::sync_warp();
+  tessera::emu::sync_warp_fenced();
 }
 inline void __threadfence() {
   std::atomic_thread_fence(std::memory_order_seq_cst);

@@ -1,19 +1,22 @@
 // The kernel executor of the emulated device (kernel.h describes the execution model).
 #include <signal.h>
+#include <ucontext.h>
 
 #include <algorithm>
-#include <cstring>
-#include <numeric>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <vector>
 
 #include "emu/device.h"
 #include "emu/fiber.h"
 #include "emu/kernel.h"
+#include "emu/memory.h"
+#include "emu/racecheck.h"
 
 thread_local uint3 threadIdx;
 thread_local uint3 blockIdx;
@@ -28,6 +31,7 @@ enum class State { runnable, at_block, at_warp, done };
 struct Thread {
   Context ctx;
   State state = State::runnable;
+  bool fenced = false;  // waits at __syncwarp, not at a shuffle or vote
   uint3 idx{};
 };
 
@@ -73,18 +77,20 @@ void fiber_entry() {
   } catch (const DeviceFault& f) {
     if (x.fault.empty()) x.fault = where(x) + ": " + f.what(), x.fault_code = f.code();
   } catch (const std::exception& e) {
-    if (x.fault.empty()) x.fault = where(x) + ": " + e.what(), x.fault_code = cudaErrorLaunchFailure;
+    if (x.fault.empty())
+      x.fault = where(x) + ": " + e.what(), x.fault_code = cudaErrorLaunchFailure;
   }
   x.threads[x.current].state = State::done;
   switch_context(x.threads[x.current].ctx, x.scheduler);
   std::abort();  // a finished fiber is never resumed
 }
 
-void suspend(State s) {
+void suspend(State s, bool fenced = false) {
   Executor& x = *t_exec;
   if (!x.running) throw DeviceFault(cudaErrorLaunchFailure, "a barrier outside a kernel");
   Thread& t = x.threads[x.current];
   t.state = s;
+  t.fenced = fenced;
   switch_context(t.ctx, x.scheduler);
 }
 
@@ -93,14 +99,16 @@ bool release_barriers(Executor& x, unsigned n) {
   bool released = false;
   for (unsigned w = 0; w < n; w += 32) {
     const unsigned end = std::min(n, w + 32);
-    unsigned live = 0, waiting = 0;
+    unsigned live = 0, waiting = 0, fenced = 0;
     for (unsigned i = w; i < end; ++i) {
       live += x.threads[i].state != State::done;
       waiting += x.threads[i].state == State::at_warp;
+      fenced += x.threads[i].state == State::at_warp && x.threads[i].fenced;
     }
     if (live == 0 || waiting != live) continue;
     for (unsigned i = w; i < end; ++i)
       if (x.threads[i].state == State::at_warp) x.threads[i].state = State::runnable;
+    if (fenced == live) racecheck::warp_barrier(w / 32);
     released = true;
   }
   if (released) return true;
@@ -112,6 +120,7 @@ bool release_barriers(Executor& x, unsigned n) {
   if (live == 0 || waiting != live) return false;
   for (unsigned i = 0; i < n; ++i)
     if (x.threads[i].state == State::at_block) x.threads[i].state = State::runnable;
+  racecheck::block_barrier();
   return true;
 }
 
@@ -181,6 +190,7 @@ void run_block(Executor& x, unsigned n) {
     x.threads[i].state = State::runnable;
   }
   unsigned live = n;
+  racecheck::block_barrier();  // nothing of the previous block's is visible as this block's
   const Schedule order = schedule();
   for (uint64_t round = 0;; ++round) {
     for (unsigned k = 0; k < n; ++k) {
@@ -188,18 +198,20 @@ void run_block(Executor& x, unsigned n) {
       if (x.threads[i].state != State::runnable) continue;
       x.current = i;
       threadIdx = x.threads[i].idx;
+      racecheck::set_thread(i);
       switch_context(x.scheduler, x.threads[i].ctx);
-      if (!x.fault.empty())
-        throw DeviceFault(x.fault_code, "kernel " + x.kernel + ", " + x.fault);
+      if (x.fault.empty())
+        if (std::string race = racecheck::take_report(); !race.empty())
+          x.fault = where(x) + ": " + race, x.fault_code = cudaErrorLaunchFailure;
+      if (!x.fault.empty()) throw DeviceFault(x.fault_code, "kernel " + x.kernel + ", " + x.fault);
       live -= x.threads[i].state == State::done;
     }
     if (live == 0) return;
     if (!release_barriers(x, n))
-      throw DeviceFault(cudaErrorLaunchFailure, "kernel " + x.kernel + ", block (" +
-                                                    std::to_string(blockIdx.x) + ", " +
-                                                    std::to_string(blockIdx.y) + ", " +
-                                                    std::to_string(blockIdx.z) + "): " +
-                                                    deadlock_report(x, n));
+      throw DeviceFault(cudaErrorLaunchFailure,
+                        "kernel " + x.kernel + ", block (" + std::to_string(blockIdx.x) + ", " +
+                            std::to_string(blockIdx.y) + ", " + std::to_string(blockIdx.z) +
+                            "): " + deadlock_report(x, n));
   }
 }
 
@@ -223,6 +235,15 @@ void on_segv(int sig, siginfo_t* info, void* ctx) {
     signal(SIGABRT, SIG_DFL);
     std::abort();
   }
+  // Error code bit 1: the access was a write (x86-64).
+  const bool write = (static_cast<ucontext_t*>(ctx)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+  if (const std::string why = describe_pinned_fault(info->si_addr, write); !why.empty()) {
+    std::fprintf(stderr, "tessera emulated device: unsynchronised %s at address %p: %s\n",
+                 write ? "write" : "read", info->si_addr, why.c_str());
+    std::fflush(stderr);
+    signal(SIGABRT, SIG_DFL);
+    std::abort();
+  }
   if (g_previous_segv.sa_flags & SA_SIGINFO) {
     if (g_previous_segv.sa_sigaction) return g_previous_segv.sa_sigaction(sig, info, ctx);
   } else if (g_previous_segv.sa_handler != SIG_IGN && g_previous_segv.sa_handler != SIG_DFL) {
@@ -231,10 +252,12 @@ void on_segv(int sig, siginfo_t* info, void* ctx) {
   signal(SIGSEGV, SIG_DFL);  // returning re-runs the access, which now ends the process
 }
 
+}  // namespace
+
 void install_fault_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
-    struct sigaction sa{};
+    struct sigaction sa {};
     sa.sa_sigaction = on_segv;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
@@ -252,6 +275,8 @@ void install_fault_handler() {
     set = true;
   }
 }
+
+namespace {
 
 Executor& executor(unsigned threads, size_t smem) {
   thread_local Executor x;
@@ -278,9 +303,13 @@ void run_grid(const std::string& name, dim3 grid, dim3 block, size_t smem,
   blockDim = block;
   t_exec = &x;
   x.running = true;
+  racecheck::begin_grid(x.shared_base, smem, block);
   struct Done {
     Executor& x;
-    ~Done() { x.running = false; }
+    ~Done() {
+      x.running = false;
+      racecheck::end_grid();
+    }
   } done{x};
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
@@ -294,8 +323,8 @@ void run_grid(const std::string& name, dim3 grid, dim3 block, size_t smem,
 bool valid_config(dim3 grid, dim3 block) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   return threads >= 1 && threads <= uint64_t(kMaxThreadsPerBlock) && block.x <= 1024 &&
-         block.y <= 1024 && block.z <= 64 && grid.x >= 1 && grid.x <= 0x7fffffffu &&
-         grid.y >= 1 && grid.y <= 65535 && grid.z >= 1 && grid.z <= 65535;
+         block.y <= 1024 && block.z <= 64 && grid.x >= 1 && grid.x <= 0x7fffffffu && grid.y >= 1 &&
+         grid.y <= 65535 && grid.z >= 1 && grid.z <= 65535;
 }
 
 }  // namespace
@@ -305,10 +334,9 @@ void launch_kernel(std::string_view name, const void* kernel, dim3 grid, dim3 bl
   if (!valid_config(grid, block)) return set_last_error(cudaErrorInvalidConfiguration);
   if (smem > kernel_shared_limit(kernel)) return set_last_error(cudaErrorInvalidValue);
   std::string label(name);
-  enqueue(stream, "kernel " + label,
-          [label, grid, block, smem, body = std::move(body)] {
-            run_grid(label, grid, block, smem, body);
-          });
+  enqueue(stream, "kernel " + label, [label, grid, block, smem, body = std::move(body)] {
+    run_grid(label, grid, block, smem, body);
+  });
 }
 
 void* dynamic_shared() {
@@ -319,6 +347,9 @@ void sync_block() {
 }
 void sync_warp() {
   suspend(State::at_warp);
+}
+void sync_warp_fenced() {
+  suspend(State::at_warp, true);
 }
 uint64_t* exchange_slot(unsigned lane_in_block) {
   return &t_exec->exchange[lane_in_block];

@@ -5,6 +5,7 @@
 // (quarantine), so a kernel or copy that uses freed memory is reported as such instead of
 // reading whatever was allocated there next.
 #include <sys/mman.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +14,8 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "emu/memory.h"
 #include "emu/stream.h"
@@ -20,7 +23,7 @@
 namespace tessera::emu {
 namespace {
 
-constexpr size_t kAlign = 256;                      // cudaMalloc's guarantee
+constexpr size_t kAlign = 256;                        // cudaMalloc's guarantee
 constexpr size_t kQuarantineBytes = size_t(1) << 30;  // freed mappings kept inaccessible
 
 struct Allocation {
@@ -31,12 +34,28 @@ struct Allocation {
   bool freed = false;
 };
 
+// A queued copy that uses a pinned block (memory.h).
+struct PinnedUse {
+  CUstream_st* stream;
+  uint64_t pos;
+  bool device_writes;
+  std::string what;
+};
+
+struct PinnedBlock {
+  size_t bytes = 0;    // as asked
+  size_t map_len = 0;  // whole pages
+  uintptr_t view = 0;  // the streams' mapping of the same pages
+  std::vector<PinnedUse> uses;
+  int prot = PROT_READ | PROT_WRITE;  // of the host's view now
+};
+
 struct Registry {
   std::mutex mu;
   std::map<uintptr_t, Allocation> device;  // by user address
   std::deque<uintptr_t> quarantine;        // freed, oldest first
   size_t quarantined = 0;
-  std::map<uintptr_t, size_t> pinned;  // pinned host blocks
+  std::map<uintptr_t, PinnedBlock> pinned;  // by the host's address
 };
 Registry& registry() {
   static auto* r = new Registry();  // never destroyed: frees may come after main returns
@@ -109,10 +128,10 @@ cudaError_t device_free(void* p) {
   std::lock_guard lk(r.mu);
   auto it = r.device.find(reinterpret_cast<uintptr_t>(p));
   if (it == r.device.end() || it->second.freed) {
-    raise_sticky(cudaErrorInvalidValue,
-                 "cudaFree(" + hex(reinterpret_cast<uintptr_t>(p)) + "): " +
-                     (it == r.device.end() ? "not the start of a device allocation"
-                                           : "already freed"));
+    raise_sticky(
+        cudaErrorInvalidValue,
+        "cudaFree(" + hex(reinterpret_cast<uintptr_t>(p)) + "): " +
+            (it == r.device.end() ? "not the start of a device allocation" : "already freed"));
     return cudaErrorInvalidValue;
   }
   Allocation& a = it->second;
@@ -131,33 +150,121 @@ cudaError_t device_free(void* p) {
 }
 
 cudaError_t pinned_malloc(void** out, size_t bytes) {
-  *out = std::aligned_alloc(kAlign, round_up(bytes ? bytes : 1, kAlign));
-  if (!*out) return cudaErrorMemoryAllocation;
+  *out = nullptr;
+  install_fault_handler();  // the host's unsynchronised accesses are reported there
+  const size_t len = round_up(bytes ? bytes : 1, page_size());
+  const int fd = memfd_create("tessera-emu-pinned", MFD_CLOEXEC);
+  if (fd < 0) return cudaErrorMemoryAllocation;
+  void* host = MAP_FAILED;
+  void* view = MAP_FAILED;
+  if (ftruncate(fd, off_t(len)) == 0) {
+    host = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    view = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  }
+  close(fd);
+  if (host == MAP_FAILED || view == MAP_FAILED) {
+    if (host != MAP_FAILED) munmap(host, len);
+    if (view != MAP_FAILED) munmap(view, len);
+    return cudaErrorMemoryAllocation;
+  }
   Registry& r = registry();
   std::lock_guard lk(r.mu);
-  r.pinned[reinterpret_cast<uintptr_t>(*out)] = bytes;
+  PinnedBlock& b = r.pinned[reinterpret_cast<uintptr_t>(host)];
+  b.bytes = bytes;
+  b.map_len = len;
+  b.view = reinterpret_cast<uintptr_t>(view);
+  *out = host;
   return cudaSuccess;
 }
 
 cudaError_t pinned_free(void* p) {
   if (!p) return cudaSuccess;
   Registry& r = registry();
-  {
-    std::lock_guard lk(r.mu);
-    if (!r.pinned.erase(reinterpret_cast<uintptr_t>(p))) return cudaErrorInvalidValue;
-  }
-  std::free(p);
+  std::lock_guard lk(r.mu);
+  auto it = r.pinned.find(reinterpret_cast<uintptr_t>(p));
+  if (it == r.pinned.end()) return cudaErrorInvalidValue;
+  munmap(p, it->second.map_len);
+  munmap(reinterpret_cast<void*>(it->second.view), it->second.map_len);
+  r.pinned.erase(it);
   return cudaSuccess;
 }
+
+namespace {
+// The pinned block whose pages hold p (registry locked).
+std::map<uintptr_t, PinnedBlock>::iterator find_pinned(Registry& r, uintptr_t p) {
+  auto it = r.pinned.upper_bound(p);
+  if (it == r.pinned.begin()) return r.pinned.end();
+  --it;
+  return p < it->first + it->second.map_len ? it : r.pinned.end();
+}
+
+// Opens or closes the host's view of a block for its pending uses (registry locked).
+void protect_for_uses(uintptr_t host, PinnedBlock& b) {
+  int prot = PROT_READ | PROT_WRITE;
+  for (const PinnedUse& u : b.uses) prot &= u.device_writes ? PROT_NONE : PROT_READ;
+  if (prot == b.prot) return;
+  mprotect(reinterpret_cast<void*>(host), b.map_len, prot);
+  b.prot = prot;
+}
+}  // namespace
 
 bool is_pinned(const void* p, size_t bytes) {
   Registry& r = registry();
   std::lock_guard lk(r.mu);
   const auto u = reinterpret_cast<uintptr_t>(p);
-  auto it = r.pinned.upper_bound(u);
-  if (it == r.pinned.begin()) return false;
-  --it;
-  return u + bytes <= it->first + it->second;
+  auto it = find_pinned(r, u);
+  return it != r.pinned.end() && u + bytes <= it->first + it->second.bytes;
+}
+
+void* stream_view(const void* p) {
+  Registry& r = registry();
+  std::lock_guard lk(r.mu);
+  const auto u = reinterpret_cast<uintptr_t>(p);
+  auto it = find_pinned(r, u);
+  if (it == r.pinned.end()) return const_cast<void*>(p);
+  return reinterpret_cast<void*>(it->second.view + (u - it->first));
+}
+
+void pinned_in_use(const void* p, bool device_writes, CUstream_st* s, uint64_t pos,
+                   const std::string& what) {
+  Registry& r = registry();
+  std::lock_guard lk(r.mu);
+  auto it = find_pinned(r, reinterpret_cast<uintptr_t>(p));
+  if (it == r.pinned.end()) return;
+  it->second.uses.push_back({s, pos, device_writes, what});
+  protect_for_uses(it->first, it->second);
+}
+
+void pinned_observed(CUstream_st* s, uint64_t pos) {
+  Registry& r = registry();
+  std::lock_guard lk(r.mu);
+  for (auto& [host, b] : r.pinned) {
+    if (b.uses.empty()) continue;
+    std::erase_if(b.uses, [&](const PinnedUse& u) { return u.stream == s && u.pos <= pos; });
+    protect_for_uses(host, b);
+  }
+}
+
+std::string describe_pinned_fault(const void* p, bool write) {
+  Registry& r = registry();
+  std::unique_lock lk(r.mu, std::try_to_lock);
+  if (!lk.owns_lock()) return "";
+  auto it = find_pinned(r, reinterpret_cast<uintptr_t>(p));
+  if (it == r.pinned.end() || it->second.uses.empty()) return "";
+  const PinnedBlock& b = it->second;
+  const PinnedUse* use = &b.uses.front();
+  for (const PinnedUse& u : b.uses)
+    if (u.device_writes || !write) {
+      use = &u;
+      break;
+    }
+  char stream[32];
+  std::snprintf(stream, sizeof stream, "%p", static_cast<void*>(use->stream));
+  return std::string(write ? "host write to " : "host read of ") + "the " +
+         std::to_string(b.bytes) + "-byte pinned block at " + hex(it->first) + ", which " +
+         use->what + " on stream " + stream + (use->device_writes ? " writes" : " reads") +
+         ", before the host synchronised with that stream (cudaStreamSynchronize, an event "
+         "after the copy, or cudaDeviceSynchronize)";
 }
 
 bool is_device_pointer(const void* p) {
@@ -184,8 +291,8 @@ void check_device_range(const void* p, size_t bytes, Access access, const std::s
   if (problem.empty()) return;
   throw DeviceFault(cudaErrorIllegalAddress,
                     what + ": " + (access == Access::write ? "write of " : "read of ") +
-                        std::to_string(bytes) + " bytes at " +
-                        hex(reinterpret_cast<uintptr_t>(p)) + ": " + problem);
+                        std::to_string(bytes) + " bytes at " + hex(reinterpret_cast<uintptr_t>(p)) +
+                        ": " + problem);
 }
 
 std::string describe_address(const void* p) {

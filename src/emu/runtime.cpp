@@ -88,6 +88,8 @@ std::string check_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
 
 // Queues the copy on s; the source bytes of a host-to-device copy from pageable memory are
 // taken now (CUDA stages them before returning, so the caller may reuse its buffer).
+// Pinned memory is read and written through the streams' view of it, and the host's view stays
+// closed until the host has seen the copy done (memory.h).
 void queue_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s) {
   if (kind == cudaMemcpyHostToDevice && !is_pinned(src, bytes)) {
     auto staged = std::make_shared<std::vector<unsigned char>>(
@@ -96,7 +98,15 @@ void queue_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, c
             [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
     return;
   }
-  enqueue(s, "cudaMemcpyAsync", [dst, src, bytes] { std::memmove(dst, src, bytes); });
+  const std::string what = kind == cudaMemcpyHostToDevice   ? "a cudaMemcpyAsync to the device"
+                           : kind == cudaMemcpyDeviceToHost ? "a cudaMemcpyAsync from the device"
+                                                            : "a cudaMemcpyAsync";
+  CUstream_st* st = resolve(s);
+  void* to = stream_view(dst);
+  const void* from = stream_view(src);
+  const uint64_t pos = st->push(what, [to, from, bytes] { std::memmove(to, from, bytes); }, {});
+  if (from != src) pinned_in_use(src, false, st, pos, what);
+  if (to != dst) pinned_in_use(dst, true, st, pos, what);
 }
 
 }  // namespace

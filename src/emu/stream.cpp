@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <thread>
 
+#include "emu/memory.h"
+
 namespace tessera::emu {
 namespace {
 
@@ -110,9 +112,12 @@ bool CUstream_st::reached(uint64_t pos) {
 }
 
 bool CUstream_st::host_observes(uint64_t pos) {
-  std::lock_guard lk(mu);
-  if (pos <= host_seen) return false;
-  host_seen = pos;
+  {
+    std::lock_guard lk(mu);
+    if (pos <= host_seen) return false;
+    host_seen = pos;
+  }
+  tessera::emu::pinned_observed(this, pos);  // the host may touch what copies up to pos used
   return true;
 }
 
@@ -132,7 +137,8 @@ void CUstream_st::run() {
       queue.pop_front();
     }
     for (const Dep& d : t.deps) d.stream->wait_for(d.pos);
-    if (tessera::emu::stream_delay_us()) std::this_thread::sleep_for(std::chrono::microseconds(tessera::emu::stream_delay_us()));
+    if (tessera::emu::stream_delay_us())
+      std::this_thread::sleep_for(std::chrono::microseconds(tessera::emu::stream_delay_us()));
     if (t.fn && tessera::emu::sticky_error() == cudaSuccess) {
       tessera::emu::set_current_work(&t.what);
       try {
@@ -159,4 +165,3 @@ void CUstream_st::shutdown() {
   }
   if (worker.joinable()) worker.join();
 }
-

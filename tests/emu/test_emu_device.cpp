@@ -5,8 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <cmath>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -106,7 +107,9 @@ struct Gate {
     while (!static_cast<Gate*>(p)->open.load())
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  void close_on(cudaStream_t s) { ASSERT_EQ(cudaLaunchHostFunc(s, &Gate::hold, this), cudaSuccess); }
+  void close_on(cudaStream_t s) {
+    ASSERT_EQ(cudaLaunchHostFunc(s, &Gate::hold, this), cudaSuccess);
+  }
 };
 
 // Clears the sticky error a test provoked on purpose.
@@ -225,21 +228,69 @@ TEST(EmuDevice, MissingEventWaitBetweenStreamsGivesStaleData) {
   ASSERT_EQ(cudaStreamDestroy(b), cudaSuccess);
 }
 
-TEST(EmuDevice, HostReadBeforeStreamSyncSeesOldData) {
+// A host read of pinned memory that a queued copy writes, before the host has seen the copy
+// done, is reported: on a GPU it would read whatever was there before.
+TEST(EmuDeviceDeathTest, HostReadOfPinnedMemoryBeforeTheCopyIsSeenDoneIsReported) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        float* d = device_alloc<float>(4);
+        float* pinned = nullptr;
+        (void)cudaHostAlloc(&pinned, 4 * sizeof(float), cudaHostAllocDefault);
+        launch<fill>(dim3(1), dim3(4), 0, nullptr, d, 7.f, int64_t(4));
+        (void)cudaMemcpyAsync(pinned, d, 4 * sizeof(float), cudaMemcpyDeviceToHost, nullptr);
+        std::printf("%f\n", double(pinned[0]));
+      },
+      "unsynchronised read at address .*: host read of the 16-byte pinned block at .*, which a "
+      "cudaMemcpyAsync from the device on stream .* writes, before the host synchronised with "
+      "that stream");
+}
+
+// The host overwriting the pinned source of a copy that may not have run yet is reported too.
+TEST(EmuDeviceDeathTest, HostWriteToThePinnedSourceOfAQueuedCopyIsReported) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        float* d = device_alloc<float>(4);
+        float* pinned = nullptr;
+        (void)cudaHostAlloc(&pinned, 4 * sizeof(float), cudaHostAllocDefault);
+        (void)cudaMemcpyAsync(d, pinned, 4 * sizeof(float), cudaMemcpyHostToDevice, nullptr);
+        pinned[0] = 1.f;
+      },
+      "unsynchronised write at address .*: host write to the 16-byte pinned block at .*, which a "
+      "cudaMemcpyAsync to the device on stream .* reads");
+}
+
+// Once the host has seen the copy done (here through an event), the block is the host's again;
+// while a copy only reads it, the host may read it too.
+TEST(EmuDevice, PinnedMemoryIsTheHostsOnceItHasSeenTheCopyDone) {
   cudaStream_t s;
   ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
   float* d = device_alloc<float>(4);
   float* pinned = nullptr;
   ASSERT_EQ(cudaHostAlloc(&pinned, 4 * sizeof(float), cudaHostAllocDefault), cudaSuccess);
   for (int i = 0; i < 4; ++i) pinned[i] = -1.f;
+  cudaEvent_t copied;
+  ASSERT_EQ(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming), cudaSuccess);
   Gate gate;
   gate.close_on(s);
   launch<fill>(dim3(1), dim3(4), 0, s, d, 7.f, int64_t(4));
   ASSERT_EQ(cudaMemcpyAsync(pinned, d, 4 * sizeof(float), cudaMemcpyDeviceToHost, s), cudaSuccess);
-  EXPECT_EQ(pinned[0], -1.f) << "an async copy into pinned memory returned before it ran";
+  ASSERT_EQ(cudaEventRecord(copied, s), cudaSuccess);
+  EXPECT_EQ(cudaEventQuery(copied), cudaErrorNotReady);
   gate.open = true;
-  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(copied), cudaSuccess);
   EXPECT_EQ(pinned[0], 7.f);
+  // A copy from the block: reads stay open, and the host's next write waits for a sync.
+  Gate second;
+  second.close_on(s);
+  ASSERT_EQ(cudaMemcpyAsync(d, pinned, 4 * sizeof(float), cudaMemcpyHostToDevice, s), cudaSuccess);
+  EXPECT_EQ(pinned[3], 7.f);
+  second.open = true;
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  pinned[3] = 2.f;
+  EXPECT_EQ(pinned[3], 2.f);
+  ASSERT_EQ(cudaEventDestroy(copied), cudaSuccess);
   ASSERT_EQ(cudaFreeHost(pinned), cudaSuccess);
   ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }
@@ -270,7 +321,7 @@ TEST(EmuDevice, ShufflesAndBallotsFollowCudaSemantics) {
   const std::vector<unsigned> b = download(ballot, 2);
   for (int t = 0; t < n; ++t) {
     const int w = t / 32 * 32;
-    EXPECT_EQ(s[size_t(t)], float(32 * w + 31 * 32 / 2)) << t;       // sum over the warp
+    EXPECT_EQ(s[size_t(t)], float(32 * w + 31 * 32 / 2)) << t;         // sum over the warp
     EXPECT_EQ(d[size_t(t)], float(t % 32 + 3 < 32 ? t + 3 : t)) << t;  // past the end: own
   }
   unsigned expect0 = 0, expect1 = 0;

@@ -1,0 +1,190 @@
+// The emulated device's shared-memory race check (src/emu/racecheck.h, TESSERA_EMU_RACECHECK):
+// each racy kernel here is a correct one with a barrier taken out, and the report must name the
+// kernel, the block, both threads and the memory; the correct versions, warp-level
+// synchronisation and atomics must pass without a report.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "emu/device.h"
+#include "emu/racecheck.h"
+#include "kernels/cuda/launch.cuh"
+
+namespace {
+
+using tessera::cuda::launch;
+namespace emu = tessera::emu;
+
+// Each thread reads its neighbour's slot; without the barrier, thread 1 overwrites the slot
+// thread 0 has read (or, run the other way round, thread 0 reads a slot thread 1 wrote).
+__global__ void neighbour(float* out, bool with_barrier) {
+  TS_DYNAMIC_SHARED(float, s);
+  const unsigned t = threadIdx.x;
+  s[t] = float(t);
+  if (with_barrier) __syncthreads();
+  out[t] = s[(t + 1) % blockDim.x];
+}
+
+// A block sum whose result thread 0 leaves in partial[0]; every thread then reads it, which
+// needs a second barrier.
+__global__ void block_sum(const float* x, float* out, bool final_barrier) {
+  __shared__ float partial[64];
+  partial[threadIdx.x] = x[threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s = 0.f;
+    for (int i = 0; i < 64; ++i) s += partial[i];
+    partial[0] = s;
+  }
+  if (final_barrier) __syncthreads();
+  out[threadIdx.x] = partial[0];
+}
+
+// __syncwarp orders the lanes of one warp, not two warps.
+__global__ void through_warp_barrier(float* out, unsigned partner_xor) {
+  TS_DYNAMIC_SHARED(float, s);
+  const unsigned t = threadIdx.x;
+  s[t] = float(t);
+  __syncwarp();
+  out[t] = s[t ^ partner_xor];
+}
+
+// A shuffle synchronises a warp's lanes but orders no memory (only __syncwarp does).
+__global__ void through_shuffle(float* out) {
+  TS_DYNAMIC_SHARED(float, s);
+  const unsigned t = threadIdx.x;
+  s[t] = float(t);
+  const float v = __shfl_xor_sync(0xffffffffu, float(t), 1);
+  out[t] = s[t ^ 1] + v;
+}
+
+// Atomics on one shared word from every thread are not a race.
+__global__ void count_with_atomics(float* out) {
+  __shared__ float count;
+  if (threadIdx.x == 0) count = 0.f;
+  __syncthreads();
+  atomicAdd(&count, 1.f);
+  __syncthreads();
+  out[threadIdx.x] = count;
+}
+
+template <class T>
+T* device_alloc(size_t n) {
+  void* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, n * sizeof(T)), cudaSuccess);
+  return static_cast<T*>(p);
+}
+
+std::vector<float> download(const float* p, size_t n) {
+  std::vector<float> h(n);
+  EXPECT_EQ(cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+  return h;
+}
+
+// Turns the check on for one test; clears the error a racy kernel leaves.
+struct RaceCheckOn {
+  RaceCheckOn() { emu::racecheck::set_enabled(true); }
+  ~RaceCheckOn() {
+    (void)cudaDeviceSynchronize();
+    emu::reset_device();
+    emu::racecheck::set_enabled(false);
+  }
+};
+
+// The launch's error and report (empty when it ran clean).
+std::string report_of_last_launch() {
+  if (cudaDeviceSynchronize() == cudaSuccess) return {};
+  std::string r = emu::sticky_report();
+  emu::reset_device();
+  return r.empty() ? "(an error without a report)" : r;
+}
+
+TEST(EmuRaceCheck, MissingBarrierOnDynamicSharedMemoryNamesBothThreadsAndTheByte) {
+  RaceCheckOn on;
+  float* out = device_alloc<float>(64);
+  launch<neighbour>(dim3(2), dim3(64), 64 * sizeof(float), nullptr, out, true);
+  EXPECT_EQ(report_of_last_launch(), "");
+  launch<neighbour>(dim3(2), dim3(64), 64 * sizeof(float), nullptr, out, false);
+  const std::string r = report_of_last_launch();
+  // In the forward order thread 0 reads slot 1 first; thread 1 then writes it.
+  EXPECT_NE(r.find("kernel "), std::string::npos) << r;
+  EXPECT_NE(r.find("neighbour, block (0, 0, 0), thread (1, 0, 0): race on shared memory: it "
+                   "writes byte 4 of dynamic shared memory, which thread (0, 0, 0) read with no "
+                   "barrier between them"),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.find("(instruction at 0x"), std::string::npos) << r;
+  ASSERT_EQ(cudaFree(out), cudaSuccess);
+}
+
+TEST(EmuRaceCheck, MissingBarrierOnAStaticSharedVariableNamesTheVariable) {
+  RaceCheckOn on;
+  std::vector<float> x(64);
+  for (int i = 0; i < 64; ++i) x[size_t(i)] = float(i);
+  float* dx = device_alloc<float>(64);
+  float* out = device_alloc<float>(64);
+  ASSERT_EQ(cudaMemcpy(dx, x.data(), sizeof(float) * 64, cudaMemcpyHostToDevice), cudaSuccess);
+  launch<block_sum>(dim3(1), dim3(64), 0, nullptr, dx, out, true);
+  EXPECT_EQ(report_of_last_launch(), "");
+  EXPECT_EQ(download(out, 64), std::vector<float>(64, 2016.f));
+  launch<block_sum>(dim3(1), dim3(64), 0, nullptr, dx, out, false);
+  const std::string r = report_of_last_launch();
+  EXPECT_NE(r.find("block_sum, block (0, 0, 0), thread (1, 0, 0): race on shared memory: it "
+                   "reads byte 0 of __shared__ (anonymous namespace)::block_sum(float const*, "
+                   "float*, bool)::partial, which thread (0, 0, 0) wrote with no barrier"),
+            std::string::npos)
+      << r;
+  // The write is located too.
+  EXPECT_NE(r.find("; the write: instruction at"), std::string::npos) << r;
+  ASSERT_EQ(cudaFree(dx), cudaSuccess);
+  ASSERT_EQ(cudaFree(out), cudaSuccess);
+}
+
+TEST(EmuRaceCheck, SyncwarpOrdersOneWarpNotTwo) {
+  RaceCheckOn on;
+  float* out = device_alloc<float>(64);
+  launch<through_warp_barrier>(dim3(1), dim3(64), 64 * sizeof(float), nullptr, out, 1u);
+  EXPECT_EQ(report_of_last_launch(), "");
+  std::vector<float> want(64);
+  for (unsigned t = 0; t < 64; ++t) want[t] = float(t ^ 1u);
+  EXPECT_EQ(download(out, 64), want);
+  launch<through_warp_barrier>(dim3(1), dim3(64), 64 * sizeof(float), nullptr, out, 32u);
+  const std::string r = report_of_last_launch();
+  EXPECT_NE(r.find("through_warp_barrier, block (0, 0, 0), thread (0, 0, 0): race on shared "
+                   "memory: it reads byte 128 of dynamic shared memory, which thread (32, 0, 0) "
+                   "wrote"),
+            std::string::npos)
+      << r;
+}
+
+TEST(EmuRaceCheck, AShuffleIsNotAMemoryBarrier) {
+  RaceCheckOn on;
+  float* out = device_alloc<float>(32);
+  launch<through_shuffle>(dim3(1), dim3(32), 32 * sizeof(float), nullptr, out);
+  const std::string r = report_of_last_launch();
+  EXPECT_NE(r.find("through_shuffle, block (0, 0, 0), thread (0, 0, 0): race on shared memory: it "
+                   "reads byte 4 of dynamic shared memory, which thread (1, 0, 0) wrote"),
+            std::string::npos)
+      << r;
+}
+
+TEST(EmuRaceCheck, AtomicsAreNotRaces) {
+  RaceCheckOn on;
+  float* out = device_alloc<float>(128);
+  launch<count_with_atomics>(dim3(1), dim3(128), 0, nullptr, out);
+  EXPECT_EQ(report_of_last_launch(), "");
+  EXPECT_EQ(download(out, 128), std::vector<float>(128, 128.f));
+}
+
+TEST(EmuRaceCheck, OffByDefaultUnlessTheEnvironmentSaysSo) {
+  float* out = device_alloc<float>(64);
+  launch<neighbour>(dim3(1), dim3(64), 64 * sizeof(float), nullptr, out, false);
+  const std::string r = report_of_last_launch();
+  if (emu::racecheck::enabled())
+    EXPECT_NE(r.find("race on shared memory"), std::string::npos) << r;
+  else
+    EXPECT_EQ(r, "");
+}
+
+}  // namespace
