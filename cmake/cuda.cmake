@@ -84,7 +84,11 @@ message(STATUS "CUDA backend: nvcc ${CMAKE_CUDA_COMPILER_VERSION}, architectures
 # architecture passes over the same headers and keeps the project's full warnings and fmt's
 # compile-time format checks. (The .cu extension keeps them out of the CPU library's
 # src/**/*.cpp glob.) Device code lives in src/kernels/cuda/*.cu and goes through nvcc.
-file(GLOB TESSERA_CUDA_HOST_SOURCES CONFIGURE_DEPENDS src/cuda/*.cu)
+# Host code with CUDA in it is named .cu wherever it lives (src/cuda, dist's NCCL communicator,
+# src/backends): that keeps it out of the CPU library's src/**/*.cpp glob.
+file(GLOB TESSERA_CUDA_HOST_SOURCES CONFIGURE_DEPENDS src/cuda/*.cu src/dist/*.cu src/backends/*.cu)
+# src/backends/cuda.cu stands in for the CPU-only build's table of backends.
+set_source_files_properties(src/backends/host_only.cpp PROPERTIES HEADER_FILE_ONLY ON)
 file(GLOB TESSERA_CUDA_KERNEL_SOURCES CONFIGURE_DEPENDS src/kernels/cuda/*.cu)
 set_source_files_properties(${TESSERA_CUDA_HOST_SOURCES} PROPERTIES LANGUAGE CXX)
 # One library: the ops in `tessera` call the CUDA kernels directly (#if TESSERA_HAVE_CUDA), so

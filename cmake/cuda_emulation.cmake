@@ -4,7 +4,11 @@
 # which stand in for the toolkit's headers; no GPU, no toolkit, no libcudart/cuBLASLt/NCCL.
 # Every test in tests/cuda runs (none skips for want of a device), plus the emulator's own tests
 # in tests/emu. Included from cmake/cuda.cmake, which it replaces in such a build.
-file(GLOB TESSERA_CUDA_HOST_SOURCES CONFIGURE_DEPENDS src/cuda/*.cu)
+# Host code with CUDA in it is named .cu wherever it lives (src/cuda, dist's NCCL communicator,
+# src/backends): that keeps it out of the CPU library's src/**/*.cpp glob.
+file(GLOB TESSERA_CUDA_HOST_SOURCES CONFIGURE_DEPENDS src/cuda/*.cu src/dist/*.cu src/backends/*.cu)
+# src/backends/cuda.cu stands in for the CPU-only build's table of backends.
+set_source_files_properties(src/backends/host_only.cpp PROPERTIES HEADER_FILE_ONLY ON)
 file(GLOB TESSERA_CUDA_KERNEL_SOURCES CONFIGURE_DEPENDS src/kernels/cuda/*.cu)
 file(GLOB TESSERA_EMU_SOURCES CONFIGURE_DEPENDS src/emu/*.cpp)
 set_source_files_properties(${TESSERA_CUDA_HOST_SOURCES} ${TESSERA_CUDA_KERNEL_SOURCES}

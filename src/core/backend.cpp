@@ -3,11 +3,6 @@
 #include <atomic>
 
 #include "core/error.h"
-#if TESSERA_HAVE_CUDA
-// The link-time reference that keeps the CUDA table in every program (core/backend.h): the one
-// place outside the ops and the CUDA sources that knows which backends this build has.
-#include "cuda/backend.h"
-#endif
 
 namespace tessera {
 
@@ -18,14 +13,6 @@ constexpr int kDeviceTypes = int(DeviceType::cuda) + 1;
 // Replacements from register_backend; constant-initialised to null, so a lookup from a static
 // constructor elsewhere is safe.
 std::atomic<const DeviceBackend*> g_registered[kDeviceTypes];
-
-const DeviceBackend* built_in(DeviceType t) {
-#if TESSERA_HAVE_CUDA
-  if (t == DeviceType::cuda) return &cuda::backend_table();
-#endif
-  (void)t;
-  return nullptr;
-}
 
 const char* type_label(DeviceType t) {
   switch (t) {
@@ -49,7 +36,7 @@ void register_backend(DeviceType t, const DeviceBackend* backend) {
 const DeviceBackend* find_backend(DeviceType t) {
   if (t == DeviceType::cpu) return nullptr;
   if (const DeviceBackend* b = g_registered[int(t)].load(std::memory_order_acquire)) return b;
-  return built_in(t);
+  return built_in_backend(t);
 }
 
 const DeviceBackend& backend_for(Device d, const char* what) {

@@ -11,15 +11,16 @@
 // backend_for(d).fn(...)` (one indirect call per op, never per element).
 //
 // How the CUDA table gets here. src/cuda/backend.cu defines it (constant-initialised: no static
-// constructor, so no initialisation-order question) and core/backend.cpp, in builds that have
-// CUDA, calls it by name (the one file outside ops/ and the CUDA sources that tests
-// TESSERA_HAVE_CUDA). That call is what makes the linker keep the table: libtessera.a is a
-// static library, and a self-registering object (a static registrar in an otherwise
-// unreferenced .o) is dropped from every program that calls nothing else in it, so tensors on
-// cuda:0 would fail there; a weak hook fails the same way (an undefined weak symbol pulls no
-// archive member in). So there is no init call to forget: the first lookup finds the table.
-// register_backend replaces a built-in table (a test double, a backend added from outside the
-// library); null restores it.
+// constructor, so no initialisation-order question), and src/backends/ (the bottom layer, the
+// one place that knows which backends the build has) hands it, with dist's NCCL communicator,
+// to core as built_in_backend(), which core/backend.cpp calls by name. That call is what makes
+// the linker keep the table: libtessera.a is a static library, and a self-registering object
+// (a static registrar in an otherwise unreferenced .o) is dropped from every program that calls
+// nothing else in it, so tensors on cuda:0 would fail there; a weak hook fails the same way (an
+// undefined weak symbol pulls no archive member in). So there is no init call to forget: the
+// first lookup finds the table. A CPU-only build compiles src/backends/host_only.cpp, which has
+// none. register_backend replaces a built-in table (a test double, a backend added from outside
+// the library); null restores it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -125,6 +126,9 @@ struct DeviceBackend {
       std::shared_ptr<dist::Communicator> bootstrap, int index, double peer_timeout_s);
 };
 
+// The build's own table for devices of type t (null for none): defined in src/backends/, by the
+// file the build compiles there (cuda.cu, or host_only.cpp without CUDA).
+const DeviceBackend* built_in_backend(DeviceType t);
 // Replaces the table of DeviceType t (not cpu); null restores the built-in one, if any.
 void register_backend(DeviceType t, const DeviceBackend* backend);
 // The table of devices of type t; null for the CPU and for a device this build has no backend for.

@@ -10,7 +10,6 @@
 #include "core/tensor.h"
 #include "cuda/copy.h"
 #include "cuda/device.h"
-#include "cuda/nccl_comm.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/optim.h"
@@ -67,15 +66,6 @@ void sgd(const SGDArgs& in) {
   sgd_step(a);
 }
 
-std::shared_ptr<dist::Communicator> nccl(std::shared_ptr<dist::Communicator> bootstrap, int index,
-                                         double peer_timeout_s) {
-  NcclOptions o;
-  // parallel.timeout_s is the CPU heartbeat's (a dead process); NCCL's backstop is for a peer
-  // that is alive but never joins, so it is never shorter than the default.
-  o.timeout_s = std::max(o.timeout_s, peer_timeout_s);
-  return std::make_shared<NcclCommunicator>(std::move(bootstrap), index, o);
-}
-
 // The stream arguments of the kernels and copies default to current_stream(): lambdas, not the
 // functions themselves, so that the default is taken.
 constexpr DeviceBackend kTable = {
@@ -100,8 +90,9 @@ constexpr DeviceBackend kTable = {
     .sgd_step = sgd,
     .unscale_grads = [](float* g, int64_t n,
                         float inv_scale) { return cuda::unscale_grads(g, n, inv_scale); },
-    .communicator_name = "nccl",
-    .make_communicator = nccl,
+    // src/backends/cuda.cu adds dist's NCCL communicator (dist is a layer below this one).
+    .communicator_name = nullptr,
+    .make_communicator = nullptr,
 };
 
 }  // namespace

@@ -1,6 +1,6 @@
-// The CUDA backend's table (core/backend.h), defined in backend.cu. Only core/backend.cpp
-// needs this: everything else reaches the table through tessera::backend_for. No CUDA headers
-// here, so core can include it.
+// The CUDA backend's table (core/backend.h), defined in backend.cu, without a communicator: only
+// src/backends/cuda.cu uses this (it adds dist's NCCL communicator and hands the table to core);
+// everything else reaches the table through tessera::backend_for.
 #pragma once
 #include "core/backend.h"
 

@@ -20,10 +20,10 @@
 #include "cuda/copy.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device.h"
-#include "cuda/nccl_comm.h"
-#include "cuda/nccl_id.h"
 #include "dist/local_comm.h"
 #include "dist/mpi_comm.h"
+#include "dist/nccl_comm.h"
+#include "dist/nccl_id.h"
 #include "dist/world.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/elementwise.h"
@@ -31,8 +31,8 @@
 
 using namespace tessera;
 using namespace tessera::dist;
-using tessera::cuda::NcclCommunicator;
-using tessera::cuda::NcclOptions;
+using tessera::dist::NcclCommunicator;
+using tessera::dist::NcclOptions;
 
 namespace {
 
@@ -53,7 +53,7 @@ std::string error_of(F&& f) {
 // ---- Unique-id exchange (no GPU) ----
 
 std::string pattern(char first) {
-  std::string id(cuda::kNcclUniqueIdBytes, '\0');
+  std::string id(dist::kNcclUniqueIdBytes, '\0');
   for (size_t i = 0; i < id.size(); ++i) id[i] = char(first + int(i % 61));
   return id;
 }
@@ -61,7 +61,7 @@ std::string pattern(char first) {
 TEST(NcclId, LocalCommunicatorHandsBackTheRootsId) {
   LocalCommunicator local;
   int calls = 0;
-  const std::string id = cuda::exchange_unique_id(local, [&] {
+  const std::string id = dist::exchange_unique_id(local, [&] {
     ++calls;
     return pattern('a');
   });
@@ -71,25 +71,25 @@ TEST(NcclId, LocalCommunicatorHandsBackTheRootsId) {
 
 TEST(NcclId, EveryRankGetsRankZerosNcclId) {
   int calls = 0;
-  const std::string id = cuda::exchange_unique_id(*g_world, [&] {
+  const std::string id = dist::exchange_unique_id(*g_world, [&] {
     ++calls;
-    return cuda::new_nccl_unique_id();
+    return dist::new_nccl_unique_id();
   });
   const std::vector<std::string> seen = g_world->all_gather_bytes(id);
   EXPECT_EQ(calls, g_world->rank() == 0 ? 1 : 0) << "only rank 0 creates the id";
-  EXPECT_EQ(id.size(), cuda::kNcclUniqueIdBytes);
-  EXPECT_NE(id, std::string(cuda::kNcclUniqueIdBytes, '\0'));
+  EXPECT_EQ(id.size(), dist::kNcclUniqueIdBytes);
+  EXPECT_NE(id, std::string(dist::kNcclUniqueIdBytes, '\0'));
   for (size_t r = 0; r < seen.size(); ++r) EXPECT_EQ(seen[r], seen[0]) << "rank " << r;
 }
 
 TEST(NcclId, NewIdsDiffer) {
   // Each id carries a fresh random magic (and its own listening address).
-  EXPECT_NE(cuda::new_nccl_unique_id(), cuda::new_nccl_unique_id());
+  EXPECT_NE(dist::new_nccl_unique_id(), dist::new_nccl_unique_id());
 }
 
 TEST(NcclId, RootsFailureReachesEveryRankAsAnError) {
   const std::string err = error_of([] {
-    cuda::exchange_unique_id(*g_world, []() -> std::string {
+    dist::exchange_unique_id(*g_world, []() -> std::string {
       throw Error("no network interface for NCCL's bootstrap");
     });
   });
@@ -99,7 +99,7 @@ TEST(NcclId, RootsFailureReachesEveryRankAsAnError) {
 
 TEST(NcclId, AnIdOfTheWrongSizeIsAnErrorOnEveryRank) {
   const std::string err =
-      error_of([] { cuda::exchange_unique_id(*g_world, [] { return std::string("short"); }); });
+      error_of([] { dist::exchange_unique_id(*g_world, [] { return std::string("short"); }); });
   EXPECT_NE(err.find("has 5 bytes, expected 128"), std::string::npos) << err;
 }
 
@@ -107,7 +107,7 @@ TEST(NcclId, SplitGroupsExchangeTheirOwnIds) {
   const int color = g_world->rank() % 2;
   std::unique_ptr<Communicator> group = g_world->split(color, g_world->rank());
   const std::string id =
-      cuda::exchange_unique_id(*group, [&] { return pattern(char('A' + color)); });
+      dist::exchange_unique_id(*group, [&] { return pattern(char('A' + color)); });
   EXPECT_EQ(id, pattern(char('A' + color))) << "rank " << g_world->rank() << ", group " << color;
 }
 
@@ -115,10 +115,10 @@ TEST(NcclId, WithoutADeviceTheCommunicatorIsAClearErrorOnEveryRank) {
   if (cuda::available()) GTEST_SKIP() << "a CUDA device is present";
   // The id exchange runs first (so no rank waits for one that failed), then the device check.
   const std::string err =
-      error_of([] { cuda::nccl_communicator_for_launch(g_launch, g_world, NcclOptions{}); });
+      error_of([] { dist::nccl_communicator_for_launch(g_launch, g_world, NcclOptions{}); });
   EXPECT_NE(err.find("no CUDA device"), std::string::npos) << err;
   EXPECT_NE(err.find("rank " + std::to_string(g_world->rank())), std::string::npos) << err;
-  EXPECT_NE(error_of([] { cuda::device_for_launch(g_launch); }).find("needs a CUDA device"),
+  EXPECT_NE(error_of([] { dist::device_for_launch(g_launch); }).find("needs a CUDA device"),
             std::string::npos);
 }
 
@@ -143,10 +143,10 @@ class Nccl : public ::testing::Test {
     const std::string why = why_no_collectives();
     if (!why.empty()) GTEST_SKIP() << why;
     if (!g_nccl) {
-      g_nccl = cuda::nccl_communicator_for_launch(g_launch, g_world, NcclOptions{});
+      g_nccl = dist::nccl_communicator_for_launch(g_launch, g_world, NcclOptions{});
       NcclOptions grouped;
       grouped.always_grouped = true;
-      g_nccl_grouped = cuda::nccl_communicator_for_launch(g_launch, g_world, grouped);
+      g_nccl_grouped = dist::nccl_communicator_for_launch(g_launch, g_world, grouped);
     }
     ASSERT_EQ(g_nccl->rank(), g_world->rank());
     ASSERT_EQ(g_nccl->world_size(), g_world->world_size());

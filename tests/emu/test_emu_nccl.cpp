@@ -1,4 +1,4 @@
-// The emulated NCCL (src/emu/nccl*.cpp) through its API, used the way src/cuda/nccl_comm.cu uses
+// The emulated NCCL (src/emu/nccl*.cpp) through its API, used the way src/dist/nccl_comm.cu uses
 // it. One binary, two ways to run it:
 //   test_emu_nccl                  one process: the world communicator has one rank
 //   mpirun -np N test_emu_nccl     N processes: the world communicator spans them (rank 0's
@@ -371,7 +371,7 @@ std::vector<size_t> unequal_counts(int nranks) {
   return c;
 }
 
-// The unequal reduce-scatter of src/cuda/nccl_comm.cu: one ncclReduce per part, rooted at its
+// The unequal reduce-scatter of src/dist/nccl_comm.cu: one ncclReduce per part, rooted at its
 // owner, in one group; only the root writes its recvbuff, the others pass their own send range.
 TEST(EmuNccl, GroupedReducesIntoEachRoot) {
   const std::vector<size_t> counts = unequal_counts(g_size);

@@ -1,6 +1,6 @@
 // The NCCL communicator (see nccl_comm.h for the design: streams, events, unequal counts,
 // failures).
-#include "cuda/nccl_comm.h"
+#include "dist/nccl_comm.h"
 
 #include <nccl.h>
 
@@ -19,22 +19,26 @@
 #include "cuda/cuda_check.h"
 #include "cuda/device.h"
 #include "cuda/nccl.h"
-#include "cuda/nccl_id.h"
 #include "dist/clock.h"
 #include "dist/mpi_comm.h"  // kPeerLostExitCode (the header builds without MPI)
+#include "dist/nccl_id.h"
 
 static_assert(NCCL_VERSION_CODE >= NCCL_VERSION(2, 14, 0),
               "the NCCL backend needs NCCL >= 2.14 (ncclAvg, non-blocking communicators)");
 
-namespace tessera::cuda {
+namespace tessera::dist {
 
-using dist::ReduceOp;
-using dist::WorkHandle;
+using cuda::current_stream;
+using cuda::DeviceProbe;
+using cuda::fail_cuda;
+using cuda::nccl_version;
+using cuda::nccl_version_string;
+using cuda::probe_devices;
 
 namespace {
 
 double now() {
-  return dist::monotonic_seconds();
+  return monotonic_seconds();
 }
 
 // One collective: its completion event, and the tensors it reads or writes, kept alive until the
@@ -67,7 +71,7 @@ struct NcclOp {
   std::atomic<double> end{0};
 };
 
-class NcclWork final : public dist::Work {
+class NcclWork final : public Work {
  public:
   explicit NcclWork(std::shared_ptr<NcclOp> op) : op_(std::move(op)) {}
   // Device-side: the caller's current stream waits for the collective (see nccl_comm.h).
@@ -96,7 +100,7 @@ ncclDataType_t nccl_type(DType t) {
 }  // namespace
 
 struct NcclCommunicator::Impl {
-  std::shared_ptr<dist::Communicator> bootstrap;
+  std::shared_ptr<Communicator> bootstrap;
   NcclOptions opt;
   int device = 0, rank = 0, size = 1;
   std::string name;
@@ -275,7 +279,7 @@ struct NcclCommunicator::Impl {
   }
 };
 
-NcclCommunicator::NcclCommunicator(std::shared_ptr<dist::Communicator> bootstrap, int device,
+NcclCommunicator::NcclCommunicator(std::shared_ptr<Communicator> bootstrap, int device,
                                    NcclOptions opt)
     : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
@@ -284,9 +288,9 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<dist::Communicator> bootstrap
            opt.timeout_s, opt.poll_s);
   if (!opt.on_failure)
     opt.on_failure = [](const std::string& msg) {
-      std::fprintf(stderr, "%s; exiting with code %d\n", msg.c_str(), dist::kPeerLostExitCode);
+      std::fprintf(stderr, "%s; exiting with code %d\n", msg.c_str(), kPeerLostExitCode);
       std::fflush(stderr);
-      std::_Exit(dist::kPeerLostExitCode);
+      std::_Exit(kPeerLostExitCode);
     };
   m.bootstrap = std::move(bootstrap);
   m.opt = std::move(opt);
@@ -303,7 +307,7 @@ NcclCommunicator::NcclCommunicator(std::shared_ptr<dist::Communicator> bootstrap
   TS_CHECK(p.count > 0, "nccl: {}: no CUDA device: {}", m.name, p.reason);
   TS_CHECK(device >= 0 && device < p.count, "nccl: {}: device {} out of range ({} devices)", m.name,
            device, p.count);
-  init(device);
+  cuda::init(device);
 
   ncclUniqueId id{};
   std::memcpy(id.internal, id_bytes.data(), sizeof id.internal);
@@ -527,8 +531,8 @@ std::vector<std::string> NcclCommunicator::all_gather_bytes(const std::string& m
   return impl_->bootstrap->all_gather_bytes(mine);
 }
 
-std::unique_ptr<dist::Communicator> NcclCommunicator::split(int color, int key) {
-  std::shared_ptr<dist::Communicator> sub = impl_->bootstrap->split(color, key);
+std::unique_ptr<Communicator> NcclCommunicator::split(int color, int key) {
+  std::shared_ptr<Communicator> sub = impl_->bootstrap->split(color, key);
   return std::make_unique<NcclCommunicator>(std::move(sub), impl_->device, impl_->opt);
 }
 
@@ -540,15 +544,14 @@ void NcclCommunicator::wait_host(const WorkHandle& w) const {
   work->op().poll();
 }
 
-int device_for_launch(const dist::LaunchInfo& launch) {
+int device_for_launch(const LaunchInfo& launch) {
   const DeviceProbe& p = probe_devices();
   TS_CHECK(p.count > 0, "nccl: {} needs a CUDA device: {}", launch.describe(), p.reason);
   return launch.local_rank % p.count;
 }
 
 std::shared_ptr<NcclCommunicator> nccl_communicator_for_launch(
-    const dist::LaunchInfo& launch, std::shared_ptr<dist::Communicator> bootstrap,
-    NcclOptions opt) {
+    const LaunchInfo& launch, std::shared_ptr<Communicator> bootstrap, NcclOptions opt) {
   TS_CHECK(
       bootstrap && bootstrap->world_size() == launch.world_size && bootstrap->rank() == launch.rank,
       "nccl: the bootstrap communicator ({}) is not the launch's ({})",
@@ -559,4 +562,4 @@ std::shared_ptr<NcclCommunicator> nccl_communicator_for_launch(
   return std::make_shared<NcclCommunicator>(std::move(bootstrap), device, std::move(opt));
 }
 
-}  // namespace tessera::cuda
+}  // namespace tessera::dist

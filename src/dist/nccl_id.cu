@@ -1,11 +1,11 @@
-#include "cuda/nccl_id.h"
+#include "dist/nccl_id.h"
 
 #include <nccl.h>
 
 #include "core/error.h"
 #include "cuda/cuda_check.h"
 
-namespace tessera::cuda {
+namespace tessera::dist {
 namespace {
 
 // Rank 0's message: a tag byte, then the id or the reason it has none.
@@ -26,8 +26,8 @@ std::string root_payload(const std::function<std::string()>& make_id, size_t id_
 
 }  // namespace
 
-std::string exchange_unique_id(dist::Communicator& comm,
-                               const std::function<std::string()>& make_id, size_t id_bytes) {
+std::string exchange_unique_id(Communicator& comm, const std::function<std::string()>& make_id,
+                               size_t id_bytes) {
   const std::string mine = comm.rank() == 0 ? root_payload(make_id, id_bytes) : std::string();
   const std::vector<std::string> all = comm.all_gather_bytes(mine);
   TS_CHECK(!all.empty(), "nccl: unique id exchange over {}: no ranks answered", comm.backend());
@@ -50,4 +50,4 @@ std::string new_nccl_unique_id() {
   return std::string(id.internal, sizeof id.internal);
 }
 
-}  // namespace tessera::cuda
+}  // namespace tessera::dist

@@ -1,4 +1,4 @@
-// The NCCL backend of dist::Communicator: collectives on CUDA tensors between processes, one
+// The NCCL backend of Communicator: collectives on CUDA tensors between processes, one
 // GPU per process.
 //
 // Start-up. NCCL needs a unique id created by rank 0 and handed to every rank; a CPU
@@ -47,7 +47,7 @@
 // a watchdog thread per communicator checks the in-flight collectives every poll_s: one that has
 // not completed after timeout_s, or an asynchronous NCCL error, makes it print which
 // communicator, which collective and why on stderr and exit the process with
-// dist::kPeerLostExitCode (the driver ends its kernels), as the MPI backend does for a dead
+// kPeerLostExitCode (the driver ends its kernels), as the MPI backend does for a dead
 // peer. (With a custom on_failure the communicator is only marked failed: later calls throw,
 // and the destructor aborts the NCCL communicator.) With the MPI bootstrap a dead *process* is
 // normally caught first by the MPI heartbeat (parallel.timeout_s), which names the rank; timeout_s
@@ -66,7 +66,7 @@
 #include "dist/bootstrap.h"
 #include "dist/communicator.h"
 
-namespace tessera::cuda {
+namespace tessera::dist {
 
 struct NcclOptions {
   // A collective (or an NCCL call answering ncclInProgress) not complete after this long is a
@@ -74,19 +74,19 @@ struct NcclOptions {
   double timeout_s = 600;
   double poll_s = 0.05;  // how often the watchdog looks at the in-flight collectives
   // What the watchdog does with a failure (it runs on the watchdog thread); the default prints
-  // `message` to stderr and exits with dist::kPeerLostExitCode. Tests replace it.
+  // `message` to stderr and exits with kPeerLostExitCode. Tests replace it.
   std::function<void(const std::string& message)> on_failure;
   // Use the grouped reduce / broadcast path of reduce-scatter and all-gather even when the
   // counts are equal (tests: it is the only way to run that path on one GPU).
   bool always_grouped = false;
 };
 
-class NcclCommunicator final : public dist::Communicator {
+class NcclCommunicator final : public Communicator {
  public:
   // Collective over `bootstrap` (every rank calls it, each with its own device): exchanges the
   // unique id over it and creates the NCCL communicator with the same ranks. Selects `device`
   // on the calling thread.
-  NcclCommunicator(std::shared_ptr<dist::Communicator> bootstrap, int device, NcclOptions opt = {});
+  NcclCommunicator(std::shared_ptr<Communicator> bootstrap, int device, NcclOptions opt = {});
   ~NcclCommunicator() override;
 
   int rank() const override;
@@ -95,22 +95,22 @@ class NcclCommunicator final : public dist::Communicator {
   // "nccl: NCCL 2.28.9, rank 0 of 2 on cuda:0, id over mpi"
   std::string describe() const override;
 
-  dist::WorkHandle all_reduce_async(Tensor t, dist::ReduceOp op) override;
-  dist::WorkHandle reduce_scatter_async(Tensor in, Tensor out, std::vector<int64_t> counts,
-                                        dist::ReduceOp op) override;
-  dist::WorkHandle all_gather_async(Tensor in, Tensor out, std::vector<int64_t> counts) override;
-  dist::WorkHandle broadcast_async(Tensor t, int root) override;
+  WorkHandle all_reduce_async(Tensor t, ReduceOp op) override;
+  WorkHandle reduce_scatter_async(Tensor in, Tensor out, std::vector<int64_t> counts,
+                                  ReduceOp op) override;
+  WorkHandle all_gather_async(Tensor in, Tensor out, std::vector<int64_t> counts) override;
+  WorkHandle broadcast_async(Tensor t, int root) override;
   // NCCL has no barrier: a one-element all-reduce on a private buffer. Like every collective
   // here, wait() orders the current stream after it; wait_host() blocks the host.
-  dist::WorkHandle barrier_async() override;
+  WorkHandle barrier_async() override;
   // Over the bootstrap communicator (host only).
   std::vector<std::string> all_gather_bytes(const std::string& mine) override;
   // Splits the bootstrap communicator and builds an NCCL communicator on each part.
-  std::unique_ptr<dist::Communicator> split(int color, int key) override;
+  std::unique_ptr<Communicator> split(int color, int key) override;
 
   // Blocks the host until `w` (from this communicator) is complete on the device; a watchdog
   // failure ends the process before this could wait forever.
-  void wait_host(const dist::WorkHandle& w) const;
+  void wait_host(const WorkHandle& w) const;
   cudaStream_t stream() const;
   int device() const;
   // Collectives started and not yet seen complete (for tests and logs).
@@ -124,12 +124,11 @@ class NcclCommunicator final : public dist::Communicator {
 
 // The GPU a process of a launch uses: local_rank % device_count (ranks on a node spread over
 // its GPUs). Throws, with the CUDA runtime's reason, when there is no device.
-int device_for_launch(const dist::LaunchInfo& launch);
+int device_for_launch(const LaunchInfo& launch);
 
 // The NCCL communicator for a launched process: bootstrap is the CPU communicator of the same
-// launch (dist::communicator_for_launch); device from device_for_launch.
+// launch (communicator_for_launch); device from device_for_launch.
 std::shared_ptr<NcclCommunicator> nccl_communicator_for_launch(
-    const dist::LaunchInfo& launch, std::shared_ptr<dist::Communicator> bootstrap,
-    NcclOptions opt = {});
+    const LaunchInfo& launch, std::shared_ptr<Communicator> bootstrap, NcclOptions opt = {});
 
-}  // namespace tessera::cuda
+}  // namespace tessera::dist

@@ -17,7 +17,7 @@
 
 #include "dist/communicator.h"
 
-namespace tessera::cuda {
+namespace tessera::dist {
 
 // sizeof(ncclUniqueId) (NCCL_UNIQUE_ID_BYTES; nccl_comm.cu checks they agree).
 constexpr size_t kNcclUniqueIdBytes = 128;
@@ -25,11 +25,10 @@ constexpr size_t kNcclUniqueIdBytes = 128;
 // Collective over `comm` (every rank calls it): rank 0 calls make_id() and every rank returns
 // its bytes. make_id must return exactly `id_bytes` bytes; if it throws or returns another size,
 // every rank throws an Error carrying rank 0's reason.
-std::string exchange_unique_id(dist::Communicator& comm,
-                               const std::function<std::string()>& make_id,
+std::string exchange_unique_id(Communicator& comm, const std::function<std::string()>& make_id,
                                size_t id_bytes = kNcclUniqueIdBytes);
 
 // ncclGetUniqueId's bytes (needs NCCL's network bootstrap, not a GPU).
 std::string new_nccl_unique_id();
 
-}  // namespace tessera::cuda
+}  // namespace tessera::dist
