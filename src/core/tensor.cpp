@@ -211,6 +211,18 @@ Tensor Tensor::to(DType t) const {
   return out;
 }
 
+void keep_host_mirror(const Tensor& on_device, const Tensor& host) {
+  if (is_floating(host.dtype()) || host.nbytes() == 0) return;
+  Storage& dst = *on_device.impl().storage;
+  TS_CHECK(on_device.is_contiguous() && on_device.impl().offset == 0 && host.is_contiguous() &&
+               host.nbytes() == dst.nbytes,
+           "internal error: keep_host_mirror: {} is not the whole of its storage",
+           on_device.desc());
+  auto mirror = std::make_shared<Storage>(dst.nbytes, Device::cpu());
+  std::memcpy(mirror->data, host.raw_data(), dst.nbytes);
+  dst.host_mirror = std::move(mirror);
+}
+
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
   // The copy is the device side's (the host has no backend).
@@ -218,15 +230,27 @@ Tensor Tensor::to(Device d) const {
   TS_CHECK(d.is_cpu() || device().is_cpu(),
            "to(device): {} from {} to {}: copies between two CUDA devices are not implemented",
            desc(), device().str(), d.str());
+  if (d.is_cpu() && impl().storage->host_mirror) {  // ids uploaded from the host: no wait
+    auto view = std::make_shared<TensorImpl>();
+    view->storage = std::const_pointer_cast<Storage>(impl().storage->host_mirror);
+    view->offset = impl().offset;
+    view->shape = impl().shape;
+    view->strides = impl().strides;
+    view->dtype = impl().dtype;
+    return Tensor(std::move(view)).clone();  // a copy: the caller may write its result
+  }
   Tensor src = contiguous();
   Tensor out = empty(shape(), dtype(), d);
-  // Synchronous (the stream is drained): the caller may reuse or free the source at once, and a
-  // host result is readable on return.
-  if (d.is_cpu())
+  if (d.is_cpu()) {
+    // Synchronous (the stream is drained): a host result is readable on return.
     b.copy_to_host(out.raw_data(), src.raw_data(), nbytes());
-  else
+    b.synchronize();
+  } else {
+    // No wait: the copy takes the source's bytes before it returns (pageable memory is staged),
+    // so the caller may reuse or free it at once, and kernels queued later see the data.
     b.copy_from_host(out.raw_data(), src.raw_data(), nbytes());
-  b.synchronize();
+    keep_host_mirror(out, src);
+  }
   return out;
 }
 

@@ -26,6 +26,12 @@ struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;
   Device device;
+  // Integer storage copied to a device from the host (token, position and target ids) keeps a
+  // host copy of its bytes: reading the ids back (range checks, the embedding's grouping) then
+  // needs no wait for the device. Only integer storage gets one: kernels update floating-point
+  // storage in place, while integer device storage is never written after its upload (an op
+  // that would write one must drop the mirror first).
+  std::shared_ptr<const Storage> host_mirror;
 };
 
 class Tensor;
@@ -144,5 +150,9 @@ class Tensor {
 
 // Fills contiguous strides for a shape.
 std::array<int64_t, kMaxDims> contiguous_strides(const Shape& s);
+
+// Gives `on_device` (a whole, contiguous storage just copied from `host`) a host copy of the
+// bytes when they are integers (Storage::host_mirror); nothing for floating-point data.
+void keep_host_mirror(const Tensor& on_device, const Tensor& host);
 
 }  // namespace tessera

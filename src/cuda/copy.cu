@@ -47,6 +47,7 @@ Tensor upload_async(const Tensor& host, int device) {
   std::memcpy(staging.data(), src.raw_data(), src.nbytes());
   copy_h2d(dst.raw_data(), staging.data(), src.nbytes(), s);
   pinned_allocator().record_use(staging.data(), s);  // released below, reused after the copy
+  keep_host_mirror(dst, src);  // ids: read back (range checks) without waiting for the copy
   return dst;
 }
 

@@ -64,41 +64,49 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
            logits0.desc(), Shape(expect).str());
   Tensor logits = logits0.contiguous(), targets = targets0.contiguous();
   const int64_t V = logits.dim(-1), rows = targets.numel();
-  // The range check reads the targets on the host (a copy of B*T ids from a device).
+  // The range check reads the targets on the host: on a device, the host copy kept from their
+  // upload (Storage::host_mirror), so no wait for the device.
   const Tensor host_targets = targets.to(Device::cpu());
   const int32_t* t = host_targets.data<int32_t>();
+  int64_t count = 0;
   for (int64_t r = 0; r < rows; ++r) {
     TS_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < V),
              "cross_entropy: target {} at targets{} is out of range for logits {}: expected "
              "0 <= target < {} (V) or ignore_index {}",
              t[r], index_str(targets.shape(), r), logits.desc(), V, ignore_index);
+    count += t[r] != ignore_index;
   }
   Tensor lse = Tensor::empty(Shape{rows}, DType::f32, dev);
-  kernels::CrossEntropySum s;
-  if (is_cuda(dev))  // summed in f64 in row order on the device; returns to the host
+  Tensor loss;
+  if (is_cuda(dev)) {  // the mean stays on the device: nothing returns to the host
+    loss = Tensor::empty(Shape{}, DType::f32, dev);
     TS_CUDA(op, dev,
-            s = cuda::cross_entropy_forward<float>(logits.data<float>(), targets.data<int32_t>(),
-                                                   lse.data<float>(), rows, V, ignore_index));
-  else
-    s = cpu::cross_entropy_forward(logits.data<float>(), t, lse.data<float>(), rows, V,
-                                   ignore_index);
-  // With every target ignored there is nothing to average: the loss is 0, and so are the grads.
-  const int64_t count = s.count;
-  Tensor loss = Tensor::full(Shape{}, count ? s.loss / double(count) : 0.0, DType::f32, dev);
+            cuda::cross_entropy_forward<float>(logits.data<float>(), targets.data<int32_t>(),
+                                               lse.data<float>(), loss.data<float>(), rows, V,
+                                               ignore_index));
+  } else {
+    const kernels::CrossEntropySum s = cpu::cross_entropy_forward(
+        logits.data<float>(), t, lse.data<float>(), rows, V, ignore_index);
+    // With every target ignored there is nothing to average: the loss is 0, and so are the grads.
+    loss = Tensor::full(Shape{}, s.count ? s.loss / double(s.count) : 0.0, DType::f32, dev);
+  }
   Tensor xs = logits.detach();
   return autograd::record(loss, op, {logits0, targets0}, [=](const Tensor& g) {
-    Tensor gx = is_cuda(dev) ? Tensor() : Tensor::empty(xs.shape(), grad_dtype);
-    const float scale = count ? g.item() / float(count) : 0.f;
     if (is_cuda(dev)) {
-      // The CUDA kernel writes the gradient in the logits' type (f32); a bf16 gradient is one
-      // rounding pass after it, the same rounding the CPU kernel applies per element.
-      Tensor g32 = Tensor::empty(xs.shape(), DType::f32, dev);
+      // The incoming gradient is read by the kernel on the device (no item()). It writes the
+      // gradient in f32; a bf16 gradient is one rounding pass after it, the same rounding the
+      // CPU kernel applies per element.
+      const Tensor g32 = g.to(DType::f32).contiguous();
+      Tensor gx32 = Tensor::empty(xs.shape(), DType::f32, dev);
       TS_CUDA(op, dev,
               cuda::cross_entropy_backward<float>(xs.data<float>(), targets.data<int32_t>(),
-                                                  lse.data<float>(), scale, g32.data<float>(), rows,
-                                                  V, ignore_index));
-      gx = g32.to(grad_dtype);
-    } else if (grad_dtype == DType::bf16)
+                                                  lse.data<float>(), g32.data<float>(), count,
+                                                  gx32.data<float>(), rows, V, ignore_index));
+      return std::vector<Tensor>{gx32.to(grad_dtype), Tensor()};
+    }
+    Tensor gx = Tensor::empty(xs.shape(), grad_dtype);
+    const float scale = count ? g.item() / float(count) : 0.f;
+    if (grad_dtype == DType::bf16)
       cpu::cross_entropy_backward<bf16>(xs.data<float>(), targets.data<int32_t>(),
                                         lse.data<float>(), scale, gx.data<bf16>(), rows, V,
                                         ignore_index);

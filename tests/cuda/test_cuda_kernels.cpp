@@ -233,6 +233,8 @@ TEST_F(CudaKernels, SoftmaxMatchesCpu) {
   check_softmax<f16>(rng, 64, 513);
 }
 
+// The loss stays on the device (the mean, rounded once to f32, as the CPU op computes it from
+// the CPU kernel's f64 sum and count) and the backward reads the incoming gradient there.
 TEST_F(CudaKernels, CrossEntropyMatchesCpu) {
   Rng rng;
   TS_TRACE_SEED(rng);
@@ -242,22 +244,25 @@ TEST_F(CudaKernels, CrossEntropyMatchesCpu) {
   for (int64_t r = 0; r < rows; r += 10) targets[static_cast<size_t>(r)] = ignore;
   const std::vector<float> logits = rng.normal(static_cast<size_t>(rows * V), 4.f);
   DevBuf<int32_t> dt(targets);
-  DevBuf<float> dlse(static_cast<size_t>(rows));
+  DevBuf<float> dlse(static_cast<size_t>(rows)), dloss(1), dg(std::vector<float>{0.75f});
   std::vector<float> lse(static_cast<size_t>(rows)), gx(static_cast<size_t>(rows * V));
-  const float scale = 1.f / 231.f;
+  const auto mean = [](const kernels::CrossEntropySum& s) {
+    return s.count ? float(s.loss / double(s.count)) : 0.f;
+  };
   {
     DevBuf<float> dl(logits), dgx(static_cast<size_t>(rows * V));
     const kernels::CrossEntropySum want =
         cpu::cross_entropy_forward(logits.data(), targets.data(), lse.data(), rows, V, ignore);
-    const kernels::CrossEntropySum got =
-        cuda::cross_entropy_forward(dl.get(), dt.get(), dlse.get(), rows, V, ignore);
-    EXPECT_EQ(got.count, want.count);
-    expect_close("cross_entropy loss", "f32", {float(got.loss)}, {float(want.loss)}, 1e-5);
+    ASSERT_EQ(want.count, 231);
+    cuda::cross_entropy_forward(dl.get(), dt.get(), dlse.get(), dloss.get(), rows, V, ignore);
+    expect_close("cross_entropy loss", "f32", dloss.download(), {mean(want)}, 1e-5);
     expect_close("cross_entropy lse", "f32", dlse.download(), lse, 1e-5);
     dlse.upload(lse);
+    const float scale = 0.75f / float(want.count);
     cpu::cross_entropy_backward(logits.data(), targets.data(), lse.data(), scale, gx.data(), rows,
                                 V, ignore);
-    cuda::cross_entropy_backward(dl.get(), dt.get(), dlse.get(), scale, dgx.get(), rows, V, ignore);
+    cuda::cross_entropy_backward(dl.get(), dt.get(), dlse.get(), dg.get(), want.count, dgx.get(),
+                                 rows, V, ignore);
     expect_close("cross_entropy bwd", "f32", dgx.download(), gx, 1e-5);
   }
   {  // bf16 logits (an LM head in bf16): the CPU reference sees the same rounded values in f32.
@@ -266,18 +271,29 @@ TEST_F(CudaKernels, CrossEntropyMatchesCpu) {
     DevBuf<bf16> dl(lb), dgx(static_cast<size_t>(rows * V));
     const kernels::CrossEntropySum want =
         cpu::cross_entropy_forward(lf.data(), targets.data(), lse.data(), rows, V, ignore);
-    const kernels::CrossEntropySum got =
-        cuda::cross_entropy_forward(dl.get(), dt.get(), dlse.get(), rows, V, ignore);
-    EXPECT_EQ(got.count, want.count);
+    cuda::cross_entropy_forward(dl.get(), dt.get(), dlse.get(), dloss.get(), rows, V, ignore);
     // The loss and lse are f32 computations on identical inputs: f32 bounds.
-    expect_close("cross_entropy loss", "bf16", {float(got.loss)}, {float(want.loss)}, 1e-5);
+    expect_close("cross_entropy loss", "bf16", dloss.download(), {mean(want)}, 1e-5);
     expect_close("cross_entropy lse", "bf16", dlse.download(), lse, 1e-5);
     dlse.upload(lse);
+    const float scale = 0.75f / float(want.count);
     cpu::cross_entropy_backward(lf.data(), targets.data(), lse.data(), scale, gx.data(), rows, V,
                                 ignore);
-    cuda::cross_entropy_backward(dl.get(), dt.get(), dlse.get(), scale, dgx.get(), rows, V, ignore);
+    cuda::cross_entropy_backward(dl.get(), dt.get(), dlse.get(), dg.get(), want.count, dgx.get(),
+                                 rows, V, ignore);
     expect_close("cross_entropy bwd", "bf16", to_float(dgx.download()),
                  to_float(to_storage<bf16>(gx)), tol<bf16>());
+  }
+  {  // Every row ignored: a loss of 0 and zero gradients, as on the CPU.
+    const std::vector<int32_t> none(4, ignore);
+    DevBuf<int32_t> dnone(none);
+    DevBuf<float> dl(std::vector<float>(4 * 5, 1.f)), dgx(20), dlse4(4);
+    dloss.upload({7.f});
+    cuda::cross_entropy_forward(dl.get(), dnone.get(), dlse4.get(), dloss.get(), 4, 5, ignore);
+    EXPECT_EQ(dloss.download(), std::vector<float>{0.f});
+    cuda::cross_entropy_backward(dl.get(), dnone.get(), dlse4.get(), dg.get(), 0, dgx.get(), 4, 5,
+                                 ignore);
+    EXPECT_EQ(dgx.download(), std::vector<float>(20, 0.f));
   }
 }
 

@@ -8,7 +8,7 @@
 //
 // Differences from cpu/: the GEMM (cuda::GemmArgs adds fused epilogues and 16-bit output),
 // cross-entropy and attention also take bf16 storage, the reductions that return a value to
-// the host (sum, sum_squares, cross_entropy_forward, unscale_grads) synchronise the stream, and
+// the host (sum, sum_squares, unscale_grads) synchronise the stream, and
 // the AdamW / SGD / loss-scaling kernels (optim.h) have no cpu/ twin (the CPU optimizers hold
 // theirs), nor has the strided copy (strided_copy.h: the CPU's is in core/tensor.cpp), nor the
 // tensor-core attention (attention_tc.h: bf16/f16 q/k/v, f32 outputs; its reference is the

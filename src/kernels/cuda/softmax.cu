@@ -66,8 +66,9 @@ __global__ void ce_forward_kernel(const T* logits, const int32_t* targets, float
 
 // Sums the counted rows' losses in row order (f64), one block: thread k takes a contiguous
 // slice of rows, then the slices' sums meet in a fixed tree. Deterministic for a given rows.
-__global__ void ce_sum_kernel(const float* row_loss, const int32_t* targets, int64_t rows,
-                              int32_t ignore_index, double* out) {
+// The mean is taken in f64 and rounded once, as the CPU op does.
+__global__ void ce_mean_kernel(const float* row_loss, const int32_t* targets, int64_t rows,
+                               int32_t ignore_index, float* loss) {
   __shared__ double scratch[kWarp];
   const int64_t per = (rows + blockDim.x - 1) / blockDim.x;
   const int64_t r0 = threadIdx.x * per, r1 = r0 + per < rows ? r0 + per : rows;
@@ -79,12 +80,14 @@ __global__ void ce_sum_kernel(const float* row_loss, const int32_t* targets, int
   }
   acc = block_sum(acc, scratch);
   cnt = block_sum(cnt, scratch);
-  if (threadIdx.x == 0) out[0] = acc, out[1] = cnt;  // a count is exact in f64 below 2^53
+  if (threadIdx.x == 0) loss[0] = cnt > 0 ? float(acc / cnt) : 0.f;  // counts are exact in f64
 }
 
 template <class T>
 __global__ void ce_backward_kernel(const T* logits, const int32_t* targets, const float* lse,
-                                   float scale, T* gx, int64_t V, int32_t ignore_index) {
+                                   const float* g, int64_t count, T* gx, int64_t V,
+                                   int32_t ignore_index) {
+  const float scale = count ? g[0] / float(count) : 0.f;
   const int64_t r = blockIdx.x;
   const int32_t t = targets[r];
   const T* xr = logits + r * V;
@@ -115,46 +118,38 @@ void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t 
 }
 
 template <class T>
-kernels::CrossEntropySum cross_entropy_forward(const T* logits, const int32_t* targets, float* lse,
-                                               int64_t rows, int64_t V, int32_t ignore_index,
-                                               cudaStream_t s) {
-  kernels::CrossEntropySum out;
-  if (rows <= 0) return out;
+void cross_entropy_forward(const T* logits, const int32_t* targets, float* lse, float* loss,
+                           int64_t rows, int64_t V, int32_t ignore_index, cudaStream_t s) {
+  const size_t bytes = size_t(rows > 0 ? rows : 1) * sizeof(float);
   DeviceCachingAllocator& alloc = device_allocator();
-  const size_t bytes = size_t(rows) * sizeof(float) + 2 * sizeof(double);
-  char* buf = static_cast<char*>(alloc.allocate_on(bytes, s));
-  auto* sums = reinterpret_cast<double*>(buf);  // [loss, count] first: 8-byte aligned
-  auto* row_loss = reinterpret_cast<float*>(buf + 2 * sizeof(double));
-  launch<ce_forward_kernel<T>>(unsigned(rows), kRowThreads, 0, s, logits, targets, lse, row_loss, V,
-                               ignore_index);
+  auto* row_loss = static_cast<float*>(alloc.allocate_on(bytes, s));
+  if (rows > 0) {
+    launch<ce_forward_kernel<T>>(unsigned(rows), kRowThreads, 0, s, logits, targets, lse, row_loss,
+                                 V, ignore_index);
+    CUDA_CHECK_LAUNCH();
+  }
+  launch<ce_mean_kernel>(1, 1024, 0, s, row_loss, targets, rows, ignore_index, loss);
   CUDA_CHECK_LAUNCH();
-  launch<ce_sum_kernel>(1, 1024, 0, s, row_loss, targets, rows, ignore_index, sums);
-  CUDA_CHECK_LAUNCH();
-  double host[2];
-  CUDA_CHECK(cudaMemcpyAsync(host, sums, sizeof host, cudaMemcpyDeviceToHost, s));
-  CUDA_CHECK(cudaStreamSynchronize(s));
-  alloc.release(buf, bytes);
-  out.loss = host[0];
-  out.count = int64_t(host[1]);
-  return out;
+  alloc.release(row_loss, bytes);  // stream-ordered: reused on s only after these kernels
 }
 
 template <class T>
-void cross_entropy_backward(const T* logits, const int32_t* targets, const float* lse, float scale,
-                            T* gx, int64_t rows, int64_t V, int32_t ignore_index, cudaStream_t s) {
+void cross_entropy_backward(const T* logits, const int32_t* targets, const float* lse,
+                            const float* g, int64_t count, T* gx, int64_t rows, int64_t V,
+                            int32_t ignore_index, cudaStream_t s) {
   if (rows <= 0) return;
-  launch<ce_backward_kernel<T>>(unsigned(rows), kRowThreads, 0, s, logits, targets, lse, scale, gx,
-                                V, ignore_index);
+  launch<ce_backward_kernel<T>>(unsigned(rows), kRowThreads, 0, s, logits, targets, lse, g, count,
+                                gx, V, ignore_index);
   CUDA_CHECK_LAUNCH();
 }
 
 #define TS_INSTANTIATE(T)                                                                        \
   template void softmax_forward<T>(const T*, T*, int64_t, int64_t, cudaStream_t);                \
   template void softmax_backward<T>(const T*, const float*, T*, int64_t, int64_t, cudaStream_t); \
-  template kernels::CrossEntropySum cross_entropy_forward<T>(                                    \
-      const T*, const int32_t*, float*, int64_t, int64_t, int32_t, cudaStream_t);                \
-  template void cross_entropy_backward<T>(const T*, const int32_t*, const float*, float, T*,     \
-                                          int64_t, int64_t, int32_t, cudaStream_t);
+  template void cross_entropy_forward<T>(const T*, const int32_t*, float*, float*, int64_t,      \
+                                         int64_t, int32_t, cudaStream_t);                        \
+  template void cross_entropy_backward<T>(const T*, const int32_t*, const float*, const float*,  \
+                                          int64_t, T*, int64_t, int64_t, int32_t, cudaStream_t);
 TS_INSTANTIATE(float)
 TS_INSTANTIATE(bf16)
 TS_INSTANTIATE(f16)

@@ -5,7 +5,6 @@
 #include <cstdint>
 
 #include "cuda/device.h"
-#include "kernels/common/cross_entropy.h"
 
 namespace tessera::cuda {
 
@@ -15,17 +14,20 @@ template <class T>
 void softmax_backward(const T* y, const float* gy, T* gx, int64_t rows, int64_t C,
                       cudaStream_t s = current_stream());
 
-// Per-row losses on the device, summed in f64 in row order on one block, so the result is
-// reproducible; returns to the host (synchronises the stream). lse[r] as on the CPU (0 for
-// ignored rows). Logits in storage type T (the LM head's output may be bf16).
+// The mean loss over the counted rows (targets != ignore_index) into loss[0], on the device:
+// per-row losses summed in f64 in row order on one block, divided by the count in f64 and
+// rounded once to f32 (0 when every row is ignored), the CPU op's arithmetic. Nothing returns
+// to the host. lse[r] as on the CPU (0 for ignored rows). Logits in storage type T (the LM
+// head's output may be bf16).
 template <class T>
-kernels::CrossEntropySum cross_entropy_forward(const T* logits, const int32_t* targets, float* lse,
-                                               int64_t rows, int64_t V, int32_t ignore_index,
-                                               cudaStream_t s = current_stream());
-// gx[r] = scale * (softmax(logits[r]) - onehot(targets[r])), 0 for ignored rows.
+void cross_entropy_forward(const T* logits, const int32_t* targets, float* lse, float* loss,
+                           int64_t rows, int64_t V, int32_t ignore_index,
+                           cudaStream_t s = current_stream());
+// gx[r] = (g[0] / count) * (softmax(logits[r]) - onehot(targets[r])), 0 for ignored rows and
+// everywhere when count is 0. g: the loss's incoming gradient, read on the device (no item()).
 template <class T>
-void cross_entropy_backward(const T* logits, const int32_t* targets, const float* lse, float scale,
-                            T* gx, int64_t rows, int64_t V, int32_t ignore_index,
-                            cudaStream_t s = current_stream());
+void cross_entropy_backward(const T* logits, const int32_t* targets, const float* lse,
+                            const float* g, int64_t count, T* gx, int64_t rows, int64_t V,
+                            int32_t ignore_index, cudaStream_t s = current_stream());
 
 }  // namespace tessera::cuda
