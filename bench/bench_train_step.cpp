@@ -397,7 +397,8 @@ int main(int argc, char** argv) {
                     stepped ? "" : " (overflow: skipped)");
     char waits_note[48] = "";
     if (waits >= 0)
-      std::snprintf(waits_note, sizeof waits_note, "  host waits %lld", static_cast<long long>(waits));
+      std::snprintf(waits_note, sizeof waits_note, "  host waits %lld",
+                    static_cast<long long>(waits));
     std::printf("step %2d: loss %.4f  %8.1f ms  %8.0f tok/s  system allocs +%llu%s%s%s\n", step + 1,
                 double(loss), sec * 1e3, double(tokens_per_step) / sec,
                 static_cast<unsigned long long>(new_allocs), waits_note, scale_note,
