@@ -37,6 +37,16 @@ namespace dist {
 class Communicator;  // dist/communicator.h; core only passes the pointer through
 }
 
+// A device-to-host copy in flight (DeviceBackend::read_async).
+class HostRead {
+ public:
+  virtual ~HostRead() = default;
+  // The bytes, once the copy has landed. Waits for the device only if the host has not already
+  // synchronised past the copy: read after a later synchronisation of the same stream, it is
+  // free (the training loop reads its losses after the gradient norm's read).
+  virtual const void* wait() = 0;
+};
+
 // A strided source view (Tensor::contiguous of a view): sizes and strides in elements,
 // outermost first.
 struct StridedLayout {
@@ -107,6 +117,9 @@ struct DeviceBackend {
   // The training loop's batch copy (a CPU tensor to device `index`): staged through pinned
   // memory, returns without waiting for the device; the caller may reuse `host` at once.
   Tensor (*upload_async)(const Tensor& host, int index);
+  // Starts copying `bytes` of device memory at src to the host (pinned memory) on the current
+  // stream; returns at once.
+  std::unique_ptr<HostRead> (*read_async)(const void* src, size_t bytes);
 
   // Flat f32 buffers (gradients, optimizer state).
   void (*add_inplace)(float* dst, const float* src, int64_t n);

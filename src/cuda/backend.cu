@@ -83,6 +83,7 @@ constexpr DeviceBackend kTable = {
                int64_t n) { cuda::cast(src, st, dst, dt, n); },
     .fill = [](void* dst, DType t, double value, int64_t n) { cuda::fill(dst, t, value, n); },
     .upload_async = [](const Tensor& host, int index) { return cuda::upload_async(host, index); },
+    .read_async = [](const void* src, size_t bytes) { return cuda::read_async(src, bytes); },
     .add_inplace = [](float* dst, const float* src, int64_t n) { cuda::add_inplace(dst, src, n); },
     .scale = [](float* x, float factor, int64_t n) { cuda::scale<float>(x, x, factor, n); },
     .sum_squares = [](const float* x, int64_t n) { return cuda::sum_squares(x, n); },

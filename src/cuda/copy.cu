@@ -51,6 +51,38 @@ Tensor upload_async(const Tensor& host, int device) {
   return dst;
 }
 
+namespace {
+// The copy lands in a pinned buffer; an event marks it done. wait() synchronises on the event,
+// which costs nothing when the host has already synchronised the stream past it.
+class PinnedRead final : public HostRead {
+ public:
+  PinnedRead(const void* src, size_t bytes, cudaStream_t s) : buf_(bytes ? bytes : 1) {
+    CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+    if (bytes) copy_d2h(buf_.data(), src, bytes, s);
+    CUDA_CHECK(cudaEventRecord(done_, s));
+  }
+  ~PinnedRead() override {
+    // The copy must be done before the buffer goes back to the pool (a no-op once waited).
+    (void)cudaEventSynchronize(done_);
+    (void)cudaEventDestroy(done_);
+  }
+  PinnedRead(const PinnedRead&) = delete;
+  PinnedRead& operator=(const PinnedRead&) = delete;
+  const void* wait() override {
+    CUDA_CHECK(cudaEventSynchronize(done_));
+    return buf_.data();
+  }
+
+ private:
+  PinnedBuffer buf_;
+  cudaEvent_t done_ = nullptr;
+};
+}  // namespace
+
+std::unique_ptr<HostRead> read_async(const void* src, size_t bytes, cudaStream_t s) {
+  return std::make_unique<PinnedRead>(src, bytes, s);
+}
+
 Tensor to_host(const Tensor& dev) {
   TS_CHECK(dev.device().type == DeviceType::cuda,
            "cuda::to_host: source {} is on {}, expected cuda", dev.desc(), dev.device().str());

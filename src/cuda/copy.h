@@ -6,6 +6,9 @@
 
 #include <cstddef>
 
+#include <memory>
+
+#include "core/backend.h"
 #include "core/tensor.h"
 #include "cuda/device.h"
 
@@ -30,6 +33,10 @@ Tensor to_device(const Tensor& host, int device = 0);
 // to_device, the host's copy is a memcpy into pinned memory and the device's is a DMA that
 // overlaps compute (a pageable copy is staged by the driver, synchronously, at the call).
 Tensor upload_async(const Tensor& host, int device = 0);
+// Starts copying `bytes` of device memory to pinned host memory on `s` and returns at once;
+// wait() gives the bytes (core/backend.h's HostRead).
+std::unique_ptr<HostRead> read_async(const void* src, size_t bytes,
+                                     cudaStream_t s = current_stream());
 // A CPU copy of a CUDA tensor, complete on return (synchronises the current stream).
 Tensor to_host(const Tensor& dev);
 // A CUDA tensor of zeros.

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -14,6 +15,7 @@
 #include "ckpt/run_state.h"
 #include "ckpt/signals.h"
 #include "core/allocator.h"
+#include "core/backend.h"
 #include "core/file_io.h"
 #include "dist/consistency.h"
 #include "dist/world.h"
@@ -303,11 +305,26 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
       }
     }
     dp->finish_backward();
-    double loss = 0;
-    for (const Tensor& l : micro_losses) loss += double(l.item()) / double(micro);
-    if (world > 1) loss = comm->average_f64(loss);
+    // On a device the losses' copies to the host start here and land with the gradient norm's
+    // read below: the step waits for the device once, not once per read.
+    std::vector<std::unique_ptr<HostRead>> loss_reads;
+    for (Tensor& l : micro_losses) {
+      if (l.device().is_cpu()) continue;
+      l = l.to(DType::f32).contiguous();
+      loss_reads.push_back(backend_for(l.device(), "loss").read_async(l.raw_data(), sizeof(float)));
+    }
     // The true norm; the gradients are unscaled (fp16) and clipped in one pass when finite.
     const double gnorm = dp->clip_grad_norm(cfg.optim.grad_clip, loss_scale);
+    double loss = 0;
+    for (size_t i = 0; i < micro_losses.size(); ++i) {
+      float v = 0.f;
+      if (loss_reads.empty())
+        v = micro_losses[i].item();
+      else
+        std::memcpy(&v, loss_reads[i]->wait(), sizeof v);
+      loss += double(v) / double(micro);
+    }
+    if (world > 1) loss = comm->average_f64(loss);
     // The loss is averaged and the norm global: every rank takes the same branch.
     // fp16: a finite loss with an inf/NaN gradient is the loss scale overflowing fp16, not a
     // diverging run: the scaler halves the scale and the step is skipped without counting

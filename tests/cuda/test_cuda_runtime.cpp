@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 
 #include "core/rng.h"
 #include "cuda/allocator.h"
@@ -168,6 +169,26 @@ TEST_F(CudaRuntime, PinnedBuffersAreReusedOnlyAfterTheirCopies) {
   EXPECT_EQ(back, std::vector<uint8_t>(bytes, 0x5a));
   cuda::device_allocator().release(dev, bytes);
   EXPECT_GT(pa.stats().reserved, 0u);
+}
+
+// read_async: the copy lands in pinned memory; after a later synchronisation of the same stream
+// wait() returns it without waiting again (the training loop's loss read).
+TEST_F(CudaRuntime, AsyncReadsLandWithALaterSynchronisation) {
+  const std::vector<float> values = {1.5f, -2.f, 3.25f};
+  Tensor dev = cuda::to_device(Tensor::from_vector(values, {3}));
+  std::unique_ptr<HostRead> r = cuda::read_async(dev.raw_data(), 3 * sizeof(float));
+  Tensor z = cuda::zeros({1000}, DType::f32);  // more work behind the copy
+  cuda::synchronize(cuda::current_stream());
+  const int64_t waits = cuda::host_waits();
+  std::vector<float> got(3);
+  std::memcpy(got.data(), r->wait(), got.size() * sizeof(float));
+  EXPECT_EQ(got, values);
+  EXPECT_EQ(cuda::host_waits(), waits);  // -1 == -1 where no one counts (a GPU)
+  // Without the synchronisation, wait() itself waits for the copy.
+  std::unique_ptr<HostRead> r2 = cuda::read_async(dev.raw_data(), sizeof(float));
+  float first = 0.f;
+  std::memcpy(&first, r2->wait(), sizeof first);
+  EXPECT_EQ(first, 1.5f);
 }
 
 TEST_F(CudaRuntime, GemmPlansAreBuiltOncePerShape) {

@@ -2,11 +2,12 @@
 // is a stall of the host's queueing of kernels: on a GPU, the time the device runs dry. Counted
 // by the emulated runtime (tessera::emu::host_waits), per step, for a tiny GPT.
 //
-// A step waits twice (docs/CUDA.md, "Host waits"): the loss, read every step, and the gradient
-// norm, read for clipping and the non-finite step guard. The ids' range checks read the host copy
-// kept from their upload, the cross-entropy's mean stays on the device and its backward reads
-// the incoming gradient there. The goal is at most one per logged step; until then this test
-// holds the line at 2, so a new hidden wait fails it.
+// A step waits once (docs/CUDA.md, "Host waits"): for the gradient norm, read for clipping and
+// the non-finite step guard; the losses' copies to the host were started before it and land with
+// it. The ids' range checks read the host copy kept from their upload, the cross-entropy's mean
+// stays on the device and its backward reads the incoming gradient there. The goal is at
+// most one wait per logged step: met on logged steps; the others still wait once (the norm).
+// The test holds that line, so a new hidden wait fails it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -58,7 +59,7 @@ TEST(EmuHostWaits, CountedPerTrainingStep) {
     for (uint64_t n : w) std::printf(" %llu", static_cast<unsigned long long>(n));
     std::printf(" (most %llu)\n", static_cast<unsigned long long>(most));
     // Every step but the last (which also copies the final weights to the host).
-    for (size_t i = 0; i + 1 < w.size(); ++i) EXPECT_LE(w[i], 2u) << precision << " step " << i;
+    for (size_t i = 0; i + 1 < w.size(); ++i) EXPECT_LE(w[i], 1u) << precision << " step " << i;
   }
 }
 
