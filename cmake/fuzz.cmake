@@ -22,9 +22,10 @@ endif()
 set(TESSERA_FUZZ_SANITIZERS -fsanitize=address,undefined -fno-sanitize-recover=undefined
                             -fno-omit-frame-pointer -g -O1)
 
-# Every layer up to nn/ and data/, plus the config and checkpoint-JSON parsers; a file another
-# engineer adds to these folders is picked up by the same glob as the main library.
-set(TESSERA_FUZZ_SOURCE_PATTERNS "src/(core|kernels/cpu|ops|autograd|nn|data)/[^/]+\\.cpp$"
+# Every layer up to nn/ and data/ (with backends/, the CPU-only backend table core looks up),
+# plus the config and checkpoint-JSON parsers; a file another engineer adds to these folders is
+# picked up by the same glob as the main library.
+set(TESSERA_FUZZ_SOURCE_PATTERNS "src/(backends|core|kernels/cpu|ops|autograd|nn|data)/[^/]+\\.cpp$"
                                  "src/train/config[^/]*\\.cpp$" "src/ckpt/manifest\\.cpp$")
 list(JOIN TESSERA_FUZZ_SOURCE_PATTERNS "|" TESSERA_FUZZ_SOURCE_REGEX)
 set(TESSERA_FUZZ_SOURCES ${TESSERA_SOURCES})

@@ -23,6 +23,7 @@
 #include "nn/gpt.h"
 #include "optim/adamw.h"
 #include "optim/sgd.h"
+#include "scratch.h"
 #include "train/trainer.h"
 
 using namespace tessera;
@@ -409,7 +410,7 @@ TEST(Trace, OverlapAndChromeJson) {
   EXPECT_NEAR(t.overlap().share(), 1.0 / 1.6, 1e-12);
   EXPECT_EQ(t.overlap(1).comm_s, 0);  // only step 0 recorded
 
-  const fs::path p = fs::temp_directory_path() / "tessera_test_dist_trace.json";
+  const fs::path p = tessera::testing::scratch_dir("dist_trace") / "trace.json";
   t.write(p.string());
   nlohmann::json doc = nlohmann::json::parse(std::ifstream(p));
   int spans = 0;
@@ -506,8 +507,7 @@ TEST(ShardedOptimizer, SGDShardsMatchTheFlatOptimizerBitwise) {
 // ---- Every ZeRO stage on one rank trains exactly like plain training ----
 
 TEST(DataParallel, EveryZeroStageOnOneRankMatchesPlainTrainingBitwise) {
-  const fs::path dir = fs::temp_directory_path() / "tessera_test_dist_zero1rank";
-  fs::remove_all(dir);
+  const fs::path dir = tessera::testing::scratch_dir("dist_zero1rank");
   train::Config cfg = tessera::testing::tiny_gpt_job(tessera::testing::write_tiny_corpus(dir), 8);
   cfg.train.micro_batches = 2;
   std::vector<std::vector<double>> losses;
@@ -541,8 +541,7 @@ TEST(DataParallel, EveryZeroStageOnOneRankMatchesPlainTrainingBitwise) {
 }
 
 TEST(DataParallel, BatchMustSplitEvenlyOverRanksAndMicroBatches) {
-  const fs::path dir = fs::temp_directory_path() / "tessera_test_dist_split";
-  fs::remove_all(dir);
+  const fs::path dir = tessera::testing::scratch_dir("dist_split");
   train::Config cfg = tessera::testing::tiny_gpt_job(tessera::testing::write_tiny_corpus(dir), 3);
   cfg.train.batch_size = 6;
   cfg.train.micro_batches = 1;

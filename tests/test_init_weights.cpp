@@ -13,6 +13,7 @@
 #include "nn/classifiers.h"
 #include "nn/llmc_import.h"
 #include "nn/weights.h"
+#include "scratch.h"
 #include "train/task.h"
 #include "train/trainer.h"
 
@@ -23,10 +24,7 @@ using tessera::testing::expect_error;
 namespace {
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("tessera_test_init_weights_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return tessera::testing::scratch_dir("init_weights_" + name);
 }
 
 train::RunSummary train_to(const train::Config& cfg, const fs::path& out,

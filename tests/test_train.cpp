@@ -15,6 +15,7 @@
 #include "gradcheck.h"
 #include "nn/gpt.h"
 #include "nn/weights.h"
+#include "scratch.h"
 #include "train/config.h"
 #include "train/trainer.h"
 
@@ -25,10 +26,7 @@ using tessera::testing::expect_error;
 namespace {
 
 fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("tessera_test_train_" + name);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return tessera::testing::scratch_dir("train_" + name);
 }
 
 // A corpus with learnable structure: verses built from a small vocabulary of words.

@@ -21,6 +21,7 @@
 #include "data/idx.h"
 #include "dist/local_comm.h"
 #include "mpi/tiny_job.h"
+#include "scratch.h"
 #include "train/trainer.h"
 
 using namespace tessera;
@@ -29,10 +30,7 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("tessera_test_cuda_train_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
+  return tessera::testing::scratch_dir("cuda_train_" + name);
 }
 
 train::RunSummary run(const train::Config& cfg, const fs::path& out, std::string resume = "",

@@ -37,6 +37,7 @@
 #include "nn/module.h"
 #include "nn/safetensors.h"
 #include "ops/ops.h"
+#include "scratch.h"
 #include "train/trainer.h"
 
 using namespace tessera;
@@ -48,10 +49,7 @@ namespace {
 class CudaZero : public CudaTest {};
 
 fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("tessera_test_cuda_zero_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
+  return tessera::testing::scratch_dir("cuda_zero_" + name);
 }
 
 // ---- Engines ----

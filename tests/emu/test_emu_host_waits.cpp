@@ -19,6 +19,7 @@
 #include "dist/local_comm.h"
 #include "emu/device.h"
 #include "mpi/tiny_job.h"
+#include "scratch.h"
 #include "train/trainer.h"
 
 using namespace tessera;
@@ -27,9 +28,7 @@ namespace fs = std::filesystem;
 namespace {
 
 std::vector<uint64_t> waits_per_step(const std::string& precision, int64_t log_every) {
-  const fs::path dir = fs::temp_directory_path() / "tessera_test_emu_host_waits";
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  const fs::path dir = tessera::testing::scratch_dir("emu_host_waits");
   train::Config c = tessera::testing::tiny_gpt_job(tessera::testing::write_tiny_corpus(dir), 12);
   c.train.device = "cuda";
   c.train.precision = precision;

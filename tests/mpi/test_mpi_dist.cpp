@@ -21,6 +21,7 @@
 #include "gradcheck.h"
 #include "mpi/mpi_test_main.h"
 #include "mpi/tiny_job.h"
+#include "scratch.h"
 #include "train/trainer.h"
 
 using namespace tessera;
@@ -31,6 +32,13 @@ namespace {
 
 using tessera::testing::world;
 using tessera::testing::world_comm;
+
+// Rank 0 makes the job's folder (scratch.h); every rank gets its path.
+fs::path job_scratch_dir(const std::string& name) {
+  std::string path;
+  if (world().rank() == 0) path = tessera::testing::scratch_dir(name).string();
+  return world().all_gather_bytes(path)[0];
+}
 
 // ---- Collectives ----
 
@@ -159,7 +167,7 @@ TEST(Consistency, DifferingKeyIsNamedOnEveryRank) {
 
 TEST(Consistency, RanksWithDifferentConfigsStopAtStartUp) {
   const int r = world().rank();
-  const fs::path dir = fs::temp_directory_path() / "tessera_test_mpi_mismatch";
+  const fs::path dir = job_scratch_dir("mpi_mismatch");
   if (r == 0) tessera::testing::write_tiny_corpus(dir);
   world().barrier();
   train::Config cfg = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 4);
@@ -226,11 +234,8 @@ void expect_share(int64_t part, int64_t whole, int n, const std::string& what) {
 TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
   const int r = world().rank(), n = world().world_size();
   if (n != 4) GTEST_SKIP() << "needs 4 ranks (mpirun -np 4), have " << n;
-  const fs::path dir = fs::temp_directory_path() / "tessera_test_mpi_equivalence";
-  if (r == 0) {
-    fs::remove_all(dir);
-    tessera::testing::write_tiny_corpus(dir);
-  }
+  const fs::path dir = job_scratch_dir("mpi_equivalence");
+  if (r == 0) tessera::testing::write_tiny_corpus(dir);
   world().barrier();
   const train::Config base = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
   auto local = std::make_shared<LocalCommunicator>();
