@@ -74,8 +74,11 @@ if(TESSERA_BUILD_TESTS)
   set_tests_properties(emu_reverse_schedule_test_cuda_attention_tc PROPERTIES
                        ENVIRONMENT "TESSERA_EMU_SCHEDULE=reverse;OMP_NUM_THREADS=2"
                        LABELS "cuda;emu" TIMEOUT 600)
-  # The kernel tests again with the shared-memory race check on (src/emu/racecheck.h).
-  foreach(name test_cuda_kernels test_cuda_kernels_nn test_cuda_optim test_cuda_attention_tc)
+  # The kernel tests again with the race check on: races on shared memory within a block
+  # (src/emu/racecheck.h), and races between streams on device memory (src/emu/streamrace.h),
+  # which the runtime, training, ZeRO and NCCL tests exercise with several streams.
+  foreach(name test_cuda_kernels test_cuda_kernels_nn test_cuda_optim test_cuda_attention_tc
+               test_cuda_runtime test_cuda_train test_cuda_zero test_emu_host_waits)
     add_test(NAME emu_racecheck_${name} COMMAND ${name} --gtest_filter=-*DeathTest*)
     set_tests_properties(emu_racecheck_${name} PROPERTIES
                          ENVIRONMENT "TESSERA_EMU_RACECHECK=1;OMP_NUM_THREADS=2"
@@ -88,7 +91,7 @@ if(TESSERA_BUILD_TESTS)
                  COMMAND ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root -np 2
                          $<TARGET_FILE:${name}>)
         set_tests_properties(${name}_2_ranks PROPERTIES
-                             ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none;TESSERA_EMU_DEVICES=2"
+                             ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none;TESSERA_EMU_DEVICES=2;TESSERA_EMU_RACECHECK=1"
                              LABELS "cuda;emu;mpi" TIMEOUT 300)
       endif()
     endforeach()
@@ -97,7 +100,7 @@ if(TESSERA_BUILD_TESTS)
                COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/train_2_ranks.sh
                        $<TARGET_FILE:tessera_cli> "${MPIEXEC_EXECUTABLE}")
       set_tests_properties(emu_train_2_ranks PROPERTIES
-                           ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none"
+                           ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none;TESSERA_EMU_RACECHECK=1"
                            LABELS "cuda;emu;mpi" TIMEOUT 900)
     endif()
   endif()

@@ -19,6 +19,7 @@
 
 #include "emu/memory.h"
 #include "emu/stream.h"
+#include "emu/streamrace.h"
 
 namespace tessera::emu {
 namespace {
@@ -119,6 +120,7 @@ cudaError_t device_malloc(void** out, size_t bytes) {
   std::lock_guard lk(r.mu);
   r.device[a.user] = a;
   *out = reinterpret_cast<void*>(a.user);
+  streamrace::allocated(*out, bytes);
   return cudaSuccess;
 }
 
@@ -137,6 +139,7 @@ cudaError_t device_free(void* p) {
   Allocation& a = it->second;
   mprotect(reinterpret_cast<void*>(a.map), a.map_len, PROT_NONE);
   a.freed = true;
+  streamrace::freed(p);
   r.quarantine.push_back(a.user);
   r.quarantined += a.map_len;
   while (r.quarantined > kQuarantineBytes && !r.quarantine.empty()) {
@@ -144,6 +147,7 @@ cudaError_t device_free(void* p) {
     r.quarantine.pop_front();
     r.quarantined -= old->second.map_len;
     munmap(reinterpret_cast<void*>(old->second.map), old->second.map_len);
+    streamrace::unmapped(reinterpret_cast<void*>(old->first));
     r.device.erase(old);
   }
   return cudaSuccess;
@@ -288,7 +292,10 @@ void check_device_range(const void* p, size_t bytes, Access access, const std::s
     else
       problem = describe_locked(r, u, bytes);
   }
-  if (problem.empty()) return;
+  if (problem.empty()) {
+    streamrace::access(p, bytes, access == Access::write);  // when a stream task touches it
+    return;
+  }
   throw DeviceFault(cudaErrorIllegalAddress,
                     what + ": " + (access == Access::write ? "write of " : "read of ") +
                         std::to_string(bytes) + " bytes at " + hex(reinterpret_cast<uintptr_t>(p)) +

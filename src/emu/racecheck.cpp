@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "emu/streamrace.h"
+
 namespace tessera::emu::racecheck {
 namespace {
 
@@ -225,6 +227,7 @@ void access_byte(State& s, Region& r, uintptr_t addr, bool write, const void* pc
 }
 
 inline void access(const void* p, size_t bytes, bool write, const void* pc) {
+  streamrace::access(p, bytes, write);  // device memory, against other streams' tasks
   State* s = t_state;
   if (!s) return;
   const auto a = reinterpret_cast<uintptr_t>(p);

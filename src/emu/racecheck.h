@@ -11,7 +11,8 @@
 // offset, and the instruction. Atomics are not races. With the check off the calls return at
 // once.
 //
-// The executor (launch.cpp) drives it from the stream thread that runs the block.
+// The executor (launch.cpp) drives it from the stream thread that runs the block. The same
+// hooks feed the check for races between streams on device memory (streamrace.h).
 #pragma once
 #include <cstddef>
 #include <string>

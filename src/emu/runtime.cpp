@@ -94,8 +94,10 @@ void queue_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, c
   if (kind == cudaMemcpyHostToDevice && !is_pinned(src, bytes)) {
     auto staged = std::make_shared<std::vector<unsigned char>>(
         static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + bytes);
-    enqueue(s, "cudaMemcpyAsync (host to device)",
-            [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+    enqueue(s, "cudaMemcpyAsync (host to device)", [dst, staged] {
+      streamrace::access(dst, staged->size(), true);
+      std::memcpy(dst, staged->data(), staged->size());
+    });
     return;
   }
   const std::string what = kind == cudaMemcpyHostToDevice   ? "a cudaMemcpyAsync to the device"
@@ -104,7 +106,13 @@ void queue_copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, c
   CUstream_st* st = resolve(s);
   void* to = stream_view(dst);
   const void* from = stream_view(src);
-  const uint64_t pos = st->push(what, [to, from, bytes] { std::memmove(to, from, bytes); }, {});
+  const uint64_t pos = st->push(what,
+                                [to, from, bytes] {
+                                  streamrace::access(from, bytes, false);
+                                  streamrace::access(to, bytes, true);
+                                  std::memmove(to, from, bytes);
+                                },
+                                {});
   if (from != src) pinned_in_use(src, false, st, pos, what);
   if (to != dst) pinned_in_use(dst, true, st, pos, what);
 }
@@ -378,7 +386,11 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
   } catch (const DeviceFault& f) {
     return refuse(f.what());
   }
-  if (bytes) enqueue(stream, "cudaMemsetAsync", [=] { std::memset(dst, value, bytes); });
+  if (bytes)
+    enqueue(stream, "cudaMemsetAsync", [=] {
+      streamrace::access(dst, bytes, true);
+      std::memset(dst, value, bytes);
+    });
   return status();
 }
 cudaError_t cudaMemset(void* dst, int value, size_t bytes) {

@@ -95,8 +95,12 @@ uint64_t CUstream_st::push(std::string what, std::function<void()> fn, std::vect
     deps.push_back({l, l->position()});
   }
   std::lock_guard lk(mu);
-  queue.push_back(Task{std::move(what), std::move(fn), std::move(deps)});
-  const uint64_t pos = ++enqueued;
+  const uint64_t pos = enqueued + 1;
+  std::vector<tessera::emu::streamrace::After> after;
+  for (const Dep& d : deps) after.push_back({d.stream, d.pos});
+  auto clock = tessera::emu::streamrace::queued(this, pos, after, what);
+  queue.push_back(Task{std::move(what), std::move(fn), std::move(deps), std::move(clock)});
+  ++enqueued;
   cv.notify_all();
   return pos;
 }
@@ -118,6 +122,7 @@ bool CUstream_st::host_observes(uint64_t pos) {
     host_seen = pos;
   }
   tessera::emu::pinned_observed(this, pos);  // the host may touch what copies up to pos used
+  tessera::emu::streamrace::host_observed(this, pos);  // what it queues next comes after them
   return true;
 }
 
@@ -141,12 +146,19 @@ void CUstream_st::run() {
       std::this_thread::sleep_for(std::chrono::microseconds(tessera::emu::stream_delay_us()));
     if (t.fn && tessera::emu::sticky_error() == cudaSuccess) {
       tessera::emu::set_current_work(&t.what);
+      tessera::emu::streamrace::begin_task(t.clock.get());
       try {
         t.fn();
       } catch (const tessera::emu::DeviceFault& f) {
         tessera::emu::raise_sticky(f.code(), f.what());
       } catch (const std::exception& e) {
         tessera::emu::raise_sticky(cudaErrorLaunchFailure, t.what + ": " + e.what());
+      }
+      if (std::string race = tessera::emu::streamrace::end_task(); !race.empty()) {
+        char stream[32];
+        std::snprintf(stream, sizeof stream, "%p", static_cast<void*>(this));
+        tessera::emu::raise_sticky(cudaErrorLaunchFailure,
+                                   t.what + " on stream " + stream + ": " + race);
       }
       tessera::emu::set_current_work(nullptr);
     }

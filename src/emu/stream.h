@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "emu/device.h"
+#include "emu/streamrace.h"
 
 struct CUstream_st {
   struct Dep {
@@ -23,6 +24,7 @@ struct CUstream_st {
     std::string what;
     std::function<void()> fn;  // null: a marker (event record, event wait)
     std::vector<Dep> deps;
+    std::shared_ptr<const tessera::emu::streamrace::Clock> clock;  // null: unchecked
   };
 
   CUstream_st(unsigned flags, int priority, bool legacy);

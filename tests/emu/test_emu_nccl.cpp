@@ -575,6 +575,9 @@ TEST(EmuNccl, FinalizeAndDestroyASecondCommunicator) {
   DevBuf<double> d(std::vector<double>(3, 0.5 + g_rank));
   nccl(ncclAllReduce(d.get(), d.get(), 3, ncclFloat64, ncclMax, c, world().stream), "max", c);
   EXPECT_EQ(ncclCommFinalize(c), ncclSuccess) << ncclGetLastError(c);
+  // Finalize does not order the stream before the host's copy (the stream race check found
+  // this read without the wait).
+  cuda(cudaStreamSynchronize(world().stream), "sync");
   EXPECT_EQ(d.host(), std::vector<double>(3, 0.5 + (g_size - 1)));
   EXPECT_EQ(ncclCommDestroy(c), ncclSuccess);
 }

@@ -69,6 +69,14 @@ __global__ void count_with_atomics(float* out) {
   out[threadIdx.x] = count;
 }
 
+__global__ void fill(float* x, float v, int64_t n) {
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) x[i] = v;
+}
+
+__global__ void copy(const float* x, float* y, int64_t n) {
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[i] = x[i];
+}
+
 template <class T>
 T* device_alloc(size_t n) {
   void* p = nullptr;
@@ -185,6 +193,113 @@ TEST(EmuRaceCheck, OffByDefaultUnlessTheEnvironmentSaysSo) {
     EXPECT_NE(r.find("race on shared memory"), std::string::npos) << r;
   else
     EXPECT_EQ(r, "");
+}
+
+// ---- races between streams on device memory (streamrace.h) ----
+
+struct TwoStreams {
+  cudaStream_t a = nullptr, b = nullptr;
+  explicit TwoStreams(unsigned flags = cudaStreamNonBlocking) {
+    EXPECT_EQ(cudaStreamCreateWithFlags(&a, flags), cudaSuccess);
+    EXPECT_EQ(cudaStreamCreateWithFlags(&b, flags), cudaSuccess);
+  }
+  ~TwoStreams() {
+    (void)cudaStreamDestroy(a);
+    (void)cudaStreamDestroy(b);
+  }
+};
+
+constexpr int64_t kN = 100;
+
+TEST(EmuStreamRace, AKernelReadingWhatAnotherStreamWritesWithoutAWaitIsReported) {
+  RaceCheckOn on;
+  TwoStreams s;
+  float* x = device_alloc<float>(kN);
+  float* y = device_alloc<float>(kN);
+  launch<fill>(dim3(1), dim3(64), 0, s.a, x, 3.f, kN);
+  launch<copy>(dim3(1), dim3(64), 0, s.b, x, y, kN);
+  const std::string r = report_of_last_launch();
+  // Whichever stream ran first, the other finds the race: the copy reading what the fill wrote,
+  // or the fill writing what the copy read.
+  EXPECT_NE(r.find("race between streams on device memory"), std::string::npos) << r;
+  EXPECT_NE(r.find("of the 400-byte device allocation at"), std::string::npos) << r;
+  const bool copy_found = r.find("copy on stream") < r.find("fill on stream");
+  EXPECT_NE(r.find(copy_found ? "reads bytes" : "writes bytes"), std::string::npos) << r;
+  EXPECT_NE(r.find(copy_found ? " wrote, and no event wait" : " read, and no event wait"),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.find("fill on stream 0x"), std::string::npos) << r;
+  EXPECT_NE(r.find("copy on stream 0x"), std::string::npos) << r;
+}
+
+TEST(EmuStreamRace, AnEventWaitOrdersTheStreams) {
+  RaceCheckOn on;
+  TwoStreams s;
+  float* x = device_alloc<float>(kN);
+  float* y = device_alloc<float>(kN);
+  cudaEvent_t filled;
+  ASSERT_EQ(cudaEventCreateWithFlags(&filled, cudaEventDisableTiming), cudaSuccess);
+  launch<fill>(dim3(1), dim3(64), 0, s.a, x, 3.f, kN);
+  ASSERT_EQ(cudaEventRecord(filled, s.a), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(s.b, filled, 0), cudaSuccess);
+  launch<copy>(dim3(1), dim3(64), 0, s.b, x, y, kN);
+  // And back: a overwrites x only after b's copy has read it.
+  ASSERT_EQ(cudaEventRecord(filled, s.b), cudaSuccess);
+  ASSERT_EQ(cudaStreamWaitEvent(s.a, filled, 0), cudaSuccess);
+  launch<fill>(dim3(1), dim3(64), 0, s.a, x, 4.f, kN);
+  EXPECT_EQ(report_of_last_launch(), "");
+  EXPECT_EQ(download(y, kN), std::vector<float>(kN, 3.f));
+  ASSERT_EQ(cudaEventDestroy(filled), cudaSuccess);
+}
+
+TEST(EmuStreamRace, AWriteAfterAnotherStreamsReadNeedsTheWaitToo) {
+  RaceCheckOn on;
+  TwoStreams s;
+  float* x = device_alloc<float>(kN);
+  float* y = device_alloc<float>(kN);
+  launch<fill>(dim3(1), dim3(64), 0, s.a, x, 3.f, kN);
+  ASSERT_EQ(cudaStreamSynchronize(s.a), cudaSuccess);  // the host orders the fill before both
+  launch<copy>(dim3(1), dim3(64), 0, s.b, x, y, kN);
+  // No wait for b. (The call itself may already return the race's error, raised as it ran.)
+  (void)cudaMemsetAsync(x, 0, kN * sizeof(float), s.a);
+  const std::string r = report_of_last_launch();
+  EXPECT_NE(r.find("race between streams on device memory"), std::string::npos) << r;
+  EXPECT_NE(r.find("cudaMemsetAsync"), std::string::npos) << r;
+  EXPECT_NE(r.find("copy on stream"), std::string::npos) << r;
+}
+
+TEST(EmuStreamRace, CopiesAreCheckedLikeKernels) {
+  RaceCheckOn on;
+  TwoStreams s;
+  float* x = device_alloc<float>(kN);
+  float* y = device_alloc<float>(kN);
+  launch<fill>(dim3(1), dim3(64), 0, s.a, x, 3.f, kN);
+  (void)cudaMemcpyAsync(y, x, kN * sizeof(float), cudaMemcpyDeviceToDevice, s.b);
+  const std::string r = report_of_last_launch();
+  EXPECT_NE(r.find("race between streams on device memory"), std::string::npos) << r;
+  EXPECT_NE(r.find("a cudaMemcpyAsync"), std::string::npos) << r;
+  EXPECT_NE(r.find("fill on stream"), std::string::npos) << r;
+}
+
+TEST(EmuStreamRace, TheHostAndTheLegacyDefaultStreamOrderStreams) {
+  RaceCheckOn on;
+  float* x = device_alloc<float>(kN);
+  float* y = device_alloc<float>(kN);
+  {  // The host waits for a, then queues on b.
+    TwoStreams s;
+    launch<fill>(dim3(1), dim3(64), 0, s.a, x, 3.f, kN);
+    ASSERT_EQ(cudaStreamSynchronize(s.a), cudaSuccess);
+    launch<copy>(dim3(1), dim3(64), 0, s.b, x, y, kN);
+    EXPECT_EQ(report_of_last_launch(), "");
+  }
+  {  // Blocking streams: the legacy default stream waits for a, and b waits for it.
+    TwoStreams s(cudaStreamDefault);
+    launch<fill>(dim3(1), dim3(64), 0, s.a, x, 5.f, kN);
+    launch<copy>(dim3(1), dim3(64), 0, nullptr, x, y, kN);
+    launch<fill>(dim3(1), dim3(64), 0, s.b, x, 6.f, kN);
+    EXPECT_EQ(report_of_last_launch(), "");
+    EXPECT_EQ(download(y, kN), std::vector<float>(kN, 5.f));
+  }
 }
 
 }  // namespace

@@ -1,0 +1,300 @@
+// Races between streams on device memory (streamrace.h). Not instrumented itself.
+#include "emu/streamrace.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <utility>
+
+#include "emu/racecheck.h"
+
+namespace tessera::emu::streamrace {
+
+// For each stream, how many of its tasks come before the task (sorted by stream index; the
+// task's own stream holds its own position).
+using VectorClock = std::vector<std::pair<uint32_t, uint64_t>>;
+
+struct Clock {
+  uint32_t stream = 0;  // index in Registry::streams
+  uint64_t pos = 0;
+  VectorClock after;
+  std::string what;
+};
+
+namespace {
+
+// A task as one word: its stream's index above its position.
+constexpr int kPosBits = 48;
+constexpr uint64_t kPosMask = (uint64_t(1) << kPosBits) - 1;
+uint64_t task_id(uint32_t stream, uint64_t pos) {
+  return uint64_t(stream) << kPosBits | pos;
+}
+
+uint64_t component(const VectorClock& vc, uint32_t stream) {
+  auto it = std::lower_bound(vc.begin(), vc.end(), std::make_pair(stream, uint64_t(0)));
+  return it != vc.end() && it->first == stream ? it->second : 0;
+}
+
+void raise_to(VectorClock& vc, uint32_t stream, uint64_t pos) {
+  auto it = std::lower_bound(vc.begin(), vc.end(), std::make_pair(stream, uint64_t(0)));
+  if (it != vc.end() && it->first == stream)
+    it->second = std::max(it->second, pos);
+  else
+    vc.insert(it, {stream, pos});
+}
+
+void join(VectorClock& into, const VectorClock& other) {
+  for (const auto& [stream, pos] : other) raise_to(into, stream, pos);
+}
+
+// True when the task `id` comes before the task whose clock is `me`.
+bool comes_after(const Clock& me, uint64_t id) {
+  const auto stream = uint32_t(id >> kPosBits);
+  const uint64_t pos = id & kPosMask;
+  if (stream == me.stream) return pos <= me.pos;  // one stream runs in order
+  return pos <= component(me.after, stream);
+}
+
+struct StreamInfo {
+  CUstream_st* stream = nullptr;
+  VectorClock last;                                          // of its latest task
+  std::map<uint64_t, std::shared_ptr<const Clock>> history;  // by position
+};
+
+struct Registry {
+  std::mutex mu;
+  std::unordered_map<const CUstream_st*, uint32_t> index;
+  std::vector<StreamInfo> streams;
+  VectorClock host;  // the tasks the host has seen done
+};
+Registry& registry() {
+  static auto* r = new Registry();  // never destroyed: stream threads may outlive main
+  return *r;
+}
+
+uint32_t index_of(Registry& r, CUstream_st* s) {
+  auto [it, fresh] = r.index.try_emplace(s, uint32_t(r.streams.size()));
+  if (fresh) r.streams.push_back(StreamInfo{s, {}, {}});
+  return it->second;
+}
+
+// The clock of the latest task at or before `pos` that was queued while the check was on.
+const Clock* clock_at(const Registry& r, uint32_t stream, uint64_t pos) {
+  const auto& h = r.streams[stream].history;
+  auto it = h.upper_bound(pos);
+  return it == h.begin() ? nullptr : std::prev(it)->second.get();
+}
+
+}  // namespace
+
+std::shared_ptr<const Clock> queued(CUstream_st* s, uint64_t pos, const std::vector<After>& deps,
+                                    const std::string& what) {
+  if (!racecheck::enabled()) return nullptr;
+  Registry& r = registry();
+  std::lock_guard lk(r.mu);
+  auto c = std::make_shared<Clock>();
+  c->stream = index_of(r, s);
+  c->pos = pos;
+  c->what = what;
+  c->after = r.streams[c->stream].last;
+  join(c->after, r.host);
+  for (const After& d : deps) {
+    if (!d.stream || d.pos == 0) continue;
+    const uint32_t other = index_of(r, d.stream);
+    if (const Clock* dc = clock_at(r, other, d.pos)) join(c->after, dc->after);
+    raise_to(c->after, other, d.pos);
+  }
+  raise_to(c->after, c->stream, pos);
+  StreamInfo& info = r.streams[c->stream];
+  info.last = c->after;
+  info.history[pos] = c;
+  return c;
+}
+
+void host_observed(CUstream_st* s, uint64_t pos) {
+  if (!racecheck::enabled() || pos == 0) return;
+  Registry& r = registry();
+  std::lock_guard lk(r.mu);
+  const uint32_t stream = index_of(r, s);
+  if (const Clock* c = clock_at(r, stream, pos)) join(r.host, c->after);
+  raise_to(r.host, stream, pos);
+}
+
+// ---- shadow memory: per 4-byte word of each watched allocation, who last wrote and read it ----
+namespace {
+
+struct Cell {
+  std::atomic<uint64_t> writer{0}, reader{0};  // task ids; 0: none
+};
+
+struct Shadow {
+  uintptr_t begin = 0, end = 0;  // the allocation, its size rounded up to whole words
+  Cell* cells = nullptr;
+  size_t map_len = 0;
+};
+
+// Address -> shadow through a two-level table of 4 KiB pages (each allocation owns its pages:
+// memory.cpp maps each one separately). Readers take no lock.
+constexpr unsigned kPageShift = 12, kLeafBits = 18, kRootBits = 48 - kPageShift - kLeafBits;
+struct Leaf {
+  std::atomic<Shadow*> page[size_t(1) << kLeafBits];
+};
+std::atomic<Leaf*> g_root[size_t(1) << kRootBits];
+
+struct Watched {
+  std::mutex mu;
+  std::unordered_map<uintptr_t, Shadow*> live, retired;  // by the allocation's address
+};
+Watched& watched() {
+  static auto* w = new Watched();
+  return *w;
+}
+
+Shadow* lookup(uintptr_t a) {
+  if (a >> 48) return nullptr;
+  Leaf* leaf = g_root[a >> (kPageShift + kLeafBits)].load(std::memory_order_acquire);
+  if (!leaf) return nullptr;
+  return leaf->page[(a >> kPageShift) & ((size_t(1) << kLeafBits) - 1)].load(
+      std::memory_order_acquire);
+}
+
+// Points the pages of [begin, end) at `s` (null to forget them); watched() locked.
+void map_pages(uintptr_t begin, uintptr_t end, Shadow* s) {
+  for (uintptr_t page = begin >> kPageShift; page <= (end - 1) >> kPageShift; ++page) {
+    std::atomic<Leaf*>& slot = g_root[page >> kLeafBits];
+    Leaf* leaf = slot.load(std::memory_order_acquire);
+    if (!leaf) {
+      if (!s) continue;
+      leaf = new Leaf();
+      slot.store(leaf, std::memory_order_release);
+    }
+    leaf->page[page & ((size_t(1) << kLeafBits) - 1)].store(s, std::memory_order_release);
+  }
+}
+
+thread_local const Clock* t_clock = nullptr;
+thread_local std::string t_report;
+
+std::string hex(uintptr_t p) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%#zx", size_t(p));
+  return b;
+}
+
+void report(const Shadow& s, size_t word, bool write, uint64_t other, bool other_wrote) {
+  if (!t_report.empty()) return;
+  std::string other_what = "a task", other_stream = "?";
+  {
+    Registry& r = registry();
+    std::lock_guard lk(r.mu);
+    const auto stream = uint32_t(other >> kPosBits);
+    if (stream < r.streams.size()) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%p", static_cast<void*>(r.streams[stream].stream));
+      other_stream = b;
+      const auto& h = r.streams[stream].history;
+      if (auto it = h.find(other & kPosMask); it != h.end()) other_what = it->second->what;
+    }
+  }
+  const size_t offset = word * 4;
+  t_report = std::string("race between streams on device memory: it ") +
+             (write ? "writes" : "reads") + " bytes " + std::to_string(offset) + "-" +
+             std::to_string(offset + 3) + " of the " + std::to_string(s.end - s.begin) +
+             "-byte device allocation at " + hex(s.begin) + ", which " + other_what +
+             " on stream " + other_stream + (other_wrote ? " wrote" : " read") +
+             ", and no event wait, default-stream ordering or host synchronisation puts one "
+             "after the other";
+}
+
+void check_word(const Clock& me, const Shadow& s, size_t word, bool write) {
+  Cell& cell = s.cells[word];
+  const uint64_t mine = task_id(me.stream, me.pos);
+  const uint64_t w = cell.writer.load(std::memory_order_relaxed);
+  if (w != 0 && w != mine && !comes_after(me, w)) return report(s, word, write, w, true);
+  const uint64_t r = cell.reader.load(std::memory_order_relaxed);
+  if (write) {
+    if (r != 0 && r != mine && !comes_after(me, r)) return report(s, word, true, r, false);
+    if (w != mine) cell.writer.store(mine, std::memory_order_relaxed);
+    if (r != 0) cell.reader.store(0, std::memory_order_relaxed);  // ordered before this write
+  } else if (r != mine && (r == 0 || comes_after(me, r))) {
+    // An earlier reader this one does not come after stays: a later write must come after it.
+    cell.reader.store(mine, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+void begin_task(const Clock* clock) {
+  t_clock = clock;
+  t_report.clear();
+}
+
+std::string end_task() {
+  t_clock = nullptr;
+  return std::exchange(t_report, {});
+}
+
+void access(const void* p, size_t bytes, bool write) {
+  const Clock* me = t_clock;
+  if (!me || bytes == 0) return;
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t end = a + bytes;
+  while (a < end) {
+    const uintptr_t next_page = ((a >> kPageShift) + 1) << kPageShift;
+    const Shadow* s = lookup(a);
+    const uintptr_t lo = s ? std::max(a, s->begin) : 0, hi = s ? std::min(end, s->end) : 0;
+    if (!s || lo >= hi) {
+      a = next_page;
+      continue;
+    }
+    for (size_t word = (lo - s->begin) / 4; word <= (hi - 1 - s->begin) / 4; ++word)
+      check_word(*me, *s, word, write);
+    a = std::max(hi, next_page);
+  }
+}
+
+void allocated(const void* user, size_t bytes) {
+  if (!racecheck::enabled() || bytes == 0) return;
+  auto* s = new Shadow();
+  s->begin = reinterpret_cast<uintptr_t>(user);
+  s->end = s->begin + (bytes + 3) / 4 * 4;
+  s->map_len = (s->end - s->begin) / 4 * sizeof(Cell);
+  void* m = mmap(nullptr, s->map_len, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) {  // unwatched rather than failing the allocation
+    delete s;
+    return;
+  }
+  s->cells = static_cast<Cell*>(m);  // zero pages: every Cell starts as {0, 0}
+  Watched& w = watched();
+  std::lock_guard lk(w.mu);
+  w.live[s->begin] = s;
+  map_pages(s->begin, s->end, s);
+}
+
+void freed(const void* user) {
+  Watched& w = watched();
+  std::lock_guard lk(w.mu);
+  auto it = w.live.find(reinterpret_cast<uintptr_t>(user));
+  if (it == w.live.end()) return;
+  map_pages(it->second->begin, it->second->end, nullptr);
+  w.retired[it->first] = it->second;  // a task may still hold it until the mapping goes
+  w.live.erase(it);
+}
+
+void unmapped(const void* user) {
+  Watched& w = watched();
+  std::lock_guard lk(w.mu);
+  auto it = w.retired.find(reinterpret_cast<uintptr_t>(user));
+  if (it == w.retired.end()) return;
+  munmap(it->second->cells, it->second->map_len);
+  delete it->second;
+  w.retired.erase(it);
+}
+
+}  // namespace tessera::emu::streamrace
