@@ -99,6 +99,14 @@ const Reference& reference() {
   return r;
 }
 
+// metrics.jsonl of a run folder, one record per line.
+std::vector<nlohmann::json> metrics_of(const fs::path& run_dir) {
+  std::vector<nlohmann::json> out;
+  std::ifstream m(run_dir / "metrics.jsonl");
+  for (std::string line; std::getline(m, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
 void flip_byte(const fs::path& p, uint64_t at) {
   std::fstream f(p, std::ios::in | std::ios::out | std::ios::binary);
   f.seekg(std::streamoff(at));
@@ -152,6 +160,41 @@ TEST(Checkpoint, SigtermSavesAndResumeIsBitExact) {
     ++expect_step;
   }
   EXPECT_EQ(expect_step, 9);
+  // Sample accounting: the resumed steps drew exactly the reference's samples (the run digest
+  // continues from the checkpoint's and ends equal).
+  ASSERT_TRUE(ref.sum.samples_digest.has_value());
+  EXPECT_EQ(b.samples_digest, ref.sum.samples_digest);
+  const std::vector<nlohmann::json> mine = metrics_of(out), theirs = metrics_of(ref.dir / "run");
+  ASSERT_EQ(mine.size(), theirs.size());
+  for (size_t i = 0; i < mine.size(); ++i) {
+    EXPECT_EQ(mine[i]["samples_hash"], theirs[i]["samples_hash"]) << "step " << i + 1;
+    EXPECT_EQ(mine[i]["samples_hash_run"], theirs[i]["samples_hash_run"]) << "step " << i + 1;
+  }
+}
+
+TEST(Checkpoint, SampleDigestsIgnoreMicroBatchingAndFollowTheData) {
+  const Reference& ref = reference();
+  const std::vector<nlohmann::json> theirs = metrics_of(ref.dir / "run");
+  // Four micro-batches: the same rows each step, cut differently.
+  train::Config micro = job(ref.corpus);
+  micro.train.micro_batches = 4;
+  const fs::path out = temp_dir("samples_micro") / "run";
+  const train::RunSummary m = run(micro, out);
+  EXPECT_EQ(m.samples_digest, ref.sum.samples_digest);
+  const std::vector<nlohmann::json> mine = metrics_of(out);
+  ASSERT_EQ(mine.size(), theirs.size());
+  for (size_t i = 0; i < mine.size(); ++i) {
+    ASSERT_TRUE(mine[i]["samples_hash"].is_string()) << mine[i].dump();
+    EXPECT_EQ(mine[i]["samples_hash"], theirs[i]["samples_hash"]) << "step " << i + 1;
+    EXPECT_EQ(mine[i]["samples_hash_run"], theirs[i]["samples_hash_run"]) << "step " << i + 1;
+  }
+  // Every step draws new windows; another data seed draws others.
+  for (size_t i = 1; i < theirs.size(); ++i)
+    EXPECT_NE(theirs[i]["samples_hash"], theirs[i - 1]["samples_hash"]) << "step " << i + 1;
+  train::Config other = job(ref.corpus);
+  other.train.seed += 1;
+  const train::RunSummary o = run(other, temp_dir("samples_seed") / "run");
+  EXPECT_NE(o.samples_digest, ref.sum.samples_digest);
 }
 
 TEST(Checkpoint, FP16LossScalerStateResumesBitExact) {
@@ -409,4 +452,6 @@ TEST(Checkpoint, ClassifierResumeIsBitExact) {
   expect_same_losses(full.losses, b);
   EXPECT_TRUE(bytes_of(out / "model.safetensors") == bytes_of(dir / "full" / "model.safetensors"))
       << "final weights differ";
+  ASSERT_TRUE(full.samples_digest.has_value());
+  EXPECT_EQ(b.samples_digest, full.samples_digest) << "the resumed epoch drew other images";
 }

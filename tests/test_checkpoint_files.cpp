@@ -37,6 +37,7 @@ TrainerState sample_state() {
   s.bad_steps_total = 3;
   s.bad_steps_in_a_row = 1;
   s.last_lr = 2.5e-4;
+  s.samples_digest = 0xfedcba9876543210ull;  // all 64 bits must survive the JSON
   s.optimizer = "adamw";
   s.optimizer_steps = 117;
   s.flat_numel = 64;
@@ -74,6 +75,14 @@ TEST(CheckpointFiles, ManifestRoundTrips) {
 TEST(CheckpointFiles, TrainerStateRoundTripsIncludingFull64BitSeeds) {
   const TrainerState s = sample_state();
   EXPECT_EQ(parse_trainer_state(trainer_state_to_json(s), "t.json"), s);
+  // A checkpoint from before sample accounting has no digest: it parses, without one.
+  TrainerState old = s;
+  old.samples_digest.reset();
+  const std::string text = trainer_state_to_json(old);
+  EXPECT_EQ(text.find("samples_digest"), std::string::npos);
+  EXPECT_EQ(parse_trainer_state(text, "t.json"), old);
+  expect_error([&] { parse_trainer_state(state_with("18364758544493064720", "-1"), "t.json"); },
+               {"t.json", "samples_digest"});
 }
 
 TEST(CheckpointFiles, MalformedManifestsAreNamed) {

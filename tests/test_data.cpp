@@ -3,8 +3,8 @@
 // prefetching.
 #include <gtest/gtest.h>
 
-#include "gradcheck.h"
 #include <unistd.h>
+#include "gradcheck.h"
 
 #include <atomic>
 #include <chrono>
@@ -348,14 +348,21 @@ TEST(TokenBatcher, RankRowsUnionIsTheSingleProcessBatch) {
     for (int step = 0; step < 3; ++step) {
       TokenBatch whole = single.next();
       std::vector<int32_t> x, y;
+      std::vector<int64_t> ids;
       for (int r = 0; r < N; ++r) {
         TokenBatch part = ranks[size_t(r)].next();
         EXPECT_EQ(part.x.dim(0), (r + 1) * B / N - r * B / N);
         for (int32_t v : ints(part.x)) x.push_back(v);
         for (int32_t v : ints(part.y)) y.push_back(v);
+        ids.insert(ids.end(), part.sample_ids.begin(), part.sample_ids.end());
       }
       EXPECT_EQ(x, ints(whole.x)) << "B=" << B << " N=" << N;
       EXPECT_EQ(y, ints(whole.y));
+      // Sample ids (sample accounting): each row's window start, which arange's tokens show.
+      EXPECT_EQ(ids, whole.sample_ids);
+      ASSERT_EQ(whole.sample_ids.size(), size_t(B));
+      for (int64_t r = 0; r < B; ++r)
+        EXPECT_EQ(ints(whole.x)[size_t(r * 12)], int32_t(whole.sample_ids[size_t(r)]));
     }
   }
   expect_error([&] { TokenBatcher(tok, 2, 4, 0, 0, 3); }, {"global batch 2", "world size 3"});
@@ -381,6 +388,7 @@ std::vector<int32_t> sample_ids(const ImageBatch& b) {
     const float* p = b.images.data<float>() + r * 4;
     EXPECT_EQ(p[0], p[3]);
     EXPECT_EQ(b.labels.data<int32_t>()[r], int32_t(p[0]) % 10);  // label travels with image
+    EXPECT_EQ(b.sample_ids.at(size_t(r)), int64_t(p[0]));        // and the sample's id
     ids.push_back(int32_t(p[0]));
   }
   return ids;

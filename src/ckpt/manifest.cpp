@@ -228,6 +228,7 @@ std::string trainer_state_to_json(const TrainerState& s) {
         {"flat_numel", s.flat_numel},
         {"shards", std::move(shards)}}},
   };
+  if (s.samples_digest) j["samples_digest"] = *s.samples_digest;
   return j.dump(2) + "\n";
 }
 
@@ -264,6 +265,7 @@ TrainerState parse_trainer_state(std::string_view text, const std::string& path)
            "steps, expected in_a_row <= total <= step",
            path, s.bad_steps_in_a_row, s.bad_steps_total, s.step);
   s.last_lr = f.finite("last_lr");
+  if (f.has("samples_digest")) s.samples_digest = f.u64("samples_digest");
   Fields opt(f.get("optimizer"), path, "optimizer");
   s.optimizer = opt.string("name");
   TS_CHECK(s.optimizer == "adamw" || s.optimizer == "sgd",

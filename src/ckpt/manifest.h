@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,7 +66,10 @@ struct TrainerState {
   int64_t loss_scale_skipped_steps = 0;  // steps the scaler skipped (inf/NaN gradients)
   int64_t bad_steps_total = 0;           // steps skipped for a non-finite loss/gradient
   int64_t bad_steps_in_a_row = 0;
-  double last_lr = 0;                            // the learning rate of step `step` - 1
+  double last_lr = 0;  // the learning rate of step `step` - 1
+  // Sample accounting's run digest after `step` steps (train/sample_account.h); absent in
+  // checkpoints written before it existed.
+  std::optional<uint64_t> samples_digest;
   std::string optimizer;                         // "adamw" | "sgd"
   int64_t optimizer_steps = 0;                   // updates applied (skipped steps excluded)
   int64_t flat_numel = 0;                        // elements of the flat parameter layout

@@ -21,6 +21,7 @@ TrainerState capture_trainer_state(const LoopState& loop, train::Task& task,
   s.bad_steps_total = loop.bad_total;
   s.bad_steps_in_a_row = loop.bad_in_a_row;
   s.last_lr = loop.last_lr;
+  s.samples_digest = loop.samples_digest;
   s.loss_scale = loop.loss_scaler.scale;
   s.loss_scale_clean_steps = loop.loss_scaler.clean_steps;
   s.loss_scale_skipped_steps = loop.loss_scaler.skipped_steps;
@@ -53,8 +54,13 @@ LoopState restore_run_state(const TrainerState& s, train::Task& task, const std:
     TS_CHECK(it != s.rngs.end(), "checkpoint file '{}': RNG stream '{}' is missing", path, name);
     g->set_state(it->second.seed, it->second.offset);
   }
-  LoopState loop{s.step, s.bad_steps_total, s.bad_steps_in_a_row, s.last_lr, {}};
+  LoopState loop;
+  loop.step = s.step;
+  loop.bad_total = s.bad_steps_total;
+  loop.bad_in_a_row = s.bad_steps_in_a_row;
+  loop.last_lr = s.last_lr;
   loop.loss_scaler = {float(s.loss_scale), s.loss_scale_clean_steps, s.loss_scale_skipped_steps};
+  loop.samples_digest = s.samples_digest;
   return loop;
 }
 

@@ -16,7 +16,8 @@ struct LoopState {
   int64_t bad_total = 0;
   int64_t bad_in_a_row = 0;
   double last_lr = 0;
-  LossScalerState loss_scaler;  // scale 1 and no skips without fp16
+  LossScalerState loss_scaler;             // scale 1 and no skips without fp16
+  std::optional<uint64_t> samples_digest;  // the run's (TrainerState::samples_digest)
 };
 
 // Collective (every rank's optimizer range is gathered): the trainer state rank 0 writes.

@@ -48,6 +48,7 @@ ImageBatch gather(const ImageDataset& d, const int64_t* index, int64_t rows) {
     std::memcpy(dst + r * per, src + index[r] * per, size_t(per) * sizeof(float));
     out[r] = lab[index[r]];
   }
+  b.sample_ids.assign(index, index + rows);
   return b;
 }
 
@@ -89,6 +90,7 @@ TokenBatch TokenBatcher::next() {
     const int64_t start = int64_t(Generator::bits(seed, base + uint64_t(r)) % starts);
     const int64_t local = r - rows_.begin;
     fill_row(tok, start, seq_, x + local * seq_, y + local * seq_);
+    b.sample_ids.push_back(start);
   }
   b.next_state = state();
   return b;
@@ -163,6 +165,7 @@ TokenBatch SequentialTokenBatches::batch(int64_t i) const {
     const int64_t local = r - rows_.begin;
     fill_row(tok, (i * batch_ + r) * seq_, seq_, b.x.data<int32_t>() + local * seq_,
              b.y.data<int32_t>() + local * seq_);
+    b.sample_ids.push_back((i * batch_ + r) * seq_);
   }
   return b;
 }

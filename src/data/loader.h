@@ -36,6 +36,9 @@ RowRange rank_rows(int64_t global_batch, int rank, int world_size);
 struct TokenBatch {
   Tensor x;  // i32 [rows, T]: inputs
   Tensor y;  // i32 [rows, T]: targets, y[b, t] = the token after x[b, t]
+  // Each row's sample: the token offset its window starts at (sample accounting,
+  // train/sample_account.h).
+  std::vector<int64_t> sample_ids;
   // The batcher's state right after drawing this batch. A trainer checkpoints the state of the
   // last batch it consumed (not the batcher's own, which a Prefetcher runs ahead of).
   SamplerState next_state;
@@ -63,9 +66,10 @@ class TokenBatcher {
 };
 
 struct ImageBatch {
-  Tensor images;            // f32 [rows, 1, H, W]
-  Tensor labels;            // i32 [rows]
-  SamplerState next_state;  // as in TokenBatch
+  Tensor images;                    // f32 [rows, 1, H, W]
+  Tensor labels;                    // i32 [rows]
+  std::vector<int64_t> sample_ids;  // each row's image: its index in the dataset
+  SamplerState next_state;          // as in TokenBatch
 };
 
 // Shuffled epochs over an ImageDataset: each epoch is a fresh permutation (a function of seed

@@ -43,6 +43,7 @@ class ClassifierTask final : public Task {
     device_ = device;
     model_->to(device);
   }
+  const std::vector<int64_t>& sample_ids() const override { return batch_.sample_ids; }
   void next_batch() override {
     batch_ = batches_->next();
     images_ = to_training_device(batch_.images, device_);

@@ -56,6 +56,7 @@ class GPTTask final : public Task {
     device_ = device;
     model_->to(device);
   }
+  const std::vector<int64_t>& sample_ids() const override { return batch_.sample_ids; }
   void next_batch() override {
     batch_ = batches_->next();
     x_ = to_training_device(batch_.x, device_);

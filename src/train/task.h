@@ -27,6 +27,9 @@ class Task {
   virtual void to_device(Device device) = 0;
   // Fetches the next global batch (this rank's rows: see make_task).
   virtual void next_batch() = 0;
+  // The samples of this rank's rows of the current batch (data::TokenBatch::sample_ids): what
+  // sample accounting counts (sample_account.h).
+  virtual const std::vector<int64_t>& sample_ids() const = 0;
   // Loss of micro-batch i of n of the current batch (rows split evenly), as a scalar with
   // autograd attached. The trainer scales it by 1/n before backward.
   virtual Tensor micro_loss(int64_t i, int64_t n) = 0;

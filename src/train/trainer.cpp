@@ -28,6 +28,7 @@
 #include "train/device.h"
 #include "train/metrics.h"
 #include "train/plot.h"
+#include "train/sample_account.h"
 #include "train/task.h"
 
 namespace tessera::train {
@@ -223,6 +224,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
                                  resumed->state.world_size));
     scaler.load_state(loop.loss_scaler);
   }
+  SampleAccount samples(comm.get(), rank);
+  if (resumed) samples.resume(loop.samples_digest);
   ckpt::CheckpointWriter writer(*comm, dir.string(), cfg.train.checkpoint_keep);
   const std::string config_toml = to_toml(cfg);
 
@@ -265,6 +268,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   auto save = [&](bool async) {
     if (writer.pending()) finish_save();
     loop.loss_scaler = scaler.state();
+    loop.samples_digest = samples.global().run;
     const ckpt::TrainerState st = ckpt::capture_trainer_state(loop, *task, *dp);
     writer.start(ckpt::take_snapshot(*dp, model, st, config_toml, cfg.model.kind), async);
     return async ? ckpt::SaveResult{true, loop.step, "", ""} : finish_save();
@@ -285,6 +289,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     const double lr = schedule.lr(step);
     dp->zero_grad();
     task->next_batch();
+    samples.add(step, task->sample_ids());
     // The micro-batch losses are read once backward is queued: on a GPU, reading one waits for
     // the device, and the host should be enqueuing the backward meanwhile.
     std::vector<Tensor> micro_losses;
@@ -377,6 +382,9 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
              {"grad_norm", gnorm}, {"ms_per_step", ms}, {task->rate_key(), rate}};
       if (tflops > 0) rec["tflops_per_device"] = tflops;
       if (tflops > 0 && cfg.train.peak_tflops > 0) rec["mfu"] = tflops / cfg.train.peak_tflops;
+      const SampleAccount::Digests digests = samples.global();
+      rec["samples_hash"] = digest_hex(digests.step);
+      if (digests.run) rec["samples_hash_run"] = digest_hex(*digests.run);
       if (fp16) {
         rec["loss_scale"] = scaler.scale();
         rec["loss_scale_skipped"] = scaler.skipped_steps();  // whole run, resumes included
@@ -438,6 +446,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   sum.bad_steps = loop.bad_total;
   sum.loss_scale = scaler.scale();
   sum.loss_scale_skipped = scaler.skipped_steps();
+  sum.samples_digest = samples.global().run;
   const int64_t timed_steps = sum.steps - sum.start_step - 1;
   if (timed_steps > 0) {
     const double timed = std::chrono::duration<double>(end - timed_start).count();

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,9 +56,12 @@ struct RunSummary {
   int64_t bad_steps = 0;           // steps skipped for a non-finite loss or gradient (whole run)
   double loss_scale = 1;           // fp16: the dynamic loss scale at the end (1 otherwise)
   int64_t loss_scale_skipped = 0;  // steps the loss scaler skipped, bad steps included
-  bool interrupted = false;        // stopped by a signal after saving a checkpoint
-  int stop_signal = 0;             // which one
-  std::string last_checkpoint;     // the newest checkpoint folder this run saved ("" none)
+  // Sample accounting's run digest at the end (sample_account.h); unknown when resumed from a
+  // checkpoint without one.
+  std::optional<uint64_t> samples_digest;
+  bool interrupted = false;     // stopped by a signal after saving a checkpoint
+  int stop_signal = 0;          // which one
+  std::string last_checkpoint;  // the newest checkpoint folder this run saved ("" none)
   int64_t checkpoints_saved = 0;
   int64_t checkpoint_failures = 0;  // saves that failed (earlier checkpoints stay intact)
 };

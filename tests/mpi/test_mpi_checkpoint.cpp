@@ -205,6 +205,12 @@ TEST(Resharding, CheckpointsResumeOnOtherWorldSizes) {
       EXPECT_EQ(ta.rngs, tb.rngs) << c.name;
       EXPECT_EQ(ta.optimizer_steps, tb.optimizer_steps) << c.name;
       EXPECT_NE(ta.optimizer_shards.size(), tb.optimizer_shards.size()) << c.name;
+      // Sample accounting: the same samples on any world size, and the resumed run continues
+      // the saved run's digest to the same end.
+      ASSERT_TRUE(ta.samples_digest.has_value()) << c.name;
+      EXPECT_EQ(ta.samples_digest, tb.samples_digest) << c.name;
+      EXPECT_EQ(c.saved.sum.samples_digest, one.sum.samples_digest) << c.name;
+      EXPECT_EQ(c.resumed.sum.samples_digest, c.saved.sum.samples_digest) << c.name;
 
       EXPECT_EQ(c.resumed.sum.start_step, 4) << c.name;
       const std::vector<double> expect = tail(c.saved.sum.losses, 4);

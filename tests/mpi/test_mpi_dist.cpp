@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 
 #include "core/allocator.h"
 #include "dist/consistency.h"
@@ -189,6 +190,7 @@ struct RunResult {
   MemoryReport memory;
   int64_t live_bytes = 0;  // allocator bytes in use after step 10, beyond those before the run
   OverlapStats overlap;
+  std::optional<uint64_t> samples_digest;  // sample accounting's, over the whole run
 };
 
 RunResult train_on(std::shared_ptr<Communicator> comm, train::Config cfg, const std::string& name,
@@ -214,6 +216,7 @@ RunResult train_on(std::shared_ptr<Communicator> comm, train::Config cfg, const 
   res.losses = s.losses;
   res.memory = s.memory;
   res.overlap = s.overlap;
+  res.samples_digest = s.samples_digest;
   return res;
 }
 
@@ -266,7 +269,10 @@ TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
     EXPECT_LE(max_relative_difference(run.losses, ref.losses), 1e-5) << name;
     EXPECT_TRUE(run.params_identical) << name << ": ranks' parameters differ after a step";
     EXPECT_EQ(run.checksum_steps, 20) << name;
+    // The same samples, whatever the ranks and micro-batches (train/sample_account.h).
+    EXPECT_EQ(run.samples_digest, ref.samples_digest) << name;
   }
+  ASSERT_TRUE(ref.samples_digest.has_value());
   // ZeRO against plain DDP on the same ranks.
   for (int stage = 1; stage <= 3; ++stage)
     EXPECT_LE(max_relative_difference(runs[fmt::format("ZeRO-{}, 4 ranks", stage)].losses,
