@@ -365,10 +365,11 @@ class MpiRuntime {
   }
 
   [[noreturn]] void peer_lost(int peer, double silent) {
-    std::fprintf(stderr,
-                 "tessera: rank %d: rank %d stopped responding: no heartbeat for %.1f s "
-                 "(parallel.timeout_s = %g); it died or its node is unreachable. Exiting.\n",
-                 rank_, peer, silent, opt_.timeout_s);
+    std::fprintf(
+        stderr,
+        "tessera: rank %d: rank %d stopped responding: no heartbeat for %.1f s "
+        "(parallel.timeout_s = %g); it died, is suspended or its node is unreachable. Exiting.\n",
+        rank_, peer, silent, opt_.timeout_s);
     std::fflush(stderr);
     std::fflush(stdout);
     std::_Exit(kPeerLostExitCode);
