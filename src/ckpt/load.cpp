@@ -58,8 +58,9 @@ bool resumable_key(std::string_view key) {
       "train.log_every",        "train.sample_every",    "train.sample_tokens",
       "train.checkpoint_every", "train.checkpoint_keep", "train.checkpoint_async",
       "train.max_bad_steps",    "train.threads",         "parallel.zero_stage",
-      "parallel.bucket_mb",     "parallel.timeout_s",    "train.device",
-      "train.peak_tflops",      "model.recompute",       "model.init_weights",
+      "parallel.bucket_mb",     "parallel.timeout_s",    "parallel.slow_rank_factor",
+      "train.device",           "train.peak_tflops",     "model.recompute",
+      "model.init_weights",
   };
   return keys.count(key) > 0;
 }

@@ -83,7 +83,8 @@ struct TrainConfig {
 struct ParallelConfig {
   int64_t zero_stage = 0;  // 0..3
   double bucket_mb = 0;
-  double timeout_s = 0;  // a rank silent this long is declared dead
+  double timeout_s = 0;         // a rank silent this long is declared dead
+  double slow_rank_factor = 0;  // warn about a rank this many times slower (0 = never)
   bool operator==(const ParallelConfig&) const = default;
 };
 

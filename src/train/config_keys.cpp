@@ -208,6 +208,10 @@ std::vector<ConfigKey> make_keys() {
       float_key<P, &ParallelConfig::timeout_s>(
           "parallel.timeout_s", 60.0, above(0),
           "seconds without a heartbeat before the other ranks declare a rank dead and exit"),
+      float_key<P, &ParallelConfig::slow_rank_factor>(
+          "parallel.slow_rank_factor", 1.5, at_least(0),
+          "warn naming a rank whose median compute time per step exceeds this many times the "
+          "other ranks' median on 3 logged steps in a row (0 = never; otherwise above 1)"),
   };
 }
 

@@ -28,6 +28,7 @@
 #include "train/device.h"
 #include "train/metrics.h"
 #include "train/plot.h"
+#include "train/rank_timing.h"
 #include "train/sample_account.h"
 #include "train/task.h"
 
@@ -225,6 +226,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
     scaler.load_state(loop.loss_scaler);
   }
   SampleAccount samples(comm.get(), rank);
+  RankTiming timing(comm.get(), cfg.parallel.slow_rank_factor);
   if (resumed) samples.resume(loop.samples_digest);
   ckpt::CheckpointWriter writer(*comm, dir.string(), cfg.train.checkpoint_keep);
   const std::string config_toml = to_toml(cfg);
@@ -309,6 +311,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
         (f == 1.f ? l : ops::scale(l, f)).backward();
       }
     }
+    if (opt.before_gradient_sync) opt.before_gradient_sync(step);
+    timing.add(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     dp->finish_backward();
     // On a device the losses' copies to the host start here and land with the gradient norm's
     // read below: the step waits for the device once, not once per read.
@@ -382,6 +386,17 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
              {"grad_norm", gnorm}, {"ms_per_step", ms}, {task->rate_key(), rate}};
       if (tflops > 0) rec["tflops_per_device"] = tflops;
       if (tflops > 0 && cfg.train.peak_tflops > 0) rec["mfu"] = tflops / cfg.train.peak_tflops;
+      const RankTiming::Report times = timing.report();
+      rec["rank_compute_ms_p50"] = times.p50_ms;
+      rec["rank_compute_ms_p95"] = times.p95_ms;
+      for (int r : times.newly_slow)
+        progress.message(fmt::format(
+            "warning: rank {} is slow: its median compute time per step, {:.1f} ms, is {:.1f}x "
+            "the other ranks' median ({:.1f} ms) on {} logged steps in a row "
+            "(parallel.slow_rank_factor = {})",
+            r, times.p50_ms[size_t(r)], times.p50_ms[size_t(r)] / times.others_median_ms[size_t(r)],
+            times.others_median_ms[size_t(r)], RankTiming::kPatience,
+            cfg.parallel.slow_rank_factor));
       const SampleAccount::Digests digests = samples.global();
       rec["samples_hash"] = digest_hex(digests.step);
       if (digests.run) rec["samples_hash_run"] = digest_hex(*digests.run);
@@ -447,6 +462,7 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   sum.loss_scale = scaler.scale();
   sum.loss_scale_skipped = scaler.skipped_steps();
   sum.samples_digest = samples.global().run;
+  sum.slow_ranks = timing.slow_ranks();
   const int64_t timed_steps = sum.steps - sum.start_step - 1;
   if (timed_steps > 0) {
     const double timed = std::chrono::duration<double>(end - timed_start).count();

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ struct RunOptions {
   std::shared_ptr<dist::Communicator> comm;
   bool trace = false;  // write trace_rank0.json on one rank too (always with several)
   StepCallback on_step;
+  // Called on this rank once a step's backward is queued, before its gradients are
+  // synchronised: inside the compute time RankTiming measures (tests slow a rank with it).
+  std::function<void(int64_t step)> before_gradient_sync;
   // "" starts afresh. "latest": continue from the newest checkpoint in out_dir/checkpoints that
   // verifies (newer ones that do not are reported and skipped; afresh when the run has none).
   // Otherwise a checkpoint folder. The config must match the checkpoint's (ckpt::resumable_key
@@ -64,6 +68,7 @@ struct RunSummary {
   std::string last_checkpoint;  // the newest checkpoint folder this run saved ("" none)
   int64_t checkpoints_saved = 0;
   int64_t checkpoint_failures = 0;  // saves that failed (earlier checkpoints stay intact)
+  std::set<int> slow_ranks;         // ranks named as slow (parallel.slow_rank_factor)
 };
 
 // Trains on every rank of the communicator: each draws its rows of every global batch

@@ -10,12 +10,17 @@
 // early would leave the others waiting): they run all collectives first, then check.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <optional>
+#include <set>
+#include <thread>
 
 #include "core/allocator.h"
+#include "core/file_io.h"
 #include "dist/consistency.h"
 #include "dist/local_comm.h"
 #include "dist/mpi_comm.h"
@@ -232,6 +237,48 @@ void expect_share(int64_t part, int64_t whole, int n, const std::string& what) {
   const double ratio = double(part) / double(whole) * n;
   EXPECT_GT(ratio, 0.85) << what << ": " << part << " bytes vs " << whole << " on one rank";
   EXPECT_LT(ratio, 1.15) << what << ": " << part << " bytes vs " << whole << " on one rank";
+}
+
+// ---- Slow ranks (train/rank_timing.h) ----
+
+TEST(SlowRanks, ARankThatComputesSlowerIsNamedInTheMetricsAndAWarning) {
+  const int r = world().rank(), n = world().world_size();
+  const fs::path dir = job_scratch_dir("mpi_slow_rank");
+  if (r == 0) tessera::testing::write_tiny_corpus(dir);
+  world().barrier();
+  train::Config cfg = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 12);
+  cfg.train.log_every = 3;  // 4 reports; the warning needs 3 in a row
+  train::RunOptions opt;
+  opt.out_dir = (dir / "run").string();
+  opt.plot = false;
+  opt.comm = world_comm();
+  const fs::path console = dir / fmt::format("console_rank{}.txt", r);
+  opt.console = std::fopen(console.c_str(), "w");
+  const int slow = n - 1;
+  opt.before_gradient_sync = [&](int64_t) {
+    if (r == slow) std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  };
+  const train::RunSummary s = train::run_training(cfg, opt);
+  std::fclose(opt.console);
+  // Every rank took part in the same reports: all name the slow rank, and only it.
+  EXPECT_EQ(s.slow_ranks, std::set<int>{slow});
+  if (r != 0) return;
+  std::ifstream m(dir / "run" / "metrics.jsonl");
+  int records = 0;
+  for (std::string line; std::getline(m, line); ++records) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    const auto p50 = j["rank_compute_ms_p50"].get<std::vector<double>>();
+    const auto p95 = j["rank_compute_ms_p95"].get<std::vector<double>>();
+    ASSERT_EQ(p50.size(), size_t(n)) << line;
+    ASSERT_EQ(p95.size(), size_t(n)) << line;
+    EXPECT_GE(p50[size_t(slow)], 150.0) << line;
+    for (int q = 0; q < n; ++q) EXPECT_GE(p95[size_t(q)], p50[size_t(q)]) << line;
+  }
+  EXPECT_EQ(records, 4);
+  const std::string text = tessera::read_small_file(console.string(), 1 << 20);
+  EXPECT_NE(text.find(fmt::format("warning: rank {} is slow: its median compute time", slow)),
+            std::string::npos)
+      << text;
 }
 
 TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
