@@ -5,7 +5,7 @@
 # GPU path sums in other orders (cuBLASLt's reference GEMM, f64 block reductions, a reduction
 # tree over ranks), so losses are compared to a relative bound (the one tests/cuda uses for
 # the first steps, 1e-4), not bit for bit. Also: a checkpoint of the 2-rank GPU run resumes
-# on one CPU rank.
+# on one CPU rank, and a rank suspended by SIGSTOP is named by the other.
 # Usage: train_2_ranks.sh TESSERA_BINARY MPIRUN
 set -uo pipefail
 # shellcheck source=../mpi/job_setup.sh
@@ -48,4 +48,6 @@ err=$(max_rel_diff "$work/gpu_zero1" "$work/cpu")
 awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
   fail "GPU -> CPU resume: losses differ from the CPU run by $err relative"
 echo "[cmp] 2 emulated GPUs -> 1 CPU rank resume: losses | f32 | $err | 1.0e-04 | PASS"
+# A suspended rank of a GPU job (rank 0 waits inside an emulated NCCL collective) is named too.
+suspend_rank_1 gpu_suspended 2 train.steps=1000000 train.device='"cuda"'
 echo "ok: emulated 2-rank training"

@@ -9,7 +9,8 @@
 #   work          a fresh folder /tmp/tessera_mpi_NAME.XXXXXX, removed when the script exits
 #   with_pids     a rank wrapper (an array): "${with_pids[@]}" DIR COMMAND... writes the rank's
 #                 pid to DIR/pid.RANK, then runs COMMAND in its place (so the pid is the rank's)
-# and defines fail MESSAGE (prints FAIL: MESSAGE, exits 1) and write_tiny_job (below).
+# and defines fail MESSAGE (prints FAIL: MESSAGE, exits 1), write_tiny_job and
+# suspend_rank_1 (below).
 (($# == 3)) || {
   echo "usage: source job_setup.sh NAME TESSERA_BINARY MPIRUN (got $# arguments)"
   exit 2
@@ -63,4 +64,51 @@ ${extra[train]}[parallel]
 timeout_s = 3
 ${extra[parallel]}
 TOML
+}
+
+# suspend_rank_1 NAME NP [TRAIN ARGUMENTS...]: trains $work/job.toml on NP ranks (with the extra
+# arguments), suspends rank 1 with SIGSTOP once training is under way (alive but silent, as a
+# rank stuck in the kernel or swapped out) and checks that every other rank exits naming it
+# within the 3 s heartbeat timeout plus 10 s. mpirun would wait for the suspended rank forever,
+# so this watches the other ranks' pids, then kills it. Prints the time it took.
+suspend_rank_1() {
+  local name=$1 np=$2 p alive=1 r
+  shift 2
+  local dir="$work/$name" log="$work/$name.log"
+  mkdir -p "$dir"
+  (
+    exec timeout 120 "${mpi[@]}" --enable-recovery -np "$np" "${with_pids[@]}" "$dir" \
+      "$tessera" train "$work/job.toml" "$@" --out "$dir/run" --no-plot >"$log" 2>&1
+  ) &
+  local job=$!
+  for _ in $(seq 1 600); do
+    [[ -s "$dir/run/metrics.jsonl" && $(find "$dir" -name 'pid.*' -size +0 | wc -l) -eq $np ]] && break
+    sleep 0.1
+  done
+  [[ -s "$dir/run/metrics.jsonl" ]] || fail "$name: the $np-rank run did not start training: $(tail -5 "$log")"
+  local stopped others=()
+  stopped=$(cat "$dir/pid.1")
+  for ((r = 0; r < np; ++r)); do ((r == 1)) || others+=("$(cat "$dir/pid.$r")"); done
+  kill -STOP "$stopped"
+  local start_ms=$(($(date +%s%N) / 1000000)) elapsed_ms
+  for _ in $(seq 1 300); do
+    alive=0
+    for p in "${others[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  elapsed_ms=$(($(date +%s%N) / 1000000 - start_ms))
+  kill -CONT "$stopped" 2>/dev/null
+  kill -9 "$stopped" 2>/dev/null
+  wait "$job"
+  ((alive == 0)) || fail "$name: the other ranks were still running $elapsed_ms ms after rank 1 was suspended"
+  grep -a "stopped responding" "$log"
+  for ((r = 0; r < np; ++r)); do
+    ((r == 1)) && continue
+    grep -aq "tessera: rank $r: rank 1 stopped responding" "$log" ||
+      fail "$name: rank $r did not report rank 1: $(tail -5 "$log")"
+  done
+  ((elapsed_ms < 13000)) ||
+    fail "$name: the other ranks took $elapsed_ms ms to exit (timeout_s = 3, bound 3 s + 10 s)"
+  echo "ok: $name: after rank 1 was suspended (SIGSTOP) the other ranks exited in $elapsed_ms ms naming it"
 }
