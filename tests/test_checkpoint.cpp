@@ -189,6 +189,28 @@ TEST(Checkpoint, SampleDigestsIgnoreMicroBatchingAndFollowTheData) {
     EXPECT_EQ(mine[i]["samples_hash"], theirs[i]["samples_hash"]) << "step " << i + 1;
     EXPECT_EQ(mine[i]["samples_hash_run"], theirs[i]["samples_hash_run"]) << "step " << i + 1;
   }
+  // Stopped in the middle of a step (SIGTERM once its micro-batches' backward is queued, before
+  // the gradients are combined): the step completes, its checkpoint is saved, and the resumed
+  // run draws the same samples from there on.
+  {
+    const fs::path stopped = temp_dir("samples_mid_step") / "run";
+    train::RunOptions o;
+    o.out_dir = stopped.string();
+    o.plot = false;
+    o.console = std::fopen("/dev/null", "w");
+    o.comm = std::make_shared<dist::LocalCommunicator>();
+    o.handle_signals = true;
+    o.before_gradient_sync = [](int64_t step) {
+      if (step == 4) ::raise(SIGTERM);  // 0-based: during the 5th step
+    };
+    const train::RunSummary a = train::run_training(micro, o);
+    std::fclose(o.console);
+    ASSERT_TRUE(a.interrupted);
+    EXPECT_EQ(a.steps, 5);
+    const train::RunSummary b = run(micro, stopped, "latest");
+    EXPECT_EQ(b.start_step, 5);
+    EXPECT_EQ(b.samples_digest, ref.sum.samples_digest);
+  }
   // Every step draws new windows; another data seed draws others.
   for (size_t i = 1; i < theirs.size(); ++i)
     EXPECT_NE(theirs[i]["samples_hash"], theirs[i - 1]["samples_hash"]) << "step " << i + 1;
