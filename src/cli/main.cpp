@@ -1,11 +1,13 @@
-// The `tessera` command: train, eval, generate, plot.
+// The `tessera` command: train, eval, generate, plot, supervise.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
 #include "autograd/grad_mode.h"
 #include "ckpt/signals.h"
+#include "ckpt/supervisor.h"
 #include "core/error.h"
 #include "dist/bootstrap.h"
 #include "dist/mpi_comm.h"
@@ -120,6 +122,20 @@ int main(int argc, char** argv) {
   auto* pl = app.add_subcommand("plot", "Draw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl");
   pl->add_option("run_dir", run, "run folder")->required();
 
+  std::vector<std::string> command;
+  ckpt::SuperviseOptions sup_opt;
+  auto* su = app.add_subcommand(
+      "supervise",
+      "Run a training command, restarting it when it fails (give it --resume): "
+      "tessera supervise --max-restarts 5 -- mpirun -np 8 tessera train job.toml --resume");
+  su->add_option("--max-restarts", sup_opt.max_restarts, "restarts before giving up")
+      ->check(CLI::Range(0, 1000000));
+  su->add_option("--restart-delay", sup_opt.restart_delay_s,
+                 "seconds between a failure and "
+                 "the restart")
+      ->check(CLI::Range(0.0, 3600.0));
+  su->add_option("command", command, "the command, after --")->required();
+
   auto* fe = app.add_subcommand("features",
                                 "Show the backends built in (MPI, ...) and the launch environment");
 
@@ -148,6 +164,12 @@ int main(int argc, char** argv) {
       int rc = cmd_train(config, overrides, out, !no_plot, resume);
       dist::mpi_shutdown();
       return rc;
+    }
+    if (su->parsed()) {
+      if (std::find(command.begin(), command.end(), "--resume") == command.end())
+        std::cerr << "tessera supervise: warning: the command has no --resume: a restart "
+                     "would train from the start\n";
+      return ckpt::supervise(command, sup_opt, stderr).exit_code;
     }
     if (ev->parsed()) return cmd_eval(config, overrides, weights);
     if (ge->parsed()) return cmd_generate(run, config, weights, prompt, so, seed);

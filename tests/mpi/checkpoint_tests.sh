@@ -8,6 +8,8 @@
 #      (the survivor exits through the heartbeat watchdog), the others both ranks.
 #   2. SIGTERM to both ranks (as Slurm preempts): they save a checkpoint at the same step and
 #      exit with status 75; resuming again gives the uninterrupted run's losses and weights.
+#   3. `tessera supervise` restarts the job by itself after each of three SIGKILLs of a random
+#      rank: losses and weights again identical, at most a checkpoint interval lost per kill.
 # Usage: checkpoint_tests.sh TESSERA_BINARY MPIRUN
 set -uo pipefail
 # shellcheck source=job_setup.sh
@@ -96,4 +98,52 @@ step=${stopped##* }
   >>"$out/run.log" 2>&1 || fail "sigterm: resume failed: $(tail -5 "$out/run.log")"
 expect_same_as_reference "$out" "sigterm"
 echo "ok: SIGTERM: both ranks saved step $step and exited with 75; resumed: losses and weights identical"
+# 3. Automatic restart: `tessera supervise` around mpirun, and three SIGKILLs of a random rank at
+#    random steps. Nobody resumes by hand: the supervisor restarts the job each time (mpirun
+#    ends it when a rank dies). Lost steps (killed after step S, resumed from checkpoint C:
+#    S - C) are at most the checkpoint interval; the time to regain the lost progress (from the
+#    kill until step S + 1 is logged again) is printed.
+last_step() { tail -1 "$1/metrics.jsonl" 2>/dev/null | jq -r '.step' 2>/dev/null || echo 0; }
+out="$work/supervised"
+mkdir -p "$out"
+(
+  exec timeout 300 "$tessera" supervise --max-restarts 5 --restart-delay 0.2 -- \
+    "${mpi[@]}" -np 2 "${with_pids[@]}" "$out" \
+    "$tessera" train "$work/job.toml" --out "$out" --no-plot --resume latest >"$out/run.log" 2>&1
+) &
+sup=$!
+for k in 1 2 3; do
+  target=$((30 + 110 * (k - 1) + RANDOM % 70))
+  for _ in $(seq 1 6000); do
+    s=$(last_step "$out")
+    ((${s:-0} >= target)) && break
+    kill -0 "$sup" 2>/dev/null || fail "supervised: the job ended before kill $k: $(tail -5 "$out/run.log")"
+    sleep 0.01
+  done
+  rank=$((RANDOM % 2))
+  kill -9 "$(cat "$out/pid.$rank")"
+  kill_ms=$(($(date +%s%N) / 1000000))
+  killed_after=$(last_step "$out")
+  for _ in $(seq 1 6000); do
+    s=$(last_step "$out")
+    # The resumed run truncates metrics.jsonl to its checkpoint, then passes the kill's step.
+    [[ $(grep -c 'resuming from' "$out/run.log") -ge $k ]] && ((${s:-0} > killed_after)) && break
+    sleep 0.01
+  done
+  regained_ms=$(($(date +%s%N) / 1000000 - kill_ms))
+  resumed_from=$(grep -ao 'resuming from [^ ]*step_[0-9]*' "$out/run.log" | sed -n "${k}p")
+  from_step=$((10#${resumed_from##*step_}))
+  lost=$((killed_after - from_step))
+  ((lost >= 0 && lost <= 25)) ||
+    fail "supervised: kill $k after step $killed_after resumed from step $from_step (lost $lost, interval 25)"
+  echo "ok: supervised kill $k: rank $rank after step $killed_after, restarted from step $from_step" \
+    "($lost steps lost), progress regained in $regained_ms ms"
+done
+wait "$sup"
+rc=$?
+((rc == 0)) || fail "supervised: exit status $rc: $(tail -5 "$out/run.log")"
+restarts=$(grep -c 'tessera supervise: run [0-9]* ended' "$out/run.log")
+((restarts == 3)) || fail "supervised: $restarts restarts logged, expected 3"
+expect_same_as_reference "$out" "supervised"
+echo "ok: supervised: 3 SIGKILLs, 3 automatic restarts; losses and weights identical to the uninterrupted run"
 echo "checkpoint tests: $(($(date +%s) - start)) s"
