@@ -46,13 +46,11 @@ Tensor attention(const Tensor& qkv0, int n_head) {
   const DType ac = autocast_dtype();  // f32, bf16 or f16
   bool tensor_cores = false;
   if (is_cuda(dev)) {
-#if TESSERA_HAVE_CUDA
-    tensor_cores = ac != DType::f32 && cuda::attention_tc_supports(C / n_head);
+    tensor_cores = ac != DType::f32 && kernels::cuda_attention_tc_supports(C / n_head);
     TS_CHECK(
-        tensor_cores || C / n_head <= cuda::kAttentionMaxHeadSize,
+        tensor_cores || C / n_head <= kernels::kCudaAttentionMaxHeadSize,
         "attention: head size {} (C = {}, n_head = {}) on {}: the CUDA kernel takes at most {}",
-        C / n_head, C, n_head, dev.str(), cuda::kAttentionMaxHeadSize);
-#endif
+        C / n_head, C, n_head, dev.str(), kernels::kCudaAttentionMaxHeadSize);
   }
   // What the kernels read: the 16-bit qkv for the tensor cores, else f32 (rounded under
   // autocast). The backward reads the same tensor.

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "core/backend.h"
 #include "ops/dispatch.h"
 
 namespace tessera::ops {
@@ -33,14 +34,12 @@ Device common_device(const char* op, std::initializer_list<NamedInput> inputs) {
 }
 
 void no_cuda_backend(const char* op, Device d) {
-#if TESSERA_HAVE_CUDA
+  TS_CHECK(find_backend(DeviceType::cuda),
+           "{}: input on {} but Tessera was built without CUDA (-DTESSERA_CUDA=OFF)", op, d.str());
   fail(
       "{}: no CUDA path for this op yet (input on {}); it does not fall back to the host: move "
       "the inputs to the cpu",
       op, d.str());
-#else
-  fail("{}: input on {} but Tessera was built without CUDA (-DTESSERA_CUDA=OFF)", op, d.str());
-#endif
 }
 
 void check_dtype(const char* op, const char* arg, const Tensor& t, DType expected) {

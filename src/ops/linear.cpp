@@ -28,23 +28,11 @@ DType compute_dtype(const Tensor& a) {
 
 // One GEMM on the operands' device: the CUDA GEMM takes the same row-major arguments (the bias
 // as its bias epilogue; output f32 like the CPU's).
-void run_gemm(Device dev, const cpu::GemmArgs& g) {
-  if (!is_cuda(dev)) {
+void run_gemm(Device dev, const kernels::GemmArgs& g) {
+  if (is_cuda(dev))
+    TS_CUDA(g.label ? g.label : "gemm", dev, cuda::gemm(g));
+  else
     cpu::gemm(g);
-    return;
-  }
-#if TESSERA_HAVE_CUDA
-  cuda::GemmArgs d;
-  d.batch = g.batch, d.m = g.m, d.n = g.n, d.k = g.k;
-  d.trans_a = g.trans_a, d.trans_b = g.trans_b, d.ab_type = g.ab_type;
-  d.a = g.a, d.b = g.b;
-  if (g.bias) d.epilogue = cuda::Epilogue::bias, d.bias = g.bias;
-  d.c_type = DType::f32, d.c = g.c, d.accumulate = g.accumulate;
-  d.label = g.label;
-  cuda::gemm(d);
-#else
-  no_cuda_backend(g.label ? g.label : "gemm", dev);
-#endif
 }
 
 }  // namespace

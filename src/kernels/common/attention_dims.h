@@ -13,4 +13,11 @@ struct AttentionDims {
   int64_t heads = 0;     // H
 };
 
+// What the CUDA attention kernels take (ops/attention.cpp checks it before choosing one): the
+// CUDA-core kernels any head size up to this, the tensor-core ones (16-bit) these head sizes.
+constexpr int64_t kCudaAttentionMaxHeadSize = 128;
+constexpr bool cuda_attention_tc_supports(int64_t head_size) {
+  return head_size == 64 || head_size == 128;
+}
+
 }  // namespace tessera::kernels

@@ -6,22 +6,12 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/common/gemm_args.h"
 
 namespace tessera::cpu {
 
-struct GemmArgs {
-  int64_t batch = 1;  // independent products, each operand contiguous per batch entry
-  int64_t m = 0, n = 0, k = 0;
-  bool trans_a = false;  // A stored as [k, m] instead of [m, k]
-  bool trans_b = false;  // B stored as [n, k] instead of [k, n]
-  DType ab_type = DType::f32;
-  const void* a = nullptr;
-  const void* b = nullptr;
-  const float* bias = nullptr;  // [n], added to every row (batch must be 1)
-  float* c = nullptr;           // [batch, m, n]
-  bool accumulate = false;      // C += A·B instead of C = A·B
-  const char* label = nullptr;  // what the profiler calls this GEMM (a string literal)
-};
+// The argument struct both backends share (kernels/common/gemm_args.h).
+using GemmArgs = kernels::GemmArgs;
 
 // C = A·B (+ bias) (+ C). Primitives are created once per distinct shape and reused.
 void gemm(const GemmArgs& g);

@@ -17,7 +17,7 @@
 
 namespace tessera::cuda {
 
-constexpr int64_t kAttentionMaxHeadSize = 128;
+constexpr int64_t kAttentionMaxHeadSize = kernels::kCudaAttentionMaxHeadSize;
 
 template <class T>
 void attention_forward(const kernels::AttentionDims& d, const T* qkv, T* out, float* lse,

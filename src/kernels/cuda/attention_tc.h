@@ -33,7 +33,7 @@ constexpr int kAttentionTcWarps = 4;  // each warp owns 16 rows of the block's t
 
 // The head sizes the tensor-core kernels are compiled for.
 constexpr bool attention_tc_supports(int64_t head_size) {
-  return head_size == 64 || head_size == 128;
+  return kernels::cuda_attention_tc_supports(head_size);
 }
 
 // Launch geometry of the forward, dq and dk/dv kernels. Host only: needs no device.

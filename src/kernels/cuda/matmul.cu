@@ -310,6 +310,17 @@ void gemm(const GemmArgs& g, cudaStream_t s) {
   }
 }
 
+void gemm(const kernels::GemmArgs& g, cudaStream_t s) {
+  GemmArgs d;
+  d.batch = g.batch, d.m = g.m, d.n = g.n, d.k = g.k;
+  d.trans_a = g.trans_a, d.trans_b = g.trans_b, d.ab_type = g.ab_type;
+  d.a = g.a, d.b = g.b;
+  if (g.bias) d.epilogue = Epilogue::bias, d.bias = g.bias;
+  d.c_type = DType::f32, d.c = g.c, d.accumulate = g.accumulate;
+  d.label = g.label;
+  gemm(d, s);
+}
+
 int64_t gemm_plan_count() {
   std::lock_guard<std::mutex> lock(state().mu);
   return int64_t(state().plans.size());

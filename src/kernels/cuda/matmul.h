@@ -17,6 +17,7 @@
 
 #include "core/dtype.h"
 #include "cuda/device.h"
+#include "kernels/common/gemm_args.h"
 
 namespace tessera::cuda {
 
@@ -41,6 +42,9 @@ struct GemmArgs {
 };
 
 void gemm(const GemmArgs& g, cudaStream_t s = current_stream());
+// The plain GEMM as the CPU backend takes it (the bias as the bias epilogue, f32 output), so an
+// op runs either backend with the same arguments.
+void gemm(const kernels::GemmArgs& g, cudaStream_t s = current_stream());
 
 // Distinct cuBLASLt plans built so far (a training step should stop adding them after step 1).
 int64_t gemm_plan_count();
