@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# Automatic restart under repeated failures (issue 16's figure): an NP-rank job (f32, CPU)
+# trains under `tessera supervise` while KILLS SIGKILLs hit a random rank at random steps.
+# Nobody resumes by hand: each time mpirun ends the job, the supervisor starts it again with
+# `--resume latest`. Checked and printed:
+#   - losses of every step and the final weights equal an uninterrupted NP-rank run's, bit for bit;
+#   - each restart resumes from the newest checkpoint committed when the rank died, and loses at
+#     most the checkpoint interval (saves are synchronous here: with background saves a save
+#     commits a few steps after its step, and the bound grows by those steps; checkpoint_tests.sh
+#     covers that case);
+#   - recovery time, p50 and p95 over the kills: from the SIGKILL until the restarted job runs
+#     its first step ("restart"), and until it logs a step past the one the kill interrupted
+#     ("regained": the lost steps retrained too).
+# Usage: kill_restart_tests.sh TESSERA_BINARY MPIRUN NP KILLS
+set -uo pipefail
+np=${3:?usage: kill_restart_tests.sh TESSERA_BINARY MPIRUN NP KILLS}
+kills=${4:?usage: kill_restart_tests.sh TESSERA_BINARY MPIRUN NP KILLS}
+# shellcheck source=job_setup.sh
+source "$(dirname "${BASH_SOURCE[0]}")/job_setup.sh" "restart_$np" "$1" "$2"
+interval=25
+spacing=30 # steps between kill targets: more than the interval, so every restart makes progress
+steps=$((spacing * kills + 40))
+write_tiny_job "$work/job.toml" model.dropout=0.1 optim.warmup_steps=5 train.steps=$steps \
+  train.batch_size=32 train.checkpoint_every=$interval train.checkpoint_keep=2 \
+  train.checkpoint_async=0 parallel.zero_stage=1
+# A wider model than the tiny job's (a step of ~30 ms, not ~5), so that the kills, which follow
+# the logged steps, land at random points of a step and not at whatever step a poll catches.
+sed -i 's/^n_embd = 32$/n_embd = 192/' "$work/job.toml"
+
+losses() { jq -c '[.step, .loss]' "$1/metrics.jsonl"; }
+last_step() { tail -1 "$1/metrics.jsonl" 2>/dev/null | jq -r '.step' 2>/dev/null || echo 0; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# The step of the newest checkpoint of run $1 whose manifest exists (0: none).
+newest_committed() {
+  local d best=0 s
+  for d in "$1"/checkpoints/step_*/; do
+    [[ -e $d/manifest.json ]] || continue
+    s=$((10#$(basename "$d" | sed 's/step_//')))
+    ((s > best)) && best=$s
+  done
+  echo "$best"
+}
+# Whether the job has printed a step ("step N/M | ...") since its Kth "resuming from" line.
+stepped_since_resume() {
+  # Progress lines end in a carriage return when mpirun gives the ranks a terminal.
+  awk -v k="$1" 'BEGIN { RS = "[\r\n]+" } /resuming from/ { n++ }
+                 n >= k && /step [0-9]+\/[0-9]+ \|/ { found = 1; exit } END { exit !found }' \
+    "$out/run.log"
+}
+# percentile P VALUES...: the nearest-rank percentile.
+percentile() {
+  local p=$1
+  shift
+  local sorted n i
+  mapfile -t sorted < <(printf '%s\n' "$@" | sort -n)
+  n=${#sorted[@]}
+  i=$(((p * n + 99) / 100 - 1))
+  ((i < 0)) && i=0
+  echo "${sorted[$i]}"
+}
+
+start=$(date +%s)
+"${mpi[@]}" -np "$np" "$tessera" train "$work/job.toml" --out "$work/ref" --no-plot >"$work/ref.log" 2>&1 ||
+  fail "reference run: $(tail -5 "$work/ref.log")"
+[[ $(losses "$work/ref" | wc -l) -eq $steps ]] || fail "reference run: expected $steps logged steps"
+echo "ok: uninterrupted $np-rank reference run of $steps steps in $(($(date +%s) - start)) s"
+
+out="$work/supervised"
+mkdir -p "$out"
+(
+  exec timeout 900 "$tessera" supervise --max-restarts $((kills + 2)) --restart-delay 0.2 -- \
+    "${mpi[@]}" -np "$np" "${with_pids[@]}" "$out" \
+    "$tessera" train "$work/job.toml" --out "$out" --no-plot --resume latest >"$out/run.log" 2>&1
+) &
+sup=$!
+restart_ms=()
+regained_ms=()
+lost_steps=()
+for ((k = 1; k <= kills; ++k)); do
+  target=$((10 + spacing * (k - 1) + RANDOM % spacing))
+  for _ in $(seq 1 30000); do
+    s=$(last_step "$out")
+    ((${s:-0} >= target)) && break
+    kill -0 "$sup" 2>/dev/null || fail "the job ended before kill $k: $(tail -5 "$out/run.log")"
+    sleep 0.01
+  done
+  rank=$((RANDOM % np))
+  kill -9 "$(cat "$out/pid.$rank")" || fail "kill $k: rank $rank (pid $(cat "$out/pid.$rank")) was not running"
+  kill_ms=$(now_ms)
+  killed_after=$(last_step "$out")
+  committed=$(newest_committed "$out")
+  restarted=
+  for _ in $(seq 1 30000); do
+    if [[ $(grep -c 'resuming from' "$out/run.log") -ge $k ]]; then
+      # metrics.jsonl was cut back to the checkpoint before the resume was announced.
+      s=$(last_step "$out")
+      [[ -z $restarted ]] && stepped_since_resume "$k" && restarted=$(($(now_ms) - kill_ms))
+      ((${s:-0} > killed_after)) && break
+    fi
+    kill -0 "$sup" 2>/dev/null || fail "the supervisor ended after kill $k: $(tail -5 "$out/run.log")"
+    sleep 0.01
+  done
+  regained=$(($(now_ms) - kill_ms))
+  resumed_from=$(grep -ao 'resuming from [^ ]*step_[0-9]*' "$out/run.log" | sed -n "${k}p")
+  from_step=$((10#${resumed_from##*step_}))
+  lost=$((killed_after - from_step))
+  ((from_step >= committed && from_step <= killed_after)) ||
+    fail "kill $k after step $killed_after resumed from step $from_step, but step $committed was committed"
+  ((lost <= interval)) ||
+    fail "kill $k after step $killed_after resumed from step $from_step: $lost steps lost, more than the interval ($interval)"
+  [[ -n $restarted ]] || fail "kill $k: no step printed after the restart's 'resuming from'"
+  restart_ms+=("$restarted")
+  regained_ms+=("$regained")
+  lost_steps+=("$lost")
+  echo "ok: kill $k: rank $rank after step $killed_after, restarted from step $from_step ($lost lost)," \
+    "first step after $restarted ms, progress regained after $regained ms"
+done
+wait "$sup"
+rc=$?
+((rc == 0)) || fail "supervised: exit status $rc: $(tail -5 "$out/run.log")"
+restarts=$(grep -c 'tessera supervise: run [0-9]* ended' "$out/run.log")
+((restarts == kills)) || fail "$restarts restarts logged, expected $kills"
+diff <(losses "$work/ref") <(losses "$out") >"$work/diff.txt" ||
+  fail "losses differ from the uninterrupted run: $(head -4 "$work/diff.txt")"
+cmp "$work/ref/model.safetensors" "$out/model.safetensors" ||
+  fail "final weights differ from the uninterrupted run"
+echo "ok: $np ranks, $kills SIGKILLs of a random rank, $kills automatic restarts: losses and final" \
+  "weights bit-identical to the uninterrupted run"
+echo "[figure] $np ranks, $kills kills: steps lost max $(percentile 100 "${lost_steps[@]}") (interval $interval);" \
+  "restart to first step p50 $(percentile 50 "${restart_ms[@]}") ms p95 $(percentile 95 "${restart_ms[@]}") ms;" \
+  "progress regained p50 $(percentile 50 "${regained_ms[@]}") ms p95 $(percentile 95 "${regained_ms[@]}") ms"
+echo "kill-restart tests ($np ranks): $(($(date +%s) - start)) s"
