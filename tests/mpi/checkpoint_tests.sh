@@ -103,17 +103,6 @@ echo "ok: SIGTERM: both ranks saved step $step and exited with 75; resumed: loss
 #    ends it when a rank dies). Each restart resumes from the newest checkpoint committed when
 #    the rank died; the steps lost and the time to regain them (from the kill until step S + 1
 #    is logged again) are printed.
-last_step() { tail -1 "$1/metrics.jsonl" 2>/dev/null | jq -r '.step' 2>/dev/null || echo 0; }
-# The step of the newest checkpoint of run $1 whose manifest exists (0: none).
-newest_committed() {
-  local d best=0 s
-  for d in "$1"/checkpoints/step_*/; do
-    [[ -e $d/manifest.json ]] || continue
-    s=$((10#$(basename "$d" | sed 's/step_//')))
-    ((s > best)) && best=$s
-  done
-  echo "$best"
-}
 out="$work/supervised"
 mkdir -p "$out"
 (
@@ -136,14 +125,12 @@ for k in 1 2 3; do
   killed_after=$(last_step "$out")
   committed=$(newest_committed "$out")
   for _ in $(seq 1 6000); do
-    s=$(last_step "$out")
-    # The resumed run truncates metrics.jsonl to its checkpoint, then passes the kill's step.
-    [[ $(grep -c 'resuming from' "$out/run.log") -ge $k ]] && ((${s:-0} > killed_after)) && break
+    # Start k + 1 is the restart; it cut metrics.jsonl back to its checkpoint before starting.
+    (($(starts "$out/run.log") > k)) && (($(last_step "$out") > killed_after)) && break
     sleep 0.01
   done
   regained_ms=$(($(date +%s%N) / 1000000 - kill_ms))
-  resumed_from=$(grep -ao 'resuming from [^ ]*step_[0-9]*' "$out/run.log" | sed -n "${k}p")
-  from_step=$((10#${resumed_from##*step_}))
+  from_step=$(resumed_step "$out/run.log" $((k + 1)))
   lost=$((killed_after - from_step))
   # The restart resumes from the newest checkpoint committed when the rank died (or one that
   # committed as it died): with background saves that can trail the interval by the steps a

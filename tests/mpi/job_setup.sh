@@ -9,8 +9,8 @@
 #   work          a fresh folder /tmp/tessera_mpi_NAME.XXXXXX, removed when the script exits
 #   with_pids     a rank wrapper (an array): "${with_pids[@]}" DIR COMMAND... writes the rank's
 #                 pid to DIR/pid.RANK, then runs COMMAND in its place (so the pid is the rank's)
-# and defines fail MESSAGE (prints FAIL: MESSAGE, exits 1), write_tiny_job and
-# suspend_rank_1 (below).
+# and defines fail MESSAGE (prints FAIL: MESSAGE, exits 1), write_tiny_job, suspend_rank_1 and
+# the helpers that watch a restarting run (below).
 (($# == 3)) || {
   echo "usage: source job_setup.sh NAME TESSERA_BINARY MPIRUN (got $# arguments)"
   exit 2
@@ -111,4 +111,49 @@ suspend_rank_1() {
   ((elapsed_ms < 13000)) ||
     fail "$name: the other ranks took $elapsed_ms ms to exit (timeout_s = 3, bound 3 s + 10 s)"
   echo "ok: $name: after rank 1 was suspended (SIGSTOP) the other ranks exited in $elapsed_ms ms naming it"
+}
+
+# Watching a run that restarts (tessera supervise around mpirun, output appended to one log).
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# last_step RUN_DIR: the newest step in RUN_DIR/metrics.jsonl (0: none yet).
+last_step() { tail -1 "$1/metrics.jsonl" 2>/dev/null | jq -r '.step' 2>/dev/null || echo 0; }
+# newest_committed RUN_DIR: the step of the newest checkpoint whose manifest exists (0: none).
+newest_committed() {
+  local d best=0 s
+  for d in "$1"/checkpoints/step_*/; do
+    [[ -e $d/manifest.json ]] || continue
+    s=$((10#$(basename "$d" | sed 's/step_//')))
+    ((s > best)) && best=$s
+  done
+  echo "$best"
+}
+# Each start of `tessera train` prints "tessera: training ..." after its resume message
+# ("resuming from DIR/step_N", or none when there was no checkpoint and it starts afresh);
+# progress lines ("step N/M | ...") end in a carriage return when mpirun gives the ranks a
+# terminal, hence the record separator.
+# starts LOG: how many times the job has started.
+starts() { awk 'BEGIN { RS = "[\r\n]+" } /tessera: training / { n++ } END { print n + 0 }' "$1"; }
+# started_and_stepped LOG N: whether the job's Nth start has printed a step.
+started_and_stepped() {
+  awk -v n="$2" 'BEGIN { RS = "[\r\n]+" } /tessera: training / { starts++ }
+                 starts >= n && /step [0-9]+\/[0-9]+ \|/ { found = 1; exit } END { exit !found }' "$1"
+}
+# resumed_step LOG N: the step the job's Nth start resumed from (0: it started afresh).
+resumed_step() {
+  awk -v n="$2" 'BEGIN { RS = "[\r\n]+" }
+                 /resuming from [^ ]*step_[0-9]+/ {
+                   match($0, /step_[0-9]+/)
+                   from = substr($0, RSTART + 5, RLENGTH - 5) + 0
+                 }
+                 /tessera: training / { if (++starts == n) { print from + 0; exit } from = 0 }' "$1"
+}
+# percentile P VALUES...: the nearest-rank percentile.
+percentile() {
+  local p=$1 sorted n i
+  shift
+  mapfile -t sorted < <(printf '%s\n' "$@" | sort -n)
+  n=${#sorted[@]}
+  i=$(((p * n + 99) / 100 - 1))
+  ((i < 0)) && i=0
+  echo "${sorted[$i]}"
 }

@@ -24,41 +24,11 @@ steps=$((spacing * kills + 40))
 write_tiny_job "$work/job.toml" model.dropout=0.1 optim.warmup_steps=5 train.steps=$steps \
   train.batch_size=32 train.checkpoint_every=$interval train.checkpoint_keep=2 \
   train.checkpoint_async=0 parallel.zero_stage=1
-# A wider model than the tiny job's (a step of ~30 ms, not ~5), so that the kills, which follow
+# A wider model than the tiny job's (a step of ~20 ms on 2 ranks, not ~5), so that the kills, which follow
 # the logged steps, land at random points of a step and not at whatever step a poll catches.
 sed -i 's/^n_embd = 32$/n_embd = 192/' "$work/job.toml"
 
 losses() { jq -c '[.step, .loss]' "$1/metrics.jsonl"; }
-last_step() { tail -1 "$1/metrics.jsonl" 2>/dev/null | jq -r '.step' 2>/dev/null || echo 0; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-# The step of the newest checkpoint of run $1 whose manifest exists (0: none).
-newest_committed() {
-  local d best=0 s
-  for d in "$1"/checkpoints/step_*/; do
-    [[ -e $d/manifest.json ]] || continue
-    s=$((10#$(basename "$d" | sed 's/step_//')))
-    ((s > best)) && best=$s
-  done
-  echo "$best"
-}
-# Whether the job has printed a step ("step N/M | ...") since its Kth "resuming from" line.
-stepped_since_resume() {
-  # Progress lines end in a carriage return when mpirun gives the ranks a terminal.
-  awk -v k="$1" 'BEGIN { RS = "[\r\n]+" } /resuming from/ { n++ }
-                 n >= k && /step [0-9]+\/[0-9]+ \|/ { found = 1; exit } END { exit !found }' \
-    "$out/run.log"
-}
-# percentile P VALUES...: the nearest-rank percentile.
-percentile() {
-  local p=$1
-  shift
-  local sorted n i
-  mapfile -t sorted < <(printf '%s\n' "$@" | sort -n)
-  n=${#sorted[@]}
-  i=$(((p * n + 99) / 100 - 1))
-  ((i < 0)) && i=0
-  echo "${sorted[$i]}"
-}
 
 start=$(date +%s)
 "${mpi[@]}" -np "$np" "$tessera" train "$work/job.toml" --out "$work/ref" --no-plot >"$work/ref.log" 2>&1 ||
@@ -92,24 +62,24 @@ for ((k = 1; k <= kills; ++k)); do
   committed=$(newest_committed "$out")
   restarted=
   for _ in $(seq 1 30000); do
-    if [[ $(grep -c 'resuming from' "$out/run.log") -ge $k ]]; then
-      # metrics.jsonl was cut back to the checkpoint before the resume was announced.
+    # Start k + 1 is the restart after kill k; metrics.jsonl was cut back to its checkpoint
+    # before it printed its start.
+    if (($(starts "$out/run.log") > k)); then
       s=$(last_step "$out")
-      [[ -z $restarted ]] && stepped_since_resume "$k" && restarted=$(($(now_ms) - kill_ms))
+      [[ -z $restarted ]] && started_and_stepped "$out/run.log" $((k + 1)) && restarted=$(($(now_ms) - kill_ms))
       ((${s:-0} > killed_after)) && break
     fi
     kill -0 "$sup" 2>/dev/null || fail "the supervisor ended after kill $k: $(tail -5 "$out/run.log")"
     sleep 0.01
   done
   regained=$(($(now_ms) - kill_ms))
-  resumed_from=$(grep -ao 'resuming from [^ ]*step_[0-9]*' "$out/run.log" | sed -n "${k}p")
-  from_step=$((10#${resumed_from##*step_}))
+  from_step=$(resumed_step "$out/run.log" $((k + 1)))
   lost=$((killed_after - from_step))
   ((from_step >= committed && from_step <= killed_after)) ||
     fail "kill $k after step $killed_after resumed from step $from_step, but step $committed was committed"
   ((lost <= interval)) ||
     fail "kill $k after step $killed_after resumed from step $from_step: $lost steps lost, more than the interval ($interval)"
-  [[ -n $restarted ]] || fail "kill $k: no step printed after the restart's 'resuming from'"
+  [[ -n $restarted ]] || fail "kill $k: no step printed by the restarted job"
   restart_ms+=("$restarted")
   regained_ms+=("$regained")
   lost_steps+=("$lost")
