@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <thread>
 #include <tuple>
 
@@ -81,6 +82,9 @@ StoreCommunicator::StoreCommunicator(std::shared_ptr<Shared> shared, std::string
 
 StoreCommunicator::~StoreCommunicator() {
   if (!prefix_.empty() || !shared_->client) return;  // a split part; the world one says goodbye
+  // Unwinding after a failure: leave at once, so that the others see this rank (or rank 0's
+  // store) gone instead of waiting for its goodbye.
+  if (std::uncaught_exceptions() > 0) return;
   try {
     TcpStoreClient& c = *shared_->client;
     c.add("goodbye", 1);
