@@ -282,6 +282,23 @@ TEST(StoreCommunicator, TimeoutNamesTheRanksThatNeverArrived) {
               took, e0.c_str());
 }
 
+TEST(StoreCommunicator, ARankWhoseProcessEndedIsNamedAtTheNextCollective) {
+  StoreOptions o = options(2, 10);
+  o.port = free_port();
+  std::thread rank1([&] { StoreCommunicator c(o, 1); });  // arrives, then leaves
+  StoreCommunicator rank0(o, 0);
+  rank1.join();
+  const double t0 = monotonic_seconds();
+  const std::string e = error_of([&] { rank0.all_gather_bytes("x"); });
+  const double took = monotonic_seconds() - t0;
+  EXPECT_NE(e.find("rank 1 of 2 left (the connection to the store closed) before "
+                   "all_gather_bytes #0"),
+            std::string::npos)
+      << e;
+  EXPECT_LT(took, 5.0);  // named at once, not after collective_timeout_s (600 s)
+  std::printf("[figure] a departed rank named after %.2f s: %s\n", took, e.c_str());
+}
+
 TEST(StoreCommunicator, UniqueIdAllGatherBarrierSplitOverFourRanks) {
   const int world = 4;
   StoreOptions o = options(world);
