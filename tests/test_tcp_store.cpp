@@ -253,6 +253,41 @@ TEST(TcpStore, RefusesARankTakenOrOutOfRange) {
   EXPECT_TRUE(refused_with(server, "refused rank 7: rank out of range [0, 2)"));
 }
 
+TEST(TcpStore, BoundsConnectionsInTheirHandshake) {
+  TcpStoreServer server(options(1));
+  std::vector<int> idle;  // connected, never sending a byte: each holds a handshake slot
+  for (int i = 0; i < 64; ++i) idle.push_back(connect_to("127.0.0.1", server.port()));
+  // The server may not have accepted all of them yet: the 65th is refused once it has.
+  bool refused = false;
+  for (int attempt = 0; attempt < 50 && !refused; ++attempt) {
+    const int extra = connect_to("127.0.0.1", server.port());
+    char greeting[4];
+    try {
+      read_all(extra, greeting, sizeof greeting, monotonic_seconds() + 5);
+    } catch (const ChannelError&) {
+      refused = true;  // closed without a greeting
+    }
+    ::close(extra);
+  }
+  EXPECT_TRUE(refused);
+  EXPECT_TRUE(refused_with(server, "others are in their handshake"));
+  for (int fd : idle) ::close(fd);
+  StoreOptions o = options(1);
+  o.port = server.port();
+  // Served again once the server has seen the idle ones go (it drops them at their EOF).
+  std::unique_ptr<TcpStoreClient> c;
+  for (int attempt = 0; attempt < 100 && !c; ++attempt) {
+    try {
+      c = std::make_unique<TcpStoreClient>(o, 0);
+    } catch (const Error&) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  ASSERT_TRUE(c);
+  c->set("k", "v");
+  EXPECT_EQ(c->get("k"), "v");
+}
+
 TEST(TcpStore, ClientGivesUpOnAnUnreachableStoreNamingIt) {
   StoreOptions o = options(2, 0.5);
   o.port = free_port();

@@ -73,6 +73,9 @@ std::string address_text(const sockaddr* a) {
 }
 
 constexpr double kHandshakeSeconds = 10;  // an unauthenticated client holds a thread this long
+// At most this many connections in their handshake at once: a flood of unauthenticated
+// connections cannot make the server start threads without bound.
+constexpr int kMaxPendingHandshakes = 64;
 
 }  // namespace
 
@@ -150,11 +153,18 @@ void TcpStoreServer::accept_loop() {
     socklen_t len = sizeof peer;
     const int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC);
     if (fd < 0) continue;
+    if (pending_handshakes_ >= kMaxPendingHandshakes) {
+      ::close(fd);
+      refuse(fmt::format("refused a connection from {}: {} others are in their handshake",
+                         address_text(reinterpret_cast<sockaddr*>(&peer)), kMaxPendingHandshakes));
+      continue;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) {
       ::close(fd);
       break;
     }
+    ++pending_handshakes_;
     open_fds_.insert(fd);
     workers_.emplace_back([this, fd] { serve(fd); });
   }
@@ -163,17 +173,26 @@ void TcpStoreServer::accept_loop() {
 void TcpStoreServer::serve(int fd) {
   int rank = -1;
   try {
-    const ServerHandshake h = store_server_handshake(
-        fd, opt_.token, monotonic_seconds() + kHandshakeSeconds, [&](int r, int world) {
-          if (world != opt_.world_size)
-            return fmt::format("it says the job has {} ranks, rank 0 says {}", world,
-                               opt_.world_size);
-          if (r < 0 || r >= opt_.world_size)
-            return fmt::format("rank out of range [0, {})", opt_.world_size);
-          std::lock_guard<std::mutex> lock(mu_);
-          if (!ranks_.insert(r).second) return std::string("that rank is already connected");
-          return std::string();
-        });
+    // This connection counts as pending until its handshake ends, however it ends.
+    ServerHandshake h;
+    try {
+      h = store_server_handshake(
+          fd, opt_.token, monotonic_seconds() + kHandshakeSeconds, [&](int r, int world) {
+            if (world != opt_.world_size)
+              return fmt::format("it says the job has {} ranks, rank 0 says {}", world,
+                                 opt_.world_size);
+            if (r < 0 || r >= opt_.world_size)
+              return fmt::format("rank out of range [0, {})", opt_.world_size);
+            std::lock_guard<std::mutex> lock(mu_);
+            if (!ranks_.insert(r).second) return std::string("that rank is already connected");
+            rank = r;  // released below however the handshake ends
+            return std::string();
+          });
+    } catch (...) {
+      --pending_handshakes_;
+      throw;
+    }
+    --pending_handshakes_;
     rank = h.rank;
     StoreChannel ch(fd, h.session_key, /*is_server=*/true);
     while (!stopping_) {

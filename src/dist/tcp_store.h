@@ -65,6 +65,7 @@ class TcpStoreServer {
   int listen_fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stopping_{false};
+  std::atomic<int> pending_handshakes_{0};
   mutable std::mutex mu_;
   std::condition_variable changed_;
   std::map<std::string, std::string> data_;
