@@ -3,8 +3,8 @@
 # `tessera train train.device=cuda` on 2 ranks of the emulated CUDA device started WITHOUT
 # mpirun, torchrun-style (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1, MASTER_PORT,
 # TESSERA_JOB_TOKEN): the NCCL unique id and the start-up checks go through rank 0's TCP store.
-# The losses must equal, bit for bit, those of the same job under mpirun (the same NCCL
-# collectives; only the bootstrap differs). Then the failures: a rank that never starts is named
+# With ZeRO 0 and 3 the losses must equal, bit for bit, those of the same job under mpirun (the
+# same NCCL collectives; only the bootstrap differs). Then the failures: a rank that never starts is named
 # by the other within the store timeout (parallel.timeout_s = 3), a rank with another job token
 # is refused, CPU ranks are told to use MPI, and a job without a token is told how to set one.
 # Usage: train_torchrun_2_ranks.sh TESSERA_BINARY MPIRUN
@@ -31,23 +31,29 @@ torchrun_rank() {
     >"$out.log" 2>&1
 }
 
-"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' --out "$work/mpi" \
-  --no-plot >"$work/mpi.log" 2>&1 || fail "2 ranks under mpirun: $(tail -5 "$work/mpi.log")"
-
-start=$(date +%s)
-torchrun_rank 0 2 "$work/tr0" train.device='"cuda"' &
-pid0=$!
-torchrun_rank 1 2 "$work/tr1" train.device='"cuda"' &
-pid1=$!
-wait "$pid0" || fail "torchrun-style rank 0: $(tail -5 "$work/tr0.log")"
-wait "$pid1" || fail "torchrun-style rank 1: $(tail -5 "$work/tr1.log")"
-grep -q "id over store" "$work/tr0.log" ||
-  fail "rank 0's log does not say the NCCL id went over the store: $(head -8 "$work/tr0.log")"
-[[ $(losses "$work/tr0" | wc -l) -eq 6 ]] || fail "torchrun-style: expected 6 logged steps"
-diff <(losses "$work/mpi") <(losses "$work/tr0") >/dev/null ||
-  fail "torchrun-style losses differ from mpirun's: $(paste <(losses "$work/mpi") <(losses "$work/tr0"))"
-echo "[cmp] 2 emulated GPUs, torchrun-style (store) vs mpirun: 6 losses | f32 | 0 | 0 | PASS" \
-  "($(($(date +%s) - start)) s)"
+# ZeRO 0 (DDP) and 3 (sharded weights, the most collectives): the same job under mpirun and
+# torchrun-style.
+for stage in 0 3; do
+  "${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' \
+    parallel.zero_stage=$stage --out "$work/mpi$stage" --no-plot >"$work/mpi$stage.log" 2>&1 ||
+    fail "2 ranks under mpirun, ZeRO $stage: $(tail -5 "$work/mpi$stage.log")"
+  start=$(date +%s)
+  port=$((port + 1))
+  torchrun_rank 0 2 "$work/tr$stage" train.device='"cuda"' parallel.zero_stage=$stage &
+  pid0=$!
+  torchrun_rank 1 2 "$work/tr$stage.1" train.device='"cuda"' parallel.zero_stage=$stage &
+  pid1=$!
+  wait "$pid0" || fail "torchrun-style rank 0, ZeRO $stage: $(tail -5 "$work/tr$stage.log")"
+  wait "$pid1" || fail "torchrun-style rank 1, ZeRO $stage: $(tail -5 "$work/tr$stage.1.log")"
+  grep -q "id over store" "$work/tr$stage.log" ||
+    fail "rank 0's log does not say the NCCL id went over the store: $(head -8 "$work/tr$stage.log")"
+  [[ $(losses "$work/tr$stage" | wc -l) -eq 6 ]] || fail "torchrun-style: expected 6 logged steps"
+  diff <(losses "$work/mpi$stage") <(losses "$work/tr$stage") >/dev/null ||
+    fail "ZeRO $stage: torchrun-style losses differ from mpirun's:" \
+      "$(paste <(losses "$work/mpi$stage") <(losses "$work/tr$stage"))"
+  echo "[cmp] 2 emulated GPUs, ZeRO $stage, torchrun-style (store) vs mpirun: 6 losses | f32 |" \
+    "0 | 0 (bit-identical) | PASS ($(($(date +%s) - start)) s)"
+done
 
 # Rank 1 never starts: rank 0 names it within the 3 s timeout (plus start-up).
 port=$((port + 1))
