@@ -102,6 +102,14 @@ if(TESSERA_BUILD_TESTS)
       set_tests_properties(emu_train_2_ranks PROPERTIES
                            ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none;TESSERA_EMU_RACECHECK=1"
                            LABELS "cuda;emu;mpi" TIMEOUT 900)
+      # The same job started torchrun-style (no mpirun: rank 0's TCP store carries NCCL's id),
+      # its losses against mpirun's, and the store's start-up failures.
+      add_test(NAME emu_train_torchrun_2_ranks
+               COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/tests/emu/train_torchrun_2_ranks.sh
+                       $<TARGET_FILE:tessera_cli> "${MPIEXEC_EXECUTABLE}")
+      set_tests_properties(emu_train_torchrun_2_ranks PROPERTIES
+                           ENVIRONMENT "OMP_NUM_THREADS=1;OMPI_MCA_btl_vader_single_copy_mechanism=none"
+                           LABELS "cuda;emu;mpi" TIMEOUT 900)
     endif()
   endif()
 endif()

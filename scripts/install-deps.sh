@@ -12,6 +12,7 @@ PACKAGES=(
   libcli11-dev           # command line
   libfmt-dev
   zlib1g-dev             # gzip'd IDX images
+  libssl-dev             # HMAC-SHA256 of the torchrun-style launch's store (libcrypto)
   dataset-fashion-mnist  # images for the classifiers
   bible-kjv bible-kjv-text  # the default text corpus
   gnuplot-nox            # training curves

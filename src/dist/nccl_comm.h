@@ -3,12 +3,13 @@
 //
 // Start-up. NCCL needs a unique id created by rank 0 and handed to every rank; a CPU
 // communicator that already works carries it (nccl_id.h): the MPI communicator under mpirun /
-// srun, the LocalCommunicator for one process. There is no TCP store for torchrun-style
-// launches (MASTER_ADDR / MASTER_PORT): a torchrun-style job has no CPU communicator to carry
-// the id, so the supported multi-process path is mpirun / srun (docs/DISTRIBUTED.md). The
-// bootstrap communicator stays alive with this one: it serves all_gather_bytes (the control
-// plane: config hashes, scalars) without touching the GPU, and the MPI one keeps its heartbeat
-// running, which is what turns a dead peer into a clear error naming the rank (see below).
+// srun, the store communicator (store_comm.h: rank 0's authenticated TCP store) for
+// torchrun-style launches (MASTER_ADDR / MASTER_PORT, no MPI), the LocalCommunicator for one
+// process. The bootstrap communicator stays alive with this one: it serves all_gather_bytes
+// (the control plane: config hashes, scalars) and split without touching the GPU, and the MPI
+// one keeps its heartbeat running, which is what turns a dead peer into a clear error naming
+// the rank (see below); over the store, a rank whose process ended is named by the others at
+// their next all_gather_bytes, and NCCL's watchdog (timeout_s) is the backstop.
 //
 // Streams. Each communicator owns a communication stream (non-blocking, highest priority, so
 // that it neither serialises with the legacy default stream nor queues behind compute kernels).

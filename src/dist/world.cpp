@@ -1,13 +1,33 @@
 #include "dist/world.h"
 
 #include "core/backend.h"
+#include "dist/job_token.h"
 #include "dist/local_comm.h"
+#include "dist/store_comm.h"
 
 namespace tessera::dist {
 
 std::shared_ptr<Communicator> communicator_for_launch(const LaunchInfo& launch,
-                                                      const MpiOptions& mpi) {
+                                                      const MpiOptions& mpi, bool gpu_job) {
   if (!launch.distributed()) return std::make_shared<LocalCommunicator>();
+  if (launch.launcher == "torchrun") {
+    TS_CHECK(gpu_job,
+             "this process is {}: a torchrun-style launch (RANK, WORLD_SIZE, MASTER_ADDR) is for "
+             "GPU jobs (train.device = \"cuda\": NCCL, started through rank 0's TCP store); CPU "
+             "ranks need MPI: start them with mpirun or srun --mpi=pmix",
+             launch.describe());
+    TS_CHECK(launch.master_port > 0,
+             "this process is {}: MASTER_PORT is not set (rank 0's store listens on "
+             "MASTER_ADDR:MASTER_PORT)",
+             launch.describe());
+    StoreOptions opt;
+    opt.host = launch.master_addr;
+    opt.port = launch.master_port;
+    opt.token = load_job_token();
+    opt.world_size = launch.world_size;
+    opt.timeout_s = mpi.timeout_s;
+    return std::make_shared<StoreCommunicator>(std::move(opt), launch.rank);
+  }
   TS_CHECK(mpi_built_in(),
            "this process is {}, but distributed training needs the MPI backend, which is not "
            "built in: install openmpi-bin libopenmpi-dev and rebuild with -DTESSERA_WITH_MPI=ON",
@@ -33,6 +53,15 @@ std::string features_report() {
         cuda->communicator_name);
   else
     s += "nccl: not built in (this build has no CUDA backend)\n";
+  s += "store: torchrun-style launch of GPU jobs (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, no "
+       "MPI): NCCL's unique id and the start-up checks go through rank 0's TCP store, bound to "
+       "MASTER_ADDR, every client and message authenticated with HMAC-SHA256 keyed by the job "
+       "token (";
+  s += process_env(kJobTokenEnv) ? std::string(kJobTokenEnv) + " is set"
+       : process_env(kJobTokenFileEnv)
+           ? std::string(kJobTokenFileEnv) + " is set"
+           : std::string("not set: ") + kJobTokenEnv + " or " + kJobTokenFileEnv;
+  s += ")\n";
   try {
     s += "launch: " + detect_launch().describe() + "\n";
   } catch (const std::exception& e) {

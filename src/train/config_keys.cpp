@@ -207,7 +207,9 @@ std::vector<ConfigKey> make_keys() {
                                                "gradient all-reduce bucket size in MiB"),
       float_key<P, &ParallelConfig::timeout_s>(
           "parallel.timeout_s", 60.0, above(0),
-          "seconds without a heartbeat before the other ranks declare a rank dead and exit"),
+          "seconds without a heartbeat before the other ranks declare a rank dead and exit "
+          "(MPI); in a torchrun-style launch, how long the ranks wait at rank 0's store for all "
+          "to arrive"),
       float_key<P, &ParallelConfig::slow_rank_factor>(
           "parallel.slow_rank_factor", 1.5, at_least(0),
           "warn naming a rank whose median compute time per step exceeds this many times the "

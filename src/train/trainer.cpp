@@ -153,7 +153,8 @@ RunSummary run_training(const Config& cfg, const RunOptions& opt) {
   if (!comm) {
     dist::MpiOptions mo;
     mo.timeout_s = cfg.parallel.timeout_s;
-    comm = dist::communicator_for_launch(dist::detect_launch(), mo);
+    // torchrun-style launches start GPU jobs through rank 0's store; CPU ranks need MPI.
+    comm = dist::communicator_for_launch(dist::detect_launch(), mo, cfg.train.device == "cuda");
   }
   // On GPUs with several ranks the communicator becomes NCCL's, bootstrapped over the CPU one.
   const Placement place = place_training(cfg, std::move(comm));
