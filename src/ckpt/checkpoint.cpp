@@ -208,7 +208,9 @@ void CheckpointWriter::start(Snapshot s, bool async) {
     try {
       remove_all(tmp);
       // checkpoints/ (and the run folder) durably: a power cut must not take it back later.
+      // The trainer may have made the run folder without a fsync of the folder above it.
       create_directories_durably(checkpoints_dir(run_dir_));
+      fsync_directory(parent_directory(run_dir_));
       file_system().create_directory(tmp);
       mine = "ok:" + tmp;
     } catch (const std::exception& e) {
