@@ -6,11 +6,13 @@
 #include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/file_system.h"
 #include "nn/safetensors.h"
 
 namespace tessera::ckpt {
@@ -49,17 +51,38 @@ std::string join(const std::string& dir, const std::string& name) {
   return (fs::path(dir) / name).string();
 }
 
+// "step_00000120.old-<pid>" -> 120: a checkpoint set aside while a new save of the same step
+// replaced it (CheckpointWriter::finish); anything else -> -1.
+int64_t parse_set_aside_name(const std::string& name) {
+  const size_t dot = name.find(".old-");
+  if (dot == std::string::npos) return -1;
+  for (size_t i = dot + 5; i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return -1;
+  return parse_step_name(name.substr(0, dot));
+}
+
 }  // namespace
 
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& run_dir) {
   std::vector<std::pair<int64_t, std::string>> out;
-  std::error_code ec;
-  const fs::path dir = checkpoints_dir(run_dir);
-  if (!fs::is_directory(dir, ec)) return out;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    const int64_t step = parse_step_name(e.path().filename().string());
-    if (step >= 0 && e.is_directory(ec)) out.emplace_back(step, e.path().string());
+  const std::string dir = checkpoints_dir(run_dir);
+  FileSystem& fs = file_system();
+  if (fs.type(dir) != FileType::directory) return out;
+  std::set<int64_t> steps;
+  std::vector<std::pair<int64_t, std::string>> set_aside;
+  for (const DirEntry& e : fs.list_directory(dir)) {
+    if (e.type != FileType::directory) continue;
+    if (const int64_t step = parse_step_name(e.name); step >= 0) {
+      out.emplace_back(step, join(dir, e.name));
+      steps.insert(step);
+    } else if (const int64_t old = parse_set_aside_name(e.name); old >= 0) {
+      set_aside.emplace_back(old, join(dir, e.name));
+    }
   }
+  // A save killed between setting the old folder of its step aside and renaming the new one
+  // into place leaves only the old one: it is still that step's newest committed checkpoint.
+  for (const auto& c : set_aside)
+    if (steps.insert(c.first).second) out.push_back(c);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -144,16 +167,32 @@ CheckpointWriter::~CheckpointWriter() {
 }
 
 void CheckpointWriter::remove_stale_temporaries(const std::string& run_dir) {
-  std::error_code ec;
-  const fs::path dir = checkpoints_dir(run_dir);
-  if (!fs::is_directory(dir, ec)) return;
-  std::vector<fs::path> stale;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("step_", 0) == 0 && name.find(".tmp-") != std::string::npos)
-      stale.push_back(e.path());
+  // Best effort, as before: a leftover that will not go must not stop the run from starting
+  // (list_checkpoints still finds a set-aside checkpoint under its own name).
+  try {
+    const std::string dir = checkpoints_dir(run_dir);
+    FileSystem& fs = file_system();
+    if (fs.type(dir) != FileType::directory) return;
+    std::vector<std::string> stale;
+    std::vector<std::pair<std::string, std::string>> restore;
+    for (const DirEntry& e : fs.list_directory(dir)) {
+      if (e.name.rfind("step_", 0) != 0) continue;
+      if (e.name.find(".tmp-") != std::string::npos) stale.push_back(join(dir, e.name));
+      if (const size_t dot = e.name.find(".old-"); dot != std::string::npos) {
+        // Set aside by a save that died before its replacement was in place: back to its
+        // name if that is free, else (the replacement made it) dropped.
+        const std::string named = join(dir, e.name.substr(0, dot));
+        if (fs.type(named) == FileType::none)
+          restore.emplace_back(join(dir, e.name), named);
+        else
+          stale.push_back(join(dir, e.name));
+      }
+    }
+    for (const auto& [from, to] : restore) durable_rename(from, to);
+    for (const std::string& p : stale) remove_all_quietly(p);
+    if (!stale.empty()) fsync_directory(dir);
+  } catch (const Error&) {
   }
-  for (const fs::path& p : stale) fs::remove_all(p, ec);
 }
 
 void CheckpointWriter::start(Snapshot s, bool async) {
@@ -167,9 +206,12 @@ void CheckpointWriter::start(Snapshot s, bool async) {
   if (comm_.rank() == 0) {
     const std::string tmp = checkpoint_dir(run_dir_, s.step) + ".tmp-" + std::to_string(::getpid());
     try {
-      std::error_code ec;
-      fs::remove_all(tmp, ec);
-      fs::create_directories(tmp);
+      remove_all(tmp);
+      // checkpoints/ (and the run folder) durably: a power cut must not take it back later.
+      // The trainer may have made the run folder without a fsync of the folder above it.
+      create_directories_durably(checkpoints_dir(run_dir_));
+      fsync_directory(parent_directory(run_dir_));
+      file_system().create_directory(tmp);
       mine = "ok:" + tmp;
     } catch (const std::exception& e) {
       mine = fmt::format("err:cannot create checkpoint folder '{}': {}", tmp, e.what());
@@ -229,7 +271,6 @@ SaveResult CheckpointWriter::finish() {
   const std::string final_dir = checkpoint_dir(run_dir_, step_);
   std::string verdict;
   if (comm_.rank() == 0) {
-    std::error_code ec;
     if (error.empty()) {
       try {
         std::sort(files.begin(), files.end(),
@@ -237,14 +278,15 @@ SaveResult CheckpointWriter::finish() {
         write_file_atomically(join(tmp_dir_, kManifestName),
                               manifest_to_json({step_, comm_.world_size(), files}));
         fsync_directory(tmp_dir_);
-        if (fs::exists(final_dir, ec)) {
+        if (file_system().type(final_dir) != FileType::none) {
           // A checkpoint of this step from an earlier life of the run: set it aside first
           // (rename cannot replace a non-empty folder), drop it once the new one is in place.
+          // Until then list_checkpoints still finds it under its set-aside name.
           const std::string old = final_dir + ".old-" + std::to_string(::getpid());
-          fs::remove_all(old, ec);
+          remove_all(old);
           durable_rename(final_dir, old);
           durable_rename(tmp_dir_, final_dir);
-          fs::remove_all(old, ec);
+          remove_all_quietly(old);  // committed: the rest is best effort
         } else {
           durable_rename(tmp_dir_, final_dir);
         }
@@ -253,7 +295,7 @@ SaveResult CheckpointWriter::finish() {
         error = e.what();
       }
     }
-    if (!error.empty()) fs::remove_all(tmp_dir_, ec);
+    if (!error.empty()) remove_all_quietly(tmp_dir_);
     verdict = error;
   }
   r.error = comm_.all_gather_bytes(verdict)[0];
@@ -262,18 +304,26 @@ SaveResult CheckpointWriter::finish() {
   return r;
 }
 
-void CheckpointWriter::prune(int64_t newest) const {
+void CheckpointWriter::prune(int64_t newest) const noexcept {
+  // The new checkpoint is committed already: a failure here (a folder that would not go) is
+  // not the save's, and the next save or start-up tries again.
+  try {
+    prune_or_throw(newest);
+  } catch (const std::exception&) {
+  }
+}
+
+void CheckpointWriter::prune_or_throw(int64_t newest) const {
   // Checkpoints past the one just written are from an earlier life of the run (it resumed from
   // an older one): they are stale, and counting them would delete the new one.
   std::vector<std::pair<int64_t, std::string>> kept;
-  std::error_code ec;
   for (const auto& c : list_checkpoints(run_dir_)) {
     if (c.first > newest)
-      fs::remove_all(c.second, ec);
+      remove_all_quietly(c.second);
     else
       kept.push_back(c);
   }
-  for (size_t i = 0; i + size_t(keep_) < kept.size(); ++i) fs::remove_all(kept[i].second, ec);
+  for (size_t i = 0; i + size_t(keep_) < kept.size(); ++i) remove_all_quietly(kept[i].second);
   fsync_directory(checkpoints_dir(run_dir_));
 }
 

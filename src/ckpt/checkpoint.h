@@ -93,11 +93,14 @@ class CheckpointWriter {
   // all of them and removes the temporary folder; earlier checkpoints are untouched.
   SaveResult finish();
 
-  // Rank 0: removes temporary folders that crashed saves left behind (call at start-up).
+  // Rank 0: removes temporary folders that crashed saves left behind, and puts back under its
+  // own name a checkpoint that a save of the same step set aside and died before replacing
+  // (call at start-up). Best effort: never throws.
   static void remove_stale_temporaries(const std::string& run_dir);
 
  private:
-  void prune(int64_t newest) const;
+  void prune(int64_t newest) const noexcept;  // best effort: the save is committed
+  void prune_or_throw(int64_t newest) const;
 
   dist::Communicator& comm_;
   std::string run_dir_;

@@ -8,6 +8,7 @@
 #include "ckpt/checkpoint.h"
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/file_system.h"
 #include "nn/safetensors.h"
 
 namespace tessera::ckpt {
@@ -70,17 +71,17 @@ VerifiedCheckpoint verify_checkpoint(const std::string& dir, const train::Config
   VerifiedCheckpoint c;
   c.dir = dir;
   const std::string manifest_path = join(dir, kManifestName);
-  TS_CHECK(fs::is_regular_file(manifest_path),
+  TS_CHECK(file_system().type(manifest_path) == FileType::file,
            "checkpoint '{}': file '{}' is missing (the save did not finish)", dir, manifest_path);
-  c.manifest = parse_manifest(read_small_file(manifest_path, kMaxJsonBytes), manifest_path);
+  const std::string manifest_text = read_small_file(manifest_path, kMaxJsonBytes);
+  c.manifest = parse_manifest(manifest_text, manifest_path);
   for (const FileEntry& f : c.manifest.files) {
     const std::string path = join(dir, f.name);
-    std::error_code ec;
-    TS_CHECK(fs::is_regular_file(path, ec),
+    TS_CHECK(file_system().type(path) == FileType::file,
              "checkpoint file '{}' is missing (manifest.json lists it with {} bytes)", path,
              f.bytes);
-    const uint64_t size = fs::file_size(path, ec);
-    TS_CHECK(!ec && size == f.bytes,
+    const uint64_t size = file_size(path);
+    TS_CHECK(size == f.bytes,
              "checkpoint file '{}' has {} bytes, but manifest.json says {} (truncated or "
              "overwritten)",
              path, size, f.bytes);
@@ -108,6 +109,13 @@ VerifiedCheckpoint verify_checkpoint(const std::string& dir, const train::Config
   const std::string config_path = join(dir, kConfigName);
   c.config = train::parse_config(read_small_file(config_path, kMaxJsonBytes), config_path);
   if (current) check_same_run(c.config, *current, config_path);
+  // Nothing checksums the manifest itself: it must be exactly the bytes a save writes for what
+  // it says, so a damaged one that still means the same (a lost final newline) is refused too.
+  // Last, so that a manifest that lies gets the more precise errors above.
+  TS_CHECK(manifest_to_json(c.manifest) == manifest_text,
+           "checkpoint file '{}' parses but is not the bytes a save writes for it (edited or "
+           "damaged)",
+           manifest_path);
   return c;
 }
 

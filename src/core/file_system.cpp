@@ -1,0 +1,211 @@
+#include "core/file_system.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+
+namespace tessera {
+
+namespace {
+
+std::string errno_text() {
+  return std::strerror(errno);
+}
+
+class PosixWritableFile final : public WritableFile {
+ public:
+  PosixWritableFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ~PosixWritableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void append(const void* data, uint64_t n) override {
+    TS_CHECK(fd_ >= 0, "writing '{}': the file is closed", path_);
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t put = ::write(fd_, p, n);
+      if (put < 0 && errno == EINTR) continue;
+      TS_CHECK(put > 0, "writing '{}' failed: {}", path_, errno_text());
+      p += put, n -= uint64_t(put);
+    }
+  }
+  void sync() override {
+    TS_CHECK(fd_ >= 0 && ::fsync(fd_) == 0, "fsync of '{}' failed: {}", path_, errno_text());
+  }
+  void close() override {
+    if (fd_ < 0) return;
+    const int rc = ::close(fd_);
+    fd_ = -1;
+    TS_CHECK(rc == 0, "closing '{}' failed: {}", path_, errno_text());
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+class PosixReadableFile final : public ReadableFile {
+ public:
+  explicit PosixReadableFile(std::string path) : path_(std::move(path)) {
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    TS_CHECK(fd_ >= 0, "cannot open '{}' for reading: {}", path_, errno_text());
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      fd_ = -1;
+      fail("'{}' is not a regular file", path_);
+    }
+    size_ = uint64_t(st.st_size);
+  }
+  ~PosixReadableFile() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  uint64_t size() const override { return size_; }
+  void read_at(uint64_t offset, void* dst, uint64_t n, const std::string& what) const override {
+    TS_CHECK(offset <= size_ && n <= size_ - offset,
+             "'{}': {} needs bytes [{}, {}) but the file has {} bytes", path_, what, offset,
+             offset + n, size_);
+    char* p = static_cast<char*>(dst);
+    while (n > 0) {
+      const ssize_t got = ::pread(fd_, p, n, off_t(offset));
+      if (got < 0 && errno == EINTR) continue;
+      TS_CHECK(got > 0, "'{}': reading {} at byte {} failed: {}", path_, what, offset,
+               got < 0 ? errno_text() : "unexpected end of file");
+      p += got, offset += uint64_t(got), n -= uint64_t(got);
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+FileType type_of(mode_t mode) {
+  if (S_ISREG(mode)) return FileType::file;
+  if (S_ISDIR(mode)) return FileType::directory;
+  return FileType::other;
+}
+
+class PosixFileSystem final : public FileSystem {
+ public:
+  std::unique_ptr<WritableFile> create_file(const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    TS_CHECK(fd >= 0, "cannot create '{}': {}", path, errno_text());
+    return std::make_unique<PosixWritableFile>(path, fd);
+  }
+  std::unique_ptr<ReadableFile> open_file(const std::string& path) override {
+    return std::make_unique<PosixReadableFile>(path);
+  }
+  void rename(const std::string& from, const std::string& to) override {
+    TS_CHECK(::rename(from.c_str(), to.c_str()) == 0, "renaming '{}' to '{}' failed: {}", from, to,
+             errno_text());
+  }
+  bool create_directory(const std::string& path) override {
+    if (::mkdir(path.c_str(), 0755) == 0) return true;
+    TS_CHECK(errno == EEXIST && type(path) == FileType::directory, "cannot create folder '{}': {}",
+             path, errno_text());
+    return false;
+  }
+  bool remove(const std::string& path) override {
+    if (::unlink(path.c_str()) == 0) return true;
+    if (errno == ENOENT) return false;
+    if (errno == EISDIR || errno == EPERM) {
+      if (::rmdir(path.c_str()) == 0) return true;
+    }
+    fail("cannot remove '{}': {}", path, errno_text());
+  }
+  std::vector<DirEntry> list_directory(const std::string& dir) override {
+    DIR* d = ::opendir(dir.c_str());
+    TS_CHECK(d != nullptr, "cannot list folder '{}': {}", dir, errno_text());
+    std::vector<DirEntry> out;
+    while (const dirent* e = ::readdir(d)) {
+      const std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      out.push_back({name, type(dir + "/" + name)});
+    }
+    ::closedir(d);
+    return out;
+  }
+  FileType type(const std::string& path) override {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return FileType::none;
+    return type_of(st.st_mode);
+  }
+  void sync_directory(const std::string& dir) override {
+    const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    TS_CHECK(fd >= 0, "cannot open folder '{}' to fsync it: {}", dir, errno_text());
+    const int rc = ::fsync(fd);
+    const int err = errno;
+    ::close(fd);
+    // Some file systems refuse fsync on a folder (EINVAL): they have nothing to flush for it.
+    TS_CHECK(rc == 0 || err == EINVAL || err == ENOTSUP, "fsync of folder '{}' failed: {}", dir,
+             std::strerror(err));
+  }
+};
+
+std::atomic<FileSystem*> current{nullptr};
+
+}  // namespace
+
+FileSystem& posix_file_system() {
+  static PosixFileSystem fs;
+  return fs;
+}
+
+FileSystem& file_system() {
+  FileSystem* fs = current.load();
+  return fs ? *fs : posix_file_system();
+}
+
+ScopedFileSystem::ScopedFileSystem(FileSystem& fs) : previous_(current.exchange(&fs)) {}
+ScopedFileSystem::~ScopedFileSystem() {
+  current.store(previous_);
+}
+
+std::string parent_directory(const std::string& path) {
+  const std::string p = std::filesystem::path(path).parent_path().string();
+  return p.empty() ? "." : p;
+}
+
+std::string join_path(const std::string& dir, const std::string& name) {
+  return (std::filesystem::path(dir) / name).string();
+}
+
+void create_directories_durably(const std::string& path) {
+  FileSystem& fs = file_system();
+  if (path.empty() || fs.type(path) == FileType::directory) return;
+  const std::string parent = parent_directory(path);
+  if (parent != path) create_directories_durably(parent);
+  if (fs.create_directory(path)) fs.sync_directory(parent);
+}
+
+bool remove_all(const std::string& path) {
+  FileSystem& fs = file_system();
+  const FileType t = fs.type(path);
+  if (t == FileType::none) return false;
+  if (t == FileType::directory)
+    for (const DirEntry& e : fs.list_directory(path)) remove_all(join_path(path, e.name));
+  fs.remove(path);
+  return true;
+}
+
+void remove_all_quietly(const std::string& path) noexcept {
+  try {
+    remove_all(path);
+  } catch (...) {
+  }
+}
+
+uint64_t file_size(const std::string& path) {
+  return file_system().open_file(path)->size();
+}
+
+}  // namespace tessera
