@@ -5,6 +5,7 @@
 // checkpoint, bit for bit, and never a partial one. Each test prints its figure ("[figure]").
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -12,8 +13,10 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "ckpt/checkpoint.h"
+#include "core/file_system.h"
 #include "dist/local_comm.h"
 #include "fault_file_system.h"
 #include "nn/safetensors.h"
@@ -363,4 +366,33 @@ TEST(CheckpointFaults, FullDiskFailsTheSaveNamingTheFileAndKeepsTheOldOnes) {
     EXPECT_NO_THROW(ckpt::verify_checkpoint(ckpt::checkpoint_dir(run.string(), 1), nullptr));
     EXPECT_TRUE(restart_and_load(run) == sc.before);
   }
+}
+
+// TESSERA_FAULT_FS's file system (soak runs of the real binary): the write that crosses the
+// free space writes what fits and fails with ENOSPC naming the file; the disk then stays full
+// until `full_for_s` has passed.
+TEST(CheckpointFaults, AFillingDiskFailsWritesThenHasRoomAgain) {
+  const fs::path root = tessera::testing::scratch_dir("ckpt_filling");
+  const std::unique_ptr<tessera::FileSystem> disk = tessera::filling_file_system(10, 0.2);
+  const std::string a = (root / "a").string(), b = (root / "b").string();
+  {
+    std::unique_ptr<tessera::WritableFile> f = disk->create_file(a);
+    f->append("0123456", 7);
+    try {
+      f->append("789abc", 6);
+      FAIL() << "a write past the free space succeeded";
+    } catch (const tessera::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'" + a + "'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("No space left on device"), std::string::npos)
+          << e.what();
+    }
+    f->close();
+  }
+  EXPECT_EQ(tessera::file_size(a), 10u);  // what fitted
+  std::unique_ptr<tessera::WritableFile> g = disk->create_file(b);
+  EXPECT_THROW(g->append("x", 1), tessera::Error);  // still full
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  g->append("room again", 10);
+  g->close();
+  EXPECT_EQ(tessera::file_size(b), 10u);
 }

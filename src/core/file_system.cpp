@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 
 #include "core/error.h"
 
@@ -151,6 +154,73 @@ class PosixFileSystem final : public FileSystem {
   }
 };
 
+// The bytes a FillingFileSystem may still write, shared by its files (and their threads). Once
+// full, the disk stays full for `full_for_s` seconds (forever when negative), then has room
+// again: space that someone freed.
+class FreeSpace {
+ public:
+  FreeSpace(uint64_t bytes, double full_for_s) : left_(bytes), full_for_s_(full_for_s) {}
+  // Takes up to n bytes; returns how many it got.
+  uint64_t take(uint64_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (left_ == 0 && full_for_s_ >= 0 &&
+        std::chrono::duration<double>(now - full_since_).count() >= full_for_s_)
+      left_ = UINT64_MAX;
+    const uint64_t got = std::min(n, left_);
+    left_ -= got;
+    if (got > 0 && left_ == 0) full_since_ = now;  // it filled just now
+    return got;
+  }
+
+ private:
+  std::mutex mu_;
+  uint64_t left_;
+  double full_for_s_;
+  std::chrono::steady_clock::time_point full_since_ = std::chrono::steady_clock::now();
+};
+
+class FillingWritableFile final : public WritableFile {
+ public:
+  FillingWritableFile(std::string path, std::unique_ptr<WritableFile> file, FreeSpace& space)
+      : path_(std::move(path)), file_(std::move(file)), space_(space) {}
+  void append(const void* data, uint64_t n) override {
+    const uint64_t fits = space_.take(n);
+    if (fits > 0) file_->append(data, fits);
+    TS_CHECK(fits == n, "writing '{}' failed: {}", path_, std::strerror(ENOSPC));
+  }
+  void sync() override { file_->sync(); }
+  void close() override { file_->close(); }
+
+ private:
+  std::string path_;
+  std::unique_ptr<WritableFile> file_;
+  FreeSpace& space_;
+};
+
+class FillingFileSystem final : public FileSystem {
+ public:
+  FillingFileSystem(uint64_t free_bytes, double full_for_s) : space_(free_bytes, full_for_s) {}
+  std::unique_ptr<WritableFile> create_file(const std::string& path) override {
+    return std::make_unique<FillingWritableFile>(path, posix().create_file(path), space_);
+  }
+  std::unique_ptr<ReadableFile> open_file(const std::string& path) override {
+    return posix().open_file(path);
+  }
+  void rename(const std::string& from, const std::string& to) override { posix().rename(from, to); }
+  bool create_directory(const std::string& path) override { return posix().create_directory(path); }
+  bool remove(const std::string& path) override { return posix().remove(path); }
+  std::vector<DirEntry> list_directory(const std::string& dir) override {
+    return posix().list_directory(dir);
+  }
+  FileType type(const std::string& path) override { return posix().type(path); }
+  void sync_directory(const std::string& dir) override { posix().sync_directory(dir); }
+
+ private:
+  static FileSystem& posix() { return posix_file_system(); }
+  FreeSpace space_;
+};
+
 std::atomic<FileSystem*> current{nullptr};
 
 }  // namespace
@@ -158,6 +228,10 @@ std::atomic<FileSystem*> current{nullptr};
 FileSystem& posix_file_system() {
   static PosixFileSystem fs;
   return fs;
+}
+
+std::unique_ptr<FileSystem> filling_file_system(uint64_t free_bytes, double full_for_s) {
+  return std::make_unique<FillingFileSystem>(free_bytes, full_for_s);
 }
 
 FileSystem& file_system() {

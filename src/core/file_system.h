@@ -59,6 +59,12 @@ class FileSystem {
 };
 
 FileSystem& posix_file_system();
+// The POSIX file system on a disk that fills up: after `free_bytes` more bytes have been
+// written, every write fails with ENOSPC (the one that crosses the limit writes what fits);
+// `full_for_s` seconds after it filled (never, when negative) it has room again. For
+// fault-injection runs of the real binary: TESSERA_FAULT_FS=enospc[:BYTES[:SECONDS]] makes
+// `tessera train` use it (tests/mpi/soak_tests.sh); tests swap in richer faults themselves.
+std::unique_ptr<FileSystem> filling_file_system(uint64_t free_bytes, double full_for_s = -1);
 // The file system every checkpoint path uses: posix_file_system() unless a ScopedFileSystem
 // is alive. Process-wide (background writer threads see it too).
 FileSystem& file_system();
