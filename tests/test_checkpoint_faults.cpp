@@ -5,6 +5,7 @@
 // checkpoint, bit for bit, and never a partial one. Each test prints its figure ("[figure]").
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -235,12 +236,18 @@ struct Tally {
   }
 };
 
+// The three situations a fault test visits in turn: a run's first save, a save that deletes the
+// oldest checkpoint (keep 2), a save over an existing folder of the same step.
+std::array<Scenario, 3> every_scenario(const fs::path& root) {
+  return {make_scenario(root, "first"), make_scenario(root, "keep_k"),
+          make_scenario(root, "overwrite")};
+}
+
 }  // namespace
 
 TEST(CheckpointFaults, WriterKillsInEveryPhaseLeaveTheNewestCommittedCheckpoint) {
   const fs::path root = tessera::testing::scratch_dir("ckpt_kills");
-  const Scenario scenarios[] = {make_scenario(root, "first"), make_scenario(root, "keep_k"),
-                                make_scenario(root, "overwrite")};
+  const std::array<Scenario, 3> scenarios = every_scenario(root);
   std::mt19937_64 rng(16);
   Tally t;
   for (int trial = 0; trial < 200; ++trial) {
@@ -263,8 +270,7 @@ TEST(CheckpointFaults, WriterKillsInEveryPhaseLeaveTheNewestCommittedCheckpoint)
 
 TEST(CheckpointFaults, PowerCutsLeaveTheNewestDurableCheckpoint) {
   const fs::path root = tessera::testing::scratch_dir("ckpt_power");
-  const Scenario scenarios[] = {make_scenario(root, "first"), make_scenario(root, "keep_k"),
-                                make_scenario(root, "overwrite")};
+  const std::array<Scenario, 3> scenarios = every_scenario(root);
   std::mt19937_64 rng(1616);
   Tally t;
   int after_return = 0;

@@ -39,6 +39,9 @@ class Work {
   virtual double end_time() const = 0;
 };
 using WorkHandle = std::shared_ptr<Work>;
+// A Work that was complete when made: what a communicator returns for an operation it finished
+// before returning (one rank's collectives, the store's barrier).
+WorkHandle completed_work();
 
 class Communicator {
  public:

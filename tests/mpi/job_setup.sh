@@ -113,6 +113,17 @@ suspend_rank_1() {
   echo "ok: $name: after rank 1 was suspended (SIGSTOP) the other ranks exited in $elapsed_ms ms naming it"
 }
 
+# losses RUN_DIR: each logged step's [step, loss].
+losses() { jq -c '[.step, .loss]' "$1/metrics.jsonl"; }
+# expect_same_as_reference RUN_DIR WHAT: every loss and the final weights of RUN_DIR equal the
+# uninterrupted run's in $work/ref, bit for bit; fails naming WHAT otherwise.
+expect_same_as_reference() {
+  diff <(losses "$work/ref") <(losses "$1") >"$work/diff.txt" ||
+    fail "$2: losses differ from the uninterrupted run: $(head -4 "$work/diff.txt")"
+  cmp "$work/ref/model.safetensors" "$1/model.safetensors" ||
+    fail "$2: final weights differ from the uninterrupted run"
+}
+
 # Watching a run that restarts (tessera supervise around mpirun, output appended to one log).
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # last_step RUN_DIR: the newest step in RUN_DIR/metrics.jsonl (0: none yet).
@@ -126,6 +137,17 @@ newest_committed() {
     ((s > best)) && best=$s
   done
   echo "$best"
+}
+# wait_for_step RUN_DIR STEP PID WHAT: waits until RUN_DIR has logged STEP (or a later one);
+# fails naming WHAT if process PID (the supervisor) ends first.
+wait_for_step() {
+  local s
+  while :; do
+    s=$(last_step "$1")
+    ((${s:-0} >= $2)) && return 0
+    kill -0 "$3" 2>/dev/null || fail "the job ended before $4: $(tail -5 "$1/run.log")"
+    sleep 0.01
+  done
 }
 # Each start of `tessera train` prints "tessera: training ..." after its resume message
 # ("resuming from DIR/step_N", or none when there was no checkpoint and it starts afresh);

@@ -28,7 +28,6 @@ write_tiny_job "$work/job.toml" model.dropout=0.1 optim.warmup_steps=5 train.ste
 # the logged steps, land at random points of a step and not at whatever step a poll catches.
 sed -i 's/^n_embd = 32$/n_embd = 192/' "$work/job.toml"
 
-losses() { jq -c '[.step, .loss]' "$1/metrics.jsonl"; }
 
 start=$(date +%s)
 "${mpi[@]}" -np "$np" "$tessera" train "$work/job.toml" --out "$work/ref" --no-plot >"$work/ref.log" 2>&1 ||
@@ -49,12 +48,7 @@ regained_ms=()
 lost_steps=()
 for ((k = 1; k <= kills; ++k)); do
   target=$((10 + spacing * (k - 1) + RANDOM % spacing))
-  for _ in $(seq 1 30000); do
-    s=$(last_step "$out")
-    ((${s:-0} >= target)) && break
-    kill -0 "$sup" 2>/dev/null || fail "the job ended before kill $k: $(tail -5 "$out/run.log")"
-    sleep 0.01
-  done
+  wait_for_step "$out" "$target" "$sup" "kill $k"
   rank=$((RANDOM % np))
   kill -9 "$(cat "$out/pid.$rank")" || fail "kill $k: rank $rank (pid $(cat "$out/pid.$rank")) was not running"
   kill_ms=$(now_ms)
@@ -91,10 +85,7 @@ rc=$?
 ((rc == 0)) || fail "supervised: exit status $rc: $(tail -5 "$out/run.log")"
 restarts=$(grep -c 'tessera supervise: run [0-9]* ended' "$out/run.log")
 ((restarts == kills)) || fail "$restarts restarts logged, expected $kills"
-diff <(losses "$work/ref") <(losses "$out") >"$work/diff.txt" ||
-  fail "losses differ from the uninterrupted run: $(head -4 "$work/diff.txt")"
-cmp "$work/ref/model.safetensors" "$out/model.safetensors" ||
-  fail "final weights differ from the uninterrupted run"
+expect_same_as_reference "$out" "supervised"
 echo "ok: $np ranks, $kills SIGKILLs of a random rank, $kills automatic restarts: losses and final" \
   "weights bit-identical to the uninterrupted run"
 echo "[figure] $np ranks, $kills kills: steps lost max $(percentile 100 "${lost_steps[@]}") (interval $interval);" \
