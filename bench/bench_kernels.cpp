@@ -101,7 +101,7 @@ BENCHMARK(BM_gemm_acc_bf16)
 // forward and backward. GFLOP/s counts the useful work over the causal half of the scores
 // (forward 2 B T^2 C, backward twice that; the backward's recomputed scores not counted).
 void attention_bench(benchmark::State& st, bool backward) {
-  const kernels::AttentionDims d{st.range(0), st.range(1), 768, 12};
+  const kernels::AttentionDims d{st.range(0), st.range(1), 768, 12, 12};
   Generator g(6);
   Tensor qkv = Tensor::randn(Shape{d.batch, d.seq, 3 * d.channels}, g, 0.f, 0.5f);
   Tensor out = Tensor::empty(Shape{d.batch, d.seq, d.channels});

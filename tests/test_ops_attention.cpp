@@ -1,5 +1,7 @@
-// Fused causal attention: gradients, a naive reference, causality, and error messages.
+// Fused causal attention (multi-head and grouped-query): gradients, a naive reference, causality,
+// and error messages.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <string>
@@ -17,21 +19,24 @@ namespace {
 Generator gen(7);
 
 // Straight from the definition, in double: per (b, h) explicit scores, causal mask, softmax,
-// weighted sum of values.
+// weighted sum of values. qkv [B, T, C + 2 Ckv] (q heads | k heads | v heads); query head h
+// reads kv head h / (H / Hkv) (Hkv = 0: H).
 std::vector<double> reference_attention(const std::vector<float>& qkv, int64_t B, int64_t T,
-                                        int64_t C, int64_t H) {
-  const int64_t hs = C / H;
+                                        int64_t C, int64_t H, int64_t Hkv = 0) {
+  if (Hkv == 0) Hkv = H;
+  const int64_t hs = C / H, Ckv = Hkv * hs, width = C + 2 * Ckv;
   const double scale = 1.0 / std::sqrt(double(hs));
-  auto at = [&](int64_t b, int64_t t, int64_t c) { return double(qkv[(b * T + t) * 3 * C + c]); };
+  auto at = [&](int64_t b, int64_t t, int64_t c) { return double(qkv[(b * T + t) * width + c]); };
   std::vector<double> out(size_t(B * T * C), 0.0);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < T; ++i) {
+        const int64_t k_col = C + h / (H / Hkv) * hs, v_col = k_col + Ckv;
         std::vector<double> s(size_t(T), -INFINITY);
         double mx = -INFINITY;
         for (int64_t j = 0; j <= i; ++j) {
           double dot = 0;
-          for (int64_t d = 0; d < hs; ++d) dot += at(b, i, h * hs + d) * at(b, j, C + h * hs + d);
+          for (int64_t d = 0; d < hs; ++d) dot += at(b, i, h * hs + d) * at(b, j, k_col + d);
           s[size_t(j)] = dot * scale;
           mx = std::max(mx, s[size_t(j)]);
         }
@@ -40,7 +45,7 @@ std::vector<double> reference_attention(const std::vector<float>& qkv, int64_t B
         for (int64_t j = 0; j <= i; ++j) {
           const double p = std::exp(s[size_t(j)] - mx) / z;
           for (int64_t d = 0; d < hs; ++d)
-            out[size_t((b * T + i) * C + h * hs + d)] += p * at(b, j, 2 * C + h * hs + d);
+            out[size_t((b * T + i) * C + h * hs + d)] += p * at(b, j, v_col + d);
         }
       }
   return out;
@@ -187,7 +192,7 @@ TEST(OpsAttention, BadCallsNameOpShapesAndExpectation) {
       [] {
         ops::attention(Tensor::randn(Shape{2, 3, 24}, gen), 5);
       },
-      {"attention", "f32[2, 3, 24]", "n_head = 5", "dividing C"});
+      {"attention", "f32[2, 3, 24]", "n_head = 5", "divisible by 15"});
   expect_error(
       [] {
         ops::attention(Tensor::randn(Shape{2, 3, 25}, gen), 1);
@@ -208,4 +213,126 @@ TEST(OpsAttention, BadCallsNameOpShapesAndExpectation) {
         ops::attention(Tensor::randn(Shape{1, 3, 24}, gen), 0);
       },
       {"attention", "n_head = 0"});
+  expect_error(
+      [] {
+        ops::attention(Tensor::randn(Shape{1, 3, 24}, gen), 4, 3);
+      },
+      {"attention", "n_head = 4", "n_kv_head = 3", "dividing n_head"});
+  expect_error(
+      [] {
+        ops::attention(Tensor::randn(Shape{1, 3, 26}, gen), 4, 2);
+      },
+      {"attention", "f32[1, 3, 26]", "n_kv_head = 2", "divisible by 8"});
+}
+
+// ---- grouped-query attention: qkv [B, T, (H + 2 Hkv) * hs] ----
+
+struct GqaCase {
+  int64_t B, T, H, Hkv, hs;
+};
+
+std::string gqa_name(const GqaCase& c) {
+  return "B=" + std::to_string(c.B) + " T=" + std::to_string(c.T) + " H=" + std::to_string(c.H) +
+         " Hkv=" + std::to_string(c.Hkv) + " hs=" + std::to_string(c.hs);
+}
+
+Shape gqa_shape(const GqaCase& c) {
+  return Shape{c.B, c.T, (c.H + 2 * c.Hkv) * c.hs};
+}
+
+TEST(OpsAttention, GroupedQueryGradientsMatchFiniteDifferences) {
+  // GQA (2 query heads per kv head), MQA (Hkv = 1) and MHA (Hkv = H); T crosses a query block.
+  for (GqaCase c : {GqaCase{2, 5, 4, 2, 4}, GqaCase{1, 37, 4, 2, 6}, GqaCase{2, 6, 4, 1, 4},
+                    GqaCase{1, 35, 4, 1, 5}, GqaCase{2, 5, 4, 4, 4}, GqaCase{1, 1, 6, 3, 4}}) {
+    SCOPED_TRACE(gqa_name(c));
+    const int H = int(c.H), Hkv = int(c.Hkv);
+    GradCheckOptions opt;
+    opt.max_checks = 40;
+    check_gradients([H, Hkv](auto& in) { return ops::attention(in[0], H, Hkv); },
+                    {Tensor::randn(gqa_shape(c), gen, 0.f, 0.7f)}, opt);
+  }
+}
+
+TEST(OpsAttention, GroupedQueryForwardMatchesNaiveReference) {
+  for (GqaCase c : {GqaCase{2, 33, 4, 2, 8}, GqaCase{1, 70, 8, 1, 16}, GqaCase{2, 17, 6, 3, 12},
+                    GqaCase{1, 40, 4, 2, 64}}) {
+    SCOPED_TRACE(gqa_name(c));
+    Tensor qkv = Tensor::randn(gqa_shape(c), gen, 0.f, 2.f);
+    Tensor out = ops::attention(qkv, int(c.H), int(c.Hkv));
+    const int64_t C = c.H * c.hs;
+    ASSERT_EQ(out.shape(), (Shape{c.B, c.T, C}));
+    EXPECT_LT(max_rel_diff(out.to_vector(),
+                           reference_attention(qkv.to_vector(), c.B, c.T, C, c.H, c.Hkv)),
+              5e-6);
+  }
+}
+
+// n_kv_head = n_head is today's multi-head layout: the same bits, forward and backward.
+TEST(OpsAttention, KvHeadsEqualToHeadsIsMultiHeadAttentionBitForBit) {
+  const Tensor x = Tensor::randn(Shape{2, 45, 3 * 48}, gen);
+  const Tensor r = Tensor::randn(Shape{2, 45, 48}, gen);
+  auto run = [&](int kv, Tensor& grad) {
+    Tensor leaf = x.clone().set_requires_grad();
+    Tensor y = kv == 0 ? ops::attention(leaf, 4) : ops::attention(leaf, 4, kv);
+    ops::sum(ops::mul(y, r)).backward();
+    grad = leaf.grad();
+    return y.to_vector();
+  };
+  Tensor g_mha, g_gqa;
+  EXPECT_EQ(run(0, g_mha), run(4, g_gqa));
+  EXPECT_EQ(g_mha.to_vector(), g_gqa.to_vector());
+}
+
+// Grouped-query attention is multi-head attention with each kv head repeated for its group:
+// the same output, and each kv head's gradient is the sum of its copies' gradients.
+TEST(OpsAttention, GroupedQueryEqualsMultiHeadWithRepeatedKvHeads) {
+  const int64_t B = 2, T = 21, H = 6, Hkv = 2, hs = 8, G = H / Hkv;
+  const int64_t C = H * hs, Ckv = Hkv * hs;
+  const Tensor x = Tensor::randn(Shape{B, T, C + 2 * Ckv}, gen);
+  std::vector<float> xv = x.to_vector(), rep(size_t(B * T * 3 * C));
+  for (int64_t bt = 0; bt < B * T; ++bt)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < hs; ++d) {
+        const float* row = xv.data() + bt * (C + 2 * Ckv);
+        float* out = rep.data() + bt * 3 * C;
+        out[h * hs + d] = row[h * hs + d];
+        out[C + h * hs + d] = row[C + h / G * hs + d];
+        out[2 * C + h * hs + d] = row[C + Ckv + h / G * hs + d];
+      }
+  const Tensor r = Tensor::randn(Shape{B, T, C}, gen);
+  Tensor gqa_leaf = x.clone().set_requires_grad();
+  Tensor mha_leaf = Tensor::from_vector(rep, Shape{B, T, 3 * C}).set_requires_grad();
+  Tensor y_gqa = ops::attention(gqa_leaf, int(H), int(Hkv));
+  Tensor y_mha = ops::attention(mha_leaf, int(H));
+  EXPECT_LT(relative_error(y_gqa, y_mha), 1e-6);
+  ops::sum(ops::mul(y_gqa, r)).backward();
+  ops::sum(ops::mul(y_mha, r)).backward();
+  std::vector<float> g_mha = mha_leaf.grad().to_vector(), folded(xv.size(), 0.f);
+  for (int64_t bt = 0; bt < B * T; ++bt)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < hs; ++d) {
+        const float* in = g_mha.data() + bt * 3 * C;
+        float* row = folded.data() + bt * (C + 2 * Ckv);
+        row[h * hs + d] = in[h * hs + d];
+        row[C + h / G * hs + d] += in[C + h * hs + d];
+        row[C + Ckv + h / G * hs + d] += in[2 * C + h * hs + d];
+      }
+  EXPECT_LT(relative_error(gqa_leaf.grad(), Tensor::from_vector(folded, x.shape())), 1e-6);
+}
+
+// The kv gradients sum over the group in a fixed order: the same bits on 1 and 2 threads.
+TEST(OpsAttention, GroupedQueryBackwardIsReproducible) {
+  const Tensor x = Tensor::randn(Shape{3, 70, (8 + 2 * 2) * 32}, gen);
+  const Tensor r = Tensor::randn(Shape{3, 70, 8 * 32}, gen);
+  auto grad = [&](int threads) {
+    omp_set_num_threads(threads);
+    Tensor leaf = x.clone().set_requires_grad();
+    ops::sum(ops::mul(ops::attention(leaf, 8, 2), r)).backward();
+    return leaf.grad().to_vector();
+  };
+  const int before = omp_get_max_threads();
+  const std::vector<float> one = grad(1), two = grad(2), again = grad(2);
+  omp_set_num_threads(before);
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(two, again);
 }

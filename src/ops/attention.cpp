@@ -1,4 +1,5 @@
-// attention: fused causal multi-head self-attention (kernels/cpu/attention.h).
+// attention: fused causal grouped-query self-attention (kernels/cpu/attention.h); multi-head
+// attention is the case n_kv_head = n_head, and runs exactly the same arithmetic as before GQA.
 //
 // Under bf16 / f16 autocast q, k, v are rounded to the autocast dtype on both backends, and so
 // is the incoming gradient in the backward (as the GEMM ops round their operands and dY); the
@@ -26,31 +27,47 @@ Tensor rounded_f32(const Tensor& x, DType t) {
   return t == DType::f32 ? x.contiguous() : x.to(t).to(DType::f32);
 }
 
+// The dims of a fused qkv [B, T, (n_head + 2 n_kv_head) * hs], checked.
+kernels::AttentionDims checked_dims(const char* op, const Tensor& qkv, int n_head, int n_kv_head) {
+  check_defined(op, "qkv", qkv);
+  TS_CHECK(n_head > 0 && n_kv_head > 0 && n_head % n_kv_head == 0,
+           "attention: n_head = {}, n_kv_head = {}: expected n_kv_head > 0 dividing n_head > 0",
+           n_head, n_kv_head);
+  TS_CHECK(qkv.ndim() == 3,
+           "attention: qkv is {}, expected 3 dims [B, T, (n_head + 2 n_kv_head) * head_size]",
+           qkv.desc());
+  TS_CHECK(qkv.dtype() == DType::f32, "attention: qkv is {}, expected dtype f32", qkv.desc());
+  const int64_t heads_in_row = int64_t(n_head) + 2 * int64_t(n_kv_head);
+  const int64_t width = qkv.dim(2);
+  TS_CHECK(width > 0 && width % heads_in_row == 0,
+           "attention: qkv is {}, n_head = {}, n_kv_head = {}: expected a last dim "
+           "(n_head + 2 n_kv_head) * head_size > 0, divisible by {} (q heads | k heads | v heads)",
+           qkv.desc(), n_head, n_kv_head, heads_in_row);
+  const int64_t hs = width / heads_in_row;
+  return {qkv.dim(0), qkv.dim(1), n_head * hs, n_head, n_kv_head};
+}
+
 }  // namespace
 
 Tensor attention(const Tensor& qkv0, int n_head) {
+  return attention(qkv0, n_head, n_head);
+}
+
+Tensor attention(const Tensor& qkv0, int n_head, int n_kv_head) {
   const char* op = "attention";
-  check_defined(op, "qkv", qkv0);
+  const kernels::AttentionDims dims = checked_dims(op, qkv0, n_head, n_kv_head);
   const Device dev = qkv0.device();
-  TS_CHECK(qkv0.ndim() == 3, "attention: qkv is {}, expected 3 dims [B, T, 3C]", qkv0.desc());
-  TS_CHECK(qkv0.dtype() == DType::f32, "attention: qkv is {}, expected dtype f32", qkv0.desc());
-  const int64_t B = qkv0.dim(0), T = qkv0.dim(1), C3 = qkv0.dim(2);
-  TS_CHECK(C3 % 3 == 0 && C3 > 0,
-           "attention: qkv is {}, expected a last dim 3C > 0 divisible by 3 (q | k | v)",
-           qkv0.desc());
-  const int64_t C = C3 / 3;
-  TS_CHECK(n_head > 0 && C % n_head == 0,
-           "attention: qkv is {} (C = {}), n_head = {}: expected n_head > 0 dividing C",
-           qkv0.desc(), C, n_head);
+  const int64_t B = dims.batch, T = dims.seq, C = dims.channels;
+  const int64_t hs = kernels::attention_head_size(dims);
 
   const DType ac = autocast_dtype();  // f32, bf16 or f16
   bool tensor_cores = false;
   if (is_cuda(dev)) {
-    tensor_cores = ac != DType::f32 && kernels::cuda_attention_tc_supports(C / n_head);
+    tensor_cores = ac != DType::f32 && kernels::cuda_attention_tc_supports(hs);
     TS_CHECK(
-        tensor_cores || C / n_head <= kernels::kCudaAttentionMaxHeadSize,
-        "attention: head size {} (C = {}, n_head = {}) on {}: the CUDA kernel takes at most {}",
-        C / n_head, C, n_head, dev.str(), kernels::kCudaAttentionMaxHeadSize);
+        tensor_cores || hs <= kernels::kCudaAttentionMaxHeadSize,
+        "attention: head size {} (qkv {}, n_head = {}) on {}: the CUDA kernel takes at most {}", hs,
+        qkv0.desc(), n_head, dev.str(), kernels::kCudaAttentionMaxHeadSize);
   }
   // What the kernels read: the 16-bit qkv for the tensor cores, else f32 (rounded under
   // autocast). The backward reads the same tensor.
@@ -58,7 +75,6 @@ Tensor attention(const Tensor& qkv0, int n_head) {
   Tensor out = Tensor::empty(Shape{B, T, C}, DType::f32, dev);
   // Per-row log-sum-exp: all backward needs beyond qkv and out to rebuild the probabilities.
   Tensor lse = Tensor::empty(Shape{B, n_head, T}, DType::f32, dev);
-  const kernels::AttentionDims dims{B, T, C, n_head};
   if (B * T > 0) {
     if (tensor_cores) {
       dispatch_float(ac, op, [&](auto tag) {

@@ -58,8 +58,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 // ---- lookup, attention, convolution ----
 Tensor embedding(const Tensor& weight, const Tensor& ids);  // weight [V, C], ids i32 -> [..., C]
 // Causal multi-head self-attention: qkv [B, T, 3C] laid out (q | k | v), heads of C / n_head.
-// Returns the context [B, T, C] (before the output projection).
+// Returns the context [B, T, C] (before the output projection). = attention(qkv, n_head, n_head).
 Tensor attention(const Tensor& qkv, int n_head);
+// Causal grouped-query self-attention (Llama): qkv [B, T, (n_head + 2 n_kv_head) * hs] laid out
+// (q heads | k heads | v heads); query head h attends with kv head h / (n_head / n_kv_head).
+// n_kv_head divides n_head (n_kv_head = n_head: multi-head, bit-identical to the overload above;
+// n_kv_head = 1: multi-query). Returns the context [B, T, n_head * hs]. The gradient of a kv
+// head sums over its query heads in a fixed order (reproducible run to run).
+Tensor attention(const Tensor& qkv, int n_head, int n_kv_head);
 // x [N, Cin, H, W], w [Cout, Cin, kh, kw], b [Cout] (optional).
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1, int padding = 0);
 Tensor max_pool2d(const Tensor& x, int kernel, int stride);

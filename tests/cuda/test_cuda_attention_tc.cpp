@@ -50,30 +50,35 @@ constexpr double kTolLse = 1e-4;
 struct Case {
   int64_t B, T, H, hs;
   float stddev = 1.f;  // of q, k, v: 2 makes the softmax sharp (score std 4 instead of 1)
+  int64_t Hkv = 0;     // kv heads (grouped-query attention); 0: H
 };
 
 kernels::AttentionDims dims(const Case& c) {
-  return {c.B, c.T, c.H * c.hs, c.H};
+  return {c.B, c.T, c.H * c.hs, c.H, c.Hkv > 0 ? c.Hkv : c.H};
 }
 
 std::string case_name(const Case& c) {
   return "attention_tc T" + std::to_string(c.T) + " hs" + std::to_string(c.hs) + " BH" +
-         std::to_string(c.B * c.H) + (c.stddev > 1.f ? " sharp" : "");
+         std::to_string(c.B * c.H) + (c.Hkv > 0 ? " kv" + std::to_string(c.Hkv) : "") +
+         (c.stddev > 1.f ? " sharp" : "");
 }
 
-// One third of a [rows, 3C] gradient: 0 = dq, 1 = dk, 2 = dv.
-std::vector<float> third(const std::vector<float>& dqkv, int64_t rows, int64_t C, int which) {
-  std::vector<float> out(size_t(rows * C));
+// One part of a [rows, C + 2 Ckv] gradient: 0 = dq [rows, C], 1 = dk, 2 = dv [rows, Ckv].
+std::vector<float> part(const std::vector<float>& dqkv, int64_t rows,
+                        const kernels::AttentionDims& d, int which) {
+  const int64_t width = kernels::attention_qkv_width(d), Ckv = kernels::attention_kv_channels(d);
+  const int64_t n = which == 0 ? d.channels : Ckv;
+  const int64_t col = which == 0 ? 0 : d.channels + (which - 1) * Ckv;
+  std::vector<float> out(size_t(rows * n));
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < C; ++c)
-      out[size_t(r * C + c)] = dqkv[size_t(r * 3 * C + which * C + c)];
+    for (int64_t c = 0; c < n; ++c) out[size_t(r * n + c)] = dqkv[size_t(r * width + col + c)];
   return out;
 }
 
 // dq, dk and dv each within `bound` of the reference (the whole dqkv at T = 1); one [cmp] line.
 void expect_grad_close(const std::string& op, const char* dtype, const std::vector<float>& got,
                        const std::vector<float>& want, const Case& c, double bound) {
-  const int64_t rows = c.B * c.T, C = c.H * c.hs;
+  const int64_t rows = c.B * c.T;
   if (c.T == 1) {
     expect_close(op + " dqkv", dtype, got, want, bound);
     return;
@@ -82,7 +87,7 @@ void expect_grad_close(const std::string& op, const char* dtype, const std::vect
   double worst = 0;
   std::string detail;
   for (int p = 0; p < 3; ++p) {
-    const double e = rel_error(third(got, rows, C, p), third(want, rows, C, p));
+    const double e = rel_error(part(got, rows, dims(c), p), part(want, rows, dims(c), p));
     EXPECT_LE(e, bound) << op << " (" << dtype << "): " << names[p] << " normwise relative error";
     worst = std::max(worst, e);
     detail += std::string(p ? ", " : "") + names[p] + " " + sci(e);
@@ -95,8 +100,8 @@ void expect_grad_close(const std::string& op, const char* dtype, const std::vect
 template <class T>
 void check_case(Rng& rng, const Case& c, bool vs_cuda_core) {
   const kernels::AttentionDims d = dims(c);
-  const auto nqkv = size_t(c.B * c.T * 3 * d.channels), nout = size_t(c.B * c.T * d.channels);
-  const auto nlse = size_t(c.B * c.H * c.T);
+  const auto nqkv = size_t(c.B * c.T * kernels::attention_qkv_width(d));
+  const auto nout = size_t(c.B * c.T * d.channels), nlse = size_t(c.B * c.H * c.T);
   const std::string name = case_name(c);
   const char* dt = type_name<T>();
   const std::vector<T> qkv16 = to_storage<T>(rng.normal(nqkv, c.stddev));
@@ -133,8 +138,17 @@ void check_case(Rng& rng, const Case& c, bool vs_cuda_core) {
 }
 
 std::vector<Case> cases(int64_t hs) {
-  return {{3, 1, 2, hs},   {2, 17, 3, hs},   {2, 64, 3, hs},      {2, 100, 3, hs},
-          {2, 256, 3, hs}, {1, 1024, 2, hs}, {2, 100, 2, hs, 2.f}};
+  return {{3, 1, 2, hs},
+          {2, 17, 3, hs},
+          {2, 64, 3, hs},
+          {2, 100, 3, hs},
+          {2, 256, 3, hs},
+          {1, 1024, 2, hs},
+          {2, 100, 2, hs, 2.f},
+          // grouped-query (2 query heads per kv head) and multi-query attention
+          {2, 100, 4, hs, 1.f, 2},
+          {1, 130, 4, hs, 1.f, 1},
+          {2, 1, 4, hs, 1.f, 2}};
 }
 
 TEST_F(CudaAttentionTc, Bf16MatchesCpuOnRoundedInputs) {
@@ -161,10 +175,10 @@ TEST_F(CudaAttentionTc, F16MatchesCpuOnRoundedInputs) {
 TEST_F(CudaAttentionTc, RepeatRunsAreBitIdentical) {
   Rng rng;
   TS_TRACE_SEED(rng);
-  const Case c{2, 300, 3, 64};
+  const Case c{2, 300, 4, 64, 1.f, 2};  // grouped-query: the dk/dv sums over a group
   const kernels::AttentionDims d = dims(c);
-  const auto nqkv = size_t(c.B * c.T * 3 * d.channels), nout = size_t(c.B * c.T * d.channels);
-  const auto nlse = size_t(c.B * c.H * c.T);
+  const auto nqkv = size_t(c.B * c.T * kernels::attention_qkv_width(d));
+  const auto nout = size_t(c.B * c.T * d.channels), nlse = size_t(c.B * c.H * c.T);
   DevBuf<bf16> qkv(to_storage<bf16>(rng.normal(nqkv)));
   DevBuf<float> dout(rng.normal(nout));
   std::vector<float> first[3];
@@ -186,14 +200,17 @@ TEST_F(CudaAttentionTc, RepeatRunsAreBitIdentical) {
 
 // The op under autocast: on the GPU the tensor-core kernels (head size 64 / 128), on the CPU
 // the f32 kernel on rounded values. Output and gradient are f32 on both.
-void compare_op(cudatest::Rng& rng, DType ac, const Shape& shape, int heads, double bound) {
+void compare_op(cudatest::Rng& rng, DType ac, const Shape& shape, int heads, double bound,
+                int kv_heads = 0) {
+  if (kv_heads == 0) kv_heads = heads;
   const char* dt = dtype_name(ac);
-  const std::string name =
-      "attention op hs" + std::to_string(shape[2] / 3 / heads) + " T" + std::to_string(shape[1]);
+  const std::string name = "attention op hs" + std::to_string(shape[2] / (heads + 2 * kv_heads)) +
+                           " T" + std::to_string(shape[1]) +
+                           (kv_heads == heads ? "" : " kv" + std::to_string(kv_heads));
   AutocastGuard guard(ac);
   const Tensor x = Tensor::from_vector(rng.normal(size_t(shape.numel())), shape);
   Tensor xc = x.clone().set_requires_grad(), xg = x.to(Device::cuda(0)).set_requires_grad();
-  Tensor yc = ops::attention(xc, heads), yg = ops::attention(xg, heads);
+  Tensor yc = ops::attention(xc, heads, kv_heads), yg = ops::attention(xg, heads, kv_heads);
   ASSERT_TRUE(yg.is_cuda());
   EXPECT_EQ(yg.dtype(), DType::f32);
   expect_close(name + " fwd", dt, yg.to_vector(), yc.to_vector(), bound);
@@ -214,24 +231,29 @@ TEST_F(CudaAttentionTc, OpUnderAutocastMatchesCpu) {
   // Head size 32: the f32 CUDA-core kernel on rounded values, like the CPU: only the order of
   // f32 sums differs.
   compare_op(rng, DType::bf16, Shape{2, 77, 3 * 64}, 2, tol<float>());
+  // Grouped-query (Llama 3's 4 query heads per kv head) on the tensor cores and the CUDA cores.
+  compare_op(rng, DType::bf16, Shape{2, 77, (8 + 2 * 2) * 64}, 8, tol<bf16>(), 2);
+  compare_op(rng, DType::f16, Shape{1, 70, (4 + 2 * 1) * 128}, 4, tol<f16>(), 1);
+  compare_op(rng, DType::f32, Shape{2, 77, (8 + 2 * 2) * 64}, 8, tol<float>(), 2);
 }
 
 // ---- host side: no device needed ----
 
 TEST(AttentionTcHost, LaunchGeometry) {
   for (int64_t T : {1, 63, 64, 65, 100, 1024, 1025}) {
-    const cuda::AttentionTcLaunch L = cuda::attention_tc_launch({3, T, 768, 12});
+    const cuda::AttentionTcLaunch L = cuda::attention_tc_launch({3, T, 768, 12, 4});
     EXPECT_EQ(L.tiles, unsigned((T + 63) / 64)) << T;
     EXPECT_EQ(L.pairs, 36u);
+    EXPECT_EQ(L.kv_pairs, 12u);
     EXPECT_EQ(L.threads, unsigned(cuda::kAttentionTcWarps * 32));
     EXPECT_EQ(L.head_size, 64);
   }
-  EXPECT_EQ(cuda::attention_tc_launch({1, 0, 768, 12}).tiles, 0u);
+  EXPECT_EQ(cuda::attention_tc_launch({1, 0, 768, 12, 12}).tiles, 0u);
   // Shared memory per block: the tiles, padded rows and scratch of attention_tc.cu's layout.
   // All fit an sm_80 block (163 KiB opt-in) and an sm_90 one (227 KiB); the forward at head
   // size 64 fits the default 48 KiB.
-  const cuda::AttentionTcLaunch a = cuda::attention_tc_launch({1, 8, 128, 2});
-  const cuda::AttentionTcLaunch b = cuda::attention_tc_launch({1, 8, 256, 2});
+  const cuda::AttentionTcLaunch a = cuda::attention_tc_launch({1, 8, 128, 2, 2});
+  const cuda::AttentionTcLaunch b = cuda::attention_tc_launch({1, 8, 256, 2, 1});
   EXPECT_EQ(a.head_size, 64);
   EXPECT_EQ(b.head_size, 128);
   EXPECT_EQ(a.smem_forward, 45056u);
@@ -252,18 +274,20 @@ TEST(AttentionTcHost, HeadSizes) {
 TEST(AttentionTcHost, ArgumentErrorsComeBeforeAnyDeviceWork) {
   expect_error(
       [] {
-        cuda::attention_tc_launch({1, 16, 288, 3});
+        cuda::attention_tc_launch({1, 16, 288, 3, 3});
       },
       {"head size 96", "C 288", "H 3", "64 or 128"});
-  expect_error([] { cuda::attention_tc_launch({1, 16, 100, 3}); }, {"channels 100", "heads 3"});
-  expect_error([] { cuda::attention_tc_launch({1, 16, 100, 0}); }, {"heads 0"});
+  expect_error([] { cuda::attention_tc_launch({1, 16, 100, 3, 3}); }, {"channels 100", "heads 3"});
+  expect_error([] { cuda::attention_tc_launch({1, 16, 100, 0, 1}); }, {"heads 0"});
+  expect_error([] { cuda::attention_tc_launch({1, 16, 256, 4, 3}); }, {"kv_heads 3", "heads 4"});
+  expect_error([] { cuda::attention_tc_launch({1, 16, 256, 4, 0}); }, {"kv_heads 0"});
   expect_error(
       [] {
-        cuda::attention_tc_launch({65536, 16, 64, 1});
+        cuda::attention_tc_launch({65536, 16, 64, 1, 1});
       },
       {"batch * heads = 65536", "65535"});
-  expect_error([] { cuda::attention_tc_launch({1, -1, 64, 1}); }, {"seq -1"});
-  const kernels::AttentionDims d{1, 16, 128, 2};
+  expect_error([] { cuda::attention_tc_launch({1, -1, 64, 1, 1}); }, {"seq -1"});
+  const kernels::AttentionDims d{1, 16, 128, 2, 2};
   alignas(16) static bf16 qkv[16 * 3 * 128 + 8];
   alignas(16) static float out[16 * 128 + 4], lse[2 * 16];
   alignas(16) static float dqkv[16 * 3 * 128 + 4];
@@ -279,12 +303,12 @@ TEST(AttentionTcHost, ArgumentErrorsComeBeforeAnyDeviceWork) {
                {"dout is null"});
   expect_error(
       [&] {
-        cuda::attention_tc_forward<f16>({1, 16, 96, 2}, nullptr, nullptr, nullptr);
+        cuda::attention_tc_forward<f16>({1, 16, 96, 2, 2}, nullptr, nullptr, nullptr);
       },
       {"head size 48"});
   // Nothing to do: returns before looking at the pointers or the device.
-  cuda::attention_tc_forward<bf16>({0, 16, 128, 2}, nullptr, nullptr, nullptr);
-  cuda::attention_tc_backward<f16>({2, 0, 128, 2}, nullptr, nullptr, nullptr, nullptr, nullptr);
+  cuda::attention_tc_forward<bf16>({0, 16, 128, 2, 2}, nullptr, nullptr, nullptr);
+  cuda::attention_tc_backward<f16>({2, 0, 128, 2, 2}, nullptr, nullptr, nullptr, nullptr, nullptr);
 }
 
 }  // namespace

@@ -198,10 +198,11 @@ TEST_F(CudaNnKernels, ConvAndPoolMatchCpu) {
 }
 
 void check_attention(Rng& rng, kernels::AttentionDims d) {
-  const int64_t nqkv = d.batch * d.seq * 3 * d.channels, nout = d.batch * d.seq * d.channels;
-  const int64_t nlse = d.batch * d.heads * d.seq;
-  const std::string name =
-      "attention T" + std::to_string(d.seq) + " hs" + std::to_string(d.channels / d.heads);
+  const int64_t nqkv = d.batch * d.seq * kernels::attention_qkv_width(d);
+  const int64_t nout = d.batch * d.seq * d.channels, nlse = d.batch * d.heads * d.seq;
+  const std::string name = "attention T" + std::to_string(d.seq) + " hs" +
+                           std::to_string(d.channels / d.heads) +
+                           (d.kv_heads == d.heads ? "" : " kv" + std::to_string(d.kv_heads));
   const std::vector<float> qkv = rng.normal(static_cast<size_t>(nqkv));
   const std::vector<float> dout = rng.normal(static_cast<size_t>(nout));
   std::vector<float> out(static_cast<size_t>(nout)), lse(static_cast<size_t>(nlse)),
@@ -241,9 +242,18 @@ void check_attention(Rng& rng, kernels::AttentionDims d) {
 TEST_F(CudaNnKernels, AttentionMatchesCpu) {
   Rng rng;
   TS_TRACE_SEED(rng);
-  check_attention(rng, {2, 77, 96, 2});     // hs 48: partial tiles and lanes without a dim
-  check_attention(rng, {2, 256, 768, 12});  // GPT-2's head size 64
-  check_attention(rng, {1, 40, 256, 2});    // the largest head size, 128
+  check_attention(rng, {2, 77, 96, 2, 2});      // hs 48: partial tiles and lanes without a dim
+  check_attention(rng, {2, 256, 768, 12, 12});  // GPT-2's head size 64
+  check_attention(rng, {1, 40, 256, 2, 2});     // the largest head size, 128
+}
+
+// Grouped-query attention: the dk/dv kernel sums each kv head's query heads.
+TEST_F(CudaNnKernels, GroupedQueryAttentionMatchesCpu) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  check_attention(rng, {2, 77, 4 * 48, 4, 2});  // GQA, hs 48
+  check_attention(rng, {2, 45, 4 * 64, 4, 1});  // multi-query
+  check_attention(rng, {1, 40, 6 * 32, 6, 3});  // 3 kv heads
 }
 
 }  // namespace

@@ -92,12 +92,15 @@ TEST(CudaShared, DeviceSizeClasses) {
 }
 
 TEST(CudaShared, ArgumentErrorsComeBeforeAnyDeviceWork) {
-  kernels::AttentionDims d{1, 16, 512, 2};  // head size 256
+  kernels::AttentionDims d{1, 16, 512, 2, 2};  // head size 256
   expect_error([&] { cuda::attention_forward<float>(d, nullptr, nullptr, nullptr); },
                {"head size 256", "exceeds 128"});
-  d = {1, 16, 100, 3};
+  d = {1, 16, 100, 3, 3};
   expect_error([&] { cuda::attention_forward<float>(d, nullptr, nullptr, nullptr); },
                {"channels 100", "heads 3"});
+  d = {1, 16, 128, 4, 3};
+  expect_error([&] { cuda::attention_forward<float>(d, nullptr, nullptr, nullptr); },
+               {"heads 4", "kv_heads 3"});
   kernels::Conv2dDims c;
   c.n = 1, c.cin = 1, c.h = 4, c.w = 4, c.cout = 1, c.kh = 3, c.kw = 3;
   c.infer_output();

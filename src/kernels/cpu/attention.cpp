@@ -23,6 +23,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #if defined(__AVX512F__)
 // GCC 12 flags the intrinsics' internal _mm512_undefined_ps() as uninitialised (a known false
@@ -251,17 +252,35 @@ class Scratch {
 // Geometry of one (batch, head) pair inside qkv / out and the padded packing sizes.
 struct Head {
   int64_t T, C, hs, hsp, Tp;  // hsp, Tp: hs and T rounded up to whole vectors
-  int64_t row;                // row stride of qkv (3C)
+  int64_t row;                // row stride of qkv (C + 2 Ckv)
+  int64_t k_col, v_col;       // where the k and v heads start in a qkv row (C, C + Ckv)
+  int64_t group;              // query heads per kv head
   float scale;
 };
 
 Head head_geometry(const kernels::AttentionDims& d) {
+  TS_CHECK(kernels::attention_dims_valid(d),
+           "cpu attention: channels {}, heads {}, kv_heads {}: expected heads > 0 dividing "
+           "channels and kv_heads > 0 dividing heads",
+           d.channels, d.heads, d.kv_heads);
   Head h;
-  h.T = d.seq, h.C = d.channels, h.hs = d.channels / d.heads;
+  h.T = d.seq, h.C = d.channels, h.hs = kernels::attention_head_size(d);
   h.hsp = round_up(h.hs, kLanes), h.Tp = round_up(h.T, kLanes);
-  h.row = 3 * d.channels;
+  h.row = kernels::attention_qkv_width(d);
+  h.k_col = d.channels, h.v_col = d.channels + kernels::attention_kv_channels(d);
+  h.group = kernels::attention_group(d);
   h.scale = 1.f / std::sqrt(float(h.hs));
   return h;
+}
+
+// The first q, k and v elements of query head h of batch b (k and v: its kv head's).
+struct HeadInputs {
+  const float *q, *k, *v;
+};
+HeadInputs head_inputs(const Head& g, const float* qkv, int64_t b, int64_t h) {
+  const float* row0 = qkv + b * g.T * g.row;
+  const int64_t kv = h / g.group;
+  return {row0 + h * g.hs, row0 + g.k_col + kv * g.hs, row0 + g.v_col + kv * g.hs};
 }
 
 // dst [Tp, hsp] = src rows (stride ld, hs wide) * s; pad rows and columns zero.
@@ -291,6 +310,49 @@ void mask_after(float* row, int64_t last, int64_t n) {
   for (int64_t j = last + 1; j < n; ++j) row[j] = -std::numeric_limits<float>::infinity();
 }
 
+// Where a query head's dk and dv rows go. With one query head per kv head, straight into
+// dqkv's k and v columns. With groups of G > 1, into per-query-head buffers (partials: dk
+// [B*H, T, hs], then dv the same), so that the heads still run in parallel without sharing an
+// output; sum_group_partials then adds each group's G buffers in head order: a fixed order, no
+// atomics, the same bits for any thread count.
+struct KvGradTarget {
+  float *dk, *dv;
+  int64_t ld;  // row stride
+};
+
+KvGradTarget kv_grad_target(const Head& g, float* dqkv, float* partials, int64_t pairs, int64_t b,
+                            int64_t h, int64_t bh) {
+  if (g.group == 1) {
+    float* row0 = dqkv + b * g.T * g.row + h * g.hs;
+    return {row0 + g.k_col, row0 + g.v_col, g.row};
+  }
+  const int64_t n = g.T * g.hs;
+  return {partials + bh * n, partials + (pairs + bh) * n, g.hs};
+}
+
+void sum_group_partials(const Head& g, int64_t B, int64_t H, const float* partials, float* dqkv,
+                        bool parallel) {
+  const int64_t Hkv = H / g.group, n = g.T * g.hs, pairs = B * H;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t bk = 0; bk < B * Hkv; ++bk) {
+    const int64_t b = bk / Hkv, kv = bk % Hkv;
+    for (int64_t which = 0; which < 2; ++which) {  // dk, then dv
+      const float* first = partials + (which * pairs + b * H + kv * g.group) * n;
+      float* dst = dqkv + b * g.T * g.row + (which ? g.v_col : g.k_col) + kv * g.hs;
+      for (int64_t t = 0; t < g.T; ++t) {
+        float* o = dst + t * g.row;
+        const float* src = first + t * g.hs;
+        std::memcpy(o, src, size_t(g.hs) * 4);
+        for (int64_t m = 1; m < g.group; ++m) {
+          src += n;
+#pragma omp simd
+          for (int64_t c = 0; c < g.hs; ++c) o[c] += src[c];
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void attention_forward(const kernels::AttentionDims& d, const float* qkv, float* out, float* lse) {
@@ -308,11 +370,11 @@ void attention_forward(const kernels::AttentionDims& d, const float* qkv, float*
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < pairs; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* base = qkv + b * g.T * g.row + h * g.hs;
-      pack_rows(g, base, g.row, g.scale, q.get());
-      pack_rows(g, base + g.C, g.row, 1.f, v.get());  // k rows, borrowing v's buffer
+      const HeadInputs in = head_inputs(g, qkv, b, h);
+      pack_rows(g, in.q, g.row, g.scale, q.get());
+      pack_rows(g, in.k, g.row, 1.f, v.get());  // k rows, borrowing v's buffer
       transpose_packed(g, v.get(), kt.get());
-      pack_rows(g, base + 2 * g.C, g.row, 1.f, v.get());
+      pack_rows(g, in.v, g.row, 1.f, v.get());
       for (int64_t i0 = 0; i0 < g.T; i0 += kBlockQ) {
         const int64_t m = std::min(kBlockQ, g.T - i0);
         const int64_t n = round_up(i0 + m, kLanes);  // keys this block can see, padded
@@ -348,6 +410,7 @@ void attention_backward(const kernels::AttentionDims& d, const float* qkv, const
   const int64_t H = d.heads, pairs = d.batch * H;
   const int64_t tile_n = g.Tp * g.hsp;
   const bool parallel = pairs > 1 && pairs * g.T * g.T * g.hs > kParallelWork;
+  std::vector<float> partials(size_t(g.group > 1 ? 2 * pairs * g.T * g.hs : 0));
 #pragma omp parallel if (parallel)
   {
     Scratch q(tile_n), k(tile_n), kt(tile_n), v(tile_n), vt(tile_n), dO(tile_n);
@@ -356,14 +419,14 @@ void attention_backward(const kernels::AttentionDims& d, const float* qkv, const
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < pairs; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* base = qkv + b * g.T * g.row + h * g.hs;
+      const HeadInputs in = head_inputs(g, qkv, b, h);
       const float* dout_bh = dout + b * g.T * g.C + h * g.hs;
       const float* out_bh = out + b * g.T * g.C + h * g.hs;
-      float* dbase = dqkv + b * g.T * g.row + h * g.hs;
-      pack_rows(g, base, g.row, g.scale, q.get());  // q pre-scaled: S = q' k^T, dk = dS^T q'
-      pack_rows(g, base + g.C, g.row, 1.f, k.get());
+      float* dq_bh = dqkv + b * g.T * g.row + h * g.hs;
+      pack_rows(g, in.q, g.row, g.scale, q.get());  // q pre-scaled: S = q' k^T, dk = dS^T q'
+      pack_rows(g, in.k, g.row, 1.f, k.get());
       transpose_packed(g, k.get(), kt.get());
-      pack_rows(g, base + 2 * g.C, g.row, 1.f, v.get());
+      pack_rows(g, in.v, g.row, 1.f, v.get());
       transpose_packed(g, v.get(), vt.get());
       pack_rows(g, dout_bh, g.C, 1.f, dO.get());
       // delta_t = sum_j P_tj dP_tj = dO_t · O_t: the row term of the softmax backward.
@@ -395,7 +458,7 @@ void attention_backward(const kernels::AttentionDims& d, const float* qkv, const
         // dQ [m, hsp] = dS · K * scale, written straight into dqkv.
         tile::gemm(m, g.hsp, n, ds.get(), g.Tp, false, k.get(), g.hsp, dq.get(), g.hsp, false);
         for (int64_t r = 0; r < m; ++r) {
-          float* dst_row = dbase + (i0 + r) * g.row;
+          float* dst_row = dq_bh + (i0 + r) * g.row;
           const float* src = dq.get() + r * g.hsp;
           for (int64_t c = 0; c < g.hs; ++c) dst_row[c] = g.scale * src[c];
         }
@@ -403,12 +466,14 @@ void attention_backward(const kernels::AttentionDims& d, const float* qkv, const
         tile::gemm(n, g.hsp, m, p.get(), g.Tp, true, do_blk, g.hsp, dv.get(), g.hsp, true);
         tile::gemm(n, g.hsp, m, ds.get(), g.Tp, true, q_blk, g.hsp, dk.get(), g.hsp, true);
       }
+      const KvGradTarget to = kv_grad_target(g, dqkv, partials.data(), pairs, b, h, bh);
       for (int64_t t = 0; t < g.T; ++t) {
-        std::memcpy(dbase + t * g.row + g.C, dk.get() + t * g.hsp, size_t(g.hs) * 4);
-        std::memcpy(dbase + t * g.row + 2 * g.C, dv.get() + t * g.hsp, size_t(g.hs) * 4);
+        std::memcpy(to.dk + t * to.ld, dk.get() + t * g.hsp, size_t(g.hs) * 4);
+        std::memcpy(to.dv + t * to.ld, dv.get() + t * g.hsp, size_t(g.hs) * 4);
       }
     }
   }
+  if (g.group > 1) sum_group_partials(g, d.batch, H, partials.data(), dqkv, parallel);
 }
 
 }  // namespace tessera::cpu

@@ -2,8 +2,9 @@
 // kernel each warp owns one query row and walks the keys in tiles of 32 staged in shared memory
 // (one key per lane for the dot products, then lanes switch to owning head dimensions to
 // accumulate); the dk/dv kernel is the mirror image, each warp owning one key row and walking
-// the queries that can see it. Shared tiles are padded to hs + 1 floats per row so that 32 lanes
-// reading 32 different rows hit 32 different banks.
+// the queries that can see it, for each query head of its kv head's group in turn (grouped-
+// query attention: the group's dk / dv sums stay in the warp's registers). Shared tiles are padded
+// to hs + 1 floats per row so that 32 lanes reading 32 different rows hit 32 different banks.
 #include "kernels/cuda/attention.h"
 
 #include "core/error.h"
@@ -19,9 +20,19 @@ constexpr int kTile = 32;                                 // keys / queries per 
 constexpr int kDimsPerLane = kAttentionMaxHeadSize / 32;  // head dims a lane accumulates
 
 struct Geo {
-  int64_t T, C, H, hs, row;  // row: the qkv row stride 3C
+  int64_t T, C, H, hs, row;  // row: the qkv row stride C + 2 Ckv
+  int64_t k_col, v_col;      // where the k and v heads start in a qkv row (C, C + Ckv)
+  int64_t group;             // query heads per kv head
   float scale;
 };
+
+// Column offsets in a qkv row of query head h's k and v (its kv head's).
+__device__ inline int64_t k_col(const Geo& g, int64_t h) {
+  return g.k_col + h / g.group * g.hs;
+}
+__device__ inline int64_t v_col(const Geo& g, int64_t h) {
+  return g.v_col + h / g.group * g.hs;
+}
 
 __device__ inline float neg_inf() {
   return -__int_as_float(0x7f800000);
@@ -80,8 +91,8 @@ __global__ void forward_kernel(Geo g, const T* qkv, T* out, float* lse) {
   const int64_t last = (int64_t(blockIdx.x) + 1) * kRows - 1;  // the block's last query row
   for (int64_t j0 = 0; j0 <= last && j0 < g.T; j0 += kTile) {
     __syncthreads();  // the previous tile is no longer read (and q_s is written, first time)
-    load_tile(base, g, j0, g.C + h * hs, 1.f, k_s, ldk);
-    load_tile(base, g, j0, 2 * g.C + h * hs, 1.f, v_s, ldk);
+    load_tile(base, g, j0, k_col(g, h), 1.f, k_s, ldk);
+    load_tile(base, g, j0, v_col(g, h), 1.f, v_s, ldk);
     __syncthreads();
     if (!active || j0 > i) continue;  // warp-uniform: every key of the tile is in the future
     const int64_t j = j0 + lane;
@@ -147,8 +158,8 @@ __global__ void dq_kernel(Geo g, const T* qkv, const float* lse, const float* de
   const int64_t last = (int64_t(blockIdx.x) + 1) * kRows - 1;
   for (int64_t j0 = 0; j0 <= last && j0 < g.T; j0 += kTile) {
     __syncthreads();
-    load_tile(base, g, j0, g.C + h * hs, 1.f, k_s, ldk);
-    load_tile(base, g, j0, 2 * g.C + h * hs, 1.f, v_s, ldk);
+    load_tile(base, g, j0, k_col(g, h), 1.f, k_s, ldk);
+    load_tile(base, g, j0, v_col(g, h), 1.f, v_s, ldk);
     __syncthreads();
     if (!active || j0 > i) continue;
     const int64_t j = j0 + lane;
@@ -168,7 +179,9 @@ __global__ void dq_kernel(Geo g, const T* qkv, const float* lse, const float* de
   }
 }
 
-// dv_j = sum_i P_ij dO_i,  dk_j = sum_i dS_ij (scale q_i), over the queries i >= j.
+// dv_j = sum_i P_ij dO_i,  dk_j = sum_i dS_ij (scale q_i), over the queries i >= j of every
+// query head of the kv head's group. A block per (batch, kv head, key rows): the group's heads
+// are walked in order, accumulating in the same registers: no atomics, a fixed order.
 template <class T>
 __global__ void dkv_kernel(Geo g, const T* qkv, const float* lse, const float* delta,
                            const float* dout, T* dqkv) {
@@ -181,60 +194,69 @@ __global__ void dkv_kernel(Geo g, const T* qkv, const float* lse, const float* d
   float* lse_t = do_t + kTile * ldq;  // [kTile]
   float* delta_t = lse_t + kTile;     // [kTile]
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H;
+  const int64_t Hkv = g.H / g.group;
+  const int64_t bk = blockIdx.y, b = bk / Hkv, kv = bk % Hkv;
   const T* base = qkv + b * g.T * g.row;
   const int64_t j = int64_t(blockIdx.x) * kRows + warp;  // this warp's key row
   const bool active = j < g.T;
   float* k_own = k_s + warp * hs;
   float* v_own = v_s + warp * hs;
+  const int64_t kc = g.k_col + kv * hs, vc = g.v_col + kv * hs;
   for (int d = lane; d < hs; d += kWarp) {
-    k_own[d] = active ? ld(base, j * g.row + g.C + h * hs + d) : 0.f;
-    v_own[d] = active ? ld(base, j * g.row + 2 * g.C + h * hs + d) : 0.f;
+    k_own[d] = active ? ld(base, j * g.row + kc + d) : 0.f;
+    v_own[d] = active ? ld(base, j * g.row + vc + d) : 0.f;
   }
   float dk[kDimsPerLane] = {}, dv[kDimsPerLane] = {};
   const int64_t first = int64_t(blockIdx.x) * kRows;  // the block's first key row
-  for (int64_t i0 = first / kTile * kTile; i0 < g.T; i0 += kTile) {
-    __syncthreads();
-    load_tile(base, g, i0, h * hs, g.scale, q_t, ldq);
-    for (int idx = threadIdx.x; idx < kTile * hs; idx += blockDim.x) {
-      const int r = idx / hs, d = idx % hs;
-      const int64_t t = i0 + r;
-      do_t[r * ldq + d] = t < g.T ? dout[(b * g.T + t) * g.C + h * hs + d] : 0.f;
+  for (int64_t h = kv * g.group; h < (kv + 1) * g.group; ++h) {
+    const int64_t bh = b * g.H + h;
+    for (int64_t i0 = first / kTile * kTile; i0 < g.T; i0 += kTile) {
+      __syncthreads();
+      load_tile(base, g, i0, h * hs, g.scale, q_t, ldq);
+      for (int idx = threadIdx.x; idx < kTile * hs; idx += blockDim.x) {
+        const int r = idx / hs, d = idx % hs;
+        const int64_t t = i0 + r;
+        do_t[r * ldq + d] = t < g.T ? dout[(b * g.T + t) * g.C + h * hs + d] : 0.f;
+      }
+      if (threadIdx.x < kTile) {
+        const int64_t t = i0 + threadIdx.x;
+        lse_t[threadIdx.x] = t < g.T ? lse[bh * g.T + t] : 0.f;
+        delta_t[threadIdx.x] = t < g.T ? delta[bh * g.T + t] : 0.f;
+      }
+      __syncthreads();
+      if (!active || i0 + kTile - 1 < j) continue;  // every query of the tile precedes the key
+      const int64_t i = i0 + lane;
+      float p = 0.f, ds = 0.f;
+      if (i >= j && i < g.T) {
+        p = math::exp_f32(dot_row(k_own, q_t, lane, ldq, hs) - lse_t[lane]);
+        ds = p * (dot_row(v_own, do_t, lane, ldq, hs) - delta_t[lane]);
+      }
+      accumulate_rows(dv, p, do_t, ldq, hs);
+      accumulate_rows(dk, ds, q_t, ldq, hs);
     }
-    if (threadIdx.x < kTile) {
-      const int64_t t = i0 + threadIdx.x;
-      lse_t[threadIdx.x] = t < g.T ? lse[bh * g.T + t] : 0.f;
-      delta_t[threadIdx.x] = t < g.T ? delta[bh * g.T + t] : 0.f;
-    }
-    __syncthreads();
-    if (!active || i0 + kTile - 1 < j) continue;  // every query of the tile precedes the key
-    const int64_t i = i0 + lane;
-    float p = 0.f, ds = 0.f;
-    if (i >= j && i < g.T) {
-      p = math::exp_f32(dot_row(k_own, q_t, lane, ldq, hs) - lse_t[lane]);
-      ds = p * (dot_row(v_own, do_t, lane, ldq, hs) - delta_t[lane]);
-    }
-    accumulate_rows(dv, p, do_t, ldq, hs);
-    accumulate_rows(dk, ds, q_t, ldq, hs);
   }
   if (!active) return;
-  T* drow = dqkv + (b * g.T + j) * g.row + h * hs;
+  T* drow = dqkv + (b * g.T + j) * g.row;
 #pragma unroll
   for (int k = 0; k < kDimsPerLane; ++k) {
     const int dim = lane + kWarp * k;
     if (dim < hs) {
-      st(drow, g.C + dim, dk[k]);
-      st(drow, 2 * g.C + dim, dv[k]);
+      st(drow, kc + dim, dk[k]);
+      st(drow, vc + dim, dv[k]);
     }
   }
 }
 
 Geo geometry(const kernels::AttentionDims& d) {
-  TS_CHECK(d.heads > 0 && d.channels % d.heads == 0,
-           "cuda attention: channels {} must be a multiple of heads {}", d.channels, d.heads);
+  TS_CHECK(kernels::attention_dims_valid(d),
+           "cuda attention: channels {}, heads {}, kv_heads {}: expected heads > 0 dividing "
+           "channels and kv_heads > 0 dividing heads",
+           d.channels, d.heads, d.kv_heads);
   Geo g;
-  g.T = d.seq, g.C = d.channels, g.H = d.heads, g.hs = d.channels / d.heads;
-  g.row = 3 * d.channels;
+  g.T = d.seq, g.C = d.channels, g.H = d.heads, g.hs = kernels::attention_head_size(d);
+  g.row = kernels::attention_qkv_width(d);
+  g.k_col = d.channels, g.v_col = d.channels + kernels::attention_kv_channels(d);
+  g.group = kernels::attention_group(d);
   g.scale = 1.f / sqrtf(float(g.hs));
   TS_CHECK(g.hs <= kAttentionMaxHeadSize, "cuda attention: head size {} (C {} / H {}) exceeds {}",
            g.hs, g.C, g.H, kAttentionMaxHeadSize);
@@ -243,8 +265,10 @@ Geo geometry(const kernels::AttentionDims& d) {
   return g;
 }
 
-dim3 row_grid(const kernels::AttentionDims& d) {
-  return dim3(unsigned((d.seq + kRows - 1) / kRows), unsigned(d.batch * d.heads));
+// A block per (8 rows, batch * heads): the forward and dq kernels over query heads, the dk/dv
+// kernel (heads = kv heads) over kv heads.
+dim3 row_grid(const kernels::AttentionDims& d, int64_t heads) {
+  return dim3(unsigned((d.seq + kRows - 1) / kRows), unsigned(d.batch * heads));
 }
 
 }  // namespace
@@ -255,7 +279,7 @@ void attention_forward(const kernels::AttentionDims& d, const T* qkv, T* out, fl
   const Geo g = geometry(d);
   if (d.batch == 0 || d.seq == 0) return;
   const size_t smem = size_t(kRows * g.hs + 2 * kTile * (g.hs + 1)) * sizeof(float);
-  launch<forward_kernel<T>>(row_grid(d), kRows * kWarp, smem, s, g, qkv, out, lse);
+  launch<forward_kernel<T>>(row_grid(d, d.heads), kRows * kWarp, smem, s, g, qkv, out, lse);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -272,11 +296,13 @@ void attention_backward(const kernels::AttentionDims& d, const T* qkv, const T* 
                           delta, rows);
   CUDA_CHECK_LAUNCH();
   const size_t smem_q = size_t(2 * kRows * g.hs + 2 * kTile * (g.hs + 1)) * sizeof(float);
-  launch<dq_kernel<T>>(row_grid(d), kRows * kWarp, smem_q, s, g, qkv, lse, delta, dout, dqkv);
+  launch<dq_kernel<T>>(row_grid(d, d.heads), kRows * kWarp, smem_q, s, g, qkv, lse, delta, dout,
+                       dqkv);
   CUDA_CHECK_LAUNCH();
   const size_t smem_kv =
       size_t(2 * kRows * g.hs + 2 * kTile * (g.hs + 1) + 2 * kTile) * sizeof(float);
-  launch<dkv_kernel<T>>(row_grid(d), kRows * kWarp, smem_kv, s, g, qkv, lse, delta, dout, dqkv);
+  launch<dkv_kernel<T>>(row_grid(d, d.kv_heads), kRows * kWarp, smem_kv, s, g, qkv, lse, delta,
+                        dout, dqkv);
   CUDA_CHECK_LAUNCH();
   alloc.release(delta, bytes);
 }

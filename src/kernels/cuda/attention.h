@@ -1,5 +1,6 @@
-// Fused causal multi-head self-attention on the GPT-2 layout (cpu/attention.h): qkv [B, T, 3C]
-// holds (q | k | v), head h owning columns [h*hs, (h+1)*hs) of each third. Storage type T
+// Fused causal grouped-query self-attention (cpu/attention.h): qkv [B, T, C + 2 Ckv] holds
+// (q heads | k heads | v heads), query head h reading kv head h / (H / Hkv)
+// (kernels/common/attention_dims.h; Hkv = H: GPT-2's [B, T, 3C]). Storage type T
 // (float or bf16) for qkv, out and dqkv; lse and the incoming gradient dout are f32; all
 // arithmetic is f32.
 //
@@ -23,7 +24,8 @@ template <class T>
 void attention_forward(const kernels::AttentionDims& d, const T* qkv, T* out, float* lse,
                        cudaStream_t s = current_stream());
 
-// dqkv [B, T, 3C] (overwritten) from dout [B, T, C] (f32), given the forward's qkv, out, lse.
+// dqkv [B, T, C + 2 Ckv] (overwritten) from dout [B, T, C] (f32), given the forward's qkv, out,
+// lse. A kv head's dk and dv sum over its query heads in head order, in one block's registers.
 template <class T>
 void attention_backward(const kernels::AttentionDims& d, const T* qkv, const T* out,
                         const float* lse, const float* dout, T* dqkv,

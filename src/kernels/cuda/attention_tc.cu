@@ -11,8 +11,10 @@ namespace {
 
 Geo geometry(const kernels::AttentionDims& d) {
   Geo g;
-  g.T = d.seq, g.C = d.channels, g.H = d.heads, g.row = 3 * d.channels;
-  const float hs = float(d.channels / d.heads);
+  g.T = d.seq, g.C = d.channels, g.H = d.heads, g.row = kernels::attention_qkv_width(d);
+  g.k_col = d.channels, g.v_col = d.channels + kernels::attention_kv_channels(d);
+  g.group = kernels::attention_group(d);
+  const float hs = float(kernels::attention_head_size(d));
   g.scale = 1.f / sqrtf(hs);
   g.scale_log2 = kLog2e / sqrtf(hs);
   return g;
@@ -80,7 +82,7 @@ void backward_hs(const AttentionTcLaunch& L, const kernels::AttentionDims& d, co
   launch<tc_dq_kernel<T, HS>>(dim3(L.tiles, L.pairs), L.threads, L.smem_dq, s, g, qkv, lse, delta.p,
                               dout, dqkv);
   CUDA_CHECK_LAUNCH();
-  launch<tc_dkv_kernel<T, HS>>(dim3(L.tiles, L.pairs), L.threads, L.smem_dkv, s, g, qkv, lse,
+  launch<tc_dkv_kernel<T, HS>>(dim3(L.tiles, L.kv_pairs), L.threads, L.smem_dkv, s, g, qkv, lse,
                                delta.p, dout, dqkv);
   CUDA_CHECK_LAUNCH();
 }
@@ -92,6 +94,9 @@ AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d) {
            d.batch, d.seq);
   TS_CHECK(d.heads > 0 && d.channels > 0 && d.channels % d.heads == 0,
            "cuda attention_tc: channels {} must be a positive multiple of heads {}", d.channels,
+           d.heads);
+  TS_CHECK(d.kv_heads > 0 && d.heads % d.kv_heads == 0,
+           "cuda attention_tc: kv_heads {} must be positive and divide heads {}", d.kv_heads,
            d.heads);
   const int64_t hs = d.channels / d.heads;
   TS_CHECK(attention_tc_supports(hs),
@@ -105,6 +110,7 @@ AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d) {
   L.head_size = hs;
   L.tiles = unsigned(tiles);
   L.pairs = unsigned(d.batch * d.heads);
+  L.kv_pairs = unsigned(d.batch * d.kv_heads);
   L.threads = kBlock;
   const int h = int(hs);
   L.smem_forward = forward_smem(h);

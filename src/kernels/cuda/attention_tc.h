@@ -1,14 +1,16 @@
-// Fused causal attention on tensor cores for 16-bit q/k/v: the GPT-2 layout of attention.h
-// (qkv [B, T, 3C] holding q | k | v, head h owning columns [h*hs, (h+1)*hs) of each third),
-// bf16 or f16 storage, head sizes 64 and 128, f32 accumulation.
+// Fused causal attention on tensor cores for 16-bit q/k/v: the grouped-query layout of
+// attention.h (qkv [B, T, C + 2 Ckv] holding q heads | k heads | v heads, query head h reading
+// kv head h / (H / Hkv); Hkv = H is GPT-2's [B, T, 3C]), bf16 or f16 storage, head sizes 64 and
+// 128, f32 accumulation.
 //
 // FlashAttention-2's structure, with the portable WMMA API (16x16x16 fragments, sm_80+):
 //   forward: a block per (batch*head, 64-query tile); S = Q K^T on tensor cores into f32, the
 //     online softmax in f32, P rounded to the 16-bit type, O += P V on tensor cores; the per-row
 //     log-sum-exp (f32) is saved for the backward.
 //   backward: delta_i = dO_i . O_i (one warp per row), then a dq kernel (a block per query
-//     tile, walking the key tiles up to the diagonal) and a dk/dv kernel (a block per key tile,
-//     walking the query tiles from the diagonal): P recomputed from the saved log-sum-exp,
+//     tile, walking the key tiles up to the diagonal) and a dk/dv kernel (a block per key tile
+//     of a kv head, walking the query tiles from the diagonal for each query head of the kv
+//     head's group in turn): P recomputed from the saved log-sum-exp,
 //     dS = P * (dP - delta) rounded to the 16-bit type. Every output element is written by one
 //     block, no atomics: results are reproducible run to run.
 //
@@ -39,24 +41,26 @@ constexpr bool attention_tc_supports(int64_t head_size) {
 // Launch geometry of the forward, dq and dk/dv kernels. Host only: needs no device.
 struct AttentionTcLaunch {
   int64_t head_size = 0;
-  unsigned tiles = 0;    // grid.x: ceil(T / 64) query tiles (forward, dq) = key tiles (dk/dv)
-  unsigned pairs = 0;    // grid.y: batch * heads
-  unsigned threads = 0;  // per block
+  unsigned tiles = 0;     // grid.x: ceil(T / 64) query tiles (forward, dq) = key tiles (dk/dv)
+  unsigned pairs = 0;     // grid.y of the forward and dq kernels: batch * heads
+  unsigned kv_pairs = 0;  // grid.y of the dk/dv kernel: batch * kv heads
+  unsigned threads = 0;   // per block
   size_t smem_forward = 0, smem_dq = 0, smem_dkv = 0;  // dynamic shared memory per block, bytes
 };
 
-// Checks d (heads dividing channels, a supported head size, batch * heads within grid.y) and
-// returns the geometry; throws tessera::Error naming the values otherwise.
+// Checks d (heads dividing channels, kv heads dividing heads, a supported head size,
+// batch * heads within grid.y) and returns the geometry; throws tessera::Error naming the
+// values otherwise.
 AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d);
 
-// out [B, T, C] (f32) and lse [B, H, T] (f32, natural log) from qkv [B, T, 3C] (T = bf16, f16).
-// qkv and out must be 16-byte aligned. Needs a device of compute capability 8.0 or later.
+// out [B, T, C] (f32) and lse [B, H, T] (f32, natural log) from qkv [B, T, C + 2 Ckv]
+// (T = bf16, f16). qkv and out must be 16-byte aligned. Needs compute capability 8.0 or later.
 template <class T>
 void attention_tc_forward(const kernels::AttentionDims& d, const T* qkv, float* out, float* lse,
                           cudaStream_t s = current_stream());
 
-// dqkv [B, T, 3C] (f32, overwritten) from dout [B, T, C] (f32, rounded to T inside), given the
-// forward's qkv, out and lse. qkv and dqkv must be 16-byte aligned; out and dout may be any
+// dqkv [B, T, C + 2 Ckv] (f32, overwritten) from dout [B, T, C] (f32, rounded to T inside), given
+// the forward's qkv, out and lse. qkv and dqkv must be 16-byte aligned; out and dout may be any
 // contiguous f32 buffers (read one element at a time).
 template <class T>
 void attention_tc_backward(const kernels::AttentionDims& d, const T* qkv, const float* out,

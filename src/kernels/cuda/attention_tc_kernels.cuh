@@ -120,10 +120,22 @@ __device__ inline const typename WmmaType<T>::type* wmma_ptr(const T* p) {
 }
 
 struct Geo {
-  int64_t T, C, H, row;  // row: the qkv row stride 3C
+  int64_t T, C, H, row;  // row: the qkv row stride C + 2 Ckv
+  int64_t k_col, v_col;  // where the k and v heads start in a qkv row (C, C + Ckv)
+  int64_t group;         // query heads per kv head
   float scale;           // 1 / sqrt(hs)
   float scale_log2;      // log2(e) / sqrt(hs)
 };
+
+// The row of batch b's qkv shifted to query head h's kv head: its k and v start at columns
+// k_col and v_col of it. One pointer live across the key loop, in place of the row pointer:
+// at hs = 64 the forward sits at ptxas's 128 registers, and keeping the kv head or the two
+// offsets live as well made it spill (as is, ptxas -v at sm_90 reports a 12-byte spill for the
+// f16 forward at hs = 64 and none elsewhere).
+template <int HS, class T>
+__device__ inline const T* kv_head_base(const T* base, const Geo& g, int64_t h) {
+  return base + int64_t(unsigned(h) / unsigned(g.group)) * HS;  // 32-bit: h < 65536
+}
 
 __device__ inline float neg_inf() {
   return -__int_as_float(0x7f800000);
@@ -219,6 +231,7 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H;
   const int64_t q0 = reversed_tile();
   const T* base = qkv + b * g.T * g.row;
+  const T* kv_base = kv_head_base<HS>(base, g, h);
 
   load_tile<HS>(base, g, q0, h * HS, q_s);
   __syncthreads();
@@ -234,8 +247,8 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t key_end = q0 + kTile < g.T ? q0 + kTile : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += kTile) {
     __syncthreads();  // the previous K/V tiles (and, the first time, q_s) are no longer read
-    load_tile<HS>(base, g, j0, g.C + h * HS, k_s);
-    load_tile<HS>(base, g, j0, 2 * g.C + h * HS, v_s);
+    load_tile<HS>(kv_base, g, j0, g.k_col, k_s);
+    load_tile<HS>(kv_base, g, j0, g.v_col, v_s);
     __syncthreads();
     // S = Q K^T for the warp's 16 rows, 16 keys at a time.
 #pragma unroll
@@ -386,6 +399,7 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H;
   const int64_t q0 = reversed_tile();
   const T* base = qkv + b * g.T * g.row;
+  const T* kv_base = kv_head_base<HS>(base, g, h);
 
   load_tile<HS>(base, g, q0, h * HS, q_s);
   load_dout_tile<HS>(dout + b * g.T * g.C, g, q0, h * HS, do_s);
@@ -401,8 +415,8 @@ __global__ void __launch_bounds__(kBlock)
   const int64_t key_end = q0 + kTile < g.T ? q0 + kTile : g.T;
   for (int64_t j0 = 0; j0 < key_end; j0 += kTile) {
     __syncthreads();  // the previous K/V tiles are no longer read
-    load_tile<HS>(base, g, j0, g.C + h * HS, k_s);
-    load_tile<HS>(base, g, j0, 2 * g.C + h * HS, v_s);
+    load_tile<HS>(kv_base, g, j0, g.k_col, k_s);
+    load_tile<HS>(kv_base, g, j0, g.v_col, v_s);
     __syncthreads();  // (the first time also publishes q_s and do_s)
     // S = Q K^T and dP = dO V^T for the warp's 16 rows.
 #pragma unroll
@@ -443,8 +457,9 @@ __global__ void __launch_bounds__(kBlock)
 #endif
 }
 
-// dv_j = sum_i P_ij dO_i, dk_j = scale sum_i dS_ij q_i over the queries i >= j; one block per
-// key tile.
+// dv_j = sum_i P_ij dO_i, dk_j = scale sum_i dS_ij q_i over the queries i >= j of every query
+// head of the kv head's group; one block per (key tile, batch * kv head), walking the group's
+// heads in order into the same accumulators (no atomics, a fixed order).
 template <class T, int HS>
 __global__ void __launch_bounds__(kBlock)
     tc_dkv_kernel(Geo g, const T* qkv, const float* lse, const float* delta, const float* dout,
@@ -469,13 +484,15 @@ __global__ void __launch_bounds__(kBlock)
   const LaneCols lc;
   float* s_w = s_scr + warp * kFrag * kScrLd;
   float* dp_w = dp_scr + warp * kFrag * kScrLd;
-  const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H;
+  const int64_t Hkv = g.H / g.group;
+  const int64_t bk = blockIdx.y, b = bk / Hkv, kv = bk % Hkv;
   const int64_t j0 = int64_t(blockIdx.x) * kTile;  // the first (heaviest) key tiles start first
   const T* base = qkv + b * g.T * g.row;
   const float* dout_b = dout + b * g.T * g.C;
+  const int64_t kc = g.k_col + kv * HS, vc = g.v_col + kv * HS;
 
-  load_tile<HS>(base, g, j0, g.C + h * HS, k_s);
-  load_tile<HS>(base, g, j0, 2 * g.C + h * HS, v_s);
+  load_tile<HS>(base, g, j0, kc, k_s);
+  load_tile<HS>(base, g, j0, vc, v_s);
   const int64_t j = j0 + warp * kFrag + lc.row;  // this lane's key row
   FragC dk[HS / kFrag], dv[HS / kFrag];
 #pragma unroll
@@ -484,75 +501,78 @@ __global__ void __launch_bounds__(kBlock)
     wmma::fill_fragment(dv[n], 0.f);
   }
 
-  for (int64_t i0 = j0; i0 < g.T; i0 += kTile) {
-    __syncthreads();  // the previous Q/dO tiles and row values are no longer read
-    load_tile<HS>(base, g, i0, h * HS, q_s);
-    load_dout_tile<HS>(dout_b, g, i0, h * HS, do_s);
-    if (threadIdx.x < kTile) {
-      const int64_t t = i0 + threadIdx.x;
-      lse_s[threadIdx.x] = t < g.T ? lse[bh * g.T + t] * kLog2e : 0.f;
-      delta_s[threadIdx.x] = t < g.T ? delta[bh * g.T + t] : 0.f;
-    }
-    __syncthreads();  // (the first time also publishes k_s and v_s)
-    // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys against the 64 queries. (Not
-    // unrolled: with the 2 x hs / 16 accumulators live, unrolling spills at hs = 128.)
-#pragma unroll 1
-    for (int n = 0; n < kTile / kFrag; ++n) {
-      FragC acc;
-      mma_abt<HS>(acc, k_s + warp * kFrag * ld, ld, q_s + n * kFrag * ld, ld);
-      wmma::store_matrix_sync(s_w + n * kFrag, acc, kScrLd, wmma::mem_row_major);
-      mma_abt<HS>(acc, v_s + warp * kFrag * ld, ld, do_s + n * kFrag * ld, ld);
-      wmma::store_matrix_sync(dp_w + n * kFrag, acc, kScrLd, wmma::mem_row_major);
-    }
-    __syncwarp();
-    // P^T and dS^T, column c being query i0 + c: visible when j <= i < T.
-    T* pt_row = pt_s + (warp * kFrag + lc.row) * kPLd + lc.col0;
-    T* dst_row = dst_s + (warp * kFrag + lc.row) * kPLd + lc.col0;
-#pragma unroll 2  // (fully unrolled, the hoisted loads spill at hs = 128 next to dk and dv)
-    for (int jj = 0; jj < 16; ++jj) {
-      const int c = lc.col0 + 4 * jj;
-      const float2 s = scratch_pair(s_w, lc, jj), dp = scratch_pair(dp_w, lc, jj);
-      const float2 l2 = *reinterpret_cast<const float2*>(lse_s + c);
-      const float2 dl = *reinterpret_cast<const float2*>(delta_s + c);
-      const int64_t i = i0 + c;
-      const bool vis0 = i >= j && i < g.T, vis1 = i + 1 >= j && i + 1 < g.T;
-      const float p0 = vis0 ? exp2f(s.x * g.scale_log2 - l2.x) : 0.f;
-      const float p1 = vis1 ? exp2f(s.y * g.scale_log2 - l2.y) : 0.f;
-      store_pair(pt_row + 4 * jj, p0, p1);
-      store_pair(dst_row + 4 * jj, vis0 ? p0 * (dp.x - dl.x) : 0.f,
-                 vis1 ? p1 * (dp.y - dl.y) : 0.f);
-    }
-    __syncwarp();
-    // dV += P^T dO, then dK += dS^T Q (the warp's 16 keys against the 64 queries). Two passes,
-    // not unrolled over kk: with dk and dv live (128 registers at hs = 128) anything more
-    // hoisted spills (ptxas -v: 252 registers, no spills, for bf16 at hs = 128).
-#pragma unroll 1
-    for (int kk = 0; kk < kTile / kFrag; ++kk) {
-      FragA<T> pf;
-      wmma::load_matrix_sync(pf, wmma_ptr(pt_s + warp * kFrag * kPLd + kk * kFrag), kPLd);
-#pragma unroll
-      for (int n = 0; n < HS / kFrag; ++n) {
-        FragBRow<T> bf;
-        wmma::load_matrix_sync(bf, wmma_ptr(do_s + kk * kFrag * ld + n * kFrag), ld);
-        wmma::mma_sync(dv[n], pf, bf, dv[n]);
+  for (int64_t h = kv * g.group; h < (kv + 1) * g.group; ++h) {
+    const int64_t bh = b * g.H + h;
+    for (int64_t i0 = j0; i0 < g.T; i0 += kTile) {
+      __syncthreads();  // the previous Q/dO tiles and row values are no longer read
+      load_tile<HS>(base, g, i0, h * HS, q_s);
+      load_dout_tile<HS>(dout_b, g, i0, h * HS, do_s);
+      if (threadIdx.x < kTile) {
+        const int64_t t = i0 + threadIdx.x;
+        lse_s[threadIdx.x] = t < g.T ? lse[bh * g.T + t] * kLog2e : 0.f;
+        delta_s[threadIdx.x] = t < g.T ? delta[bh * g.T + t] : 0.f;
       }
-    }
+      __syncthreads();  // (the first time also publishes k_s and v_s)
+      // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys against the 64 queries. (Not
+      // unrolled: with the 2 x hs / 16 accumulators live, unrolling spills at hs = 128.)
 #pragma unroll 1
-    for (int kk = 0; kk < kTile / kFrag; ++kk) {
-      FragA<T> dsf;
-      wmma::load_matrix_sync(dsf, wmma_ptr(dst_s + warp * kFrag * kPLd + kk * kFrag), kPLd);
+      for (int n = 0; n < kTile / kFrag; ++n) {
+        FragC acc;
+        mma_abt<HS>(acc, k_s + warp * kFrag * ld, ld, q_s + n * kFrag * ld, ld);
+        wmma::store_matrix_sync(s_w + n * kFrag, acc, kScrLd, wmma::mem_row_major);
+        mma_abt<HS>(acc, v_s + warp * kFrag * ld, ld, do_s + n * kFrag * ld, ld);
+        wmma::store_matrix_sync(dp_w + n * kFrag, acc, kScrLd, wmma::mem_row_major);
+      }
+      __syncwarp();
+      // P^T and dS^T, column c being query i0 + c: visible when j <= i < T.
+      T* pt_row = pt_s + (warp * kFrag + lc.row) * kPLd + lc.col0;
+      T* dst_row = dst_s + (warp * kFrag + lc.row) * kPLd + lc.col0;
+#pragma unroll 2  // (fully unrolled, the hoisted loads spill at hs = 128 next to dk and dv)
+      for (int jj = 0; jj < 16; ++jj) {
+        const int c = lc.col0 + 4 * jj;
+        const float2 s = scratch_pair(s_w, lc, jj), dp = scratch_pair(dp_w, lc, jj);
+        const float2 l2 = *reinterpret_cast<const float2*>(lse_s + c);
+        const float2 dl = *reinterpret_cast<const float2*>(delta_s + c);
+        const int64_t i = i0 + c;
+        const bool vis0 = i >= j && i < g.T, vis1 = i + 1 >= j && i + 1 < g.T;
+        const float p0 = vis0 ? exp2f(s.x * g.scale_log2 - l2.x) : 0.f;
+        const float p1 = vis1 ? exp2f(s.y * g.scale_log2 - l2.y) : 0.f;
+        store_pair(pt_row + 4 * jj, p0, p1);
+        store_pair(dst_row + 4 * jj, vis0 ? p0 * (dp.x - dl.x) : 0.f,
+                   vis1 ? p1 * (dp.y - dl.y) : 0.f);
+      }
+      __syncwarp();
+      // dV += P^T dO, then dK += dS^T Q (the warp's 16 keys against the 64 queries). Two passes,
+      // not unrolled over kk: with dk and dv live (128 registers at hs = 128) anything more
+      // hoisted spills (ptxas -v: 254 registers, no spills, for bf16 at hs = 128).
+#pragma unroll 1
+      for (int kk = 0; kk < kTile / kFrag; ++kk) {
+        FragA<T> pf;
+        wmma::load_matrix_sync(pf, wmma_ptr(pt_s + warp * kFrag * kPLd + kk * kFrag), kPLd);
 #pragma unroll
-      for (int n = 0; n < HS / kFrag; ++n) {
-        FragBRow<T> bf;
-        wmma::load_matrix_sync(bf, wmma_ptr(q_s + kk * kFrag * ld + n * kFrag), ld);
-        wmma::mma_sync(dk[n], dsf, bf, dk[n]);
+        for (int n = 0; n < HS / kFrag; ++n) {
+          FragBRow<T> bf;
+          wmma::load_matrix_sync(bf, wmma_ptr(do_s + kk * kFrag * ld + n * kFrag), ld);
+          wmma::mma_sync(dv[n], pf, bf, dv[n]);
+        }
+      }
+#pragma unroll 1
+      for (int kk = 0; kk < kTile / kFrag; ++kk) {
+        FragA<T> dsf;
+        wmma::load_matrix_sync(dsf, wmma_ptr(dst_s + warp * kFrag * kPLd + kk * kFrag), kPLd);
+#pragma unroll
+        for (int n = 0; n < HS / kFrag; ++n) {
+          FragBRow<T> bf;
+          wmma::load_matrix_sync(bf, wmma_ptr(q_s + kk * kFrag * ld + n * kFrag), ld);
+          wmma::mma_sync(dk[n], dsf, bf, dk[n]);
+        }
       }
     }
   }
   const bool valid = j < g.T;
-  float* drow = dqkv + (b * g.T + j) * g.row + h * HS;
-  store_rows<HS>(dk, g.scale, s_w, lc, drow + g.C, valid);
-  store_rows<HS>(dv, 1.f, s_w, lc, drow + 2 * g.C, valid);
+  float* drow = dqkv + (b * g.T + j) * g.row;
+  store_rows<HS>(dk, g.scale, s_w, lc, drow + kc, valid);
+  store_rows<HS>(dv, 1.f, s_w, lc, drow + vc, valid);
 #endif
 }
 
