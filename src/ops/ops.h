@@ -39,6 +39,11 @@ Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor& b = Tensor())
 Tensor gelu(const Tensor& x);  // tanh approximation, as GPT-2
 Tensor silu(const Tensor& x);
 Tensor relu(const Tensor& x);
+// SwiGLU (Llama's MLP): x [..., 2F] laid out (gate | up) -> silu(gate) * up [..., F], one fused
+// pass each way, so a Llama MLP is linear(gate_up) -> swiglu -> linear(down). An f32 x gives
+// the output in autocast's GEMM dtype (bf16 under bf16 autocast: the down projection's operand,
+// as linear_gelu does); a bf16 / f16 x keeps its dtype. The gradient is in x's dtype.
+Tensor swiglu(const Tensor& x);
 
 // ---- normalisation, softmax, losses ----
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps = 1e-5f);
@@ -66,6 +71,16 @@ Tensor attention(const Tensor& qkv, int n_head);
 // n_kv_head = 1: multi-query). Returns the context [B, T, n_head * hs]. The gradient of a kv
 // head sums over its query heads in a fixed order (reproducible run to run).
 Tensor attention(const Tensor& qkv, int n_head, int n_kv_head);
+// Rotary position embeddings (Llama): qkv as attention(qkv, n_head, n_kv_head) takes it, with
+// its q and k heads rotated, its v heads unchanged. Hugging Face Llama's rotate_half pairing
+// (element i of a head with i + hs/2), so HF weights load without permuting q and k. Token t
+// is at position position_offset + t (0 in training; a KV cache's length when generating) and
+// uses that row of table [positions, 2, hs/2] (cos, then sin), built by ops::rope_table
+// (ops/rope_table.h: rope_theta and Llama 3's rope_scaling, in double precision). qkv f32, bf16
+// or f16 (the output keeps it); table f32 on qkv's device. The backward rotates the gradient
+// by minus the angles. Not differentiable in table.
+Tensor rope(const Tensor& qkv, const Tensor& table, int n_head, int n_kv_head,
+            int64_t position_offset = 0);
 // x [N, Cin, H, W], w [Cout, Cin, kh, kw], b [Cout] (optional).
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1, int padding = 0);
 Tensor max_pool2d(const Tensor& x, int kernel, int stride);

@@ -17,6 +17,7 @@
 #include "nn/gpt.h"
 #include "ops/autocast.h"
 #include "ops/ops.h"
+#include "ops/rope_table.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/flat_params.h"
@@ -256,6 +257,17 @@ TEST_F(CudaTest, EveryDispatchedOpMatchesCpu) {
         "gelu" + sfx, {randn(rng, Shape{3, 100}, t)}, [](const V& x) { return ops::gelu(x[0]); },
         tol, rng);
     compare_op(
+        "silu" + sfx, {randn(rng, Shape{3, 100}, t)}, [](const V& x) { return ops::silu(x[0]); },
+        tol, rng);
+    compare_op(
+        "swiglu" + sfx, {randn(rng, Shape{3, 5, 2 * 40}, t)},
+        [](const V& x) { return ops::swiglu(x[0]); }, tol, rng);
+    compare_op(
+        "rope gqa" + sfx,
+        {randn(rng, Shape{2, 9, (4 + 2 * 2) * 16}, t),
+         ops::rope_table(20, 16, 500000.0, ops::Llama3RopeScaling{})},
+        [](const V& x) { return ops::rope(x[0], x[1], 4, 2, 11); }, tol, rng);
+    compare_op(
         "softmax" + sfx, {randn(rng, Shape{5, 77}, t)},
         [](const V& x) { return ops::softmax(x[0]); }, tol, rng);
     compare_op(
@@ -287,12 +299,18 @@ TEST_F(CudaTest, EveryDispatchedOpMatchesCpu) {
           "layer_norm to compute dtype" + sfx,
           {randn(rng, Shape{4, 32}), randn(rng, Shape{32}), randn(rng, Shape{32})},
           [t](const V& x) { return ops::layer_norm(x[0], x[1], x[2], 1e-5f, t); }, tol, rng);
+      compare_op(
+          "swiglu to compute dtype" + sfx, {randn(rng, Shape{4, 2 * 48})},
+          [](const V& x) { return ops::swiglu(x[0]); }, tol, rng);
     }
   }
   // f32-only ops (the CPU ops take f32 here).
   compare_op(
       "attention f32", {randn(rng, Shape{2, 13, 3 * 32}, DType::f32, 0.5f)},
       [](const V& x) { return ops::attention(x[0], 4); }, 1e-5, rng);
+  compare_op(
+      "attention gqa f32", {randn(rng, Shape{2, 13, (4 + 2 * 2) * 8}, DType::f32, 0.5f)},
+      [](const V& x) { return ops::attention(x[0], 4, 2); }, 1e-5, rng);
   compare_op(
       "sum f32", {randn(rng, Shape{1000})}, [](const V& x) { return ops::sum(x[0]); }, 1e-6, rng);
   compare_op(
