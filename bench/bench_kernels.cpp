@@ -10,6 +10,9 @@
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cpu/norm.h"
+#include "kernels/cpu/rope.h"
+#include "kernels/cpu/swiglu.h"
+#include "ops/rope_table.h"
 #include "optim/adamw.h"
 
 using namespace tessera;
@@ -98,12 +101,14 @@ BENCHMARK(BM_gemm_acc_bf16)
     ->UseRealTime();
 
 // Fused causal attention of GPT-2 small (C = 768, 12 heads) at batch x seq = 4 x 64 and 8 x 256:
-// forward and backward. GFLOP/s counts the useful work over the causal half of the scores
-// (forward 2 B T^2 C, backward twice that; the backward's recomputed scores not counted).
+// forward and backward; the third argument is the number of kv heads (12: multi-head; 4:
+// grouped-query, 3 query heads per kv head; 1: multi-query). GFLOP/s counts
+// the useful work over the causal half of the scores (forward 2 B T^2 C, backward twice that;
+// the backward's recomputed scores not counted).
 void attention_bench(benchmark::State& st, bool backward) {
-  const kernels::AttentionDims d{st.range(0), st.range(1), 768, 12, 12};
+  const kernels::AttentionDims d{st.range(0), st.range(1), 768, 12, st.range(2)};
   Generator g(6);
-  Tensor qkv = Tensor::randn(Shape{d.batch, d.seq, 3 * d.channels}, g, 0.f, 0.5f);
+  Tensor qkv = Tensor::randn(Shape{d.batch, d.seq, kernels::attention_qkv_width(d)}, g, 0.f, 0.5f);
   Tensor out = Tensor::empty(Shape{d.batch, d.seq, d.channels});
   Tensor lse = Tensor::empty(Shape{d.batch, d.heads, d.seq});
   Tensor dout = Tensor::randn(Shape{d.batch, d.seq, d.channels}, g);
@@ -127,15 +132,45 @@ void BM_attention_bwd(benchmark::State& st) {
   attention_bench(st, true);
 }
 BENCHMARK(BM_attention_fwd)
-    ->Args({4, 64})
-    ->Args({8, 256})
+    ->Args({4, 64, 12})
+    ->Args({8, 256, 12})
+    ->Args({8, 256, 4})
+    ->Args({8, 256, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_attention_bwd)
-    ->Args({4, 64})
-    ->Args({8, 256})
+    ->Args({4, 64, 12})
+    ->Args({8, 256, 12})
+    ->Args({8, 256, 4})
+    ->Args({8, 256, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+
+// Llama 3 8B's element-wise ops over 1024 tokens: RoPE on the fused qkv (32 query heads, 8 kv
+// heads, head size 128) and SwiGLU on the gate_up output (F = 14336). GB/s: bytes read + written.
+void BM_rope_llama3_8b(benchmark::State& st) {
+  kernels::RopeDims d;
+  d.batch = 1, d.seq = 1024, d.heads = 32, d.kv_heads = 8, d.head_size = 128;
+  Generator g(8);
+  const int64_t n = d.seq * kernels::rope_row_width(d);
+  Tensor x = Tensor::randn(Shape{n}, g), y = Tensor::empty(Shape{n});
+  Tensor table = ops::rope_table(d.seq, d.head_size, 500000.0, ops::Llama3RopeScaling{});
+  for (auto _ : st)
+    cpu::rope_rotate<float>(d, x.data<float>(), table.data<float>(), y.data<float>(), false);
+  st.counters["GB"] =
+      benchmark::Counter(2.0 * double(n) * 4 * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_rope_llama3_8b)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_swiglu_llama3_8b(benchmark::State& st) {
+  const int64_t rows = 1024, F = 14336;
+  Generator g(9);
+  Tensor x = Tensor::randn(Shape{rows, 2 * F}, g), y = Tensor::empty(Shape{rows, F});
+  for (auto _ : st) cpu::swiglu_forward<float, float>(x.data<float>(), y.data<float>(), rows, F);
+  st.counters["GB"] = benchmark::Counter(3.0 * double(rows * F) * 4 * 1e-9,
+                                         benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_swiglu_llama3_8b)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // f32 -> bf16 conversion of GPT-2 small's matmul weights (what a bf16 step does once per step
 // before the forward GEMMs): 6 bytes moved per element.
