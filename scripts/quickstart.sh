@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-bash scripts/build.sh
+bash scripts/build.sh tessera_cli  # the binary only; the test command builds the rest
 bash scripts/prepare-data.sh
 ./build/tessera train configs/gpt_kjv.toml "$@"

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "gradcheck.h"
+#include "train/model_kinds.h"
 
 #include <cstdint>
 #include <cstdlib>
@@ -146,7 +147,7 @@ TEST(Config, OutOfRange) {
 
 TEST(Config, Choices) {
   expect_error([] { with({"model.kind=transformer"}); },
-               {"model.kind = 'transformer'", "one of \"gpt\", \"mlp\", \"cnn\""});
+               {"model.kind = 'transformer'", "one of \"gpt\", \"llama\", \"mlp\", \"cnn\""});
   expect_error([] { parse("[optim]\nschedule = \"cosin\"\n"); },
                {"config.toml:2:", "optim.schedule = 'cosin'", "did you mean 'cosine'?"});
   expect_error([] { with({"model.preset=gpt2-125m"}); }, {"model.preset", "'gpt2-124m'"});
@@ -190,8 +191,11 @@ TEST(Config, OtherRules) {
       },
       {"model.n_embd = 100", "model.n_head = 3"});
   expect_error([] { with({"optim.lr=1e-3", "optim.min_lr=1e-2"}); }, {"optim.min_lr", "optim.lr"});
-  expect_error([] { with({"optim.schedule=cosine", "train.steps=10", "optim.warmup_steps=10"}); },
-               {"optim.warmup_steps = 10", "train.steps = 10", "cosine"});
+  expect_error(
+      [] {
+        with({"optim.schedule=cosine", "train.steps=10", "optim.warmup_steps=10"});
+      },
+      {"optim.warmup_steps = 10", "train.steps = 10", "cosine"});
   expect_error(
       [] {
         with({"model.kind=cnn", "data.kind=fashion-mnist", "model.preset=gpt2-124m"});
@@ -202,7 +206,22 @@ TEST(Config, OtherRules) {
         << stage;
   EXPECT_NO_THROW(with({"train.device=cpu", "parallel.zero_stage=3"}));
   expect_error([] { with({"train.device=gpu"}); }, {"train.device", "\"cpu\", \"cuda\""});
-  EXPECT_EQ(config_rules().size(), 9u);
+  // The decoder options are Llama's; GQA's heads must divide.
+  expect_error([] { with({"model.n_kv_head=2"}); },
+               {"model.n_kv_head is set", "model.kind = 'gpt'"});
+  expect_error([] { with({"model.kind=gpt", "model.head=untied"}); }, {"model.head", "'gpt'"});
+  expect_error(
+      [] {
+        with({"model.kind=llama", "model.n_head=4", "model.n_kv_head=3"});
+      },
+      {"model.n_head = 4", "model.n_kv_head = 3"});
+  EXPECT_NO_THROW(with({"model.kind=llama", "model.n_head=4", "model.n_kv_head=2"}));
+  expect_error(
+      [] {
+        with({"model.kind=gpt", "model.preset=llama-tiny"});
+      },
+      {"llama-tiny", "is a llama preset", "model.kind = 'gpt'"});
+  EXPECT_EQ(config_rules().size(), 10u);
 }
 
 TEST(Config, MissingFile) {
@@ -218,17 +237,22 @@ TEST(Config, SyntaxErrorHasLineAndColumn) {
 }
 
 TEST(Config, PresetsAndExplicitOverrides) {
-  for (const ModelPreset& p : model_presets()) {
-    SCOPED_TRACE(std::string(p.name));
-    Config c = with({fmt::format("model.preset={}", p.name), "data.kind=shards"});
-    EXPECT_EQ(c.model.preset, p.name);
-    EXPECT_EQ(c.model.n_layer, p.n_layer);
-    EXPECT_EQ(c.model.n_head, p.n_head);
-    EXPECT_EQ(c.model.n_embd, p.n_embd);
-    EXPECT_EQ(c.model.context, p.context);
-    EXPECT_EQ(c.model.vocab_size, p.vocab_size);
+  for (const ModelKind& k : model_kinds()) {
+    for (const ModelPreset& p : k.presets) {
+      SCOPED_TRACE(std::string(p.name));
+      Config c = with({fmt::format("model.kind={}", k.name), fmt::format("model.preset={}", p.name),
+                       "data.kind=shards"});
+      EXPECT_EQ(c.model.preset, p.name);
+      EXPECT_EQ(c.model.n_layer, p.n_layer);
+      EXPECT_EQ(c.model.n_head, p.n_head);
+      EXPECT_EQ(c.model.n_embd, p.n_embd);
+      EXPECT_EQ(c.model.context, p.context);
+      EXPECT_EQ(c.model.vocab_size, p.vocab_size);
+      EXPECT_EQ(c.model.n_kv_head, p.n_kv_head);
+      EXPECT_EQ(c.model.ffn_hidden, p.ffn_hidden);
+    }
   }
-  const ModelPreset& medium = model_presets()[1];
+  const ModelPreset& medium = model_kind("gpt").presets[1];
   EXPECT_EQ(medium.name, "gpt2-350m");
   EXPECT_EQ(medium.n_layer, 24);
   EXPECT_EQ(medium.n_head, 16);

@@ -219,8 +219,8 @@ TEST(GPT, InputErrors) {
   Generator g(3);
   GPT model(c, g);
   expect_error([&] { model.forward(random_ids(1, c.context + 1, c.vocab_size, 1)); },
-               {"GPT::forward", "17", "context = 16"});
-  expect_error([&] { model.forward(Tensor::zeros(Shape{1, 4})); }, {"GPT::forward", "i32"});
+               {"Decoder::forward", "17", "context = 16"});
+  expect_error([&] { model.forward(Tensor::zeros(Shape{1, 4})); }, {"Decoder::forward", "i32"});
   Tensor ids = random_ids(2, 4, c.vocab_size, 1);
   expect_error([&] { model.loss(ids, random_ids(2, 5, c.vocab_size, 1)); }, {"targets"});
 }

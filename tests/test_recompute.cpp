@@ -147,7 +147,9 @@ TEST(Recompute, BlockInputGradientIsBitIdentical) {
       for (int use_checkpoint = 0; use_checkpoint < 2; ++use_checkpoint) {
         Generator g(4), drop_gen(77);
         nn::BlockInit init;
-        init.n_embd = 32, init.n_head = 4, init.dropout = 0.1f, init.dropout_gen = &drop_gen;
+        init.n_embd = 32, init.n_head = init.n_kv_head = 4,
+        init.mlp_hidden = 128;  // GPT-2 components otherwise
+        init.dropout = 0.1f, init.dropout_gen = &drop_gen;
         nn::Block block(init, g);
         Tensor x = Tensor::randn(Shape{2, 8, 32}, g).set_requires_grad(true);
         Tensor w = Tensor::randn(Shape{2, 8, 32}, g);

@@ -12,7 +12,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --upgrade pip >/dev/null
-"$venv/bin/python" -m pip install torch numpy
+"$venv/bin/python" -m pip install torch numpy safetensors
 "$venv/bin/python" - <<'PY'
 import torch
 print(f"torch {torch.__version__}; threads {torch.get_num_threads()}; "

@@ -17,6 +17,7 @@
 #include "nn/weights.h"
 #include "train/config.h"
 #include "train/generate.h"
+#include "train/model_kinds.h"
 #include "train/plot.h"
 #include "train/task.h"
 #include "train/trainer.h"
@@ -81,7 +82,7 @@ int cmd_eval(const std::string& config, const std::vector<std::string>& override
              const std::string& weights) {
   train::Config cfg = train::load_config(config, overrides);
   auto task = train::make_task(cfg);
-  nn::load_any_weights(task->model(), weights);  // Tessera, Hugging Face GPT-2 or llm.c
+  train::model_kind(cfg.model.kind).load_weights(task->model(), weights);  // format detected
   nlohmann::json e = task->evaluate();
   TS_CHECK(!e.empty(), "eval: {} has no evaluation split (data.val_fraction / data.val_path)",
            config);
@@ -98,19 +99,15 @@ int cmd_generate(const std::string& run, std::string config, std::string weights
   TS_CHECK(!config.empty() && !weights.empty(),
            "generate: give a run folder (--run DIR) or both --config and --weights");
   train::Config cfg = train::load_config(config);
-  TS_CHECK(cfg.model.kind == "gpt",
-           "generate: {} describes a '{}' model, expected model.kind = "
-           "\"gpt\"",
+  const train::ModelKind& kind = train::model_kind(cfg.model.kind);
+  TS_CHECK(kind.language_model, "generate: {} describes a '{}' model, expected a language model",
            config, cfg.model.kind);
-  nn::GPTConfig g;
-  g.n_layer = int(cfg.model.n_layer), g.n_head = int(cfg.model.n_head);
-  g.n_embd = cfg.model.n_embd, g.context = cfg.model.context, g.vocab_size = cfg.model.vocab_size;
   Generator init(0);
-  nn::GPT model(g, init);
-  nn::load_any_weights(model, weights);  // Tessera, Hugging Face GPT-2 or llm.c
-  model.eval();
+  std::unique_ptr<nn::Decoder> model = train::make_decoder(cfg, init);
+  kind.load_weights(*model, weights);  // format detected from the file
+  model->eval();
   Generator gen(seed);
-  std::cout << prompt << train::generate_text(model, prompt, so, gen) << "\n";
+  std::cout << prompt << train::generate_text(*model, prompt, so, gen) << "\n";
   return 0;
 }
 
@@ -142,7 +139,7 @@ int main(int argc, char** argv) {
   ev->add_option("overrides", overrides, "key=value overrides");
   ev->add_option("--weights", weights, "model.safetensors to evaluate")->required();
 
-  auto* ge = app.add_subcommand("generate", "Sample text from a trained byte-level GPT");
+  auto* ge = app.add_subcommand("generate", "Sample text from a trained byte-level language model");
   ge->add_option("--run", run, "run folder (uses its config.toml and model.safetensors)");
   ge->add_option("--config", config, "config file (instead of --run)");
   ge->add_option("--weights", weights, "weights file (instead of --run)");
@@ -151,6 +148,8 @@ int main(int argc, char** argv) {
   ge->add_option("--temperature", so.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
   ge->add_option("--top-k", so.top_k, "sample among the k likeliest (0 = all)")
       ->check(CLI::Range(0, 1 << 30));
+  ge->add_option("--top-p", so.top_p, "then sample among the likeliest whose probability reaches p")
+      ->check(CLI::Range(1e-6, 1.0));
   ge->add_option("--seed", seed, "sampling seed");
 
   auto* pl = app.add_subcommand("plot", "Draw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl");

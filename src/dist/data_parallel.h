@@ -28,6 +28,7 @@
 #include "dist/sharded_optimizer.h"
 #include "dist/trace.h"
 #include "nn/module.h"
+#include "nn/stages.h"
 
 namespace tessera::dist {
 
@@ -46,19 +47,15 @@ struct MemoryReport {
   int64_t optimizer_bytes = 0;  // optimizer state
 };
 
-// ZeRO-3: how a model's forward tells the engine which parameters it is about to use. The task
-// declares `units` (disjoint groups of parameters, e.g. the embeddings, each block, the final
-// norm) and `stages` (the forward in order: which units each stage uses; a unit may serve
-// several stages, like GPT's tied embedding in the first and the last). Its forward then runs
+// ZeRO-3: how a model's forward tells the engine which parameters it is about to use. The model
+// declares its units and stages (nn/stages.h); its forward then runs
 //   for k in stages:  gather.enter(k);  x = ...stage k...;  x = gather.exit(k, x);
 // enter() makes the stage's parameters usable (waiting for their all-gather, and starting the
 // next stage's). exit() frees them and puts a marker on x whose backward runs when stage k+1's
 // backward is done: it frees stage k+1's parameters and gathers stage k's again (prefetching
 // stage k-1's) before stage k's backward needs them.
-struct ParameterUnits {
-  std::vector<std::vector<Tensor>> units;
-  std::vector<std::vector<int>> stages;
-};
+using ParameterUnits = nn::ParameterUnits;
+using ParameterGather = nn::StageHooks;
 
 // Checkpoints: this rank's share of the training state, as views of the live buffers (no copy:
 // clone them to snapshot, write into them to restore). Every engine lays parameters out alike
@@ -78,13 +75,6 @@ struct TrainingStateView {
   // order ("exp_avg", "exp_avg_sq" / "momentum"), each f32 [state_end - state_begin].
   int64_t state_begin = 0, state_end = 0;
   std::vector<std::pair<std::string, Tensor>> state;
-};
-
-class ParameterGather {
- public:
-  virtual ~ParameterGather() = default;
-  virtual void enter(int stage) = 0;
-  virtual Tensor exit(int stage, const Tensor& x) = 0;
 };
 
 class DataParallel {

@@ -28,19 +28,26 @@ Tensor Embedding::forward(const Tensor& ids) const {
   return ops::embedding(weight, ids);
 }
 
-LayerNorm::LayerNorm(int64_t dim, float eps_) : eps(eps_) {
-  TS_CHECK(dim > 0, "LayerNorm: dim must be positive, got {}", dim);
+const char* norm_kind_name(NormKind kind) {
+  return kind == NormKind::layer_norm ? "layer_norm" : "rms_norm";
+}
+
+Norm::Norm(NormKind kind_, int64_t dim, float eps_) : kind(kind_), eps(eps_) {
+  TS_CHECK(dim > 0, "Norm ({}): dim must be positive, got {}", norm_kind_name(kind), dim);
   weight = Tensor::ones(Shape{dim});
-  bias = Tensor::zeros(Shape{dim});
   register_parameter("weight", weight);
-  register_parameter("bias", bias);
+  if (kind == NormKind::layer_norm) {
+    bias = Tensor::zeros(Shape{dim});
+    register_parameter("bias", bias);
+  }
 }
 
-Tensor LayerNorm::forward(const Tensor& x) const {
-  return ops::layer_norm(x, weight, bias, eps);
+Tensor Norm::forward(const Tensor& x) const {
+  return forward(x, x.dtype());
 }
 
-Tensor LayerNorm::forward(const Tensor& x, DType out) const {
+Tensor Norm::forward(const Tensor& x, DType out) const {
+  if (kind == NormKind::rms_norm) return ops::rms_norm(x, weight, eps);
   return ops::layer_norm(x, weight, bias, eps, out);
 }
 

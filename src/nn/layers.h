@@ -1,5 +1,5 @@
-// The basic layers: Linear, Embedding, LayerNorm, Conv2d and Dropout. Each takes its
-// initialisation from the caller (a Generator and a standard deviation), so models decide the
+// The basic layers: Linear, Embedding, Norm (LayerNorm / RMSNorm), Conv2d and Dropout. Each takes
+// its initialisation from the caller (a Generator and a standard deviation), so models decide the
 // scheme (GPT-2's normal(0, 0.02), Kaiming for classifiers) and runs are reproducible.
 #pragma once
 #include <cstdint>
@@ -28,14 +28,20 @@ class Embedding : public Module {
   Tensor weight;  // [num, dim]
 };
 
-// LayerNorm over the last dim with weight ones and bias zeros.
-class LayerNorm : public Module {
+// LayerNorm or RMSNorm over the last dim, the decoder's choice (GPT-2 / Llama).
+enum class NormKind { layer_norm, rms_norm };
+const char* norm_kind_name(NormKind kind);  // "layer_norm" | "rms_norm"
+
+// weight ones, and for LayerNorm a bias of zeros (RMSNorm has none: `bias` stays undefined).
+class Norm : public Module {
  public:
-  explicit LayerNorm(int64_t dim, float eps = 1e-5f);
+  Norm(NormKind kind, int64_t dim, float eps);
   Tensor forward(const Tensor& x) const;
-  // The normalised x stored as `out` (e.g. bf16 for a GEMM under autocast; see ops::layer_norm).
+  // The normalised x for a GEMM's input: LayerNorm stores it as `out` directly (e.g. bf16 under
+  // autocast; see ops::layer_norm); RMSNorm returns x's dtype and the GEMM casts it.
   Tensor forward(const Tensor& x, DType out) const;
 
+  NormKind kind;
   Tensor weight, bias;  // [dim]
   float eps;
 };

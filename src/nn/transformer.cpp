@@ -5,9 +5,21 @@
 
 namespace tessera::nn {
 
+const char* mlp_kind_name(MlpKind kind) {
+  return kind == MlpKind::gelu ? "gelu" : "swiglu";
+}
+
+namespace {
+// SwiGLU's c_fc computes the gate and the up projection in one GEMM.
+int64_t c_fc_width(const BlockInit& in) {
+  return in.mlp == MlpKind::swiglu ? 2 * in.mlp_hidden : in.mlp_hidden;
+}
+}  // namespace
+
 MLP::MLP(const BlockInit& in, Generator& g)
-    : c_fc(in.n_embd, 4 * in.n_embd, true, g, in.weight_std),
-      c_proj(4 * in.n_embd, in.n_embd, true, g, in.proj_std),
+    : kind(in.mlp),
+      c_fc(in.n_embd, c_fc_width(in), in.bias, g, in.weight_std),
+      c_proj(in.mlp_hidden, in.n_embd, in.bias, g, in.proj_std),
       drop(in.dropout, in.dropout_gen) {
   register_module("c_fc", c_fc);
   register_module("c_proj", c_proj);
@@ -15,29 +27,46 @@ MLP::MLP(const BlockInit& in, Generator& g)
 }
 
 Tensor MLP::forward(const Tensor& x) const {
+  if (kind == MlpKind::swiglu) return drop.forward(c_proj.forward(ops::swiglu(c_fc.forward(x))));
   // c_fc and the GELU fused: the activation comes out in the GEMM dtype, ready for c_proj.
   return drop.forward(c_proj.forward(ops::linear_gelu(x, c_fc.weight, c_fc.bias)));
 }
 
+namespace {
+int64_t qkv_width(const BlockInit& in) {
+  TS_CHECK(in.n_head > 0 && in.n_embd % in.n_head == 0,
+           "CausalSelfAttention: n_embd {} is not divisible by n_head {}", in.n_embd, in.n_head);
+  TS_CHECK(in.n_kv_head > 0 && in.n_head % in.n_kv_head == 0,
+           "CausalSelfAttention: n_kv_head {} does not divide n_head {}", in.n_kv_head, in.n_head);
+  return (in.n_head + 2 * in.n_kv_head) * (in.n_embd / in.n_head);
+}
+}  // namespace
+
 CausalSelfAttention::CausalSelfAttention(const BlockInit& in, Generator& g)
     : n_head(in.n_head),
-      c_attn(in.n_embd, 3 * in.n_embd, true, g, in.weight_std),
-      c_proj(in.n_embd, in.n_embd, true, g, in.proj_std),
+      n_kv_head(in.n_kv_head),
+      c_attn(in.n_embd, qkv_width(in), in.bias, g, in.weight_std),
+      c_proj(in.n_embd, in.n_embd, in.bias, g, in.proj_std),
       drop(in.dropout, in.dropout_gen) {
-  TS_CHECK(n_head > 0 && in.n_embd % n_head == 0,
-           "CausalSelfAttention: n_embd {} is not divisible by n_head {}", in.n_embd, n_head);
   register_module("c_attn", c_attn);
   register_module("c_proj", c_proj);
   register_module("drop", drop);
 }
 
-Tensor CausalSelfAttention::forward(const Tensor& x) const {
-  Tensor context = ops::attention(c_attn.forward(x), n_head);
+Tensor CausalSelfAttention::forward(const Tensor& x, const BlockContext& ctx) const {
+  Tensor qkv = c_attn.forward(x);
+  if (ctx.rotary) qkv = ops::rope(qkv, *ctx.rotary, n_head, n_kv_head, ctx.start);
+  Tensor context = ctx.k_cache ? ops::cached_attention(qkv, n_head, n_kv_head, *ctx.k_cache,
+                                                       *ctx.v_cache, ctx.start)
+                               : ops::attention(qkv, n_head, n_kv_head);
   return drop.forward(c_proj.forward(context));
 }
 
 Block::Block(const BlockInit& in, Generator& g)
-    : ln_1(in.n_embd), attn(in, g), ln_2(in.n_embd), mlp(in, g) {
+    : ln_1(in.norm, in.n_embd, in.norm_eps),
+      attn(in, g),
+      ln_2(in.norm, in.n_embd, in.norm_eps),
+      mlp(in, g) {
   register_module("ln_1", ln_1);
   register_module("attn", attn);
   register_module("ln_2", ln_2);
@@ -48,10 +77,10 @@ DType gemm_input_dtype(const Tensor& x) {
   return autocast_dtype() == DType::bf16 ? DType::bf16 : x.dtype();
 }
 
-Tensor Block::forward(const Tensor& x) const {
-  // The LayerNorms feed GEMMs only: under bf16 autocast they write bf16 directly (the same
+Tensor Block::forward(const Tensor& x, const BlockContext& ctx) const {
+  // The norms feed GEMMs only: under bf16 autocast LayerNorm writes bf16 directly (the same
   // rounding the GEMM's input cast would do), while the residual stream x, h stays f32.
-  Tensor h = ops::add(x, attn.forward(ln_1.forward(x, gemm_input_dtype(x))));
+  Tensor h = ops::add(x, attn.forward(ln_1.forward(x, gemm_input_dtype(x)), ctx));
   return ops::add(h, mlp.forward(ln_2.forward(h, gemm_input_dtype(h))));
 }
 

@@ -1,5 +1,7 @@
-// The GPT-2 transformer block and its parts. Attention-probability dropout is not applied
-// (ops::attention has none); dropout acts on the residual branches, as GPT-2's resid_pdrop.
+// The decoder block and its parts, with the components a model kind chooses (nn/decoder.h):
+// LayerNorm or RMSNorm, GELU MLP or SwiGLU, multi-head or grouped-query attention, biases on or
+// off. Attention-probability dropout is not applied (ops::attention has none); dropout acts on
+// the residual branches, as GPT-2's resid_pdrop.
 #pragma once
 #include <cstdint>
 
@@ -7,49 +9,72 @@
 
 namespace tessera::nn {
 
-// What the block's layers need to build themselves.
+enum class MlpKind {
+  gelu,    // c_fc (C -> F) -> gelu -> c_proj (F -> C): GPT-2
+  swiglu,  // c_fc (C -> 2F, gate | up) -> silu(gate) * up -> c_proj (F -> C): Llama
+};
+const char* mlp_kind_name(MlpKind kind);  // "gelu" | "swiglu"
+
+// What a block's layers need to build themselves.
 struct BlockInit {
   int64_t n_embd = 0;
   int n_head = 0;
+  int n_kv_head = 0;       // key/value heads: n_head (multi-head) or a divisor of it (GQA)
+  int64_t mlp_hidden = 0;  // F
+  NormKind norm = NormKind::layer_norm;
+  float norm_eps = 1e-5f;
+  MlpKind mlp = MlpKind::gelu;
+  bool bias = true;          // on every Linear
   float weight_std = 0.02f;  // c_attn, c_fc
   float proj_std = 0.02f;    // residual projections (attn.c_proj, mlp.c_proj)
   float dropout = 0.f;
   Generator* dropout_gen = nullptr;
 };
 
-// c_fc (C -> 4C) -> gelu -> c_proj (4C -> C) -> dropout.
+// Where a block's tokens sit in their sequences. Training: from position 0, no cache.
+// Generation: after `start` cached positions, with this block's key/value cache (nn/decoder.h
+// KVCache) to append to and attend over.
+struct BlockContext {
+  int64_t start = 0;
+  Tensor* k_cache = nullptr;  // f32 [B, n_kv_head, capacity, hs], or null
+  Tensor* v_cache = nullptr;
+  const Tensor* rotary = nullptr;  // rotary positions: the decoder's cos/sin table, else null
+};
+
 class MLP : public Module {
  public:
   MLP(const BlockInit& init, Generator& g);
   Tensor forward(const Tensor& x) const;
 
+  MlpKind kind;
   Linear c_fc, c_proj;
   Dropout drop;
 };
 
-// c_attn (C -> 3C, q | k | v) -> causal attention over n_head heads -> c_proj (C -> C) -> dropout.
+// c_attn (C -> (n_head + 2 n_kv_head) hs: q heads | k heads | v heads) -> causal attention ->
+// c_proj (C -> C) -> dropout.
 class CausalSelfAttention : public Module {
  public:
   CausalSelfAttention(const BlockInit& init, Generator& g);
-  Tensor forward(const Tensor& x) const;  // x [B, T, C]
+  Tensor forward(const Tensor& x, const BlockContext& ctx = {}) const;  // x [B, T, C]
 
-  int n_head;
+  int n_head, n_kv_head;
   Linear c_attn, c_proj;
   Dropout drop;
 };
 
-// The dtype a LayerNorm feeding a GEMM should write: bf16 under bf16 autocast, else x's dtype.
+// The dtype a norm feeding a GEMM should write: bf16 under bf16 autocast, else x's dtype.
 DType gemm_input_dtype(const Tensor& x);
 
-// Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+// Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 class Block : public Module {
  public:
   Block(const BlockInit& init, Generator& g);
-  Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x, const BlockContext& ctx = {}) const;
 
-  LayerNorm ln_1;
+  Norm ln_1;
   CausalSelfAttention attn;
-  LayerNorm ln_2;
+  Norm ln_2;
   MLP mlp;
 };
 

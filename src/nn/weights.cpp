@@ -21,11 +21,7 @@ void save_weights(const Module& module, const std::string& path,
   write_safetensors(path, params, metadata);
 }
 
-namespace {
-
-// Copies `file` (already renamed and transposed to our layout) into the module's parameters
-// after checking that names and shapes match exactly.
-void assign(Module& module, std::map<std::string, Tensor> file, const std::string& path) {
+void assign_weights(Module& module, std::map<std::string, Tensor> file, const std::string& path) {
   std::vector<std::string> missing, mismatched, wrong_type;
   NamedTensors params = module.named_parameters();
   for (const auto& [name, p] : params) {
@@ -58,6 +54,8 @@ void assign(Module& module, std::map<std::string, Tensor> file, const std::strin
   NoGradGuard no_grad;
   for (auto& [name, p] : params) p.copy_from(file.at(name));
 }
+
+namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
@@ -112,11 +110,11 @@ bool starts_with_llmc_magic(const std::string& path) {
 }  // namespace
 
 void load_weights(Module& module, const std::string& path) {
-  assign(module, read_safetensors(path).tensors, path);
+  assign_weights(module, read_safetensors(path).tensors, path);
 }
 
 void load_hf_gpt2_weights(GPT& model, const std::string& path) {
-  assign(model, from_hf_gpt2(read_safetensors(path).tensors, path), path);
+  assign_weights(model, from_hf_gpt2(read_safetensors(path).tensors, path), path);
 }
 
 const char* weights_format_name(WeightsFormat f) {
@@ -156,10 +154,10 @@ WeightsFormat load_any_weights(Module& model, const std::string& path) {
   if (looks_like_hf_gpt2(file.tensors)) {
     TS_CHECK(gpt, "weights file '{}' has Hugging Face GPT-2 names, but the model is not a GPT",
              path);
-    assign(model, from_hf_gpt2(std::move(file.tensors), path), path);
+    assign_weights(model, from_hf_gpt2(std::move(file.tensors), path), path);
     return WeightsFormat::hf_gpt2;
   }
-  assign(model, std::move(file.tensors), path);
+  assign_weights(model, std::move(file.tensors), path);
   return WeightsFormat::tessera;
 }
 

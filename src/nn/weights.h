@@ -17,6 +17,11 @@ void save_weights(const Module& module, const std::string& path,
 // mis-shaped tensors throw one Error listing them all; nothing is modified then.
 void load_weights(Module& module, const std::string& path);
 
+// The step load_weights ends with: copies `file` (names and layout already ours) into the
+// module's parameters after checking that names and shapes match exactly; otherwise one Error
+// naming `path` lists every missing, unexpected and mis-shaped tensor, and nothing is modified.
+void assign_weights(Module& module, std::map<std::string, Tensor> file, const std::string& path);
+
 // Loads Hugging Face GPT-2 weights (model.safetensors of "gpt2", "gpt2-medium", ...):
 //  - names may carry the "transformer." prefix;
 //  - Conv1D weights (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) are stored [in, out] and

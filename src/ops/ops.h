@@ -81,6 +81,13 @@ Tensor attention(const Tensor& qkv, int n_head, int n_kv_head);
 // by minus the angles. Not differentiable in table.
 Tensor rope(const Tensor& qkv, const Tensor& table, int n_head, int n_kv_head,
             int64_t position_offset = 0);
+// Generation's attention through a key/value cache (kernels/common/cached_attention_dims.h):
+// qkv [B, T_new, (n_head + 2 n_kv_head) hs] of the new tokens at positions start ..
+// start + T_new - 1; their k and v are written into k_cache / v_cache f32 [B, n_kv_head,
+// capacity, hs] (contiguous), and each attends causally to every cached position. Returns the
+// context [B, T_new, n_head hs]. No gradient (generation runs under NoGradGuard).
+Tensor cached_attention(const Tensor& qkv, int n_head, int n_kv_head, Tensor& k_cache,
+                        Tensor& v_cache, int64_t start);
 // x [N, Cin, H, W], w [Cout, Cin, kh, kw], b [Cout] (optional).
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int stride = 1, int padding = 0);
 Tensor max_pool2d(const Tensor& x, int kernel, int stride);

@@ -5,6 +5,7 @@
 #include "ops/ops.h"
 #include "train/device.h"
 #include "train/init_weights.h"
+#include "train/model_kinds.h"
 #include "train/task_factory.h"
 
 namespace tessera::train {
@@ -113,7 +114,7 @@ std::unique_ptr<Task> make_classifier_task(const Config& cfg, TaskPlacement plac
 }
 
 std::unique_ptr<Task> make_task(const Config& cfg, TaskPlacement place) {
-  if (cfg.model.kind == "gpt") return make_gpt_task(cfg, place);
+  if (model_kind(cfg.model.kind).language_model) return make_lm_task(cfg, place);
   return make_classifier_task(cfg, place);
 }
 

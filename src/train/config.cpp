@@ -3,6 +3,8 @@
 // join several keys.
 #include "train/config.h"
 
+#include "train/model_kinds.h"
+
 #include <fmt/format.h>
 
 #include <toml++/toml.h>
@@ -260,16 +262,18 @@ Assignment assignment_from_override(std::string_view text) {
 
 void apply_preset(Config& c, std::string_view name) {
   if (name.empty()) return;
-  for (const ModelPreset& p : model_presets()) {
-    if (p.name != name) continue;
-    c.model.n_layer = p.n_layer;
-    c.model.n_head = p.n_head;
-    c.model.n_embd = p.n_embd;
-    c.model.context = p.context;
-    c.model.vocab_size = p.vocab_size;
-    return;
-  }
-  TS_ASSERT(false);  // preset names were checked against the choices already
+  const ModelPreset* p = find_model_preset(name);
+  TS_ASSERT(p);  // preset names were checked against the choices already
+  c.model.n_layer = p->n_layer;
+  c.model.n_head = p->n_head;
+  c.model.n_kv_head = p->n_kv_head;
+  c.model.n_embd = p->n_embd;
+  c.model.ffn_hidden = p->ffn_hidden;
+  c.model.context = p->context;
+  c.model.vocab_size = p->vocab_size;
+  c.model.rope_theta = p->rope_theta;
+  c.model.rope_scaling = p->rope_scaling;
+  if (!p->head.empty()) c.model.head = std::string(p->head);
 }
 
 Config resolve(const std::vector<Assignment>& assignments, std::string_view source) {
@@ -287,6 +291,11 @@ Config resolve(const std::vector<Assignment>& assignments, std::string_view sour
 // ---- Rules joining several keys ----
 
 using Violation = std::optional<std::string>;
+
+bool language_model(const Config& c) {
+  return model_kind(c.model.kind).language_model;
+}
+
 struct Rule {
   std::string_view text;
   Violation (*check)(const Config&);
@@ -299,22 +308,29 @@ const Rule kRules[] = {
        return fmt::format("train.batch_size = {} is not divisible by train.micro_batches = {}",
                           c.train.batch_size, c.train.micro_batches);
      }},
-    {"GPT: `train.seq_len` <= `model.context` (after the preset is applied).",
+    {"Language models: `train.seq_len` <= `model.context` (after the preset is applied).",
      [](const Config& c) -> Violation {
-       if (c.model.kind != "gpt" || c.train.seq_len <= c.model.context) return {};
+       if (!language_model(c) || c.train.seq_len <= c.model.context) return {};
        return fmt::format("train.seq_len = {} exceeds model.context = {}", c.train.seq_len,
                           c.model.context);
      }},
-    {"GPT: `model.n_embd` is divisible by `model.n_head`.",
+    {"Language models: `model.n_embd` is divisible by `model.n_head`, and `model.n_head` by "
+     "`model.n_kv_head` when set.",
      [](const Config& c) -> Violation {
-       if (c.model.kind != "gpt" || c.model.n_embd % c.model.n_head == 0) return {};
-       return fmt::format("model.n_embd = {} is not divisible by model.n_head = {}", c.model.n_embd,
-                          c.model.n_head);
+       if (!language_model(c)) return {};
+       if (c.model.n_embd % c.model.n_head != 0)
+         return fmt::format("model.n_embd = {} is not divisible by model.n_head = {}",
+                            c.model.n_embd, c.model.n_head);
+       if (c.model.n_kv_head > 0 && c.model.n_head % c.model.n_kv_head != 0)
+         return fmt::format("model.n_head = {} is not divisible by model.n_kv_head = {}",
+                            c.model.n_head, c.model.n_kv_head);
+       return {};
      }},
-    {"GPT: `data.kind` is \"text\" or \"shards\"; MLP and CNN: `data.kind` is \"fashion-mnist\".",
+    {"Language models (`gpt`, `llama`): `data.kind` is \"text\" or \"shards\"; image "
+     "classifiers (`mlp`, `cnn`): `data.kind` is \"fashion-mnist\".",
      [](const Config& c) -> Violation {
        bool tokens = c.data.kind == "text" || c.data.kind == "shards";
-       if ((c.model.kind == "gpt") == tokens) return {};
+       if (language_model(c) == tokens) return {};
        return fmt::format("model.kind = '{}' cannot train on data.kind = '{}'", c.model.kind,
                           c.data.kind);
      }},
@@ -324,18 +340,38 @@ const Rule kRules[] = {
        return fmt::format("model.vocab_size = {} is too small for byte-level text: expected >= 256",
                           c.model.vocab_size);
      }},
-    {"`model.preset` is only set for `model.kind` = \"gpt\".",
+    {"`model.preset` is a size of `model.kind`.",
      [](const Config& c) -> Violation {
-       if (c.model.preset.empty() || c.model.kind == "gpt") return {};
-       return fmt::format("model.preset = '{}' is a GPT preset but model.kind = '{}'",
-                          c.model.preset, c.model.kind);
+       const ModelKind* kind = nullptr;
+       if (c.model.preset.empty() || !find_model_preset(c.model.preset, &kind) ||
+           kind->name == c.model.kind)
+         return {};
+       return fmt::format("model.preset = '{}' is a {} preset but model.kind = '{}'",
+                          c.model.preset, kind->name, c.model.kind);
      }},
-    {"`model.recompute` is \"none\" unless `model.kind` = \"gpt\".",
+    {"`model.recompute` is \"none\" unless the model is a language model.",
      [](const Config& c) -> Violation {
-       if (c.model.recompute == "none" || c.model.kind == "gpt") return {};
+       if (c.model.recompute == "none" || language_model(c)) return {};
        return fmt::format(
            "model.recompute = '{}' recomputes transformer blocks but model.kind = '{}' has none",
            c.model.recompute, c.model.kind);
+     }},
+    {"`model.n_kv_head`, `model.ffn_hidden`, `model.rope_theta`, `model.rope_scaling` keep their "
+     "defaults and `model.head` is \"tied\" unless `model.kind` = \"llama\" (GPT-2's are fixed).",
+     [](const Config& c) -> Violation {
+       const ModelConfig& m = c.model;
+       if (model_kind(m.kind).decoder_options) return {};
+       for (auto [key, set] : {std::pair{"n_kv_head", m.n_kv_head != 0},
+                               {"ffn_hidden", m.ffn_hidden != 0},
+                               {"rope_theta", m.rope_theta != 0},
+                               {"rope_scaling", m.rope_scaling != 0},
+                               {"head", m.head != "tied"}})
+         if (set)
+           return fmt::format(
+               "model.{} is set but model.kind = '{}' does not take it (only "
+               "\"llama\" does)",
+               key, m.kind);
+       return {};
      }},
     {"`optim.min_lr` <= `optim.lr`.",
      [](const Config& c) -> Violation {

@@ -17,15 +17,20 @@
 namespace tessera::train {
 
 struct ModelConfig {
-  std::string kind;    // "gpt" | "mlp" | "cnn"
-  std::string preset;  // "" or a GPT-2 size; sets the five shape fields below
+  std::string kind;    // a model kind (train/model_kinds.h): "gpt" | "llama" | "mlp" | "cnn"
+  std::string preset;  // "" or a size of the kind; sets the shape fields below
   int64_t n_layer = 0;
   int64_t n_head = 0;
   int64_t n_embd = 0;
   int64_t context = 0;  // block size: the longest sequence the positional embedding covers
   int64_t vocab_size = 0;
+  int64_t n_kv_head = 0;    // Llama: key/value heads (0 = n_head)
+  int64_t ffn_hidden = 0;   // Llama: SwiGLU width (0 = Meta's rule from n_embd)
+  double rope_theta = 0;    // Llama: rotary base (0 = the kind's, 500000)
+  double rope_scaling = 0;  // Llama: Llama 3 frequency scaling factor (0 = none)
+  std::string head;         // Llama: "tied" | "untied" output head
   double dropout = 0;
-  std::string recompute;     // GPT: "none" | "blocks" (activation recomputation)
+  std::string recompute;     // language models: "none" | "blocks" (activation recomputation)
   std::string init_weights;  // "" = from train.seed, else a weights file (nn::load_any_weights)
   int64_t mlp_hidden = 0;
   int64_t mlp_layers = 0;
@@ -158,11 +163,5 @@ const ConfigKey* find_config_key(std::string_view name);  // nullptr when unknow
 // A value as TOML writes it (strings quoted and escaped, floats that read back exactly): for
 // config files and for messages that name a value.
 std::string config_value_text(const ConfigValue& v);
-
-struct ModelPreset {
-  std::string_view name;
-  int64_t n_layer, n_head, n_embd, context, vocab_size;
-};
-std::span<const ModelPreset> model_presets();
 
 }  // namespace tessera::train

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "train/config.h"
+#include "train/model_kinds.h"
 
 namespace tessera::train {
 namespace {
@@ -72,27 +73,29 @@ constexpr auto O = &Config::optim;
 constexpr auto T = &Config::train;
 constexpr auto P = &Config::parallel;
 
-const ModelPreset kPresets[] = {
-    {"gpt2-124m", 12, 12, 768, 1024, 50257},
-    {"gpt2-350m", 24, 16, 1024, 1024, 50257},
-    {"gpt2-774m", 36, 20, 1280, 1024, 50257},
-    {"gpt2-1.5b", 48, 25, 1600, 1024, 50257},
-};
+std::vector<std::string_view> kind_choices() {
+  std::vector<std::string_view> names;
+  for (const ModelKind& k : model_kinds()) names.push_back(k.name);
+  return names;
+}
 
 std::vector<std::string_view> preset_choices() {
   std::vector<std::string_view> names{""};
-  for (const ModelPreset& p : kPresets) names.push_back(p.name);
+  for (const ModelKind& k : model_kinds())
+    for (const ModelPreset& p : k.presets) names.push_back(p.name);
   return names;
 }
 
 std::vector<ConfigKey> make_keys() {
   return {
       // [model]
-      string_key<M, &ModelConfig::kind>("model.kind", "gpt", {"gpt", "mlp", "cnn"},
-                                        "model family: GPT language model, MLP or CNN classifier"),
+      string_key<M, &ModelConfig::kind>(
+          "model.kind", "gpt", kind_choices(),
+          "model family: GPT-2 or Llama 3 language model, MLP or CNN image classifier"),
       string_key<M, &ModelConfig::preset>(
           "model.preset", "", preset_choices(),
-          "GPT-2 size that sets n_layer, n_head, n_embd, context, vocab_size (explicit keys win)"),
+          "a size of the kind (see Model presets below) that sets the shape keys; explicit keys "
+          "win"),
       int_key<M, &ModelConfig::n_layer>("model.n_layer", 4, at_least(1), "transformer blocks"),
       int_key<M, &ModelConfig::n_head>("model.n_head", 4, at_least(1),
                                        "attention heads per block; divides n_embd"),
@@ -102,11 +105,27 @@ std::vector<ConfigKey> make_keys() {
                                         "block size: longest sequence the positions cover"),
       int_key<M, &ModelConfig::vocab_size>("model.vocab_size", 256, at_least(1),
                                            "token vocabulary (256 for byte-level text)"),
+      int_key<M, &ModelConfig::n_kv_head>(
+          "model.n_kv_head", 0, at_least(0),
+          "Llama: key/value heads, dividing n_head (grouped-query attention; 0 = n_head)"),
+      int_key<M, &ModelConfig::ffn_hidden>(
+          "model.ffn_hidden", 0, at_least(0),
+          "Llama: SwiGLU MLP width (0 = Meta's rule: 8 n_embd / 3 rounded up to 256)"),
+      float_key<M, &ModelConfig::rope_theta>("model.rope_theta", 0.0, at_least(0),
+                                             "Llama: rotary embedding base (0 = 500000)"),
+      float_key<M, &ModelConfig::rope_scaling>(
+          "model.rope_scaling", 0.0, at_least(0),
+          "Llama: Llama 3 rotary frequency scaling factor (0 = none; low/high frequency "
+          "factors 1 and 4 over an original context of 8192, as Llama 3.1)"),
+      string_key<M, &ModelConfig::head>("model.head", "tied", {"tied", "untied"},
+                                        "Llama: output head tied to the token embedding or its "
+                                        "own matrix (GPT-2's is always tied)"),
       float_key<M, &ModelConfig::dropout>("model.dropout", 0.0, unit_interval_open(),
                                           "dropout probability (0 = off)"),
       string_key<M, &ModelConfig::recompute>(
           "model.recompute", "none", {"none", "blocks"},
-          "GPT: activations recomputed in backward instead of kept: none, or each transformer "
+          "language models: activations recomputed in backward instead of kept: none, or each "
+          "transformer "
           "block's (same gradients, less memory, about one more forward)"),
       string_key<M, &ModelConfig::init_weights>(
           "model.init_weights", "", {},
@@ -156,8 +175,9 @@ std::vector<ConfigKey> make_keys() {
       int_key<T, &TrainConfig::micro_batches>(
           "train.micro_batches", 1, at_least(1),
           "gradient accumulation: batch_size is split into this many; divides batch_size"),
-      int_key<T, &TrainConfig::seq_len>("train.seq_len", 128, at_least(1),
-                                        "GPT: tokens per training sequence; <= model.context"),
+      int_key<T, &TrainConfig::seq_len>(
+          "train.seq_len", 128, at_least(1),
+          "language models: tokens per training sequence; <= model.context"),
       string_key<T, &TrainConfig::precision>("train.precision", "f32", {"f32", "bf16", "fp16"},
                                              "compute precision of activations (weights in f32)"),
       string_key<T, &TrainConfig::device>(
@@ -180,10 +200,11 @@ std::vector<ConfigKey> make_keys() {
                                              "batches per validation pass"),
       int_key<T, &TrainConfig::log_every>("train.log_every", 10, at_least(1),
                                           "steps between log lines"),
-      int_key<T, &TrainConfig::sample_every>("train.sample_every", 0, at_least(0),
-                                             "GPT: steps between text samples (0 = off)"),
+      int_key<T, &TrainConfig::sample_every>(
+          "train.sample_every", 0, at_least(0),
+          "language models: steps between text samples (0 = off)"),
       int_key<T, &TrainConfig::sample_tokens>("train.sample_tokens", 256, at_least(1),
-                                              "GPT: tokens per text sample"),
+                                              "language models: tokens per text sample"),
       int_key<T, &TrainConfig::checkpoint_every>(
           "train.checkpoint_every", 0, at_least(0),
           "steps between checkpoints in RUN/checkpoints (0 = none); docs/CHECKPOINTS.md"),
@@ -228,10 +249,6 @@ const ConfigKey* find_config_key(std::string_view name) {
   for (const ConfigKey& key : config_keys())
     if (key.name == name) return &key;
   return nullptr;
-}
-
-std::span<const ModelPreset> model_presets() {
-  return kPresets;
 }
 
 std::string_view key_type_name(KeyType type) {

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "train/config.h"
+#include "train/model_kinds.h"
 
 namespace tessera::train {
 namespace {
@@ -184,11 +185,18 @@ config is saved as TOML with every key explicit, in run folders and checkpoints.
   }
 
   out += "\n## Model presets\n\n";
-  out += "| `model.preset` | n_layer | n_head | n_embd | context | vocab_size |\n";
-  out += "|---|---|---|---|---|---|\n";
-  for (const ModelPreset& p : model_presets())
-    out += fmt::format("| `{}` | {} | {} | {} | {} | {} |\n", p.name, p.n_layer, p.n_head, p.n_embd,
-                       p.context, p.vocab_size);
+  out +=
+      "| `model.preset` | kind | n_layer | n_head | n_kv_head | n_embd | ffn_hidden | context "
+      "| vocab_size | rope_theta | rope_scaling | head |\n";
+  out += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  // 0 = the kind's default for that key (n_head, 4 n_embd for GPT-2, ...).
+  auto or_dash = [](auto v) { return v == 0 ? std::string("-") : fmt::format("{}", v); };
+  for (const ModelKind& k : model_kinds())
+    for (const ModelPreset& p : k.presets)
+      out += fmt::format("| `{}` | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                         p.name, k.name, p.n_layer, p.n_head, or_dash(p.n_kv_head), p.n_embd,
+                         or_dash(p.ffn_hidden), p.context, p.vocab_size, or_dash(p.rope_theta),
+                         or_dash(p.rope_scaling), p.head.empty() ? "tied" : p.head);
 
   out += "\n## Rules joining several keys\n\n";
   for (std::string_view rule : config_rules()) out += fmt::format("- {}\n", rule);

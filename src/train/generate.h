@@ -1,22 +1,35 @@
-// Sampling text from a byte-level GPT.
+// Sampling from a language model (any decoder kind) with a key/value cache: the prompt runs
+// once, then each new token runs alone against the cached keys and values.
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/rng.h"
-#include "nn/gpt.h"
+#include "nn/decoder.h"
 
 namespace tessera::train {
 
 struct SampleOptions {
   int64_t tokens = 200;
   float temperature = 1.0f;  // 0: greedy
-  int top_k = 0;             // 0: the whole vocabulary
+  int top_k = 0;             // keep the k likeliest (0: the whole vocabulary)
+  float top_p = 1.0f;        // then the smallest set whose probability reaches top_p (1: all)
 };
 
-// Continues `prompt` (bytes; may be empty) by opt.tokens bytes drawn from the model, each
-// conditioned on the last `context` bytes. Requires a vocabulary of 256 (byte-level).
-std::string generate_text(const nn::GPT& model, const std::string& prompt, const SampleOptions& opt,
-                          Generator& g);
+// The token drawn from one row of logits [vocab] under opt (temperature, top-k, top-p), with one
+// draw from g (none when greedy).
+int32_t sample_token(const float* logits, int64_t vocab, const SampleOptions& opt, Generator& g);
+
+// Continues `prompt` (token ids, not empty; its last `context` tokens are read) by opt.tokens
+// tokens. When the sequence reaches the model's context, the cache is rebuilt from the last
+// context / 2 tokens, so every token is conditioned on at least that many.
+std::vector<int32_t> generate(const nn::Decoder& model, const std::vector<int32_t>& prompt,
+                              const SampleOptions& opt, Generator& g);
+
+// Byte-level models (vocabulary 256): continues `prompt` (bytes; "" starts at a line start) and
+// returns the new bytes.
+std::string generate_text(const nn::Decoder& model, const std::string& prompt,
+                          const SampleOptions& opt, Generator& g);
 
 }  // namespace tessera::train

@@ -1,7 +1,7 @@
 #include "train/init_weights.h"
 
 #include "core/error.h"
-#include "nn/weights.h"
+#include "train/model_kinds.h"
 
 namespace tessera::train {
 
@@ -9,7 +9,7 @@ void load_init_weights(nn::Module& model, const Config& cfg) {
   const std::string& path = cfg.model.init_weights;
   if (path.empty()) return;
   try {
-    nn::load_any_weights(model, path);
+    model_kind(cfg.model.kind).load_weights(model, path);
   } catch (const Error& e) {
     throw Error(fmt::format("config: model.init_weights = '{}': {}", path, e.what()));
   }

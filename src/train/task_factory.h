@@ -4,7 +4,7 @@
 
 namespace tessera::train {
 
-std::unique_ptr<Task> make_gpt_task(const Config& cfg, TaskPlacement placement);
+std::unique_ptr<Task> make_lm_task(const Config& cfg, TaskPlacement placement);
 std::unique_ptr<Task> make_classifier_task(const Config& cfg, TaskPlacement placement);
 
 }  // namespace tessera::train

@@ -18,6 +18,7 @@
 #include "kernels/cuda/activation.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/attention_tc.h"
+#include "kernels/cuda/cached_attention.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/conv.h"
 #include "kernels/cuda/dropout.h"

@@ -1,0 +1,224 @@
+#include "nn/decoder.h"
+
+#include <cmath>
+#include <limits>
+
+#include "autograd/checkpoint.h"
+#include "autograd/grad_mode.h"
+#include "ops/autocast.h"
+#include "ops/ops.h"
+
+namespace tessera::nn {
+
+Recompute recompute_from_name(const std::string& name) {
+  if (name == "none") return Recompute::none;
+  if (name == "blocks") return Recompute::blocks;
+  fail("recompute: unknown mode '{}', expected \"none\" or \"blocks\"", name);
+}
+
+void DecoderConfig::validate() const {
+  TS_CHECK(n_layer > 0, "DecoderConfig: n_layer must be positive, got {}", n_layer);
+  TS_CHECK(n_head > 0, "DecoderConfig: n_head must be positive, got {}", n_head);
+  TS_CHECK(n_embd > 0 && n_embd % n_head == 0,
+           "DecoderConfig: n_embd {} must be a positive multiple of n_head {}", n_embd, n_head);
+  TS_CHECK(n_kv_head > 0 && n_head % n_kv_head == 0,
+           "DecoderConfig: n_kv_head {} must divide n_head {}", n_kv_head, n_head);
+  TS_CHECK(mlp_hidden > 0, "DecoderConfig: mlp_hidden must be positive, got {}", mlp_hidden);
+  TS_CHECK(context > 0, "DecoderConfig: context must be positive, got {}", context);
+  TS_CHECK(vocab_size > 0 && vocab_size <= std::numeric_limits<int32_t>::max(),
+           "DecoderConfig: vocab_size must be in [1, 2^31), got {}", vocab_size);
+  TS_CHECK(norm_eps >= 0.f, "DecoderConfig: norm_eps must be >= 0, got {}", norm_eps);
+  TS_CHECK(positions == PositionKind::learned || (head_size() % 2 == 0 && rope_theta > 0),
+           "DecoderConfig: rotary positions need an even head size (got {}) and rope_theta > 0 "
+           "(got {})",
+           head_size(), rope_theta);
+  TS_CHECK(init_std > 0.f, "DecoderConfig: init_std must be positive, got {}", init_std);
+  TS_CHECK(dropout >= 0.f && dropout < 1.f, "DecoderConfig: dropout must be in [0, 1), got {}",
+           dropout);
+}
+
+int64_t decoder_num_parameters(const DecoderConfig& c) {
+  const int64_t C = c.n_embd, hs = c.head_size(), F = c.mlp_hidden;
+  const int64_t qkv = (c.n_head + 2 * int64_t(c.n_kv_head)) * hs;
+  const int64_t fc = c.mlp == MlpKind::swiglu ? 2 * F : F;
+  const int64_t norm = c.norm == NormKind::layer_norm ? 2 * C : C;
+  int64_t block = C * qkv + C * C + C * fc + F * C + 2 * norm;
+  if (c.bias) block += qkv + C + fc + C;
+  int64_t n = c.vocab_size * C + int64_t(c.n_layer) * block + norm;
+  if (c.positions == PositionKind::learned) n += c.context * C;
+  if (!c.tied_head) n += c.vocab_size * C;
+  return n;
+}
+
+double decoder_flops_per_token(const DecoderConfig& c, int64_t seq_len) {
+  double lookups = 0;
+  if (c.positions == PositionKind::learned) lookups += double(c.context * c.n_embd);
+  if (!c.tied_head) lookups += double(c.vocab_size * c.n_embd);  // wte is then only a lookup
+  const double matmul_params = double(decoder_num_parameters(c)) - lookups;
+  return 6.0 * matmul_params + 12.0 * c.n_layer * double(c.n_embd) * double(seq_len);
+}
+
+namespace {
+BlockInit block_init(const DecoderConfig& c, Generator* dropout_gen) {
+  c.validate();
+  BlockInit in;
+  in.n_embd = c.n_embd;
+  in.n_head = c.n_head;
+  in.n_kv_head = c.n_kv_head;
+  in.mlp_hidden = c.mlp_hidden;
+  in.norm = c.norm;
+  in.norm_eps = c.norm_eps;
+  in.mlp = c.mlp;
+  in.bias = c.bias;
+  in.weight_std = c.init_std;
+  in.proj_std = c.init_std / std::sqrt(2.f * float(c.n_layer));
+  in.dropout = c.dropout;
+  in.dropout_gen = dropout_gen;
+  return in;
+}
+}  // namespace
+
+Decoder::Decoder(const DecoderConfig& cfg, Generator& g)
+    : cfg_((cfg.validate(), cfg)),
+      dropout_gen_(g.next_u64()),
+      wte(cfg.vocab_size, cfg.n_embd, g, cfg.init_std),
+      drop(cfg.dropout, &dropout_gen_),
+      ln_f(cfg.norm, cfg.n_embd, cfg.norm_eps) {
+  if (cfg.positions == PositionKind::rotary)
+    rotary_host_ = ops::rope_table(cfg.context, cfg.head_size(), cfg.rope_theta, cfg.rope_scaling);
+  register_module("wte", wte);
+  if (cfg.positions == PositionKind::learned) {
+    wpe = std::make_unique<Embedding>(cfg.context, cfg.n_embd, g, cfg.init_std);
+    register_module("wpe", *wpe);
+  }
+  register_module("drop", drop);
+  const BlockInit init = block_init(cfg, &dropout_gen_);
+  for (int i = 0; i < cfg.n_layer; ++i) {
+    h.push_back(std::make_unique<Block>(init, g));
+    register_module("h." + std::to_string(i), *h.back());
+  }
+  register_module("ln_f", ln_f);
+  if (!cfg.tied_head) {
+    lm_head = std::make_unique<Linear>(cfg.n_embd, cfg.vocab_size, false, g, cfg.init_std);
+    register_module("lm_head", *lm_head);
+  }
+}
+
+Tensor Decoder::embed(const Tensor& ids, int64_t start) const {
+  TS_CHECK(ids.defined() && ids.dtype() == DType::i32 && ids.ndim() == 2,
+           "Decoder::forward: ids are {}, expected i32 [batch, time]", ids.desc());
+  const int64_t T = ids.dim(1);
+  TS_CHECK(T >= 1 && start >= 0 && start + T <= cfg_.context,
+           "Decoder::forward: positions {} .. {} (ids {}) outside [0, context = {})", start,
+           start + T - 1, ids.desc(), cfg_.context);
+  Tensor x = wte.forward(ids);
+  if (wpe) {
+    std::vector<int32_t> positions(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(start + t);
+    // On the ids' device (a CPU tensor here made every ZeRO-3 step on a GPU fail; found by the
+    // emulated CUDA device). [B, T, C] + [T, C]: the position rows broadcast over the batch.
+    x = ops::add(x, wpe->forward(Tensor::from_ints(positions, Shape{T}).to(ids.device())));
+  }
+  return drop.forward(x);
+}
+
+const Tensor* Decoder::rotary_on(Device device) const {
+  if (!rotary_host_.defined()) return nullptr;
+  if (device.is_cpu()) return &rotary_host_;
+  if (!rotary_device_.defined() || rotary_device_.device() != device)
+    rotary_device_ = rotary_host_.to(device);
+  return &rotary_device_;
+}
+
+Tensor Decoder::forward_block(size_t l, const Tensor& x, BlockContext ctx) const {
+  TS_CHECK(l < h.size(), "Decoder::forward_block: block {} of {}", l, h.size());
+  const Block& block = *h[l];
+  ctx.rotary = rotary_on(x.device());
+  if (cfg_.recompute == Recompute::none || !grad_enabled()) return block.forward(x, ctx);
+  // Only the block's input is kept; its dropout masks are drawn again from the same offsets.
+  return autograd::checkpoint("block_recompute",
+                              [&block, ctx](const Tensor& in) { return block.forward(in, ctx); }, x,
+                              block.parameters(), {&dropout_gen_});
+}
+
+KVCache Decoder::make_cache(int64_t batch, int64_t capacity, Device device) const {
+  TS_CHECK(batch > 0 && capacity > 0 && capacity <= cfg_.context,
+           "Decoder::make_cache: {} sequences of {} positions: expected batch > 0 and "
+           "capacity in [1, context = {}]",
+           batch, capacity, cfg_.context);
+  KVCache c;
+  const Shape shape{batch, cfg_.n_kv_head, capacity, cfg_.head_size()};
+  for (size_t l = 0; l < h.size(); ++l) {
+    c.k.push_back(Tensor::zeros(shape, DType::f32, device));
+    c.v.push_back(Tensor::zeros(shape, DType::f32, device));
+  }
+  return c;
+}
+
+Tensor Decoder::forward_cached(const Tensor& ids, KVCache& cache) const {
+  TS_CHECK(cache.k.size() == h.size(),
+           "Decoder::forward_cached: the cache has {} layers, the "
+           "model {}: make it with make_cache",
+           cache.k.size(), h.size());
+  TS_CHECK(ids.defined() && ids.ndim() == 2 && cache.length + ids.dim(1) <= cache.capacity(),
+           "Decoder::forward_cached: ids {} after {} cached positions overflow the cache's {}",
+           ids.desc(), cache.length, cache.capacity());
+  Tensor x = embed(ids, cache.length);
+  for (size_t l = 0; l < h.size(); ++l)
+    x = forward_block(l, x, BlockContext{cache.length, &cache.k[l], &cache.v[l], nullptr});
+  cache.length += ids.dim(1);
+  return head(x);
+}
+
+Tensor Decoder::head(const Tensor& x) const {
+  const Tensor& w = lm_head ? lm_head->weight : wte.weight;
+  return ops::linear(ln_f.forward(x, gemm_input_dtype(x)), w);
+}
+
+Tensor Decoder::forward(const Tensor& ids, StageHooks* stages) const {
+  // Stage k between enter(k) and exit(k): the ZeRO-3 engine gathers the stage's parameters.
+  auto enter = [stages](int k) {
+    if (stages) stages->enter(k);
+  };
+  auto exit = [stages](int k, const Tensor& x) { return stages ? stages->exit(k, x) : x; };
+  enter(0);
+  Tensor x = exit(0, embed(ids));
+  const int L = int(h.size());
+  for (int l = 0; l < L; ++l) {
+    enter(1 + l);
+    // With recompute = blocks the block's forward runs again inside the backward, after the
+    // boundary marker of exit(1 + l) re-gathered its parameters and before the one of exit(l)
+    // releases them: they are present for the recompute.
+    x = exit(1 + l, forward_block(size_t(l), x));
+  }
+  enter(L + 1);
+  return exit(L + 1, head(x));
+}
+
+Tensor Decoder::loss(const Tensor& ids, const Tensor& targets, StageHooks* stages) const {
+  TS_CHECK(targets.defined() && targets.dtype() == DType::i32 && targets.shape() == ids.shape(),
+           "Decoder::loss: targets are {}, expected i32 of the ids' shape {}", targets.desc(),
+           ids.shape().str());
+  // Under bf16 autocast the head's backward GEMMs take the logits' gradient in bf16: the loss
+  // writes it so (the same rounding, done once, half the bytes of [B*T, vocab]).
+  const DType grad = autocast_dtype() == DType::bf16 ? DType::bf16 : DType::f32;
+  return ops::cross_entropy(forward(ids, stages), targets, -1, grad);
+}
+
+ParameterUnits Decoder::parameter_units() const {
+  ParameterUnits pu;
+  pu.units.push_back(wte.parameters());
+  if (wpe) pu.units[0].push_back(wpe->weight);
+  for (const auto& block : h) pu.units.push_back(block->parameters());
+  std::vector<Tensor> head_params = ln_f.parameters();
+  if (lm_head) head_params.push_back(lm_head->weight);
+  pu.units.push_back(head_params);
+  const int L = int(h.size());
+  pu.stages.push_back({0});
+  for (int l = 0; l < L; ++l) pu.stages.push_back({1 + l});
+  pu.stages.push_back({L + 1});
+  if (!lm_head) pu.stages.back().push_back(0);
+  return pu;
+}
+
+}  // namespace tessera::nn
