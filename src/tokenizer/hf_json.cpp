@@ -240,8 +240,12 @@ std::string tokenizer_json(const TokenizerSpec& spec) {
   }
   std::vector<std::pair<std::string, uint32_t>> by_id = spec.vocab;
   std::sort(by_id.begin(), by_id.end(), [](auto& a, auto& b) { return a.second < b.second; });
+  // Appended to the ordered map's vector directly: its operator[] searches linearly, which
+  // makes a large vocabulary quadratic. Token texts are unique (they were a map's keys).
   ojson vocab = ojson::object();
-  for (const auto& [text, id] : by_id) vocab[text] = id;
+  auto& entries = vocab.get_ref<ojson::object_t&>();
+  entries.reserve(by_id.size());
+  for (const auto& [text, id] : by_id) entries.ojson::object_t::Container::emplace_back(text, id);
   ojson merges = ojson::array();
   for (const auto& [left, right] : spec.merges) merges.push_back(left + " " + right);
   ojson root = {{"version", "1.0"},
