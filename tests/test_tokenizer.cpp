@@ -223,6 +223,21 @@ TEST(Train, WrittenJsonReadsBackToTheSameEncoding) {
   }
 }
 
+TEST(Train, SameVocabularyAndMergesAsHuggingFacesTrainer) {
+  // tests/data/hf_bpe_kjv.json is `tokenizers`' BpeTrainer on the whole KJV (one text).
+  const std::string path = std::string(TESSERA_SOURCE_DIR) + "/data/kjv.txt";
+  if (!fs::exists(path)) GTEST_SKIP() << path << " missing: run scripts/prepare-data.sh";
+  const std::string kjv = read_text(path);
+  const TokenizerSpec hf = read_tokenizer_json(test_data("hf_bpe_kjv.json"));
+  const TokenizerSpec ours = train_bpe({kjv}, 2048, kGpt2Pattern, {"<|endoftext|>"});
+  EXPECT_EQ(ours.merges, hf.merges);
+  auto sorted = [](auto v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  EXPECT_EQ(sorted(ours.vocab), sorted(hf.vocab));
+}
+
 TEST(Train, MostFrequentPairFirstSmallerIdsOnTies) {
   // "a b" (4 times) before "c d" (3); then four pairs occur once: "b c" is gone (merged into
   // "ab"), and of "ab cd", "x y" and "y z" the smallest ids win: the bytes' ids are below the

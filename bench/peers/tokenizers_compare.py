@@ -12,7 +12,9 @@
 (b) compares `tessera tokenizer encode` ids with `tokenizers`' on the whole KJV and the torture
     text, for that tokenizer and for one Tessera's trainer wrote (loaded by `tokenizers`), and
     whether both trainers learned the same merges;
-(c) times encoding (MB/s) on one core and on all cores, for both.
+(c) times encoding (MB/s) on one core and on all cores, for both: Tessera encodes the file as
+    one text (cut for threads internally), `tokenizers` the same text as ~64 KiB pieces with
+    encode_batch (RAYON_NUM_THREADS threads); bench/peers/wait_quiet.sh first on a shared box.
 """
 import argparse
 import json
@@ -37,7 +39,10 @@ def hf_train(corpus, vocab_size, out_path):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train([corpus], trainer)
+    # The whole file as one text: `train([path])` would feed it line by line, so no word could
+    # hold a newline followed by other whitespace ("\n  "), as Tessera's trainer allows.
+    with open(corpus, encoding="utf-8", newline="") as f:
+        tok.train_from_iterator([f.read()], trainer)
     tok.save(out_path)
 
 
@@ -78,7 +83,8 @@ from tokenizers import Tokenizer
 tok = Tokenizer.from_file({tokenizer_json!r})
 text = open({path!r}, encoding='utf-8').read()
 lines = text.splitlines(keepends=True)
-# Documents of ~64 KiB, as encode_batch parallelises over batch items only.
+# Documents of ~64 KiB, as encode_batch parallelises over batch items only (and encode() of
+# one 4 MB string is far slower than the same text in pieces).
 docs, cur = [], ''
 for line in lines:
     cur += line
@@ -88,10 +94,7 @@ docs.append(cur)
 best = 1e9
 for _ in range(3):
     t = time.perf_counter()
-    if {threads} == 1:
-        n = len(tok.encode(text, add_special_tokens=False).ids)
-    else:
-        n = sum(len(e.ids) for e in tok.encode_batch(docs, add_special_tokens=False))
+    n = sum(len(e.ids) for e in tok.encode_batch(docs, add_special_tokens=False))
     best = min(best, time.perf_counter() - t)
 print(len(text.encode('utf-8')) / best / 1e6)
 """
