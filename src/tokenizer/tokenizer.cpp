@@ -174,6 +174,7 @@ std::vector<std::vector<uint32_t>> Tokenizer::encode_batch(
       try {
         const Unit& unit = units[size_t(u)];
         if (unit.id == Segment::kPlainText) {
+          unit_ids[size_t(u)].reserve(unit.piece.size() / 3);  // about 4 bytes per token
           encode_plain(unit.piece, cache, unit_ids[size_t(u)]);
         } else {
           unit_ids[size_t(u)].push_back(uint32_t(unit.id));
@@ -186,6 +187,9 @@ std::vector<std::vector<uint32_t>> Tokenizer::encode_batch(
   }
   if (error) std::rethrow_exception(error);
   std::vector<std::vector<uint32_t>> out(texts.size());
+  std::vector<size_t> sizes(texts.size());
+  for (size_t u = 0; u < units.size(); ++u) sizes[units[u].text] += unit_ids[u].size();
+  for (size_t t = 0; t < texts.size(); ++t) out[t].reserve(sizes[t]);
   for (size_t u = 0; u < units.size(); ++u) {
     auto& dst = out[units[u].text];
     dst.insert(dst.end(), unit_ids[u].begin(), unit_ids[u].end());
