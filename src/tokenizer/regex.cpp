@@ -45,11 +45,14 @@ std::string pcre2_message(int code) {
   return n < 0 ? "unknown PCRE2 error " + std::to_string(code) : std::string(buf, buf + n);
 }
 
-// Per-call matching state: PCRE2's match data and a JIT stack large enough for long runs of
-// whitespace or punctuation (the default 32 KiB machine stack is not).
+// A thread's matching state, made once per thread and used for every pattern: PCRE2's match
+// data (only the whole match is read, so one pair of offsets; a pattern with groups then
+// returns 0, "too small", still a match) and a JIT stack large enough for long runs of
+// whitespace or punctuation (the default 32 KiB machine stack is not). Encoding calls split()
+// once per text piece, many times per thread.
 struct MatchState {
-  explicit MatchState(const pcre2_code* code)
-      : data(pcre2_match_data_create_from_pattern(code, nullptr)),
+  MatchState()
+      : data(pcre2_match_data_create(1, nullptr)),
         context(pcre2_match_context_create(nullptr)),
         stack(pcre2_jit_stack_create(64 << 10, 8 << 20, nullptr)) {
     TS_CHECK(data && context && stack, "tokenizer regex: out of memory for PCRE2 match state");
@@ -67,6 +70,11 @@ struct MatchState {
   pcre2_match_context* context;
   pcre2_jit_stack* stack;
 };
+
+MatchState& thread_match_state() {
+  thread_local MatchState state;
+  return state;
+}
 
 // The byte length of the UTF-8 character that starts with `lead`.
 size_t char_length(uint8_t lead) {
@@ -94,6 +102,7 @@ std::vector<std::string_view> cut_for_threads(std::string_view text) {
 
 struct Regex::Compiled {
   pcre2_code* code = nullptr;
+  bool jit = false;
   ~Compiled() { pcre2_code_free(code); }
 };
 
@@ -106,7 +115,7 @@ Regex::Regex(const std::string& pattern, const std::string& source)
   TS_CHECK(compiled_->code, "{}: pre-tokenization regex does not compile at offset {}: {}", source,
            offset, pcre2_message(code));
   // Without JIT (a platform PCRE2 does not support), the interpreter gives the same matches.
-  pcre2_jit_compile(compiled_->code, PCRE2_JIT_COMPLETE);
+  compiled_->jit = pcre2_jit_compile(compiled_->code, PCRE2_JIT_COMPLETE) == 0;
 }
 
 Regex::~Regex() = default;
@@ -114,15 +123,18 @@ Regex::~Regex() = default;
 void Regex::split(std::string_view text, std::vector<Span>& pieces) const {
   TS_CHECK(text.size() < (size_t(1) << 32), "{}: text of {} bytes: expected under 4 GiB", source_,
            text.size());
-  MatchState state(compiled_->code);
+  MatchState& state = thread_match_state();
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t gap = 0, at = 0;
   while (at < text.size()) {
     // The caller validated the UTF-8, so PCRE2 need not check it again on every call.
-    const int rc = pcre2_match(compiled_->code, subject, text.size(), at, PCRE2_NO_UTF_CHECK,
-                               state.data, state.context);
+    // pcre2_jit_match skips pcre2_match's per-call checks: one call per word adds up.
+    const int rc = compiled_->jit ? pcre2_jit_match(compiled_->code, subject, text.size(), at,
+                                                    PCRE2_NO_UTF_CHECK, state.data, state.context)
+                                  : pcre2_match(compiled_->code, subject, text.size(), at,
+                                                PCRE2_NO_UTF_CHECK, state.data, state.context);
     if (rc == PCRE2_ERROR_NOMATCH) break;
-    TS_CHECK(rc > 0, "{}: pre-tokenization regex failed at byte {}: {}", source_, at,
+    TS_CHECK(rc >= 0, "{}: pre-tokenization regex failed at byte {}: {}", source_, at,
              pcre2_message(rc));
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(state.data);
     const size_t begin = ov[0], end = ov[1];

@@ -80,7 +80,9 @@ Tokenizer::Tokenizer(const TokenizerSpec& spec, const std::string& source)
   std::vector<Merge> merges;
   merges.reserve(spec.merges.size());
   for (size_t i = 0; i < spec.merges.size(); ++i) {
-    const auto& [left, right] = spec.merges[i];
+    // Plain references: clang 14 cannot capture structured bindings in the lambda below.
+    const std::string& left = spec.merges[i].first;
+    const std::string& right = spec.merges[i].second;
     const auto id = [&](const std::string& text, const char* what) {
       const auto it = id_of_text.find(text);
       TS_CHECK(it != id_of_text.end(),
