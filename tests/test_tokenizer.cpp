@@ -172,6 +172,19 @@ TEST(HuggingFace, SameIdsAsTokenizersOnTortureTextAndKjv) {
   }
 }
 
+TEST(HuggingFace, SameIdsAsTokenizersWithLlama3Layout) {
+  // Llama 3's layout, trained by tokenizers on the two texts: Split with its regex, ByteLevel
+  // without regex, ignore_merges, <|begin_of_text|> and <|end_of_text|>.
+  const Tokenizer t = Tokenizer::from_file(test_data("hf_bpe_llama3_style.json"));
+  EXPECT_EQ(t.spec().pattern, kLlama3Pattern);
+  EXPECT_TRUE(t.spec().ignore_merges);
+  const auto expected = nlohmann::json::parse(read_text(test_data("hf_bpe_llama3_style_ids.json")));
+  for (const char* name : {"tokenizer_torture.txt", "kjv_excerpt.txt"}) {
+    const std::string text = read_text(test_data(name));
+    EXPECT_EQ(t.encode(text, name), expected[name].get<std::vector<uint32_t>>()) << name;
+  }
+}
+
 TEST(HuggingFace, AddedTokensMatchBeforePreTokenization) {
   const Tokenizer& t = hf_kjv();
   const uint32_t eot = *t.added_token_id("<|endoftext|>");

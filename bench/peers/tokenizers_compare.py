@@ -8,12 +8,13 @@
 (a) trains a byte-level BPE (GPT-2 pre-tokenization, vocabulary --vocab-size, special token
     <|endoftext|>, all 256 bytes in the alphabet) with `tokenizers` on the KJV; with
     --write-test-data it writes that tokenizer.json and its ids for the torture text and a KJV
-    excerpt to tests/data/, which tests/test_tokenizer.cpp checks without Python;
+    excerpt to tests/data/, which tests/test_tokenizer.cpp checks without Python; the same for
+    a small Llama 3-style tokenizer (its regex as a Split, ignore_merges) trained on those two;
 (b) compares `tessera tokenizer encode` ids with `tokenizers`' on the whole KJV and the torture
     text, for that tokenizer and for one Tessera's trainer wrote (loaded by `tokenizers`), and
     whether both trainers learned the same merges;
 (c) times encoding (MB/s) on one core and on all cores, for both: Tessera encodes the file as
-    one text (cut for threads internally), `tokenizers` the same text as ~64 KiB pieces with
+    one text (cut for threads internally), `tokenizers` the same text as ~4 KiB pieces with
     encode_batch (RAYON_NUM_THREADS threads); bench/peers/wait_quiet.sh first on a shared box.
 """
 import argparse
@@ -43,6 +44,30 @@ def hf_train(corpus, vocab_size, out_path):
     # hold a newline followed by other whitespace ("\n  "), as Tessera's trainer allows.
     with open(corpus, encoding="utf-8", newline="") as f:
         tok.train_from_iterator([f.read()], trainer)
+    tok.save(out_path)
+
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+                  r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def hf_train_llama3_style(texts, vocab_size, out_path):
+    """Llama 3's layout: Split(its regex) then ByteLevel without regex, ignore_merges."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|begin_of_text|>", "<|end_of_text|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
     tok.save(out_path)
 
 
@@ -83,12 +108,12 @@ from tokenizers import Tokenizer
 tok = Tokenizer.from_file({tokenizer_json!r})
 text = open({path!r}, encoding='utf-8').read()
 lines = text.splitlines(keepends=True)
-# Documents of ~64 KiB, as encode_batch parallelises over batch items only (and encode() of
-# one 4 MB string is far slower than the same text in pieces).
+# Pieces of ~4 KiB, as encode_batch parallelises over batch items only; of the sizes tried
+# (lines, 4 KiB, 64 KiB, the whole text with encode()) this was the fastest for tokenizers.
 docs, cur = [], ''
 for line in lines:
     cur += line
-    if len(cur) > 65536:
+    if len(cur) > 4096:
         docs.append(cur); cur = ''
 docs.append(cur)
 best = 1e9
@@ -135,8 +160,16 @@ def main():
 
     texts = {name: open(p, encoding="utf-8", newline="").read()
              for name, p in [("kjv", args.kjv), ("torture", args.torture), ("excerpt", args.excerpt)]}
+    llama_json = os.path.join(work, "llama3_style.json")
+    hf_train_llama3_style([texts["excerpt"], texts["torture"]], 700, llama_json)
     if args.write_test_data:
         data = os.path.join(ROOT, "tests", "data")
+        with open(llama_json, encoding="utf-8") as f, open(os.path.join(data, "hf_bpe_llama3_style.json"), "w", encoding="utf-8") as g:
+            g.write(f.read())
+        ids = {"tokenizer_torture.txt": hf_ids(llama_json, texts["torture"]),
+               "kjv_excerpt.txt": hf_ids(llama_json, texts["excerpt"])}
+        with open(os.path.join(data, "hf_bpe_llama3_style_ids.json"), "w") as f:
+            f.write("{\n" + ",\n".join(f'"{k}": {json.dumps(v)}' for k, v in ids.items()) + "\n}\n")
         with open(hf_json, encoding="utf-8") as f, open(os.path.join(data, "hf_bpe_kjv.json"), "w", encoding="utf-8") as g:
             g.write(f.read())
         ids = {"tokenizer_torture.txt": hf_ids(hf_json, texts["torture"]),
@@ -150,6 +183,11 @@ def main():
     for name, path in [("KJV", args.kjv), ("torture text", args.torture)]:
         text = texts["kjv" if name == "KJV" else "torture"]
         ok &= report_agreement(name, tessera_ids(args.tessera, hf_json, path), hf_ids(hf_json, text))
+
+    print("    ids, a Llama 3-style tokenizer (Split regex, ByteLevel, ignore_merges) by tokenizers:")
+    for name, path in [("KJV", args.kjv), ("torture text", args.torture)]:
+        text = texts["kjv" if name == "KJV" else "torture"]
+        ok &= report_agreement(name, tessera_ids(args.tessera, llama_json, path), hf_ids(llama_json, text))
 
     ours_json = os.path.join(work, "ours.json")
     subprocess.run([args.tessera, "tokenizer", "train", "--vocab-size", str(args.vocab_size),
