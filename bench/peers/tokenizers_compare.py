@@ -155,7 +155,9 @@ def main():
 
     work = tempfile.mkdtemp(prefix="tessera-tok-")
     hf_json = os.path.join(work, "hf.json")
+    t = time.perf_counter()
     hf_train(args.kjv, args.vocab_size, hf_json)
+    hf_train_s = time.perf_counter() - t
     print(f"tokenizers {tokenizers.__version__}: trained a {args.vocab_size}-token byte-level BPE on {args.kjv}")
 
     texts = {name: open(p, encoding="utf-8", newline="").read()
@@ -190,9 +192,11 @@ def main():
         ok &= report_agreement(name, tessera_ids(args.tessera, llama_json, path), hf_ids(llama_json, text))
 
     ours_json = os.path.join(work, "ours.json")
+    t = time.perf_counter()
     subprocess.run([args.tessera, "tokenizer", "train", "--vocab-size", str(args.vocab_size),
                     "--special", "<|endoftext|>", "--out", ours_json, args.kjv],
                    check=True, capture_output=True)
+    ours_train_s = time.perf_counter() - t
     print("    ids, Tessera's trained tokenizer, loaded by tokenizers:")
     for name, path in [("KJV", args.kjv), ("torture text", args.torture)]:
         text = texts["kjv" if name == "KJV" else "torture"]
@@ -204,9 +208,11 @@ def main():
         i = next((k for k, (a, b) in enumerate(zip(ours_m, hf_m)) if a != b), min(len(ours_m), len(hf_m)))
         print(f"  trainers: merges differ from #{i}: tessera {ours_m[i:i + 3]} vs tokenizers {hf_m[i:i + 3]}")
 
+    print(f"(c) training a {args.vocab_size}-token vocabulary on the KJV: tessera {ours_train_s:.2f} s"
+          f" (whole process), tokenizers {hf_train_s:.2f} s")
     cores = os.cpu_count()
     mb = len(texts["kjv"].encode("utf-8")) / 1e6
-    print(f"(c) encoding speed on the KJV ({mb:.1f} MB), MB/s (best of 3):")
+    print(f"    encoding speed on the KJV ({mb:.1f} MB), MB/s (best of 3):")
     for threads in sorted({1, cores}):
         print(f"  {threads} thread(s): tessera {tessera_speed(args.tessera, hf_json, args.kjv, threads):6.1f}"
               f"   tokenizers {hf_speed(hf_json, args.kjv, threads):6.1f}")
