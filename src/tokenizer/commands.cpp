@@ -66,7 +66,7 @@ void encode_file(const std::string& tokenizer_json, const std::string& file, boo
   const double mb = double(text.size()) / 1e6;
   log << fmt::format(
       "tokenizer encode: {} tokens from {:.2f} MB in {:.3f} s ({:.1f} MB/s, {} "
-      "threads)\n",
+      "threads at most)\n",
       out.size(), mb, s, s > 0 ? mb / s : 0.0, omp_get_max_threads());
 }
 

@@ -17,8 +17,8 @@ std::string train_tokenizer_files(const std::vector<std::string>& files, int64_t
                                   const std::string& out);
 
 // Encodes a file with a tokenizer.json: writes its ids to `ids` (space-separated, one line) or,
-// with count_only, just their number; then "N tokens from X MB in T s (R MB/s, K threads)" to
-// `log` (the time of encoding alone: not reading the file or the tokenizer).
+// with count_only, just their number; then "N tokens from X MB in T s (R MB/s, K threads at
+// most)" to `log` (the time of encoding alone: not reading the file or the tokenizer).
 void encode_file(const std::string& tokenizer_json, const std::string& file, bool count_only,
                  std::ostream& ids, std::ostream& log);
 

@@ -49,7 +49,8 @@ WordCounts count_words(const std::vector<std::string_view>& texts,
       for (const std::string_view p : cut_for_threads(s.text)) pieces.push_back(p);
     }
   }
-  const int threads = omp_get_max_threads();
+  const int threads =
+      int(std::min<size_t>(size_t(omp_get_max_threads()), std::max<size_t>(pieces.size(), 1)));
   std::vector<WordCounts> partial(static_cast<size_t>(threads));
   std::exception_ptr error;
 #pragma omp parallel num_threads(threads)
