@@ -22,11 +22,12 @@ endif()
 set(TESSERA_FUZZ_SANITIZERS -fsanitize=address,undefined -fno-sanitize-recover=undefined
                             -fno-omit-frame-pointer -g -O1)
 
-# Every layer up to nn/ and data/ (with backends/, the CPU-only backend table core looks up),
-# plus the config and checkpoint-JSON parsers; a file another engineer adds to these folders is
-# picked up by the same glob as the main library.
-set(TESSERA_FUZZ_SOURCE_PATTERNS "src/(backends|core|kernels/cpu|ops|autograd|nn|data)/[^/]+\\.cpp$"
-                                 "src/train/config[^/]*\\.cpp$" "src/ckpt/manifest\\.cpp$")
+# Every layer up to nn/, data/ and tokenizer/ (with backends/, the CPU-only backend table core
+# looks up), plus the config and checkpoint-JSON parsers; a file another engineer adds to these
+# folders is picked up by the same glob as the main library.
+set(TESSERA_FUZZ_SOURCE_PATTERNS
+    "src/(backends|core|kernels/cpu|ops|autograd|nn|data|tokenizer)/[^/]+\\.cpp$"
+    "src/train/config[^/]*\\.cpp$" "src/ckpt/manifest\\.cpp$")
 list(JOIN TESSERA_FUZZ_SOURCE_PATTERNS "|" TESSERA_FUZZ_SOURCE_REGEX)
 set(TESSERA_FUZZ_SOURCES ${TESSERA_SOURCES})
 list(FILTER TESSERA_FUZZ_SOURCES INCLUDE REGEX "${TESSERA_FUZZ_SOURCE_REGEX}")
@@ -39,7 +40,8 @@ target_compile_options(tessera_fuzz_lib PRIVATE ${TESSERA_WARNINGS} -Wno-pass-fa
 # coverage inside the TOML parser and the sanitizers check it too.
 target_compile_definitions(tessera_fuzz_lib PUBLIC TESSERA_HAVE_MPI=0 TOML_HEADER_ONLY=1)
 target_link_libraries(tessera_fuzz_lib PUBLIC OpenMP::OpenMP_CXX tessera_dnnl fmt::fmt
-                                              ZLIB::ZLIB nlohmann_json::nlohmann_json)
+                                              ZLIB::ZLIB nlohmann_json::nlohmann_json
+                                              PkgConfig::PCRE2)
 
 file(GLOB TESSERA_FUZZ_TARGETS CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_*.cpp)
 set(TESSERA_FUZZ_TARGET_NAMES)

@@ -60,6 +60,9 @@ def shard(tokens):
 
 write("shard", "tokens16", shard([50256, 1, 2, 3, 65535, 0, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]))
 write("shard", "empty", shard([]))
+# llm.c's Llama 3 layout: magic 20240801, version 7, uint32 tokens.
+write("shard", "tokens32", struct.pack("<3i", 20240801, 7, 6) + b"\0" * (256 * 4 - 12) +
+      struct.pack("<6I", 128000, 0, 65536, 70000, 2**31 - 1, 5))
 
 # ---- IDX (fuzz_idx: mode byte, see fuzz/fuzz_idx.cpp) ----
 def idx(magic, dims):
@@ -129,6 +132,49 @@ ckpt_words.update(['"{"', '"}"', '"["', '"]"', '":"', '","', '"1e308"', '"-0.0"'
     "# checkpoint JSON field names and values (written by fuzz/make_seeds.py)\n" +
     "".join(f"{w}\n" for w in sorted(ckpt_words)))
 
+# ---- tokenizer (fuzz_tokenizer: mode byte 0 = tokenizer.json, 1 / 2 = text to encode) ----
+def byte_level_chars():
+    """GPT-2's bytes_to_unicode(): the character standing for each byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, extra = {}, 256
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(extra)
+            extra += 1
+    return chars
+
+
+def tokenizer_json(pre_tokenizer, merges_as_pairs):
+    chars = byte_level_chars()
+    vocab = {chars[b]: b for b in range(256)}
+    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n")]
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
+    return json.dumps({
+        "version": "1.0",
+        "added_tokens": [{"id": len(vocab), "content": "<|endoftext|>", "special": True}],
+        "normalizer": None,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel"},
+        "model": {"type": "BPE", "ignore_merges": not merges_as_pairs, "vocab": vocab,
+                  "merges": [list(m) if merges_as_pairs else " ".join(m) for m in merges]},
+    }, ensure_ascii=False).encode()
+
+
+llama3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+          r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+write("tokenizer", "gpt2_json", b"\0" + tokenizer_json({"type": "ByteLevel"}, True))
+write("tokenizer", "llama3_json", b"\0" + tokenizer_json(
+    {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": llama3}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "use_regex": False}]}, False))
+sample = "It's 2024: naïve café, 1234567 € — 😀👍🏽 <|endoftext|>\r\n\n\tend's  ".encode()
+write("tokenizer", "text_gpt2", b"\1" + sample)
+write("tokenizer", "text_llama3", b"\2" + sample)
+
 # ---- config TOML (fuzz_config: optional "%%" line, then overrides) ----
 for src in sorted((ROOT / "configs").glob("*.toml")):
     write("config", src.stem, src.read_bytes())
@@ -150,6 +196,19 @@ for line in (ROOT / "docs" / "CONFIG.md").read_text().splitlines():
 (ROOT / "fuzz" / "config.dict").write_text(
     "# TOML tokens and Tessera's config keys (written by fuzz/make_seeds.py)\n" +
     "".join(f"{w}\n" for w in sorted(words)))
+
+# The tokenizer.json dictionary: field names, types and values the reader looks at.
+tok_words = ['"model"', '"type"', '"BPE"', '"vocab"', '"merges"', '"ignore_merges"', '"dropout"',
+             '"byte_fallback"', '"continuing_subword_prefix"', '"pre_tokenizer"', '"ByteLevel"',
+             '"Sequence"', '"pretokenizers"', '"Split"', '"pattern"', '"Regex"', '"String"',
+             '"behavior"', '"Isolated"', '"invert"', '"use_regex"', '"add_prefix_space"',
+             '"added_tokens"', '"content"', '"special"', '"lstrip"', '"decoder"', '"normalizer"',
+             '"post_processor"', '"TemplateProcessing"', '"id"', '"true"', '"false"', '"null"',
+             '"\\\\p{L}+"', '"(?i:"', '"\\\\s+(?!\\\\S)"', '"\\\\u0120"',
+             '"<|endoftext|>"']
+(ROOT / "fuzz" / "tokenizer.dict").write_text(
+    "# tokenizer.json tokens (written by fuzz/make_seeds.py)\n" +
+    "".join(f"{w}\n" for w in tok_words))
 
 # The safetensors dictionary: the header's field names and dtypes, JSON punctuation.
 st_words = ['"__metadata__"', '"dtype"', '"shape"', '"data_offsets"', '"F32"', '"BF16"', '"F16"',

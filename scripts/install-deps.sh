@@ -13,6 +13,7 @@ PACKAGES=(
   libfmt-dev
   zlib1g-dev             # gzip'd IDX images
   libssl-dev             # HMAC-SHA256 of the torchrun-style launch's store (libcrypto)
+  libpcre2-dev           # the tokenizers' pre-tokenization regexes (UTF, Unicode classes, JIT)
   dataset-fashion-mnist  # images for the classifiers
   bible-kjv bible-kjv-text  # the default text corpus
   gnuplot-nox            # training curves

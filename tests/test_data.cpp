@@ -265,6 +265,72 @@ TEST(Shard, CorruptShardsNameTheFileAndField) {
   expect_error([&] { read_token_shard(dir.file("nope.bin")); }, {"nope.bin", "not found"});
 }
 
+TEST(Shard, Uint32ShardsAreLlmcsLlama3Layout) {
+  TempDir dir;
+  Tensor tok = Tensor::empty({300}, DType::i32);
+  for (int i = 0; i < 300; ++i) tok.data<int32_t>()[i] = i * 7919 + 65530;  // past uint16
+  const std::string p = dir.file("wide.bin");
+  write_token_shard(p, tok);
+  const auto bytes = raw_bytes(p);
+  ASSERT_EQ(bytes.size(), 1024u + 4 * 300u);
+  auto le32 = [&](size_t i) {
+    return int32_t(bytes[i] | bytes[i + 1] << 8 | bytes[i + 2] << 16 |
+                   uint32_t(bytes[i + 3]) << 24);
+  };
+  EXPECT_EQ(le32(0), 20240801);
+  EXPECT_EQ(le32(4), 7);
+  EXPECT_EQ(le32(8), 300);
+  EXPECT_EQ(le32(1024 + 4), 7919 + 65530);
+  const Tensor back = read_token_shard(p);
+  ASSERT_EQ(back.dtype(), DType::i32);
+  EXPECT_EQ(ints(back), ints(tok));
+  EXPECT_EQ(max_token_id(back), 299 * 7919 + 65530);
+
+  auto patched = bytes;
+  patched[1024 + 4 * 5 + 3] = 0x80;  // token 5 >= 2^31
+  write_file_bytes(dir.file("huge.bin"), patched);
+  expect_error([&] { read_token_shard(dir.file("huge.bin")); },
+               {dir.file("huge.bin"), "position 5", "2^31"});
+  patched = bytes;
+  patched[4] = 1;  // a uint32 magic with the uint16 version
+  write_file_bytes(dir.file("mixed.bin"), patched);
+  expect_error([&] { read_token_shard(dir.file("mixed.bin")); },
+               {dir.file("mixed.bin"), "header[1]", "expected 7", "uint32"});
+}
+
+TEST(Shard, ManyShardsReadAsOneStream) {
+  TempDir dir;
+  fs::create_directories(dir.file("d"));
+  write_token_shard(dir.file("d/x_train_000001.bin"), arange_u16(5));
+  write_token_shard(dir.file("d/x_train_000000.bin"), arange_u16(3));
+  Tensor wide = Tensor::empty({2}, DType::i32);
+  wide.data<int32_t>()[0] = 70000, wide.data<int32_t>()[1] = 1;
+  write_token_shard(dir.file("d/x_val_000000.bin"), wide);
+
+  const Tensor train = read_token_shards(dir.file("d/x_train_*.bin"));
+  ASSERT_EQ(train.dtype(), DType::u16);
+  std::vector<int> got(train.data<uint16_t>(), train.data<uint16_t>() + train.numel());
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 0, 1, 2, 3, 4}));  // files in name order
+
+  const Tensor all = read_token_shards(dir.file("d"));  // a folder: every *.bin, widened to i32
+  ASSERT_EQ(all.dtype(), DType::i32);
+  EXPECT_EQ(ints(all), (std::vector<int32_t>{0, 1, 2, 0, 1, 2, 3, 4, 70000, 1}));
+  expect_error([&] { read_token_shards(dir.file("d"), 50257); },
+               {"x_val_000000.bin", "token 70000", "outside the vocabulary", "50257"});
+  EXPECT_EQ(read_token_shards(dir.file("d"), 70001).numel(), 10);
+
+  TokenBatcher batcher(all, 2, 3, 1);  // batches read i32 tokens too
+  EXPECT_EQ(batcher.next().x.shape(), (Shape{2, 3}));
+
+  std::ofstream(dir.file("d/train.list")) << "# shards\nx_train_000000.bin\nx_train_000009.bin\n";
+  expect_error([&] { read_token_shards(dir.file("d/train.list")); },
+               {"train.list", "line 3", "x_train_000009.bin", "not found"});
+  std::ofstream(dir.file("d/train.list")) << "x_train_000001.bin\nx_train_000000.bin\n";
+  EXPECT_EQ(read_token_shards(dir.file("d/train.list")).numel(), 8);
+  expect_error([&] { read_token_shards(dir.file("d/y_*.bin")); }, {"y_*.bin", "no file matches"});
+  expect_error([&] { read_token_shards(dir.file("d/none.bin")); }, {"none.bin", "not found"});
+}
+
 // ---------------------------------------------------------------------------------------- text
 
 TEST(Text, BytesSplitIntoTrainAndValidation) {

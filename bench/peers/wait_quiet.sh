@@ -15,7 +15,9 @@ sample() {  # prints the busy fraction of all CPUs over one second
   read -r _ b1 b2 b3 b4 b5 b6 b7 b8 _ < /proc/stat
   local idle=$(( (b4 + b5) - (a4 + a5) ))
   local total=$(( (b1+b2+b3+b4+b5+b6+b7+b8) - (a1+a2+a3+a4+a5+a6+a7+a8) ))
-  awk -v i="$idle" -v t="$total" 'BEGIN { printf "%.3f", t > 0 ? 1 - i / t : 0 }'
+  # Parenthesised: a bare "t > 0" in printf's arguments is awk's output redirection (to a file
+  # named 0), which left the busy fraction empty.
+  awk -v i="$idle" -v t="$total" 'BEGIN { printf "%.3f", (t > 0 ? 1 - i / t : 0) }'
 }
 
 start=$SECONDS

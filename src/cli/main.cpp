@@ -1,4 +1,4 @@
-// The `tessera` command: train, eval, generate, plot, supervise.
+// The `tessera` command: train, eval, generate, plot, supervise, tokenizer, prepare.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -15,6 +15,8 @@
 #include "dist/mpi_comm.h"
 #include "dist/world.h"
 #include "nn/weights.h"
+#include "tokenizer/commands.h"
+#include "tokenizer/prepare.h"
 #include "train/config.h"
 #include "train/generate.h"
 #include "train/model_kinds.h"
@@ -169,6 +171,43 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 3600.0));
   su->add_option("command", command, "the command, after --")->required();
 
+  auto* tk = app.add_subcommand("tokenizer", "Train or run a byte-level BPE tokenizer");
+  tk->require_subcommand(1);
+  std::vector<std::string> files, specials;
+  int64_t vocab_size = 0;
+  std::string pattern = "gpt2", tokenizer_json;
+  bool count_only = false;
+  auto* tt =
+      tk->add_subcommand("train", "Learn a vocabulary from text files; write tokenizer.json");
+  tt->add_option("--vocab-size", vocab_size, "tokens in the vocabulary (bytes, specials, merges)")
+      ->required();
+  tt->add_option("--pattern", pattern, "pre-tokenization: gpt2, llama3 or a regex");
+  tt->add_option("--special", specials, "special token, e.g. '<|endoftext|>' (repeatable)");
+  tt->add_option("--out", out, "tokenizer.json to write")->required();
+  tt->add_option("files", files, "UTF-8 text files")->required();
+  auto* te = tk->add_subcommand("encode", "Print a file's token ids (speed on stderr)");
+  te->add_option("--tokenizer", tokenizer_json, "tokenizer.json")->required();
+  te->add_flag("--count", count_only, "print only the number of tokens");
+  te->add_option("file", run, "UTF-8 text file")->required();
+
+  tokenizer::PrepareOptions prep;
+  auto* pr = app.add_subcommand(
+      "prepare", "Tokenize text / JSON Lines files or folders into token shards for training");
+  pr->add_option("--tokenizer", prep.tokenizer, "tokenizer.json")->required();
+  pr->add_option("--out", prep.out_dir, "output folder")->required();
+  pr->add_option("--name", prep.name, "shard name prefix (default: the first input's name)");
+  auto* vf = pr->add_option("--val-fraction", prep.val_fraction,
+                            "fraction of the tokens, at the start, held out for validation")
+                 ->check(CLI::Range(0.0, 0.999999));
+  pr->add_option("--val-tokens", prep.val_tokens, "the first N tokens are the validation split")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40))
+      ->excludes(vf);
+  pr->add_option("--shard-tokens", prep.shard_tokens, "tokens per shard file (default 1e8)")
+      ->check(CLI::Range(int64_t(1), (int64_t(1) << 31) - 1));
+  pr->add_option("--eot", prep.eot, "end-of-text token (default <|endoftext|> or <|end_of_text|>)");
+  pr->add_flag("!--no-progress", prep.progress, "no progress bar");
+  pr->add_option("inputs", prep.inputs, "text files, *.jsonl files or folders")->required();
+
   auto* fe = app.add_subcommand("features",
                                 "Show the backends built in (MPI, ...) and the launch environment");
 
@@ -206,6 +245,19 @@ int main(int argc, char** argv) {
         std::cerr << "tessera supervise: warning: the command has no --resume: a restart "
                      "would train from the start\n";
       return ckpt::supervise(command, sup_opt, stderr).exit_code;
+    }
+    if (tt->parsed()) {
+      std::cerr << tokenizer::train_tokenizer_files(files, vocab_size, pattern, specials, out)
+                << "\n";
+      return 0;
+    }
+    if (te->parsed()) {
+      tokenizer::encode_file(tokenizer_json, run, count_only, std::cout, std::cerr);
+      return 0;
+    }
+    if (pr->parsed()) {
+      std::cout << tokenizer::describe(tokenizer::prepare(prep)) << "\n";
+      return 0;
     }
     if (ev->parsed()) return cmd_eval(config, overrides, weights);
     if (ge->parsed()) return cmd_generate(run, config, weights, prompt, so, seed);

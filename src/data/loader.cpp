@@ -10,9 +10,9 @@ namespace tessera::data {
 namespace {
 
 void check_tokens(const Tensor& tokens, const char* who) {
-  TS_CHECK(tokens.defined() && tokens.dtype() == DType::u16 && tokens.ndim() == 1 &&
-               tokens.is_contiguous(),
-           "{}: expected contiguous u16 [n] tokens, got {}", who,
+  TS_CHECK(tokens.defined() && (tokens.dtype() == DType::u16 || tokens.dtype() == DType::i32) &&
+               tokens.ndim() == 1 && tokens.is_contiguous(),
+           "{}: expected contiguous u16 or i32 [n] tokens, got {}", who,
            tokens.defined() ? tokens.desc() : std::string("an undefined tensor"));
 }
 
@@ -26,10 +26,20 @@ void check_dataset(const ImageDataset& d, const char* who) {
 }
 
 // Copies window [start, start + T] into row r of x (first T tokens) and y (last T).
-void fill_row(const uint16_t* tok, int64_t start, int64_t T, int32_t* x, int32_t* y) {
+template <class Token>
+void fill_row(const Token* tok, int64_t start, int64_t T, int32_t* x, int32_t* y) {
   for (int64_t t = 0; t < T; ++t) {
-    x[t] = tok[start + t];
-    y[t] = tok[start + t + 1];
+    x[t] = int32_t(tok[start + t]);
+    y[t] = int32_t(tok[start + t + 1]);
+  }
+}
+
+// fill_row on u16 (GPT-2 vocabularies) or i32 (larger ones) tokens.
+void fill_row(const Tensor& tokens, int64_t start, int64_t T, int32_t* x, int32_t* y) {
+  if (tokens.dtype() == DType::u16) {
+    fill_row(tokens.data<uint16_t>(), start, T, x, y);
+  } else {
+    fill_row(tokens.data<int32_t>(), start, T, x, y);
   }
 }
 
@@ -82,14 +92,13 @@ TokenBatch TokenBatcher::next() {
   TokenBatch b;
   b.x = Tensor::empty({rows_.size(), seq_}, DType::i32);
   b.y = Tensor::empty({rows_.size(), seq_}, DType::i32);
-  const uint16_t* tok = tokens_.data<uint16_t>();
   int32_t* x = b.x.data<int32_t>();
   int32_t* y = b.y.data<int32_t>();
   for (int64_t r = rows_.begin; r < rows_.end; ++r) {
     // Modulo bias is at most starts / 2^64: negligible for any corpus.
     const int64_t start = int64_t(Generator::bits(seed, base + uint64_t(r)) % starts);
     const int64_t local = r - rows_.begin;
-    fill_row(tok, start, seq_, x + local * seq_, y + local * seq_);
+    fill_row(tokens_, start, seq_, x + local * seq_, y + local * seq_);
     b.sample_ids.push_back(start);
   }
   b.next_state = state();
@@ -160,10 +169,9 @@ TokenBatch SequentialTokenBatches::batch(int64_t i) const {
   TokenBatch b;
   b.x = Tensor::empty({rows_.size(), seq_}, DType::i32);
   b.y = Tensor::empty({rows_.size(), seq_}, DType::i32);
-  const uint16_t* tok = tokens_.data<uint16_t>();
   for (int64_t r = rows_.begin; r < rows_.end; ++r) {
     const int64_t local = r - rows_.begin;
-    fill_row(tok, (i * batch_ + r) * seq_, seq_, b.x.data<int32_t>() + local * seq_,
+    fill_row(tokens_, (i * batch_ + r) * seq_, seq_, b.x.data<int32_t>() + local * seq_,
              b.y.data<int32_t>() + local * seq_);
     b.sample_ids.push_back((i * batch_ + r) * seq_);
   }

@@ -44,7 +44,7 @@ struct TokenBatch {
   SamplerState next_state;
 };
 
-// Random windows of seq_len + 1 consecutive tokens from a u16 [n] token array.
+// Random windows of seq_len + 1 consecutive tokens from a u16 or i32 [n] token array.
 class TokenBatcher {
  public:
   TokenBatcher(Tensor tokens, int64_t batch_size, int64_t seq_len, uint64_t seed, int rank = 0,

@@ -143,11 +143,13 @@ std::vector<ConfigKey> make_keys() {
       string_key<D, &DataConfig::kind>("data.kind", "text", {"text", "shards", "fashion-mnist"},
                                        "dataset: byte-level text, llm.c token shards, or images"),
       string_key<D, &DataConfig::path>("data.path", "data/kjv.txt", {},
-                                       "text file, shard file or directory, or IDX directory"),
+                                       "text file; shard file, folder, glob or .list; or IDX "
+                                       "directory"),
       float_key<D, &DataConfig::val_fraction>("data.val_fraction", 0.1, unit_interval_open(),
                                               "text: fraction at the end held out for validation"),
       string_key<D, &DataConfig::val_path>(
-          "data.val_path", "", {}, "shards: validation shard file or directory (\"\" = none)"),
+          "data.val_path", "", {},
+          "shards: validation shard file, folder, glob or .list (\"\" = none)"),
       // [optim]
       string_key<O, &OptimConfig::name>("optim.name", "adamw", {"adamw", "sgd"}, "optimizer"),
       float_key<O, &OptimConfig::lr>("optim.lr", 1e-3, above(0), "peak learning rate"),
