@@ -366,6 +366,29 @@ TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
   }
 }
 
+TEST(Equivalence, LlamaOnTwoAndFourRanksUnderEveryZeroStageMatchesOneRank) {
+  const int r = world().rank(), n = world().world_size();
+  if (n != 4) GTEST_SKIP() << "needs 4 ranks (mpirun -np 4), have " << n;
+  const fs::path dir = job_scratch_dir("mpi_llama");
+  if (r == 0) tessera::testing::write_tiny_corpus(dir);
+  world().barrier();
+  const train::Config base = tessera::testing::tiny_llama_job(dir / "corpus.txt", 12);
+  std::shared_ptr<Communicator> pair = world().split(r / 2, r);
+  const RunResult ref = train_on(std::make_shared<LocalCommunicator>(), base, "one", dir);
+  ASSERT_EQ(ref.losses.size(), 12u);
+  EXPECT_LT(ref.losses.back(), ref.losses.front() - 0.3) << "the job should learn";
+  for (int stage = 0; stage <= 3; ++stage) {
+    train::Config z = base;
+    z.parallel.zero_stage = stage;
+    for (auto [comm, ranks] : {std::pair{pair, 2}, {world_comm(), 4}}) {
+      const RunResult run = train_on(comm, z, fmt::format("z{}_{}", stage, ranks), dir);
+      EXPECT_LE(max_relative_difference(run.losses, ref.losses), 1e-5)
+          << "ZeRO-" << stage << ", " << ranks << " ranks";
+      EXPECT_TRUE(run.params_identical) << "ZeRO-" << stage << ", " << ranks << " ranks";
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {

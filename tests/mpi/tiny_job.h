@@ -72,6 +72,18 @@ bucket_mb = 0.02
   return train::parse_config(toml, "tiny_gpt_job.toml");
 }
 
+// The same job on a tiny Llama: grouped-query attention (4 heads over 2 kv heads), rotary
+// positions, SwiGLU, RMSNorm, an untied head (its own ZeRO-3 unit) and block recomputation.
+inline train::Config tiny_llama_job(const std::filesystem::path& corpus, int64_t steps = 20) {
+  train::Config c = tiny_gpt_job(corpus, steps);
+  c.model.kind = "llama";
+  c.model.n_head = 4, c.model.n_kv_head = 2, c.model.ffn_hidden = 48;
+  c.model.head = "untied";
+  c.model.recompute = "blocks";
+  train::validate(c, "tiny_llama_job");
+  return c;
+}
+
 // Random 28x28 images with random labels in Fashion-MNIST's file layout (96 training, 32 test;
 // labels gzipped like the real files) in `dir`, for data.kind = "fashion-mnist" jobs.
 inline void write_tiny_images(const std::filesystem::path& dir) {
