@@ -11,6 +11,7 @@
 #include "gradcheck.h"
 #include "nn/gpt.h"
 #include "nn/llama.h"
+#include "tokenizer/tokenizer.h"
 #include "train/generate.h"
 
 using namespace tessera;
@@ -138,4 +139,29 @@ TEST(Generate, SamplerTopKTopPAndTemperature) {
   }
   opt.top_p = 0;
   expect_error([&] { train::sample_token(logits, 4, opt, g); }, {"top_p 0", "(0, 1]"});
+}
+
+TEST(Generate, TextThroughATokenizer) {
+  const std::string path = std::string(TESSERA_SOURCE_DIR) + "/tests/data/hf_bpe_kjv.json";
+  const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(path);
+  Generator g(4);
+  nn::GPTConfig c;
+  c.n_layer = 1, c.n_head = 2, c.n_embd = 16, c.context = 32, c.vocab_size = tok.vocab_size();
+  nn::GPT model(c, g);
+  train::SampleOptions opt;
+  opt.tokens = 10, opt.top_k = 5;
+  Generator s1(2), s2(2);
+  const std::string text = train::generate_text(model, "In the beginning", opt, s1, &tok);
+  // The text is what the 10 sampled tokens decode to: the same draws, through generate().
+  std::vector<int32_t> prompt;
+  for (uint32_t id : tok.encode("In the beginning")) prompt.push_back(int32_t(id));
+  std::vector<uint32_t> ids;
+  for (int32_t id : train::generate(model, prompt, opt, s2)) ids.push_back(uint32_t(id));
+  EXPECT_EQ(text, tok.decode(ids));
+  EXPECT_FALSE(text.empty());
+  // A model whose vocabulary is smaller than the tokenizer's is refused.
+  c.vocab_size = 100;
+  nn::GPT small(c, g);
+  expect_error([&] { train::generate_text(small, "x", opt, s1, &tok); },
+               {"tokenizer has 2048 tokens", "vocabulary of 100"});
 }

@@ -17,6 +17,7 @@
 #include "nn/weights.h"
 #include "tokenizer/commands.h"
 #include "tokenizer/prepare.h"
+#include "tokenizer/tokenizer.h"
 #include "train/config.h"
 #include "train/generate.h"
 #include "train/model_kinds.h"
@@ -109,7 +110,11 @@ int cmd_generate(const std::string& run, std::string config, std::string weights
   kind.load_weights(*model, weights);  // format detected from the file
   model->eval();
   Generator gen(seed);
-  std::cout << prompt << train::generate_text(*model, prompt, so, gen) << "\n";
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  if (!cfg.data.tokenizer.empty())
+    tok =
+        std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(cfg.data.tokenizer));
+  std::cout << prompt << train::generate_text(*model, prompt, so, gen, tok.get()) << "\n";
   return 0;
 }
 
@@ -141,7 +146,9 @@ int main(int argc, char** argv) {
   ev->add_option("overrides", overrides, "key=value overrides");
   ev->add_option("--weights", weights, "model.safetensors to evaluate")->required();
 
-  auto* ge = app.add_subcommand("generate", "Sample text from a trained byte-level language model");
+  auto* ge = app.add_subcommand(
+      "generate",
+      "Sample text from a trained language model (byte-level, or with its data.tokenizer)");
   ge->add_option("--run", run, "run folder (uses its config.toml and model.safetensors)");
   ge->add_option("--config", config, "config file (instead of --run)");
   ge->add_option("--weights", weights, "weights file (instead of --run)");

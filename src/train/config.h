@@ -43,6 +43,7 @@ struct DataConfig {
   std::string path;
   double val_fraction = 0;  // text: tail of the corpus held out for validation
   std::string val_path;     // shards: validation shards
+  std::string tokenizer;    // shards: their tokenizer.json, for text samples ("" = none)
   bool operator==(const DataConfig&) const = default;
 };
 

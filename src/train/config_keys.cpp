@@ -150,6 +150,10 @@ std::vector<ConfigKey> make_keys() {
       string_key<D, &DataConfig::val_path>(
           "data.val_path", "", {},
           "shards: validation shard file, folder, glob or .list (\"\" = none)"),
+      string_key<D, &DataConfig::tokenizer>(
+          "data.tokenizer", "", {},
+          "shards: the tokenizer.json that wrote them, so that text samples while training and "
+          "`tessera generate` speak text (\"\" = none; byte-level text needs none)"),
       // [optim]
       string_key<O, &OptimConfig::name>("optim.name", "adamw", {"adamw", "sgd"}, "optimizer"),
       float_key<O, &OptimConfig::lr>("optim.lr", 1e-3, above(0), "peak learning rate"),

@@ -70,7 +70,21 @@ std::vector<int32_t> generate(const nn::Decoder& model, const std::vector<int32_
 }
 
 std::string generate_text(const nn::Decoder& model, const std::string& prompt,
-                          const SampleOptions& opt, Generator& g) {
+                          const SampleOptions& opt, Generator& g, const tokenizer::Tokenizer* tok) {
+  if (tok) {
+    TS_CHECK(int64_t(tok->vocab_size()) <= model.decoder_config().vocab_size,
+             "generate: the tokenizer has {} tokens, more than the model's vocabulary of {}",
+             tok->vocab_size(), model.decoder_config().vocab_size);
+    std::vector<int32_t> ids;
+    for (uint32_t id : tok->encode(prompt, "prompt")) ids.push_back(int32_t(id));
+    if (ids.empty())
+      for (const char* eot : {"<|endoftext|>", "<|end_of_text|>"})
+        if (auto id = tok->added_token_id(eot); id && ids.empty()) ids.push_back(int32_t(*id));
+    TS_CHECK(!ids.empty(), "generate: an empty prompt needs an end-of-text token in the tokenizer");
+    std::vector<uint32_t> out;
+    for (int32_t id : generate(model, ids, opt, g)) out.push_back(uint32_t(id));
+    return tok->decode(out);
+  }
   TS_CHECK(model.decoder_config().vocab_size == 256,
            "generate: the model's vocabulary is {}, expected 256 (byte-level) for text without a "
            "tokenizer",

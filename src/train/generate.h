@@ -7,6 +7,7 @@
 
 #include "core/rng.h"
 #include "nn/decoder.h"
+#include "tokenizer/tokenizer.h"
 
 namespace tessera::train {
 
@@ -27,9 +28,11 @@ int32_t sample_token(const float* logits, int64_t vocab, const SampleOptions& op
 std::vector<int32_t> generate(const nn::Decoder& model, const std::vector<int32_t>& prompt,
                               const SampleOptions& opt, Generator& g);
 
-// Byte-level models (vocabulary 256): continues `prompt` (bytes; "" starts at a line start) and
-// returns the new bytes.
+// Continues the text `prompt` and returns the new text. With a tokenizer, the prompt is
+// encoded and the tokens decoded by it ("" starts after its end-of-text token); without one
+// the model must be byte-level (vocabulary 256; "" starts at a line start).
 std::string generate_text(const nn::Decoder& model, const std::string& prompt,
-                          const SampleOptions& opt, Generator& g);
+                          const SampleOptions& opt, Generator& g,
+                          const tokenizer::Tokenizer* tok = nullptr);
 
 }  // namespace tessera::train

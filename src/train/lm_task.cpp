@@ -6,6 +6,7 @@
 #include "data/shard.h"
 #include "data/text.h"
 #include "ops/ops.h"
+#include "tokenizer/tokenizer.h"
 #include "train/device.h"
 #include "train/generate.h"
 #include "train/init_weights.h"
@@ -14,6 +15,21 @@
 
 namespace tessera::train {
 namespace {
+
+// data.tokenizer, whose vocabulary must fit the model's.
+std::unique_ptr<tokenizer::Tokenizer> load_tokenizer(const Config& cfg) {
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  try {
+    tok =
+        std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(cfg.data.tokenizer));
+  } catch (const Error& e) {
+    fail("config: data.tokenizer = '{}': {}", cfg.data.tokenizer, e.what());
+  }
+  TS_CHECK(int64_t(tok->vocab_size()) <= cfg.model.vocab_size,
+           "config: data.tokenizer = '{}' has {} tokens: expected at most model.vocab_size = {}",
+           cfg.data.tokenizer, tok->vocab_size(), cfg.model.vocab_size);
+  return tok;
+}
 
 class LMTask final : public Task {
  public:
@@ -32,6 +48,7 @@ class LMTask final : public Task {
       if (!cfg.data.val_path.empty())
         val_ = data::read_token_shards(cfg.data.val_path, cfg.model.vocab_size);
     }
+    if (!cfg.data.tokenizer.empty()) tokenizer_ = load_tokenizer(cfg);
     model_ = make_decoder(cfg, init_gen_);
     load_init_weights(*model_, cfg);
     batches_ = std::make_unique<data::PrefetchingBatcher<data::TokenBatcher>>(data::TokenBatcher(
@@ -94,11 +111,11 @@ class LMTask final : public Task {
   }
 
   std::string sample(int64_t tokens) override {
-    if (cfg_.model.vocab_size != data::kByteVocabSize) return "";
+    if (!tokenizer_ && cfg_.model.vocab_size != data::kByteVocabSize) return "";
     model_->eval();
     SampleOptions opt;
     opt.tokens = tokens, opt.temperature = 0.8f, opt.top_k = 40;
-    std::string s = generate_text(*model_, "And God said", opt, sample_gen_);
+    std::string s = generate_text(*model_, "And God said", opt, sample_gen_, tokenizer_.get());
     model_->train();
     return "And God said" + s;
   }
@@ -107,6 +124,7 @@ class LMTask final : public Task {
   Config cfg_;
   Generator init_gen_;
   Tensor train_, val_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;  // data.tokenizer, for text samples
   std::unique_ptr<nn::Decoder> model_;
   std::unique_ptr<data::PrefetchingBatcher<data::TokenBatcher>> batches_;
   data::TokenBatch batch_;
