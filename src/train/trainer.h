@@ -2,7 +2,9 @@
 // weights (model.safetensors), the resolved config (config.toml), the curves (loss.png) and,
 // with train.checkpoint_every, checkpoints to resume from (docs/CHECKPOINTS.md).
 #pragma once
+#include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -12,9 +14,22 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ckpt/checkpoint.h"
+#include "ckpt/run_state.h"
+#include "ckpt/signals.h"
+#include "core/tensor.h"
 #include "dist/communicator.h"
 #include "dist/data_parallel.h"
+#include "dist/trace.h"
+#include "optim/loss_scaler.h"
+#include "optim/schedule.h"
+#include "train/checkpointing.h"
 #include "train/config.h"
+#include "train/metrics.h"
+#include "train/rank_timing.h"
+#include "train/run_report.h"
+#include "train/sample_account.h"
+#include "train/task.h"
 
 namespace tessera::train {
 
@@ -74,6 +89,95 @@ struct RunSummary {
 // Trains on every rank of the communicator: each draws its rows of every global batch
 // (train.batch_size must split evenly over ranks x train.micro_batches), and the engine of
 // parallel.zero_stage keeps the models identical.
+// (It builds a Trainer and runs it.)
 RunSummary run_training(const Config& cfg, const RunOptions& opt);
+
+// One training run in named parts. set_up() places the run on its ranks and device and builds
+// the task, the data-parallel engine and the optimisation state (restored when resuming). Each
+// step then runs its micro-batches (run_micro_batches: forward and backward, the part a pipeline
+// schedule would replace), applies or skips the optimizer update, reports, evaluates and
+// samples, checkpoints when due and stops everywhere on a signal. finish() writes the final
+// weights, the trace and the summary. A Trainer runs once; every rank runs the same parts in
+// the same order, since most of them are collective.
+class Trainer {
+ public:
+  Trainer(const Config& cfg, const RunOptions& opt) : cfg_(cfg), opt_(opt) {}
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  RunSummary run();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  // Set-up, in this order.
+  void set_up();
+  void connect_ranks();             // the communicator, the device, the stop-signal handlers
+  void open_run_folder();           // the console, the checkpoint to resume, config.toml
+  void build_model_and_engine();    // the task, equal weights on every rank, the DP engine
+  void build_optimisation_state();  // lr schedule, loss scaler, loop state, sample accounting
+  void open_records();              // checkpoints, metrics.jsonl, the opening lines
+
+  // One optimizer step (`step` counts from 0): micro-batches, gradient sync, clipping, the
+  // update or its skip.
+  StepResult train_step(int64_t step);
+  // Forward and backward of each of train.micro_batches, each loss scaled by
+  // loss_scale / micro_batches, in the tracer's "forward" and "backward" spans; returns the
+  // micro-batch losses (detached; not read yet).
+  std::vector<Tensor> run_micro_batches(float loss_scale);
+  // Applies the update when the loss and gradient norm are finite; otherwise skips it as an
+  // fp16 overflow (the scaler backs off) or a bad step (counted against train.max_bad_steps).
+  void apply_or_skip_update(const StepResult& r, float loss_scale);
+
+  // After step r.step: the progress line and metrics record on logged steps, evaluation and
+  // samples when due.
+  void report(const StepResult& r);
+  nlohmann::json log_step(const StepResult& r);  // the metrics record; prints the progress line
+  nlohmann::json evaluate(int64_t step);         // on every rank; rank 0 prints the metrics
+  void sample(int64_t step);                     // on every rank; rank 0 prints the text
+
+  // After step `done` (counting from 1).
+  void checkpoint_if_due(int64_t done);
+  ckpt::SaveResult save_checkpoint(bool async);
+  bool handle_stop_signal(int64_t done);  // true: every rank stops here, checkpoint saved
+
+  // The end of the run: the last save finished, the summary, final weights, trace and lines.
+  RunSummary finish();
+  void complete_summary();
+  void save_final_weights();
+  void print_closing_lines();
+
+  bool is_last(int64_t done) const { return done == cfg_.train.steps; }
+
+  const Config& cfg_;
+  const RunOptions& opt_;
+  // Declared in the order set_up() builds them: they are destroyed in reverse, the checkpoint
+  // writer (waiting for a background save) before the engine and the communicator.
+  DType compute_ = DType::f32;
+  std::shared_ptr<dist::Communicator> comm_;
+  Device device_;
+  int rank_ = 0, world_ = 1;
+  bool lead_ = true;  // rank 0: the one that prints and writes the run's files
+  int64_t micro_ = 1;
+  std::optional<ckpt::StopSignals> signals_;
+  std::filesystem::path dir_;
+  std::unique_ptr<FILE, int (*)(FILE*)> devnull_{nullptr, &std::fclose};
+  std::optional<ProgressLine> progress_;
+  std::optional<ckpt::VerifiedCheckpoint> resumed_;
+  std::unique_ptr<Task> task_;
+  std::optional<dist::Tracer> tracer_;
+  std::unique_ptr<dist::DataParallel> dp_;
+  std::optional<LRSchedule> schedule_;
+  std::optional<DynamicLossScaler> scaler_;
+  bool fp16_ = false;
+  ckpt::LoopState loop_;
+  std::optional<SampleAccount> samples_;
+  std::optional<RankTiming> timing_;
+  std::optional<Checkpointing> checkpoints_;
+  std::string config_toml_;
+  std::optional<MetricsWriter> metrics_;
+  RunSummary summary_;
+  Clock::time_point run_start_, timed_start_;
+};
 
 }  // namespace tessera::train
