@@ -182,6 +182,20 @@ write("config", "overrides", b'[model]\nkind = "gpt"\n\n[data]\nkind = "text"\np
       b"%%\ntrain.steps=10\noptim.lr=3e-4\nmodel.preset=gpt2-124m\ntrain.seq_len=64\n")
 write("config", "empty", b"")
 
+# ---- Hugging Face Llama: config.json and a sharded checkpoint's index (fuzz_llama) ----
+llama_config = {"model_type": "llama", "hidden_act": "silu", "hidden_size": 8,
+                "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "num_key_value_heads": 1, "max_position_embeddings": 16, "vocab_size": 32,
+                "rope_theta": 500000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": True,
+                "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0,
+                                 "original_max_position_embeddings": 8}}
+write("llama", "config", json.dumps(llama_config).encode())
+write("llama", "config_no_scaling", json.dumps({**llama_config, "rope_scaling": None}).encode())
+write("llama", "index", json.dumps({"metadata": {"total_size": 64}, "weight_map": {
+    "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+    "model.norm.weight": "model-00002-of-00002.safetensors"}}).encode())
+
 # The config dictionary: every key, its section and field names, and every string choice, from
 # the generated reference docs/CONFIG.md.
 words = set(['"["', '"]"', '"="', '"\\""', '"%%\\x0a"', '"[["', '"inf"', '"nan"', '"1e-3"',
