@@ -15,6 +15,8 @@
 #include "optim/adamw.h"
 #include "optim/flat_params.h"
 #include "scratch.h"
+#include "train/model_kinds.h"
+#include "train/task.h"
 
 using namespace tessera;
 using tessera::testing::expect_error;
@@ -191,4 +193,47 @@ TEST(Llama, MatchesTheIndependentPyTorchLlama) {
       "%.4f)\n",
       worst, ref_losses.front(), ref_losses.back());
   EXPECT_LT(worst, 1e-4);
+}
+
+TEST(Llama, ConfigKindPresetAndInitWeightsFromAHuggingFaceFolder) {
+  const fs::path dir = scratch_dir("llama_task");
+  { std::ofstream(dir / "corpus.txt") << std::string(4000, 'a') + "In the beginning God created."; }
+  const std::string toml = fmt::format(R"(
+[model]
+kind = "llama"
+preset = "llama-tiny"
+vocab_size = 256
+context = 32
+[data]
+kind = "text"
+path = "{}"
+[train]
+seq_len = 16
+batch_size = 2
+)",
+                                       (dir / "corpus.txt").string());
+  train::Config cfg = train::parse_config(toml, "llama.toml");
+  EXPECT_EQ(cfg.model.n_kv_head, 2);
+  EXPECT_EQ(cfg.model.ffn_hidden, 352);
+  // The kind builds a Llama decoder from the keys: rotary, RMSNorm, SwiGLU, GQA, tied head.
+  Generator g(3);
+  std::unique_ptr<nn::Decoder> src = train::make_decoder(cfg, g);
+  const nn::DecoderConfig& d = src->decoder_config();
+  EXPECT_EQ(d.positions, nn::PositionKind::rotary);
+  EXPECT_EQ(d.norm, nn::NormKind::rms_norm);
+  EXPECT_EQ(d.mlp, nn::MlpKind::swiglu);
+  EXPECT_EQ(d.n_kv_head, 2);
+  EXPECT_TRUE(d.tied_head);
+  EXPECT_DOUBLE_EQ(d.rope_theta, 500000);
+  // model.init_weights takes a Hugging Face folder; the task's model starts from it.
+  nn::save_hf_llama_weights(*src, (dir / "hf").string(), DType::f32);
+  cfg.model.init_weights = (dir / "hf").string();
+  std::unique_ptr<train::Task> task = train::make_task(cfg);
+  const nn::NamedTensors a = src->named_parameters(), b = task->model().named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_TRUE(bit_equal(a[i].second, b[i].second)) << a[i].first;
+  // A weights file of another shape is refused naming the setting and the file.
+  cfg.model.n_embd = 64;
+  expect_error([&] { train::make_task(cfg); }, {"model.init_weights", "hf", "wrong shape"});
 }
