@@ -165,3 +165,18 @@ TEST(Generate, TextThroughATokenizer) {
   expect_error([&] { train::generate_text(small, "x", opt, s1, &tok); },
                {"tokenizer has 2048 tokens", "vocabulary of 100"});
 }
+
+TEST(Generate, DataTokenizerIsLoadedFromTheConfigAndMustFitTheVocabulary) {
+  train::Config cfg;
+  EXPECT_EQ(train::load_data_tokenizer(cfg), nullptr);  // data.tokenizer = "": none
+  cfg.data.tokenizer = std::string(TESSERA_SOURCE_DIR) + "/tests/data/hf_bpe_kjv.json";
+  cfg.model.vocab_size = 2048;
+  ASSERT_NE(train::load_data_tokenizer(cfg), nullptr);
+  EXPECT_EQ(train::load_data_tokenizer(cfg)->vocab_size(), 2048u);
+  cfg.model.vocab_size = 256;
+  expect_error([&] { train::load_data_tokenizer(cfg); },
+               {"data.tokenizer", "hf_bpe_kjv.json", "2048 tokens", "model.vocab_size = 256"});
+  cfg.data.tokenizer = "/nonexistent/tokenizer.json";
+  expect_error([&] { train::load_data_tokenizer(cfg); },
+               {"data.tokenizer = '/nonexistent/tokenizer.json'"});
+}

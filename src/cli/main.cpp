@@ -110,10 +110,7 @@ int cmd_generate(const std::string& run, std::string config, std::string weights
   kind.load_weights(*model, weights);  // format detected from the file
   model->eval();
   Generator gen(seed);
-  std::unique_ptr<tokenizer::Tokenizer> tok;
-  if (!cfg.data.tokenizer.empty())
-    tok =
-        std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(cfg.data.tokenizer));
+  const std::unique_ptr<tokenizer::Tokenizer> tok = train::load_data_tokenizer(cfg);
   std::cout << prompt << train::generate_text(*model, prompt, so, gen, tok.get()) << "\n";
   return 0;
 }

@@ -69,6 +69,21 @@ std::vector<int32_t> generate(const nn::Decoder& model, const std::vector<int32_
   return out;
 }
 
+std::unique_ptr<tokenizer::Tokenizer> load_data_tokenizer(const Config& cfg) {
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  if (cfg.data.tokenizer.empty()) return tok;
+  try {
+    tok =
+        std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(cfg.data.tokenizer));
+  } catch (const Error& e) {
+    fail("config: data.tokenizer = '{}': {}", cfg.data.tokenizer, e.what());
+  }
+  TS_CHECK(int64_t(tok->vocab_size()) <= cfg.model.vocab_size,
+           "config: data.tokenizer = '{}' has {} tokens: expected at most model.vocab_size = {}",
+           cfg.data.tokenizer, tok->vocab_size(), cfg.model.vocab_size);
+  return tok;
+}
+
 std::string generate_text(const nn::Decoder& model, const std::string& prompt,
                           const SampleOptions& opt, Generator& g, const tokenizer::Tokenizer* tok) {
   if (tok) {

@@ -2,12 +2,14 @@
 // once, then each new token runs alone against the cached keys and values.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/rng.h"
 #include "nn/decoder.h"
 #include "tokenizer/tokenizer.h"
+#include "train/config.h"
 
 namespace tessera::train {
 
@@ -27,6 +29,10 @@ int32_t sample_token(const float* logits, int64_t vocab, const SampleOptions& op
 // context / 2 tokens, so every token is conditioned on at least that many.
 std::vector<int32_t> generate(const nn::Decoder& model, const std::vector<int32_t>& prompt,
                               const SampleOptions& opt, Generator& g);
+
+// data.tokenizer of a language-model config, its vocabulary checked to fit model.vocab_size
+// (errors name the key); null when the key is "".
+std::unique_ptr<tokenizer::Tokenizer> load_data_tokenizer(const Config& cfg);
 
 // Continues the text `prompt` and returns the new text. With a tokenizer, the prompt is
 // encoded and the tokens decoded by it ("" starts after its end-of-text token); without one

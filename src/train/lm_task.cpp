@@ -16,21 +16,6 @@
 namespace tessera::train {
 namespace {
 
-// data.tokenizer, whose vocabulary must fit the model's.
-std::unique_ptr<tokenizer::Tokenizer> load_tokenizer(const Config& cfg) {
-  std::unique_ptr<tokenizer::Tokenizer> tok;
-  try {
-    tok =
-        std::make_unique<tokenizer::Tokenizer>(tokenizer::Tokenizer::from_file(cfg.data.tokenizer));
-  } catch (const Error& e) {
-    fail("config: data.tokenizer = '{}': {}", cfg.data.tokenizer, e.what());
-  }
-  TS_CHECK(int64_t(tok->vocab_size()) <= cfg.model.vocab_size,
-           "config: data.tokenizer = '{}' has {} tokens: expected at most model.vocab_size = {}",
-           cfg.data.tokenizer, tok->vocab_size(), cfg.model.vocab_size);
-  return tok;
-}
-
 class LMTask final : public Task {
  public:
   LMTask(const Config& cfg, TaskPlacement place) : cfg_(cfg), init_gen_(uint64_t(cfg.train.seed)) {
@@ -48,7 +33,7 @@ class LMTask final : public Task {
       if (!cfg.data.val_path.empty())
         val_ = data::read_token_shards(cfg.data.val_path, cfg.model.vocab_size);
     }
-    if (!cfg.data.tokenizer.empty()) tokenizer_ = load_tokenizer(cfg);
+    tokenizer_ = load_data_tokenizer(cfg);
     model_ = make_decoder(cfg, init_gen_);
     load_init_weights(*model_, cfg);
     batches_ = std::make_unique<data::PrefetchingBatcher<data::TokenBatcher>>(data::TokenBatcher(

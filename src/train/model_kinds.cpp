@@ -30,8 +30,9 @@ nn::GPTConfig gpt_config(const ModelConfig& m) {
   return g;
 }
 
-nn::DecoderConfig gpt_decoder(const ModelConfig& m) {
-  return nn::gpt_decoder_config(gpt_config(m));
+// GPT keeps its own type: llm.c checkpoints and Hugging Face GPT-2 files load into it.
+std::unique_ptr<nn::Decoder> build_gpt(const ModelConfig& m, Generator& g) {
+  return std::make_unique<nn::GPT>(gpt_config(m), g);
 }
 
 std::string load_gpt_weights(nn::Module& model, const std::string& path) {
@@ -72,6 +73,10 @@ nn::DecoderConfig llama_decoder(const ModelConfig& m) {
   return d;
 }
 
+std::unique_ptr<nn::Decoder> build_llama(const ModelConfig& m, Generator& g) {
+  return std::make_unique<nn::Decoder>(llama_decoder(m), g);
+}
+
 std::string load_llama_weights(nn::Module& model, const std::string& path) {
   return nn::load_any_llama_weights(model, path);
 }
@@ -85,9 +90,9 @@ std::string load_tessera_weights(nn::Module& model, const std::string& path) {
 
 const ModelKind kKinds[] = {
     {"gpt", "GPT-2 language model (LayerNorm, learned positions, GELU MLP, tied head)", true, false,
-     kGptPresets, &gpt_decoder, &load_gpt_weights},
+     kGptPresets, &build_gpt, &load_gpt_weights},
     {"llama", "Llama 3 language model (RMSNorm, rotary positions, SwiGLU, grouped-query attention)",
-     true, true, kLlamaPresets, &llama_decoder, &load_llama_weights},
+     true, true, kLlamaPresets, &build_llama, &load_llama_weights},
     {"mlp", "MLP image classifier", false, false, {}, nullptr, &load_tessera_weights},
     {"cnn", "CNN image classifier", false, false, {}, nullptr, &load_tessera_weights},
 };
@@ -120,10 +125,8 @@ const ModelPreset* find_model_preset(std::string_view name, const ModelKind** ki
 
 std::unique_ptr<nn::Decoder> make_decoder(const Config& cfg, Generator& g) {
   const ModelKind& kind = model_kind(cfg.model.kind);
-  TS_CHECK(kind.decoder, "model.kind = '{}' is not a language model", kind.name);
-  // GPT keeps its own type: llm.c checkpoints and Hugging Face GPT-2 files load into it.
-  if (kind.decoder == &gpt_decoder) return std::make_unique<nn::GPT>(gpt_config(cfg.model), g);
-  return std::make_unique<nn::Decoder>(kind.decoder(cfg.model), g);
+  TS_CHECK(kind.build, "model.kind = '{}' is not a language model", kind.name);
+  return kind.build(cfg.model, g);
 }
 
 }  // namespace tessera::train

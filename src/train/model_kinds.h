@@ -28,8 +28,9 @@ struct ModelKind {
   // Reads the decoder-option keys (n_kv_head, ffn_hidden, rope_theta, rope_scaling, head).
   bool decoder_options;
   std::span<const ModelPreset> presets;
-  // Language models: the decoder the resolved model keys describe (presets already applied).
-  nn::DecoderConfig (*decoder)(const ModelConfig& m) = nullptr;
+  // Language models: builds and initialises from g the decoder the resolved model keys
+  // describe (presets already applied).
+  std::unique_ptr<nn::Decoder> (*build)(const ModelConfig& m, Generator& g) = nullptr;
   // Loads a weights file of this kind into the model (model.init_weights), detecting the
   // format from the content; returns the format's name for messages.
   std::string (*load_weights)(nn::Module& model, const std::string& path) = nullptr;
