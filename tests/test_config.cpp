@@ -221,7 +221,22 @@ TEST(Config, OtherRules) {
         with({"model.kind=gpt", "model.preset=llama-tiny"});
       },
       {"llama-tiny", "is a llama preset", "model.kind = 'gpt'"});
-  EXPECT_EQ(config_rules().size(), 10u);
+  // Mesh axes: tensor parallelism splits decoders only, and not yet with checkpoints; pipeline
+  // and context parallelism are refused until they exist.
+  EXPECT_NO_THROW(with({"parallel.tp=4"}));
+  expect_error(
+      [] {
+        with({"model.kind=mlp", "data.kind=fashion-mnist", "parallel.tp=2"});
+      },
+      {"parallel.tp = 2", "model.kind = 'mlp'"});
+  expect_error(
+      [] {
+        with({"parallel.tp=2", "train.checkpoint_every=10"});
+      },
+      {"parallel.tp = 2", "train.checkpoint_every = 10", "not supported yet"});
+  expect_error([] { with({"parallel.pp=2"}); }, {"parallel.pp = 2", "not built yet"});
+  expect_error([] { with({"parallel.tp=0"}); }, {"parallel.tp"});
+  EXPECT_EQ(config_rules().size(), 11u);
 }
 
 TEST(Config, MissingFile) {

@@ -1,6 +1,10 @@
 #include "dist/data_parallel.h"
 
+#include <algorithm>
 #include <cstring>
+
+#include "core/backend.h"
+#include "kernels/cpu/elementwise.h"
 
 #include "dist/ddp.h"
 #include "dist/zero.h"
@@ -15,6 +19,30 @@ std::unique_ptr<DataParallel> make_data_parallel(nn::Module& model, Communicator
   TS_CHECK(opt.bucket_mb > 0, "parallel.bucket_mb = {}: expected > 0", opt.bucket_mb);
   if (opt.zero_stage == 0) return std::make_unique<DDP>(model, comm, opt, tracer);
   return std::make_unique<Zero>(model, comm, opt, tracer, units);
+}
+
+DataParallel::DataParallel(Communicator& comm, Tracer* tracer, const DataParallelOptions& opt)
+    : comm_(comm),
+      tracer_(tracer),
+      model_parallel_(opt.model_parallel),
+      replicated_(opt.replicated) {}
+
+double DataParallel::counted_sum_squares(const Tensor& grads, int64_t begin,
+                                         const std::vector<ParamSegment>& segments) const {
+  const bool skip_replicated = model_parallel_ && model_parallel_->rank() != 0;
+  const int64_t end = begin + grads.numel();
+  double sum = 0;
+  for (size_t i = 0; i < segments.size(); ++i) {
+    if (skip_replicated && i < replicated_.size() && replicated_[i]) continue;
+    const int64_t a = std::max(segments[i].offset, begin);
+    const int64_t b = std::min(segments[i].offset + segments[i].numel, end);
+    if (a >= b) continue;
+    const float* p = grads.data<float>() + (a - begin);
+    sum += grads.device().is_cpu()
+               ? cpu::sum_squares(p, b - a)
+               : backend_for(grads.device(), "gradient norm").sum_squares(p, b - a);
+  }
+  return sum;
 }
 
 uint64_t fnv1a(const float* p, int64_t n, uint64_t h) {

@@ -36,6 +36,12 @@ struct DataParallelOptions {
   int zero_stage = 0;
   double bucket_mb = 25;  // gradient bucket size in MiB
   ShardedOptimizerOptions optimizer;
+  // Tensor parallelism: the ranks holding the other parts of this rank's model (null: none).
+  // The global gradient norm then sums over them too, counting once each parameter that
+  // `replicated` marks (per parameter, in the model's parameters() order) as whole, with the
+  // same gradient, on every one of them: on the model-parallel rank 0 only.
+  Communicator* model_parallel = nullptr;
+  std::vector<bool> replicated;
 };
 
 // Bytes this rank holds for each kind of training state, each measured as the change in the
@@ -116,9 +122,16 @@ class DataParallel {
   virtual void set_optimizer_steps(int64_t steps) = 0;
 
  protected:
-  DataParallel(Communicator& comm, Tracer* tracer) : comm_(comm), tracer_(tracer) {}
+  DataParallel(Communicator& comm, Tracer* tracer, const DataParallelOptions& opt);
+  // The squared L2 norm of `grads`, flat elements [begin, begin + grads.numel()) of the layout
+  // `segments`, that this rank counts towards the model's norm (see
+  // DataParallelOptions::model_parallel); summed in f64.
+  double counted_sum_squares(const Tensor& grads, int64_t begin,
+                             const std::vector<ParamSegment>& segments) const;
   Communicator& comm_;
   Tracer* tracer_;
+  Communicator* model_parallel_ = nullptr;
+  std::vector<bool> replicated_;
 };
 
 // Builds the engine for opt.zero_stage. ZeRO-3 needs `units` (see ParameterUnits); stages 0-2

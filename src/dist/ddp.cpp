@@ -1,5 +1,7 @@
 #include "dist/ddp.h"
 
+#include <cmath>
+
 #include "core/allocator.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
@@ -22,7 +24,7 @@ std::unique_ptr<Optimizer> make_flat_optimizer(FlatParameters& flat,
 }
 
 DDP::DDP(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, Tracer* tracer)
-    : DataParallel(comm, tracer) {
+    : DataParallel(comm, tracer, opt) {
   // FlatParameters allocates values and gradients together; the model's own parameter storage
   // is released as it moves in, so the net change is the gradient buffer (values moved).
   // Allocator bytes are size-class rounded; count the moved-out storage the same way.
@@ -79,6 +81,16 @@ void DDP::finish_backward() {
 }
 
 double DDP::clip_grad_norm(double max_norm, float grad_scale) {
+  if (model_parallel_) {  // the model's norm sums every model-parallel rank's part
+    flat_->sync_grads();
+    const double sq = counted_sum_squares(flat_->grads(), 0, flat_->segments());
+    const double norm = std::sqrt(model_parallel_->sum_f64(sq)) / double(grad_scale);
+    if (!std::isfinite(norm)) return norm;
+    double factor = 1.0 / double(grad_scale);
+    if (max_norm > 0 && norm > max_norm) factor *= max_norm / norm;
+    if (factor != 1.0) scale_grads(*flat_, float(factor));
+    return norm;
+  }
   if (grad_scale != 1.f) return unscale_and_clip(*flat_, max_norm, grad_scale);
   return max_norm > 0 ? tessera::clip_grad_norm(*flat_, max_norm) : grad_norm(*flat_);
 }

@@ -62,7 +62,7 @@ void scale_in_place(const Tensor& t, float factor) {
 
 Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, Tracer* tracer,
            const ParameterUnits& units)
-    : DataParallel(comm, tracer), stage_(opt.zero_stage), params_(model.parameters()) {
+    : DataParallel(comm, tracer, opt), stage_(opt.zero_stage), params_(model.parameters()) {
   TS_CHECK(stage_ >= 1 && stage_ <= 3, "ZeRO: stage {} is not 1, 2 or 3", stage_);
   TS_CHECK(!params_.empty(), "ZeRO: the model has no parameters");
   // Every buffer lives where the parameters are (the trainer moves the model first).
@@ -277,7 +277,11 @@ WorkHandle Zero::launch_bucket(const Bucket& b) {
 double Zero::clip_grad_norm(double max_norm, float grad_scale) {
   // Each rank's share of the squared norm, summed over ranks on the host in rank order (the
   // same double on every rank, so all take the same branch).
-  const double norm = std::sqrt(comm_.sum_f64(sum_squares(shard_grads_))) / double(grad_scale);
+  double sq = model_parallel_ ? counted_sum_squares(shard_grads_, sbegin_, segs_)
+                              : sum_squares(shard_grads_);
+  sq = comm_.sum_f64(sq);
+  if (model_parallel_) sq = model_parallel_->sum_f64(sq);  // the model's other parts
+  const double norm = std::sqrt(sq) / double(grad_scale);
   if (!std::isfinite(norm)) return norm;
   double factor = 1.0 / double(grad_scale);
   if (max_norm > 0 && norm > max_norm) factor *= max_norm / norm;

@@ -84,6 +84,7 @@ Decoder::Decoder(const DecoderConfig& cfg, Generator& g)
       wte(cfg.vocab_size, cfg.n_embd, g, cfg.init_std),
       drop(cfg.dropout, &dropout_gen_),
       ln_f(cfg.norm, cfg.n_embd, cfg.norm_eps) {
+  vocab_part_ = {0, cfg.vocab_size};
   if (cfg.positions == PositionKind::rotary)
     rotary_host_ = ops::rope_table(cfg.context, cfg.head_size(), cfg.rope_theta, cfg.rope_scaling);
   register_module("wte", wte);
@@ -111,7 +112,10 @@ Tensor Decoder::embed(const Tensor& ids, int64_t start) const {
   TS_CHECK(T >= 1 && start >= 0 && start + T <= cfg_.context,
            "Decoder::forward: positions {} .. {} (ids {}) outside [0, context = {})", start,
            start + T - 1, ids.desc(), cfg_.context);
-  Tensor x = wte.forward(ids);
+  // Under tensor parallelism each rank looks up the ids its rows hold (zeros for the others')
+  // and the sum over the group is the whole lookup.
+  Tensor x =
+      tp_ ? tp_reduce(ops::embedding(wte.weight, ids, vocab_part_.begin), *tp_) : wte.forward(ids);
   if (wpe) {
     std::vector<int32_t> positions(static_cast<size_t>(T));
     for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(start + t);
@@ -147,7 +151,8 @@ KVCache Decoder::make_cache(int64_t batch, int64_t capacity, Device device) cons
            "capacity in [1, context = {}]",
            batch, capacity, cfg_.context);
   KVCache c;
-  const Shape shape{batch, cfg_.n_kv_head, capacity, cfg_.head_size()};
+  const int kv_heads = h.front()->attn.n_kv_head;  // this rank's, under tensor parallelism
+  const Shape shape{batch, kv_heads, capacity, cfg_.head_size()};
   for (size_t l = 0; l < h.size(); ++l) {
     c.k.push_back(Tensor::zeros(shape, DType::f32, device));
     c.v.push_back(Tensor::zeros(shape, DType::f32, device));
@@ -167,15 +172,22 @@ Tensor Decoder::forward_cached(const Tensor& ids, KVCache& cache) const {
   for (size_t l = 0; l < h.size(); ++l)
     x = forward_block(l, x, BlockContext{cache.length, &cache.k[l], &cache.v[l], nullptr});
   cache.length += ids.dim(1);
-  return head(x);
+  const Tensor logits = head(x);
+  return tp_ ? tp_gather_last_dim(logits, *tp_, cfg_.vocab_size) : logits;
 }
 
 Tensor Decoder::head(const Tensor& x) const {
   const Tensor& w = lm_head ? lm_head->weight : wte.weight;
-  return ops::linear(ln_f.forward(x, gemm_input_dtype(x)), w);
+  const Tensor normed = ln_f.forward(x, gemm_input_dtype(x));
+  return ops::linear(tp_ ? tp_copy(normed, *tp_) : normed, w);
 }
 
 Tensor Decoder::forward(const Tensor& ids, StageHooks* stages) const {
+  const Tensor logits = local_logits(ids, stages);
+  return tp_ ? tp_gather_last_dim(logits, *tp_, cfg_.vocab_size) : logits;
+}
+
+Tensor Decoder::local_logits(const Tensor& ids, StageHooks* stages) const {
   // Stage k between enter(k) and exit(k): the ZeRO-3 engine gathers the stage's parameters.
   auto enter = [stages](int k) {
     if (stages) stages->enter(k);
@@ -202,7 +214,86 @@ Tensor Decoder::loss(const Tensor& ids, const Tensor& targets, StageHooks* stage
   // Under bf16 autocast the head's backward GEMMs take the logits' gradient in bf16: the loss
   // writes it so (the same rounding, done once, half the bytes of [B*T, vocab]).
   const DType grad = autocast_dtype() == DType::bf16 ? DType::bf16 : DType::f32;
-  return ops::cross_entropy(forward(ids, stages), targets, -1, grad);
+  const Tensor logits = local_logits(ids, stages);
+  if (!tp_) return ops::cross_entropy(logits, targets, -1, grad);
+  TensorParallelGroup* group = tp_;
+  return ops::sharded_cross_entropy(
+      logits, targets, vocab_part_.begin, cfg_.vocab_size, -1, grad, [group](const Tensor& stats) {
+        Tensor all = Tensor::empty(Shape{int64_t(group->size()), stats.dim(0), stats.dim(1)},
+                                   DType::f32, stats.device());
+        group->all_gather(stats, all);
+        return all;
+      });
+}
+
+namespace {
+
+// Keeps `blocks` of p along dim (a parameter stays a named leaf that requires grad).
+void keep_blocks(Tensor& p, int dim, const std::vector<IndexRange>& blocks) {
+  Tensor local = take_blocks(p, dim, blocks);
+  local.set_requires_grad(true);
+  local.set_name(p.name());
+  p = local;
+}
+
+}  // namespace
+
+void Decoder::shard(TensorParallelGroup& group) {
+  const int R = group.size(), r = group.rank();
+  TS_CHECK(!tp_, "Decoder::shard: the model is already split over {} ranks", tp_ ? tp_->size() : 0);
+  TS_CHECK(cfg_.n_head % R == 0 && cfg_.n_kv_head % R == 0,
+           "tensor parallelism over {} ranks needs n_head ({}) and n_kv_head ({}) to be "
+           "multiples of {}: each rank takes whole heads",
+           R, cfg_.n_head, cfg_.n_kv_head, R);
+  for (const Tensor& p : parameters())
+    TS_CHECK(p.device().is_cpu(), "Decoder::shard: parameter '{}' is on {}: shard before to()",
+             p.name(), p.device().str());
+  const int64_t hs = cfg_.head_size(), H = cfg_.n_head, K = cfg_.n_kv_head;
+  const int64_t F = cfg_.mlp_hidden;
+  const int64_t q_rows = H / R * hs, kv_rows = K / R * hs;
+  auto cut = [this](Tensor& p, int dim, std::vector<IndexRange> blocks) {
+    TensorShard s{p.shape(), dim, blocks};
+    keep_blocks(p, dim, blocks);
+    shards_.emplace_back(p.impl_ptr().get(), std::move(s));
+  };
+  auto cut_linear = [&](Linear& l, int dim, const std::vector<IndexRange>& blocks) {
+    cut(l.weight, dim, blocks);
+    if (dim == 0 && l.bias.defined()) cut(l.bias, 0, blocks);  // row-parallel biases stay whole
+  };
+  vocab_part_ = even_part(cfg_.vocab_size, r, R);
+  cut(wte.weight, 0, {vocab_part_});
+  if (lm_head) cut(lm_head->weight, 0, {vocab_part_});
+  const IndexRange f = even_part(F, r, R);
+  for (auto& block : h) {
+    CausalSelfAttention& a = block->attn;
+    // c_attn's rows are q heads | k heads | v heads: this rank's heads of each.
+    cut_linear(a.c_attn, 0,
+               {{r * q_rows, (r + 1) * q_rows},
+                {H * hs + r * kv_rows, H * hs + (r + 1) * kv_rows},
+                {(H + K) * hs + r * kv_rows, (H + K) * hs + (r + 1) * kv_rows}});
+    cut_linear(a.c_proj, 1, {{r * q_rows, (r + 1) * q_rows}});
+    a.n_head = int(H / R), a.n_kv_head = int(K / R), a.tp = &group;
+    MLP& m = block->mlp;
+    // SwiGLU's c_fc rows are gate | up: this rank's hidden units of each.
+    if (m.kind == MlpKind::swiglu)
+      cut_linear(m.c_fc, 0, {f, {F + f.begin, F + f.end}});
+    else
+      cut_linear(m.c_fc, 0, {f});
+    cut_linear(m.c_proj, 1, {f});
+    m.tp = &group;
+  }
+  tp_ = &group;
+}
+
+std::vector<TensorShard> Decoder::tensor_shards() const {
+  std::vector<TensorShard> out;
+  for (const Tensor& p : parameters()) {
+    TensorShard s{p.shape(), -1, {}};
+    for (const auto& [impl, shard] : shards_)
+      if (impl == p.impl_ptr().get()) s = shard;
+    out.push_back(s);
+  }
+  return out;
 }
 
 ParameterUnits Decoder::parameter_units() const {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "nn/stages.h"
+#include "nn/tensor_parallel.h"
 #include "nn/transformer.h"
 #include "ops/rope_table.h"
 
@@ -92,6 +93,14 @@ class Decoder : public Module {
   // the device the model runs on (made on first use there).
   Tensor rotary_host_;
   mutable Tensor rotary_device_;
+  // Tensor parallelism (shard()): the group, this rank's vocabulary rows, and each sharded
+  // parameter's split (by TensorImpl, so it survives to(device) re-pointing storage).
+  TensorParallelGroup* tp_ = nullptr;
+  IndexRange vocab_part_;
+  std::vector<std::pair<const void*, TensorShard>> shards_;
+
+  // forward()'s logits before any gathering (this rank's vocabulary columns).
+  Tensor local_logits(const Tensor& ids, StageHooks* stages) const;
 
  public:
   // Builds and initialises the model from g, drawing in parameter order (so a seed fixes the
@@ -99,7 +108,8 @@ class Decoder : public Module {
   Decoder(const DecoderConfig& cfg, Generator& g);
 
   // ids i32 [B, T], T <= context -> logits f32 [B, T, vocab]. With `stages` (ZeRO-3), every
-  // stage of parameter_units() runs between stages->enter(k) and stages->exit(k, ...).
+  // stage of parameter_units() runs between stages->enter(k) and stages->exit(k, ...). Under
+  // tensor parallelism the whole logits are gathered on every rank (loss() never does).
   Tensor forward(const Tensor& ids, StageHooks* stages = nullptr) const;
   // Mean cross-entropy of forward(ids) against targets i32 [B, T] (-1 entries are ignored).
   Tensor loss(const Tensor& ids, const Tensor& targets, StageHooks* stages = nullptr) const;
@@ -115,7 +125,21 @@ class Decoder : public Module {
   // Block l: h[l]->forward(x), checkpointed (autograd::checkpoint, dropout replayed) when
   // recompute is blocks and grad mode is on.
   Tensor forward_block(size_t l, const Tensor& x, BlockContext ctx = {}) const;
-  Tensor head(const Tensor& x) const;  // final norm and output projection -> logits f32
+  // Final norm and output projection -> logits f32 (this rank's vocabulary columns under
+  // tensor parallelism).
+  Tensor head(const Tensor& x) const;
+
+  // Tensor parallelism (nn/tensor_parallel.h): keeps this rank's share of the weights (its
+  // heads, MLP hidden units and vocabulary rows) and runs the layers split over `group` from
+  // then on. Call once, after building and loading weights, before to(device) and before an
+  // engine flattens the parameters. n_head and n_kv_head must be multiples of the group size.
+  void shard(TensorParallelGroup& group);
+  TensorParallelGroup* tensor_parallel() const { return tp_; }
+  // Every parameter's split over the group, in parameters() order (all replicated, with the
+  // parameters' own shapes, when not sharded).
+  std::vector<TensorShard> tensor_shards() const;
+  // The vocabulary ids this rank's embedding rows and logits cover ([0, vocab) unsharded).
+  IndexRange vocab_part() const { return vocab_part_; }
 
   // ZeRO-3: units are the embeddings, each block, and the head's own parameters (ln_f, lm_head);
   // stages are the embedding, each block, then the head (with the embedding's unit again when

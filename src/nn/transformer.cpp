@@ -26,10 +26,19 @@ MLP::MLP(const BlockInit& in, Generator& g)
   register_module("drop", drop);
 }
 
-Tensor MLP::forward(const Tensor& x) const {
-  if (kind == MlpKind::swiglu) return drop.forward(c_proj.forward(ops::swiglu(c_fc.forward(x))));
+Tensor row_parallel_linear(const Linear& linear, const Tensor& x, TensorParallelGroup* tp) {
+  if (!tp) return linear.forward(x);
+  // The bias is added once, after the sum (every rank holds it whole).
+  Tensor y = tp_reduce(ops::linear(x, linear.weight), *tp);
+  return linear.bias.defined() ? ops::add(y, linear.bias) : y;
+}
+
+Tensor MLP::forward(const Tensor& x0) const {
+  const Tensor x = tp ? tp_copy(x0, *tp) : x0;
+  if (kind == MlpKind::swiglu)
+    return drop.forward(row_parallel_linear(c_proj, ops::swiglu(c_fc.forward(x)), tp));
   // c_fc and the GELU fused: the activation comes out in the GEMM dtype, ready for c_proj.
-  return drop.forward(c_proj.forward(ops::linear_gelu(x, c_fc.weight, c_fc.bias)));
+  return drop.forward(row_parallel_linear(c_proj, ops::linear_gelu(x, c_fc.weight, c_fc.bias), tp));
 }
 
 namespace {
@@ -54,12 +63,12 @@ CausalSelfAttention::CausalSelfAttention(const BlockInit& in, Generator& g)
 }
 
 Tensor CausalSelfAttention::forward(const Tensor& x, const BlockContext& ctx) const {
-  Tensor qkv = c_attn.forward(x);
+  Tensor qkv = c_attn.forward(tp ? tp_copy(x, *tp) : x);
   if (ctx.rotary) qkv = ops::rope(qkv, *ctx.rotary, n_head, n_kv_head, ctx.start);
   Tensor context = ctx.k_cache ? ops::cached_attention(qkv, n_head, n_kv_head, *ctx.k_cache,
                                                        *ctx.v_cache, ctx.start)
                                : ops::attention(qkv, n_head, n_kv_head);
-  return drop.forward(c_proj.forward(context));
+  return drop.forward(row_parallel_linear(c_proj, context, tp));
 }
 
 Block::Block(const BlockInit& in, Generator& g)

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "nn/layers.h"
+#include "nn/tensor_parallel.h"
 
 namespace tessera::nn {
 
@@ -41,6 +42,11 @@ struct BlockContext {
   const Tensor* rotary = nullptr;  // rotary positions: the decoder's cos/sin table, else null
 };
 
+// y = x · weight^T summed over the tensor-parallel group, then + bias: a row-parallel layer
+// (each rank holds the weight's input columns for its part of x); plain linear.forward(x)
+// without a group.
+Tensor row_parallel_linear(const Linear& linear, const Tensor& x, TensorParallelGroup* tp);
+
 class MLP : public Module {
  public:
   MLP(const BlockInit& init, Generator& g);
@@ -49,6 +55,8 @@ class MLP : public Module {
   MlpKind kind;
   Linear c_fc, c_proj;
   Dropout drop;
+  // Tensor parallelism (set by Decoder::shard): c_fc column-, c_proj row-parallel over it.
+  TensorParallelGroup* tp = nullptr;
 };
 
 // c_attn (C -> (n_head + 2 n_kv_head) hs: q heads | k heads | v heads) -> causal attention ->
@@ -58,9 +66,11 @@ class CausalSelfAttention : public Module {
   CausalSelfAttention(const BlockInit& init, Generator& g);
   Tensor forward(const Tensor& x, const BlockContext& ctx = {}) const;  // x [B, T, C]
 
-  int n_head, n_kv_head;
+  int n_head, n_kv_head;  // this rank's heads (a tensor-parallel rank holds a share)
   Linear c_attn, c_proj;
   Dropout drop;
+  // Tensor parallelism (set by Decoder::shard): c_attn column-, c_proj row-parallel over it.
+  TensorParallelGroup* tp = nullptr;
 };
 
 // The dtype a norm feeding a GEMM should write: bf16 under bf16 autocast, else x's dtype.

@@ -10,27 +10,26 @@
 #include "ops/ops.h"
 
 namespace tessera::ops {
-Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
-  const char* op = "embedding";
+namespace {
+
+void check_embedding_args(const char* op, const Tensor& weight0, const Tensor& ids0) {
   check_float(op, "weight", weight0);
   check_ndim(op, "weight", weight0, 2);
   check_dtype(op, "ids", ids0, DType::i32);
-  const Device dev = common_device(op, {{"weight", weight0}, {"ids", ids0}});
   TS_CHECK(ids0.ndim() < kMaxDims,
-           "embedding: ids {} have {} dims: the output [..., C] would need {}, expected at most "
+           "{}: ids {} have {} dims: the output [..., C] would need {}, expected at most "
            "{} dims of ids",
-           ids0.desc(), ids0.ndim(), ids0.ndim() + 1, kMaxDims - 1);
-  Tensor w = weight0.contiguous(), ids = ids0.contiguous();
+           op, ids0.desc(), ids0.ndim(), ids0.ndim() + 1, kMaxDims - 1);
+}
+
+// The lookup and its backward, with the (checked) ids given twice: on the weight's device for
+// the forward kernel and on the host for the backward (the same tensor on the CPU). Ids equal
+// to kernels::kSkippedId read as zero rows and take no gradient.
+Tensor lookup(const char* op, const Tensor& weight0, const Tensor& ids0, const Tensor& ids,
+              const Tensor& host_ids) {
+  const Device dev = weight0.device();
+  Tensor w = weight0.contiguous();
   const int64_t V = w.dim(0), C = w.dim(1), n = ids.numel();
-  // The range check reads the ids on the host (a copy of B*T ids from a device): an id out of
-  // range would read outside the table on the device, silently.
-  const Tensor host_ids = ids.to(Device::cpu());
-  const int32_t* id = host_ids.data<int32_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    TS_CHECK(id[i] >= 0 && id[i] < V,
-             "embedding: id {} at ids{} is out of range for weight {}: expected 0 <= id < {} (V)",
-             id[i], index_str(ids.shape(), i), w.desc(), V);
-  }
   std::vector<int64_t> dims = ids.shape().vec();
   dims.push_back(C);
   Tensor y = Tensor::empty(Shape(dims), w.dtype(), dev);
@@ -40,7 +39,7 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
       TS_CUDA(op, dev,
               cuda::embedding_forward<T>(w.data<T>(), ids.data<int32_t>(), y.data<T>(), n, C));
     else
-      cpu::embedding_forward<T>(w.data<T>(), id, y.data<T>(), n, C);
+      cpu::embedding_forward<T>(w.data<T>(), host_ids.data<int32_t>(), y.data<T>(), n, C);
   });
   const DType wt = w.dtype();
   // The backward reads the ids on the host: the CPU kernel scatters by them, the CUDA one groups
@@ -65,6 +64,44 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
     if (acc.defined()) return std::vector<Tensor>{Tensor(), Tensor()};
     return std::vector<Tensor>{wt == DType::f32 ? gw : gw.to(wt), Tensor()};
   });
+}
+
+}  // namespace
+
+Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
+  const char* op = "embedding";
+  check_embedding_args(op, weight0, ids0);
+  common_device(op, {{"weight", weight0}, {"ids", ids0}});
+  Tensor ids = ids0.contiguous();
+  const int64_t V = weight0.dim(0), n = ids.numel();
+  // The range check reads the ids on the host (a copy of B*T ids from a device): an id out of
+  // range would read outside the table on the device, silently.
+  const Tensor host_ids = ids.to(Device::cpu());
+  const int32_t* id = host_ids.data<int32_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    TS_CHECK(id[i] >= 0 && id[i] < V,
+             "embedding: id {} at ids{} is out of range for weight {}: expected 0 <= id < {} (V)",
+             id[i], index_str(ids.shape(), i), weight0.desc(), V);
+  }
+  return lookup(op, weight0, ids0, ids, host_ids);
+}
+
+Tensor embedding(const Tensor& weight0, const Tensor& ids0, int64_t first_id) {
+  const char* op = "embedding (vocabulary shard)";
+  check_embedding_args(op, weight0, ids0);
+  const Device dev = common_device(op, {{"weight", weight0}, {"ids", ids0}});
+  const int64_t V = weight0.dim(0), n = ids0.numel();
+  TS_CHECK(first_id >= 0, "{}: first id {} is negative", op, first_id);
+  const Tensor global = ids0.contiguous().to(Device::cpu());
+  const int32_t* id = global.data<int32_t>();
+  std::vector<int32_t> local(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    TS_CHECK(id[i] >= 0, "{}: id {} at ids{} is negative", op, id[i], index_str(ids0.shape(), i));
+    const int64_t row = int64_t(id[i]) - first_id;
+    local[size_t(i)] = row >= 0 && row < V ? int32_t(row) : kernels::kSkippedId;
+  }
+  const Tensor host_ids = Tensor::from_ints(local, ids0.shape());
+  return lookup(op, weight0, ids0, dev.is_cpu() ? host_ids : host_ids.to(dev), host_ids);
 }
 
 }  // namespace tessera::ops

@@ -4,6 +4,7 @@
 // Ops take contiguous inputs (they make them so) and return contiguous outputs.
 #pragma once
 #include <cstdint>
+#include <functional>
 
 #include "core/rng.h"
 #include "core/tensor.h"
@@ -60,8 +61,23 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int32_t ignore_index,
                      DType grad_dtype);
 
+// Cross-entropy of logits split by vocabulary across ranks (tensor parallelism's head: no rank
+// holds a row's whole logits). logits f32 [..., V] are this rank's ids [first_id, first_id + V)
+// of a vocabulary of vocab_size; targets are whole-vocabulary ids. `gather` exchanges the
+// per-row statistics: it gets this rank's f32 [2, rows] and returns every rank's, [ranks, 2,
+// rows] in rank order (an all-gather over the ranks holding the shards). The loss is the
+// unsharded cross_entropy's, the same on every rank; the gradient covers this rank's columns.
+using GatherShardStats = std::function<Tensor(const Tensor& stats)>;
+Tensor sharded_cross_entropy(const Tensor& logits, const Tensor& targets, int64_t first_id,
+                             int64_t vocab_size, int32_t ignore_index, DType grad_dtype,
+                             const GatherShardStats& gather);
+
 // ---- lookup, attention, convolution ----
 Tensor embedding(const Tensor& weight, const Tensor& ids);  // weight [V, C], ids i32 -> [..., C]
+// A shard of a vocabulary-parallel table: weight holds rows [first_id, first_id + V) of the
+// whole table; ids outside them read as zero rows and give no gradient (the rank that holds
+// them supplies those; tensor parallelism sums the ranks' outputs).
+Tensor embedding(const Tensor& weight, const Tensor& ids, int64_t first_id);
 // Causal multi-head self-attention: qkv [B, T, 3C] laid out (q | k | v), heads of C / n_head.
 // Returns the context [B, T, C] (before the output projection). = attention(qkv, n_head, n_head).
 Tensor attention(const Tensor& qkv, int n_head);

@@ -227,6 +227,15 @@ std::vector<ConfigKey> make_keys() {
       int_key<T, &TrainConfig::threads>("train.threads", 0, at_least(0),
                                         "CPU threads (0 = all cores)"),
       // [parallel]
+      int_key<P, &ParallelConfig::tp>(
+          "parallel.tp", 1, at_least(1),
+          "tensor-parallel ranks per model replica (Megatron-LM style: heads, MLP units and "
+          "vocabulary split over consecutive ranks); the data-parallel size is ranks / (tp x pp "
+          "x cp); docs/DISTRIBUTED.md"),
+      int_key<P, &ParallelConfig::pp>("parallel.pp", 1, at_least(1),
+                                      "pipeline-parallel stages (only 1 so far)"),
+      int_key<P, &ParallelConfig::cp>("parallel.cp", 1, at_least(1),
+                                      "context-parallel ranks (only 1 so far)"),
       int_key<P, &ParallelConfig::zero_stage>(
           "parallel.zero_stage", 0, between(0, 3),
           "ZeRO: 0 = replicate, 1 = shard optimizer state, 2 = + gradients, 3 = + weights"),

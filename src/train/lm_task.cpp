@@ -36,6 +36,7 @@ class LMTask final : public Task {
     tokenizer_ = load_data_tokenizer(cfg);
     model_ = make_decoder(cfg, init_gen_);
     load_init_weights(*model_, cfg);
+    if (place.tensor_parallel) model_->shard(*place.tensor_parallel);
     batches_ = std::make_unique<data::PrefetchingBatcher<data::TokenBatcher>>(data::TokenBatcher(
         train_, B, T, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size));
     sample_gen_ = Generator(uint64_t(cfg.train.seed) + 2);
@@ -65,6 +66,9 @@ class LMTask final : public Task {
     return model_->loss(x, y, gather_);
   }
 
+  std::vector<nn::TensorShard> parameter_shards() const override {
+    return model_->tensor_parallel() ? model_->tensor_shards() : std::vector<nn::TensorShard>{};
+  }
   dist::ParameterUnits parameter_units() override { return model_->parameter_units(); }
   void set_parameter_gather(dist::ParameterGather* gather) override { gather_ = gather; }
 

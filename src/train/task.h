@@ -14,6 +14,7 @@
 #include "data/loader.h"
 #include "dist/data_parallel.h"
 #include "nn/module.h"
+#include "nn/tensor_parallel.h"
 #include "train/config.h"
 
 namespace tessera::train {
@@ -44,6 +45,10 @@ class Task {
   // A short text sample from a language model ("" for classifiers).
   virtual std::string sample(int64_t /*tokens*/) { return ""; }
 
+  // How each parameter is split over the tensor-parallel group, in parameters() order (empty:
+  // the model is whole on every rank).
+  virtual std::vector<nn::TensorShard> parameter_shards() const { return {}; }
+
   // ZeRO-3: the parameter units and forward stages of the model (see dist/data_parallel.h);
   // empty when the task has no layered forward (the engine then gathers the whole model
   // around each micro-batch).
@@ -62,11 +67,13 @@ class Task {
   virtual std::vector<std::pair<std::string, Generator*>> generators() { return {}; }
 };
 
-// Where a task's process sits in data-parallel training: rank r of world N draws rows
-// data::rank_rows(batch_size, r, N) of every global batch.
+// Where a task's process sits: data-parallel rank r of N draws rows
+// data::rank_rows(batch_size, r, N) of every global batch; with a tensor-parallel group, the
+// model is split over it (nn::Decoder::shard) and every rank of the group draws the same rows.
 struct TaskPlacement {
   int rank = 0;
   int world_size = 1;
+  nn::TensorParallelGroup* tensor_parallel = nullptr;
 };
 
 // Builds the task the config describes: loads the data (errors name the file and key) and

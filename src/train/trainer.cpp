@@ -113,11 +113,14 @@ void Trainer::connect_ranks() {
   rank_ = comm_->rank(), world_ = comm_->world_size();
   lead_ = rank_ == 0;
   micro_ = cfg_.train.micro_batches;
-  TS_CHECK(cfg_.train.batch_size % (int64_t(world_) * micro_) == 0,
-           "config: train.batch_size = {} does not split evenly over {} ranks x "
+  mesh_.emplace(comm_, int(cfg_.parallel.tp), int(cfg_.parallel.pp), int(cfg_.parallel.cp));
+  if (cfg_.parallel.tp > 1) tp_group_ = std::make_unique<dist::CommunicatorGroup>(mesh_->tp());
+  const int dp = mesh_->shape().dp;
+  TS_CHECK(cfg_.train.batch_size % (int64_t(dp) * micro_) == 0,
+           "config: train.batch_size = {} does not split evenly over {} data-parallel ranks x "
            "train.micro_batches = {}: every rank's micro-batches must have equal rows, so that "
            "averaging over ranks gives the single-process gradient",
-           cfg_.train.batch_size, world_, micro_);
+           cfg_.train.batch_size, dp, micro_);
   if (opt_.handle_signals) signals_.emplace();
 }
 
@@ -145,18 +148,26 @@ void Trainer::build_model_and_engine() {
   // A resumed run takes its weights from the checkpoint: the init file is not even read.
   Config task_cfg = cfg_;
   if (resumed_) task_cfg.model.init_weights.clear();
-  task_ = make_task(task_cfg, TaskPlacement{rank_, world_});
+  dist::Communicator& dp_comm = *mesh_->dp();
+  task_ = make_task(task_cfg, TaskPlacement{dp_comm.rank(), dp_comm.world_size(), tp_group_.get()});
   if (!device_.is_cpu()) task_->to_device(device_);  // before the engine flattens the parameters
   nn::Module& model = task_->model();
-  dist::check_same_on_all_ranks(*comm_, job_identity(cfg_, model), "config");
-  // Every rank initialised from the same seed; rank 0's values make that exact regardless.
-  if (world_ > 1 && !resumed_)
-    for (const Tensor& p : model.parameters()) comm_->broadcast(p, 0);
+  const std::vector<nn::TensorShard> shards = task_->parameter_shards();
+  dist::check_same_on_all_ranks(*comm_, job_identity(cfg_, model, shards), "config");
+  // Every rank initialised from the same seed; the first data-parallel replica's values make
+  // that exact regardless (each tensor-parallel rank's own part).
+  if (dp_comm.world_size() > 1 && !resumed_)
+    for (const Tensor& p : model.parameters()) dp_comm.broadcast(p, 0);
   tracer_.emplace(rank_, world_ > 1 || opt_.trace);
   tracer_->name_track(0, "training thread");
   const dist::ParameterUnits units =
       cfg_.parallel.zero_stage == 3 ? task_->parameter_units() : dist::ParameterUnits{};
-  dp_ = dist::make_data_parallel(model, *comm_, parallel_options(cfg_), &*tracer_, units);
+  dist::DataParallelOptions po = parallel_options(cfg_);
+  if (tp_group_) {
+    po.model_parallel = mesh_->tp().get();
+    for (const nn::TensorShard& s : shards) po.replicated.push_back(s.replicated());
+  }
+  dp_ = dist::make_data_parallel(model, dp_comm, po, &*tracer_, units);
   task_->set_parameter_gather(dp_->gather());
 }
 
@@ -174,7 +185,8 @@ void Trainer::build_optimisation_state() {
                                    resumed_->state.world_size));
     scaler_->load_state(loop_.loss_scaler);
   }
-  samples_.emplace(comm_.get(), rank_);
+  // Counted over the data-parallel ranks: a tensor-parallel group shares its rows.
+  samples_.emplace(mesh_->dp().get(), mesh_->dp_rank());
   timing_.emplace(comm_.get(), cfg_.parallel.slow_rank_factor);
   if (resumed_) samples_->resume(loop_.samples_digest);
 }
@@ -190,9 +202,10 @@ void Trainer::open_records() {
       cfg_.model.kind, dp_->param_numel(), cfg_.data.path, cfg_.train.steps, cfg_.train.precision,
       describe_device(device_), omp_get_max_threads(), dir_.string()));
   if (world_ > 1)
-    progress_->message(fmt::format("tessera: {} ranks over {}, ZeRO stage {}, {} rows per rank",
-                                   world_, comm_->describe(), cfg_.parallel.zero_stage,
-                                   cfg_.train.batch_size / world_));
+    progress_->message(
+        fmt::format("tessera: {} over {}, ZeRO stage {} over dp, {} rows per data-parallel rank",
+                    mesh_->describe(), comm_->describe(), cfg_.parallel.zero_stage,
+                    cfg_.train.batch_size / mesh_->shape().dp));
   summary_.world_size = world_;
   summary_.memory = dp_->memory();
   summary_.start_step = loop_.step;
@@ -350,6 +363,11 @@ void Trainer::checkpoint_if_due(int64_t done) {
 }
 
 ckpt::SaveResult Trainer::save_checkpoint(bool async) {
+  // A checkpoint's optimizer state is in the flat layout of whole parameters; a split model's
+  // is not (yet): refused rather than written in a layout no other run could read.
+  TS_CHECK(!tp_group_,
+           "checkpoints of a model split over parallel.tp = {} ranks are not supported yet",
+           cfg_.parallel.tp);
   checkpoints_->finish_pending();  // before the snapshot: one save at a time
   loop_.loss_scaler = scaler_->state();
   loop_.samples_digest = samples_->global().run;
@@ -419,9 +437,16 @@ void Trainer::complete_summary() {
 
 void Trainer::save_final_weights() {
   dp_->gather_all();
-  if (lead_)
-    nn::save_weights(task_->model(), (dir_ / "model.safetensors").string(),
-                     {{"format", "pt"}, {"tessera_model", cfg_.model.kind}});
+  const std::map<std::string, std::string> meta = {{"format", "pt"},
+                                                   {"tessera_model", cfg_.model.kind}};
+  const std::string path = (dir_ / "model.safetensors").string();
+  if (tp_group_) {  // the whole tensors, gathered over the tensor-parallel group
+    const nn::NamedTensors whole = dist::gather_whole_parameters(
+        task_->model().named_parameters(), task_->parameter_shards(), *mesh_->tp());
+    if (lead_) nn::write_safetensors(path, whole, meta);
+  } else if (lead_) {
+    nn::save_weights(task_->model(), path, meta);
+  }
   dp_->release_all();
 }
 

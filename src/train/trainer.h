@@ -20,6 +20,7 @@
 #include "core/tensor.h"
 #include "dist/communicator.h"
 #include "dist/data_parallel.h"
+#include "dist/mesh.h"
 #include "dist/trace.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
@@ -158,6 +159,10 @@ class Trainer {
   Device device_;
   int rank_ = 0, world_ = 1;
   bool lead_ = true;  // rank 0: the one that prints and writes the run's files
+  // The ranks as a mesh (parallel.tp x data parallel); the engine runs over its dp axis, the
+  // model is split over its tp axis (through tp_group_, when tp > 1).
+  std::optional<dist::Mesh> mesh_;
+  std::unique_ptr<dist::CommunicatorGroup> tp_group_;
   int64_t micro_ = 1;
   std::optional<ckpt::StopSignals> signals_;
   std::filesystem::path dir_;

@@ -53,14 +53,17 @@ ScheduleOptions schedule_options(const Config& cfg) {
   return so;
 }
 
-dist::Entries job_identity(const Config& cfg, nn::Module& model) {
+dist::Entries job_identity(const Config& cfg, nn::Module& model,
+                           const std::vector<nn::TensorShard>& shards) {
   dist::Entries e;
   for (const ConfigKey& key : config_keys()) {
     const ConfigValue v = key.get(cfg);
     e.emplace_back(std::string(key.name), config_value_text(v));
   }
-  for (const auto& [name, t] : model.named_parameters())
-    e.emplace_back("model parameter " + name, t.shape().str());
+  const nn::NamedTensors params = model.named_parameters();
+  for (size_t i = 0; i < params.size(); ++i)
+    e.emplace_back("model parameter " + params[i].first,
+                   (i < shards.size() ? shards[i].global : params[i].second.shape()).str());
   return e;
 }
 

@@ -12,6 +12,7 @@
 #include "dist/consistency.h"
 #include "dist/data_parallel.h"
 #include "nn/module.h"
+#include "nn/tensor_parallel.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
 #include "train/config.h"
@@ -32,8 +33,11 @@ dist::DataParallelOptions parallel_options(const Config& cfg);
 // The learning-rate schedule of the optim.* keys over train.steps.
 ScheduleOptions schedule_options(const Config& cfg);
 
-// What every rank must agree on: each config key's value and each parameter's name and shape.
-dist::Entries job_identity(const Config& cfg, nn::Module& model);
+// What every rank must agree on: each config key's value and each parameter's name and whole
+// shape (`shards`, when the model is split over tensor-parallel ranks, gives those; empty: the
+// parameters' own).
+dist::Entries job_identity(const Config& cfg, nn::Module& model,
+                           const std::vector<nn::TensorShard>& shards = {});
 
 void write_text(const std::filesystem::path& p, const std::string& s);
 

@@ -14,6 +14,7 @@
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "cuda_test_util.h"
+#include "kernels/cpu/sharded_cross_entropy.h"
 #include "nn/gpt.h"
 #include "ops/autocast.h"
 #include "ops/ops.h"
@@ -328,6 +329,33 @@ TEST_F(CudaTest, EveryDispatchedOpMatchesCpu) {
         [g](const V& x) { return ops::cross_entropy(x[0], x[1], -1, g); },
         g == DType::f32 ? 1e-5 : 1e-2, rng);
   }
+  for (DType g : {DType::f32, DType::bf16}) {
+    // This rank holds ids 20 .. 39 of 40; its partner's statistics (ids 0 .. 19) come from the
+    // CPU kernel, the same for both backends.
+    std::vector<int32_t> tg = rng.ints(12, 0, 39);
+    tg[3] = -1, tg[5] = 25, tg[6] = 4;  // an ignored row, a target here, one at the partner
+    const Tensor targets = Tensor::from_ints(tg, Shape{3, 4});
+    const Tensor partner = randn(rng, Shape{12, 20});
+    ops::GatherShardStats gather = [=](const Tensor& mine) {
+      Tensor all = Tensor::empty(Shape{2, 2, 12});
+      cpu::sharded_cross_entropy_stats(partner.data<float>(), tg.data(), all.data<float>(), 12, 20,
+                                       0, -1);
+      const Tensor m = mine.to(Device::cpu());
+      std::copy_n(m.data<float>(), 24, all.data<float>() + 24);
+      return all.to(mine.device());
+    };
+    compare_op(
+        std::string("sharded_cross_entropy grad ") + dtype_name(g),
+        {randn(rng, Shape{3, 4, 20}), targets},
+        [g, gather](const V& x) {
+          return ops::sharded_cross_entropy(x[0], x[1], 20, 40, -1, g, gather);
+        },
+        g == DType::f32 ? 1e-5 : 1e-2, rng);
+  }
+  compare_op(
+      "embedding vocabulary shard f32",
+      {randn(rng, Shape{10, 16}), Tensor::from_ints(rng.ints(30, 0, 40), Shape{5, 6})},
+      [](const V& x) { return ops::embedding(x[0], x[1], 15); }, 1e-6, rng);
   {
     Generator gc(7), gg(7);  // the same (seed, offset): the same mask on both backends
     compare_op(

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/common/id_groups.h"
 #include "kernels/cpu/elementwise.h"
 
 namespace tessera::cpu {
@@ -14,8 +15,12 @@ template <class T>
 void embedding_forward(const T* w, const int32_t* ids, T* y, int64_t n, int64_t C) {
   prof::Scope prof_scope(prof::Family::embed_loss, "embedding_forward");
 #pragma omp parallel for schedule(static) if (n * C > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(y + i * C, w + int64_t(ids[i]) * C, size_t(C) * sizeof(T));
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] == kernels::kSkippedId)
+      std::memset(y + i * C, 0, size_t(C) * sizeof(T));
+    else
+      std::memcpy(y + i * C, w + int64_t(ids[i]) * C, size_t(C) * sizeof(T));
+  }
 }
 
 void embedding_backward(const float* gy, const int32_t* ids, float* dw, int64_t n, int64_t V,
@@ -33,6 +38,7 @@ void embedding_backward(const float* gy, const int32_t* ids, float* dw, int64_t 
     const int64_t width = ((C + nt - 1) / nt + 15) / 16 * 16;
     const int64_t c0 = std::min(C, me * width), c1 = std::min(C, c0 + width);
     for (int64_t i = 0; i < n && c0 < c1; ++i) {
+      if (ids[i] == kernels::kSkippedId) continue;
       float* d = dw + int64_t(ids[i]) * C;
       const float* g = gy + i * C;
 #pragma omp simd

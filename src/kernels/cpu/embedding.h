@@ -1,5 +1,6 @@
 // Embedding lookup: rows of a [V, C] table gathered by i32 ids, and the scatter-add backward.
-// Ids must already be checked to lie in [0, V).
+// Ids must already be checked to lie in [0, V) or equal kernels::kSkippedId (-1: another
+// rank's row under vocabulary parallelism), which reads as a zero row and takes no gradient.
 #pragma once
 #include <cstdint>
 

@@ -14,8 +14,12 @@ namespace {
 template <class T>
 __global__ void embedding_forward_kernel(const T* w, const int32_t* ids, T* y, int64_t C) {
   const int64_t i = blockIdx.x;
-  const T* src = w + int64_t(ids[i]) * C;
   T* dst = y + i * C;
+  if (ids[i] == kernels::kSkippedId) {
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dst[c] = from_f32<T>(0.f);
+    return;
+  }
+  const T* src = w + int64_t(ids[i]) * C;
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) dst[c] = src[c];
 }
 

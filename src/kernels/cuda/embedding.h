@@ -1,5 +1,5 @@
 // Embedding lookup and its scatter-add backward on device buffers, mirroring cpu/embedding.h.
-// Ids must already lie in [0, V).
+// Ids must already lie in [0, V) or equal kernels::kSkippedId (a zero row, no gradient).
 #pragma once
 #include <cstdint>
 

@@ -28,6 +28,7 @@
 #include "kernels/cuda/norm.h"
 #include "kernels/cuda/optim.h"
 #include "kernels/cuda/rope.h"
+#include "kernels/cuda/sharded_cross_entropy.h"
 #include "kernels/cuda/softmax.h"
 #include "kernels/cuda/strided_copy.h"
 #include "kernels/cuda/swiglu.h"

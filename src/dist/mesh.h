@@ -1,0 +1,72 @@
+// The process mesh: the world's ranks as a grid pp x dp x cp x tp, with a communicator for each
+// axis (parallel.tp, parallel.pp, parallel.cp; dp = world / (tp x pp x cp)). tp varies fastest,
+// so a tensor-parallel group is consecutive ranks (one node's GPUs under mpirun, Slurm and
+// torchrun, whose ranks fill a node before the next); pp varies slowest, as Megatron-LM and
+// torchtitan order their meshes. World rank = ((pp_i * dp + dp_i) * cp + cp_i) * tp + tp_i.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dist/communicator.h"
+#include "nn/tensor_parallel.h"
+
+namespace tessera::dist {
+
+struct MeshShape {
+  int tp = 1, pp = 1, cp = 1;
+  int dp = 1;  // derived: world / (tp pp cp)
+};
+
+class Mesh {
+ public:
+  // Splits `world` into the axes' communicators (every rank of world calls it). Throws an Error
+  // naming parallel.tp / pp / cp when they are not positive or their product does not divide
+  // the world size.
+  Mesh(std::shared_ptr<Communicator> world, int tp, int pp = 1, int cp = 1);
+
+  const MeshShape& shape() const { return shape_; }
+  Communicator& world() const { return *world_; }
+  // The ranks that differ from this one only along an axis, ordered by that axis' index (a
+  // one-rank communicator when the axis has size 1; the world itself when it spans it).
+  const std::shared_ptr<Communicator>& tp() const { return tp_; }
+  const std::shared_ptr<Communicator>& pp() const { return pp_; }
+  const std::shared_ptr<Communicator>& cp() const { return cp_; }
+  const std::shared_ptr<Communicator>& dp() const { return dp_; }
+  // This rank's index along each axis.
+  int tp_rank() const { return tp_->rank(); }
+  int pp_rank() const { return pp_->rank(); }
+  int cp_rank() const { return cp_->rank(); }
+  int dp_rank() const { return dp_->rank(); }
+  // "8 ranks = pp 1 x dp 2 x cp 1 x tp 4" (start-up line).
+  std::string describe() const;
+
+ private:
+  std::shared_ptr<Communicator> axis(int size, int color, int key);
+
+  MeshShape shape_;
+  std::shared_ptr<Communicator> world_, tp_, pp_, cp_, dp_;
+};
+
+// nn's view of a communicator for tensor parallelism (nn/tensor_parallel.h).
+class CommunicatorGroup final : public nn::TensorParallelGroup {
+ public:
+  explicit CommunicatorGroup(std::shared_ptr<Communicator> comm) : comm_(std::move(comm)) {}
+  int rank() const override { return comm_->rank(); }
+  int size() const override { return comm_->world_size(); }
+  void all_reduce_sum(Tensor t) override;
+  void all_gather(const Tensor& in, Tensor out) override;
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+};
+
+// Every parameter whole, on the host, in `named` order: one sharded over `tp` (shards[i], as
+// nn::Decoder::tensor_shards gives them) is gathered from every rank's blocks; a replicated one
+// is copied. Collective over tp (every rank gets the whole tensors).
+std::vector<std::pair<std::string, Tensor>> gather_whole_parameters(
+    const std::vector<std::pair<std::string, Tensor>>& named,
+    const std::vector<nn::TensorShard>& shards, Communicator& tp);
+
+}  // namespace tessera::dist

@@ -1,0 +1,119 @@
+#include "nn/tensor_parallel.h"
+
+#include <cstring>
+
+#include "autograd/engine.h"
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace tessera::nn {
+
+IndexRange even_part(int64_t n, int part, int parts) {
+  TS_CHECK(parts > 0 && part >= 0 && part < parts && n >= 0, "even_part: part {} of {} of {}", part,
+           parts, n);
+  const int64_t base = n / parts, extra = n % parts;
+  const int64_t begin = part * base + std::min<int64_t>(part, extra);
+  return {begin, begin + base + (part < extra ? 1 : 0)};
+}
+
+Tensor take_blocks(const Tensor& whole0, int dim, const std::vector<IndexRange>& blocks) {
+  TS_CHECK(whole0.device().is_cpu() && (dim == 0 || (dim == 1 && whole0.ndim() == 2)) &&
+               whole0.ndim() >= 1 && whole0.ndim() <= 2,
+           "take_blocks: {} along dim {}: expected a 1-D or 2-D CPU tensor, dim 0 or 1",
+           whole0.desc(), dim);
+  const Tensor whole = whole0.to(DType::f32).contiguous();
+  const int64_t rows = whole.dim(0), cols = whole.ndim() == 2 ? whole.dim(1) : 1;
+  const int64_t extent = dim == 0 ? rows : cols;
+  int64_t total = 0;
+  for (const IndexRange& b : blocks) {
+    TS_CHECK(b.begin >= 0 && b.begin <= b.end && b.end <= extent,
+             "take_blocks: block [{}, {}) outside dim {} of {}", b.begin, b.end, dim, whole.desc());
+    total += b.size();
+  }
+  std::vector<int64_t> dims = whole.shape().vec();
+  dims[size_t(dim)] = total;
+  Tensor out = Tensor::empty(Shape(dims));
+  const float* src = whole.data<float>();
+  float* dst = out.data<float>();
+  if (dim == 0) {
+    for (const IndexRange& b : blocks) {
+      std::memcpy(dst, src + b.begin * cols, size_t(b.size() * cols) * sizeof(float));
+      dst += b.size() * cols;
+    }
+    return out;
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (const IndexRange& b : blocks) {
+      std::memcpy(dst, src + r * cols + b.begin, size_t(b.size()) * sizeof(float));
+      dst += b.size();
+    }
+  return out;
+}
+
+namespace {
+
+// The f32 contiguous copy a collective works on in place (x itself is never written).
+Tensor f32_copy(const Tensor& x) {
+  Tensor c = x.to(DType::f32).contiguous();
+  return c.raw_data() == x.raw_data() ? c.clone() : c;
+}
+
+}  // namespace
+
+Tensor tp_copy(const Tensor& x, TensorParallelGroup& group) {
+  TensorParallelGroup* g = &group;
+  return autograd::record(x.detach(), "tp_copy", {x}, [g](const Tensor& grad) {
+    Tensor sum = f32_copy(grad);
+    g->all_reduce_sum(sum);
+    return std::vector<Tensor>{sum};
+  });
+}
+
+Tensor tp_reduce(const Tensor& x, TensorParallelGroup& group) {
+  Tensor sum = f32_copy(x);
+  group.all_reduce_sum(sum);
+  return autograd::record(sum, "tp_reduce", {x},
+                          [](const Tensor& grad) { return std::vector<Tensor>{grad}; });
+}
+
+Tensor tp_gather_last_dim(const Tensor& x0, TensorParallelGroup& group, int64_t n) {
+  const int R = group.size(), me = group.rank();
+  const int64_t mine = x0.dim(-1);
+  TS_CHECK(mine == even_part(n, me, R).size(),
+           "tp_gather_last_dim: rank {} holds {} columns, expected {} of {}", me, x0.desc(),
+           even_part(n, me, R).size(), n);
+  const int64_t rows = mine ? x0.numel() / mine : 0;
+  // Every rank sends an equal block: its columns padded to the widest part, then the parts are
+  // joined on the host (a generation-time path: small tensors).
+  const int64_t widest = even_part(n, 0, R).size();
+  const Tensor x = x0.to(DType::f32).contiguous().to(Device::cpu());
+  Tensor padded = Tensor::zeros(Shape{rows, widest});
+  for (int64_t r = 0; r < rows; ++r)
+    std::memcpy(padded.data<float>() + r * widest, x.data<float>() + r * mine,
+                size_t(mine) * sizeof(float));
+  const Device dev = x0.device();
+  Tensor all = Tensor::empty(Shape{int64_t(R), rows, widest}, DType::f32, dev);
+  group.all_gather(dev.is_cpu() ? padded : padded.to(dev), all);
+  const Tensor host = all.to(Device::cpu());
+  std::vector<int64_t> dims = x0.shape().vec();
+  dims.back() = n;
+  Tensor out = Tensor::empty(Shape(dims));
+  for (int k = 0; k < R; ++k) {
+    const IndexRange p = even_part(n, k, R);
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(out.data<float>() + r * n + p.begin,
+                  host.data<float>() + (int64_t(k) * rows + r) * widest,
+                  size_t(p.size()) * sizeof(float));
+  }
+  const IndexRange own = even_part(n, me, R);
+  return autograd::record(dev.is_cpu() ? out : out.to(dev), "tp_gather_last_dim", {x0},
+                          [own, n, rows](const Tensor& grad) {
+                            const Tensor g = grad.to(DType::f32).contiguous().to(Device::cpu());
+                            Tensor mine_grad = take_blocks(g.view(Shape{rows, n}), 1, {own});
+                            std::vector<int64_t> d = grad.shape().vec();
+                            d.back() = own.size();
+                            return std::vector<Tensor>{mine_grad.view(Shape(d)).to(grad.device())};
+                          });
+}
+
+}  // namespace tessera::nn

@@ -1,0 +1,73 @@
+// Tensor parallelism (Megatron-LM's scheme) for the decoder: each rank of a tensor-parallel group
+// holds a slice of every large weight and computes the matching slice of the layer.
+//   column-parallel  q/k/v and the MLP's up (and gate) projections: each rank its heads' or its
+//                    hidden units' output rows of the weight; the input is replicated (tp_copy:
+//                    its gradient is summed over the group in backward);
+//   row-parallel     the attention and MLP output projections: each rank the input columns of
+//                    its heads / hidden units; the partial outputs are summed (tp_reduce), then
+//                    the (replicated) bias is added;
+//   vocabulary       the token embedding's rows (and an untied head's) split by id: the lookup
+//                    gives zero rows for ids another rank holds and the outputs are summed; the
+//                    head's logits stay split and the loss is ops::sharded_cross_entropy.
+// Norm weights, biases of row-parallel layers and learned positions are replicated: their
+// gradients are the same on every rank of the group (their inputs are), so nothing syncs them.
+// The group's collectives come through TensorParallelGroup, which dist (a layer above) adapts
+// from its Communicator (dist/mesh.h).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/shape.h"
+#include "core/tensor.h"
+
+namespace tessera::nn {
+
+// The ranks that share one model replica's layers, and the collectives tensor parallelism needs.
+// Tensors are contiguous f32 on the model's device; every rank calls the same collectives in the
+// same order.
+class TensorParallelGroup {
+ public:
+  virtual ~TensorParallelGroup() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // t <- the sum over the group's ranks of t, in place.
+  virtual void all_reduce_sum(Tensor t) = 0;
+  // out (size() x in.numel() elements) <- every rank's `in`, in rank order.
+  virtual void all_gather(const Tensor& in, Tensor out) = 0;
+};
+
+// [begin, end) of a dimension.
+struct IndexRange {
+  int64_t begin = 0, end = 0;
+  int64_t size() const { return end - begin; }
+  bool operator==(const IndexRange&) const = default;
+};
+// Part `part` of `parts` of n indices, as even as it gets: the first n % parts parts get one
+// more (a vocabulary of 50257 splits over 4 ranks as 12565, 12564, 12564, 12564).
+IndexRange even_part(int64_t n, int part, int parts);
+
+// How a parameter is split over the group: this rank's blocks of the whole parameter along
+// `dim`, concatenated in this order in the rank's tensor. dim -1: replicated (whole on every
+// rank). What gathers a parameter whole (saving) and cuts it again (loading).
+struct TensorShard {
+  Shape global;
+  int dim = -1;
+  std::vector<IndexRange> blocks;
+  bool replicated() const { return dim < 0; }
+};
+
+// Rows (dim 0) or columns (dim 1) `blocks` of a 2-D (or, for rows, 1-D) CPU tensor, in order:
+// a new contiguous f32 tensor.
+Tensor take_blocks(const Tensor& whole, int dim, const std::vector<IndexRange>& blocks);
+
+// The differentiable collectives (Megatron-LM's f and g), recorded by autograd.
+// Forward: x itself; backward: the gradient summed over the group.
+Tensor tp_copy(const Tensor& x, TensorParallelGroup& group);
+// Forward: the sum over the group of x (a new f32 tensor); backward: the gradient itself.
+Tensor tp_reduce(const Tensor& x, TensorParallelGroup& group);
+// Each rank's x [..., n_r] (n_r = even_part(n, r, size).size()) joined along the last dim into
+// [..., n] on every rank; backward: this rank's columns of the gradient. Used where a whole row
+// is needed (generation's logits).
+Tensor tp_gather_last_dim(const Tensor& x, TensorParallelGroup& group, int64_t n);
+
+}  // namespace tessera::nn

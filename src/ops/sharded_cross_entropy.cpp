@@ -1,0 +1,99 @@
+// sharded_cross_entropy: the cross-entropy of logits split by vocabulary across ranks (the
+// phases are described in kernels/cpu/sharded_cross_entropy.h); the exchange between them is
+// the caller's (nn/tensor_parallel.h gathers over the tensor-parallel group).
+#include <string>
+
+#include "autograd/engine.h"
+#include "kernels/cpu/sharded_cross_entropy.h"
+#include "ops/check.h"
+#include "ops/dispatch.h"
+#include "ops/ops.h"
+
+namespace tessera::ops {
+
+Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int64_t first_id,
+                             int64_t vocab_size, int32_t ignore_index, DType grad_dtype,
+                             const GatherShardStats& gather) {
+  const char* op = "sharded_cross_entropy";
+  TS_CHECK(grad_dtype == DType::f32 || grad_dtype == DType::bf16,
+           "{}: gradient dtype {}: expected f32 or bf16", op, dtype_name(grad_dtype));
+  check_dtype(op, "logits", logits0, DType::f32);
+  check_dtype(op, "targets", targets0, DType::i32);
+  const Device dev = common_device(op, {{"logits", logits0}, {"targets", targets0}});
+  TS_CHECK(logits0.ndim() >= 1, "{}: logits {} have no class dim", op, logits0.desc());
+  const int64_t V = logits0.dim(-1);
+  TS_CHECK(first_id >= 0 && first_id + V <= vocab_size,
+           "{}: logits {} hold ids {} .. {}, outside the vocabulary of {}", op, logits0.desc(),
+           first_id, first_id + V - 1, vocab_size);
+  std::vector<int64_t> expect = logits0.shape().vec();
+  expect.pop_back();
+  TS_CHECK(targets0.shape() == Shape(expect), "{}: targets {} do not fit logits {}: expected {}",
+           op, targets0.desc(), logits0.desc(), Shape(expect).str());
+  Tensor logits = logits0.contiguous(), targets = targets0.contiguous();
+  const int64_t rows = targets.numel();
+  const Tensor host_targets = targets.to(Device::cpu());
+  const int32_t* t = host_targets.data<int32_t>();
+  int64_t count = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    TS_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < vocab_size),
+             "{}: target {} at targets{} is out of range: expected 0 <= target < {} (the "
+             "vocabulary) or ignore_index {}",
+             op, t[r], index_str(targets.shape(), r), vocab_size, ignore_index);
+    count += t[r] != ignore_index;
+  }
+
+  Tensor stats = Tensor::empty(Shape{2, rows}, DType::f32, dev);
+  if (is_cuda(dev))
+    TS_CUDA(
+        op, dev,
+        cuda::sharded_cross_entropy_stats(logits.data<float>(), targets.data<int32_t>(),
+                                          stats.data<float>(), rows, V, first_id, ignore_index));
+  else
+    cpu::sharded_cross_entropy_stats(logits.data<float>(), t, stats.data<float>(), rows, V,
+                                     first_id, ignore_index);
+  const Tensor all = gather(stats).contiguous();
+  TS_CHECK(all.dtype() == DType::f32 && all.ndim() == 3 && all.dim(1) == 2 && all.dim(2) == rows &&
+               all.device() == dev,
+           "{}: the gathered statistics are {}, expected f32 [ranks, 2, {}] on {}", op, all.desc(),
+           rows, dev.str());
+  const int64_t ranks = all.dim(0);
+  Tensor lse = Tensor::empty(Shape{rows}, DType::f32, dev);
+  Tensor loss;
+  if (is_cuda(dev)) {
+    loss = Tensor::empty(Shape{}, DType::f32, dev);
+    TS_CUDA(op, dev,
+            cuda::sharded_cross_entropy_combine(all.data<float>(), ranks, targets.data<int32_t>(),
+                                                lse.data<float>(), loss.data<float>(), rows,
+                                                ignore_index));
+  } else {
+    const kernels::CrossEntropySum s = cpu::sharded_cross_entropy_combine(
+        all.data<float>(), ranks, t, lse.data<float>(), rows, ignore_index);
+    loss = Tensor::full(Shape{}, s.count ? s.loss / double(s.count) : 0.0, DType::f32, dev);
+  }
+
+  Tensor xs = logits.detach();
+  return autograd::record(loss, op, {logits0, targets0}, [=](const Tensor& g) {
+    if (is_cuda(dev)) {
+      const Tensor g32 = g.to(DType::f32).contiguous();
+      Tensor gx32 = Tensor::empty(xs.shape(), DType::f32, dev);
+      TS_CUDA(op, dev,
+              cuda::sharded_cross_entropy_backward(
+                  xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), g32.data<float>(),
+                  count, gx32.data<float>(), rows, V, first_id, ignore_index));
+      return std::vector<Tensor>{gx32.to(grad_dtype), Tensor()};
+    }
+    Tensor gx = Tensor::empty(xs.shape(), grad_dtype);
+    const float scale = count ? g.item() / float(count) : 0.f;
+    if (grad_dtype == DType::bf16)
+      cpu::sharded_cross_entropy_backward<bf16>(xs.data<float>(), targets.data<int32_t>(),
+                                                lse.data<float>(), scale, gx.data<bf16>(), rows, V,
+                                                first_id, ignore_index);
+    else
+      cpu::sharded_cross_entropy_backward<float>(xs.data<float>(), targets.data<int32_t>(),
+                                                 lse.data<float>(), scale, gx.data<float>(), rows,
+                                                 V, first_id, ignore_index);
+    return std::vector<Tensor>{gx, Tensor()};
+  });
+}
+
+}  // namespace tessera::ops
