@@ -221,8 +221,8 @@ TEST(Config, OtherRules) {
         with({"model.kind=gpt", "model.preset=llama-tiny"});
       },
       {"llama-tiny", "is a llama preset", "model.kind = 'gpt'"});
-  // Mesh axes: tensor parallelism splits decoders only, and not yet with checkpoints; pipeline
-  // and context parallelism are refused until they exist.
+  // Mesh axes: tensor parallelism splits decoders only; pipeline and context parallelism are
+  // refused until they exist.
   EXPECT_NO_THROW(with({"parallel.tp=4"}));
   expect_error(
       [] {

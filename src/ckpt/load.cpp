@@ -55,13 +55,28 @@ void expect_meta(const nn::SafetensorsFile& f, const std::string& key, const std
 
 bool resumable_key(std::string_view key) {
   static const std::set<std::string_view> keys = {
-      "train.micro_batches",    "train.eval_every",      "train.eval_batches",
-      "train.log_every",        "train.sample_every",    "train.sample_tokens",
-      "train.checkpoint_every", "train.checkpoint_keep", "train.checkpoint_async",
-      "train.max_bad_steps",    "train.threads",         "parallel.zero_stage",
-      "parallel.bucket_mb",     "parallel.timeout_s",    "parallel.slow_rank_factor",
-      "train.device",           "train.peak_tflops",     "model.recompute",
+      "train.micro_batches",
+      "train.eval_every",
+      "train.eval_batches",
+      "train.log_every",
+      "train.sample_every",
+      "train.sample_tokens",
+      "train.checkpoint_every",
+      "train.checkpoint_keep",
+      "train.checkpoint_async",
+      "train.max_bad_steps",
+      "train.threads",
+      "parallel.zero_stage",
+      "parallel.bucket_mb",
+      "parallel.timeout_s",
+      "parallel.slow_rank_factor",
+      "train.device",
+      "train.peak_tflops",
+      "model.recompute",
       "model.init_weights",
+      "parallel.tp",
+      "parallel.pp",
+      "parallel.cp",
   };
   return keys.count(key) > 0;
 }

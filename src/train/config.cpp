@@ -373,15 +373,9 @@ const Rule kRules[] = {
                key, m.kind);
        return {};
      }},
-    {"`parallel.tp` > 1 only for language models and without `train.checkpoint_every` "
-     "(checkpoints of a split model are not built yet); `parallel.pp` and `parallel.cp` are 1 "
+    {"`parallel.tp` > 1 only for language models; `parallel.pp` and `parallel.cp` are 1 "
      "(pipeline and context parallelism are not built yet).",
      [](const Config& c) -> Violation {
-       if (c.parallel.tp > 1 && c.train.checkpoint_every > 0)
-         return fmt::format(
-             "parallel.tp = {} with train.checkpoint_every = {}: checkpoints of a model split "
-             "over tensor-parallel ranks are not supported yet (set train.checkpoint_every = 0)",
-             c.parallel.tp, c.train.checkpoint_every);
        if (c.parallel.pp != 1 || c.parallel.cp != 1)
          return fmt::format(
              "parallel.pp = {} and parallel.cp = {}: pipeline and context parallelism are not "

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "ckpt/whole_layout.h"
 #include "core/allocator.h"
 #include "core/backend.h"
 #include "dist/consistency.h"
@@ -177,7 +178,10 @@ void Trainer::build_optimisation_state() {
   fp16_ = scaler_->options().enabled;
   loop_.loss_scaler = scaler_->state();
   if (resumed_) {
-    ckpt::load_into(*resumed_, *dp_);
+    if (tp_group_)
+      ckpt::load_whole_into(*resumed_, *dp_, task_->parameter_shards());
+    else
+      ckpt::load_into(*resumed_, *dp_);
     loop_ = ckpt::restore_run_state(resumed_->state, *task_,
                                     (fs::path(resumed_->dir) / ckpt::kTrainerStateName).string());
     progress_->message(fmt::format("tessera: resuming from {} (step {} of {}, saved on {} ranks)",
@@ -363,15 +367,17 @@ void Trainer::checkpoint_if_due(int64_t done) {
 }
 
 ckpt::SaveResult Trainer::save_checkpoint(bool async) {
-  // A checkpoint's optimizer state is in the flat layout of whole parameters; a split model's
-  // is not (yet): refused rather than written in a layout no other run could read.
-  TS_CHECK(!tp_group_,
-           "checkpoints of a model split over parallel.tp = {} ranks are not supported yet",
-           cfg_.parallel.tp);
   checkpoints_->finish_pending();  // before the snapshot: one save at a time
   loop_.loss_scaler = scaler_->state();
   loop_.samples_digest = samples_->global().run;
-  const ckpt::TrainerState st = ckpt::capture_trainer_state(loop_, *task_, *dp_);
+  ckpt::TrainerState st = ckpt::capture_trainer_state(loop_, *task_, *dp_);
+  st.world_size = world_;
+  // A split model is saved as if whole (ckpt/whole_layout.h): any layout can resume it.
+  if (tp_group_)
+    return checkpoints_->start(
+        ckpt::take_whole_snapshot(*dp_, task_->model(), task_->parameter_shards(), *mesh_->tp(),
+                                  lead_, st, config_toml_, cfg_.model.kind),
+        async);
   return checkpoints_->start(
       ckpt::take_snapshot(*dp_, task_->model(), st, config_toml_, cfg_.model.kind), async);
 }
