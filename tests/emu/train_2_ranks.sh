@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # `tessera train train.device=cuda` on 2 ranks of the emulated CUDA device (mpirun, emulated
-# NCCL): data parallel with ZeRO stages 0-3, each against the same job on one CPU rank. The
+# NCCL): data parallel with ZeRO stages 0-3 and tensor parallel, each against the same job on
+# one CPU rank. The
 # GPU path sums in other orders (cuBLASLt's reference GEMM, f64 block reductions, a reduction
 # tree over ranks), so losses are compared to a relative bound (the one tests/cuda uses for
 # the first steps, 1e-4), not bit for bit. Also: a checkpoint of the 2-rank GPU run resumes
@@ -39,6 +40,26 @@ for stage in 0 1 2 3; do
   echo "[cmp] 2 emulated GPUs, ZeRO $stage vs 1 CPU rank: losses | f32 | $err | 1.0e-04 | PASS" \
     "($(($(date +%s) - start)) s)"
 done
+
+# Tensor parallelism over the 2 emulated GPUs: the layers' collectives run on emulated NCCL too,
+# and its step-4 checkpoint (saved whole) resumes on one CPU rank.
+out="$work/gpu_tp2"
+start=$(date +%s)
+"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' parallel.tp=2 \
+  --out "$out" --no-plot >"$out.log" 2>&1 ||
+  fail "2 ranks on the emulated device, tp 2: $(tail -5 "$out.log")"
+err=$(max_rel_diff "$out" "$work/cpu")
+awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
+  fail "tp 2: losses differ from one CPU rank by $err relative (bound 1e-4)"
+echo "[cmp] 2 emulated GPUs, tensor parallel vs 1 CPU rank: losses | f32 | $err | 1.0e-04 |" \
+  "PASS ($(($(date +%s) - start)) s)"
+"$tessera" train "$work/job.toml" --out "$out" --no-plot \
+  --resume "$out/checkpoints/step_00000004" >"$work/resume_tp.log" 2>&1 ||
+  fail "resume of the tensor-parallel GPU checkpoint on the CPU: $(tail -5 "$work/resume_tp.log")"
+err=$(max_rel_diff "$out" "$work/cpu")
+awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
+  fail "tp 2 GPU -> CPU resume: losses differ from the CPU run by $err relative"
+echo "[cmp] 2 emulated GPUs tp 2 -> 1 CPU rank resume: losses | f32 | $err | 1.0e-04 | PASS"
 
 # The 2-rank GPU run's step-4 checkpoint, resumed on one CPU rank, ends where the CPU run ends.
 "$tessera" train "$work/job.toml" --out "$work/gpu_zero1" --no-plot \
