@@ -229,13 +229,11 @@ TEST(Config, OtherRules) {
         with({"model.kind=mlp", "data.kind=fashion-mnist", "parallel.tp=2"});
       },
       {"parallel.tp = 2", "model.kind = 'mlp'"});
-  expect_error(
-      [] {
-        with({"parallel.tp=2", "train.checkpoint_every=10"});
-      },
-      {"parallel.tp = 2", "train.checkpoint_every = 10", "not supported yet"});
+  EXPECT_NO_THROW(with({"parallel.tp=2", "train.checkpoint_every=10"}));
   expect_error([] { with({"parallel.pp=2"}); }, {"parallel.pp = 2", "not built yet"});
   expect_error([] { with({"parallel.tp=0"}); }, {"parallel.tp"});
+  EXPECT_NO_THROW(with({"parallel.tp=2", "parallel.sequence_parallel=1"}));
+  expect_error([] { with({"parallel.sequence_parallel=2"}); }, {"parallel.sequence_parallel"});
   EXPECT_EQ(config_rules().size(), 11u);
 }
 

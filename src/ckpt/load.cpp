@@ -77,6 +77,7 @@ bool resumable_key(std::string_view key) {
       "parallel.tp",
       "parallel.pp",
       "parallel.cp",
+      "parallel.sequence_parallel",
   };
   return keys.count(key) > 0;
 }

@@ -49,11 +49,14 @@ void CommunicatorGroup::all_reduce_sum(Tensor t) {
   comm_->all_reduce(t, ReduceOp::sum);
 }
 
-void CommunicatorGroup::all_gather(const Tensor& in, Tensor out) {
-  const int64_t n = in.numel();
-  TS_CHECK(out.numel() == n * size(), "tensor parallelism: all_gather of {} into {} over {} ranks",
-           in.desc(), out.desc(), size());
-  comm_->all_gather(in, out, std::vector<int64_t>(size_t(size()), n));
+void CommunicatorGroup::all_gather(const Tensor& in, Tensor out,
+                                   const std::vector<int64_t>& counts) {
+  comm_->all_gather(in, out, counts);
+}
+
+void CommunicatorGroup::reduce_scatter_sum(const Tensor& in, Tensor out,
+                                           const std::vector<int64_t>& counts) {
+  comm_->reduce_scatter(in, out, counts, ReduceOp::sum);
 }
 
 namespace {

@@ -56,7 +56,9 @@ class CommunicatorGroup final : public nn::TensorParallelGroup {
   int rank() const override { return comm_->rank(); }
   int size() const override { return comm_->world_size(); }
   void all_reduce_sum(Tensor t) override;
-  void all_gather(const Tensor& in, Tensor out) override;
+  void all_gather(const Tensor& in, Tensor out, const std::vector<int64_t>& counts) override;
+  void reduce_scatter_sum(const Tensor& in, Tensor out,
+                          const std::vector<int64_t>& counts) override;
 
  private:
   std::shared_ptr<Communicator> comm_;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 
 #include "autograd/checkpoint.h"
 #include "autograd/grad_mode.h"
@@ -126,6 +127,19 @@ Tensor Decoder::embed(const Tensor& ids, int64_t start) const {
   return drop.forward(x);
 }
 
+Tensor Decoder::embed_rows(const Tensor& ids, const SequenceShard& s) const {
+  // The vocabulary shards' lookups, summed and cut to this rank's rows in one reduce-scatter.
+  Tensor x = sp_reduce_scatter(ops::embedding(wte.weight, ids, vocab_part_.begin), s);
+  if (wpe) {
+    std::vector<int32_t> positions;
+    for (int64_t r = s.rows.begin; r < s.rows.end; ++r) positions.push_back(int32_t(r % s.seq_len));
+    const Tensor pos = Tensor::from_ints(positions, Shape{s.rows.size()}).to(ids.device());
+    // Each rank adds the rows of its own positions: the table's gradient is summed over ranks.
+    x = ops::add(x, ops::embedding(tp_copy(wpe->weight, *tp_), pos));
+  }
+  return drop.forward_rows(x, s.rows.begin, s.total());
+}
+
 const Tensor* Decoder::rotary_on(Device device) const {
   if (!rotary_host_.defined()) return nullptr;
   if (device.is_cpu()) return &rotary_host_;
@@ -170,16 +184,16 @@ Tensor Decoder::forward_cached(const Tensor& ids, KVCache& cache) const {
            ids.desc(), cache.length, cache.capacity());
   Tensor x = embed(ids, cache.length);
   for (size_t l = 0; l < h.size(); ++l)
-    x = forward_block(l, x, BlockContext{cache.length, &cache.k[l], &cache.v[l], nullptr});
+    x = forward_block(l, x, BlockContext{cache.length, &cache.k[l], &cache.v[l], nullptr, {}});
   cache.length += ids.dim(1);
   const Tensor logits = head(x);
   return tp_ ? tp_gather_last_dim(logits, *tp_, cfg_.vocab_size) : logits;
 }
 
-Tensor Decoder::head(const Tensor& x) const {
+Tensor Decoder::head(const Tensor& x, const SequenceShard* seq) const {
   const Tensor& w = lm_head ? lm_head->weight : wte.weight;
   const Tensor normed = ln_f.forward(x, gemm_input_dtype(x));
-  return ops::linear(tp_ ? tp_copy(normed, *tp_) : normed, w);
+  return ops::linear(parallel_input(normed, tp_, seq), w);
 }
 
 Tensor Decoder::forward(const Tensor& ids, StageHooks* stages) const {
@@ -193,18 +207,24 @@ Tensor Decoder::local_logits(const Tensor& ids, StageHooks* stages) const {
     if (stages) stages->enter(k);
   };
   auto exit = [stages](int k, const Tensor& x) { return stages ? stages->exit(k, x) : x; };
+  // Sequence parallelism: from the embedding to the head each rank keeps only its rows.
+  std::optional<SequenceShard> seq;
+  if (sequence_parallel_) seq = sequence_shard(*tp_, ids.dim(0), ids.dim(1));
+  const SequenceShard* rows = seq ? &*seq : nullptr;
   enter(0);
-  Tensor x = exit(0, embed(ids));
+  Tensor x = exit(0, rows ? embed_rows(ids, *rows) : embed(ids));
   const int L = int(h.size());
+  BlockContext ctx;
+  ctx.sequence = seq;
   for (int l = 0; l < L; ++l) {
     enter(1 + l);
     // With recompute = blocks the block's forward runs again inside the backward, after the
     // boundary marker of exit(1 + l) re-gathered its parameters and before the one of exit(l)
     // releases them: they are present for the recompute.
-    x = exit(1 + l, forward_block(size_t(l), x));
+    x = exit(1 + l, forward_block(size_t(l), x, ctx));
   }
   enter(L + 1);
-  return exit(L + 1, head(x));
+  return exit(L + 1, head(x, rows));
 }
 
 Tensor Decoder::loss(const Tensor& ids, const Tensor& targets, StageHooks* stages) const {
@@ -221,7 +241,7 @@ Tensor Decoder::loss(const Tensor& ids, const Tensor& targets, StageHooks* stage
       logits, targets, vocab_part_.begin, cfg_.vocab_size, -1, grad, [group](const Tensor& stats) {
         Tensor all = Tensor::empty(Shape{int64_t(group->size()), stats.dim(0), stats.dim(1)},
                                    DType::f32, stats.device());
-        group->all_gather(stats, all);
+        group->all_gather(stats, all, group->equal_counts(stats.numel()));
         return all;
       });
 }
@@ -238,7 +258,7 @@ void keep_blocks(Tensor& p, int dim, const std::vector<IndexRange>& blocks) {
 
 }  // namespace
 
-void Decoder::shard(TensorParallelGroup& group) {
+void Decoder::shard(TensorParallelGroup& group, bool sequence_parallel) {
   const int R = group.size(), r = group.rank();
   TS_CHECK(!tp_, "Decoder::shard: the model is already split over {} ranks", tp_ ? tp_->size() : 0);
   TS_CHECK(cfg_.n_head % R == 0 && cfg_.n_kv_head % R == 0,
@@ -281,7 +301,11 @@ void Decoder::shard(TensorParallelGroup& group) {
       cut_linear(m.c_fc, 0, {f});
     cut_linear(m.c_proj, 1, {f});
     m.tp = &group;
+    // Sequence parallelism: the norms see only this rank's rows; their gradients are summed.
+    if (sequence_parallel) block->ln_1.sum_grads = block->ln_2.sum_grads = &group;
   }
+  if (sequence_parallel) ln_f.sum_grads = &group;
+  sequence_parallel_ = sequence_parallel;
   tp_ = &group;
 }
 

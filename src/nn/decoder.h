@@ -96,11 +96,14 @@ class Decoder : public Module {
   // Tensor parallelism (shard()): the group, this rank's vocabulary rows, and each sharded
   // parameter's split (by TensorImpl, so it survives to(device) re-pointing storage).
   TensorParallelGroup* tp_ = nullptr;
+  bool sequence_parallel_ = false;
   IndexRange vocab_part_;
   std::vector<std::pair<const void*, TensorShard>> shards_;
 
   // forward()'s logits before any gathering (this rank's vocabulary columns).
   Tensor local_logits(const Tensor& ids, StageHooks* stages) const;
+  // embed() under sequence parallelism: this rank's rows [n_r, C] (positions from 0).
+  Tensor embed_rows(const Tensor& ids, const SequenceShard& s) const;
 
  public:
   // Builds and initialises the model from g, drawing in parameter order (so a seed fixes the
@@ -126,14 +129,16 @@ class Decoder : public Module {
   // recompute is blocks and grad mode is on.
   Tensor forward_block(size_t l, const Tensor& x, BlockContext ctx = {}) const;
   // Final norm and output projection -> logits f32 (this rank's vocabulary columns under
-  // tensor parallelism).
-  Tensor head(const Tensor& x) const;
+  // tensor parallelism; from this rank's rows [n_r, C] with `seq`, every row's logits).
+  Tensor head(const Tensor& x, const SequenceShard* seq = nullptr) const;
 
   // Tensor parallelism (nn/tensor_parallel.h): keeps this rank's share of the weights (its
   // heads, MLP hidden units and vocabulary rows) and runs the layers split over `group` from
   // then on. Call once, after building and loading weights, before to(device) and before an
   // engine flattens the parameters. n_head and n_kv_head must be multiples of the group size.
-  void shard(TensorParallelGroup& group);
+  // With sequence_parallel, training and evaluation forwards keep the norm and dropout regions
+  // split by rows too (nn/tensor_parallel.h SequenceShard); generation does not.
+  void shard(TensorParallelGroup& group, bool sequence_parallel = false);
   TensorParallelGroup* tensor_parallel() const { return tp_; }
   // Every parameter's split over the group, in parameters() order (all replicated, with the
   // parameters' own shapes, when not sharded).

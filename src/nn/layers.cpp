@@ -47,8 +47,10 @@ Tensor Norm::forward(const Tensor& x) const {
 }
 
 Tensor Norm::forward(const Tensor& x, DType out) const {
-  if (kind == NormKind::rms_norm) return ops::rms_norm(x, weight, eps);
-  return ops::layer_norm(x, weight, bias, eps, out);
+  const Tensor w = sum_grads ? tp_copy(weight, *sum_grads) : weight;
+  if (kind == NormKind::rms_norm) return ops::rms_norm(x, w, eps);
+  const Tensor b = sum_grads ? tp_copy(bias, *sum_grads) : bias;
+  return ops::layer_norm(x, w, b, eps, out);
 }
 
 Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride_, int padding_, Generator& g,
@@ -75,6 +77,20 @@ Dropout::Dropout(float p_, Generator* g) : p(p_), gen_(g) {
 Tensor Dropout::forward(const Tensor& x) const {
   if (p == 0.f || !training()) return x;
   return ops::dropout(x, p, *gen_, true);
+}
+
+Tensor Dropout::forward_rows(const Tensor& x, int64_t first, int64_t rows) const {
+  if (p == 0.f || !training()) return x;
+  TS_CHECK(x.ndim() == 2 && first >= 0 && first + x.dim(0) <= rows,
+           "Dropout::forward_rows: {} as rows {} .. of {}", x.desc(), first, rows);
+  // Element i of the whole [rows, C] draws at offset + i (ops::dropout): start at this part's
+  // first element, then skip to the end of the whole.
+  const uint64_t seed = gen_->seed(), offset = gen_->offset();
+  const uint64_t width = uint64_t(x.dim(1));
+  gen_->set_state(seed, offset + uint64_t(first) * width);
+  Tensor y = ops::dropout(x, p, *gen_, true);
+  gen_->set_state(seed, offset + uint64_t(rows) * width);
+  return y;
 }
 
 }  // namespace tessera::nn

@@ -6,6 +6,7 @@
 
 #include "core/rng.h"
 #include "nn/module.h"
+#include "nn/tensor_parallel.h"
 
 namespace tessera::nn {
 
@@ -44,6 +45,10 @@ class Norm : public Module {
   NormKind kind;
   Tensor weight, bias;  // [dim]
   float eps;
+  // Sequence parallelism: each rank normalises only its rows, so its weight gradients are
+  // partial; with a group they are summed over it in backward (tp_copy), before they reach
+  // the parameters.
+  TensorParallelGroup* sum_grads = nullptr;
 };
 
 // 2-D convolution, weight [out, in, k, k] from normal(0, weight_std), bias zeros.
@@ -63,6 +68,10 @@ class Dropout : public Module {
  public:
   Dropout(float p, Generator* g);
   Tensor forward(const Tensor& x) const;
+  // Rows [first, first + x.dim(0)) of a [rows, C] input: the mask those rows would get from
+  // forward() on the whole (the same draws), and the generator advanced past all rows. What
+  // sequence parallelism needs to equal one rank.
+  Tensor forward_rows(const Tensor& x, int64_t first, int64_t rows) const;
 
   float p;
 

@@ -93,7 +93,7 @@ Tensor tp_gather_last_dim(const Tensor& x0, TensorParallelGroup& group, int64_t 
                 size_t(mine) * sizeof(float));
   const Device dev = x0.device();
   Tensor all = Tensor::empty(Shape{int64_t(R), rows, widest}, DType::f32, dev);
-  group.all_gather(dev.is_cpu() ? padded : padded.to(dev), all);
+  group.all_gather(dev.is_cpu() ? padded : padded.to(dev), all, group.equal_counts(rows * widest));
   const Tensor host = all.to(Device::cpu());
   std::vector<int64_t> dims = x0.shape().vec();
   dims.back() = n;
@@ -114,6 +114,66 @@ Tensor tp_gather_last_dim(const Tensor& x0, TensorParallelGroup& group, int64_t 
                             d.back() = own.size();
                             return std::vector<Tensor>{mine_grad.view(Shape(d)).to(grad.device())};
                           });
+}
+
+std::vector<int64_t> SequenceShard::counts(int64_t width) const {
+  std::vector<int64_t> c;
+  for (int k = 0; k < group->size(); ++k)
+    c.push_back(even_part(total(), k, group->size()).size() * width);
+  return c;
+}
+
+SequenceShard sequence_shard(TensorParallelGroup& group, int64_t batch, int64_t seq_len) {
+  SequenceShard s;
+  s.group = &group;
+  s.batch = batch, s.seq_len = seq_len;
+  s.rows = even_part(batch * seq_len, group.rank(), group.size());
+  return s;
+}
+
+namespace {
+
+// The whole [B*T, C] from every rank's rows (forward of sp_gather, backward of
+// sp_reduce_scatter).
+Tensor gather_rows(const Tensor& mine, const SequenceShard& s, int64_t C) {
+  Tensor all = Tensor::empty(Shape{s.total(), C}, DType::f32, mine.device());
+  s.group->all_gather(f32_copy(mine), all, s.counts(C));
+  return all;
+}
+
+// This rank's rows of the sum over ranks of a whole [B*T, C].
+Tensor scatter_rows(const Tensor& whole, const SequenceShard& s, int64_t C) {
+  Tensor mine = Tensor::empty(Shape{s.rows.size(), C}, DType::f32, whole.device());
+  s.group->reduce_scatter_sum(f32_copy(whole), mine, s.counts(C));
+  return mine;
+}
+
+}  // namespace
+
+Tensor sp_gather(const Tensor& x, const SequenceShard& s) {
+  TS_CHECK(x.ndim() == 2 && x.dim(0) == s.rows.size(),
+           "sequence parallelism: gathering {}, expected this rank's {} rows [{}, C]", x.desc(),
+           s.rows.size(), s.rows.size());
+  const int64_t C = x.dim(1);
+  const SequenceShard shard = s;
+  Tensor y = gather_rows(x, s, C).view(Shape{s.batch, s.seq_len, C});
+  return autograd::record(y, "sp_gather", {x}, [shard, C](const Tensor& g) {
+    return std::vector<Tensor>{
+        scatter_rows(g.contiguous().view(Shape{shard.total(), C}), shard, C)};
+  });
+}
+
+Tensor sp_reduce_scatter(const Tensor& x, const SequenceShard& s) {
+  const int64_t C = x.dim(-1);
+  TS_CHECK(x.numel() == s.total() * C,
+           "sequence parallelism: reduce-scattering {}, expected [{}, {}, C]", x.desc(), s.batch,
+           s.seq_len);
+  const SequenceShard shard = s;
+  const Shape shape = x.shape();
+  Tensor y = scatter_rows(x.contiguous().view(Shape{s.total(), C}), s, C);
+  return autograd::record(y, "sp_reduce_scatter", {x}, [shard, C, shape](const Tensor& g) {
+    return std::vector<Tensor>{gather_rows(g.contiguous(), shard, C).view(shape)};
+  });
 }
 
 }  // namespace tessera::nn

@@ -32,8 +32,17 @@ class TensorParallelGroup {
   virtual int size() const = 0;
   // t <- the sum over the group's ranks of t, in place.
   virtual void all_reduce_sum(Tensor t) = 0;
-  // out (size() x in.numel() elements) <- every rank's `in`, in rank order.
-  virtual void all_gather(const Tensor& in, Tensor out) = 0;
+  // out (the sum of counts elements) <- every rank's `in` (counts[r] elements from rank r), in
+  // rank order.
+  virtual void all_gather(const Tensor& in, Tensor out, const std::vector<int64_t>& counts) = 0;
+  // out (counts[rank()] elements) <- this rank's part of the sum over ranks of `in` (the sum
+  // of counts elements, cut in rank order).
+  virtual void reduce_scatter_sum(const Tensor& in, Tensor out,
+                                  const std::vector<int64_t>& counts) = 0;
+  // The equal counts of n elements from each rank.
+  std::vector<int64_t> equal_counts(int64_t n) const {
+    return std::vector<int64_t>(size_t(size()), n);
+  }
 };
 
 // [begin, end) of a dimension.
@@ -59,6 +68,29 @@ struct TensorShard {
 // Rows (dim 0) or columns (dim 1) `blocks` of a 2-D (or, for rows, 1-D) CPU tensor, in order:
 // a new contiguous f32 tensor.
 Tensor take_blocks(const Tensor& whole, int dim, const std::vector<IndexRange>& blocks);
+
+// Sequence parallelism (Megatron-LM's, over tokens): in the regions outside attention and the
+// MLP (norms, dropout, the residual stream) each rank of the group keeps only its rows of the
+// flattened [B*T, C] activations, rows = even_part(B*T, rank, size). Entering a
+// tensor-parallel layer all-gathers them (in place of tp_copy); leaving one reduce-scatters the
+// partial sums (in place of tp_reduce): the same bytes as the all-reduce, activation memory of
+// those regions / size.
+struct SequenceShard {
+  TensorParallelGroup* group = nullptr;
+  int64_t batch = 0, seq_len = 0;  // the whole [B, T]
+  IndexRange rows;                 // this rank's rows of B*T
+  int64_t total() const { return batch * seq_len; }
+  // Rows per rank times `width` (the collectives' element counts).
+  std::vector<int64_t> counts(int64_t width) const;
+};
+SequenceShard sequence_shard(TensorParallelGroup& group, int64_t batch, int64_t seq_len);
+
+// x: this rank's rows [n_r, C] -> every rank's [B, T, C]; backward: the gradient's rows
+// reduce-scattered (summed over the group).
+Tensor sp_gather(const Tensor& x, const SequenceShard& s);
+// x: a partial sum [B, T, C] (or [B*T, C]) -> this rank's rows [n_r, C] of the sum over the
+// group; backward: the gradient all-gathered.
+Tensor sp_reduce_scatter(const Tensor& x, const SequenceShard& s);
 
 // The differentiable collectives (Megatron-LM's f and g), recorded by autograd.
 // Forward: x itself; backward: the gradient summed over the group.

@@ -26,19 +26,32 @@ MLP::MLP(const BlockInit& in, Generator& g)
   register_module("drop", drop);
 }
 
-Tensor row_parallel_linear(const Linear& linear, const Tensor& x, TensorParallelGroup* tp) {
-  if (!tp) return linear.forward(x);
-  // The bias is added once, after the sum (every rank holds it whole).
-  Tensor y = tp_reduce(ops::linear(x, linear.weight), *tp);
-  return linear.bias.defined() ? ops::add(y, linear.bias) : y;
+Tensor parallel_input(const Tensor& x, TensorParallelGroup* tp, const SequenceShard* seq) {
+  if (seq) return sp_gather(x, *seq);
+  return tp ? tp_copy(x, *tp) : x;
 }
 
-Tensor MLP::forward(const Tensor& x0) const {
-  const Tensor x = tp ? tp_copy(x0, *tp) : x0;
-  if (kind == MlpKind::swiglu)
-    return drop.forward(row_parallel_linear(c_proj, ops::swiglu(c_fc.forward(x)), tp));
-  // c_fc and the GELU fused: the activation comes out in the GEMM dtype, ready for c_proj.
-  return drop.forward(row_parallel_linear(c_proj, ops::linear_gelu(x, c_fc.weight, c_fc.bias), tp));
+Tensor row_parallel_linear(const Linear& linear, const Tensor& x, TensorParallelGroup* tp,
+                           const SequenceShard* seq) {
+  if (!tp) return linear.forward(x);
+  // The bias is added once, after the sum (every rank holds it whole).
+  const Tensor partial = ops::linear(x, linear.weight);
+  const Tensor y = seq ? sp_reduce_scatter(partial, *seq) : tp_reduce(partial, *tp);
+  if (!linear.bias.defined()) return y;
+  return ops::add(y, seq ? tp_copy(linear.bias, *tp) : linear.bias);
+}
+
+Tensor parallel_dropout(const Dropout& drop, const Tensor& y, const SequenceShard* seq) {
+  return seq ? drop.forward_rows(y, seq->rows.begin, seq->total()) : drop.forward(y);
+}
+
+Tensor MLP::forward(const Tensor& x0, const SequenceShard* seq) const {
+  const Tensor x = parallel_input(x0, tp, seq);
+  // SwiGLU, or c_fc and the GELU fused (the activation comes out in the GEMM dtype, ready for
+  // c_proj).
+  const Tensor h = kind == MlpKind::swiglu ? ops::swiglu(c_fc.forward(x))
+                                           : ops::linear_gelu(x, c_fc.weight, c_fc.bias);
+  return parallel_dropout(drop, row_parallel_linear(c_proj, h, tp, seq), seq);
 }
 
 namespace {
@@ -63,12 +76,13 @@ CausalSelfAttention::CausalSelfAttention(const BlockInit& in, Generator& g)
 }
 
 Tensor CausalSelfAttention::forward(const Tensor& x, const BlockContext& ctx) const {
-  Tensor qkv = c_attn.forward(tp ? tp_copy(x, *tp) : x);
+  Tensor qkv = c_attn.forward(parallel_input(x, tp, ctx.sequence_shard()));
   if (ctx.rotary) qkv = ops::rope(qkv, *ctx.rotary, n_head, n_kv_head, ctx.start);
   Tensor context = ctx.k_cache ? ops::cached_attention(qkv, n_head, n_kv_head, *ctx.k_cache,
                                                        *ctx.v_cache, ctx.start)
                                : ops::attention(qkv, n_head, n_kv_head);
-  return drop.forward(row_parallel_linear(c_proj, context, tp));
+  return parallel_dropout(drop, row_parallel_linear(c_proj, context, tp, ctx.sequence_shard()),
+                          ctx.sequence_shard());
 }
 
 Block::Block(const BlockInit& in, Generator& g)
@@ -90,7 +104,7 @@ Tensor Block::forward(const Tensor& x, const BlockContext& ctx) const {
   // The norms feed GEMMs only: under bf16 autocast LayerNorm writes bf16 directly (the same
   // rounding the GEMM's input cast would do), while the residual stream x, h stays f32.
   Tensor h = ops::add(x, attn.forward(ln_1.forward(x, gemm_input_dtype(x)), ctx));
-  return ops::add(h, mlp.forward(ln_2.forward(h, gemm_input_dtype(h))));
+  return ops::add(h, mlp.forward(ln_2.forward(h, gemm_input_dtype(h)), ctx.sequence_shard()));
 }
 
 }  // namespace tessera::nn

@@ -4,6 +4,7 @@
 // the residual branches, as GPT-2's resid_pdrop.
 #pragma once
 #include <cstdint>
+#include <optional>
 
 #include "nn/layers.h"
 #include "nn/tensor_parallel.h"
@@ -40,17 +41,29 @@ struct BlockContext {
   Tensor* k_cache = nullptr;  // f32 [B, n_kv_head, capacity, hs], or null
   Tensor* v_cache = nullptr;
   const Tensor* rotary = nullptr;  // rotary positions: the decoder's cos/sin table, else null
+  // Sequence parallelism (training): the block's input and output are this rank's rows
+  // [n_r, C] of the flattened [B*T, C] (nn/tensor_parallel.h); none: [B, T, C]. Held by value:
+  // a recomputed block runs again in backward, after the forward that made it has returned.
+  std::optional<SequenceShard> sequence;
+  const SequenceShard* sequence_shard() const { return sequence ? &*sequence : nullptr; }
 };
 
+// A tensor-parallel layer's input: x itself without a group; x through tp_copy with one; with
+// sequence parallelism, every rank's rows gathered into [B, T, C].
+Tensor parallel_input(const Tensor& x, TensorParallelGroup* tp, const SequenceShard* seq);
 // y = x · weight^T summed over the tensor-parallel group, then + bias: a row-parallel layer
 // (each rank holds the weight's input columns for its part of x); plain linear.forward(x)
-// without a group.
-Tensor row_parallel_linear(const Linear& linear, const Tensor& x, TensorParallelGroup* tp);
+// without a group. With sequence parallelism the sum is reduce-scattered to this rank's rows
+// [n_r, C] (and the bias, whose gradient is then partial, has it summed over the group).
+Tensor row_parallel_linear(const Linear& linear, const Tensor& x, TensorParallelGroup* tp,
+                           const SequenceShard* seq = nullptr);
+// Dropout of a layer's output: of this rank's rows under sequence parallelism.
+Tensor parallel_dropout(const Dropout& drop, const Tensor& y, const SequenceShard* seq);
 
 class MLP : public Module {
  public:
   MLP(const BlockInit& init, Generator& g);
-  Tensor forward(const Tensor& x) const;
+  Tensor forward(const Tensor& x, const SequenceShard* seq = nullptr) const;
 
   MlpKind kind;
   Linear c_fc, c_proj;

@@ -87,10 +87,11 @@ struct TrainConfig {
 };
 
 struct ParallelConfig {
-  int64_t tp = 1;          // tensor-parallel ranks per model replica
-  int64_t pp = 1;          // pipeline stages
-  int64_t cp = 1;          // context-parallel ranks
-  int64_t zero_stage = 0;  // 0..3
+  int64_t tp = 1;                 // tensor-parallel ranks per model replica
+  int64_t sequence_parallel = 0;  // 1: norm/dropout regions split by rows over the tp ranks
+  int64_t pp = 1;                 // pipeline stages
+  int64_t cp = 1;                 // context-parallel ranks
+  int64_t zero_stage = 0;         // 0..3
   double bucket_mb = 0;
   double timeout_s = 0;         // a rank silent this long is declared dead
   double slow_rank_factor = 0;  // warn about a rank this many times slower (0 = never)

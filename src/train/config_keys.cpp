@@ -232,6 +232,11 @@ std::vector<ConfigKey> make_keys() {
           "tensor-parallel ranks per model replica (Megatron-LM style: heads, MLP units and "
           "vocabulary split over consecutive ranks); the data-parallel size is ranks / (tp x pp "
           "x cp); docs/DISTRIBUTED.md"),
+      int_key<P, &ParallelConfig::sequence_parallel>(
+          "parallel.sequence_parallel", 0, between(0, 1),
+          "1: with parallel.tp > 1, the norms, dropout and residual stream keep only each "
+          "rank's rows of the tokens (reduce-scatter and all-gather in place of all-reduce: "
+          "the same bytes, their activations / tp)"),
       int_key<P, &ParallelConfig::pp>("parallel.pp", 1, at_least(1),
                                       "pipeline-parallel stages (only 1 so far)"),
       int_key<P, &ParallelConfig::cp>("parallel.cp", 1, at_least(1),

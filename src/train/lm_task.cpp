@@ -36,7 +36,7 @@ class LMTask final : public Task {
     tokenizer_ = load_data_tokenizer(cfg);
     model_ = make_decoder(cfg, init_gen_);
     load_init_weights(*model_, cfg);
-    if (place.tensor_parallel) model_->shard(*place.tensor_parallel);
+    if (place.tensor_parallel) model_->shard(*place.tensor_parallel, place.sequence_parallel);
     batches_ = std::make_unique<data::PrefetchingBatcher<data::TokenBatcher>>(data::TokenBatcher(
         train_, B, T, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size));
     sample_gen_ = Generator(uint64_t(cfg.train.seed) + 2);

@@ -74,6 +74,7 @@ struct TaskPlacement {
   int rank = 0;
   int world_size = 1;
   nn::TensorParallelGroup* tensor_parallel = nullptr;
+  bool sequence_parallel = false;  // with tensor_parallel (parallel.sequence_parallel)
 };
 
 // Builds the task the config describes: loads the data (errors name the file and key) and

@@ -150,7 +150,8 @@ void Trainer::build_model_and_engine() {
   Config task_cfg = cfg_;
   if (resumed_) task_cfg.model.init_weights.clear();
   dist::Communicator& dp_comm = *mesh_->dp();
-  task_ = make_task(task_cfg, TaskPlacement{dp_comm.rank(), dp_comm.world_size(), tp_group_.get()});
+  task_ = make_task(task_cfg, TaskPlacement{dp_comm.rank(), dp_comm.world_size(), tp_group_.get(),
+                                            cfg_.parallel.sequence_parallel != 0});
   if (!device_.is_cpu()) task_->to_device(device_);  // before the engine flattens the parameters
   nn::Module& model = task_->model();
   const std::vector<nn::TensorShard> shards = task_->parameter_shards();

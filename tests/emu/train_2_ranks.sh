@@ -41,11 +41,13 @@ for stage in 0 1 2 3; do
     "($(($(date +%s) - start)) s)"
 done
 
-# Tensor parallelism over the 2 emulated GPUs: the layers' collectives run on emulated NCCL too,
-# and its step-4 checkpoint (saved whole) resumes on one CPU rank.
+# Tensor (and sequence) parallelism over the 2 emulated GPUs: the layers' all-gathers and
+# reduce-scatters run on emulated NCCL too, and its step-4 checkpoint (saved whole) resumes on
+# one CPU rank.
 out="$work/gpu_tp2"
 start=$(date +%s)
 "${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' parallel.tp=2 \
+  parallel.sequence_parallel=1 \
   --out "$out" --no-plot >"$out.log" 2>&1 ||
   fail "2 ranks on the emulated device, tp 2: $(tail -5 "$out.log")"
 err=$(max_rel_diff "$out" "$work/cpu")

@@ -1,9 +1,11 @@
 // The process mesh and tensor parallelism under mpirun (CTest runs it with -np 4): the axes'
 // communicators, and training equivalence. For 20 steps of a small f32 GPT (4 heads, a
 // vocabulary of 259 that splits unevenly) and a tiny Llama (grouped-query attention, SwiGLU, an
-// untied head, block recomputation), tensor parallelism over 2 and 4 ranks, composed with data
-// parallelism and ZeRO 0-3 on the data-parallel axis and with micro-batches, gives the one-rank
-// losses within 1e-5 relative and the same final weights (gathered whole) within 1e-5.
+// untied head, block recomputation), tensor parallelism over 2 and 4 ranks, with and without
+// sequence parallelism (with dropout, with uneven rows), composed with data parallelism and
+// ZeRO 0-3 on the data-parallel axis and with micro-batches, gives the one-rank losses within
+// 1e-5 relative and the same final weights (gathered whole) within 1e-5 (relative L2); a
+// checkpoint saved in one layout resumes in others.
 //
 // Every rank runs every test. Tests avoid ASSERT between collectives (a rank that returned
 // early would leave the others waiting): they run all collectives first, then check.
@@ -101,12 +103,19 @@ double max_relative_difference(const std::vector<double>& a, const std::vector<d
   return worst;
 }
 
-// The largest |a - b| over every tensor of two weight files (names and shapes must match).
-double max_weight_difference(const fs::path& a, const fs::path& b) {
+// How far two weight files are apart (names and shapes must match): ||a - b|| / ||b|| over all
+// their elements, and the largest |a - b| of any element. The first is the bound: AdamW turns
+// the f32 rounding differences of a reordered sum into absolute differences of order lr x
+// (relative gradient difference) in elements whose gradient is tiny, so single elements may
+// differ by ~1e-5 while the weights as a whole agree far closer.
+struct WeightDifference {
+  double relative = 0, max_abs = 0;
+};
+WeightDifference weight_difference(const fs::path& a, const fs::path& b) {
   const nn::SafetensorsFile fa = nn::read_safetensors(a.string());
   const nn::SafetensorsFile fb = nn::read_safetensors(b.string());
   EXPECT_EQ(fa.tensors.size(), fb.tensors.size()) << a << " vs " << b;
-  double worst = 0;
+  double diff2 = 0, ref2 = 0, worst = 0;
   for (const auto& [name, t] : fa.tensors) {
     auto it = fb.tensors.find(name);
     if (it == fb.tensors.end()) {
@@ -116,9 +125,13 @@ double max_weight_difference(const fs::path& a, const fs::path& b) {
     EXPECT_EQ(t.shape(), it->second.shape()) << name;
     if (t.shape() != it->second.shape()) continue;
     const std::vector<float> x = t.to_vector(), y = it->second.to_vector();
-    for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, double(std::abs(x[i] - y[i])));
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double d = double(x[i]) - double(y[i]);
+      diff2 += d * d, ref2 += double(y[i]) * double(y[i]);
+      worst = std::max(worst, std::abs(d));
+    }
   }
-  return worst;
+  return {std::sqrt(diff2 / std::max(ref2, 1e-300)), worst};
 }
 
 // A layout to compare with one rank: on ranks {0, 1} and {2, 3} (two runs side by side) or
@@ -130,10 +143,11 @@ struct Layout {
 };
 
 Layout layout(std::string name, train::Config c, int64_t tp, bool four_ranks, int64_t zero = 0,
-              int64_t micro = 1) {
+              int64_t micro = 0) {
   c.parallel.tp = tp;
   c.parallel.zero_stage = zero;
-  c.train.micro_batches = micro;
+  if (micro > 0) c.train.micro_batches = micro;
+  c.parallel.sequence_parallel = name.find("sequence parallel") != std::string::npos;
   return {std::move(name), c, four_ranks};
 }
 
@@ -154,12 +168,13 @@ void expect_layouts_match_one_rank(const train::Config& base, const std::string&
     EXPECT_LE(loss_diff, 1e-5) << job << ", " << l.name;
     EXPECT_TRUE(run.replicas_identical) << job << ", " << l.name;
     if (!run.weights.empty()) {
-      const double diff = max_weight_difference(run.weights, ref.weights);
-      EXPECT_LE(diff, 1e-5) << job << ", " << l.name << ": final weights";
+      const WeightDifference d = weight_difference(run.weights, ref.weights);
+      EXPECT_LE(d.relative, 1e-5) << job << ", " << l.name << ": final weights";
+      EXPECT_LE(d.max_abs, 1e-4) << job << ", " << l.name << ": final weights";
       std::printf(
-          "[figure] %s, %s (rank %d's run): max loss difference %.2e relative, final "
-          "weights %.2e absolute\n",
-          job.c_str(), l.name.c_str(), r, loss_diff, diff);
+          "[figure] %s, %s (rank %d's run): max loss difference %.2e relative; final "
+          "weights %.2e relative (L2), largest element difference %.2e\n",
+          job.c_str(), l.name.c_str(), r, loss_diff, d.relative, d.max_abs);
     }
     // Each rank holds its share of the split weights (plus the replicated norms and biases).
     if (l.cfg.parallel.zero_stage == 0) {
@@ -184,7 +199,32 @@ TEST(TensorParallel, GptLayoutsOfTwoAndFourRanksMatchOneRank) {
        layout("tp 2, 2 micro-batches", base, 2, false, 0, 2), layout("tp 2 x dp 2", base, 2, true),
        layout("tp 2 x dp 2, ZeRO-1", base, 2, true, 1),
        layout("tp 2 x dp 2, ZeRO-2", base, 2, true, 2),
-       layout("tp 2 x dp 2, ZeRO-3", base, 2, true, 3)},
+       layout("tp 2 x dp 2, ZeRO-3", base, 2, true, 3),
+       layout("tp 2, sequence parallel", base, 2, false),
+       layout("tp 4, sequence parallel", base, 4, true),
+       layout("tp 2 x dp 2, sequence parallel, ZeRO-3", base, 2, true, 3)},
+      dir);
+}
+
+// Sequence parallelism splits the tokens' rows: with dropout (each rank draws its rows' part of
+// the one-rank mask) and with row counts the ranks cannot share evenly (micro-batches of 2 x 13
+// tokens over 4 ranks: 7, 7, 6, 6; over 2: 13, 13). (Data parallelism is left out: its ranks
+// draw dropout masks for their own rows, which one rank's run does not reproduce.)
+TEST(TensorParallel, SequenceParallelWithDropoutAndUnevenRowsMatchesOneRank) {
+  if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  const fs::path dir = job_scratch_dir("mpi_sp_gpt");
+  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
+  world().barrier();
+  train::Config base = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
+  base.model.n_head = 4;
+  base.model.vocab_size = 259;
+  base.model.dropout = 0.1;
+  base.train.seq_len = 13;
+  base.train.micro_batches = 4;
+  expect_layouts_match_one_rank(
+      base, "gpt dropout",
+      {layout("tp 2", base, 2, false), layout("tp 2, sequence parallel", base, 2, false),
+       layout("tp 4, sequence parallel", base, 4, true)},
       dir);
 }
 
@@ -197,7 +237,8 @@ TEST(TensorParallel, LlamaLayoutsMatchOneRank) {
   expect_layouts_match_one_rank(
       base, "llama",
       {layout("tp 2", base, 2, false), layout("tp 2 x dp 2", base, 2, true),
-       layout("tp 2 x dp 2, ZeRO-3", base, 2, true, 3)},
+       layout("tp 2 x dp 2, ZeRO-3", base, 2, true, 3),
+       layout("tp 2 x dp 2, sequence parallel", base, 2, true)},
       dir);
 }
 
