@@ -234,6 +234,37 @@ TEST(LocalCommunicator, CollectivesOnOneRank) {
   check_same_on_all_ranks(c, {{"a", "1"}}, "config");
 }
 
+// One rank has no peer: point-to-point transfers are errors that say so, naming call, peer and
+// tensor; a batch fails before anything starts.
+TEST(LocalCommunicator, PointToPointHasNoPeer) {
+  LocalCommunicator c;
+  Tensor t = Tensor::zeros(Shape{2, 3});
+  expect_error([&] { c.send(t, 1); }, {"send(peer 1) of f32[2, 3]", "one rank", "no peer"});
+  expect_error([&] { c.recv_async(t, 0); }, {"recv(peer 0) of f32[2, 3]", "no peer"});
+  expect_error([&] { c.batch_send_recv({P2POp::recv(t, 0)}); },
+               {"recv(peer 0)", "cannot receive from itself"});
+  // An empty batch has nothing to do.
+  EXPECT_TRUE(c.batch_send_recv_async({})->done());
+}
+
+// all_of: one handle for several, complete when each is; waiting rethrows a failure.
+TEST(Work, AllOfWaitsForEachAndSpansTheirTimes) {
+  class Failing final : public Work {
+   public:
+    void wait() override { throw Error("failed part"); }
+    bool done() const override { return true; }
+    double start_time() const override { return 1; }
+    double end_time() const override { return 5; }
+  };
+  WorkHandle a = completed_work(), b = std::make_shared<Failing>();
+  WorkHandle both = all_of({a, b});
+  EXPECT_TRUE(both->done());
+  EXPECT_EQ(both->start_time(), 1);
+  EXPECT_EQ(both->end_time(), std::max(5.0, a->end_time()));
+  expect_error([&] { both->wait(); }, {"failed part"});
+  EXPECT_EQ(all_of({a}), a);
+}
+
 // What ZeRO asks of one rank: gathers in place, scatters into ranges of a larger buffer, empty
 // ranges, outputs shaped differently from their inputs. Copies go through Tensor::copy_from on
 // flat views (the same path a GPU buffer takes).
@@ -321,6 +352,8 @@ class RecordingComm final : public Communicator {
     return record("all_gather", out);
   }
   WorkHandle broadcast_async(Tensor t, int) override { return record("broadcast", t); }
+  WorkHandle send_async(Tensor t, int) override { return record("send", t); }
+  WorkHandle recv_async(Tensor t, int) override { return record("recv", t); }
   WorkHandle barrier_async() override { return local.barrier_async(); }
   std::vector<std::string> all_gather_bytes(const std::string& mine) override {
     return {mine, mine};

@@ -340,7 +340,7 @@ TEST(StoreCommunicator, UniqueIdAllGatherBarrierSplitOverFourRanks) {
   o.port = free_port();
   std::string id(128, '\0');
   for (size_t i = 0; i < id.size(); ++i) id[i] = char((i * 37 + 11) & 0xff);  // NULs included
-  std::vector<std::string> ids(world), errors(world);
+  std::vector<std::string> ids(world), errors(world), p2p_errors(world);
   std::vector<std::vector<std::string>> gathered(world), sub_gathered(world);
   std::vector<double> sums(world);
   std::vector<std::string> descriptions(world);
@@ -358,6 +358,7 @@ TEST(StoreCommunicator, UniqueIdAllGatherBarrierSplitOverFourRanks) {
           std::to_string(half->rank()) + "/" + std::to_string(half->world_size());
       sub_gathered[size_t(r)] = half->all_gather_bytes(std::to_string(r));
       errors[size_t(r)] = error_of([&] { c.broadcast(Tensor::zeros({2}), 0); });
+      p2p_errors[size_t(r)] = error_of([&] { c.send(Tensor::zeros({2}), (r + 1) % world); });
     });
   for (std::thread& t : ranks) t.join();
   for (int r = 0; r < world; ++r) {
@@ -366,6 +367,10 @@ TEST(StoreCommunicator, UniqueIdAllGatherBarrierSplitOverFourRanks) {
               (std::vector<std::string>{"rank 0", "rank 1", "rank 2", "rank 3"}));
     EXPECT_EQ(sums[size_t(r)], sums[0]);  // bit-identical on every rank
     EXPECT_NE(errors[size_t(r)].find("broadcast of tensors is not supported"), std::string::npos);
+    EXPECT_NE(p2p_errors[size_t(r)].find(
+                  fmt::format("send (to peer {}) of tensors is not supported", (r + 1) % world)),
+              std::string::npos)
+        << p2p_errors[size_t(r)];
   }
   EXPECT_NEAR(sums[0], 1.0, 1e-12);
   // color 0 = ranks {0, 2}, key -r: rank 2 first.

@@ -32,6 +32,14 @@ void copy_if_distinct(const Tensor& in, const Tensor& out) {
   out.view(flat).copy_from(in.view(flat));
 }
 
+// Point-to-point on one rank: there is no other rank to talk to.
+[[noreturn]] void no_peer(const char* op, const Tensor& t, int peer) {
+  fail(
+      "{}(peer {}) of {}: the local communicator has one rank (rank 0), which has no peer; "
+      "point-to-point transfers need several ranks (mpirun, or a GPU job's NCCL communicator)",
+      op, peer, t.defined() ? t.desc() : std::string("an undefined tensor"));
+}
+
 }  // namespace
 
 std::string LocalCommunicator::describe() const {
@@ -64,6 +72,14 @@ WorkHandle LocalCommunicator::broadcast_async(Tensor t, int root) {
 
 WorkHandle LocalCommunicator::barrier_async() {
   return completed_work();
+}
+
+WorkHandle LocalCommunicator::send_async(Tensor t, int peer) {
+  no_peer("send", t, peer);
+}
+
+WorkHandle LocalCommunicator::recv_async(Tensor t, int peer) {
+  no_peer("recv", t, peer);
 }
 
 std::vector<std::string> LocalCommunicator::all_gather_bytes(const std::string& mine) {

@@ -21,6 +21,9 @@ namespace tessera::dist {
 namespace {
 
 constexpr int kTagHeartbeat = 7;
+// Point-to-point messages travel on the communicator itself (collectives and heartbeats never
+// meet them: MPI keeps collective traffic apart, and heartbeats have their own communicator).
+constexpr int kTagP2P = 11;
 // How long the thread sleeps between MPI_Test sweeps while operations are in flight: short
 // enough that a collective's stages follow each other quickly, long enough not to steal a core
 // from the training thread on an oversubscribed node.
@@ -98,8 +101,16 @@ struct Op {
   std::function<int(MPI_Request*)> start;
   std::function<void()> finish;
   MPI_Request req = MPI_REQUEST_NULL;
+  MPI_Status status{};
   double failed_at = 0;  // when MPI returned an error (the report waits for the heartbeat)
   std::string error;
+  // Point-to-point only. A recv checks that the message had recv_count elements. An operation
+  // not complete after stall_timeout_s is reported failed (its waiter wakes with an Error) but
+  // stays in flight, holding its tensor, until MPI is done with it: a recv is cancelled, a send
+  // (which MPI cannot reliably cancel) completes once the peer receives it.
+  int64_t recv_count = -1;
+  double stall_timeout_s = 0;
+  bool stalled = false;
 };
 
 class MpiRuntime {
@@ -129,14 +140,18 @@ class MpiRuntime {
     op->work = std::make_shared<MpiWork>(std::move(what));
     op->start = std::move(start);
     op->finish = std::move(finish);
-    WorkHandle handle = op->work;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      TS_CHECK(!stop_, "mpi: '{}' submitted after shutdown", op->work->what());
-      queue_.push_back(std::move(op));
-    }
-    cv_.notify_all();
-    return handle;
+    return enqueue(std::move(op));
+  }
+
+  // A send or recv: like submit, with the point-to-point checks of Op (recv_count, stall).
+  WorkHandle submit_p2p(std::string what, std::function<int(MPI_Request*)> start,
+                        int64_t recv_count) {
+    auto op = std::make_unique<Op>();
+    op->work = std::make_shared<MpiWork>(std::move(what));
+    op->start = std::move(start);
+    op->recv_count = recv_count;
+    op->stall_timeout_s = opt_.p2p_timeout_s;
+    return enqueue(std::move(op));
   }
 
   // Runs f on the communication thread (for blocking MPI calls such as MPI_Comm_split) and
@@ -185,6 +200,17 @@ class MpiRuntime {
   }
 
  private:
+  WorkHandle enqueue(std::unique_ptr<Op> op) {
+    WorkHandle handle = op->work;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      TS_CHECK(!stop_, "mpi: '{}' submitted after shutdown", op->work->what());
+      queue_.push_back(std::move(op));
+    }
+    cv_.notify_all();
+    return handle;
+  }
+
   void thread_main() {
     if (!init_on_thread()) return;
     loop();
@@ -254,6 +280,7 @@ class MpiRuntime {
       for (auto& t : tasks) t();
       progress();
       heartbeat();
+      if (stopping) abandon_stalled();
       if (stopping && active_.empty()) return;
       if (active_.empty()) {
         std::unique_lock<std::mutex> lock(mu_);
@@ -281,41 +308,102 @@ class MpiRuntime {
   void progress() {
     const double now = monotonic_seconds();
     for (size_t i = 0; i < active_.size();) {
-      Op& op = *active_[i];
-      bool finished = false;
-      if (op.failed_at > 0) {
-        // A failed call most likely means a peer died; give the heartbeat the chance to name
-        // it before reporting the bare MPI error.
-        if (now - op.failed_at > opt_.timeout_s) {
-          op.start = nullptr, op.finish = nullptr;
-          op.work->complete(op.error);
-          finished = true;
-        }
-      } else {
-        int flag = 0;
-        const int rc = MPI_Test(&op.req, &flag, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) {
-          fail(op, rc);
-        } else if (flag) {
-          std::string error;
-          try {
-            if (op.finish) op.finish();
-          } catch (const std::exception& e) {
-            error = e.what();
-          }
-          // Drop the tensors the closures hold before the waiter wakes: once wait() returns,
-          // this thread no longer keeps any of the operation's memory alive.
-          op.start = nullptr, op.finish = nullptr;
-          op.work->complete(std::move(error));
-          finished = true;
-        }
-      }
-      if (finished) {
+      if (progress_one(*active_[i], now)) {
         active_.erase(active_.begin() + std::ptrdiff_t(i));
       } else {
         ++i;
       }
     }
+  }
+
+  // Tests one operation; true once it is finished (its waiter woken, MPI done with it).
+  bool progress_one(Op& op, double now) {
+    if (op.failed_at > 0) {
+      // A failed call most likely means a peer died; give the heartbeat the chance to name it
+      // before reporting the bare MPI error.
+      if (now - op.failed_at <= opt_.timeout_s) return false;
+      op.start = nullptr, op.finish = nullptr;
+      if (!op.stalled) op.work->complete(op.error);  // a stalled one's waiter was told already
+      return true;
+    }
+    int flag = 0;
+    const int rc = MPI_Test(&op.req, &flag, &op.status);
+    if (rc != MPI_SUCCESS) {
+      // A recv shorter than its message: no peer died, so report it now.
+      if (op.recv_count >= 0 && error_class(rc) == MPI_ERR_TRUNCATE && !op.stalled) {
+        finish_op(op, fmt::format("mpi: {}: the message holds more than {} elements (the send "
+                                  "and the recv differ in size)",
+                                  op.work->what(), op.recv_count));
+        return true;
+      }
+      fail(op, rc);
+      return false;
+    }
+    if (!flag) {
+      check_stall(op, now);
+      return false;
+    }
+    if (op.stalled) {  // its waiter was told long ago; MPI is done with it now
+      op.start = nullptr, op.finish = nullptr;
+      return true;
+    }
+    std::string error = received_size_problem(op);
+    try {
+      if (error.empty() && op.finish) op.finish();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    finish_op(op, std::move(error));
+    return true;
+  }
+
+  // Drops the tensors the closures hold before the waiter wakes: once wait() returns, this
+  // thread no longer keeps any of the operation's memory alive.
+  static void finish_op(Op& op, std::string error) {
+    op.start = nullptr, op.finish = nullptr;
+    op.work->complete(std::move(error));
+  }
+
+  static int error_class(int rc) {
+    int cls = rc;
+    MPI_Error_class(rc, &cls);
+    return cls;
+  }
+
+  // A recv that got fewer elements than its tensor holds; "" when the sizes agree.
+  static std::string received_size_problem(const Op& op) {
+    if (op.recv_count < 0) return "";
+    int got = 0;
+    MPI_Get_count(&op.status, MPI_FLOAT, &got);
+    if (got == op.recv_count) return "";
+    return fmt::format("mpi: {}: the message holds {} elements (the send and the recv differ)",
+                       op.work->what(), got);
+  }
+
+  // A transfer whose peer is alive (heartbeats arrive) but never posts the matching call would
+  // wait forever: after stall_timeout_s its waiter gets an Error naming the call and the peer.
+  void check_stall(Op& op, double now) {
+    if (op.stall_timeout_s <= 0 || op.stalled || now - op.work->start_time() <= op.stall_timeout_s)
+      return;
+    op.stalled = true;
+    const bool recv = op.recv_count >= 0;
+    if (recv) MPI_Cancel(&op.req);  // completes the request (cancelled) at a later MPI_Test
+    op.work->complete(fmt::format(
+        "mpi: {} not complete after {} s (MpiOptions::p2p_timeout_s): the peer is alive (its "
+        "heartbeats arrive) but has not posted the matching {}",
+        op.work->what(), op.stall_timeout_s, recv ? "send" : "recv"));
+  }
+
+  // At shutdown: sends that stalled may never complete. Their requests are freed (MPI finishes
+  // or drops them) and their operations deliberately leaked, tensors included, since MPI may
+  // still read those buffers until MPI_Finalize.
+  void abandon_stalled() {
+    std::erase_if(active_, [](std::unique_ptr<Op>& op) {
+      if (!op->stalled) return false;
+      if (op->req != MPI_REQUEST_NULL) MPI_Request_free(&op->req);
+      (void)op.release();
+      return true;
+    });
   }
 
   void post_heartbeat_recv() {
@@ -526,6 +614,30 @@ class MpiCommunicator final : public Communicator {
     return rt_.submit("broadcast", [t, n, root, c](MPI_Request* r) {
       return MPI_Ibcast(t.raw_data(), n, MPI_FLOAT, root, c, r);
     });
+  }
+
+  WorkHandle send_async(Tensor t, int peer) override {
+    check_p2p("send", t, peer, rank_, size_);
+    const int n = to_int_count("send", t.numel());
+    MPI_Comm c = comm_;
+    return rt_.submit_p2p(
+        fmt::format("send of {} to rank {} (rank {})", t.desc(), peer, rank_),
+        [t, n, peer, c](MPI_Request* r) {
+          return MPI_Isend(t.raw_data(), n, MPI_FLOAT, peer, kTagP2P, c, r);
+        },
+        /*recv_count=*/-1);
+  }
+
+  WorkHandle recv_async(Tensor t, int peer) override {
+    check_p2p("recv", t, peer, rank_, size_);
+    const int n = to_int_count("recv", t.numel());
+    MPI_Comm c = comm_;
+    return rt_.submit_p2p(
+        fmt::format("recv of {} from rank {} (rank {})", t.desc(), peer, rank_),
+        [t, n, peer, c](MPI_Request* r) {
+          return MPI_Irecv(t.raw_data(), n, MPI_FLOAT, peer, kTagP2P, c, r);
+        },
+        /*recv_count=*/n);
   }
 
   WorkHandle barrier_async() override {

@@ -23,6 +23,13 @@
 // goes silent. (A rank alive but stuck in a deadlock keeps beating and is not detected.)
 // MPI errors are returned rather than fatal (MPI_ERRORS_RETURN); one that coincides with a dead
 // peer is reported by the heartbeat, which names the rank.
+//
+// Point-to-point: send_async / recv_async are MPI_Isend / MPI_Irecv on the communicator (one
+// tag), started by the same thread in the order they were called, so MPI's non-overtaking rule
+// gives the order the interface promises. Each one progresses on its own: a rank may start
+// sends and recvs with any peers in any order and wait on them together. A peer that died is
+// the heartbeat's to report; one that is alive but never posts the matching call makes the
+// transfer fail after MpiOptions::p2p_timeout_s (its wait() throws, naming call and peer).
 #pragma once
 #include <memory>
 #include <string>
@@ -34,6 +41,10 @@ namespace tessera::dist {
 struct MpiOptions {
   double timeout_s = 30;   // declare a silent rank dead after this long
   double heartbeat_s = 0;  // interval between heartbeats; 0 = min(1 s, timeout_s / 5)
+  // A send or recv not complete after this long fails (its wait() throws an Error naming the
+  // call and the peer): the peer is alive, or the heartbeat would have ended the job, but never
+  // posted the matching call. Long, like NCCL's, since a peer may be busy for minutes first.
+  double p2p_timeout_s = 600;
 };
 
 // Exit status of a rank that stops because another rank died.

@@ -213,7 +213,7 @@ struct NcclCommunicator::Impl {
         if (problem.empty() && t - o->start > opt.timeout_s)
           problem = fmt::format(
               "{} started {:.1f} s ago has not completed (timeout_s = {} s): a peer died, hangs, "
-              "or never started the same collective",
+              "or never started the same collective (or the matching send or recv)",
               o->what, t - o->start, opt.timeout_s);
       if (problem.empty() && comm) {
         ncclResult_t st = ncclSuccess;
@@ -524,6 +524,54 @@ WorkHandle NcclCommunicator::barrier_async() {
   return m.launch("barrier", {}, [&](ncclComm_t c) {
     m.settle(c, ncclAllReduce(m.barrier_buf, m.barrier_buf, 1, ncclFloat32, ncclSum, c, m.stream),
              "ncclAllReduce (barrier)");
+  });
+}
+
+namespace {
+
+// "send of f32[4, 8] to rank 1": what the watchdog names when a transfer never completes.
+std::string transfer_name(const P2POp& op) {
+  const bool send = op.kind == P2POp::Kind::send;
+  return fmt::format("{} of {} {} rank {}", send ? "send" : "recv", op.t.desc(),
+                     send ? "to" : "from", op.peer);
+}
+
+}  // namespace
+
+WorkHandle NcclCommunicator::send_async(Tensor t, int peer) {
+  return batch_send_recv_async({P2POp::send(std::move(t), peer)});
+}
+
+WorkHandle NcclCommunicator::recv_async(Tensor t, int peer) {
+  return batch_send_recv_async({P2POp::recv(std::move(t), peer)});
+}
+
+WorkHandle NcclCommunicator::batch_send_recv_async(std::vector<P2POp> ops) {
+  Impl& m = *impl_;
+  std::vector<Tensor> keep;
+  std::string what;
+  for (const P2POp& op : ops) {
+    const char* call = op.kind == P2POp::Kind::send ? "send" : "recv";
+    check_tensor(fmt::format("{}(peer {}): t", call, op.peer).c_str(), op.t, m.device);
+    check_p2p_peer(call, op.t, op.peer, m.rank, m.size);
+    keep.push_back(op.t);
+    what += (what.empty() ? "" : ", ") + transfer_name(op);
+  }
+  return m.launch(std::move(what), std::move(keep), [&](ncclComm_t c) {
+    NCCL_CHECK(ncclGroupStart());
+    for (const P2POp& op : ops) {
+      const auto n = size_t(op.t.numel());
+      if (n == 0) continue;
+      const ncclDataType_t type = nccl_type(op.t.dtype());
+      const ncclResult_t res = op.kind == P2POp::Kind::send
+                                   ? ncclSend(op.t.raw_data(), n, type, op.peer, c, m.stream)
+                                   : ncclRecv(op.t.raw_data(), n, type, op.peer, c, m.stream);
+      if (res != ncclSuccess && res != ncclInProgress) {
+        (void)ncclGroupEnd();
+        m.settle(c, res, op.kind == P2POp::Kind::send ? "ncclSend" : "ncclRecv");
+      }
+    }
+    m.settle(c, ncclGroupEnd(), "ncclGroupEnd (send/recv)");
   });
 }
 

@@ -104,6 +104,14 @@ class NcclCommunicator final : public Communicator {
   // NCCL has no barrier: a one-element all-reduce on a private buffer. Like every collective
   // here, wait() orders the current stream after it; wait_host() blocks the host.
   WorkHandle barrier_async() override;
+  // ncclSend / ncclRecv on the communication stream, with the collectives' stream and event
+  // discipline (wait() orders the current stream after the transfer). A send may wait on the
+  // device until its peer's recv runs, and this communicator's calls run in stream order: what
+  // must progress together goes in one batch_send_recv_async, which is one NCCL group.
+  // Zero-element transfers are skipped (their peer skips the matching one too).
+  WorkHandle send_async(Tensor t, int peer) override;
+  WorkHandle recv_async(Tensor t, int peer) override;
+  WorkHandle batch_send_recv_async(std::vector<P2POp> ops) override;
   // Over the bootstrap communicator (host only).
   std::vector<std::string> all_gather_bytes(const std::string& mine) override;
   // Splits the bootstrap communicator and builds an NCCL communicator on each part.

@@ -185,4 +185,11 @@ WorkHandle StoreCommunicator::broadcast_async(Tensor, int) {
   no_tensors("broadcast");
 }
 
+WorkHandle StoreCommunicator::send_async(Tensor, int peer) {
+  no_tensors(fmt::format("send (to peer {})", peer).c_str());
+}
+WorkHandle StoreCommunicator::recv_async(Tensor, int peer) {
+  no_tensors(fmt::format("recv (from peer {})", peer).c_str());
+}
+
 }  // namespace tessera::dist

@@ -39,6 +39,9 @@ class StoreCommunicator final : public Communicator {
                                   ReduceOp op) override;
   WorkHandle all_gather_async(Tensor in, Tensor out, std::vector<int64_t> counts) override;
   WorkHandle broadcast_async(Tensor t, int root) override;
+  // Not supported (the store carries no tensors): an Error naming the call and the peer.
+  WorkHandle send_async(Tensor t, int peer) override;
+  WorkHandle recv_async(Tensor t, int peer) override;
   // Complete when it returns (every rank has reached it).
   WorkHandle barrier_async() override;
   std::vector<std::string> all_gather_bytes(const std::string& mine) override;

@@ -1,4 +1,5 @@
-// The NCCL communicator. One binary, two ways to run it:
+// The NCCL communicator: collectives, point-to-point transfers, the watchdog. One binary, two
+// ways to run it:
 //   test_nccl_comm                  one process: the LocalCommunicator carries the unique id
 //   mpirun -np N test_nccl_comm     N processes: the MPI communicator carries it
 // (CTest registers both; scripts/gpu_check.sh runs one rank per GPU.)
@@ -14,7 +15,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <mutex>
 #include <thread>
+#include <vector>
 
 #include "cuda/allocator.h"
 #include "cuda/copy.h"
@@ -390,6 +393,115 @@ TEST_F(Nccl, WatchdogReportsACollectiveStuckPastTheTimeout) {
     EXPECT_NE(error_of([&] { solo.barrier(); }).find("after an earlier failure"),
               std::string::npos);
   }
+}
+
+// ---- Point to point ----
+
+TEST_F(Nccl, RingExchangeInOneBatch) {
+  if (world() < 2) GTEST_SKIP() << "needs 2 ranks (mpirun -np 2)";
+  const int next = (rank() + 1) % world(), prev = (rank() + world() - 1) % world();
+  // Large enough that no send can finish before its recv runs (past the emulated device's
+  // socket buffers): as separate calls in stream order this ring deadlocks (tried: each rank's
+  // watchdog names its send to the next rank).
+  const int64_t n = 1 << 22;
+  Tensor out = on_device(rank_values(rank(), n));
+  Tensor in = cuda::zeros(Shape{n}, DType::f32, dev());
+  WorkHandle w = g_nccl->batch_send_recv_async({P2POp::send(out, next), P2POp::recv(in, prev)});
+  g_nccl->wait_host(w);
+  EXPECT_EQ(back(in), rank_values(prev, n));
+  EXPECT_TRUE(w->done());
+}
+
+TEST_F(Nccl, ManyMessagesArriveInTheOrderSent) {
+  if (world() < 2) GTEST_SKIP() << "needs 2 ranks (mpirun -np 2)";
+  const int r = rank();
+  constexpr int kMessages = 12;
+  auto size_of = [](int k) { return int64_t(1) << (k % 12); };
+  std::vector<Tensor> in;
+  WorkHandle last;
+  for (int k = 0; k < kMessages && r < 2; ++k) {
+    if (r == 0) last = g_nccl->send_async(on_device(rank_values(k, size_of(k))), 1);
+    if (r == 1) {
+      in.push_back(cuda::zeros(Shape{size_of(k)}, DType::f32, dev()));
+      last = g_nccl->recv_async(in.back(), 0);
+    }
+  }
+  if (last) g_nccl->wait_host(last);  // stream order: every earlier transfer is done too
+  for (int k = 0; k < kMessages && r == 1; ++k)
+    EXPECT_EQ(back(in[size_t(k)]), rank_values(k, size_of(k))) << "message " << k;
+}
+
+TEST_F(Nccl, BothDirectionsWithDifferentSizesInOneBatch) {
+  const int partner = rank() ^ 1;  // pairs (0, 1), (2, 3), ...
+  if (partner >= world()) GTEST_SKIP() << "needs a partner rank (mpirun -np 2)";
+  const int64_t mine = 500000 + 1000 * rank(), theirs = 500000 + 1000 * partner;
+  Tensor in = cuda::zeros(Shape{theirs}, DType::f32, dev());
+  // Both ranks list their send first.
+  WorkHandle w = g_nccl->batch_send_recv_async(
+      {P2POp::send(on_device(rank_values(rank(), mine)), partner), P2POp::recv(in, partner)});
+  g_nccl->wait_host(w);
+  EXPECT_EQ(back(in), rank_values(partner, theirs));
+}
+
+TEST_F(Nccl, PointToPointArgumentErrorsNameTheCallAndPeer) {
+  Tensor t = cuda::zeros(Shape{8}, DType::f32, dev());
+  const std::string out_of_range = error_of([&] { g_nccl->send(t, world()); });
+  EXPECT_NE(out_of_range.find("send(peer " + std::to_string(world()) + ") of f32[8]"),
+            std::string::npos)
+      << out_of_range;
+  EXPECT_NE(out_of_range.find("out of range"), std::string::npos) << out_of_range;
+  EXPECT_NE(error_of([&] { g_nccl->recv(t, rank()); }).find("cannot receive from itself"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { g_nccl->send(Tensor::zeros(Shape{8}), 0); }).find("is on cpu"),
+            std::string::npos);
+  Tensor half = cuda::zeros(Shape{8}, DType::f16, dev());
+  EXPECT_NE(error_of([&] { g_nccl->recv(half, 0); }).find("recv(peer 0): t is f16[8]"),
+            std::string::npos);
+  EXPECT_EQ(g_nccl->in_flight(), 0u) << "a refused transfer must not be started";
+}
+
+// Two communicators over the same ranks, each with a short watchdog: on A rank 0 sends and
+// rank 1 receives only 1.5 s later; on B the other way round. Each rank's watchdog names the
+// transfer its peer left waiting; then the late sides arrive and every transfer completes.
+TEST_F(Nccl, TheWatchdogNamesATransferWhosePeerIsLate) {
+  if (world() < 2) GTEST_SKIP() << "needs 2 ranks (mpirun -np 2)";
+  std::mutex mu;
+  std::vector<std::string> reports;
+  NcclOptions opt;
+  opt.timeout_s = 0.5;
+  opt.poll_s = 0.02;
+  opt.on_failure = [&](const std::string& m) {
+    std::lock_guard<std::mutex> lock(mu);
+    reports.push_back(m);
+  };
+  const int r = rank();
+  const int64_t n = 1 << 22;  // past any socket buffer: the send waits for its recv
+  Tensor a = r == 0 ? on_device(rank_values(0, n)) : cuda::zeros(Shape{n}, DType::f32, dev());
+  Tensor b = r == 0 ? cuda::zeros(Shape{n}, DType::f32, dev()) : on_device(rank_values(1, n));
+  {
+    NcclCommunicator comm_a(g_world, dev(), opt), comm_b(g_world, dev(), opt);
+    WorkHandle early, late;
+    if (r == 0) early = comm_a.send_async(a, 1);
+    if (r == 1) early = comm_b.send_async(b, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    if (r == 0) late = comm_b.recv_async(b, 1);
+    if (r == 1) late = comm_a.recv_async(a, 0);
+    if (r < 2) {
+      comm_a.wait_host(r == 0 ? early : late);
+      comm_b.wait_host(r == 0 ? late : early);
+    }
+  }
+  if (r == 0) {
+    EXPECT_EQ(back(b), rank_values(1, n));
+  } else if (r == 1) {
+    EXPECT_EQ(back(a), rank_values(0, n));
+  }
+  if (r >= 2) return;
+  ASSERT_EQ(reports.size(), 1u) << "one report per rank: the late side's own transfer is quick";
+  const std::string want =
+      r == 0 ? "send of f32[4194304] to rank 1 started" : "send of f32[4194304] to rank 0 started";
+  EXPECT_NE(reports[0].find(want), std::string::npos) << reports[0];
+  EXPECT_NE(reports[0].find("timeout_s = 0.5"), std::string::npos) << reports[0];
 }
 
 }  // namespace
