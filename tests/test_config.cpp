@@ -230,11 +230,39 @@ TEST(Config, OtherRules) {
       },
       {"parallel.tp = 2", "model.kind = 'mlp'"});
   EXPECT_NO_THROW(with({"parallel.tp=2", "train.checkpoint_every=10"}));
-  expect_error([] { with({"parallel.pp=2"}); }, {"parallel.pp = 2", "not built yet"});
+  // Pipeline parallelism: ZeRO-3, ZeRO with a tied head, checkpoints and an interleaved
+  // schedule whose micro-batches do not divide are refused; virtual stages need interleaving.
+  EXPECT_NO_THROW(with({"parallel.pp=2"}));
+  EXPECT_NO_THROW(
+      with({"parallel.pp=2", "model.kind=llama", "model.head=untied", "parallel.zero_stage=2"}));
+  expect_error(
+      [] {
+        with({"parallel.pp=2", "parallel.zero_stage=3"});
+      },
+      {"parallel.pp = 2", "parallel.zero_stage = 3"});
+  expect_error(
+      [] {
+        with({"parallel.pp=2", "parallel.zero_stage=1"});
+      },
+      {"parallel.zero_stage = 1", "tied head"});
+  expect_error(
+      [] {
+        with({"parallel.pp=2", "train.checkpoint_every=5"});
+      },
+      {"parallel.pp = 2", "train.checkpoint_every = 5"});
+  expect_error([] { with({"parallel.pp_virtual_stages=2"}); },
+               {"parallel.pp_virtual_stages = 2", "interleaved_1f1b"});
+  expect_error(
+      [] {
+        with({"parallel.pp=2", "parallel.pp_schedule=interleaved_1f1b",
+              "parallel.pp_virtual_stages=2", "train.batch_size=12", "train.micro_batches=3"});
+      },
+      {"train.micro_batches = 3", "multiple of parallel.pp = 2"});
+  expect_error([] { with({"parallel.cp=2"}); }, {"parallel.cp = 2", "not built yet"});
   expect_error([] { with({"parallel.tp=0"}); }, {"parallel.tp"});
   EXPECT_NO_THROW(with({"parallel.tp=2", "parallel.sequence_parallel=1"}));
   expect_error([] { with({"parallel.sequence_parallel=2"}); }, {"parallel.sequence_parallel"});
-  EXPECT_EQ(config_rules().size(), 11u);
+  EXPECT_EQ(config_rules().size(), 12u);
 }
 
 TEST(Config, MissingFile) {

@@ -22,18 +22,14 @@ std::unique_ptr<DataParallel> make_data_parallel(nn::Module& model, Communicator
 }
 
 DataParallel::DataParallel(Communicator& comm, Tracer* tracer, const DataParallelOptions& opt)
-    : comm_(comm),
-      tracer_(tracer),
-      model_parallel_(opt.model_parallel),
-      replicated_(opt.replicated) {}
+    : comm_(comm), tracer_(tracer), model_parallel_(opt.model_parallel), counted_(opt.counted) {}
 
 double DataParallel::counted_sum_squares(const Tensor& grads, int64_t begin,
                                          const std::vector<ParamSegment>& segments) const {
-  const bool skip_replicated = model_parallel_ && model_parallel_->rank() != 0;
   const int64_t end = begin + grads.numel();
   double sum = 0;
   for (size_t i = 0; i < segments.size(); ++i) {
-    if (skip_replicated && i < replicated_.size() && replicated_[i]) continue;
+    if (i < counted_.size() && !counted_[i]) continue;
     const int64_t a = std::max(segments[i].offset, begin);
     const int64_t b = std::min(segments[i].offset + segments[i].numel, end);
     if (a >= b) continue;

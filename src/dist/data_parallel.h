@@ -36,12 +36,13 @@ struct DataParallelOptions {
   int zero_stage = 0;
   double bucket_mb = 25;  // gradient bucket size in MiB
   ShardedOptimizerOptions optimizer;
-  // Tensor parallelism: the ranks holding the other parts of this rank's model (null: none).
-  // The global gradient norm then sums over them too, counting once each parameter that
-  // `replicated` marks (per parameter, in the model's parameters() order) as whole, with the
-  // same gradient, on every one of them: on the model-parallel rank 0 only.
+  // Tensor and pipeline parallelism: the ranks holding the other parts of this rank's model
+  // (null: none). The global gradient norm then sums over them too; `counted` (per parameter,
+  // in the model's parameters() order; empty: all) says which parameters this rank counts, so
+  // that one held whole on several of them (a norm's weight under tensor parallelism, a tied
+  // embedding on the first and last pipeline stages) counts once.
   Communicator* model_parallel = nullptr;
-  std::vector<bool> replicated;
+  std::vector<bool> counted;
 };
 
 // Bytes this rank holds for each kind of training state, each measured as the change in the
@@ -131,7 +132,7 @@ class DataParallel {
   Communicator& comm_;
   Tracer* tracer_;
   Communicator* model_parallel_ = nullptr;
-  std::vector<bool> replicated_;
+  std::vector<bool> counted_;
 };
 
 // Builds the engine for opt.zero_stage. ZeRO-3 needs `units` (see ParameterUnits); stages 0-2

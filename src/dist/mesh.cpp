@@ -1,6 +1,8 @@
 #include "dist/mesh.h"
 
 #include <cstring>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -32,6 +34,7 @@ Mesh::Mesh(std::shared_ptr<Communicator> world, int tp, int pp, int cp) : world_
   cp_ = axis(cp, coords(tp_i, 0, dp_i, pp_i), cp_i);
   dp_ = axis(shape_.dp, coords(tp_i, cp_i, 0, pp_i), dp_i);
   pp_ = axis(pp, coords(tp_i, cp_i, dp_i, 0), pp_i);
+  model_ = axis(tp * pp, coords(0, cp_i, dp_i, 0), pp_i * tp + tp_i);
 }
 
 std::shared_ptr<Communicator> Mesh::axis(int size, int color, int key) {
@@ -126,6 +129,38 @@ std::vector<std::pair<std::string, Tensor>> gather_whole_parameters(
       at += counts[k];
     }
     out.emplace_back(name, whole);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> gather_stage_parameters(
+    const std::vector<std::pair<std::string, Tensor>>& mine, Communicator& pp, Device device) {
+  // Every rank's names and shapes ("name d0 d1 ...;" each), then each tensor from its holder.
+  std::string list;
+  for (const auto& [name, t] : mine) {
+    list += name;
+    for (int64_t d : t.shape().vec()) list += fmt::format(" {}", d);
+    list += ";";
+  }
+  const std::vector<std::string> lists = pp.all_gather_bytes(list);
+  std::map<std::string, Tensor> own(mine.begin(), mine.end());
+  std::set<std::string> seen;
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t k = 0; k < lists.size(); ++k) {
+    std::istringstream entries(lists[k]);
+    std::string entry;
+    while (std::getline(entries, entry, ';')) {
+      std::istringstream fields(entry);
+      std::string name;
+      fields >> name;
+      std::vector<int64_t> dims;
+      for (int64_t d = 0; fields >> d;) dims.push_back(d);
+      if (!seen.insert(name).second) continue;
+      Tensor t = int(k) == pp.rank() ? own.at(name).to(DType::f32).contiguous().to(device)
+                                     : Tensor::empty(Shape(dims), DType::f32, device);
+      pp.broadcast(t, int(k));
+      out.emplace_back(name, t.to(Device::cpu()));
+    }
   }
   return out;
 }

@@ -34,6 +34,9 @@ class Mesh {
   const std::shared_ptr<Communicator>& pp() const { return pp_; }
   const std::shared_ptr<Communicator>& cp() const { return cp_; }
   const std::shared_ptr<Communicator>& dp() const { return dp_; }
+  // The ranks of this rank's model replica (same dp and cp coordinates: its tp x pp ranks),
+  // ordered pp-major: what the global gradient norm sums over.
+  const std::shared_ptr<Communicator>& model() const { return model_; }
   // This rank's index along each axis.
   int tp_rank() const { return tp_->rank(); }
   int pp_rank() const { return pp_->rank(); }
@@ -46,7 +49,7 @@ class Mesh {
   std::shared_ptr<Communicator> axis(int size, int color, int key);
 
   MeshShape shape_;
-  std::shared_ptr<Communicator> world_, tp_, pp_, cp_, dp_;
+  std::shared_ptr<Communicator> world_, tp_, pp_, cp_, dp_, model_;
 };
 
 // nn's view of a communicator for tensor parallelism (nn/tensor_parallel.h).
@@ -70,5 +73,11 @@ class CommunicatorGroup final : public nn::TensorParallelGroup {
 std::vector<std::pair<std::string, Tensor>> gather_whole_parameters(
     const std::vector<std::pair<std::string, Tensor>>& named,
     const std::vector<nn::TensorShard>& shards, Communicator& tp);
+
+// Pipeline parallelism: every stage's parameters on every rank of `pp`, from each rank's own
+// (host tensors, named; a name several ranks hold, a tied embedding, is taken from the first).
+// Collective over pp; tensors travel through `device` (the communicator's).
+std::vector<std::pair<std::string, Tensor>> gather_stage_parameters(
+    const std::vector<std::pair<std::string, Tensor>>& mine, Communicator& pp, Device device);
 
 }  // namespace tessera::dist

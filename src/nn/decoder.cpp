@@ -1,5 +1,6 @@
 #include "nn/decoder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -207,9 +208,10 @@ Tensor Decoder::local_logits(const Tensor& ids, StageHooks* stages) const {
     if (stages) stages->enter(k);
   };
   auto exit = [stages](int k, const Tensor& x) { return stages ? stages->exit(k, x) : x; };
+  TS_CHECK(stage_bounds_.empty(),
+           "Decoder: this rank holds only pipeline stages of the model: run forward_stage()");
   // Sequence parallelism: from the embedding to the head each rank keeps only its rows.
-  std::optional<SequenceShard> seq;
-  if (sequence_parallel_) seq = sequence_shard(*tp_, ids.dim(0), ids.dim(1));
+  const std::optional<SequenceShard> seq = sequence_for(ids);
   const SequenceShard* rows = seq ? &*seq : nullptr;
   enter(0);
   Tensor x = exit(0, rows ? embed_rows(ids, *rows) : embed(ids));
@@ -233,8 +235,11 @@ Tensor Decoder::loss(const Tensor& ids, const Tensor& targets, StageHooks* stage
            ids.shape().str());
   // Under bf16 autocast the head's backward GEMMs take the logits' gradient in bf16: the loss
   // writes it so (the same rounding, done once, half the bytes of [B*T, vocab]).
+  return loss_from_logits(local_logits(ids, stages), targets);
+}
+
+Tensor Decoder::loss_from_logits(const Tensor& logits, const Tensor& targets) const {
   const DType grad = autocast_dtype() == DType::bf16 ? DType::bf16 : DType::f32;
-  const Tensor logits = local_logits(ids, stages);
   if (!tp_) return ops::cross_entropy(logits, targets, -1, grad);
   TensorParallelGroup* group = tp_;
   return ops::sharded_cross_entropy(
@@ -244,6 +249,87 @@ Tensor Decoder::loss(const Tensor& ids, const Tensor& targets, StageHooks* stage
         group->all_gather(stats, all, group->equal_counts(stats.numel()));
         return all;
       });
+}
+
+std::optional<SequenceShard> Decoder::sequence_for(const Tensor& ids) const {
+  if (!sequence_parallel_) return std::nullopt;
+  return sequence_shard(*tp_, ids.dim(0), ids.dim(1));
+}
+
+bool Decoder::holds_stage(int s) const {
+  return std::find(kept_stages_.begin(), kept_stages_.end(), s) != kept_stages_.end();
+}
+
+void Decoder::keep_stages(const std::vector<int>& stages, const std::vector<int>& bounds) {
+  const int S = int(bounds.size()) - 1, L = int(h.size());
+  TS_CHECK(stage_bounds_.empty(), "Decoder::keep_stages: already split into {} stages",
+           num_stages());
+  TS_CHECK(S >= 1 && bounds.front() == 0 && bounds.back() == L &&
+               std::is_sorted(bounds.begin(), bounds.end()),
+           "Decoder::keep_stages: stage bounds must rise from 0 to n_layer = {}", L);
+  for (int s = 0; s < S; ++s)
+    TS_CHECK(bounds[size_t(s)] < bounds[size_t(s) + 1],
+             "pipeline parallelism: stage {} of {} would have no block (n_layer = {})", s, S, L);
+  stage_bounds_ = bounds, kept_stages_ = stages;
+  std::vector<bool> keep_block(size_t(L), false);
+  for (int s : stages) {
+    TS_CHECK(s >= 0 && s < S, "Decoder::keep_stages: stage {} of {}", s, S);
+    for (int b = bounds[size_t(s)]; b < bounds[size_t(s) + 1]; ++b) keep_block[size_t(b)] = true;
+  }
+  const bool first = holds_stage(0), last = holds_stage(S - 1);
+  // Dropped parameters free their storage; their modules stay as empty shells.
+  for (int b = 0; b < L; ++b)
+    if (!keep_block[size_t(b)]) {
+      unregister("h." + std::to_string(b));
+      h[size_t(b)].reset();
+    }
+  if (!first && !(last && !lm_head)) {
+    unregister("wte");
+    wte.weight = Tensor();
+  }
+  if (!first && wpe) {
+    unregister("wpe");
+    wpe.reset();
+  }
+  if (!last) {
+    unregister("ln_f");
+    ln_f.weight = ln_f.bias = Tensor();
+    if (lm_head) {
+      unregister("lm_head");
+      lm_head.reset();
+    }
+  }
+}
+
+Shape Decoder::stage_output_shape(int64_t batch, int64_t seq_len) const {
+  if (!sequence_parallel_) return Shape{batch, seq_len, cfg_.n_embd};
+  return Shape{even_part(batch * seq_len, tp_->rank(), tp_->size()).size(), cfg_.n_embd};
+}
+
+const Tensor* Decoder::tied_embedding() const {
+  const bool tied =
+      num_stages() > 1 && !lm_head && (holds_stage(0) || holds_stage(num_stages() - 1));
+  return tied ? &wte.weight : nullptr;
+}
+
+const Tensor* Decoder::tied_copy() const {
+  const bool copy =
+      num_stages() > 0 && !lm_head && !holds_stage(0) && holds_stage(num_stages() - 1);
+  return copy ? &wte.weight : nullptr;
+}
+
+Tensor Decoder::forward_stage(int s, const Tensor& ids, const Tensor& targets,
+                              const Tensor& x0) const {
+  TS_CHECK(holds_stage(s), "Decoder::forward_stage: stage {} is not on this rank", s);
+  const std::optional<SequenceShard> seq = sequence_for(ids);
+  const SequenceShard* rows = seq ? &*seq : nullptr;
+  Tensor x = s == 0 ? (rows ? embed_rows(ids, *rows) : embed(ids)) : x0;
+  BlockContext ctx;
+  ctx.sequence = seq;
+  for (int b = stage_bounds_[size_t(s)]; b < stage_bounds_[size_t(s) + 1]; ++b)
+    x = forward_block(size_t(b), x, ctx);
+  if (s + 1 < num_stages()) return x;
+  return loss_from_logits(head(x, rows), targets);
 }
 
 namespace {

@@ -97,11 +97,17 @@ class Decoder : public Module {
   // parameter's split (by TensorImpl, so it survives to(device) re-pointing storage).
   TensorParallelGroup* tp_ = nullptr;
   bool sequence_parallel_ = false;
+  // Pipeline parallelism (keep_stages()): the stages' block bounds and which stages are here.
+  std::vector<int> stage_bounds_, kept_stages_;
+  // The sequence shard of a forward over ids under sequence parallelism (else none).
+  std::optional<SequenceShard> sequence_for(const Tensor& ids) const;
   IndexRange vocab_part_;
   std::vector<std::pair<const void*, TensorShard>> shards_;
 
   // forward()'s logits before any gathering (this rank's vocabulary columns).
   Tensor local_logits(const Tensor& ids, StageHooks* stages) const;
+  // The loss of (this rank's columns of) the logits against targets.
+  Tensor loss_from_logits(const Tensor& logits, const Tensor& targets) const;
   // embed() under sequence parallelism: this rank's rows [n_r, C] (positions from 0).
   Tensor embed_rows(const Tensor& ids, const SequenceShard& s) const;
 
@@ -131,6 +137,29 @@ class Decoder : public Module {
   // Final norm and output projection -> logits f32 (this rank's vocabulary columns under
   // tensor parallelism; from this rank's rows [n_r, C] with `seq`, every row's logits).
   Tensor head(const Tensor& x, const SequenceShard* seq = nullptr) const;
+
+  // Pipeline parallelism: the model as stages of consecutive blocks, bounds[s] .. bounds[s + 1]
+  // for stage s (bounds: S + 1 entries from 0 to n_layer); stage 0 also holds the embeddings,
+  // the last stage the final norm and the head (and, when tied, its own copy of wte, whose
+  // gradient the trainer sums with stage 0's). keep_stages() drops every parameter the given
+  // stages do not use (call after building, loading and shard(), before to(device)); only
+  // forward_stage() runs afterwards.
+  void keep_stages(const std::vector<int>& stages, const std::vector<int>& bounds);
+  // Stage s of micro-batch ids [B, T]: from the ids (stage 0) or the previous stage's output x
+  // to this stage's output, or on the last stage the loss against targets.
+  Tensor forward_stage(int s, const Tensor& ids, const Tensor& targets, const Tensor& x) const;
+  int num_stages() const { return int(stage_bounds_.size()) - 1; }  // 0: not split
+  bool holds_stage(int s) const;
+  // The shape of a stage's output activation for micro-batches of [batch, seq_len] ids: the
+  // residual stream [batch, seq_len, C], or this rank's rows [n_r, C] under sequence
+  // parallelism.
+  Shape stage_output_shape(int64_t batch, int64_t seq_len) const;
+  // A tied wte split over pipeline stages lives on the first stage (the embedding) and the last
+  // (the head): tied_embedding() is it on a rank holding either (the trainer sums the two
+  // copies' gradients every step), tied_copy() only on a rank holding the last but not the
+  // first (the gradient norm counts it on the first); else null.
+  const Tensor* tied_embedding() const;
+  const Tensor* tied_copy() const;
 
   // Tensor parallelism (nn/tensor_parallel.h): keeps this rank's share of the weights (its
   // heads, MLP hidden units and vocabulary rows) and runs the layers split over `group` from

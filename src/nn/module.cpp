@@ -34,6 +34,11 @@ void Module::register_module(const std::string& name, Module& child) {
   entries_.push_back({name, nullptr, &child});
 }
 
+void Module::unregister(const std::string& name) {
+  TS_CHECK(has_entry(name), "Module::unregister: '{}' is not registered", name);
+  std::erase_if(entries_, [&](const Entry& e) { return e.name == name; });
+}
+
 void Module::prefix_names(const std::string& prefix) {
   for (Entry& e : entries_) {
     if (e.param)

@@ -58,6 +58,9 @@ class Module {
   Tensor& register_parameter(const std::string& name, Tensor& t);
   // Adds child (which must outlive this module's use of it: normally a member) under `name`.
   void register_module(const std::string& name, Module& child);
+  // Removes the entry `name` (a parameter or child) from this module's lists; the object itself
+  // is the owner's to free. Pipeline parallelism drops what another rank's stages hold.
+  void unregister(const std::string& name);
 
  private:
   struct Entry {

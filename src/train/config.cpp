@@ -373,18 +373,54 @@ const Rule kRules[] = {
                key, m.kind);
        return {};
      }},
-    {"`parallel.tp` > 1 only for language models; `parallel.pp` and `parallel.cp` are 1 "
-     "(pipeline and context parallelism are not built yet).",
+    {"`parallel.tp` and `parallel.pp` > 1 only for language models; `parallel.cp` is 1 (context "
+     "parallelism is not built yet).",
      [](const Config& c) -> Violation {
-       if (c.parallel.pp != 1 || c.parallel.cp != 1)
+       if (c.parallel.cp != 1)
+         return fmt::format("parallel.cp = {}: context parallelism is not built yet (expected 1)",
+                            c.parallel.cp);
+       if (language_model(c)) return {};
+       for (auto [key, n] : {std::pair{"tp", c.parallel.tp}, {"pp", c.parallel.pp}})
+         if (n > 1)
+           return fmt::format(
+               "parallel.{} = {} splits transformer layers but model.kind = '{}' has none", key, n,
+               c.model.kind);
+       return {};
+     }},
+    {"Pipeline parallelism (`parallel.pp` > 1): `parallel.zero_stage` <= 2, and 0 with a tied "
+     "head (GPT-2); no `train.checkpoint_every`; `parallel.pp_virtual_stages` > 1 only with "
+     "\"interleaved_1f1b\", which needs `train.micro_batches` a multiple of `parallel.pp`.",
+     [](const Config& c) -> Violation {
+       const ParallelConfig& p = c.parallel;
+       const bool interleaved = p.pp_schedule == "interleaved_1f1b";
+       if (p.pp_virtual_stages > 1 && !interleaved)
          return fmt::format(
-             "parallel.pp = {} and parallel.cp = {}: pipeline and context parallelism are not "
-             "built yet (expected 1)",
-             c.parallel.pp, c.parallel.cp);
-       if (c.parallel.tp == 1 || language_model(c)) return {};
-       return fmt::format(
-           "parallel.tp = {} splits transformer layers but model.kind = '{}' has none",
-           c.parallel.tp, c.model.kind);
+             "parallel.pp_virtual_stages = {} needs parallel.pp_schedule = \"interleaved_1f1b\" "
+             "(it is \"{}\")",
+             p.pp_virtual_stages, p.pp_schedule);
+       if (p.pp == 1) return {};
+       if (p.zero_stage == 3)
+         return fmt::format(
+             "parallel.pp = {} with parallel.zero_stage = 3: ZeRO-3 does not "
+             "combine with pipeline parallelism yet (use 0, 1 or 2)",
+             p.pp);
+       if (p.zero_stage > 0 && c.model.head == "tied")
+         return fmt::format(
+             "parallel.pp = {} with parallel.zero_stage = {} and a tied head: the first and last "
+             "stages' copies of the embedding sum their gradients on whole buffers (use "
+             "parallel.zero_stage = 0, or model.head = \"untied\")",
+             p.pp, p.zero_stage);
+       if (c.train.checkpoint_every > 0)
+         return fmt::format(
+             "parallel.pp = {} with train.checkpoint_every = {}: checkpoints of a pipelined "
+             "model are not supported yet (set train.checkpoint_every = 0)",
+             p.pp, c.train.checkpoint_every);
+       if (interleaved && c.train.micro_batches % p.pp != 0)
+         return fmt::format(
+             "parallel.pp_schedule = \"interleaved_1f1b\" needs train.micro_batches = {} to be "
+             "a multiple of parallel.pp = {}",
+             c.train.micro_batches, p.pp);
+       return {};
      }},
     {"`optim.min_lr` <= `optim.lr`.",
      [](const Config& c) -> Violation {

@@ -90,6 +90,8 @@ struct ParallelConfig {
   int64_t tp = 1;                 // tensor-parallel ranks per model replica
   int64_t sequence_parallel = 0;  // 1: norm/dropout regions split by rows over the tp ranks
   int64_t pp = 1;                 // pipeline stages
+  std::string pp_schedule;        // "1f1b" | "interleaved_1f1b" | "gpipe"
+  int64_t pp_virtual_stages = 1;  // stages per pipeline rank (interleaved_1f1b)
   int64_t cp = 1;                 // context-parallel ranks
   int64_t zero_stage = 0;         // 0..3
   double bucket_mb = 0;

@@ -237,8 +237,18 @@ std::vector<ConfigKey> make_keys() {
           "1: with parallel.tp > 1, the norms, dropout and residual stream keep only each "
           "rank's rows of the tokens (reduce-scatter and all-gather in place of all-reduce: "
           "the same bytes, their activations / tp)"),
-      int_key<P, &ParallelConfig::pp>("parallel.pp", 1, at_least(1),
-                                      "pipeline-parallel stages (only 1 so far)"),
+      int_key<P, &ParallelConfig::pp>(
+          "parallel.pp", 1, at_least(1),
+          "pipeline-parallel ranks per model replica: the blocks cut into consecutive stages, "
+          "micro-batches (train.micro_batches) scheduled by parallel.pp_schedule"),
+      string_key<P, &ParallelConfig::pp_schedule>(
+          "parallel.pp_schedule", "1f1b", {"1f1b", "interleaved_1f1b", "gpipe"},
+          "pipeline schedule: 1f1b (PipeDream-flush), interleaved_1f1b (Megatron-LM's, "
+          "parallel.pp_virtual_stages stages per rank) or gpipe (all forwards, then all "
+          "backwards)"),
+      int_key<P, &ParallelConfig::pp_virtual_stages>(
+          "parallel.pp_virtual_stages", 1, at_least(1),
+          "stages per pipeline rank for interleaved_1f1b (bubble (pp-1)/(v m + pp-1))"),
       int_key<P, &ParallelConfig::cp>("parallel.cp", 1, at_least(1),
                                       "context-parallel ranks (only 1 so far)"),
       int_key<P, &ParallelConfig::zero_stage>(

@@ -37,6 +37,7 @@ class LMTask final : public Task {
     model_ = make_decoder(cfg, init_gen_);
     load_init_weights(*model_, cfg);
     if (place.tensor_parallel) model_->shard(*place.tensor_parallel, place.sequence_parallel);
+    if (place.pipeline) keep_pipeline_stages(*place.pipeline, place.virtual_stages);
     batches_ = std::make_unique<data::PrefetchingBatcher<data::TokenBatcher>>(data::TokenBatcher(
         train_, B, T, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size));
     sample_gen_ = Generator(uint64_t(cfg.train.seed) + 2);
@@ -66,6 +67,17 @@ class LMTask final : public Task {
     return model_->loss(x, y, gather_);
   }
 
+  int pipeline_stages() const override { return model_->num_stages(); }
+  Tensor stage_forward(int stage, int64_t i, int64_t n, const Tensor& x) override {
+    const int64_t rows = x_.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
+    return model_->forward_stage(stage, x_.slice_rows(a, b), y_.slice_rows(a, b), x);
+  }
+  Shape stage_output_shape(int64_t n) const override {
+    return model_->stage_output_shape(x_.dim(0) / n, cfg_.train.seq_len);
+  }
+  const Tensor* tied_embedding() const override { return model_->tied_embedding(); }
+  const Tensor* tied_stage_copy() const override { return model_->tied_copy(); }
+
   std::vector<nn::TensorShard> parameter_shards() const override {
     return model_->tensor_parallel() ? model_->tensor_shards() : std::vector<nn::TensorShard>{};
   }
@@ -90,8 +102,8 @@ class LMTask final : public Task {
     int64_t count = 0;
     for (int64_t i = 0; i < eval.num_batches(); ++i) {
       data::TokenBatch b = eval.batch(i);
-      total += double(
-          model_->loss(to_training_device(b.x, device_), to_training_device(b.y, device_)).item());
+      const Tensor x = to_training_device(b.x, device_), y = to_training_device(b.y, device_);
+      total += pipeline_ ? pipelined_loss(x, y) : double(model_->loss(x, y).item());
       ++count;
     }
     model_->train();
@@ -101,6 +113,7 @@ class LMTask final : public Task {
 
   std::string sample(int64_t tokens) override {
     if (!tokenizer_ && cfg_.model.vocab_size != data::kByteVocabSize) return "";
+    if (pipeline_) return "";  // generation runs on a whole model
     model_->eval();
     SampleOptions opt;
     opt.tokens = tokens, opt.temperature = 0.8f, opt.top_k = 40;
@@ -110,7 +123,48 @@ class LMTask final : public Task {
   }
 
  private:
+  // Pipeline parallelism: this rank keeps stages s with s % p == its rank of the S = p x v
+  // stages of consecutive blocks (as even as the layers allow).
+  void keep_pipeline_stages(dist::Communicator& pp, int virtual_stages) {
+    pipeline_ = &pp;
+    const int p = pp.world_size(), S = p * virtual_stages, L = int(cfg_.model.n_layer);
+    TS_CHECK(L >= S,
+             "config: parallel.pp = {} x parallel.pp_virtual_stages = {} = {} pipeline stages, "
+             "but model.n_layer = {}: every stage needs a block",
+             p, virtual_stages, S, L);
+    std::vector<int> bounds, mine;
+    for (int s = 0; s <= S; ++s) bounds.push_back(L * s / S);
+    for (int s = pp.rank(); s < S; s += p) mine.push_back(s);
+    model_->keep_stages(mine, bounds);
+  }
+
+  // Evaluation's loss of one batch through the stages in order: each stage's rank runs it and
+  // sends its output to the next stage's; the last stage's loss reaches every rank.
+  double pipelined_loss(const Tensor& x, const Tensor& y) {
+    const int p = pipeline_->world_size(), S = model_->num_stages(), me = pipeline_->rank();
+    Tensor act;
+    double loss = 0;
+    for (int s = 0; s < S; ++s) {
+      const int owner = s % p;
+      if (s > 0 && owner == me && (s - 1) % p != me) {
+        act = Tensor::empty(model_->stage_output_shape(x.dim(0), x.dim(1)), DType::f32, device_);
+        pipeline_->recv(act, (s - 1) % p);
+      }
+      if (owner != me) continue;
+      const Tensor out = model_->forward_stage(s, x, y, act);
+      if (s + 1 == S) {
+        loss = double(out.item());
+      } else if ((s + 1) % p != me) {
+        pipeline_->send(out.to(DType::f32).contiguous(), (s + 1) % p);
+      } else {
+        act = out;
+      }
+    }
+    return pipeline_->all_gather_f64(loss)[size_t((S - 1) % p)];
+  }
+
   Config cfg_;
+  dist::Communicator* pipeline_ = nullptr;
   Generator init_gen_;
   Tensor train_, val_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;  // data.tokenizer, for text samples

@@ -25,6 +25,9 @@ struct StepResult {
   double ms = 0;           // the step's wall time
   double items_per_s = 0;  // tokens or samples
   double tflops = 0;       // model FLOPs per second this rank's device ran (0: unknown)
+  // Pipeline parallelism: the share of this rank's forward-backward time spent in transfers
+  // (waiting for its neighbours included: the measured bubble); -1 without.
+  double pipeline_transfer = -1;
 };
 
 // What a logged step's metrics record holds besides the step itself.

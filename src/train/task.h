@@ -49,6 +49,20 @@ class Task {
   // the model is whole on every rank).
   virtual std::vector<nn::TensorShard> parameter_shards() const { return {}; }
 
+  // Pipeline parallelism (TaskPlacement::pipeline): the number of stages (0: not split), stage
+  // s's forward on micro-batch i of n of the current batch (from the previous stage's output
+  // x; on the last stage the loss), and the shape of a stage's output for a micro-batch.
+  virtual int pipeline_stages() const { return 0; }
+  virtual Tensor stage_forward(int /*stage*/, int64_t /*i*/, int64_t /*n*/, const Tensor& /*x*/) {
+    return Tensor();
+  }
+  virtual Shape stage_output_shape(int64_t /*n*/) const { return Shape{}; }
+  // A tied embedding split over the first and last stages (nn::Decoder::tied_embedding): the
+  // copy on this rank, whose gradient is summed with the other stage's every step, or nullptr;
+  // tied_stage_copy(): the same, only where it is the last stage's copy without the first.
+  virtual const Tensor* tied_embedding() const { return nullptr; }
+  virtual const Tensor* tied_stage_copy() const { return nullptr; }
+
   // ZeRO-3: the parameter units and forward stages of the model (see dist/data_parallel.h);
   // empty when the task has no layered forward (the engine then gathers the whole model
   // around each micro-batch).
@@ -75,6 +89,11 @@ struct TaskPlacement {
   int world_size = 1;
   nn::TensorParallelGroup* tensor_parallel = nullptr;
   bool sequence_parallel = false;  // with tensor_parallel (parallel.sequence_parallel)
+  // Pipeline parallelism: the ranks of this model replica's stages (null: none). The model is
+  // cut into pipeline->world_size() x virtual_stages stages of consecutive blocks; this rank
+  // keeps stages s with s % world_size == its rank.
+  dist::Communicator* pipeline = nullptr;
+  int virtual_stages = 1;
 };
 
 // Builds the task the config describes: loads the data (errors name the file and key) and

@@ -13,6 +13,7 @@
 #include "core/allocator.h"
 #include "core/backend.h"
 #include "dist/consistency.h"
+#include "dist/pipeline_runner.h"
 #include "dist/world.h"
 #include "nn/weights.h"
 #include "ops/autocast.h"
@@ -116,6 +117,10 @@ void Trainer::connect_ranks() {
   micro_ = cfg_.train.micro_batches;
   mesh_.emplace(comm_, int(cfg_.parallel.tp), int(cfg_.parallel.pp), int(cfg_.parallel.cp));
   if (cfg_.parallel.tp > 1) tp_group_ = std::make_unique<dist::CommunicatorGroup>(mesh_->tp());
+  if (cfg_.parallel.pp > 1)
+    pipeline_ = dist::pipeline::make_schedule(pipeline_kind(cfg_.parallel.pp_schedule),
+                                              int(cfg_.parallel.pp), int(micro_),
+                                              int(cfg_.parallel.pp_virtual_stages));
   const int dp = mesh_->shape().dp;
   TS_CHECK(cfg_.train.batch_size % (int64_t(dp) * micro_) == 0,
            "config: train.batch_size = {} does not split evenly over {} data-parallel ranks x "
@@ -150,12 +155,24 @@ void Trainer::build_model_and_engine() {
   Config task_cfg = cfg_;
   if (resumed_) task_cfg.model.init_weights.clear();
   dist::Communicator& dp_comm = *mesh_->dp();
-  task_ = make_task(task_cfg, TaskPlacement{dp_comm.rank(), dp_comm.world_size(), tp_group_.get(),
-                                            cfg_.parallel.sequence_parallel != 0});
+  TaskPlacement place{dp_comm.rank(), dp_comm.world_size(), tp_group_.get(),
+                      cfg_.parallel.sequence_parallel != 0};
+  if (pipeline_) {
+    place.pipeline = mesh_->pp().get();
+    place.virtual_stages = pipeline_->v;
+  }
+  task_ = make_task(task_cfg, place);
   if (!device_.is_cpu()) task_->to_device(device_);  // before the engine flattens the parameters
   nn::Module& model = task_->model();
   const std::vector<nn::TensorShard> shards = task_->parameter_shards();
-  dist::check_same_on_all_ranks(*comm_, job_identity(cfg_, model, shards), "config");
+  if (pipeline_) {
+    // Every rank has the config; the parameters are compared among the ranks of one stage.
+    dist::check_same_on_all_ranks(*comm_, job_identity(cfg_), "config");
+    const std::unique_ptr<dist::Communicator> stage_peers = comm_->split(mesh_->pp_rank(), rank_);
+    dist::check_same_on_all_ranks(*stage_peers, parameter_identity(model, shards), "config");
+  } else {
+    dist::check_same_on_all_ranks(*comm_, job_identity(cfg_, model, shards), "config");
+  }
   // Every rank initialised from the same seed; the first data-parallel replica's values make
   // that exact regardless (each tensor-parallel rank's own part).
   if (dp_comm.world_size() > 1 && !resumed_)
@@ -165,11 +182,24 @@ void Trainer::build_model_and_engine() {
   const dist::ParameterUnits units =
       cfg_.parallel.zero_stage == 3 ? task_->parameter_units() : dist::ParameterUnits{};
   dist::DataParallelOptions po = parallel_options(cfg_);
-  if (tp_group_) {
-    po.model_parallel = mesh_->tp().get();
-    for (const nn::TensorShard& s : shards) po.replicated.push_back(s.replicated());
+  if (tp_group_ || pipeline_) {
+    // The gradient norm sums the replica's parts, each parameter once: a whole copy on every
+    // tensor-parallel rank counts on the first, a tied embedding on the first stage.
+    po.model_parallel = mesh_->model().get();
+    const std::vector<Tensor> params = model.parameters();
+    const Tensor* copy = task_->tied_stage_copy();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const bool tp_copy = !shards.empty() && shards[i].replicated() && mesh_->tp_rank() != 0;
+      const bool stage_copy = copy && copy->impl_ptr() == params[i].impl_ptr();
+      po.counted.push_back(!tp_copy && !stage_copy);
+    }
   }
   dp_ = dist::make_data_parallel(model, dp_comm, po, &*tracer_, units);
+  // The first and last stages' ranks (same other coordinates) sum a tied embedding's gradients.
+  if (pipeline_ && cfg_.model.head == "tied") {
+    const int p = mesh_->shape().pp, r = mesh_->pp_rank();
+    embedding_group_ = mesh_->pp()->split(r == 0 || r == p - 1 ? 0 : 1, r);
+  }
   task_->set_parameter_gather(dp_->gather());
 }
 
@@ -206,6 +236,12 @@ void Trainer::open_records() {
       "-> {}",
       cfg_.model.kind, dp_->param_numel(), cfg_.data.path, cfg_.train.steps, cfg_.train.precision,
       describe_device(device_), omp_get_max_threads(), dir_.string()));
+  if (pipeline_)
+    progress_->message(fmt::format(
+        "tessera: pipeline of {} stages on {} ranks, {} schedule over {} micro-batches (ideal "
+        "bubble {:.1f}%)",
+        pipeline_->stages(), pipeline_->p, cfg_.parallel.pp_schedule, pipeline_->m,
+        100 * dist::pipeline::simulate(*pipeline_).bubble_fraction));
   if (world_ > 1)
     progress_->message(
         fmt::format("tessera: {} over {}, ZeRO stage {} over dp, {} rows per data-parallel rank",
@@ -232,14 +268,18 @@ StepResult Trainer::train_step(int64_t step) {
   const float loss_scale = scaler_->scale();
   // The micro-batch losses are read once backward is queued: on a GPU, reading one waits for
   // the device, and the host should be enqueuing the backward meanwhile.
-  std::vector<Tensor> micro_losses = run_micro_batches(loss_scale);
+  std::vector<Tensor> micro_losses =
+      pipeline_ ? run_pipeline(loss_scale, r) : run_micro_batches(loss_scale);
   if (opt_.before_gradient_sync) opt_.before_gradient_sync(step);
   timing_->add(ms_since(t0));
   dp_->finish_backward();
+  if (embedding_group_) sum_tied_embedding_grads();
   const std::vector<std::unique_ptr<HostRead>> loss_reads = start_loss_reads(micro_losses);
   // The true norm; the gradients are unscaled (fp16) and clipped in one pass when finite.
   r.grad_norm = dp_->clip_grad_norm(cfg_.optim.grad_clip, loss_scale);
   r.loss = mean_micro_loss(micro_losses, loss_reads, micro_);
+  // Only the last pipeline stage has the losses: its value, then the mean over replicas.
+  if (pipeline_) r.loss = mesh_->pp()->all_gather_f64(r.loss).back();
   if (world_ > 1) r.loss = comm_->average_f64(r.loss);
   apply_or_skip_update(r, loss_scale);
   loop_.step = r.step;
@@ -271,6 +311,32 @@ std::vector<Tensor> Trainer::run_micro_batches(float loss_scale) {
     (f == 1.f ? l : ops::scale(l, f)).backward();
   }
   return micro_losses;
+}
+
+std::vector<Tensor> Trainer::run_pipeline(float loss_scale, StepResult& r) {
+  AutocastGuard autocast(compute_);
+  dist::pipeline::StageWork work;
+  work.forward = [this](int stage, int micro, const Tensor& x) {
+    dist::ScopedSpan span(&*tracer_, "forward");
+    return task_->stage_forward(stage, micro, micro_, x);
+  };
+  work.output_shape = [this](int) { return task_->stage_output_shape(micro_); };
+  work.before_backward = [this](int, bool last) { dp_->begin_micro_batch(last); };
+  work.loss_scale = loss_scale;
+  const dist::pipeline::StepStats stats =
+      dist::pipeline::run_schedule(*pipeline_, *mesh_->pp(), device_, work);
+  r.pipeline_transfer = stats.transfer_s / std::max(stats.transfer_s + stats.compute_s, 1e-12);
+  return stats.losses;
+}
+
+void Trainer::sum_tied_embedding_grads() {
+  const Tensor* w = task_->tied_embedding();
+  if (!w) return;  // a middle stage: not in the group's collective
+  Tensor g = w->grad();
+  TS_CHECK(g.defined() && g.is_contiguous(),
+           "pipeline: the tied embedding has no contiguous gradient to sum ({})",
+           g.defined() ? g.desc() : std::string("none"));
+  embedding_group_->all_reduce(g);
 }
 
 void Trainer::apply_or_skip_update(const StepResult& r, float loss_scale) {
@@ -447,9 +513,11 @@ void Trainer::save_final_weights() {
   const std::map<std::string, std::string> meta = {{"format", "pt"},
                                                    {"tessera_model", cfg_.model.kind}};
   const std::string path = (dir_ / "model.safetensors").string();
-  if (tp_group_) {  // the whole tensors, gathered over the tensor-parallel group
-    const nn::NamedTensors whole = dist::gather_whole_parameters(
-        task_->model().named_parameters(), task_->parameter_shards(), *mesh_->tp());
+  if (tp_group_ || pipeline_) {  // the whole tensors, gathered over tensor and pipeline ranks
+    nn::NamedTensors whole = task_->model().named_parameters();
+    if (tp_group_)
+      whole = dist::gather_whole_parameters(whole, task_->parameter_shards(), *mesh_->tp());
+    if (pipeline_) whole = dist::gather_stage_parameters(whole, *mesh_->pp(), device_);
     if (lead_) nn::write_safetensors(path, whole, meta);
   } else if (lead_) {
     nn::save_weights(task_->model(), path, meta);

@@ -21,6 +21,7 @@
 #include "dist/communicator.h"
 #include "dist/data_parallel.h"
 #include "dist/mesh.h"
+#include "dist/pipeline_schedule.h"
 #include "dist/trace.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
@@ -126,6 +127,12 @@ class Trainer {
   // loss_scale / micro_batches, in the tracer's "forward" and "backward" spans; returns the
   // micro-batch losses (detached; not read yet).
   std::vector<Tensor> run_micro_batches(float loss_scale);
+  // The same under pipeline parallelism: this rank's stages' forwards and backwards in the
+  // schedule's order; the losses only on the last stage's rank. Sets r.pipeline_transfer.
+  std::vector<Tensor> run_pipeline(float loss_scale, StepResult& r);
+  // After the gradients are complete: the tied embedding's copies on the first and last
+  // stages get the sum of their gradients.
+  void sum_tied_embedding_grads();
   // Applies the update when the loss and gradient norm are finite; otherwise skips it as an
   // fp16 overflow (the scaler backs off) or a bad step (counted against train.max_bad_steps).
   void apply_or_skip_update(const StepResult& r, float loss_scale);
@@ -163,6 +170,10 @@ class Trainer {
   // model is split over its tp axis (through tp_group_, when tp > 1).
   std::optional<dist::Mesh> mesh_;
   std::unique_ptr<dist::CommunicatorGroup> tp_group_;
+  // Pipeline parallelism (parallel.pp > 1): the schedule each step runs, and the ranks of the
+  // first and last stages, whose copies of a tied embedding sum their gradients.
+  std::optional<dist::pipeline::Schedule> pipeline_;
+  std::unique_ptr<dist::Communicator> embedding_group_;
   int64_t micro_ = 1;
   std::optional<ckpt::StopSignals> signals_;
   std::filesystem::path dir_;

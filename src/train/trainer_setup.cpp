@@ -53,17 +53,39 @@ ScheduleOptions schedule_options(const Config& cfg) {
   return so;
 }
 
-dist::Entries job_identity(const Config& cfg, nn::Module& model,
-                           const std::vector<nn::TensorShard>& shards) {
+dist::pipeline::ScheduleKind pipeline_kind(const std::string& name) {
+  using dist::pipeline::ScheduleKind;
+  if (name == "interleaved_1f1b") return ScheduleKind::interleaved_1f1b;
+  if (name == "gpipe") return ScheduleKind::gpipe;
+  TS_CHECK(name == "1f1b",
+           "parallel.pp_schedule = \"{}\": expected \"1f1b\", "
+           "\"interleaved_1f1b\" or \"gpipe\"",
+           name);
+  return ScheduleKind::one_f_one_b;
+}
+
+dist::Entries job_identity(const Config& cfg) {
   dist::Entries e;
   for (const ConfigKey& key : config_keys()) {
     const ConfigValue v = key.get(cfg);
     e.emplace_back(std::string(key.name), config_value_text(v));
   }
+  return e;
+}
+
+dist::Entries parameter_identity(nn::Module& model, const std::vector<nn::TensorShard>& shards) {
+  dist::Entries e;
   const nn::NamedTensors params = model.named_parameters();
   for (size_t i = 0; i < params.size(); ++i)
     e.emplace_back("model parameter " + params[i].first,
                    (i < shards.size() ? shards[i].global : params[i].second.shape()).str());
+  return e;
+}
+
+dist::Entries job_identity(const Config& cfg, nn::Module& model,
+                           const std::vector<nn::TensorShard>& shards) {
+  dist::Entries e = job_identity(cfg);
+  for (auto& entry : parameter_identity(model, shards)) e.push_back(std::move(entry));
   return e;
 }
 

@@ -11,6 +11,7 @@
 #include "dist/communicator.h"
 #include "dist/consistency.h"
 #include "dist/data_parallel.h"
+#include "dist/pipeline_schedule.h"
 #include "nn/module.h"
 #include "nn/tensor_parallel.h"
 #include "optim/loss_scaler.h"
@@ -36,8 +37,14 @@ ScheduleOptions schedule_options(const Config& cfg);
 // What every rank must agree on: each config key's value and each parameter's name and whole
 // shape (`shards`, when the model is split over tensor-parallel ranks, gives those; empty: the
 // parameters' own).
+// parallel.pp_schedule's schedule kind.
+dist::pipeline::ScheduleKind pipeline_kind(const std::string& name);
+
 dist::Entries job_identity(const Config& cfg, nn::Module& model,
                            const std::vector<nn::TensorShard>& shards = {});
+// Its two halves: the config keys, and the parameters.
+dist::Entries job_identity(const Config& cfg);
+dist::Entries parameter_identity(nn::Module& model, const std::vector<nn::TensorShard>& shards);
 
 void write_text(const std::filesystem::path& p, const std::string& s);
 

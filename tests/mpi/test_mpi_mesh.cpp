@@ -70,7 +70,8 @@ struct RunResult {
   std::vector<double> losses;
   bool replicas_identical = true;  // data-parallel replicas' parameters equal after every step
   dist::MemoryReport memory;
-  fs::path weights;  // the run's model.safetensors on its lead rank, else empty
+  fs::path weights;     // the run's model.safetensors on its lead rank, else empty
+  double val_loss = 0;  // the final evaluation's
 };
 
 RunResult train_on(std::shared_ptr<Communicator> comm, train::Config cfg, const std::string& name,
@@ -92,6 +93,7 @@ RunResult train_on(std::shared_ptr<Communicator> comm, train::Config cfg, const 
   std::fclose(quiet);
   res.losses = s.losses;
   res.memory = s.memory;
+  if (s.last_eval.contains("val_loss")) res.val_loss = s.last_eval["val_loss"].get<double>();
   if (comm->rank() == 0) res.weights = out / "model.safetensors";
   return res;
 }
@@ -167,6 +169,8 @@ void expect_layouts_match_one_rank(const train::Config& base, const std::string&
     const double loss_diff = max_relative_difference(run.losses, ref.losses);
     EXPECT_LE(loss_diff, 1e-5) << job << ", " << l.name;
     EXPECT_TRUE(run.replicas_identical) << job << ", " << l.name;
+    EXPECT_GT(ref.val_loss, 0) << job;
+    EXPECT_NEAR(run.val_loss, ref.val_loss, 1e-5 * ref.val_loss) << job << ", " << l.name;
     if (!run.weights.empty()) {
       const WeightDifference d = weight_difference(run.weights, ref.weights);
       EXPECT_LE(d.relative, 1e-5) << job << ", " << l.name << ": final weights";
@@ -225,6 +229,51 @@ TEST(TensorParallel, SequenceParallelWithDropoutAndUnevenRowsMatchesOneRank) {
       base, "gpt dropout",
       {layout("tp 2", base, 2, false), layout("tp 2, sequence parallel", base, 2, false),
        layout("tp 4, sequence parallel", base, 4, true)},
+      dir);
+}
+
+// Pipeline parallelism: `l` with its blocks cut into pp x v stages under `schedule`.
+Layout pipelined(Layout l, int64_t pp, const std::string& schedule = "1f1b", int64_t v = 1) {
+  l.cfg.parallel.pp = pp;
+  l.cfg.parallel.pp_schedule = schedule;
+  l.cfg.parallel.pp_virtual_stages = v;
+  return l;
+}
+
+// GPT (tied head: the first and last stages sum their embedding copies' gradients) and Llama
+// (untied, with ZeRO-1/2 on the data-parallel axis) over 2 and 4 pipeline stages, every
+// schedule, composed with tensor, sequence and data parallelism.
+TEST(PipelineParallel, LayoutsOfEveryScheduleMatchOneRank) {
+  if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  const fs::path dir = job_scratch_dir("mpi_pp");
+  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
+  world().barrier();
+  train::Config gpt = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
+  gpt.model.n_layer = 4;
+  gpt.model.n_head = 4;
+  gpt.model.vocab_size = 259;
+  gpt.train.micro_batches = 4;
+  expect_layouts_match_one_rank(
+      gpt, "gpt pipeline",
+      {pipelined(layout("pp 2, 1F1B", gpt, 1, false), 2),
+       pipelined(layout("pp 2, GPipe", gpt, 1, false), 2, "gpipe"),
+       pipelined(layout("pp 2, interleaved 1F1B, 2 stages per rank", gpt, 1, false), 2,
+                 "interleaved_1f1b", 2),
+       pipelined(layout("pp 4, 1F1B", gpt, 1, true), 4),
+       pipelined(layout("pp 2 x dp 2, 1F1B", gpt, 1, true), 2),
+       pipelined(layout("pp 2 x tp 2, 1F1B", gpt, 2, true), 2),
+       pipelined(layout("pp 2 x tp 2, sequence parallel, interleaved 1F1B", gpt, 2, true), 2,
+                 "interleaved_1f1b", 2)},
+      dir);
+  train::Config llama = tessera::testing::tiny_llama_job(dir / "corpus.txt", 20);
+  llama.model.n_layer = 4;
+  llama.train.micro_batches = 2;
+  expect_layouts_match_one_rank(
+      llama, "llama pipeline",
+      {pipelined(layout("pp 2, 1F1B", llama, 1, false), 2),
+       pipelined(layout("pp 2 x dp 2, ZeRO-1, 1F1B", llama, 1, true, 1), 2),
+       pipelined(layout("pp 2 x dp 2, ZeRO-2, interleaved 1F1B", llama, 1, true, 2), 2,
+                 "interleaved_1f1b", 2)},
       dir);
 }
 
