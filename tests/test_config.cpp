@@ -230,8 +230,8 @@ TEST(Config, OtherRules) {
       },
       {"parallel.tp = 2", "model.kind = 'mlp'"});
   EXPECT_NO_THROW(with({"parallel.tp=2", "train.checkpoint_every=10"}));
-  // Pipeline parallelism: ZeRO-3, ZeRO with a tied head, checkpoints and an interleaved
-  // schedule whose micro-batches do not divide are refused; virtual stages need interleaving.
+  // Pipeline parallelism: ZeRO-3, ZeRO with a tied head and an interleaved schedule whose
+  // micro-batches do not divide are refused; virtual stages need interleaving.
   EXPECT_NO_THROW(with({"parallel.pp=2"}));
   EXPECT_NO_THROW(
       with({"parallel.pp=2", "model.kind=llama", "model.head=untied", "parallel.zero_stage=2"}));
@@ -245,11 +245,7 @@ TEST(Config, OtherRules) {
         with({"parallel.pp=2", "parallel.zero_stage=1"});
       },
       {"parallel.zero_stage = 1", "tied head"});
-  expect_error(
-      [] {
-        with({"parallel.pp=2", "train.checkpoint_every=5"});
-      },
-      {"parallel.pp = 2", "train.checkpoint_every = 5"});
+  EXPECT_NO_THROW(with({"parallel.pp=2", "train.checkpoint_every=5"}));
   expect_error([] { with({"parallel.pp_virtual_stages=2"}); },
                {"parallel.pp_virtual_stages = 2", "interleaved_1f1b"});
   expect_error(

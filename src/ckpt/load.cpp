@@ -78,6 +78,8 @@ bool resumable_key(std::string_view key) {
       "parallel.pp",
       "parallel.cp",
       "parallel.sequence_parallel",
+      "parallel.pp_schedule",
+      "parallel.pp_virtual_stages",
   };
   return keys.count(key) > 0;
 }

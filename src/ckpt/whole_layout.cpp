@@ -75,18 +75,39 @@ std::vector<std::string> segment_names(const std::vector<ParamSegment>& segs) {
   return names;
 }
 
+// Local per-parameter tensors (named, in local order) made whole: over the tensor-parallel
+// ranks, then the pipeline ranks, and put in the whole model's order.
+nn::NamedTensors whole_tensors(const nn::NamedTensors& local, const WholeModelLayout& l,
+                               const std::vector<std::string>& order) {
+  nn::NamedTensors t = local;
+  if (l.tp) t = dist::gather_whole_parameters(t, l.shards, *l.tp);
+  if (!l.pp) {
+    for (auto& [name, x] : t) x = host(x).to(DType::f32).contiguous();
+    return t;
+  }
+  t = dist::gather_stage_parameters(t, *l.pp, l.device);
+  std::map<std::string, Tensor> by_name(t.begin(), t.end());
+  nn::NamedTensors out;
+  for (const std::string& name : order) {
+    auto it = by_name.find(name);
+    TS_CHECK(it != by_name.end(), "checkpoint: no pipeline stage holds parameter '{}'", name);
+    out.emplace_back(name, it->second);
+  }
+  return out;
+}
+
+const nn::TensorShard whole_shard(const Shape& s) {
+  return nn::TensorShard{s, -1, {}};
+}
+
 }  // namespace
 
-std::vector<ParamSegment> whole_segments(const std::vector<std::string>& names,
-                                         const std::vector<nn::TensorShard>& shards,
+std::vector<ParamSegment> whole_segments(const std::vector<std::pair<std::string, Shape>>& params,
                                          int64_t* numel) {
-  TS_CHECK(names.size() == shards.size(), "whole_segments: {} names, {} shards", names.size(),
-           shards.size());
   std::vector<ParamSegment> out;
   int64_t end = 0;
-  for (size_t i = 0; i < names.size(); ++i) {
-    ParamSegment s{names[i], shards[i].global, round_up(end, FlatParameters::kAlignElems),
-                   shards[i].global.numel()};
+  for (const auto& [name, shape] : params) {
+    ParamSegment s{name, shape, round_up(end, FlatParameters::kAlignElems), shape.numel()};
     end = s.offset + s.numel;
     out.push_back(std::move(s));
   }
@@ -95,23 +116,24 @@ std::vector<ParamSegment> whole_segments(const std::vector<std::string>& names,
 }
 
 Snapshot take_whole_snapshot(dist::DataParallel& dp, nn::Module& model,
-                             const std::vector<nn::TensorShard>& shards, dist::Communicator& tp,
-                             bool writer, TrainerState trainer, const std::string& config_toml,
-                             const std::string& model_kind) {
+                             const WholeModelLayout& layout, bool writer, TrainerState trainer,
+                             const std::string& config_toml, const std::string& model_kind) {
   const dist::TrainingStateView v = dp.training_state();
-  int64_t whole_numel = 0;
-  const std::vector<ParamSegment> whole =
-      whole_segments(segment_names(v.segments), shards, &whole_numel);
+  const std::vector<std::string> order =
+      layout.order.empty() ? segment_names(v.segments) : layout.order;
   Snapshot s;
   s.step = trainer.step;
   dp.gather_all();
-  nn::NamedTensors weights = dist::gather_whole_parameters(model.named_parameters(), shards, tp);
+  nn::NamedTensors weights = whole_tensors(model.named_parameters(), layout, order);
   dp.release_all();
+  std::vector<std::pair<std::string, Shape>> shapes;
+  for (const auto& [name, t] : weights) shapes.emplace_back(name, t.shape());
+  int64_t whole_numel = 0;
+  const std::vector<ParamSegment> whole = whole_segments(shapes, &whole_numel);
   nn::NamedTensors buffers;
   for (const auto& [name, mine] : v.state) {
     const Tensor local = full_local_buffer(mine, dp, v.numel);
-    const nn::NamedTensors parts =
-        dist::gather_whole_parameters(per_parameter(local, v.segments), shards, tp);
+    const nn::NamedTensors parts = whole_tensors(per_parameter(local, v.segments), layout, order);
     buffers.emplace_back(name, flatten_whole(parts, whole, whole_numel));
   }
   if (!writer) return s;
@@ -132,29 +154,49 @@ Snapshot take_whole_snapshot(dist::DataParallel& dp, nn::Module& model,
 }
 
 void load_whole_into(const VerifiedCheckpoint& ckpt, dist::DataParallel& dp,
-                     const std::vector<nn::TensorShard>& shards) {
+                     const WholeModelLayout& layout) {
   dist::TrainingStateView v = dp.training_state();
   const TrainerState& st = ckpt.state;
+  const std::vector<std::string> order =
+      layout.order.empty() ? segment_names(v.segments) : layout.order;
+  const std::string model_path = (fs::path(ckpt.dir) / kModelName).string();
+  const nn::SafetensorsFile model = nn::read_safetensors(model_path);
+
+  // The whole layout: every parameter of the whole model, shaped as the file has it (checked
+  // against this rank's own below), in the model's order.
+  std::vector<std::pair<std::string, Shape>> shapes;
+  for (const std::string& name : order) {
+    auto it = model.tensors.find(name);
+    TS_CHECK(it != model.tensors.end() && it->second.dtype() == DType::f32,
+             "checkpoint file '{}' does not fit this model: '{}' is {}, expected f32", model_path,
+             name, it == model.tensors.end() ? std::string("missing") : it->second.desc());
+    shapes.emplace_back(name, it->second.shape());
+  }
+  TS_CHECK(model.tensors.size() == order.size(),
+           "checkpoint file '{}' holds {} tensors, the model has {} parameters", model_path,
+           model.tensors.size(), order.size());
   int64_t whole_numel = 0;
-  const std::vector<ParamSegment> whole =
-      whole_segments(segment_names(v.segments), shards, &whole_numel);
+  const std::vector<ParamSegment> whole = whole_segments(shapes, &whole_numel);
+  std::map<std::string, const ParamSegment*> whole_by_name;
+  for (const ParamSegment& w : whole) whole_by_name[w.name] = &w;
   const std::string state_path = (fs::path(ckpt.dir) / kTrainerStateName).string();
   TS_CHECK(st.optimizer == v.optimizer && st.flat_numel == whole_numel,
            "checkpoint file '{}': optimizer '{}' over {} flat elements, but this run's whole "
            "model has '{}' over {} (a different optimizer or model)",
            state_path, st.optimizer, st.flat_numel, v.optimizer, whole_numel);
-
-  // Weights: every parameter whole, by name.
-  const std::string model_path = (fs::path(ckpt.dir) / kModelName).string();
-  const nn::SafetensorsFile model = nn::read_safetensors(model_path);
-  for (const ParamSegment& w : whole) {
-    auto it = model.tensors.find(w.name);
-    TS_CHECK(it != model.tensors.end() && it->second.dtype() == DType::f32 &&
-                 it->second.shape() == w.shape,
-             "checkpoint file '{}' does not fit this model: '{}' is {}, expected f32 {}",
-             model_path, w.name,
-             it == model.tensors.end() ? std::string("missing") : it->second.desc(), w.shape.str());
+  std::vector<nn::TensorShard> shards;
+  for (size_t i = 0; i < v.segments.size(); ++i) {
+    const nn::TensorShard sh =
+        i < layout.shards.size() ? layout.shards[i] : whole_shard(v.segments[i].shape);
+    auto it = whole_by_name.find(v.segments[i].name);
+    TS_CHECK(it != whole_by_name.end() && it->second->shape == sh.global,
+             "checkpoint file '{}' does not fit this model: '{}' is {}, expected {}", model_path,
+             v.segments[i].name,
+             it == whole_by_name.end() ? std::string("missing") : it->second->shape.str(),
+             sh.global.str());
+    shards.push_back(sh);
   }
+
   // Optimizer state: the whole flat buffers, assembled from every saved shard.
   std::vector<std::pair<std::string, Tensor>> state;
   for (const auto& [name, mine] : v.state)
@@ -178,15 +220,15 @@ void load_whole_into(const VerifiedCheckpoint& ckpt, dist::DataParallel& dp,
   // Everything checked: cut each parameter to this rank's blocks and shard.
   Tensor values = host(v.values).clone();
   const int64_t vb = v.values_begin, ve = vb + v.values.numel();
-  for (size_t i = 0; i < whole.size(); ++i)
-    cut_into(model.tensors.at(whole[i].name).data<float>(), shards[i], v.segments[i],
+  for (size_t i = 0; i < v.segments.size(); ++i)
+    cut_into(model.tensors.at(v.segments[i].name).data<float>(), shards[i], v.segments[i],
              values.data<float>(), vb, ve);
   Tensor(v.values).copy_from(values);
   for (size_t k = 0; k < v.state.size(); ++k) {
     Tensor mine = host(v.state[k].second).clone();
-    for (size_t i = 0; i < whole.size(); ++i)
-      cut_into(state[k].second.data<float>() + whole[i].offset, shards[i], v.segments[i],
-               mine.data<float>(), v.state_begin, v.state_end);
+    for (size_t i = 0; i < v.segments.size(); ++i)
+      cut_into(state[k].second.data<float>() + whole_by_name.at(v.segments[i].name)->offset,
+               shards[i], v.segments[i], mine.data<float>(), v.state_begin, v.state_end);
     Tensor(v.state[k].second).copy_from(mine);
   }
   dp.set_optimizer_steps(st.optimizer_steps);

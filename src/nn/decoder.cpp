@@ -271,6 +271,7 @@ void Decoder::keep_stages(const std::vector<int>& stages, const std::vector<int>
     TS_CHECK(bounds[size_t(s)] < bounds[size_t(s) + 1],
              "pipeline parallelism: stage {} of {} would have no block (n_layer = {})", s, S, L);
   stage_bounds_ = bounds, kept_stages_ = stages;
+  for (const auto& [name, p] : named_parameters()) whole_order_.push_back(name);
   std::vector<bool> keep_block(size_t(L), false);
   for (int s : stages) {
     TS_CHECK(s >= 0 && s < S, "Decoder::keep_stages: stage {} of {}", s, S);

@@ -99,6 +99,7 @@ class Decoder : public Module {
   bool sequence_parallel_ = false;
   // Pipeline parallelism (keep_stages()): the stages' block bounds and which stages are here.
   std::vector<int> stage_bounds_, kept_stages_;
+  std::vector<std::string> whole_order_;
   // The sequence shard of a forward over ids under sequence parallelism (else none).
   std::optional<SequenceShard> sequence_for(const Tensor& ids) const;
   IndexRange vocab_part_;
@@ -149,6 +150,8 @@ class Decoder : public Module {
   // to this stage's output, or on the last stage the loss against targets.
   Tensor forward_stage(int s, const Tensor& ids, const Tensor& targets, const Tensor& x) const;
   int num_stages() const { return int(stage_bounds_.size()) - 1; }  // 0: not split
+  // Every parameter name of the whole model, in parameters() order before keep_stages().
+  const std::vector<std::string>& whole_parameter_order() const { return whole_order_; }
   bool holds_stage(int s) const;
   // The shape of a stage's output activation for micro-batches of [batch, seq_len] ids: the
   // residual stream [batch, seq_len, C], or this rank's rows [n_r, C] under sequence

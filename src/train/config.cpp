@@ -388,7 +388,7 @@ const Rule kRules[] = {
        return {};
      }},
     {"Pipeline parallelism (`parallel.pp` > 1): `parallel.zero_stage` <= 2, and 0 with a tied "
-     "head (GPT-2); no `train.checkpoint_every`; `parallel.pp_virtual_stages` > 1 only with "
+     "head (GPT-2); `parallel.pp_virtual_stages` > 1 only with "
      "\"interleaved_1f1b\", which needs `train.micro_batches` a multiple of `parallel.pp`.",
      [](const Config& c) -> Violation {
        const ParallelConfig& p = c.parallel;
@@ -410,11 +410,6 @@ const Rule kRules[] = {
              "stages' copies of the embedding sum their gradients on whole buffers (use "
              "parallel.zero_stage = 0, or model.head = \"untied\")",
              p.pp, p.zero_stage);
-       if (c.train.checkpoint_every > 0)
-         return fmt::format(
-             "parallel.pp = {} with train.checkpoint_every = {}: checkpoints of a pipelined "
-             "model are not supported yet (set train.checkpoint_every = 0)",
-             p.pp, c.train.checkpoint_every);
        if (interleaved && c.train.micro_batches % p.pp != 0)
          return fmt::format(
              "parallel.pp_schedule = \"interleaved_1f1b\" needs train.micro_batches = {} to be "

@@ -76,6 +76,9 @@ class LMTask final : public Task {
     return model_->stage_output_shape(x_.dim(0) / n, cfg_.train.seq_len);
   }
   const Tensor* tied_embedding() const override { return model_->tied_embedding(); }
+  std::vector<std::string> whole_parameter_order() const override {
+    return model_->whole_parameter_order();
+  }
   const Tensor* tied_stage_copy() const override { return model_->tied_copy(); }
 
   std::vector<nn::TensorShard> parameter_shards() const override {

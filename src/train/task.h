@@ -61,6 +61,8 @@ class Task {
   // copy on this rank, whose gradient is summed with the other stage's every step, or nullptr;
   // tied_stage_copy(): the same, only where it is the last stage's copy without the first.
   virtual const Tensor* tied_embedding() const { return nullptr; }
+  // Every parameter name of the whole model in its order (a pipelined rank holds only some).
+  virtual std::vector<std::string> whole_parameter_order() const { return {}; }
   virtual const Tensor* tied_stage_copy() const { return nullptr; }
 
   // ZeRO-3: the parameter units and forward stages of the model (see dist/data_parallel.h);

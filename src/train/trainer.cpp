@@ -209,8 +209,8 @@ void Trainer::build_optimisation_state() {
   fp16_ = scaler_->options().enabled;
   loop_.loss_scaler = scaler_->state();
   if (resumed_) {
-    if (tp_group_)
-      ckpt::load_whole_into(*resumed_, *dp_, task_->parameter_shards());
+    if (tp_group_ || pipeline_)
+      ckpt::load_whole_into(*resumed_, *dp_, whole_layout());
     else
       ckpt::load_into(*resumed_, *dp_);
     loop_ = ckpt::restore_run_state(resumed_->state, *task_,
@@ -329,6 +329,14 @@ std::vector<Tensor> Trainer::run_pipeline(float loss_scale, StepResult& r) {
   return stats.losses;
 }
 
+ckpt::WholeModelLayout Trainer::whole_layout() const {
+  ckpt::WholeModelLayout l;
+  if (tp_group_) l.tp = mesh_->tp().get(), l.shards = task_->parameter_shards();
+  if (pipeline_) l.pp = mesh_->pp().get(), l.order = task_->whole_parameter_order();
+  l.device = device_;
+  return l;
+}
+
 void Trainer::sum_tied_embedding_grads() {
   const Tensor* w = task_->tied_embedding();
   if (!w) return;  // a middle stage: not in the group's collective
@@ -440,11 +448,11 @@ ckpt::SaveResult Trainer::save_checkpoint(bool async) {
   ckpt::TrainerState st = ckpt::capture_trainer_state(loop_, *task_, *dp_);
   st.world_size = world_;
   // A split model is saved as if whole (ckpt/whole_layout.h): any layout can resume it.
-  if (tp_group_)
-    return checkpoints_->start(
-        ckpt::take_whole_snapshot(*dp_, task_->model(), task_->parameter_shards(), *mesh_->tp(),
-                                  lead_, st, config_toml_, cfg_.model.kind),
-        async);
+  if (tp_group_ || pipeline_)
+    return checkpoints_->start(ckpt::take_whole_snapshot(*dp_, task_->model(), whole_layout(),
+                                                         lead_, st, config_toml_, cfg_.model.kind),
+                               async);
+
   return checkpoints_->start(
       ckpt::take_snapshot(*dp_, task_->model(), st, config_toml_, cfg_.model.kind), async);
 }

@@ -17,6 +17,7 @@
 #include "ckpt/checkpoint.h"
 #include "ckpt/run_state.h"
 #include "ckpt/signals.h"
+#include "ckpt/whole_layout.h"
 #include "core/tensor.h"
 #include "dist/communicator.h"
 #include "dist/data_parallel.h"
@@ -133,6 +134,8 @@ class Trainer {
   // After the gradients are complete: the tied embedding's copies on the first and last
   // stages get the sum of their gradients.
   void sum_tied_embedding_grads();
+  // Where this rank's parameters sit in the whole model (for checkpoints of a split model).
+  ckpt::WholeModelLayout whole_layout() const;
   // Applies the update when the loss and gradient norm are finite; otherwise skips it as an
   // fp16 overflow (the scaler backs off) or a bad step (counted against train.max_bad_steps).
   void apply_or_skip_update(const StepResult& r, float loss_scale);
