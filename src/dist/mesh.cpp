@@ -49,16 +49,19 @@ std::string Mesh::describe() const {
 }
 
 void CommunicatorGroup::all_reduce_sum(Tensor t) {
+  payload_bytes_ += t.numel() * int64_t(sizeof(float));
   comm_->all_reduce(t, ReduceOp::sum);
 }
 
 void CommunicatorGroup::all_gather(const Tensor& in, Tensor out,
                                    const std::vector<int64_t>& counts) {
+  payload_bytes_ += out.numel() * int64_t(sizeof(float));
   comm_->all_gather(in, out, counts);
 }
 
 void CommunicatorGroup::reduce_scatter_sum(const Tensor& in, Tensor out,
                                            const std::vector<int64_t>& counts) {
+  payload_bytes_ += in.numel() * int64_t(sizeof(float));
   comm_->reduce_scatter(in, out, counts, ReduceOp::sum);
 }
 

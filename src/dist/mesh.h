@@ -62,9 +62,14 @@ class CommunicatorGroup final : public nn::TensorParallelGroup {
   void all_gather(const Tensor& in, Tensor out, const std::vector<int64_t>& counts) override;
   void reduce_scatter_sum(const Tensor& in, Tensor out,
                           const std::vector<int64_t>& counts) override;
+  // Bytes of the collectives' whole tensors so far (an all-reduce's tensor, an all-gather's
+  // output, a reduce-scatter's input): what the metrics report per step. A ring moves about
+  // 2 (n-1)/n of that per rank for an all-reduce, (n-1)/n for the others.
+  int64_t payload_bytes() const { return payload_bytes_; }
 
  private:
   std::shared_ptr<Communicator> comm_;
+  int64_t payload_bytes_ = 0;
 };
 
 // Every parameter whole, on the host, in `named` order: one sharded over `tp` (shards[i], as

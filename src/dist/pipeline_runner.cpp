@@ -38,7 +38,7 @@ class StepRunner {
         compute(step[0], stats);
         stats.compute_s += seconds_since(t0);
       } else {
-        transfer(step);
+        stats.sent_bytes += transfer(step);
         stats.transfer_s += seconds_since(t0);
       }
     }
@@ -75,7 +75,8 @@ class StepRunner {
     slot.output = slot.output_grad = slot.input = Tensor();
   }
 
-  void transfer(const Step& step) {
+  // Posts one batch and waits for it; returns the bytes it sent.
+  int64_t transfer(const Step& step) {
     std::vector<P2POp> ops;
     for (const Action& a : step) {
       switch (a.op) {
@@ -104,10 +105,14 @@ class StepRunner {
           fail("pipeline: {} inside a transfer batch", a.str());
       }
     }
+    int64_t sent = 0;
+    for (const P2POp& op : ops)
+      if (op.kind == P2POp::Kind::send) sent += op.t.numel() * int64_t(sizeof(float));
     pp_.batch_send_recv(std::move(ops));
     // Sent gradients are no longer needed.
     for (const Action& a : step)
       if (a.op == Op::send_gradient) slots_.erase({a.micro, a.stage});
+    return sent;
   }
 
   const Schedule& s_;

@@ -30,6 +30,7 @@ struct StepStats {
   std::vector<Tensor> losses;  // the last stage's micro-batch losses (detached), else empty
   double transfer_s = 0;       // time in transfers (waiting for neighbours included)
   double compute_s = 0;        // time in forwards and backwards
+  int64_t sent_bytes = 0;      // activations and gradients this rank sent
 };
 
 // Runs rank pp.rank()'s steps of `schedule` (schedule.p == pp.world_size()); activations are

@@ -13,6 +13,8 @@ nlohmann::json step_record(const StepResult& r, const StepRecordParts& parts) {
                         {"ms_per_step", r.ms}, {parts.rate_key, r.items_per_s}};
   if (r.tflops > 0) rec["tflops_per_device"] = r.tflops;
   if (r.pipeline_transfer >= 0) rec["pipeline_transfer_fraction"] = r.pipeline_transfer;
+  if (r.tp_bytes >= 0) rec["tp_bytes"] = r.tp_bytes;
+  if (r.pp_bytes >= 0) rec["pp_bytes"] = r.pp_bytes;
   if (r.tflops > 0 && parts.peak_tflops > 0) rec["mfu"] = r.tflops / parts.peak_tflops;
   rec["rank_compute_ms_p50"] = parts.times->p50_ms;
   rec["rank_compute_ms_p95"] = parts.times->p95_ms;

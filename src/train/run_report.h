@@ -28,6 +28,9 @@ struct StepResult {
   // Pipeline parallelism: the share of this rank's forward-backward time spent in transfers
   // (waiting for its neighbours included: the measured bubble); -1 without.
   double pipeline_transfer = -1;
+  // This rank's communication in the step's forwards and backwards, by mesh axis: the
+  // tensor-parallel collectives' payload and the pipeline's sent bytes (-1: no such axis).
+  int64_t tp_bytes = -1, pp_bytes = -1;
 };
 
 // What a logged step's metrics record holds besides the step itself.

@@ -268,8 +268,10 @@ StepResult Trainer::train_step(int64_t step) {
   const float loss_scale = scaler_->scale();
   // The micro-batch losses are read once backward is queued: on a GPU, reading one waits for
   // the device, and the host should be enqueuing the backward meanwhile.
+  const int64_t tp_bytes_before = tp_group_ ? tp_group_->payload_bytes() : 0;
   std::vector<Tensor> micro_losses =
       pipeline_ ? run_pipeline(loss_scale, r) : run_micro_batches(loss_scale);
+  if (tp_group_) r.tp_bytes = tp_group_->payload_bytes() - tp_bytes_before;
   if (opt_.before_gradient_sync) opt_.before_gradient_sync(step);
   timing_->add(ms_since(t0));
   dp_->finish_backward();
@@ -290,6 +292,7 @@ StepResult Trainer::train_step(int64_t step) {
   // Model FLOPs (forward + backward) this rank's device ran per second.
   r.tflops = task_->flops_per_step() / double(world_) / (r.ms / 1e3) / 1e12;
   summary_.final_loss = r.loss;
+  summary_.tp_bytes_per_step = r.tp_bytes, summary_.pp_bytes_per_step = r.pp_bytes;
   summary_.losses.push_back(r.loss);
   summary_.steps = r.step;
   return r;
@@ -326,6 +329,7 @@ std::vector<Tensor> Trainer::run_pipeline(float loss_scale, StepResult& r) {
   const dist::pipeline::StepStats stats =
       dist::pipeline::run_schedule(*pipeline_, *mesh_->pp(), device_, work);
   r.pipeline_transfer = stats.transfer_s / std::max(stats.transfer_s + stats.compute_s, 1e-12);
+  r.pp_bytes = stats.sent_bytes;
   return stats.losses;
 }
 

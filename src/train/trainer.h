@@ -87,6 +87,8 @@ struct RunSummary {
   int64_t checkpoints_saved = 0;
   int64_t checkpoint_failures = 0;  // saves that failed (earlier checkpoints stay intact)
   std::set<int> slow_ranks;         // ranks named as slow (parallel.slow_rank_factor)
+  // The last step's communication by mesh axis (StepResult::tp_bytes, pp_bytes).
+  int64_t tp_bytes_per_step = -1, pp_bytes_per_step = -1;
 };
 
 // Trains on every rank of the communicator: each draws its rows of every global batch

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # `tessera train train.device=cuda` on 2 ranks of the emulated CUDA device (mpirun, emulated
-# NCCL): data parallel with ZeRO stages 0-3 and tensor parallel, each against the same job on
-# one CPU rank. The
+# NCCL): data parallel with ZeRO stages 0-3, tensor (with sequence) parallel and pipeline
+# parallel, each against the same job on one CPU rank. The
 # GPU path sums in other orders (cuBLASLt's reference GEMM, f64 block reductions, a reduction
 # tree over ranks), so losses are compared to a relative bound (the one tests/cuda uses for
 # the first steps, 1e-4), not bit for bit. Also: a checkpoint of the 2-rank GPU run resumes
@@ -62,6 +62,29 @@ err=$(max_rel_diff "$out" "$work/cpu")
 awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
   fail "tp 2 GPU -> CPU resume: losses differ from the CPU run by $err relative"
 echo "[cmp] 2 emulated GPUs tp 2 -> 1 CPU rank resume: losses | f32 | $err | 1.0e-04 | PASS"
+
+# Pipeline parallelism over the 2 emulated GPUs: activations and their gradients move by
+# emulated NCCL's send/recv between the stages, the tied embedding's copies sum their gradients,
+# and the step-4 checkpoint (saved whole) resumes on one CPU rank.
+out="$work/gpu_pp2"
+start=$(date +%s)
+"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' parallel.pp=2 \
+  train.micro_batches=2 --out "$out" --no-plot >"$out.log" 2>&1 ||
+  fail "2 ranks on the emulated device, pp 2: $(tail -5 "$out.log")"
+"$tessera" train "$work/job.toml" train.micro_batches=2 --out "$work/cpu_micro2" --no-plot \
+  >"$work/cpu_micro2.log" 2>&1 || fail "one CPU rank, 2 micro-batches: $(tail -5 "$work/cpu_micro2.log")"
+err=$(max_rel_diff "$out" "$work/cpu_micro2")
+awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
+  fail "pp 2: losses differ from one CPU rank by $err relative (bound 1e-4)"
+echo "[cmp] 2 emulated GPUs, pipeline parallel vs 1 CPU rank: losses | f32 | $err | 1.0e-04 |" \
+  "PASS ($(($(date +%s) - start)) s)"
+"$tessera" train "$work/job.toml" train.micro_batches=2 --out "$out" --no-plot \
+  --resume "$out/checkpoints/step_00000004" >"$work/resume_pp.log" 2>&1 ||
+  fail "resume of the pipelined GPU checkpoint on the CPU: $(tail -5 "$work/resume_pp.log")"
+err=$(max_rel_diff "$out" "$work/cpu_micro2")
+awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
+  fail "pp 2 GPU -> CPU resume: losses differ from the CPU run by $err relative"
+echo "[cmp] 2 emulated GPUs pp 2 -> 1 CPU rank resume: losses | f32 | $err | 1.0e-04 | PASS"
 
 # The 2-rank GPU run's step-4 checkpoint, resumed on one CPU rank, ends where the CPU run ends.
 "$tessera" train "$work/job.toml" --out "$work/gpu_zero1" --no-plot \

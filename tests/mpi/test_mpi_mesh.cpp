@@ -70,8 +70,9 @@ struct RunResult {
   std::vector<double> losses;
   bool replicas_identical = true;  // data-parallel replicas' parameters equal after every step
   dist::MemoryReport memory;
-  fs::path weights;     // the run's model.safetensors on its lead rank, else empty
-  double val_loss = 0;  // the final evaluation's
+  fs::path weights;                      // the run's model.safetensors on its lead rank, else empty
+  double val_loss = 0;                   // the final evaluation's
+  int64_t tp_bytes = -1, pp_bytes = -1;  // the last step's, by mesh axis
 };
 
 RunResult train_on(std::shared_ptr<Communicator> comm, train::Config cfg, const std::string& name,
@@ -94,6 +95,7 @@ RunResult train_on(std::shared_ptr<Communicator> comm, train::Config cfg, const 
   res.losses = s.losses;
   res.memory = s.memory;
   if (s.last_eval.contains("val_loss")) res.val_loss = s.last_eval["val_loss"].get<double>();
+  res.tp_bytes = s.tp_bytes_per_step, res.pp_bytes = s.pp_bytes_per_step;
   if (comm->rank() == 0) res.weights = out / "model.safetensors";
   return res;
 }
@@ -413,6 +415,49 @@ TEST(PipelineParallel, CheckpointsResumeInAnyLayout) {
           "difference %.2e relative\n",
           name.c_str(), max_relative_difference(losses, ref_tail));
   }
+}
+
+// The bytes each step moves on the tensor-parallel and pipeline axes, as counted by the
+// communicators, against the analytic count for a GPT of L blocks, width C, N = b x T tokens
+// per micro-batch of m, context K (elements; x 4 bytes):
+//   tp:       m (N C (4L + 2) + 2 N tp)   per layer 2 all-reduces forward, 2 backward; the
+//             embedding's and the head's; the loss's statistics all-gathered
+//   tp + sp:  m (N C (8L + 4) + 2 N tp + (6L + 2) C + K C)   the same activations as gathers and
+//             reduce-scatters both ways, plus the replicated norms', biases' and positions'
+//             gradients summed
+//   pp 2:     m N C on each rank (activations forward from the first, gradients back from the
+//             last)
+TEST(Mesh, BytesMovedPerStepMatchTheAnalyticCount) {
+  if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  const int r = world().rank();
+  const fs::path dir = job_scratch_dir("mpi_mesh_bytes");
+  if (r == 0) tessera::testing::write_tiny_corpus(dir);
+  world().barrier();
+  train::Config base = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 3);
+  base.model.n_head = 4;
+  base.model.vocab_size = 259;
+  base.train.micro_batches = 2;
+  base.optim.warmup_steps = 1;
+  std::shared_ptr<Communicator> pair = world().split(r / 2, r);
+  const int64_t L = base.model.n_layer, C = base.model.n_embd, K = base.model.context;
+  const int64_t m = base.train.micro_batches, N = base.train.batch_size / m * base.train.seq_len;
+  const RunResult tp = train_on(pair, layout("tp 2", base, 2, false).cfg, "tp", dir);
+  const RunResult sp =
+      train_on(pair, layout("tp 2, sequence parallel", base, 2, false).cfg, "sp", dir);
+  train::Config deep = base;
+  deep.model.n_layer = 4;
+  const RunResult pp = train_on(pair, pipelined(layout("pp 2", deep, 1, false), 2).cfg, "pp", dir);
+  const int64_t f = sizeof(float);
+  EXPECT_EQ(tp.tp_bytes, f * m * (N * C * (4 * L + 2) + 2 * N * 2));
+  EXPECT_EQ(sp.tp_bytes, f * m * (N * C * (8 * L + 4) + 2 * N * 2 + (6 * L + 2) * C + K * C));
+  EXPECT_EQ(pp.pp_bytes, f * m * N * C);
+  EXPECT_EQ(tp.pp_bytes, -1);
+  if (r == 0)
+    std::printf(
+        "[figure] bytes per step and rank (L %ld, C %ld, N %ld, m %ld): tp 2 %ld, tp 2 + "
+        "sequence parallel %ld, pp 2 %ld, each equal to its analytic count\n",
+        long(L), long(C), long(N), long(m), long(tp.tp_bytes), long(sp.tp_bytes),
+        long(pp.pp_bytes));
 }
 
 TEST(TensorParallel, LayoutsTheModelCannotTakeAreRefusedNamingTheSizes) {
