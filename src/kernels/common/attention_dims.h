@@ -63,9 +63,10 @@ constexpr int64_t attention_qkv_width(const AttentionDims& d) {
 }
 
 // Self-attention over a fused qkv is the window at offset 0 whose q and kv are the same rows:
-// pass the qkv pointer as both q and kv (k heads from column C).
+// pass the qkv pointer as both q and kv (k heads from column C). Invalid dims stay invalid (and
+// divide by nothing): the kernels' checks report them.
 constexpr AttentionWindowDims attention_window_of(const AttentionDims& d) {
-  const int64_t width = attention_qkv_width(d);
+  const int64_t width = attention_dims_valid(d) ? attention_qkv_width(d) : 0;
   return {d.batch, d.seq, d.seq, 0, d.channels, d.heads, d.kv_heads, width, width, d.channels};
 }
 
