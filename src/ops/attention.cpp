@@ -89,8 +89,9 @@ struct KernelChoice {
   bool tensor_cores;
 };
 
+// `shown` (named `shown_name`) is the input the head-size error describes.
 KernelChoice choose_kernels(const char* op, Device dev, const kernels::AttentionWindowDims& d,
-                            const Tensor& shown) {
+                            const char* shown_name, const Tensor& shown) {
   const DType ac = autocast_dtype();
   const int64_t hs = kernels::attention_head_size(d);
   bool tensor_cores = false;
@@ -98,8 +99,7 @@ KernelChoice choose_kernels(const char* op, Device dev, const kernels::Attention
     tensor_cores = ac != DType::f32 && kernels::cuda_attention_tc_supports(hs);
     TS_CHECK(tensor_cores || hs <= kernels::kCudaAttentionMaxHeadSize,
              "{}: head size {} ({} {}, n_head = {}) on {}: the CUDA kernel takes at most {}", op,
-             hs, d.q_row == d.kv_row ? "qkv" : "q", shown.desc(), d.heads, dev.str(),
-             kernels::kCudaAttentionMaxHeadSize);
+             hs, shown_name, shown.desc(), d.heads, dev.str(), kernels::kCudaAttentionMaxHeadSize);
   }
   return {dev, ac, tensor_cores};
 }
@@ -166,7 +166,7 @@ void run_backward(const char* op, const KernelChoice& k, const kernels::Attentio
 Tensor attention_op(const char* op, const kernels::AttentionWindowDims& d, const Tensor& q,
                     const Tensor& kv, bool fused) {
   const Device dev = fused ? q.device() : common_device(op, {{"q", q}, {"kv", kv}});
-  const KernelChoice k = choose_kernels(op, dev, d, q);
+  const KernelChoice k = choose_kernels(op, dev, d, fused ? "qkv" : "q", q);
   const Tensor kq = kernel_input(k, q);
   const Tensor kkv = fused ? kq : kernel_input(k, kv);
   const bool empty = d.batch * d.q_seq == 0;

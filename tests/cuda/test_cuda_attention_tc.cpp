@@ -300,6 +300,14 @@ TEST_F(CudaAttentionTc, WindowOpMatchesCpu) {
   compare_window_op(rng, DType::f16, {1, 64, 150, 64, 2, 1, 128}, tol<f16>());
   // Head size 32 under bf16: the f32 CUDA-core kernels on rounded values, like the CPU.
   compare_window_op(rng, DType::bf16, {1, 33, 90, 50, 2, 2, 32}, tol<float>());
+  // Head size 256: no CUDA kernel takes it; the error names the op and the input.
+  const Device gpu = Device::cuda(0);
+  expect_error(
+      [&] {
+        ops::attention_window(Tensor::zeros(Shape{1, 2, 256}, DType::f32, gpu),
+                              Tensor::zeros(Shape{1, 2, 512}, DType::f32, gpu), 1, 1, 0);
+      },
+      {"attention_window", "head size 256", "(q f32[1, 2, 256]", "at most 128"});
 }
 
 // At offset 0 over its own rows the window is the fused op on the GPU as well: the same
