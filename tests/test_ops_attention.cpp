@@ -1,5 +1,6 @@
-// Fused causal attention (multi-head and grouped-query): gradients, a naive reference, causality,
-// and error messages.
+// Fused causal attention (multi-head and grouped-query) and its window form (context
+// parallelism): gradients, a naive reference, causality, equalities between the two, and error
+// messages.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -335,4 +336,219 @@ TEST(OpsAttention, GroupedQueryBackwardIsReproducible) {
   omp_set_num_threads(before);
   EXPECT_EQ(one, two);
   EXPECT_EQ(two, again);
+}
+
+// ---- attention_window: a window of queries at an offset over separate keys and values ----
+
+namespace {
+
+// Rows [r0, r1) and columns [c0, c1) of a [B, T, W] tensor, as a new f32 tensor.
+Tensor block(const Tensor& x, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  const int64_t B = x.dim(0), T = x.dim(1), W = x.dim(2);
+  const std::vector<float> v = x.to_vector();
+  std::vector<float> out;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = r0; t < r1; ++t)
+      for (int64_t c = c0; c < c1; ++c) out.push_back(v[size_t((b * T + t) * W + c)]);
+  return Tensor::from_vector(out, Shape{B, r1 - r0, c1 - c0});
+}
+
+// One window: q [B, Tq, H hs] at q_offset over kv [B, Tk, 2 Hkv hs].
+struct WindowCase {
+  int64_t B, Tq, Tk, offset, H, Hkv, hs;
+};
+
+std::string window_name(const WindowCase& c) {
+  return "B=" + std::to_string(c.B) + " Tq=" + std::to_string(c.Tq) +
+         " Tk=" + std::to_string(c.Tk) + " offset=" + std::to_string(c.offset) +
+         " H=" + std::to_string(c.H) + " Hkv=" + std::to_string(c.Hkv) +
+         " hs=" + std::to_string(c.hs);
+}
+
+// Output and input gradients of sum(op(leaves) * r): the op's value and its backward.
+struct Grads {
+  Tensor y;
+  std::vector<Tensor> grads;
+};
+
+Grads run_with_grads(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                     const std::vector<Tensor>& inputs, const Tensor& r) {
+  std::vector<Tensor> leaves;
+  for (const Tensor& x : inputs) leaves.push_back(x.clone().set_requires_grad());
+  Grads run{f(leaves), {}};
+  ops::sum(ops::mul(run.y, r)).backward();
+  for (const Tensor& l : leaves) run.grads.push_back(l.grad());
+  return run;
+}
+
+}  // namespace
+
+TEST(OpsAttentionWindow, GradientsMatchFiniteDifferences) {
+  // Offsets inside and past a query block, keys past the last query (zero gradient), GQA and
+  // MQA, one query, a whole sequence (offset 0).
+  for (WindowCase c : {WindowCase{1, 3, 5, 2, 2, 2, 4}, WindowCase{2, 5, 9, 3, 4, 2, 4},
+                       WindowCase{1, 37, 60, 13, 2, 1, 6}, WindowCase{2, 1, 4, 3, 2, 2, 4},
+                       WindowCase{1, 6, 6, 0, 4, 2, 5}, WindowCase{1, 4, 45, 40, 3, 3, 4}}) {
+    SCOPED_TRACE(window_name(c));
+    const int H = int(c.H), Hkv = int(c.Hkv);
+    const int64_t off = c.offset;
+    GradCheckOptions opt;
+    opt.max_checks = 40;
+    check_gradients([=](auto& in) { return ops::attention_window(in[0], in[1], H, Hkv, off); },
+                    {Tensor::randn(Shape{c.B, c.Tq, c.H * c.hs}, gen, 0.f, 0.7f),
+                     Tensor::randn(Shape{c.B, c.Tk, 2 * c.Hkv * c.hs}, gen, 0.f, 0.7f)},
+                    opt);
+  }
+}
+
+// Offset 0 over the query rows' own keys is self-attention: the same kernels, the same bits.
+TEST(OpsAttentionWindow, AtOffsetZeroIsAttentionBitForBit) {
+  for (GqaCase c : {GqaCase{2, 45, 4, 4, 12}, GqaCase{3, 70, 8, 2, 32}, GqaCase{1, 37, 4, 1, 64},
+                    GqaCase{2, 1, 2, 2, 4}}) {
+    SCOPED_TRACE(gqa_name(c));
+    const int64_t C = c.H * c.hs, Ckv = c.Hkv * c.hs;
+    const Tensor qkv = Tensor::randn(gqa_shape(c), gen);
+    const Tensor r = Tensor::randn(Shape{c.B, c.T, C}, gen);
+    const int H = int(c.H), Hkv = int(c.Hkv);
+    const Grads full =
+        run_with_grads([=](auto& in) { return ops::attention(in[0], H, Hkv); }, {qkv}, r);
+    const Grads win =
+        run_with_grads([=](auto& in) { return ops::attention_window(in[0], in[1], H, Hkv, 0); },
+                       {block(qkv, 0, c.T, 0, C), block(qkv, 0, c.T, C, C + 2 * Ckv)}, r);
+    EXPECT_EQ(win.y.to_vector(), full.y.to_vector());
+    EXPECT_EQ(win.grads[0].to_vector(), block(full.grads[0], 0, c.T, 0, C).to_vector());
+    EXPECT_EQ(win.grads[1].to_vector(), block(full.grads[0], 0, c.T, C, C + 2 * Ckv).to_vector());
+  }
+}
+
+// A window is rows [offset, offset + Tq) of attention over the whole sequence: the output, the
+// gradient of the window's queries, and the keys' gradients when only the window's outputs
+// reach the loss. The kv passed is the sequence's first Tk rows (Tk = offset + Tq, or all T:
+// keys past the window are ignored and get a zero gradient).
+TEST(OpsAttentionWindow, IsAWindowOfFullAttention) {
+  struct Case {
+    GqaCase seq;
+    int64_t offset, Tq, Tk;
+  };
+  for (Case c : {Case{{2, 90, 4, 2, 8}, 33, 40, 73}, Case{{2, 90, 4, 2, 8}, 33, 40, 90},
+                 Case{{1, 70, 6, 3, 12}, 69, 1, 70}, Case{{1, 100, 2, 1, 64}, 64, 32, 100},
+                 Case{{2, 50, 4, 4, 16}, 0, 17, 50}}) {
+    const GqaCase& s = c.seq;
+    SCOPED_TRACE(gqa_name(s) + " offset=" + std::to_string(c.offset) +
+                 " Tq=" + std::to_string(c.Tq) + " Tk=" + std::to_string(c.Tk));
+    const int64_t C = s.H * s.hs, Ckv = s.Hkv * s.hs, end = c.offset + c.Tq;
+    const Tensor qkv = Tensor::randn(gqa_shape(s), gen, 0.f, 1.5f);
+    // The loss weights: random on the window's rows, zero elsewhere.
+    std::vector<float> rv = Tensor::randn(Shape{s.B, s.T, C}, gen).to_vector();
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t t = 0; t < s.T; ++t)
+        if (t < c.offset || t >= end)
+          for (int64_t x = 0; x < C; ++x) rv[size_t((b * s.T + t) * C + x)] = 0.f;
+    const Tensor r = Tensor::from_vector(rv, Shape{s.B, s.T, C});
+    const int H = int(s.H), Hkv = int(s.Hkv);
+    const int64_t off = c.offset;
+    const Grads full =
+        run_with_grads([=](auto& in) { return ops::attention(in[0], H, Hkv); }, {qkv}, r);
+    const Grads win =
+        run_with_grads([=](auto& in) { return ops::attention_window(in[0], in[1], H, Hkv, off); },
+                       {block(qkv, c.offset, end, 0, C), block(qkv, 0, c.Tk, C, C + 2 * Ckv)},
+                       block(r, c.offset, end, 0, C));
+    ASSERT_EQ(win.y.shape(), (Shape{s.B, c.Tq, C}));
+    EXPECT_LT(relative_error(win.y, block(full.y, c.offset, end, 0, C)), 1e-6);
+    EXPECT_LT(relative_error(win.grads[0], block(full.grads[0], c.offset, end, 0, C)), 1e-6);
+    EXPECT_LT(relative_error(win.grads[1], block(full.grads[0], 0, c.Tk, C, C + 2 * Ckv)), 1e-6);
+    // Keys past the last query's position: seen by nobody, exactly zero.
+    const std::vector<float> unseen = block(win.grads[1], end, c.Tk, 0, 2 * Ckv).to_vector();
+    for (float g : unseen) ASSERT_EQ(g, 0.f);
+    // ... and the keys the window sees do get a gradient (the check above is not vacuous).
+    EXPECT_GT(relative_error(block(win.grads[1], 0, end, 0, 2 * Ckv),
+                             Tensor::zeros(Shape{s.B, end, 2 * Ckv}, DType::f32, Device::cpu())),
+              0.5);
+  }
+}
+
+// The window's value matches a double-precision reference of the definition: rows of the
+// reference attention over the whole sequence (kept apart from the kernels' own paths).
+TEST(OpsAttentionWindow, ForwardMatchesNaiveReference) {
+  const GqaCase s{2, 61, 4, 2, 8};
+  const int64_t C = s.H * s.hs, Ckv = s.Hkv * s.hs, offset = 21, Tq = 35;
+  const Tensor qkv = Tensor::randn(gqa_shape(s), gen, 0.f, 2.f);
+  const std::vector<double> ref = reference_attention(qkv.to_vector(), s.B, s.T, C, s.H, s.Hkv);
+  std::vector<double> want;
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t t = offset; t < offset + Tq; ++t)
+      for (int64_t x = 0; x < C; ++x) want.push_back(ref[size_t((b * s.T + t) * C + x)]);
+  const Tensor y = ops::attention_window(block(qkv, offset, offset + Tq, 0, C),
+                                         block(qkv, 0, s.T, C, C + 2 * Ckv), 4, 2, offset);
+  EXPECT_LT(max_rel_diff(y.to_vector(), want), 5e-6);
+}
+
+// Under bf16 autocast q, k, v and the incoming gradient are rounded as ops::attention rounds
+// them: on the CPU exactly the f32 window of the rounded inputs, and within bf16's error of the
+// f32 window (low_precision_error: the op run on bf16-cast inputs, widened to f32 under bf16
+// autocast, against the f32 run).
+TEST(OpsAttentionWindow, Bf16AutocastRoundsLikeAttention) {
+  const WindowCase c{2, 20, 50, 30, 4, 2, 16};
+  const Tensor q = Tensor::randn(Shape{c.B, c.Tq, c.H * c.hs}, gen);
+  const Tensor kv = Tensor::randn(Shape{c.B, c.Tk, 2 * c.Hkv * c.hs}, gen);
+  const Tensor r = Tensor::randn(Shape{c.B, c.Tq, c.H * c.hs}, gen);
+  auto window = [&](DType ac) {
+    return [ac](auto& in) {
+      AutocastGuard guard(ac);
+      return ops::attention_window(in[0], in[1], 4, 2, 30);
+    };
+  };
+  auto bf16_rounded = [](const Tensor& t) { return t.to(DType::bf16).to(DType::f32); };
+  const Grads r16 = run_with_grads(window(DType::bf16), {q, kv}, r);
+  const Grads ref =
+      run_with_grads(window(DType::f32), {bf16_rounded(q), bf16_rounded(kv)}, bf16_rounded(r));
+  EXPECT_EQ(r16.y.to_vector(), ref.y.to_vector());
+  EXPECT_EQ(r16.grads[0].to_vector(), ref.grads[0].to_vector());
+  EXPECT_EQ(r16.grads[1].to_vector(), ref.grads[1].to_vector());
+
+  const double err = low_precision_error(
+      [](auto& in) {
+        const bool low = in[0].dtype() != DType::f32;
+        AutocastGuard guard(low ? in[0].dtype() : DType::f32);
+        return ops::attention_window(ops::cast(in[0], DType::f32), ops::cast(in[1], DType::f32), 4,
+                                     2, 30);
+      },
+      {q, kv}, DType::bf16);
+  EXPECT_GT(err, 1e-4) << "inputs not rounded";
+  EXPECT_LT(err, 1e-2);
+}
+
+TEST(OpsAttentionWindow, NoQueriesGiveAnEmptyOutputAndZeroGradients) {
+  Tensor q = Tensor::randn(Shape{2, 0, 8}, gen).set_requires_grad();
+  Tensor kv = Tensor::randn(Shape{2, 3, 16}, gen).set_requires_grad();
+  Tensor y = ops::attention_window(q, kv, 2, 2, 3);
+  ASSERT_EQ(y.shape(), (Shape{2, 0, 8}));
+  ops::sum(y).backward();
+  ASSERT_TRUE(kv.grad().defined());
+  for (float g : kv.grad().to_vector()) EXPECT_EQ(g, 0.f);
+}
+
+TEST(OpsAttentionWindow, BadCallsNameOpShapesAndExpectation) {
+  auto q = [](int64_t B, int64_t T, int64_t W) { return Tensor::randn(Shape{B, T, W}, gen); };
+  expect_error([&] { ops::attention_window(q(2, 4, 8), q(2, 5, 16), 2, 2, 2); },
+               {"attention_window", "f32[2, 4, 8]", "q_offset = 2", "f32[2, 5, 16]", "Tk = 5",
+                "q_offset + Tq = 6"});
+  expect_error([&] { ops::attention_window(q(1, 4, 8), q(1, 4, 16), 2, 2, -1); },
+               {"attention_window", "q_offset = -1", "q_offset >= 0"});
+  expect_error([&] { ops::attention_window(q(1, 4, 8), q(1, 4, 12), 2, 2, 0); },
+               {"attention_window", "f32[1, 4, 8]", "f32[1, 4, 12]", "n_kv_head = 2",
+                "expected kv [1, Tk, 16]", "head size 4"});
+  expect_error([&] { ops::attention_window(q(2, 4, 8), q(3, 4, 16), 2, 2, 0); },
+               {"attention_window", "f32[3, 4, 16]", "expected kv [2, Tk, 16]"});
+  expect_error([&] { ops::attention_window(q(1, 4, 9), q(1, 4, 8), 2, 2, 0); },
+               {"attention_window", "f32[1, 4, 9]", "n_head = 2", "n_head * head_size"});
+  expect_error([&] { ops::attention_window(q(1, 4, 8), q(1, 4, 8), 4, 3, 0); },
+               {"attention_window", "n_head = 4", "n_kv_head = 3", "dividing n_head"});
+  expect_error(
+      [&] {
+        ops::attention_window(Tensor::randn(Shape{4, 8}, gen), q(1, 4, 8), 2, 2, 0);
+      },
+      {"attention_window", "f32[4, 8]", "expected 3 dims"});
+  expect_error([&] { ops::attention_window(q(1, 4, 8), q(1, 4, 16).to(DType::bf16), 2, 2, 0); },
+               {"attention_window", "bf16[1, 4, 16]", "expected dtype f32"});
 }

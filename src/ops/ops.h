@@ -87,6 +87,16 @@ Tensor attention(const Tensor& qkv, int n_head);
 // n_kv_head = 1: multi-query). Returns the context [B, T, n_head * hs]. The gradient of a kv
 // head sums over its query heads in a fixed order (reproducible run to run).
 Tensor attention(const Tensor& qkv, int n_head, int n_kv_head);
+// Causal attention of a window of queries over a longer run of keys (context parallelism: a
+// rank's query chunk against the all-gathered keys and values). q [B, Tq, n_head * hs], kv
+// [B, Tk, 2 n_kv_head * hs] laid out (k heads | v heads), both f32 on one device. Query i is at
+// position q_offset + i and attends to keys 0 .. q_offset + i (grouped-query as above); requires
+// Tk >= q_offset + Tq (later keys are ignored: their gradient is zero). Returns the context
+// [B, Tq, n_head * hs]: rows [q_offset, q_offset + Tq) of attention over the whole sequence.
+// With q_offset = 0, Tk = Tq and q, kv cut from a qkv it is attention(qkv, n_head, n_kv_head)
+// bit for bit (the same kernels), gradients too. Autocast rounds q, k, v as attention does.
+Tensor attention_window(const Tensor& q, const Tensor& kv, int n_head, int n_kv_head,
+                        int64_t q_offset);
 // Rotary position embeddings (Llama): qkv as attention(qkv, n_head, n_kv_head) takes it, with
 // its q and k heads rotated, its v heads unchanged. Hugging Face Llama's rotate_half pairing
 // (element i of a head with i + hs/2), so HF weights load without permuting q and k. Token t

@@ -237,6 +237,122 @@ TEST_F(CudaAttentionTc, OpUnderAutocastMatchesCpu) {
   compare_op(rng, DType::f32, Shape{2, 77, (8 + 2 * 2) * 64}, 8, tol<float>(), 2);
 }
 
+// ---- attention_window: queries at an offset over separate keys and values ----
+
+// Columns [c0, c1) of a [B, T, W] host tensor.
+Tensor columns(const Tensor& x, int64_t c0, int64_t c1) {
+  const int64_t rows = x.dim(0) * x.dim(1), W = x.dim(2);
+  const std::vector<float> v = x.to_vector();
+  std::vector<float> out;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = c0; c < c1; ++c) out.push_back(v[size_t(r * W + c)]);
+  return Tensor::from_vector(out, Shape{x.dim(0), x.dim(1), c1 - c0});
+}
+
+struct WindowCase {
+  int64_t B, Tq, Tk, offset, H, Hkv, hs;
+};
+
+// The op on the GPU against the CPU under autocast `ac` (f32: the CUDA-core kernels; bf16 / f16
+// at head size 64 / 128: the tensor-core ones): output, dq and dkv; the keys past the last
+// query's position get exactly zero on the GPU too (its buffers start as NaN on the emulator).
+void compare_window_op(cudatest::Rng& rng, DType ac, const WindowCase& c, double bound) {
+  const char* dt = dtype_name(ac);
+  const std::string name = "attention_window hs" + std::to_string(c.hs) + " Tq" +
+                           std::to_string(c.Tq) + " Tk" + std::to_string(c.Tk) + " offset" +
+                           std::to_string(c.offset) + " kv" + std::to_string(c.Hkv);
+  AutocastGuard guard(ac);
+  const Shape qs{c.B, c.Tq, c.H * c.hs}, kvs{c.B, c.Tk, 2 * c.Hkv * c.hs};
+  const Tensor q = Tensor::from_vector(rng.normal(size_t(qs.numel())), qs);
+  const Tensor kv = Tensor::from_vector(rng.normal(size_t(kvs.numel())), kvs);
+  Tensor qc = q.clone().set_requires_grad(), kvc = kv.clone().set_requires_grad();
+  Tensor qg = q.to(Device::cuda(0)).set_requires_grad();
+  Tensor kvg = kv.to(Device::cuda(0)).set_requires_grad();
+  const int H = int(c.H), Hkv = int(c.Hkv);
+  Tensor yc = ops::attention_window(qc, kvc, H, Hkv, c.offset);
+  Tensor yg = ops::attention_window(qg, kvg, H, Hkv, c.offset);
+  ASSERT_TRUE(yg.is_cuda());
+  expect_close(name + " fwd", dt, yg.to_vector(), yc.to_vector(), bound);
+  const Tensor r = Tensor::from_vector(rng.normal(size_t(yc.numel())), yc.shape());
+  ops::sum(ops::mul(yc, r)).backward();
+  ops::sum(ops::mul(yg, r.to(Device::cuda(0)))).backward();
+  ASSERT_TRUE(qg.grad().defined() && kvg.grad().defined());
+  expect_close(name + " dq", dt, qg.grad().to_vector(), qc.grad().to_vector(), bound);
+  expect_close(name + " dkv", dt, kvg.grad().to_vector(), kvc.grad().to_vector(), bound);
+  const std::vector<float> dkv = kvg.grad().to_vector();
+  const int64_t width = kvs[2], seen = c.offset + c.Tq;
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t t = seen; t < c.Tk; ++t)
+      for (int64_t x = 0; x < width; ++x)
+        ASSERT_EQ(dkv[size_t((b * c.Tk + t) * width + x)], 0.f)
+            << name << ": key " << t << " is past the last query";
+}
+
+TEST_F(CudaAttentionTc, WindowOpMatchesCpu) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  // f32 (CUDA-core kernels, head size 32): an offset inside a 32-key tile, unseen keys, GQA.
+  compare_window_op(rng, DType::f32, {2, 45, 100, 37, 4, 2, 32}, tol<float>());
+  compare_window_op(rng, DType::f32, {1, 20, 20, 0, 2, 2, 16}, tol<float>());
+  // Tensor cores: an offset that is not a multiple of the 64-row tiles (the dk/dv kernel's query
+  // tiles start unaligned), a 64-aligned one, unseen keys, GQA and MQA.
+  compare_window_op(rng, DType::bf16, {2, 70, 200, 100, 4, 2, 64}, tol<bf16>());
+  compare_window_op(rng, DType::f16, {1, 64, 150, 64, 2, 1, 128}, tol<f16>());
+  // Head size 32 under bf16: the f32 CUDA-core kernels on rounded values, like the CPU.
+  compare_window_op(rng, DType::bf16, {1, 33, 90, 50, 2, 2, 32}, tol<float>());
+  // Head size 256: no CUDA kernel takes it; the error names the op and the input.
+  const Device gpu = Device::cuda(0);
+  expect_error(
+      [&] {
+        ops::attention_window(Tensor::zeros(Shape{1, 2, 256}, DType::f32, gpu),
+                              Tensor::zeros(Shape{1, 2, 512}, DType::f32, gpu), 1, 1, 0);
+      },
+      {"attention_window", "head size 256", "(q f32[1, 2, 256]", "at most 128"});
+}
+
+// At offset 0 over its own rows the window is the fused op on the GPU as well: the same
+// kernels, the same bits (f32 on the CUDA cores, bf16 on the tensor cores).
+TEST_F(CudaAttentionTc, WindowAtOffsetZeroIsAttentionBitForBit) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  for (DType ac : {DType::f32, DType::bf16}) {
+    AutocastGuard guard(ac);
+    const int64_t B = 2, T = 70, H = 4, Hkv = 2, hs = 64, C = H * hs, Ckv = Hkv * hs;
+    const Shape shape{B, T, C + 2 * Ckv};
+    const Tensor x = Tensor::from_vector(rng.normal(size_t(shape.numel())), shape);
+    const Tensor r =
+        Tensor::from_vector(rng.normal(size_t(B * T * C)), Shape{B, T, C}).to(Device::cuda(0));
+    Tensor qkv = x.to(Device::cuda(0)).set_requires_grad();
+    Tensor q = columns(x, 0, C).to(Device::cuda(0)).set_requires_grad();
+    Tensor kv = columns(x, C, C + 2 * Ckv).to(Device::cuda(0)).set_requires_grad();
+    const Tensor y_full = ops::attention(qkv, int(H), int(Hkv));
+    const Tensor y_win = ops::attention_window(q, kv, int(H), int(Hkv), 0);
+    ops::sum(ops::mul(y_full, r)).backward();
+    ops::sum(ops::mul(y_win, r)).backward();
+    const char* dt = dtype_name(ac);
+    expect_exact("attention_window offset 0 fwd", dt, canonical_bits(y_win.to_vector()),
+                 canonical_bits(y_full.to_vector()));
+    const Tensor dqkv = qkv.grad().to(Device::cpu());
+    expect_exact("attention_window offset 0 dq", dt, canonical_bits(q.grad().to_vector()),
+                 canonical_bits(columns(dqkv, 0, C).to_vector()));
+    expect_exact("attention_window offset 0 dkv", dt, canonical_bits(kv.grad().to_vector()),
+                 canonical_bits(columns(dqkv, C, C + 2 * Ckv).to_vector()));
+  }
+}
+
+// The window's checks on the tensor-core path's own launch geometry: query and key tiles differ.
+TEST(AttentionTcHost, WindowLaunchGeometry) {
+  kernels::AttentionWindowDims w{2, 70, 200, 100, 256, 4, 2, 256, 256, 0};
+  const cuda::AttentionTcLaunch L = cuda::attention_tc_window_launch(w);
+  EXPECT_EQ(L.tiles, 2u);
+  EXPECT_EQ(L.kv_tiles, 4u);
+  EXPECT_EQ(L.pairs, 8u);
+  EXPECT_EQ(L.kv_pairs, 4u);
+  w.kv_seq = 169;
+  expect_error([&] { cuda::attention_tc_window_launch(w); },
+               {"seq 70", "offset 100", "169 keys", "keys >= offset + seq"});
+}
+
 // ---- host side: no device needed ----
 
 TEST(AttentionTcHost, LaunchGeometry) {

@@ -2,6 +2,8 @@
 // backend on fresh random inputs. Without a device every test is skipped.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "cuda_test_util.h"
 #include "kernels/common/activation.h"
 #include "kernels/common/attention_dims.h"
@@ -254,6 +256,59 @@ TEST_F(CudaNnKernels, GroupedQueryAttentionMatchesCpu) {
   check_attention(rng, {2, 77, 4 * 48, 4, 2});  // GQA, hs 48
   check_attention(rng, {2, 45, 4 * 64, 4, 1});  // multi-query
   check_attention(rng, {1, 40, 6 * 32, 6, 3});  // 3 kv heads
+}
+
+// A window of queries at an offset over separate keys and values (the op attention_window):
+// the CUDA-core kernels against the CPU's, f32 and bf16 storage, out, lse, dq and dkv. dkv
+// starts as NaN on the device, so keys no query sees must be written (as zeros).
+template <class T>
+void check_attention_window(Rng& rng, const kernels::AttentionWindowDims& d) {
+  const int64_t Ckv = kernels::attention_kv_channels(d);
+  const auto nq = size_t(d.batch * d.q_seq * d.channels);
+  const auto nkv = size_t(d.batch * d.kv_seq * 2 * Ckv), nlse = size_t(d.batch * d.heads * d.q_seq);
+  const std::string name = "attention_window Tq" + std::to_string(d.q_seq) + " Tk" +
+                           std::to_string(d.kv_seq) + " offset" + std::to_string(d.q_offset);
+  const std::vector<T> q16 = to_storage<T>(rng.normal(nq)), kv16 = to_storage<T>(rng.normal(nkv));
+  const std::vector<float> q = to_float(q16), kv = to_float(kv16), dout = rng.normal(nq);
+  std::vector<float> out(nq), lse(nlse), dq(nq), dkv(nkv);
+  cpu::attention_window_forward(d, q.data(), kv.data(), out.data(), lse.data());
+  DevBuf<T> gq(q16), gkv(kv16), gout(nq), gdq(nq);
+  DevBuf<float> glse(nlse), gdout(dout);
+  DevBuf<T> gdkv(to_storage<T>(std::vector<float>(nkv, NAN)));
+  cuda::attention_window_forward(d, gq.get(), gkv.get(), gout.get(), glse.get());
+  expect_close(name + " fwd", gout.download(), to_storage<T>(out));
+  expect_close(name + " fwd lse", type_name<T>(), glse.download(), lse, tol<float>());
+  // The backward on both sides from the output as stored (rounded to T) and the same lse.
+  const std::vector<float> out_stored = to_float(to_storage<T>(out));
+  gout.upload(to_storage<T>(out));
+  glse.upload(lse);
+  cpu::attention_window_backward(d, q.data(), kv.data(), out_stored.data(), lse.data(), dout.data(),
+                                 dq.data(), dkv.data());
+  cuda::attention_window_backward(d, gq.get(), gkv.get(), gout.get(), glse.get(), gdout.get(),
+                                  gdq.get(), gdkv.get());
+  expect_close(name + " dq", gdq.download(), to_storage<T>(dq));
+  expect_close(name + " dkv", gdkv.download(), to_storage<T>(dkv));
+  const std::vector<float> got = to_float(gdkv.download());
+  const int64_t seen = d.q_offset + d.q_seq;
+  for (int64_t b = 0; b < d.batch; ++b)
+    for (int64_t t = seen; t < d.kv_seq; ++t)
+      for (int64_t c = 0; c < 2 * Ckv; ++c)
+        ASSERT_EQ(got[size_t((b * d.kv_seq + t) * 2 * Ckv + c)], 0.f) << name << " key " << t;
+}
+
+kernels::AttentionWindowDims window(int64_t B, int64_t Tq, int64_t Tk, int64_t offset, int64_t H,
+                                    int64_t Hkv, int64_t hs) {
+  return {B, Tq, Tk, offset, H * hs, H, Hkv, H * hs, 2 * Hkv * hs, 0};
+}
+
+TEST_F(CudaNnKernels, AttentionWindowMatchesCpu) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  // Offsets inside a 32-key tile and past it, keys past the last query, GQA, MQA, hs 48 / 128.
+  check_attention_window<float>(rng, window(2, 45, 100, 37, 4, 2, 48));
+  check_attention_window<float>(rng, window(1, 8, 200, 130, 2, 1, 128));
+  check_attention_window<float>(rng, window(2, 33, 33, 0, 2, 2, 32));
+  check_attention_window<bf16>(rng, window(2, 40, 90, 20, 4, 2, 64));
 }
 
 }  // namespace

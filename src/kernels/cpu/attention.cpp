@@ -249,25 +249,33 @@ class Scratch {
   std::unique_ptr<float, Free> p_;
 };
 
-// Geometry of one (batch, head) pair inside qkv / out and the padded packing sizes.
+// Geometry of one (batch, head) pair inside q, kv and out, and the padded packing sizes.
 struct Head {
-  int64_t T, C, hs, hsp, Tp;  // hsp, Tp: hs and T rounded up to whole vectors
-  int64_t row;                // row stride of qkv (C + 2 Ckv)
-  int64_t k_col, v_col;       // where the k and v heads start in a qkv row (C, C + Ckv)
-  int64_t group;              // query heads per kv head
+  int64_t Tq, Tk, offset;  // query rows, key rows, the position of query row 0
+  int64_t seen;            // keys some query sees: offset + Tq (the rest get zero dk, dv)
+  int64_t C, hs, hsp;      // hsp: hs rounded up to whole vectors
+  int64_t Tqp, Tkp;        // Tq and seen rounded up to whole vectors
+  int64_t q_row, kv_row;   // row strides of q and kv
+  int64_t k_col, v_col;    // where the k and v heads start in a kv row
+  int64_t group;           // query heads per kv head
   float scale;
 };
 
-Head head_geometry(const kernels::AttentionDims& d) {
+Head head_geometry(const kernels::AttentionWindowDims& d) {
   TS_CHECK(kernels::attention_dims_valid(d),
            "cpu attention: channels {}, heads {}, kv_heads {}: expected heads > 0 dividing "
            "channels and kv_heads > 0 dividing heads",
            d.channels, d.heads, d.kv_heads);
+  TS_CHECK(kernels::attention_window_valid(d),
+           "cpu attention: batch {}, {} queries at offset {}, {} keys: expected sizes >= 0 and "
+           "keys >= offset + queries",
+           d.batch, d.q_seq, d.q_offset, d.kv_seq);
   Head h;
-  h.T = d.seq, h.C = d.channels, h.hs = kernels::attention_head_size(d);
-  h.hsp = round_up(h.hs, kLanes), h.Tp = round_up(h.T, kLanes);
-  h.row = kernels::attention_qkv_width(d);
-  h.k_col = d.channels, h.v_col = d.channels + kernels::attention_kv_channels(d);
+  h.Tq = d.q_seq, h.Tk = d.kv_seq, h.offset = d.q_offset, h.seen = d.q_offset + d.q_seq;
+  h.C = d.channels, h.hs = kernels::attention_head_size(d), h.hsp = round_up(h.hs, kLanes);
+  h.Tqp = round_up(h.Tq, kLanes), h.Tkp = round_up(h.seen, kLanes);
+  h.q_row = d.q_row, h.kv_row = d.kv_row;
+  h.k_col = d.kv_col, h.v_col = d.kv_col + kernels::attention_kv_channels(d);
   h.group = kernels::attention_group(d);
   h.scale = 1.f / std::sqrt(float(h.hs));
   return h;
@@ -277,17 +285,27 @@ Head head_geometry(const kernels::AttentionDims& d) {
 struct HeadInputs {
   const float *q, *k, *v;
 };
-HeadInputs head_inputs(const Head& g, const float* qkv, int64_t b, int64_t h) {
-  const float* row0 = qkv + b * g.T * g.row;
-  const int64_t kv = h / g.group;
-  return {row0 + h * g.hs, row0 + g.k_col + kv * g.hs, row0 + g.v_col + kv * g.hs};
+HeadInputs head_inputs(const Head& g, const float* q, const float* kv, int64_t b, int64_t h) {
+  const float* kv_row0 = kv + b * g.Tk * g.kv_row + h / g.group * g.hs;
+  return {q + b * g.Tq * g.q_row + h * g.hs, kv_row0 + g.k_col, kv_row0 + g.v_col};
 }
 
-// dst [Tp, hsp] = src rows (stride ld, hs wide) * s; pad rows and columns zero.
-void pack_rows(const Head& g, const float* src, int64_t ld, float s, float* dst) {
-  for (int64_t t = 0; t < g.Tp; ++t) {
+// A packed [rows_p, hsp] buffer holding `rows` rows; pads zero.
+struct Packed {
+  int64_t rows, rows_p;
+};
+Packed q_rows(const Head& g) {
+  return {g.Tq, g.Tqp};
+}
+Packed key_rows(const Head& g) {
+  return {g.seen, g.Tkp};
+}
+
+// dst [rows_p, hsp] = src rows (stride ld, hs wide) * s; pad rows and columns zero.
+void pack_rows(const Head& g, Packed n, const float* src, int64_t ld, float s, float* dst) {
+  for (int64_t t = 0; t < n.rows_p; ++t) {
     float* o = dst + t * g.hsp;
-    if (t < g.T) {
+    if (t < n.rows) {
       const float* i = src + t * ld;
       for (int64_t c = 0; c < g.hs; ++c) o[c] = s * i[c];
       for (int64_t c = g.hs; c < g.hsp; ++c) o[c] = 0.f;
@@ -297,12 +315,12 @@ void pack_rows(const Head& g, const float* src, int64_t ld, float s, float* dst)
   }
 }
 
-// dst [hsp, Tp] = transpose of a packed [Tp, hsp] buffer (both padded to whole 16 x 16 tiles,
-// so there are no edges). The source is already in cache, fresh from pack_rows.
-void transpose_packed(const Head& g, const float* src, float* dst) {
-  for (int64_t t0 = 0; t0 < g.Tp; t0 += kLanes)
+// dst [hsp, rows_p] = transpose of a packed [rows_p, hsp] buffer (both padded to whole 16 x 16
+// tiles, so there are no edges). The source is already in cache, fresh from pack_rows.
+void transpose_packed(const Head& g, Packed n, const float* src, float* dst) {
+  for (int64_t t0 = 0; t0 < n.rows_p; t0 += kLanes)
     for (int64_t c0 = 0; c0 < g.hsp; c0 += kLanes)
-      tile::transpose16(src + t0 * g.hsp + c0, g.hsp, dst + c0 * g.Tp + t0, g.Tp);
+      tile::transpose16(src + t0 * g.hsp + c0, g.hsp, dst + c0 * n.rows_p + t0, n.rows_p);
 }
 
 // Sets row[last+1, n) to -inf: keys after the query are masked out (n is a multiple of 16).
@@ -310,9 +328,14 @@ void mask_after(float* row, int64_t last, int64_t n) {
   for (int64_t j = last + 1; j < n; ++j) row[j] = -std::numeric_limits<float>::infinity();
 }
 
+// Query rows [i0, i0 + m) see keys [0, offset + i0 + m): padded, the width of their score rows.
+int64_t visible_keys(const Head& g, int64_t i0, int64_t m) {
+  return round_up(g.offset + i0 + m, kLanes);
+}
+
 // Where a query head's dk and dv rows go. With one query head per kv head, straight into
-// dqkv's k and v columns. With groups of G > 1, into per-query-head buffers (partials: dk
-// [B*H, T, hs], then dv the same), so that the heads still run in parallel without sharing an
+// dkv's k and v columns. With groups of G > 1, into per-query-head buffers (partials: dk
+// [B*H, seen, hs], then dv the same), so that the heads still run in parallel without sharing an
 // output; sum_group_partials then adds each group's G buffers in head order: a fixed order, no
 // atomics, the same bits for any thread count.
 struct KvGradTarget {
@@ -320,27 +343,27 @@ struct KvGradTarget {
   int64_t ld;  // row stride
 };
 
-KvGradTarget kv_grad_target(const Head& g, float* dqkv, float* partials, int64_t pairs, int64_t b,
+KvGradTarget kv_grad_target(const Head& g, float* dkv, float* partials, int64_t pairs, int64_t b,
                             int64_t h, int64_t bh) {
   if (g.group == 1) {
-    float* row0 = dqkv + b * g.T * g.row + h * g.hs;
-    return {row0 + g.k_col, row0 + g.v_col, g.row};
+    float* row0 = dkv + b * g.Tk * g.kv_row + h * g.hs;
+    return {row0 + g.k_col, row0 + g.v_col, g.kv_row};
   }
-  const int64_t n = g.T * g.hs;
+  const int64_t n = g.seen * g.hs;
   return {partials + bh * n, partials + (pairs + bh) * n, g.hs};
 }
 
-void sum_group_partials(const Head& g, int64_t B, int64_t H, const float* partials, float* dqkv,
+void sum_group_partials(const Head& g, int64_t B, int64_t H, const float* partials, float* dkv,
                         bool parallel) {
-  const int64_t Hkv = H / g.group, n = g.T * g.hs, pairs = B * H;
+  const int64_t Hkv = H / g.group, n = g.seen * g.hs, pairs = B * H;
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t bk = 0; bk < B * Hkv; ++bk) {
     const int64_t b = bk / Hkv, kv = bk % Hkv;
     for (int64_t which = 0; which < 2; ++which) {  // dk, then dv
       const float* first = partials + (which * pairs + b * H + kv * g.group) * n;
-      float* dst = dqkv + b * g.T * g.row + (which ? g.v_col : g.k_col) + kv * g.hs;
-      for (int64_t t = 0; t < g.T; ++t) {
-        float* o = dst + t * g.row;
+      float* dst = dkv + b * g.Tk * g.kv_row + (which ? g.v_col : g.k_col) + kv * g.hs;
+      for (int64_t t = 0; t < g.seen; ++t) {
+        float* o = dst + t * g.kv_row;
         const float* src = first + t * g.hs;
         std::memcpy(o, src, size_t(g.hs) * 4);
         for (int64_t m = 1; m < g.group; ++m) {
@@ -353,127 +376,150 @@ void sum_group_partials(const Head& g, int64_t B, int64_t H, const float* partia
   }
 }
 
+// Keys past the last query's position: no query sees them, so their dk and dv are zero.
+void zero_unseen_keys(const Head& g, int64_t B, int64_t kv_heads, float* dkv) {
+  const size_t bytes = size_t(2 * kv_heads * g.hs) * 4;  // the k heads and the v heads
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = g.seen; t < g.Tk; ++t)
+      std::memset(dkv + (b * g.Tk + t) * g.kv_row + g.k_col, 0, bytes);
+}
+
 }  // namespace
 
-void attention_forward(const kernels::AttentionDims& d, const float* qkv, float* out, float* lse) {
+void attention_window_forward(const kernels::AttentionWindowDims& d, const float* q,
+                              const float* kv, float* out, float* lse) {
   prof::Scope prof_scope(prof::Family::attention, "attention_forward");
-  // Useful FLOPs: QK^T and PV over the causal half of the [T, T] scores.
-  prof::add_flops(prof::Family::attention,
-                  2.0 * double(d.batch * d.seq) * double(d.seq) * double(d.channels));
+  // Useful FLOPs: QK^T and PV over the visible scores, Tq (offset + (Tq + 1) / 2) of them.
+  prof::add_flops(
+      prof::Family::attention,
+      2.0 * double(d.batch * d.q_seq) * double(2 * d.q_offset + d.q_seq) * double(d.channels));
   const Head g = head_geometry(d);
   const int64_t H = d.heads, pairs = d.batch * H;
-  const bool parallel = pairs > 1 && pairs * g.T * g.T * g.hs > kParallelWork;
+  const bool parallel = pairs > 1 && pairs * g.Tq * g.seen * g.hs > kParallelWork;
 #pragma omp parallel if (parallel)
   {
-    Scratch q(g.Tp * g.hsp), kt(g.hsp * g.Tp), v(g.Tp * g.hsp);
-    Scratch s(kBlockQ * g.Tp), o(kBlockQ * g.hsp);
+    Scratch qs(g.Tqp * g.hsp), kt(g.hsp * g.Tkp), v(g.Tkp * g.hsp);
+    Scratch s(kBlockQ * g.Tkp), o(kBlockQ * g.hsp);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < pairs; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const HeadInputs in = head_inputs(g, qkv, b, h);
-      pack_rows(g, in.q, g.row, g.scale, q.get());
-      pack_rows(g, in.k, g.row, 1.f, v.get());  // k rows, borrowing v's buffer
-      transpose_packed(g, v.get(), kt.get());
-      pack_rows(g, in.v, g.row, 1.f, v.get());
-      for (int64_t i0 = 0; i0 < g.T; i0 += kBlockQ) {
-        const int64_t m = std::min(kBlockQ, g.T - i0);
-        const int64_t n = round_up(i0 + m, kLanes);  // keys this block can see, padded
+      const HeadInputs in = head_inputs(g, q, kv, b, h);
+      pack_rows(g, q_rows(g), in.q, g.q_row, g.scale, qs.get());
+      pack_rows(g, key_rows(g), in.k, g.kv_row, 1.f, v.get());  // k rows, borrowing v's buffer
+      transpose_packed(g, key_rows(g), v.get(), kt.get());
+      pack_rows(g, key_rows(g), in.v, g.kv_row, 1.f, v.get());
+      for (int64_t i0 = 0; i0 < g.Tq; i0 += kBlockQ) {
+        const int64_t m = std::min(kBlockQ, g.Tq - i0);
+        const int64_t n = visible_keys(g, i0, m);
         // Scores S [m, n] = (q * scale) k^T.
-        tile::gemm(m, n, g.hsp, q.get() + i0 * g.hsp, g.hsp, false, kt.get(), g.Tp, s.get(), g.Tp,
-                   false);
+        tile::gemm(m, n, g.hsp, qs.get() + i0 * g.hsp, g.hsp, false, kt.get(), g.Tkp, s.get(),
+                   g.Tkp, false);
         for (int64_t r = 0; r < m; ++r) {
-          float* row = s.get() + r * g.Tp;
-          mask_after(row, i0 + r, n);
+          float* row = s.get() + r * g.Tkp;
+          mask_after(row, g.offset + i0 + r, n);
           const float mx = tile::row_max(row, n);
           const float sum = tile::exp_shift_sum(row, n, mx);  // row <- exp(row - mx)
-          lse[bh * g.T + i0 + r] = mx + std::log(sum);
+          lse[bh * g.Tq + i0 + r] = mx + std::log(sum);
           // Normalise probabilities now so that P·V is the output directly.
           tile::scale_row(row, n, 1.f / sum);
         }
         // O [m, hsp] = P [m, n] · V [n, hsp].
-        tile::gemm(m, g.hsp, n, s.get(), g.Tp, false, v.get(), g.hsp, o.get(), g.hsp, false);
+        tile::gemm(m, g.hsp, n, s.get(), g.Tkp, false, v.get(), g.hsp, o.get(), g.hsp, false);
         for (int64_t r = 0; r < m; ++r)
-          std::memcpy(out + (b * g.T + i0 + r) * g.C + h * g.hs, o.get() + r * g.hsp,
+          std::memcpy(out + (b * g.Tq + i0 + r) * g.C + h * g.hs, o.get() + r * g.hsp,
                       size_t(g.hs) * 4);
       }
     }
   }
 }
 
-void attention_backward(const kernels::AttentionDims& d, const float* qkv, const float* out,
-                        const float* lse, const float* dout, float* dqkv) {
+void attention_window_backward(const kernels::AttentionWindowDims& d, const float* q,
+                               const float* kv, const float* out, const float* lse,
+                               const float* dout, float* dq, float* dkv) {
   prof::Scope prof_scope(prof::Family::attention, "attention_backward");
-  // Useful FLOPs: dV, dP, dQ and dK over the causal half (the recomputed scores not counted).
-  prof::add_flops(prof::Family::attention,
-                  4.0 * double(d.batch * d.seq) * double(d.seq) * double(d.channels));
+  // Useful FLOPs: dV, dP, dQ and dK over the visible scores (the recomputed ones not counted).
+  prof::add_flops(
+      prof::Family::attention,
+      4.0 * double(d.batch * d.q_seq) * double(2 * d.q_offset + d.q_seq) * double(d.channels));
   const Head g = head_geometry(d);
   const int64_t H = d.heads, pairs = d.batch * H;
-  const int64_t tile_n = g.Tp * g.hsp;
-  const bool parallel = pairs > 1 && pairs * g.T * g.T * g.hs > kParallelWork;
-  std::vector<float> partials(size_t(g.group > 1 ? 2 * pairs * g.T * g.hs : 0));
+  const int64_t q_tile = g.Tqp * g.hsp, k_tile = g.Tkp * g.hsp;
+  const bool parallel = pairs > 1 && pairs * g.Tq * g.seen * g.hs > kParallelWork;
+  std::vector<float> partials(size_t(g.group > 1 ? 2 * pairs * g.seen * g.hs : 0));
 #pragma omp parallel if (parallel)
   {
-    Scratch q(tile_n), k(tile_n), kt(tile_n), v(tile_n), vt(tile_n), dO(tile_n);
-    Scratch dk(tile_n), dv(tile_n), dq(kBlockQ * g.hsp);
-    Scratch p(kBlockQ * g.Tp), ds(kBlockQ * g.Tp), delta(g.Tp);
+    Scratch qs(q_tile), k(k_tile), kt(k_tile), v(k_tile), vt(k_tile), dO(q_tile);
+    Scratch dk(k_tile), dv(k_tile), dq_blk(kBlockQ * g.hsp);
+    Scratch p(kBlockQ * g.Tkp), ds(kBlockQ * g.Tkp), delta(g.Tqp);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < pairs; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const HeadInputs in = head_inputs(g, qkv, b, h);
-      const float* dout_bh = dout + b * g.T * g.C + h * g.hs;
-      const float* out_bh = out + b * g.T * g.C + h * g.hs;
-      float* dq_bh = dqkv + b * g.T * g.row + h * g.hs;
-      pack_rows(g, in.q, g.row, g.scale, q.get());  // q pre-scaled: S = q' k^T, dk = dS^T q'
-      pack_rows(g, in.k, g.row, 1.f, k.get());
-      transpose_packed(g, k.get(), kt.get());
-      pack_rows(g, in.v, g.row, 1.f, v.get());
-      transpose_packed(g, v.get(), vt.get());
-      pack_rows(g, dout_bh, g.C, 1.f, dO.get());
+      const HeadInputs in = head_inputs(g, q, kv, b, h);
+      const float* dout_bh = dout + b * g.Tq * g.C + h * g.hs;
+      const float* out_bh = out + b * g.Tq * g.C + h * g.hs;
+      float* dq_bh = dq + b * g.Tq * g.q_row + h * g.hs;
+      // q pre-scaled: S = q' k^T, dk = dS^T q'
+      pack_rows(g, q_rows(g), in.q, g.q_row, g.scale, qs.get());
+      pack_rows(g, key_rows(g), in.k, g.kv_row, 1.f, k.get());
+      transpose_packed(g, key_rows(g), k.get(), kt.get());
+      pack_rows(g, key_rows(g), in.v, g.kv_row, 1.f, v.get());
+      transpose_packed(g, key_rows(g), v.get(), vt.get());
+      pack_rows(g, q_rows(g), dout_bh, g.C, 1.f, dO.get());
       // delta_t = sum_j P_tj dP_tj = dO_t · O_t: the row term of the softmax backward.
-      for (int64_t t = 0; t < g.T; ++t) {
+      for (int64_t t = 0; t < g.Tq; ++t) {
         const float *o = out_bh + t * g.C, *go = dO.get() + t * g.hsp;
         float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
         for (int64_t c = 0; c < g.hs; ++c) acc += o[c] * go[c];
         delta.get()[t] = acc;
       }
-      std::memset(dk.get(), 0, size_t(tile_n) * 4);
-      std::memset(dv.get(), 0, size_t(tile_n) * 4);
-      for (int64_t i0 = 0; i0 < g.T; i0 += kBlockQ) {
-        const int64_t m = std::min(kBlockQ, g.T - i0);
-        const int64_t n = round_up(i0 + m, kLanes);
-        const float* q_blk = q.get() + i0 * g.hsp;
+      std::memset(dk.get(), 0, size_t(k_tile) * 4);
+      std::memset(dv.get(), 0, size_t(k_tile) * 4);
+      for (int64_t i0 = 0; i0 < g.Tq; i0 += kBlockQ) {
+        const int64_t m = std::min(kBlockQ, g.Tq - i0);
+        const int64_t n = visible_keys(g, i0, m);
+        const float* q_blk = qs.get() + i0 * g.hsp;
         const float* do_blk = dO.get() + i0 * g.hsp;
         // Recompute P [m, n] from the saved log-sum-exp.
-        tile::gemm(m, n, g.hsp, q_blk, g.hsp, false, kt.get(), g.Tp, p.get(), g.Tp, false);
+        tile::gemm(m, n, g.hsp, q_blk, g.hsp, false, kt.get(), g.Tkp, p.get(), g.Tkp, false);
         for (int64_t r = 0; r < m; ++r) {
-          float* row = p.get() + r * g.Tp;
-          mask_after(row, i0 + r, n);
-          tile::exp_shift_sum(row, n, lse[bh * g.T + i0 + r]);
+          float* row = p.get() + r * g.Tkp;
+          mask_after(row, g.offset + i0 + r, n);
+          tile::exp_shift_sum(row, n, lse[bh * g.Tq + i0 + r]);
         }
         // dP [m, n] = dO · V^T, then dS = P * (dP - delta) in place.
-        tile::gemm(m, n, g.hsp, do_blk, g.hsp, false, vt.get(), g.Tp, ds.get(), g.Tp, false);
+        tile::gemm(m, n, g.hsp, do_blk, g.hsp, false, vt.get(), g.Tkp, ds.get(), g.Tkp, false);
         for (int64_t r = 0; r < m; ++r)
-          tile::softmax_grad_row(p.get() + r * g.Tp, ds.get() + r * g.Tp, n, delta.get()[i0 + r]);
-        // dQ [m, hsp] = dS · K * scale, written straight into dqkv.
-        tile::gemm(m, g.hsp, n, ds.get(), g.Tp, false, k.get(), g.hsp, dq.get(), g.hsp, false);
+          tile::softmax_grad_row(p.get() + r * g.Tkp, ds.get() + r * g.Tkp, n, delta.get()[i0 + r]);
+        // dQ [m, hsp] = dS · K * scale, written straight into dq.
+        tile::gemm(m, g.hsp, n, ds.get(), g.Tkp, false, k.get(), g.hsp, dq_blk.get(), g.hsp, false);
         for (int64_t r = 0; r < m; ++r) {
-          float* dst_row = dq_bh + (i0 + r) * g.row;
-          const float* src = dq.get() + r * g.hsp;
+          float* dst_row = dq_bh + (i0 + r) * g.q_row;
+          const float* src = dq_blk.get() + r * g.hsp;
           for (int64_t c = 0; c < g.hs; ++c) dst_row[c] = g.scale * src[c];
         }
         // dV [n, hsp] += P^T · dO,  dK [n, hsp] += dS^T · q'.
-        tile::gemm(n, g.hsp, m, p.get(), g.Tp, true, do_blk, g.hsp, dv.get(), g.hsp, true);
-        tile::gemm(n, g.hsp, m, ds.get(), g.Tp, true, q_blk, g.hsp, dk.get(), g.hsp, true);
+        tile::gemm(n, g.hsp, m, p.get(), g.Tkp, true, do_blk, g.hsp, dv.get(), g.hsp, true);
+        tile::gemm(n, g.hsp, m, ds.get(), g.Tkp, true, q_blk, g.hsp, dk.get(), g.hsp, true);
       }
-      const KvGradTarget to = kv_grad_target(g, dqkv, partials.data(), pairs, b, h, bh);
-      for (int64_t t = 0; t < g.T; ++t) {
+      const KvGradTarget to = kv_grad_target(g, dkv, partials.data(), pairs, b, h, bh);
+      for (int64_t t = 0; t < g.seen; ++t) {
         std::memcpy(to.dk + t * to.ld, dk.get() + t * g.hsp, size_t(g.hs) * 4);
         std::memcpy(to.dv + t * to.ld, dv.get() + t * g.hsp, size_t(g.hs) * 4);
       }
     }
   }
-  if (g.group > 1) sum_group_partials(g, d.batch, H, partials.data(), dqkv, parallel);
+  if (g.group > 1) sum_group_partials(g, d.batch, H, partials.data(), dkv, parallel);
+  zero_unseen_keys(g, d.batch, d.kv_heads, dkv);
+}
+
+void attention_forward(const kernels::AttentionDims& d, const float* qkv, float* out, float* lse) {
+  attention_window_forward(kernels::attention_window_of(d), qkv, qkv, out, lse);
+}
+
+void attention_backward(const kernels::AttentionDims& d, const float* qkv, const float* out,
+                        const float* lse, const float* dout, float* dqkv) {
+  attention_window_backward(kernels::attention_window_of(d), qkv, qkv, out, lse, dout, dqkv, dqkv);
 }
 
 }  // namespace tessera::cpu

@@ -9,10 +9,11 @@
 namespace tessera::cuda {
 namespace {
 
-Geo geometry(const kernels::AttentionDims& d) {
+Geo geometry(const kernels::AttentionWindowDims& d) {
   Geo g;
-  g.T = d.seq, g.C = d.channels, g.H = d.heads, g.row = kernels::attention_qkv_width(d);
-  g.k_col = d.channels, g.v_col = d.channels + kernels::attention_kv_channels(d);
+  g.Tq = d.q_seq, g.Tk = d.kv_seq, g.offset = d.q_offset, g.C = d.channels, g.H = d.heads;
+  g.q_row = d.q_row, g.kv_row = d.kv_row;
+  g.k_col = d.kv_col, g.v_col = d.kv_col + kernels::attention_kv_channels(d);
   g.group = kernels::attention_group(d);
   const float hs = float(kernels::attention_head_size(d));
   g.scale = 1.f / sqrtf(hs);
@@ -20,14 +21,21 @@ Geo geometry(const kernels::AttentionDims& d) {
   return g;
 }
 
+// The names the argument errors give the pointers: a fused qkv's, or a window's q and kv.
+struct OperandNames {
+  const char *q, *kv, *dq, *dkv;
+};
+constexpr OperandNames kFusedNames{"qkv", "qkv", "dqkv", "dqkv"};
+constexpr OperandNames kWindowNames{"q", "kv", "dq", "dkv"};
+
 // The kernels move 16 bytes per load and 8 per store: these arrays must be 16-byte aligned
 // (the allocators align far more; a view into the middle of a row may not be).
-void check_aligned(const void* p, const char* what, const kernels::AttentionDims& d) {
-  TS_CHECK(p != nullptr, "cuda attention_tc (B {}, T {}, C {}, H {}): {} is null", d.batch, d.seq,
+void check_aligned(const void* p, const char* what, const kernels::AttentionWindowDims& d) {
+  TS_CHECK(p != nullptr, "cuda attention_tc (B {}, T {}, C {}, H {}): {} is null", d.batch, d.q_seq,
            d.channels, d.heads, what);
   TS_CHECK(reinterpret_cast<uintptr_t>(p) % 16 == 0,
            "cuda attention_tc (B {}, T {}, C {}, H {}): {} at {} is not 16-byte aligned", d.batch,
-           d.seq, d.channels, d.heads, what, p);
+           d.q_seq, d.channels, d.heads, what, p);
 }
 
 // The device can run the kernels (sm_80+) and give `smem` bytes of shared memory to a block;
@@ -50,23 +58,23 @@ void prepare(Kernel* kernel, size_t smem, const char* name) {
 }
 
 template <class T, int HS>
-void forward_hs(const AttentionTcLaunch& L, const Geo& g, const T* qkv, float* out, float* lse,
-                cudaStream_t s) {
+void forward_hs(const AttentionTcLaunch& L, const Geo& g, const T* q, const T* kv, float* out,
+                float* lse, cudaStream_t s) {
   prepare(tc_forward_kernel<T, HS>, L.smem_forward, "the forward kernel");
-  launch<tc_forward_kernel<T, HS>>(dim3(L.tiles, L.pairs), L.threads, L.smem_forward, s, g, qkv,
+  launch<tc_forward_kernel<T, HS>>(dim3(L.tiles, L.pairs), L.threads, L.smem_forward, s, g, q, kv,
                                    out, lse);
   CUDA_CHECK_LAUNCH();
 }
 
 // delta (a pooled buffer released in stream order), then the dq and dk/dv kernels, which
-// both read it and write disjoint thirds of dqkv.
+// both read it and write disjoint columns (dq, dkv) of their outputs.
 template <class T, int HS>
-void backward_hs(const AttentionTcLaunch& L, const kernels::AttentionDims& d, const Geo& g,
-                 const T* qkv, const float* out, const float* lse, const float* dout, float* dqkv,
-                 cudaStream_t s) {
+void backward_hs(const AttentionTcLaunch& L, const kernels::AttentionWindowDims& d, const Geo& g,
+                 const T* q, const T* kv, const float* out, const float* lse, const float* dout,
+                 float* dq, float* dkv, cudaStream_t s) {
   prepare(tc_dq_kernel<T, HS>, L.smem_dq, "the dq kernel");
   prepare(tc_dkv_kernel<T, HS>, L.smem_dkv, "the dk/dv kernel");
-  const int64_t rows = d.batch * d.heads * d.seq;
+  const int64_t rows = d.batch * d.heads * d.q_seq;
   const size_t bytes = size_t(rows) * sizeof(float);
   DeviceCachingAllocator& alloc = device_allocator();
   struct Pooled {  // released even when a launch throws
@@ -79,19 +87,62 @@ void backward_hs(const AttentionTcLaunch& L, const kernels::AttentionDims& d, co
   launch<tc_delta_kernel<T>>(unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, s,
                              g, HS, out, dout, delta.p, rows);
   CUDA_CHECK_LAUNCH();
-  launch<tc_dq_kernel<T, HS>>(dim3(L.tiles, L.pairs), L.threads, L.smem_dq, s, g, qkv, lse, delta.p,
-                              dout, dqkv);
+  launch<tc_dq_kernel<T, HS>>(dim3(L.tiles, L.pairs), L.threads, L.smem_dq, s, g, q, kv, lse,
+                              delta.p, dout, dq);
   CUDA_CHECK_LAUNCH();
-  launch<tc_dkv_kernel<T, HS>>(dim3(L.tiles, L.kv_pairs), L.threads, L.smem_dkv, s, g, qkv, lse,
-                               delta.p, dout, dqkv);
+  launch<tc_dkv_kernel<T, HS>>(dim3(L.kv_tiles, L.kv_pairs), L.threads, L.smem_dkv, s, g, q, kv,
+                               lse, delta.p, dout, dkv);
   CUDA_CHECK_LAUNCH();
+}
+
+unsigned tile_count(int64_t rows) {
+  const int64_t tiles = (rows + kTile - 1) / kTile;
+  TS_CHECK(tiles <= int64_t(0x7fffffff), "cuda attention_tc: seq {} is too long", rows);
+  return unsigned(tiles);
+}
+
+template <class T>
+void forward(const kernels::AttentionWindowDims& d, const T* q, const T* kv, float* out, float* lse,
+             const OperandNames& names, cudaStream_t s) {
+  const AttentionTcLaunch L = attention_tc_window_launch(d);
+  if (d.batch == 0 || d.q_seq == 0) return;
+  check_aligned(q, names.q, d);
+  check_aligned(kv, names.kv, d);
+  check_aligned(out, "out", d);
+  TS_CHECK(lse != nullptr, "cuda attention_tc: lse is null");
+  const Geo g = geometry(d);
+  if (L.head_size == 64)
+    forward_hs<T, 64>(L, g, q, kv, out, lse, s);
+  else
+    forward_hs<T, 128>(L, g, q, kv, out, lse, s);
+}
+
+template <class T>
+void backward(const kernels::AttentionWindowDims& d, const T* q, const T* kv, const float* out,
+              const float* lse, const float* dout, float* dq, float* dkv, const OperandNames& names,
+              cudaStream_t s) {
+  const AttentionTcLaunch L = attention_tc_window_launch(d);
+  if (d.batch == 0 || d.q_seq == 0) return;
+  check_aligned(q, names.q, d);
+  check_aligned(kv, names.kv, d);
+  check_aligned(dq, names.dq, d);
+  check_aligned(dkv, names.dkv, d);
+  TS_CHECK(out != nullptr && lse != nullptr && dout != nullptr,
+           "cuda attention_tc: out, lse or dout is null");
+  const Geo g = geometry(d);
+  if (L.head_size == 64)
+    backward_hs<T, 64>(L, d, g, q, kv, out, lse, dout, dq, dkv, s);
+  else
+    backward_hs<T, 128>(L, d, g, q, kv, out, lse, dout, dq, dkv, s);
 }
 
 }  // namespace
 
-AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d) {
-  TS_CHECK(d.batch >= 0 && d.seq >= 0, "cuda attention_tc: batch {} and seq {} must be >= 0",
-           d.batch, d.seq);
+AttentionTcLaunch attention_tc_window_launch(const kernels::AttentionWindowDims& d) {
+  TS_CHECK(kernels::attention_window_valid(d),
+           "cuda attention_tc: batch {}, seq {} at offset {} over {} keys: expected sizes >= 0 "
+           "and keys >= offset + seq",
+           d.batch, d.q_seq, d.q_offset, d.kv_seq);
   TS_CHECK(d.heads > 0 && d.channels > 0 && d.channels % d.heads == 0,
            "cuda attention_tc: channels {} must be a positive multiple of heads {}", d.channels,
            d.heads);
@@ -104,11 +155,10 @@ AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d) {
            hs, d.channels, d.heads);
   TS_CHECK(d.batch * d.heads <= 65535,
            "cuda attention_tc: batch * heads = {} exceeds 65535 (grid.y)", d.batch * d.heads);
-  const int64_t tiles = (d.seq + kTile - 1) / kTile;
-  TS_CHECK(tiles <= int64_t(0x7fffffff), "cuda attention_tc: seq {} is too long", d.seq);
   AttentionTcLaunch L;
   L.head_size = hs;
-  L.tiles = unsigned(tiles);
+  L.tiles = tile_count(d.q_seq);
+  L.kv_tiles = tile_count(d.kv_seq);
   L.pairs = unsigned(d.batch * d.heads);
   L.kv_pairs = unsigned(d.batch * d.kv_heads);
   L.threads = kBlock;
@@ -119,44 +169,47 @@ AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d) {
   return L;
 }
 
+AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d) {
+  return attention_tc_window_launch(kernels::attention_window_of(d));
+}
+
+template <class T>
+void attention_tc_window_forward(const kernels::AttentionWindowDims& d, const T* q, const T* kv,
+                                 float* out, float* lse, cudaStream_t s) {
+  forward(d, q, kv, out, lse, kWindowNames, s);
+}
+
+template <class T>
+void attention_tc_window_backward(const kernels::AttentionWindowDims& d, const T* q, const T* kv,
+                                  const float* out, const float* lse, const float* dout, float* dq,
+                                  float* dkv, cudaStream_t s) {
+  backward(d, q, kv, out, lse, dout, dq, dkv, kWindowNames, s);
+}
+
 template <class T>
 void attention_tc_forward(const kernels::AttentionDims& d, const T* qkv, float* out, float* lse,
                           cudaStream_t s) {
-  const AttentionTcLaunch L = attention_tc_launch(d);
-  if (d.batch == 0 || d.seq == 0) return;
-  check_aligned(qkv, "qkv", d);
-  check_aligned(out, "out", d);
-  TS_CHECK(lse != nullptr, "cuda attention_tc: lse is null");
-  const Geo g = geometry(d);
-  if (L.head_size == 64)
-    forward_hs<T, 64>(L, g, qkv, out, lse, s);
-  else
-    forward_hs<T, 128>(L, g, qkv, out, lse, s);
+  forward(kernels::attention_window_of(d), qkv, qkv, out, lse, kFusedNames, s);
 }
 
 template <class T>
 void attention_tc_backward(const kernels::AttentionDims& d, const T* qkv, const float* out,
                            const float* lse, const float* dout, float* dqkv, cudaStream_t s) {
-  const AttentionTcLaunch L = attention_tc_launch(d);
-  if (d.batch == 0 || d.seq == 0) return;
-  check_aligned(qkv, "qkv", d);
-  check_aligned(dqkv, "dqkv", d);
-  TS_CHECK(out != nullptr && lse != nullptr && dout != nullptr,
-           "cuda attention_tc: out, lse or dout is null");
-  const Geo g = geometry(d);
-  if (L.head_size == 64)
-    backward_hs<T, 64>(L, d, g, qkv, out, lse, dout, dqkv, s);
-  else
-    backward_hs<T, 128>(L, d, g, qkv, out, lse, dout, dqkv, s);
+  backward(kernels::attention_window_of(d), qkv, qkv, out, lse, dout, dqkv, dqkv, kFusedNames, s);
 }
 
-template void attention_tc_forward<bf16>(const kernels::AttentionDims&, const bf16*, float*, float*,
-                                         cudaStream_t);
-template void attention_tc_forward<f16>(const kernels::AttentionDims&, const f16*, float*, float*,
-                                        cudaStream_t);
-template void attention_tc_backward<bf16>(const kernels::AttentionDims&, const bf16*, const float*,
-                                          const float*, const float*, float*, cudaStream_t);
-template void attention_tc_backward<f16>(const kernels::AttentionDims&, const f16*, const float*,
+#define TS_ATTENTION_TC_INSTANTIATE(T)                                                           \
+  template void attention_tc_window_forward<T>(const kernels::AttentionWindowDims&, const T*,    \
+                                               const T*, float*, float*, cudaStream_t);          \
+  template void attention_tc_window_backward<T>(const kernels::AttentionWindowDims&, const T*,   \
+                                                const T*, const float*, const float*,            \
+                                                const float*, float*, float*, cudaStream_t);     \
+  template void attention_tc_forward<T>(const kernels::AttentionDims&, const T*, float*, float*, \
+                                        cudaStream_t);                                           \
+  template void attention_tc_backward<T>(const kernels::AttentionDims&, const T*, const float*,  \
                                          const float*, const float*, float*, cudaStream_t);
+TS_ATTENTION_TC_INSTANTIATE(bf16)
+TS_ATTENTION_TC_INSTANTIATE(f16)
+#undef TS_ATTENTION_TC_INSTANTIATE
 
 }  // namespace tessera::cuda

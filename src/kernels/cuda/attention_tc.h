@@ -1,7 +1,8 @@
 // Fused causal attention on tensor cores for 16-bit q/k/v: the grouped-query layout of
 // attention.h (qkv [B, T, C + 2 Ckv] holding q heads | k heads | v heads, query head h reading
-// kv head h / (H / Hkv); Hkv = H is GPT-2's [B, T, 3C]), bf16 or f16 storage, head sizes 64 and
-// 128, f32 accumulation.
+// kv head h / (H / Hkv); Hkv = H is GPT-2's [B, T, 3C]), and its window form (queries at an
+// offset over separate keys and values; self-attention is the offset-0 case, the same kernels),
+// bf16 or f16 storage, head sizes 64 and 128, f32 accumulation.
 //
 // FlashAttention-2's structure, with the portable WMMA API (16x16x16 fragments, sm_80+):
 //   forward: a block per (batch*head, 64-query tile); S = Q K^T on tensor cores into f32, the
@@ -41,7 +42,8 @@ constexpr bool attention_tc_supports(int64_t head_size) {
 // Launch geometry of the forward, dq and dk/dv kernels. Host only: needs no device.
 struct AttentionTcLaunch {
   int64_t head_size = 0;
-  unsigned tiles = 0;     // grid.x: ceil(T / 64) query tiles (forward, dq) = key tiles (dk/dv)
+  unsigned tiles = 0;     // grid.x of the forward and dq kernels: ceil(Tq / 64) query tiles
+  unsigned kv_tiles = 0;  // grid.x of the dk/dv kernel: ceil(Tk / 64) key tiles
   unsigned pairs = 0;     // grid.y of the forward and dq kernels: batch * heads
   unsigned kv_pairs = 0;  // grid.y of the dk/dv kernel: batch * kv heads
   unsigned threads = 0;   // per block
@@ -49,9 +51,23 @@ struct AttentionTcLaunch {
 };
 
 // Checks d (heads dividing channels, kv heads dividing heads, a supported head size,
-// batch * heads within grid.y) and returns the geometry; throws tessera::Error naming the
-// values otherwise.
+// batch * heads within grid.y, keys >= offset + queries) and returns the geometry; throws
+// tessera::Error naming the values otherwise.
+AttentionTcLaunch attention_tc_window_launch(const kernels::AttentionWindowDims& d);
+// The same for self-attention on a fused qkv (the window at offset 0: tiles = kv_tiles).
 AttentionTcLaunch attention_tc_launch(const kernels::AttentionDims& d);
+
+// A window of queries over keys (kernels/common/attention_dims.h): out [B, Tq, C] and lse
+// [B, H, Tq] (f32) from q and kv (T = bf16, f16); then dq and dkv (f32, q's and kv's layouts,
+// overwritten; dkv zero for keys no query sees) as the fused functions below describe. q, kv,
+// out, dq and dkv must be 16-byte aligned (kv's k heads start at kv_col: a multiple of 8).
+template <class T>
+void attention_tc_window_forward(const kernels::AttentionWindowDims& d, const T* q, const T* kv,
+                                 float* out, float* lse, cudaStream_t s = current_stream());
+template <class T>
+void attention_tc_window_backward(const kernels::AttentionWindowDims& d, const T* q, const T* kv,
+                                  const float* out, const float* lse, const float* dout, float* dq,
+                                  float* dkv, cudaStream_t s = current_stream());
 
 // out [B, T, C] (f32) and lse [B, H, T] (f32, natural log) from qkv [B, T, C + 2 Ckv]
 // (T = bf16, f16). qkv and out must be 16-byte aligned. Needs compute capability 8.0 or later.

@@ -120,18 +120,22 @@ __device__ inline const typename WmmaType<T>::type* wmma_ptr(const T* p) {
 }
 
 struct Geo {
-  int64_t T, C, H, row;  // row: the qkv row stride C + 2 Ckv
-  int64_t k_col, v_col;  // where the k and v heads start in a qkv row (C, C + Ckv)
-  int64_t group;         // query heads per kv head
-  float scale;           // 1 / sqrt(hs)
-  float scale_log2;      // log2(e) / sqrt(hs)
+  int64_t Tq, Tk, offset;  // query rows, key rows, the position of query row 0
+  int64_t C, H;
+  int64_t q_row, kv_row;  // row strides of q (and dq) and of kv (and dkv)
+  int64_t k_col, v_col;   // where the k and v heads start in a kv row
+  int64_t group;          // query heads per kv head
+  float scale;            // 1 / sqrt(hs)
+  float scale_log2;       // log2(e) / sqrt(hs)
 };
 
-// The row of batch b's qkv shifted to query head h's kv head: its k and v start at columns
+// The row of batch b's kv shifted to query head h's kv head: its k and v start at columns
 // k_col and v_col of it. One pointer live across the key loop, in place of the row pointer:
 // at hs = 64 the forward sits at ptxas's 128 registers, and keeping the kv head or the two
-// offsets live as well made it spill (as is, ptxas -v at sm_90 reports a 12-byte spill for the
-// f16 forward at hs = 64 and none elsewhere).
+// offsets live as well made it spill (as is, ptxas -v at sm_90 (CUDA 13.0) reports an 8-byte
+// spill for the bf16 forward at hs = 64 and none elsewhere; before the window's separate q / kv
+// pointers and offset it was 12 bytes for the f16 one: which of the two tips over is ptxas's
+// choice, and narrowing the mask comparison to 32 bits made it worse).
 template <int HS, class T>
 __device__ inline const T* kv_head_base(const T* base, const Geo& g, int64_t h) {
   return base + int64_t(unsigned(h) / unsigned(g.group)) * HS;  // 32-bit: h < 65536
@@ -153,29 +157,31 @@ __device__ inline void store_pair(T* p, float a, float b) {
   *reinterpret_cast<uint32_t*>(p) = bits;
 }
 
-// Rows [t0, t0 + 64) of one head's q, k or v (column offset col within the qkv row) into a
-// [64][hs + 8] tile, 16 bytes per load; rows past T are zeros. All threads take part.
+// Rows [t0, t0 + 64) of one head's q, k or v (rows `rows` of a batch's q or kv, `ld` apart;
+// column offset col within a row) into a [64][hs + 8] tile, 16 bytes per load; rows past the
+// last are zeros. All threads take part.
 template <int HS, class T>
-__device__ void load_tile(const T* base, const Geo& g, int64_t t0, int64_t col, T* tile) {
+__device__ void load_tile(const T* base, int64_t ld, int64_t rows, int64_t t0, int64_t col,
+                          T* tile) {
   constexpr int kVec = 8;  // 16-bit values per 16-byte load
   constexpr int kPerRow = HS / kVec;
   for (int idx = threadIdx.x; idx < kTile * kPerRow; idx += kBlock) {
     const int r = idx / kPerRow, c = idx % kPerRow * kVec;
     const int64_t t = t0 + r;
     uint4 v = make_uint4(0u, 0u, 0u, 0u);
-    if (t < g.T) v = *reinterpret_cast<const uint4*>(base + t * g.row + col + c);
+    if (t < rows) v = *reinterpret_cast<const uint4*>(base + t * ld + col + c);
     *reinterpret_cast<uint4*>(tile + r * tile_ld(HS) + c) = v;
   }
 }
 
-// Rows [t0, t0 + 64) of one head's dout ([B, T, C] f32, any alignment), rounded to T.
+// Rows [t0, t0 + 64) of one head's dout ([B, Tq, C] f32, any alignment), rounded to T.
 template <int HS, class T>
 __device__ void load_dout_tile(const float* dout_b, const Geo& g, int64_t t0, int64_t col,
                                T* tile) {
   for (int idx = threadIdx.x; idx < kTile * HS; idx += kBlock) {
     const int r = idx / HS, c = idx % HS;
     const int64_t t = t0 + r;
-    tile[r * tile_ld(HS) + c] = from_f32<T>(t < g.T ? dout_b[t * g.C + col + c] : 0.f);
+    tile[r * tile_ld(HS) + c] = from_f32<T>(t < g.Tq ? dout_b[t * g.C + col + c] : 0.f);
   }
 }
 
@@ -213,7 +219,7 @@ __device__ inline int64_t reversed_tile() {
 // ---- forward ----
 template <class T, int HS>
 __global__ void __launch_bounds__(kBlock)
-    tc_forward_kernel(Geo g, const T* qkv, float* out, float* lse) {
+    tc_forward_kernel(Geo g, const T* q, const T* kv, float* out, float* lse) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 / f16 WMMA needs sm_80; the host refuses older devices before launching
 #else
@@ -230,10 +236,9 @@ __global__ void __launch_bounds__(kBlock)
   float* s_w = scratch + warp * kFrag * kScrLd;
   const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H;
   const int64_t q0 = reversed_tile();
-  const T* base = qkv + b * g.T * g.row;
-  const T* kv_base = kv_head_base<HS>(base, g, h);
+  const T* kv_base = kv_head_base<HS>(kv + b * g.Tk * g.kv_row, g, h);
 
-  load_tile<HS>(base, g, q0, h * HS, q_s);
+  load_tile<HS>(q + b * g.Tq * g.q_row, g.q_row, g.Tq, q0, h * HS, q_s);
   __syncthreads();
   FragA<T> qf[HS / kFrag];
 #pragma unroll
@@ -241,14 +246,15 @@ __global__ void __launch_bounds__(kBlock)
     wmma::load_matrix_sync(qf[kk], wmma_ptr(q_s + warp * kFrag * ld + kk * kFrag), ld);
 
   const int64_t i = q0 + warp * kFrag + lc.row;  // this lane's query row
-  const int64_t last = i < g.T ? i : g.T - 1;    // its last visible key (rows past T: any)
-  float m = neg_inf(), l = 0.f;                  // running max (base 2) and sum
-  float o[HS / 2] = {};                          // (chunk, j, pair) -> column chunk*64+col0+4j+e
-  const int64_t key_end = q0 + kTile < g.T ? q0 + kTile : g.T;
+  // Its last visible key, its position (rows past Tq: any key there is).
+  const int64_t last = g.offset + (i < g.Tq ? i : g.Tq - 1);
+  float m = neg_inf(), l = 0.f;  // running max (base 2) and sum
+  float o[HS / 2] = {};          // (chunk, j, pair) -> column chunk*64+col0+4j+e
+  const int64_t key_end = g.offset + q0 + kTile < g.Tk ? g.offset + q0 + kTile : g.Tk;
   for (int64_t j0 = 0; j0 < key_end; j0 += kTile) {
     __syncthreads();  // the previous K/V tiles (and, the first time, q_s) are no longer read
-    load_tile<HS>(kv_base, g, j0, g.k_col, k_s);
-    load_tile<HS>(kv_base, g, j0, g.v_col, v_s);
+    load_tile<HS>(kv_base, g.kv_row, g.Tk, j0, g.k_col, k_s);
+    load_tile<HS>(kv_base, g.kv_row, g.Tk, j0, g.v_col, v_s);
     __syncthreads();
     // S = Q K^T for the warp's 16 rows, 16 keys at a time.
 #pragma unroll
@@ -321,16 +327,16 @@ __global__ void __launch_bounds__(kBlock)
       __syncwarp();  // s_w is overwritten next
     }
   }
-  if (i >= g.T) return;
+  if (i >= g.Tq) return;
   const float inv = 1.f / l;
-  float* orow = out + (b * g.T + i) * g.C + h * HS + lc.col0;
+  float* orow = out + (b * g.Tq + i) * g.C + h * HS + lc.col0;
 #pragma unroll
   for (int ch = 0; ch < kChunks; ++ch)
 #pragma unroll
     for (int j = 0; j < 16; ++j)
       *reinterpret_cast<float2*>(orow + ch * kTile + 4 * j) =
           make_float2(o[(ch * 16 + j) * 2] * inv, o[(ch * 16 + j) * 2 + 1] * inv);
-  if (lc.col0 == 0) lse[bh * g.T + i] = (m + log2f(l)) * kLn2;
+  if (lc.col0 == 0) lse[bh * g.Tq + i] = (m + log2f(l)) * kLn2;
 #endif
 }
 
@@ -343,8 +349,8 @@ __global__ void tc_delta_kernel(Geo g, int hs, const float* out, const float* do
   const int64_t r = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
   if (r >= rows) return;
   const int lane = int(threadIdx.x) % kWarp;
-  const int64_t bh = r / g.T, i = r % g.T, b = bh / g.H, h = bh % g.H;
-  const int64_t off = (b * g.T + i) * g.C + h * hs;
+  const int64_t bh = r / g.Tq, i = r % g.Tq, b = bh / g.H, h = bh % g.H;
+  const int64_t off = (b * g.Tq + i) * g.C + h * hs;
   float acc = 0.f;
   for (int d = lane; d < hs; d += kWarp) acc += round_to<T>(dout[off + d]) * out[off + d];
   acc = warp_sum(acc);
@@ -352,7 +358,7 @@ __global__ void tc_delta_kernel(Geo g, int hs, const float* out, const float* do
 }
 
 // Stores a warp's [16][hs] f32 accumulators (times mul) into rows of an f32 [.., ld_out] array
-// at dst (row i of the lane: valid when the row is < T), through the scratch s_w.
+// at dst (row i of the lane: valid when it is a row of the array), through the scratch s_w.
 template <int HS>
 __device__ void store_rows(FragC (&acc)[HS / kFrag], float mul, float* s_w, const LaneCols& lc,
                            float* dst_row, bool valid) {
@@ -375,11 +381,11 @@ __device__ void store_rows(FragC (&acc)[HS / kFrag], float mul, float* s_w, cons
   }
 }
 
-// dq_i = scale sum_j dS_ij k_j over the keys j <= i; one block per query tile.
+// dq_i = scale sum_j dS_ij k_j over the keys j <= offset + i; one block per query tile.
 template <class T, int HS>
 __global__ void __launch_bounds__(kBlock)
-    tc_dq_kernel(Geo g, const T* qkv, const float* lse, const float* delta, const float* dout,
-                 float* dqkv) {
+    tc_dq_kernel(Geo g, const T* q, const T* kv, const float* lse, const float* delta,
+                 const float* dout, float* dq_out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
@@ -398,25 +404,24 @@ __global__ void __launch_bounds__(kBlock)
   float* dp_w = dp_scr + warp * kFrag * kScrLd;
   const int64_t bh = blockIdx.y, b = bh / g.H, h = bh % g.H;
   const int64_t q0 = reversed_tile();
-  const T* base = qkv + b * g.T * g.row;
-  const T* kv_base = kv_head_base<HS>(base, g, h);
+  const T* kv_base = kv_head_base<HS>(kv + b * g.Tk * g.kv_row, g, h);
 
-  load_tile<HS>(base, g, q0, h * HS, q_s);
-  load_dout_tile<HS>(dout + b * g.T * g.C, g, q0, h * HS, do_s);
+  load_tile<HS>(q + b * g.Tq * g.q_row, g.q_row, g.Tq, q0, h * HS, q_s);
+  load_dout_tile<HS>(dout + b * g.Tq * g.C, g, q0, h * HS, do_s);
   const int64_t i = q0 + warp * kFrag + lc.row;
-  const bool valid = i < g.T;
-  const int64_t last = valid ? i : -1;  // rows past T see no key: P = dS = 0
-  const float lse2 = valid ? lse[bh * g.T + i] * kLog2e : 0.f;
-  const float delta_i = valid ? delta[bh * g.T + i] : 0.f;
+  const bool valid = i < g.Tq;
+  const int64_t last = valid ? g.offset + i : -1;  // rows past Tq see no key: P = dS = 0
+  const float lse2 = valid ? lse[bh * g.Tq + i] * kLog2e : 0.f;
+  const float delta_i = valid ? delta[bh * g.Tq + i] : 0.f;
   FragC dq[HS / kFrag];
 #pragma unroll
   for (int n = 0; n < HS / kFrag; ++n) wmma::fill_fragment(dq[n], 0.f);
 
-  const int64_t key_end = q0 + kTile < g.T ? q0 + kTile : g.T;
+  const int64_t key_end = g.offset + q0 + kTile < g.Tk ? g.offset + q0 + kTile : g.Tk;
   for (int64_t j0 = 0; j0 < key_end; j0 += kTile) {
     __syncthreads();  // the previous K/V tiles are no longer read
-    load_tile<HS>(kv_base, g, j0, g.k_col, k_s);
-    load_tile<HS>(kv_base, g, j0, g.v_col, v_s);
+    load_tile<HS>(kv_base, g.kv_row, g.Tk, j0, g.k_col, k_s);
+    load_tile<HS>(kv_base, g.kv_row, g.Tk, j0, g.v_col, v_s);
     __syncthreads();  // (the first time also publishes q_s and do_s)
     // S = Q K^T and dP = dO V^T for the warp's 16 rows.
 #pragma unroll
@@ -453,17 +458,18 @@ __global__ void __launch_bounds__(kBlock)
       }
     }
   }
-  store_rows<HS>(dq, g.scale, s_w, lc, dqkv + (b * g.T + i) * g.row + h * HS, valid);
+  store_rows<HS>(dq, g.scale, s_w, lc, dq_out + (b * g.Tq + i) * g.q_row + h * HS, valid);
 #endif
 }
 
-// dv_j = sum_i P_ij dO_i, dk_j = scale sum_i dS_ij q_i over the queries i >= j of every query
-// head of the kv head's group; one block per (key tile, batch * kv head), walking the group's
-// heads in order into the same accumulators (no atomics, a fixed order).
+// dv_j = sum_i P_ij dO_i, dk_j = scale sum_i dS_ij q_i over the queries at positions >= j of
+// every query head of the kv head's group (none for keys past the last query: zero); one block per
+// (key tile, batch * kv head), walking the group's heads in order into the same accumulators (no
+// atomics, a fixed order).
 template <class T, int HS>
 __global__ void __launch_bounds__(kBlock)
-    tc_dkv_kernel(Geo g, const T* qkv, const float* lse, const float* delta, const float* dout,
-                  float* dqkv) {
+    tc_dkv_kernel(Geo g, const T* q, const T* kv, const float* lse, const float* delta,
+                  const float* dout, float* dkv) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();
 #else
@@ -485,14 +491,15 @@ __global__ void __launch_bounds__(kBlock)
   float* s_w = s_scr + warp * kFrag * kScrLd;
   float* dp_w = dp_scr + warp * kFrag * kScrLd;
   const int64_t Hkv = g.H / g.group;
-  const int64_t bk = blockIdx.y, b = bk / Hkv, kv = bk % Hkv;
+  const int64_t bk = blockIdx.y, b = bk / Hkv, kvh = bk % Hkv;
   const int64_t j0 = int64_t(blockIdx.x) * kTile;  // the first (heaviest) key tiles start first
-  const T* base = qkv + b * g.T * g.row;
-  const float* dout_b = dout + b * g.T * g.C;
-  const int64_t kc = g.k_col + kv * HS, vc = g.v_col + kv * HS;
+  const T* q_b = q + b * g.Tq * g.q_row;
+  const T* kv_b = kv + b * g.Tk * g.kv_row;
+  const float* dout_b = dout + b * g.Tq * g.C;
+  const int64_t kc = g.k_col + kvh * HS, vc = g.v_col + kvh * HS;
 
-  load_tile<HS>(base, g, j0, kc, k_s);
-  load_tile<HS>(base, g, j0, vc, v_s);
+  load_tile<HS>(kv_b, g.kv_row, g.Tk, j0, kc, k_s);
+  load_tile<HS>(kv_b, g.kv_row, g.Tk, j0, vc, v_s);
   const int64_t j = j0 + warp * kFrag + lc.row;  // this lane's key row
   FragC dk[HS / kFrag], dv[HS / kFrag];
 #pragma unroll
@@ -501,16 +508,18 @@ __global__ void __launch_bounds__(kBlock)
     wmma::fill_fragment(dv[n], 0.f);
   }
 
-  for (int64_t h = kv * g.group; h < (kv + 1) * g.group; ++h) {
+  // The first query row that sees key j0 (its tiles start there, not 64-aligned if offset isn't).
+  const int64_t first_query = j0 > g.offset ? j0 - g.offset : 0;
+  for (int64_t h = kvh * g.group; h < (kvh + 1) * g.group; ++h) {
     const int64_t bh = b * g.H + h;
-    for (int64_t i0 = j0; i0 < g.T; i0 += kTile) {
+    for (int64_t i0 = first_query; i0 < g.Tq; i0 += kTile) {
       __syncthreads();  // the previous Q/dO tiles and row values are no longer read
-      load_tile<HS>(base, g, i0, h * HS, q_s);
+      load_tile<HS>(q_b, g.q_row, g.Tq, i0, h * HS, q_s);
       load_dout_tile<HS>(dout_b, g, i0, h * HS, do_s);
       if (threadIdx.x < kTile) {
         const int64_t t = i0 + threadIdx.x;
-        lse_s[threadIdx.x] = t < g.T ? lse[bh * g.T + t] * kLog2e : 0.f;
-        delta_s[threadIdx.x] = t < g.T ? delta[bh * g.T + t] : 0.f;
+        lse_s[threadIdx.x] = t < g.Tq ? lse[bh * g.Tq + t] * kLog2e : 0.f;
+        delta_s[threadIdx.x] = t < g.Tq ? delta[bh * g.Tq + t] : 0.f;
       }
       __syncthreads();  // (the first time also publishes k_s and v_s)
       // S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys against the 64 queries. (Not
@@ -524,7 +533,7 @@ __global__ void __launch_bounds__(kBlock)
         wmma::store_matrix_sync(dp_w + n * kFrag, acc, kScrLd, wmma::mem_row_major);
       }
       __syncwarp();
-      // P^T and dS^T, column c being query i0 + c: visible when j <= i < T.
+      // P^T and dS^T, column c being query i0 + c: visible when j <= offset + i and i < Tq.
       T* pt_row = pt_s + (warp * kFrag + lc.row) * kPLd + lc.col0;
       T* dst_row = dst_s + (warp * kFrag + lc.row) * kPLd + lc.col0;
 #pragma unroll 2  // (fully unrolled, the hoisted loads spill at hs = 128 next to dk and dv)
@@ -534,7 +543,8 @@ __global__ void __launch_bounds__(kBlock)
         const float2 l2 = *reinterpret_cast<const float2*>(lse_s + c);
         const float2 dl = *reinterpret_cast<const float2*>(delta_s + c);
         const int64_t i = i0 + c;
-        const bool vis0 = i >= j && i < g.T, vis1 = i + 1 >= j && i + 1 < g.T;
+        const bool vis0 = g.offset + i >= j && i < g.Tq;
+        const bool vis1 = g.offset + i + 1 >= j && i + 1 < g.Tq;
         const float p0 = vis0 ? exp2f(s.x * g.scale_log2 - l2.x) : 0.f;
         const float p1 = vis1 ? exp2f(s.y * g.scale_log2 - l2.y) : 0.f;
         store_pair(pt_row + 4 * jj, p0, p1);
@@ -569,8 +579,8 @@ __global__ void __launch_bounds__(kBlock)
       }
     }
   }
-  const bool valid = j < g.T;
-  float* drow = dqkv + (b * g.T + j) * g.row;
+  const bool valid = j < g.Tk;
+  float* drow = dkv + (b * g.Tk + j) * g.kv_row;
   store_rows<HS>(dk, g.scale, s_w, lc, drow + kc, valid);
   store_rows<HS>(dv, 1.f, s_w, lc, drow + vc, valid);
 #endif
