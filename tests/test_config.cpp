@@ -254,7 +254,18 @@ TEST(Config, OtherRules) {
               "parallel.pp_virtual_stages=2", "train.batch_size=12", "train.micro_batches=3"});
       },
       {"train.micro_batches = 3", "multiple of parallel.pp = 2"});
-  expect_error([] { with({"parallel.cp=2"}); }, {"parallel.cp = 2", "not built yet"});
+  // Context parallelism: two chunks per rank of each sequence.
+  EXPECT_NO_THROW(with({"parallel.cp=2", "train.seq_len=128"}));
+  expect_error(
+      [] {
+        with({"parallel.cp=3", "train.seq_len=128"});
+      },
+      {"parallel.cp = 3", "train.seq_len = 128", "multiple of 6"});
+  expect_error(
+      [] {
+        with({"parallel.cp=2", "parallel.tp=2", "parallel.sequence_parallel=1"});
+      },
+      {"parallel.cp = 2", "sequence_parallel"});
   expect_error([] { with({"parallel.tp=0"}); }, {"parallel.tp"});
   EXPECT_NO_THROW(with({"parallel.tp=2", "parallel.sequence_parallel=1"}));
   expect_error([] { with({"parallel.sequence_parallel=2"}); }, {"parallel.sequence_parallel"});

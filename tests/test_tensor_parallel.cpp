@@ -156,3 +156,37 @@ TEST(TensorParallel, ShardedCrossEntropyRefusesTargetsOutsideTheVocabularyAndBad
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Slicing, RowsColumnsAndConcatAreCopiesWithGradients) {
+  Generator g(5);
+  const Tensor x = Tensor::randn(Shape{4, 3, 6}, g);
+  const std::vector<float> v = x.to_vector();
+  const Tensor r = ops::rows(x, 1, 3);
+  EXPECT_EQ(r.shape(), (Shape{2, 3, 6}));
+  EXPECT_EQ(r.to_vector(), std::vector<float>(v.begin() + 18, v.begin() + 54));
+  const Tensor c = ops::columns(x, 2, 5);
+  EXPECT_EQ(c.shape(), (Shape{4, 3, 3}));
+  for (int64_t i = 0; i < 12; ++i)
+    for (int64_t j = 0; j < 3; ++j)
+      EXPECT_EQ(c.to_vector()[size_t(i * 3 + j)], v[size_t(i * 6 + 2 + j)]);
+  const std::vector<float> j = ops::concat_rows(ops::rows(x, 3, 4), ops::rows(x, 0, 1)).to_vector();
+  ASSERT_EQ(j.size(), 36u);
+  EXPECT_EQ(std::vector<float>(j.begin(), j.begin() + 18),
+            std::vector<float>(v.begin() + 54, v.end()));
+  EXPECT_EQ(std::vector<float>(j.begin() + 18, j.end()),
+            std::vector<float>(v.begin(), v.begin() + 18));
+  check_gradients(
+      [](const std::vector<Tensor>& in) {
+        return ops::concat_rows(ops::columns(ops::rows(in[0], 1, 4), 1, 5),
+                                ops::columns(in[0], 0, 4));
+      },
+      {tessera::testing::randn_param(Shape{4, 2, 6}, g)});
+  tessera::testing::expect_error([&] { ops::columns(x, 4, 7); }, {"columns", "[4, 7)", "<= 6"});
+  tessera::testing::expect_error([&] { ops::rows(x, 3, 5); }, {"rows", "[3, 5)"});
+  tessera::testing::expect_error([&] { ops::concat_rows(x, ops::columns(x, 0, 2)); },
+                                 {"concat_rows", "does not join"});
+}
+
+}  // namespace

@@ -35,6 +35,7 @@ Mesh::Mesh(std::shared_ptr<Communicator> world, int tp, int pp, int cp) : world_
   dp_ = axis(shape_.dp, coords(tp_i, cp_i, 0, pp_i), dp_i);
   pp_ = axis(pp, coords(tp_i, cp_i, dp_i, 0), pp_i);
   model_ = axis(tp * pp, coords(0, cp_i, dp_i, 0), pp_i * tp + tp_i);
+  data_ = cp == 1 ? dp_ : axis(shape_.dp * cp, coords(tp_i, 0, 0, pp_i), dp_i * cp + cp_i);
 }
 
 std::shared_ptr<Communicator> Mesh::axis(int size, int color, int key) {

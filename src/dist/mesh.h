@@ -37,6 +37,9 @@ class Mesh {
   // The ranks of this rank's model replica (same dp and cp coordinates: its tp x pp ranks),
   // ordered pp-major: what the global gradient norm sums over.
   const std::shared_ptr<Communicator>& model() const { return model_; }
+  // The ranks holding the same part of the model (same tp and pp coordinates: its dp x cp
+  // ranks), ordered dp-major: what averages the gradients.
+  const std::shared_ptr<Communicator>& data() const { return data_; }
   // This rank's index along each axis.
   int tp_rank() const { return tp_->rank(); }
   int pp_rank() const { return pp_->rank(); }
@@ -49,7 +52,7 @@ class Mesh {
   std::shared_ptr<Communicator> axis(int size, int color, int key);
 
   MeshShape shape_;
-  std::shared_ptr<Communicator> world_, tp_, pp_, cp_, dp_, model_;
+  std::shared_ptr<Communicator> world_, tp_, pp_, cp_, dp_, model_, data_;
 };
 
 // nn's view of a communicator for tensor parallelism (nn/tensor_parallel.h).

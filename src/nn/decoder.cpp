@@ -185,7 +185,7 @@ Tensor Decoder::forward_cached(const Tensor& ids, KVCache& cache) const {
            ids.desc(), cache.length, cache.capacity());
   Tensor x = embed(ids, cache.length);
   for (size_t l = 0; l < h.size(); ++l)
-    x = forward_block(l, x, BlockContext{cache.length, &cache.k[l], &cache.v[l], nullptr, {}});
+    x = forward_block(l, x, BlockContext{cache.length, &cache.k[l], &cache.v[l], nullptr, {}, {}});
   cache.length += ids.dim(1);
   const Tensor logits = head(x);
   return tp_ ? tp_gather_last_dim(logits, *tp_, cfg_.vocab_size) : logits;
@@ -213,11 +213,15 @@ Tensor Decoder::local_logits(const Tensor& ids, StageHooks* stages) const {
   // Sequence parallelism: from the embedding to the head each rank keeps only its rows.
   const std::optional<SequenceShard> seq = sequence_for(ids);
   const SequenceShard* rows = seq ? &*seq : nullptr;
+  const std::optional<ContextShard> chunks = context_for(ids);
   enter(0);
-  Tensor x = exit(0, rows ? embed_rows(ids, *rows) : embed(ids));
+  Tensor x = exit(0, rows     ? embed_rows(ids, *rows)
+                     : chunks ? embed_chunks(ids, *chunks)
+                              : embed(ids));
   const int L = int(h.size());
   BlockContext ctx;
   ctx.sequence = seq;
+  ctx.context = chunks;
   for (int l = 0; l < L; ++l) {
     enter(1 + l);
     // With recompute = blocks the block's forward runs again inside the backward, after the
@@ -249,6 +253,37 @@ Tensor Decoder::loss_from_logits(const Tensor& logits, const Tensor& targets) co
         group->all_gather(stats, all, group->equal_counts(stats.numel()));
         return all;
       });
+}
+
+std::optional<ContextShard> Decoder::context_for(const Tensor& ids) const {
+  if (!cp_) return std::nullopt;
+  TS_CHECK(ids.ndim() == 2 && ids.dim(0) % 2 == 0,
+           "context parallelism: ids {}, expected this rank's two chunks of each sequence "
+           "[2B, Tc]",
+           ids.desc());
+  return ContextShard{cp_, ids.dim(0) / 2, ids.dim(1)};
+}
+
+Tensor Decoder::embed_chunks(const Tensor& ids, const ContextShard& s) const {
+  TS_CHECK(s.seq_len() <= cfg_.context,
+           "context parallelism: a sequence of {} tokens ({} chunks of {}) is longer than the "
+           "context {}",
+           s.seq_len(), 2 * s.group->size(), s.chunk, cfg_.context);
+  Tensor x =
+      tp_ ? tp_reduce(ops::embedding(wte.weight, ids, vocab_part_.begin), *tp_) : wte.forward(ids);
+  if (wpe) {
+    Tensor parts[2];
+    for (int slot = 0; slot < 2; ++slot) {
+      std::vector<int32_t> positions;
+      for (int64_t t = 0; t < s.chunk; ++t)
+        positions.push_back(int32_t(s.first_position(slot) + t));
+      const Tensor pos =
+          wpe->forward(Tensor::from_ints(positions, Shape{s.chunk}).to(ids.device()));
+      parts[slot] = ops::add(ops::rows(x, slot * s.batch, (slot + 1) * s.batch), pos);
+    }
+    x = ops::concat_rows(parts[0], parts[1]);
+  }
+  return drop.forward(x);
 }
 
 std::optional<SequenceShard> Decoder::sequence_for(const Tensor& ids) const {
@@ -324,9 +359,12 @@ Tensor Decoder::forward_stage(int s, const Tensor& ids, const Tensor& targets,
   TS_CHECK(holds_stage(s), "Decoder::forward_stage: stage {} is not on this rank", s);
   const std::optional<SequenceShard> seq = sequence_for(ids);
   const SequenceShard* rows = seq ? &*seq : nullptr;
-  Tensor x = s == 0 ? (rows ? embed_rows(ids, *rows) : embed(ids)) : x0;
+  const std::optional<ContextShard> chunks = context_for(ids);
+  Tensor x = x0;
+  if (s == 0) x = rows ? embed_rows(ids, *rows) : chunks ? embed_chunks(ids, *chunks) : embed(ids);
   BlockContext ctx;
   ctx.sequence = seq;
+  ctx.context = chunks;
   for (int b = stage_bounds_[size_t(s)]; b < stage_bounds_[size_t(s) + 1]; ++b)
     x = forward_block(size_t(b), x, ctx);
   if (s + 1 < num_stages()) return x;

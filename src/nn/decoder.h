@@ -97,6 +97,11 @@ class Decoder : public Module {
   // parameter's split (by TensorImpl, so it survives to(device) re-pointing storage).
   TensorParallelGroup* tp_ = nullptr;
   bool sequence_parallel_ = false;
+  TensorParallelGroup* cp_ = nullptr;
+  // The context shard of a forward over ids [2B, Tc] under context parallelism (else none).
+  std::optional<ContextShard> context_for(const Tensor& ids) const;
+  // embed() of this rank's two chunks: each at its own positions.
+  Tensor embed_chunks(const Tensor& ids, const ContextShard& s) const;
   // Pipeline parallelism (keep_stages()): the stages' block bounds and which stages are here.
   std::vector<int> stage_bounds_, kept_stages_;
   std::vector<std::string> whole_order_;
@@ -171,6 +176,10 @@ class Decoder : public Module {
   // With sequence_parallel, training and evaluation forwards keep the norm and dropout regions
   // split by rows too (nn/tensor_parallel.h SequenceShard); generation does not.
   void shard(TensorParallelGroup& group, bool sequence_parallel = false);
+  // Context parallelism over `group` (nn/tensor_parallel.h ContextShard): from then on training
+  // and evaluation forwards take ids [2B, Tc], this rank's two chunks of each sequence, and
+  // their loss is the mean over those tokens. Generation is unaffected.
+  void set_context_parallel(TensorParallelGroup& group) { cp_ = &group; }
   TensorParallelGroup* tensor_parallel() const { return tp_; }
   // Every parameter's split over the group, in parameters() order (all replicated, with the
   // parameters' own shapes, when not sharded).

@@ -150,6 +150,42 @@ Tensor scatter_rows(const Tensor& whole, const SequenceShard& s, int64_t C) {
 
 }  // namespace
 
+Tensor cp_gather_sequence(const Tensor& kv0, const ContextShard& s) {
+  const int c = s.group->size();
+  const int64_t B = s.batch, Tc = s.chunk, W = kv0.dim(-1), block = B * Tc * W;
+  TS_CHECK(kv0.ndim() == 3 && kv0.dim(0) == 2 * B && kv0.dim(1) == Tc,
+           "context parallelism: gathering {}, expected this rank's two chunks [{}, {}, W]",
+           kv0.desc(), 2 * B, Tc);
+  // Gathered block 2 i + slot is rank i's chunk of that slot; position chunk k comes from
+  // block 2k (k < c: first slots in rank order) or 2 (2c - 1 - k) + 1 (second slots, reversed).
+  auto source = [c](int k) { return k < c ? 2 * k : 2 * (2 * c - 1 - k) + 1; };
+  Tensor gathered = Tensor::empty(Shape{2 * int64_t(c), block}, DType::f32, kv0.device());
+  s.group->all_gather(f32_copy(kv0), gathered, s.group->equal_counts(2 * block));
+  Tensor ordered = Tensor::empty(Shape{2 * int64_t(c), B, Tc * W}, DType::f32, kv0.device());
+  for (int k = 0; k < 2 * c; ++k)
+    ordered.view(Shape{2 * int64_t(c), block})
+        .slice_rows(k, k + 1)
+        .copy_from(gathered.slice_rows(source(k), source(k) + 1));
+  Tensor y = ordered.transpose_view(0, 1).contiguous().view(Shape{B, s.seq_len(), W});
+  const ContextShard shard = s;
+  return autograd::record(
+      y, "cp_gather_sequence", {kv0}, [shard, source, c, B, Tc, W, block](const Tensor& g) {
+        // The gradient's chunks back in gathered order, then each rank's two summed to it.
+        const Tensor by_chunk = g.to(DType::f32)
+                                    .contiguous()
+                                    .view(Shape{B, 2 * int64_t(c), Tc * W})
+                                    .transpose_view(0, 1)
+                                    .contiguous()
+                                    .view(Shape{2 * int64_t(c), block});
+        Tensor blocks = Tensor::empty(Shape{2 * int64_t(c), block}, DType::f32, g.device());
+        for (int k = 0; k < 2 * c; ++k)
+          blocks.slice_rows(source(k), source(k) + 1).copy_from(by_chunk.slice_rows(k, k + 1));
+        Tensor mine = Tensor::empty(Shape{2 * B, Tc, W}, DType::f32, g.device());
+        shard.group->reduce_scatter_sum(blocks, mine, shard.group->equal_counts(2 * block));
+        return std::vector<Tensor>{mine};
+      });
+}
+
 Tensor sp_gather(const Tensor& x, const SequenceShard& s) {
   TS_CHECK(x.ndim() == 2 && x.dim(0) == s.rows.size(),
            "sequence parallelism: gathering {}, expected this rank's {} rows [{}, C]", x.desc(),

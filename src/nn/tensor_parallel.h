@@ -92,6 +92,26 @@ Tensor sp_gather(const Tensor& x, const SequenceShard& s);
 // group; backward: the gradient all-gathered.
 Tensor sp_reduce_scatter(const Tensor& x, const SequenceShard& s);
 
+// Context parallelism (Llama 3's all-gather form): the sequence of T tokens is cut into 2 x cp
+// chunks of Tc; rank i of the cp group holds chunks i and 2 cp - 1 - i (an early and a late
+// one, so that every rank's share of causal attention costs the same), laid out as rows
+// [2B, Tc]: its first chunk's B rows, then its second's. Attention all-gathers every rank's keys
+// and values into the whole sequence and runs each chunk's queries over them
+// (ops::attention_window); everything else works token by token.
+struct ContextShard {
+  TensorParallelGroup* group = nullptr;  // the cp ranks
+  int64_t batch = 0;                     // B
+  int64_t chunk = 0;                     // Tc
+  int chunk_index(int slot) const {      // slot 0 or 1 -> its chunk's place in the sequence
+    return slot == 0 ? group->rank() : 2 * group->size() - 1 - group->rank();
+  }
+  int64_t first_position(int slot) const { return int64_t(chunk_index(slot)) * chunk; }
+  int64_t seq_len() const { return 2 * group->size() * chunk; }
+};
+// This rank's keys and values [2B, Tc, W] -> the whole sequence's [B, T, W] in position order
+// (every rank's chunks all-gathered); backward: the gradient's chunks reduce-scattered back.
+Tensor cp_gather_sequence(const Tensor& kv, const ContextShard& s);
+
 // The differentiable collectives (Megatron-LM's f and g), recorded by autograd.
 // Forward: x itself; backward: the gradient summed over the group.
 Tensor tp_copy(const Tensor& x, TensorParallelGroup& group);

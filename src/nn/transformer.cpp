@@ -77,12 +77,32 @@ CausalSelfAttention::CausalSelfAttention(const BlockInit& in, Generator& g)
 
 Tensor CausalSelfAttention::forward(const Tensor& x, const BlockContext& ctx) const {
   Tensor qkv = c_attn.forward(parallel_input(x, tp, ctx.sequence_shard()));
-  if (ctx.rotary) qkv = ops::rope(qkv, *ctx.rotary, n_head, n_kv_head, ctx.start);
-  Tensor context = ctx.k_cache ? ops::cached_attention(qkv, n_head, n_kv_head, *ctx.k_cache,
-                                                       *ctx.v_cache, ctx.start)
-                               : ops::attention(qkv, n_head, n_kv_head);
+  if (ctx.rotary && !ctx.context) qkv = ops::rope(qkv, *ctx.rotary, n_head, n_kv_head, ctx.start);
+  Tensor context = ctx.context   ? context_parallel_attention(qkv, ctx)
+                   : ctx.k_cache ? ops::cached_attention(qkv, n_head, n_kv_head, *ctx.k_cache,
+                                                         *ctx.v_cache, ctx.start)
+                                 : ops::attention(qkv, n_head, n_kv_head);
   return parallel_dropout(drop, row_parallel_linear(c_proj, context, tp, ctx.sequence_shard()),
                           ctx.sequence_shard());
+}
+
+Tensor CausalSelfAttention::context_parallel_attention(const Tensor& qkv,
+                                                       const BlockContext& ctx) const {
+  const ContextShard& s = *ctx.context;
+  const int64_t B = s.batch, W = qkv.dim(-1);
+  const int64_t q_width = W / (n_head + 2 * int64_t(n_kv_head)) * n_head;
+  Tensor q[2], kv[2];
+  for (int slot = 0; slot < 2; ++slot) {
+    // Each chunk rotated at its own positions, then cut into queries and keys|values.
+    Tensor part = ops::rows(qkv, slot * B, (slot + 1) * B);
+    if (ctx.rotary) part = ops::rope(part, *ctx.rotary, n_head, n_kv_head, s.first_position(slot));
+    q[slot] = ops::columns(part, 0, q_width);
+    kv[slot] = ops::columns(part, q_width, W);
+  }
+  const Tensor whole = cp_gather_sequence(ops::concat_rows(kv[0], kv[1]), s);
+  return ops::concat_rows(
+      ops::attention_window(q[0], whole, n_head, n_kv_head, s.first_position(0)),
+      ops::attention_window(q[1], whole, n_head, n_kv_head, s.first_position(1)));
 }
 
 Block::Block(const BlockInit& in, Generator& g)

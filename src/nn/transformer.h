@@ -46,6 +46,9 @@ struct BlockContext {
   // a recomputed block runs again in backward, after the forward that made it has returned.
   std::optional<SequenceShard> sequence;
   const SequenceShard* sequence_shard() const { return sequence ? &*sequence : nullptr; }
+  // Context parallelism (training): the block's tokens are this rank's two sequence chunks,
+  // rows [2B, Tc] (nn/tensor_parallel.h ContextShard).
+  std::optional<ContextShard> context;
 };
 
 // A tensor-parallel layer's input: x itself without a group; x through tp_copy with one; with
@@ -80,6 +83,8 @@ class CausalSelfAttention : public Module {
   Tensor forward(const Tensor& x, const BlockContext& ctx = {}) const;  // x [B, T, C]
 
   int n_head, n_kv_head;  // this rank's heads (a tensor-parallel rank holds a share)
+  // Under context parallelism: each chunk's queries over the whole sequence's keys and values.
+  Tensor context_parallel_attention(const Tensor& qkv, const BlockContext& ctx) const;
   Linear c_attn, c_proj;
   Dropout drop;
   // Tensor parallelism (set by Decoder::shard): c_attn column-, c_proj row-parallel over it.

@@ -15,6 +15,11 @@ namespace tessera::ops {
 Tensor reshape(const Tensor& x, const Shape& shape);  // a view when x is contiguous
 Tensor transpose(const Tensor& x, int a, int b);      // a contiguous copy with dims a, b swapped
 Tensor cast(const Tensor& x, DType dtype);            // between f32 / bf16 / f16
+// Copies of rows [a, b) (dim 0) and of columns [a, b) (the last dim), and a joined to b along
+// dim 0 (the same dims after the first); gradients flow back to the inputs' parts.
+Tensor rows(const Tensor& x, int64_t a, int64_t b);
+Tensor columns(const Tensor& x, int64_t a, int64_t b);
+Tensor concat_rows(const Tensor& a, const Tensor& b);
 
 // ---- element-wise and reductions ----
 // b has a's shape, or a's trailing dims (broadcast over the leading ones: biases, positions).

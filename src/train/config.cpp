@@ -373,18 +373,27 @@ const Rule kRules[] = {
                key, m.kind);
        return {};
      }},
-    {"`parallel.tp` and `parallel.pp` > 1 only for language models; `parallel.cp` is 1 (context "
-     "parallelism is not built yet).",
+    {"`parallel.tp`, `parallel.pp` and `parallel.cp` > 1 only for language models; with "
+     "`parallel.cp` > 1, `train.seq_len` is a multiple of 2 `parallel.cp` (each rank takes two "
+     "chunks) and `parallel.sequence_parallel` is 0.",
      [](const Config& c) -> Violation {
-       if (c.parallel.cp != 1)
-         return fmt::format("parallel.cp = {}: context parallelism is not built yet (expected 1)",
-                            c.parallel.cp);
-       if (language_model(c)) return {};
-       for (auto [key, n] : {std::pair{"tp", c.parallel.tp}, {"pp", c.parallel.pp}})
-         if (n > 1)
-           return fmt::format(
-               "parallel.{} = {} splits transformer layers but model.kind = '{}' has none", key, n,
-               c.model.kind);
+       const ParallelConfig& p = c.parallel;
+       if (!language_model(c))
+         for (auto [key, n] : {std::pair{"tp", p.tp}, {"pp", p.pp}, {"cp", p.cp}})
+           if (n > 1)
+             return fmt::format(
+                 "parallel.{} = {} splits transformer layers but model.kind = '{}' has none", key,
+                 n, c.model.kind);
+       if (p.cp == 1) return {};
+       if (c.train.seq_len % (2 * p.cp) != 0)
+         return fmt::format(
+             "parallel.cp = {} cuts each sequence into {} chunks, but train.seq_len = {} is not "
+             "a multiple of {}",
+             p.cp, 2 * p.cp, c.train.seq_len, 2 * p.cp);
+       if (p.sequence_parallel != 0)
+         return fmt::format(
+             "parallel.cp = {} with parallel.sequence_parallel = 1: the two do not combine yet",
+             p.cp);
        return {};
      }},
     {"Pipeline parallelism (`parallel.pp` > 1): `parallel.zero_stage` <= 2, and 0 with a tied "

@@ -249,8 +249,10 @@ std::vector<ConfigKey> make_keys() {
       int_key<P, &ParallelConfig::pp_virtual_stages>(
           "parallel.pp_virtual_stages", 1, at_least(1),
           "stages per pipeline rank for interleaved_1f1b (bubble (pp-1)/(v m + pp-1))"),
-      int_key<P, &ParallelConfig::cp>("parallel.cp", 1, at_least(1),
-                                      "context-parallel ranks (only 1 so far)"),
+      int_key<P, &ParallelConfig::cp>(
+          "parallel.cp", 1, at_least(1),
+          "context-parallel ranks: each sequence cut into 2 cp chunks, rank i taking chunks i and "
+          "2 cp - 1 - i; attention all-gathers the keys and values (Llama 3's form)"),
       int_key<P, &ParallelConfig::zero_stage>(
           "parallel.zero_stage", 0, between(0, 3),
           "ZeRO: 0 = replicate, 1 = shard optimizer state, 2 = + gradients, 3 = + weights"),

@@ -38,6 +38,10 @@ class LMTask final : public Task {
     load_init_weights(*model_, cfg);
     if (place.tensor_parallel) model_->shard(*place.tensor_parallel, place.sequence_parallel);
     if (place.pipeline) keep_pipeline_stages(*place.pipeline, place.virtual_stages);
+    if (place.context_parallel) {
+      cp_ = place.context_parallel;
+      model_->set_context_parallel(*cp_);
+    }
     batches_ = std::make_unique<data::PrefetchingBatcher<data::TokenBatcher>>(data::TokenBatcher(
         train_, B, T, uint64_t(cfg.train.seed) + 1, place.rank, place.world_size));
     sample_gen_ = Generator(uint64_t(cfg.train.seed) + 2);
@@ -63,6 +67,7 @@ class LMTask final : public Task {
 
   Tensor micro_loss(int64_t i, int64_t n) override {
     const int64_t rows = x_.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
+    if (cp_) return model_->loss(chunks(batch_.x, a, b), chunks(batch_.y, a, b), gather_);
     Tensor x = x_.slice_rows(a, b), y = y_.slice_rows(a, b);
     return model_->loss(x, y, gather_);
   }
@@ -70,10 +75,13 @@ class LMTask final : public Task {
   int pipeline_stages() const override { return model_->num_stages(); }
   Tensor stage_forward(int stage, int64_t i, int64_t n, const Tensor& x) override {
     const int64_t rows = x_.dim(0), a = rows * i / n, b = rows * (i + 1) / n;
+    if (cp_) return model_->forward_stage(stage, chunks(batch_.x, a, b), chunks(batch_.y, a, b), x);
     return model_->forward_stage(stage, x_.slice_rows(a, b), y_.slice_rows(a, b), x);
   }
   Shape stage_output_shape(int64_t n) const override {
-    return model_->stage_output_shape(x_.dim(0) / n, cfg_.train.seq_len);
+    const int64_t rows = x_.dim(0) / n, T = cfg_.train.seq_len;
+    if (cp_) return model_->stage_output_shape(2 * rows, T / (2 * cp_->size()));
+    return model_->stage_output_shape(rows, T);
   }
   const Tensor* tied_embedding() const override { return model_->tied_embedding(); }
   std::vector<std::string> whole_parameter_order() const override {
@@ -105,8 +113,7 @@ class LMTask final : public Task {
     int64_t count = 0;
     for (int64_t i = 0; i < eval.num_batches(); ++i) {
       data::TokenBatch b = eval.batch(i);
-      const Tensor x = to_training_device(b.x, device_), y = to_training_device(b.y, device_);
-      total += pipeline_ ? pipelined_loss(x, y) : double(model_->loss(x, y).item());
+      total += eval_loss(b);
       ++count;
     }
     model_->train();
@@ -126,6 +133,34 @@ class LMTask final : public Task {
   }
 
  private:
+  // Context parallelism: rows [a, b) of a host batch [rows, T] as this rank's two chunks of
+  // each sequence, [2 (b - a), Tc] on the training device (nn::ContextShard's layout).
+  Tensor chunks(const Tensor& host, int64_t a, int64_t b) const {
+    const int64_t n = b - a, T = host.dim(1), Tc = T / (2 * cp_->size());
+    const nn::ContextShard s{cp_, n, Tc};
+    const Tensor rows = host.contiguous();
+    const int32_t* src = rows.data<int32_t>();
+    std::vector<int32_t> out(size_t(2 * n * Tc));
+    for (int slot = 0; slot < 2; ++slot)
+      for (int64_t r = 0; r < n; ++r)
+        std::copy_n(src + (a + r) * T + s.first_position(slot), Tc,
+                    out.begin() + (slot * n + r) * Tc);
+    return to_training_device(Tensor::from_ints(out, Shape{2 * n, Tc}), device_);
+  }
+
+  // One evaluation batch's loss: through the pipeline's stages when split, over this rank's
+  // chunks (then averaged over the context-parallel ranks, which hold equal token counts).
+  double eval_loss(const data::TokenBatch& b) {
+    const int64_t rows = b.x.dim(0);
+    const Tensor x = cp_ ? chunks(b.x, 0, rows) : to_training_device(b.x, device_);
+    const Tensor y = cp_ ? chunks(b.y, 0, rows) : to_training_device(b.y, device_);
+    const double loss = pipeline_ ? pipelined_loss(x, y) : double(model_->loss(x, y).item());
+    if (!cp_) return loss;
+    Tensor sum = Tensor::full(Shape{1}, loss, DType::f32, device_);
+    cp_->all_reduce_sum(sum);
+    return double(sum.item()) / double(cp_->size());
+  }
+
   // Pipeline parallelism: this rank keeps stages s with s % p == its rank of the S = p x v
   // stages of consecutive blocks (as even as the layers allow).
   void keep_pipeline_stages(dist::Communicator& pp, int virtual_stages) {
@@ -168,6 +203,7 @@ class LMTask final : public Task {
 
   Config cfg_;
   dist::Communicator* pipeline_ = nullptr;
+  nn::TensorParallelGroup* cp_ = nullptr;
   Generator init_gen_;
   Tensor train_, val_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;  // data.tokenizer, for text samples

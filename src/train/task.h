@@ -96,6 +96,9 @@ struct TaskPlacement {
   // keeps stages s with s % world_size == its rank.
   dist::Communicator* pipeline = nullptr;
   int virtual_stages = 1;
+  // Context parallelism: the ranks sharing each sequence (nn::ContextShard); every rank of the
+  // group draws the same rows and keeps its two chunks of each.
+  nn::TensorParallelGroup* context_parallel = nullptr;
 };
 
 // Builds the task the config describes: loads the data (errors name the file and key) and

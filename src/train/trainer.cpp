@@ -117,6 +117,7 @@ void Trainer::connect_ranks() {
   micro_ = cfg_.train.micro_batches;
   mesh_.emplace(comm_, int(cfg_.parallel.tp), int(cfg_.parallel.pp), int(cfg_.parallel.cp));
   if (cfg_.parallel.tp > 1) tp_group_ = std::make_unique<dist::CommunicatorGroup>(mesh_->tp());
+  if (cfg_.parallel.cp > 1) cp_group_ = std::make_unique<dist::CommunicatorGroup>(mesh_->cp());
   if (cfg_.parallel.pp > 1)
     pipeline_ = dist::pipeline::make_schedule(pipeline_kind(cfg_.parallel.pp_schedule),
                                               int(cfg_.parallel.pp), int(micro_),
@@ -161,6 +162,7 @@ void Trainer::build_model_and_engine() {
     place.pipeline = mesh_->pp().get();
     place.virtual_stages = pipeline_->v;
   }
+  place.context_parallel = cp_group_.get();
   task_ = make_task(task_cfg, place);
   if (!device_.is_cpu()) task_->to_device(device_);  // before the engine flattens the parameters
   nn::Module& model = task_->model();
@@ -175,8 +177,11 @@ void Trainer::build_model_and_engine() {
   }
   // Every rank initialised from the same seed; the first data-parallel replica's values make
   // that exact regardless (each tensor-parallel rank's own part).
-  if (dp_comm.world_size() > 1 && !resumed_)
-    for (const Tensor& p : model.parameters()) dp_comm.broadcast(p, 0);
+  // The ranks holding the same part of the model (data and context parallel) average its
+  // gradients and start from the first one's values.
+  dist::Communicator& data_comm = *mesh_->data();
+  if (data_comm.world_size() > 1 && !resumed_)
+    for (const Tensor& p : model.parameters()) data_comm.broadcast(p, 0);
   tracer_.emplace(rank_, world_ > 1 || opt_.trace);
   tracer_->name_track(0, "training thread");
   const dist::ParameterUnits units =
@@ -194,7 +199,7 @@ void Trainer::build_model_and_engine() {
       po.counted.push_back(!tp_copy && !stage_copy);
     }
   }
-  dp_ = dist::make_data_parallel(model, dp_comm, po, &*tracer_, units);
+  dp_ = dist::make_data_parallel(model, data_comm, po, &*tracer_, units);
   // The first and last stages' ranks (same other coordinates) sum a tied embedding's gradients.
   if (pipeline_ && cfg_.model.head == "tied") {
     const int p = mesh_->shape().pp, r = mesh_->pp_rank();

@@ -174,7 +174,7 @@ class Trainer {
   // The ranks as a mesh (parallel.tp x data parallel); the engine runs over its dp axis, the
   // model is split over its tp axis (through tp_group_, when tp > 1).
   std::optional<dist::Mesh> mesh_;
-  std::unique_ptr<dist::CommunicatorGroup> tp_group_;
+  std::unique_ptr<dist::CommunicatorGroup> tp_group_, cp_group_;
   // Pipeline parallelism (parallel.pp > 1): the schedule each step runs, and the ranks of the
   // first and last stages, whose copies of a tied embedding sum their gradients.
   std::optional<dist::pipeline::Schedule> pipeline_;

@@ -279,6 +279,40 @@ TEST(PipelineParallel, LayoutsOfEveryScheduleMatchOneRank) {
       dir);
 }
 
+// Context parallelism: `l` with each sequence cut into 2 cp chunks over cp ranks.
+Layout context_parallel(Layout l, int64_t cp) {
+  l.cfg.parallel.cp = cp;
+  return l;
+}
+
+// GPT (learned positions) and Llama (rotary, grouped-query) with their sequences split over 2
+// and 4 ranks (load-balanced chunks, keys and values all-gathered), composed with tensor,
+// pipeline and data parallelism and ZeRO-3.
+TEST(ContextParallel, LayoutsMatchOneRank) {
+  if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
+  const fs::path dir = job_scratch_dir("mpi_cp");
+  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
+  world().barrier();
+  train::Config gpt = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
+  gpt.model.n_head = 4;
+  gpt.model.vocab_size = 259;
+  expect_layouts_match_one_rank(
+      gpt, "gpt context",
+      {context_parallel(layout("cp 2", gpt, 1, false), 2),
+       context_parallel(layout("cp 4", gpt, 1, true), 4),
+       context_parallel(layout("cp 2 x tp 2", gpt, 2, true), 2),
+       context_parallel(layout("cp 2 x dp 2, ZeRO-3", gpt, 1, true, 3), 2),
+       context_parallel(pipelined(layout("cp 2 x pp 2, 2 micro-batches", gpt, 1, true, 0, 2), 2),
+                        2)},
+      dir);
+  const train::Config llama = tessera::testing::tiny_llama_job(dir / "corpus.txt", 20);
+  expect_layouts_match_one_rank(llama, "llama context",
+                                {context_parallel(layout("cp 2", llama, 1, false), 2),
+                                 context_parallel(layout("cp 4", llama, 1, true), 4),
+                                 context_parallel(layout("cp 2 x tp 2", llama, 2, true), 2)},
+                                dir);
+}
+
 TEST(TensorParallel, LlamaLayoutsMatchOneRank) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
   const fs::path dir = job_scratch_dir("mpi_tp_llama");
