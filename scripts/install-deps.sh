@@ -18,6 +18,7 @@ PACKAGES=(
   bible-kjv bible-kjv-text  # the default text corpus
   gnuplot-nox            # training curves
   openmpi-bin libopenmpi-dev  # distributed training over MPI (mpirun, libmpi)
+  iproute2 jq            # tests/mpi: network namespaces and a veth pair (ip); metrics (jq)
   clang libclang-rt-14-dev libomp-dev  # scripts/fuzz.sh: clang, libFuzzer + sanitizers, OpenMP
 )
 
