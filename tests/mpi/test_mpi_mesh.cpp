@@ -313,6 +313,32 @@ TEST(ContextParallel, LayoutsMatchOneRank) {
                                 dir);
 }
 
+// Eight ranks (CTest mpi_mesh_8_ranks): every axis at once and the three-axis mixes, GPT with
+// 8 heads (tp up to 8) and 4 blocks, 4 micro-batches.
+TEST(Mesh, EightRankLayoutsMatchOneRank) {
+  if (world().world_size() != 8) GTEST_SKIP() << "needs 8 ranks (mpirun -np 8)";
+  const fs::path dir = job_scratch_dir("mpi_mesh_8");
+  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
+  world().barrier();
+  train::Config gpt = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
+  gpt.model.n_layer = 4;
+  gpt.model.n_head = 8;
+  gpt.model.vocab_size = 259;
+  gpt.train.micro_batches = 4;
+  gpt.train.batch_size = 16;
+  expect_layouts_match_one_rank(
+      gpt, "gpt 8 ranks",
+      {layout("tp 8", gpt, 8, true), layout("tp 4 x dp 2, ZeRO-1", gpt, 4, true, 1),
+       pipelined(layout("pp 4 x dp 2", gpt, 1, true), 4),
+       pipelined(layout("tp 2 x pp 2 x dp 2", gpt, 2, true), 2),
+       pipelined(layout("tp 2 x pp 2 x dp 2, sequence parallel, interleaved 1F1B", gpt, 2, true), 2,
+                 "interleaved_1f1b", 2),
+       context_parallel(layout("tp 2 x cp 2 x dp 2, ZeRO-3", gpt, 2, true, 3), 2),
+       context_parallel(pipelined(layout("tp 2 x pp 2 x cp 2", gpt, 2, true), 2), 2),
+       layout("dp 8, ZeRO-2, 2 micro-batches", gpt, 1, true, 2, 2)},
+      dir);
+}
+
 TEST(TensorParallel, LlamaLayoutsMatchOneRank) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
   const fs::path dir = job_scratch_dir("mpi_tp_llama");
