@@ -84,6 +84,9 @@ class LMTask final : public Task {
     return model_->stage_output_shape(rows, T);
   }
   const Tensor* tied_embedding() const override { return model_->tied_embedding(); }
+  int64_t whole_parameter_count() const override {
+    return nn::decoder_num_parameters(model_->decoder_config());
+  }
   std::vector<std::string> whole_parameter_order() const override {
     return model_->whole_parameter_order();
   }

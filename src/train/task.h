@@ -61,6 +61,8 @@ class Task {
   // copy on this rank, whose gradient is summed with the other stage's every step, or nullptr;
   // tied_stage_copy(): the same, only where it is the last stage's copy without the first.
   virtual const Tensor* tied_embedding() const { return nullptr; }
+  // The whole model's parameter count (0: unknown; the rank's own then).
+  virtual int64_t whole_parameter_count() const { return 0; }
   // Every parameter name of the whole model in its order (a pipelined rank holds only some).
   virtual std::vector<std::string> whole_parameter_order() const { return {}; }
   virtual const Tensor* tied_stage_copy() const { return nullptr; }

@@ -236,10 +236,15 @@ void Trainer::open_records() {
                        resumed_ ? resumed_->dir : "", loop_.step);
   config_toml_ = to_toml(cfg_);
   if (lead_) metrics_.emplace((dir_ / "metrics.jsonl").string());
+  // A model split over tensor or pipeline ranks: the whole count, and this rank's share.
+  const int64_t whole = task_->whole_parameter_count();
+  const std::string params =
+      whole > 0 && whole != dp_->param_numel()
+          ? fmt::format("{} parameters, {} on this rank", whole, dp_->param_numel())
+          : fmt::format("{} parameters", dp_->param_numel());
   progress_->message(fmt::format(
-      "tessera: training {} ({} parameters) on {} for {} steps, {} precision, on {}, {} threads "
-      "-> {}",
-      cfg_.model.kind, dp_->param_numel(), cfg_.data.path, cfg_.train.steps, cfg_.train.precision,
+      "tessera: training {} ({}) on {} for {} steps, {} precision, on {}, {} threads -> {}",
+      cfg_.model.kind, params, cfg_.data.path, cfg_.train.steps, cfg_.train.precision,
       describe_device(device_), omp_get_max_threads(), dir_.string()));
   if (pipeline_)
     progress_->message(fmt::format(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # `tessera train train.device=cuda` on 2 ranks of the emulated CUDA device (mpirun, emulated
-# NCCL): data parallel with ZeRO stages 0-3, tensor (with sequence) parallel and pipeline
+# NCCL): data parallel with ZeRO stages 0-3, tensor (with sequence), pipeline and context
 # parallel, each against the same job on one CPU rank. The
 # GPU path sums in other orders (cuBLASLt's reference GEMM, f64 block reductions, a reduction
 # tree over ranks), so losses are compared to a relative bound (the one tests/cuda uses for
@@ -85,6 +85,19 @@ err=$(max_rel_diff "$out" "$work/cpu_micro2")
 awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
   fail "pp 2 GPU -> CPU resume: losses differ from the CPU run by $err relative"
 echo "[cmp] 2 emulated GPUs pp 2 -> 1 CPU rank resume: losses | f32 | $err | 1.0e-04 | PASS"
+
+# Context parallelism over the 2 emulated GPUs: each chunk's queries over the whole sequence's
+# keys and values (the window attention kernels), all-gathered and reduce-scattered by NCCL.
+out="$work/gpu_cp2"
+start=$(date +%s)
+"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' parallel.cp=2 \
+  --out "$out" --no-plot >"$out.log" 2>&1 ||
+  fail "2 ranks on the emulated device, cp 2: $(tail -5 "$out.log")"
+err=$(max_rel_diff "$out" "$work/cpu")
+awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
+  fail "cp 2: losses differ from one CPU rank by $err relative (bound 1e-4)"
+echo "[cmp] 2 emulated GPUs, context parallel vs 1 CPU rank: losses | f32 | $err | 1.0e-04 |" \
+  "PASS ($(($(date +%s) - start)) s)"
 
 # The 2-rank GPU run's step-4 checkpoint, resumed on one CPU rank, ends where the CPU run ends.
 "$tessera" train "$work/job.toml" --out "$work/gpu_zero1" --no-plot \
