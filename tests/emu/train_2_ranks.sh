@@ -23,90 +23,62 @@ max_rel_diff() {
          END {printf "%.3e", m}'
 }
 
+# expect_close WHAT RUN REFERENCE: RUN's losses within 1e-4 relative of REFERENCE's.
+expect_close() {
+  local err
+  err=$(max_rel_diff "$2" "$3")
+  awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
+    fail "$1: losses differ from one CPU rank by $err relative (bound 1e-4)"
+  echo "[cmp] $1: losses | f32 | $err | 1.0e-04 | PASS"
+}
+
+# on_gpus NAME REFERENCE KEY=VALUE...: the job on 2 ranks of the emulated device with the keys,
+# into $work/NAME, its losses against the CPU run REFERENCE.
+on_gpus() {
+  local name=$1 ref=$2 start
+  shift 2
+  start=$(date +%s)
+  "${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' "$@" \
+    --out "$work/$name" --no-plot >"$work/$name.log" 2>&1 ||
+    fail "2 ranks on the emulated device, $name: $(tail -5 "$work/$name.log")"
+  grep -q "nccl" "$work/$name.log" || fail "$name: the log does not mention NCCL"
+  expect_close "2 emulated GPUs, $name vs 1 CPU rank ($(($(date +%s) - start)) s)" \
+    "$work/$name" "$ref"
+}
+
+# resumed_on_cpu NAME REFERENCE KEY=VALUE...: NAME's step-4 checkpoint (saved in the whole
+# model's layout, whatever split the GPUs ran) continued on one CPU rank ends where REFERENCE
+# ends.
+resumed_on_cpu() {
+  local name=$1 ref=$2
+  shift 2
+  "$tessera" train "$work/job.toml" "$@" --out "$work/$name" --no-plot \
+    --resume "$work/$name/checkpoints/step_00000004" >"$work/$name.resume.log" 2>&1 ||
+    fail "resume of $name's checkpoint on the CPU: $(tail -5 "$work/$name.resume.log")"
+  expect_close "2 emulated GPUs, $name -> 1 CPU rank resume" "$work/$name" "$ref"
+}
+
 "$tessera" train "$work/job.toml" --out "$work/cpu" --no-plot >"$work/cpu.log" 2>&1 ||
   fail "one CPU rank: $(tail -5 "$work/cpu.log")"
 [[ $(losses "$work/cpu" | wc -l) -eq 8 ]] || fail "one CPU rank: expected 8 logged steps"
-
-for stage in 0 1 2 3; do
-  out="$work/gpu_zero$stage"
-  start=$(date +%s)
-  "${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' \
-    parallel.zero_stage=$stage --out "$out" --no-plot >"$out.log" 2>&1 ||
-    fail "2 ranks on the emulated device, ZeRO $stage: $(tail -5 "$out.log")"
-  grep -q "nccl" "$out.log" || fail "ZeRO $stage: the log does not mention NCCL: $(head -5 "$out.log")"
-  err=$(max_rel_diff "$out" "$work/cpu")
-  awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
-    fail "ZeRO $stage: losses differ from one CPU rank by $err relative (bound 1e-4)"
-  echo "[cmp] 2 emulated GPUs, ZeRO $stage vs 1 CPU rank: losses | f32 | $err | 1.0e-04 | PASS" \
-    "($(($(date +%s) - start)) s)"
-done
-
-# Tensor (and sequence) parallelism over the 2 emulated GPUs: the layers' all-gathers and
-# reduce-scatters run on emulated NCCL too, and its step-4 checkpoint (saved whole) resumes on
-# one CPU rank.
-out="$work/gpu_tp2"
-start=$(date +%s)
-"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' parallel.tp=2 \
-  parallel.sequence_parallel=1 \
-  --out "$out" --no-plot >"$out.log" 2>&1 ||
-  fail "2 ranks on the emulated device, tp 2: $(tail -5 "$out.log")"
-err=$(max_rel_diff "$out" "$work/cpu")
-awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
-  fail "tp 2: losses differ from one CPU rank by $err relative (bound 1e-4)"
-echo "[cmp] 2 emulated GPUs, tensor parallel vs 1 CPU rank: losses | f32 | $err | 1.0e-04 |" \
-  "PASS ($(($(date +%s) - start)) s)"
-"$tessera" train "$work/job.toml" --out "$out" --no-plot \
-  --resume "$out/checkpoints/step_00000004" >"$work/resume_tp.log" 2>&1 ||
-  fail "resume of the tensor-parallel GPU checkpoint on the CPU: $(tail -5 "$work/resume_tp.log")"
-err=$(max_rel_diff "$out" "$work/cpu")
-awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
-  fail "tp 2 GPU -> CPU resume: losses differ from the CPU run by $err relative"
-echo "[cmp] 2 emulated GPUs tp 2 -> 1 CPU rank resume: losses | f32 | $err | 1.0e-04 | PASS"
-
-# Pipeline parallelism over the 2 emulated GPUs: activations and their gradients move by
-# emulated NCCL's send/recv between the stages, the tied embedding's copies sum their gradients,
-# and the step-4 checkpoint (saved whole) resumes on one CPU rank.
-out="$work/gpu_pp2"
-start=$(date +%s)
-"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' parallel.pp=2 \
-  train.micro_batches=2 --out "$out" --no-plot >"$out.log" 2>&1 ||
-  fail "2 ranks on the emulated device, pp 2: $(tail -5 "$out.log")"
 "$tessera" train "$work/job.toml" train.micro_batches=2 --out "$work/cpu_micro2" --no-plot \
   >"$work/cpu_micro2.log" 2>&1 || fail "one CPU rank, 2 micro-batches: $(tail -5 "$work/cpu_micro2.log")"
-err=$(max_rel_diff "$out" "$work/cpu_micro2")
-awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
-  fail "pp 2: losses differ from one CPU rank by $err relative (bound 1e-4)"
-echo "[cmp] 2 emulated GPUs, pipeline parallel vs 1 CPU rank: losses | f32 | $err | 1.0e-04 |" \
-  "PASS ($(($(date +%s) - start)) s)"
-"$tessera" train "$work/job.toml" train.micro_batches=2 --out "$out" --no-plot \
-  --resume "$out/checkpoints/step_00000004" >"$work/resume_pp.log" 2>&1 ||
-  fail "resume of the pipelined GPU checkpoint on the CPU: $(tail -5 "$work/resume_pp.log")"
-err=$(max_rel_diff "$out" "$work/cpu_micro2")
-awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
-  fail "pp 2 GPU -> CPU resume: losses differ from the CPU run by $err relative"
-echo "[cmp] 2 emulated GPUs pp 2 -> 1 CPU rank resume: losses | f32 | $err | 1.0e-04 | PASS"
 
-# Context parallelism over the 2 emulated GPUs: each chunk's queries over the whole sequence's
-# keys and values (the window attention kernels), all-gathered and reduce-scattered by NCCL.
-out="$work/gpu_cp2"
-start=$(date +%s)
-"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' parallel.cp=2 \
-  --out "$out" --no-plot >"$out.log" 2>&1 ||
-  fail "2 ranks on the emulated device, cp 2: $(tail -5 "$out.log")"
-err=$(max_rel_diff "$out" "$work/cpu")
-awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
-  fail "cp 2: losses differ from one CPU rank by $err relative (bound 1e-4)"
-echo "[cmp] 2 emulated GPUs, context parallel vs 1 CPU rank: losses | f32 | $err | 1.0e-04 |" \
-  "PASS ($(($(date +%s) - start)) s)"
+for stage in 0 1 2 3; do
+  on_gpus "zero$stage" "$work/cpu" parallel.zero_stage=$stage
+done
+resumed_on_cpu zero1 "$work/cpu"
+# Tensor with sequence parallelism: the layers' all-gathers and reduce-scatters on NCCL.
+on_gpus tp2_sequence_parallel "$work/cpu" parallel.tp=2 parallel.sequence_parallel=1
+resumed_on_cpu tp2_sequence_parallel "$work/cpu"
+# Pipeline parallelism: activations and their gradients by NCCL's send/recv between the stages,
+# the tied embedding's copies summing their gradients.
+on_gpus pp2 "$work/cpu_micro2" parallel.pp=2 train.micro_batches=2
+resumed_on_cpu pp2 "$work/cpu_micro2" train.micro_batches=2
+# Context parallelism: each chunk's queries over the whole sequence's keys and values (the
+# window attention kernels), all-gathered and reduce-scattered by NCCL.
+on_gpus cp2 "$work/cpu" parallel.cp=2
 
-# The 2-rank GPU run's step-4 checkpoint, resumed on one CPU rank, ends where the CPU run ends.
-"$tessera" train "$work/job.toml" --out "$work/gpu_zero1" --no-plot \
-  --resume "$work/gpu_zero1/checkpoints/step_00000004" >"$work/resume.log" 2>&1 ||
-  fail "resume of the GPU checkpoint on the CPU: $(tail -5 "$work/resume.log")"
-err=$(max_rel_diff "$work/gpu_zero1" "$work/cpu")
-awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
-  fail "GPU -> CPU resume: losses differ from the CPU run by $err relative"
-echo "[cmp] 2 emulated GPUs -> 1 CPU rank resume: losses | f32 | $err | 1.0e-04 | PASS"
 # A suspended rank of a GPU job (rank 0 waits inside an emulated NCCL collective) is named too.
 suspend_rank_1 gpu_suspended 2 train.steps=1000000 train.device='"cuda"'
 echo "ok: emulated 2-rank training"

@@ -6,10 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
+#include <string>
 
 #include "dist/mpi_comm.h"
 #include "mpi/rank_output.h"
+#include "scratch.h"
 
 namespace tessera::testing {
 
@@ -20,6 +23,13 @@ inline std::shared_ptr<dist::Communicator>& world_comm() {
 }
 inline dist::Communicator& world() {
   return *world_comm();
+}
+
+// A scratch folder for one test's job (scratch.h), made by rank 0; every rank gets its path.
+inline std::filesystem::path job_scratch_dir(const std::string& name) {
+  std::string path;
+  if (world().rank() == 0) path = scratch_dir(name).string();
+  return world().all_gather_bytes(path)[0];
 }
 
 // Starts MPI, runs every test on every rank (rank 0 prints as usual, the others only their

@@ -39,12 +39,7 @@ namespace {
 using tessera::testing::world;
 using tessera::testing::world_comm;
 
-// Rank 0 makes the job's folder (scratch.h); every rank gets its path.
-fs::path job_scratch_dir(const std::string& name) {
-  std::string path;
-  if (world().rank() == 0) path = tessera::testing::scratch_dir(name).string();
-  return world().all_gather_bytes(path)[0];
-}
+using tessera::testing::job_scratch_dir;
 
 // ---- Collectives ----
 

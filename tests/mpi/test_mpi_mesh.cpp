@@ -33,11 +33,7 @@ namespace {
 using tessera::testing::world;
 using tessera::testing::world_comm;
 
-fs::path job_scratch_dir(const std::string& name) {
-  std::string path;
-  if (world().rank() == 0) path = tessera::testing::scratch_dir(name).string();
-  return world().all_gather_bytes(path)[0];
-}
+using tessera::testing::job_scratch_dir;
 
 // The world ranks of a communicator's members, in its rank order (as text).
 std::string members(Communicator& c) {
@@ -75,10 +71,13 @@ struct RunResult {
   int64_t tp_bytes = -1, pp_bytes = -1;  // the last step's, by mesh axis
 };
 
+// Trains `cfg` on `comm` into dir/NAME_rank<r> (resuming from the checkpoint `resume` when
+// given).
 RunResult train_on(std::shared_ptr<Communicator> comm, train::Config cfg, const std::string& name,
-                   const fs::path& dir) {
+                   const fs::path& dir, const std::string& resume = "") {
   RunResult res;
   train::RunOptions opt;
+  opt.resume = resume;
   const fs::path out = dir / fmt::format("{}_rank{}", name, world().rank());
   opt.out_dir = out.string();
   opt.plot = false;
@@ -379,16 +378,7 @@ TEST(TensorParallel, CheckpointsResumeInAnyLayout) {
 
   auto resume = [&](std::shared_ptr<Communicator> comm, const train::Config& cfg,
                     const std::string& from, const std::string& name) {
-    train::RunOptions opt;
-    opt.out_dir = (dir / fmt::format("{}_rank{}", name, r)).string();
-    opt.plot = false;
-    opt.comm = comm;
-    opt.resume = from;
-    FILE* quiet = std::fopen("/dev/null", "w");
-    opt.console = quiet;
-    const train::RunSummary s = train::run_training(cfg, opt);
-    std::fclose(quiet);
-    return s.losses;
+    return train_on(comm, cfg, name, dir, from).losses;
   };
   const std::vector<double> ref_tail(ref.losses.begin() + 10, ref.losses.end());
   const std::vector<double> saved_tail(saved.losses.begin() + 10, saved.losses.end());
@@ -441,16 +431,7 @@ TEST(PipelineParallel, CheckpointsResumeInAnyLayout) {
       (dir / fmt::format("one_rank{}", r) / "checkpoints" / "step_00000010").string();
   auto resume = [&](std::shared_ptr<Communicator> comm, const train::Config& cfg,
                     const std::string& from, const std::string& name) {
-    train::RunOptions opt;
-    opt.out_dir = (dir / fmt::format("{}_rank{}", name, r)).string();
-    opt.plot = false;
-    opt.comm = comm;
-    opt.resume = from;
-    FILE* quiet = std::fopen("/dev/null", "w");
-    opt.console = quiet;
-    const train::RunSummary s = train::run_training(cfg, opt);
-    std::fclose(quiet);
-    return s.losses;
+    return train_on(comm, cfg, name, dir, from).losses;
   };
   const std::vector<double> ref_tail(ref.losses.begin() + 10, ref.losses.end());
   const std::vector<double> saved_tail(saved.losses.begin() + 10, saved.losses.end());

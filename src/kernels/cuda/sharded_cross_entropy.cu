@@ -3,6 +3,7 @@
 #include "cuda/allocator.h"
 #include "kernels/common/activation_math.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/softmax.h"
 
 namespace tessera::cuda {
 namespace {
@@ -60,23 +61,6 @@ __global__ void combine_kernel(const float* all, int64_t ranks, const int32_t* t
   row_loss[r] = lse[r] - target_logit;
 }
 
-// The counted rows' mean loss, one block, f64 in a fixed order (as cuda::cross_entropy_forward).
-__global__ void mean_kernel(const float* row_loss, const int32_t* targets, int64_t rows,
-                            int32_t ignore_index, float* loss) {
-  __shared__ double scratch[kWarp];
-  const int64_t per = (rows + blockDim.x - 1) / blockDim.x;
-  const int64_t r0 = threadIdx.x * per, r1 = r0 + per < rows ? r0 + per : rows;
-  double acc = 0, cnt = 0;
-  for (int64_t r = r0; r < r1; ++r) {
-    if (targets[r] == ignore_index) continue;
-    acc += double(row_loss[r]);
-    cnt += 1;
-  }
-  acc = block_sum(acc, scratch);
-  cnt = block_sum(cnt, scratch);
-  if (threadIdx.x == 0) loss[0] = cnt > 0 ? float(acc / cnt) : 0.f;
-}
-
 __global__ void backward_kernel(const float* logits, const int32_t* targets, const float* lse,
                                 const float* g, int64_t count, float* gx, int64_t V,
                                 int64_t first_id, int32_t ignore_index) {
@@ -117,8 +101,7 @@ void sharded_cross_entropy_combine(const float* all, int64_t ranks, const int32_
                            ranks, targets, lse, row_loss, rows, ignore_index);
     CUDA_CHECK_LAUNCH();
   }
-  launch<mean_kernel>(1, 1024, 0, s, row_loss, targets, rows, ignore_index, loss);
-  CUDA_CHECK_LAUNCH();
+  masked_row_mean(row_loss, targets, rows, ignore_index, loss, s);
   alloc.release(row_loss, bytes);  // stream-ordered: reused on s only after these kernels
 }
 

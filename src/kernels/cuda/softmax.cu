@@ -128,9 +128,14 @@ void cross_entropy_forward(const T* logits, const int32_t* targets, float* lse, 
                                  V, ignore_index);
     CUDA_CHECK_LAUNCH();
   }
+  masked_row_mean(row_loss, targets, rows, ignore_index, loss, s);
+  alloc.release(row_loss, bytes);  // stream-ordered: reused on s only after these kernels
+}
+
+void masked_row_mean(const float* row_loss, const int32_t* targets, int64_t rows,
+                     int32_t ignore_index, float* loss, cudaStream_t s) {
   launch<ce_mean_kernel>(1, 1024, 0, s, row_loss, targets, rows, ignore_index, loss);
   CUDA_CHECK_LAUNCH();
-  alloc.release(row_loss, bytes);  // stream-ordered: reused on s only after these kernels
 }
 
 template <class T>

@@ -23,6 +23,11 @@ template <class T>
 void cross_entropy_forward(const T* logits, const int32_t* targets, float* lse, float* loss,
                            int64_t rows, int64_t V, int32_t ignore_index,
                            cudaStream_t s = current_stream());
+// loss[0] = the mean of row_loss over the rows whose target is not ignore_index: f64 sums in
+// row order on one block, the mean rounded once (0 when every row is ignored). How both
+// cross-entropy forwards (this file's and sharded_cross_entropy.h's) end.
+void masked_row_mean(const float* row_loss, const int32_t* targets, int64_t rows,
+                     int32_t ignore_index, float* loss, cudaStream_t s = current_stream());
 // gx[r] = (g[0] / count) * (softmax(logits[r]) - onehot(targets[r])), 0 for ignored rows and
 // everywhere when count is 0. g: the loss's incoming gradient, read on the device (no item()).
 template <class T>
