@@ -585,5 +585,5 @@ TEST(DataParallel, BatchMustSplitEvenlyOverRanksAndMicroBatches) {
   cfg.train.micro_batches = 2;  // 3 rows into 2 micro-batches: not fine
   opt.comm = std::shared_ptr<Communicator>(&comm2, [](Communicator*) {});
   expect_error([&] { train::run_training(cfg, opt); },
-               {"train.batch_size = 6", "2 ranks", "train.micro_batches = 2"});
+               {"train.batch_size = 6", "2 data-parallel ranks", "train.micro_batches = 2"});
 }

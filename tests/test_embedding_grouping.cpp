@@ -86,11 +86,23 @@ TEST(EmbeddingGrouping, RandomIdsFewAndManyRowsAndEmpty) {
 }
 
 TEST(EmbeddingGrouping, OutOfRangeIdsAreErrorsNamingIdAndPosition) {
-  const std::vector<int32_t> high = {0, 2, 5, 1}, negative = {0, -1};
+  const std::vector<int32_t> high = {0, 2, 5, 1}, negative = {0, -2};
   tessera::testing::expect_error([&] { kernels::group_ids(high.data(), 4, 5); },
                                  {"embedding", "id 5", "position 2", "< 5"});
   tessera::testing::expect_error([&] { kernels::group_ids(negative.data(), 2, 5); },
-                                 {"embedding", "id -1", "position 1"});
+                                 {"embedding", "id -2", "position 1"});
+}
+
+// kSkippedId (-1: an id another vocabulary shard holds) joins no group; the other positions
+// keep their places.
+TEST(EmbeddingGrouping, SkippedIdsJoinNoGroup) {
+  const std::vector<int32_t> ids = {3, kernels::kSkippedId, 1, 3, kernels::kSkippedId};
+  const kernels::IdGroups g = kernels::group_ids(ids.data(), 5, 4);
+  EXPECT_EQ(g.n, 3);
+  ASSERT_EQ(g.count, 2);
+  EXPECT_EQ(std::vector<int32_t>(g.rows(), g.rows() + 2), (std::vector<int32_t>{1, 3}));
+  EXPECT_EQ(std::vector<int32_t>(g.positions(), g.positions() + 3),
+            (std::vector<int32_t>{2, 0, 3}));
 }
 
 // What the CUDA kernel computes, written out on the host: per group, per column, the old value
