@@ -15,9 +15,12 @@ T=${TESSERA:-./build/tessera}
 mkdir -p "$out"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
-common=(train.batch_size=8 train.micro_batches=4 train.seq_len=256 train.steps=2
-  optim.warmup_steps=1 train.eval_batches=1 train.sample_every=0 train.checkpoint_every=0
-  train.log_every=1 train.threads=1 --no-plot)
+# configs/gpt2_124m.toml sets no shape key, so model.preset picks the size; its data, batch
+# and precision are replaced.
+common=(data.kind='"text"' data.path='"data/kjv.txt"' data.val_path='""' train.precision='"f32"'
+  parallel.zero_stage=0 train.batch_size=8 train.micro_batches=4 train.seq_len=256
+  train.steps=2 optim.warmup_steps=1 train.eval_batches=1 train.sample_every=0
+  train.checkpoint_every=0 train.log_every=1 train.threads=1 --no-plot)
 
 # run NAME RANKS PRESET [KEY=VALUE...]: trains and prints one table row.
 run() {
@@ -26,7 +29,7 @@ run() {
   local dir="$out/${preset}_$name"
   local launcher=()
   ((ranks > 1)) && launcher=(mpirun --oversubscribe -np "$ranks")
-  "${launcher[@]}" $T train configs/gpt_kjv.toml model.preset="$preset" "${common[@]}" "$@" \
+  "${launcher[@]}" "$T" train configs/gpt2_124m.toml model.preset="$preset" "${common[@]}" "$@" \
     --out "$dir" >"$dir.log" 2>&1 || {
     echo "FAIL $preset $name: $(tail -3 "$dir.log")"
     return
@@ -51,7 +54,7 @@ run "pp 2" 2 $p parallel.pp=2
 run "pp 4" 4 $p parallel.pp=4
 run "tp 2 x pp 2" 4 $p parallel.tp=2 parallel.pp=2
 run "cp 4" 4 $p parallel.cp=4
-run "dp 4, ZeRO-3" 4 $p parallel.zero_stage=3
+run "dp 4, ZeRO-3, 2 micro-batches" 4 $p parallel.zero_stage=3 train.micro_batches=2
 p=gpt2-350m  # 16 heads: tp up to 16
 run "1 rank" 1 $p
 run "tp 4" 4 $p parallel.tp=4
