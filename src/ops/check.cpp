@@ -70,6 +70,22 @@ void check_suffix_shape(const char* op, const Tensor& a, const Tensor& b) {
            b.desc(), a.desc());
 }
 
+int64_t count_checked_targets(const char* op, const Tensor& host_targets, int64_t classes,
+                              const char* classes_name, int32_t ignore_index,
+                              const std::string& where) {
+  const int32_t* t = host_targets.data<int32_t>();
+  int64_t count = 0;
+  for (int64_t r = 0; r < host_targets.numel(); ++r) {
+    TS_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < classes),
+             "{}: target {} at targets{} is out of range{}: expected 0 <= target < {} ({}) or "
+             "ignore_index {}",
+             op, t[r], index_str(host_targets.shape(), r), where, classes, classes_name,
+             ignore_index);
+    count += t[r] != ignore_index;
+  }
+  return count;
+}
+
 std::string index_str(const Shape& shape, int64_t i) {
   std::vector<int64_t> idx(size_t(shape.ndim()));
   for (int d = shape.ndim() - 1; d >= 0; --d) {

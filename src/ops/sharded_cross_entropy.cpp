@@ -33,14 +33,8 @@ Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int6
   const int64_t rows = targets.numel();
   const Tensor host_targets = targets.to(Device::cpu());
   const int32_t* t = host_targets.data<int32_t>();
-  int64_t count = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    TS_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < vocab_size),
-             "{}: target {} at targets{} is out of range: expected 0 <= target < {} (the "
-             "vocabulary) or ignore_index {}",
-             op, t[r], index_str(targets.shape(), r), vocab_size, ignore_index);
-    count += t[r] != ignore_index;
-  }
+  const int64_t count =
+      count_checked_targets(op, host_targets, vocab_size, "the vocabulary", ignore_index);
 
   Tensor stats = Tensor::empty(Shape{2, rows}, DType::f32, dev);
   if (is_cuda(dev))

@@ -68,14 +68,8 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
   // upload (Storage::host_mirror), so no wait for the device.
   const Tensor host_targets = targets.to(Device::cpu());
   const int32_t* t = host_targets.data<int32_t>();
-  int64_t count = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    TS_CHECK(t[r] == ignore_index || (t[r] >= 0 && t[r] < V),
-             "cross_entropy: target {} at targets{} is out of range for logits {}: expected "
-             "0 <= target < {} (V) or ignore_index {}",
-             t[r], index_str(targets.shape(), r), logits.desc(), V, ignore_index);
-    count += t[r] != ignore_index;
-  }
+  const int64_t count =
+      count_checked_targets(op, host_targets, V, "V", ignore_index, " for logits " + logits.desc());
   Tensor lse = Tensor::empty(Shape{rows}, DType::f32, dev);
   Tensor loss;
   if (is_cuda(dev)) {  // the mean stays on the device: nothing returns to the host
