@@ -35,6 +35,14 @@ using tessera::testing::world_comm;
 
 using tessera::testing::job_scratch_dir;
 
+// A scratch folder holding the tiny corpus (written by rank 0) for one test's runs.
+fs::path corpus_dir(const std::string& name) {
+  const fs::path dir = job_scratch_dir(name);
+  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
+  world().barrier();
+  return dir;
+}
+
 // The world ranks of a communicator's members, in its rank order (as text).
 std::string members(Communicator& c) {
   std::string out;
@@ -194,9 +202,7 @@ void expect_layouts_match_one_rank(const train::Config& base, const std::string&
 
 TEST(TensorParallel, GptLayoutsOfTwoAndFourRanksMatchOneRank) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const fs::path dir = job_scratch_dir("mpi_tp_gpt");
-  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_tp_gpt");
   train::Config base = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
   base.model.n_head = 4;
   base.model.vocab_size = 259;  // splits unevenly: 130 + 129, 65 + 65 + 65 + 64
@@ -219,9 +225,7 @@ TEST(TensorParallel, GptLayoutsOfTwoAndFourRanksMatchOneRank) {
 // draw dropout masks for their own rows, which one rank's run does not reproduce.)
 TEST(TensorParallel, SequenceParallelWithDropoutAndUnevenRowsMatchesOneRank) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const fs::path dir = job_scratch_dir("mpi_sp_gpt");
-  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_sp_gpt");
   train::Config base = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
   base.model.n_head = 4;
   base.model.vocab_size = 259;
@@ -248,9 +252,7 @@ Layout pipelined(Layout l, int64_t pp, const std::string& schedule = "1f1b", int
 // schedule, composed with tensor, sequence and data parallelism.
 TEST(PipelineParallel, LayoutsOfEveryScheduleMatchOneRank) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const fs::path dir = job_scratch_dir("mpi_pp");
-  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_pp");
   train::Config gpt = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
   gpt.model.n_layer = 4;
   gpt.model.n_head = 4;
@@ -291,9 +293,7 @@ Layout context_parallel(Layout l, int64_t cp) {
 // pipeline and data parallelism and ZeRO-3.
 TEST(ContextParallel, LayoutsMatchOneRank) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const fs::path dir = job_scratch_dir("mpi_cp");
-  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_cp");
   train::Config gpt = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
   gpt.model.n_head = 4;
   gpt.model.vocab_size = 259;
@@ -318,9 +318,7 @@ TEST(ContextParallel, LayoutsMatchOneRank) {
 // 8 heads (tp up to 8) and 4 blocks, 4 micro-batches.
 TEST(Mesh, EightRankLayoutsMatchOneRank) {
   if (world().world_size() != 8) GTEST_SKIP() << "needs 8 ranks (mpirun -np 8)";
-  const fs::path dir = job_scratch_dir("mpi_mesh_8");
-  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_mesh_8");
   train::Config gpt = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
   gpt.model.n_layer = 4;
   gpt.model.n_head = 8;
@@ -345,9 +343,7 @@ TEST(Mesh, EightRankLayoutsMatchOneRank) {
 // split sums round in other orders at 16 bits, so the bound is 1e-3 (the f32 tests' is 1e-5).
 TEST(Mesh, MixedPrecisionLayoutsMatchOneRank) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const fs::path dir = job_scratch_dir("mpi_mesh_mixed");
-  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_mesh_mixed");
   for (const char* precision : {"bf16", "fp16"}) {
     train::Config c = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
     c.model.n_head = 4;
@@ -363,9 +359,7 @@ TEST(Mesh, MixedPrecisionLayoutsMatchOneRank) {
 
 TEST(TensorParallel, LlamaLayoutsMatchOneRank) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const fs::path dir = job_scratch_dir("mpi_tp_llama");
-  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_tp_llama");
   const train::Config base = tessera::testing::tiny_llama_job(dir / "corpus.txt", 20);
   expect_layouts_match_one_rank(
       base, "llama",
@@ -375,57 +369,68 @@ TEST(TensorParallel, LlamaLayoutsMatchOneRank) {
       dir);
 }
 
+// Where a step-10 checkpoint is resumed: in a layout (on ranks {0,1} and {2,3}, or on all four)
+// or on one rank, from the saving layout's checkpoint or from one rank's.
+struct Resumption {
+  std::string name;
+  Layout layout;
+  bool one_rank = false;       // on one rank (layout.cfg is then the base config)
+  bool from_one_rank = false;  // one rank's checkpoint rather than the saver's
+};
+
+// Trains `base` on one rank and `saver` on all four, both checkpointing at step 10. The saver's
+// checkpoint resumes bit-exact in its own layout; each resumption's steps 11-20 end within 1e-5
+// of one rank's.
+void expect_checkpoints_resume(const train::Config& base, const Layout& saver,
+                               const std::vector<Resumption>& resumptions, const fs::path& dir) {
+  const int r = world().rank();
+  auto local = std::make_shared<LocalCommunicator>();
+  std::shared_ptr<Communicator> pair = world().split(r / 2, r);
+  const RunResult ref = train_on(local, base, "one", dir);
+  const RunResult saved = train_on(world_comm(), saver.cfg, "saver", dir);
+  const std::string step10 = (dir / "saver_rank0" / "checkpoints" / "step_00000010").string();
+  const std::string ref_step10 =
+      (dir / fmt::format("one_rank{}", r) / "checkpoints" / "step_00000010").string();
+  const std::vector<double> ref_tail(ref.losses.begin() + 10, ref.losses.end());
+  const std::vector<double> saved_tail(saved.losses.begin() + 10, saved.losses.end());
+  EXPECT_EQ(train_on(world_comm(), saver.cfg, "same", dir, step10).losses, saved_tail)
+      << "the same layout resumes bit-exact";
+  for (size_t i = 0; i < resumptions.size(); ++i) {
+    const Resumption& x = resumptions[i];
+    std::shared_ptr<Communicator> comm = x.one_rank            ? local
+                                         : x.layout.four_ranks ? world_comm()
+                                                               : pair;
+    const std::vector<double> losses = train_on(comm, x.layout.cfg, fmt::format("resumed{}", i),
+                                                dir, x.from_one_rank ? ref_step10 : step10)
+                                           .losses;
+    EXPECT_LE(max_relative_difference(losses, ref_tail), 1e-5) << x.name;
+    if (r == 0)
+      std::printf(
+          "[figure] resumed at step 10 from a %s checkpoint in %s: max loss difference "
+          "%.2e relative\n",
+          saver.name.c_str(), x.name.c_str(), max_relative_difference(losses, ref_tail));
+  }
+}
+
 // A checkpoint is the whole model's whatever the layout that saved it (ckpt/whole_layout.h):
 // saved at step 10 by tensor parallelism x data parallelism under ZeRO-1, it resumes bit-exact
 // in that layout and within 1e-5 of one rank's losses in others (tensor parallelism over 4, one
 // rank, data parallelism over 4 with ZeRO-3); and one rank's checkpoint resumes split.
 TEST(TensorParallel, CheckpointsResumeInAnyLayout) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const int r = world().rank();
-  const fs::path dir = job_scratch_dir("mpi_tp_checkpoint");
-  if (r == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_tp_checkpoint");
   train::Config base = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
   base.model.n_head = 4;
   base.model.vocab_size = 259;
   base.train.checkpoint_every = 10;
   base.train.checkpoint_async = 0;
-  auto local = std::make_shared<LocalCommunicator>();
-  std::shared_ptr<Communicator> pair = world().split(r / 2, r);
-  const RunResult ref = train_on(local, base, "one", dir);
-  const train::Config saver = layout("", base, 2, true, 1).cfg;
-  const RunResult saved = train_on(world_comm(), saver, "saver", dir);
-  const std::string step10 = (dir / "saver_rank0" / "checkpoints" / "step_00000010").string();
-  const std::string ref_step10 =
-      (dir / fmt::format("one_rank{}", r) / "checkpoints" / "step_00000010").string();
-
-  auto resume = [&](std::shared_ptr<Communicator> comm, const train::Config& cfg,
-                    const std::string& from, const std::string& name) {
-    return train_on(comm, cfg, name, dir, from).losses;
-  };
-  const std::vector<double> ref_tail(ref.losses.begin() + 10, ref.losses.end());
-  const std::vector<double> saved_tail(saved.losses.begin() + 10, saved.losses.end());
-  const std::vector<double> same = resume(world_comm(), saver, step10, "same");
-  const std::vector<double> tp4 =
-      resume(world_comm(), layout("", base, 4, true).cfg, step10, "tp4");
-  const std::vector<double> one = resume(local, base, step10, "one_resumed");
-  const std::vector<double> dp4 =
-      resume(world_comm(), layout("", base, 1, true, 3).cfg, step10, "dp4");
-  const std::vector<double> split =
-      resume(pair, layout("", base, 2, false).cfg, ref_step10, "split");
-
-  EXPECT_EQ(same, saved_tail) << "the same layout resumes bit-exact";
-  for (const auto& [name, losses] : {std::pair<std::string, std::vector<double>>{"tp 4", tp4},
-                                     {"one rank", one},
-                                     {"dp 4, ZeRO-3", dp4},
-                                     {"one rank's checkpoint on tp 2", split}}) {
-    EXPECT_LE(max_relative_difference(losses, ref_tail), 1e-5) << name;
-    if (r == 0)
-      std::printf(
-          "[figure] resumed at step 10 from a tp 2 x dp 2 ZeRO-1 checkpoint in %s: max "
-          "loss difference %.2e relative\n",
-          name.c_str(), max_relative_difference(losses, ref_tail));
-  }
+  expect_checkpoints_resume(
+      base, layout("tp 2 x dp 2 ZeRO-1", base, 2, true, 1),
+      {{"tp 4", layout("", base, 4, true)},
+       {"one rank", layout("", base, 1, false), true},
+       {"dp 4, ZeRO-3", layout("", base, 1, true, 3)},
+       {"one rank's checkpoint on tp 2", layout("", base, 2, false), false, true}},
+      dir);
 }
 
 // The same across pipeline layouts: a checkpoint saved by pp 2 x tp 2 (a tied GPT of 4 blocks)
@@ -433,10 +438,7 @@ TEST(TensorParallel, CheckpointsResumeInAnyLayout) {
 // rank's checkpoint resumes on an interleaved pp 2.
 TEST(PipelineParallel, CheckpointsResumeInAnyLayout) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const int r = world().rank();
-  const fs::path dir = job_scratch_dir("mpi_pp_checkpoint");
-  if (r == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_pp_checkpoint");
   train::Config base = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 20);
   base.model.n_layer = 4;
   base.model.n_head = 4;
@@ -444,41 +446,14 @@ TEST(PipelineParallel, CheckpointsResumeInAnyLayout) {
   base.train.micro_batches = 2;
   base.train.checkpoint_every = 10;
   base.train.checkpoint_async = 0;
-  auto local = std::make_shared<LocalCommunicator>();
-  std::shared_ptr<Communicator> pair = world().split(r / 2, r);
-  const RunResult ref = train_on(local, base, "one", dir);
-  const train::Config saver = pipelined(layout("", base, 2, true), 2).cfg;
-  const RunResult saved = train_on(world_comm(), saver, "saver", dir);
-  const std::string step10 = (dir / "saver_rank0" / "checkpoints" / "step_00000010").string();
-  const std::string ref_step10 =
-      (dir / fmt::format("one_rank{}", r) / "checkpoints" / "step_00000010").string();
-  auto resume = [&](std::shared_ptr<Communicator> comm, const train::Config& cfg,
-                    const std::string& from, const std::string& name) {
-    return train_on(comm, cfg, name, dir, from).losses;
-  };
-  const std::vector<double> ref_tail(ref.losses.begin() + 10, ref.losses.end());
-  const std::vector<double> saved_tail(saved.losses.begin() + 10, saved.losses.end());
-  const std::vector<double> same = resume(world_comm(), saver, step10, "same");
-  const std::vector<double> one = resume(local, base, step10, "one_resumed");
-  const std::vector<double> pp4 =
-      resume(world_comm(), pipelined(layout("", base, 1, true), 4).cfg, step10, "pp4");
-  const std::vector<double> tp_dp =
-      resume(world_comm(), layout("", base, 2, true, 1).cfg, step10, "tp_dp");
-  const std::vector<double> interleaved =
-      resume(pair, pipelined(layout("", base, 1, false), 2, "interleaved_1f1b", 2).cfg, ref_step10,
-             "interleaved");
-  EXPECT_EQ(same, saved_tail) << "the same layout resumes bit-exact";
-  for (const auto& [name, losses] : {std::pair<std::string, std::vector<double>>{"one rank", one},
-                                     {"pp 4", pp4},
-                                     {"tp 2 x dp 2, ZeRO-1", tp_dp},
-                                     {"one rank's checkpoint on interleaved pp 2", interleaved}}) {
-    EXPECT_LE(max_relative_difference(losses, ref_tail), 1e-5) << name;
-    if (r == 0)
-      std::printf(
-          "[figure] resumed at step 10 from a pp 2 x tp 2 checkpoint in %s: max loss "
-          "difference %.2e relative\n",
-          name.c_str(), max_relative_difference(losses, ref_tail));
-  }
+  expect_checkpoints_resume(
+      base, pipelined(layout("pp 2 x tp 2", base, 2, true), 2),
+      {{"one rank", layout("", base, 1, false), true},
+       {"pp 4", pipelined(layout("", base, 1, true), 4)},
+       {"tp 2 x dp 2, ZeRO-1", layout("", base, 2, true, 1)},
+       {"one rank's checkpoint on interleaved pp 2",
+        pipelined(layout("", base, 1, false), 2, "interleaved_1f1b", 2), false, true}},
+      dir);
 }
 
 // The bytes each step moves on the tensor-parallel and pipeline axes, as counted by the
@@ -494,9 +469,7 @@ TEST(PipelineParallel, CheckpointsResumeInAnyLayout) {
 TEST(Mesh, BytesMovedPerStepMatchTheAnalyticCount) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
   const int r = world().rank();
-  const fs::path dir = job_scratch_dir("mpi_mesh_bytes");
-  if (r == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_mesh_bytes");
   train::Config base = tessera::testing::tiny_gpt_job(dir / "corpus.txt", 3);
   base.model.n_head = 4;
   base.model.vocab_size = 259;
@@ -526,9 +499,7 @@ TEST(Mesh, BytesMovedPerStepMatchTheAnalyticCount) {
 
 TEST(TensorParallel, LayoutsTheModelCannotTakeAreRefusedNamingTheSizes) {
   if (world().world_size() != 4) GTEST_SKIP() << "needs 4 ranks";
-  const fs::path dir = job_scratch_dir("mpi_tp_errors");
-  if (world().rank() == 0) tessera::testing::write_tiny_corpus(dir);
-  world().barrier();
+  const fs::path dir = corpus_dir("mpi_tp_errors");
   train::RunOptions opt;
   opt.out_dir = (dir / fmt::format("run{}", world().rank())).string();
   opt.plot = false;
