@@ -53,6 +53,12 @@ Tensor take_blocks(const Tensor& whole0, int dim, const std::vector<IndexRange>&
 namespace {
 
 // The f32 contiguous copy a collective works on in place (x itself is never written).
+// x as the contiguous f32 tensor an all-gather or reduce-scatter reads (x itself when it is
+// one: those collectives never write their input).
+Tensor f32_input(const Tensor& x) {
+  return x.to(DType::f32).contiguous();
+}
+
 Tensor f32_copy(const Tensor& x) {
   Tensor c = x.to(DType::f32).contiguous();
   return c.raw_data() == x.raw_data() ? c.clone() : c;
@@ -137,14 +143,14 @@ namespace {
 // sp_reduce_scatter).
 Tensor gather_rows(const Tensor& mine, const SequenceShard& s, int64_t C) {
   Tensor all = Tensor::empty(Shape{s.total(), C}, DType::f32, mine.device());
-  s.group->all_gather(f32_copy(mine), all, s.counts(C));
+  s.group->all_gather(f32_input(mine), all, s.counts(C));
   return all;
 }
 
 // This rank's rows of the sum over ranks of a whole [B*T, C].
 Tensor scatter_rows(const Tensor& whole, const SequenceShard& s, int64_t C) {
   Tensor mine = Tensor::empty(Shape{s.rows.size(), C}, DType::f32, whole.device());
-  s.group->reduce_scatter_sum(f32_copy(whole), mine, s.counts(C));
+  s.group->reduce_scatter_sum(f32_input(whole), mine, s.counts(C));
   return mine;
 }
 
@@ -160,7 +166,7 @@ Tensor cp_gather_sequence(const Tensor& kv0, const ContextShard& s) {
   // block 2k (k < c: first slots in rank order) or 2 (2c - 1 - k) + 1 (second slots, reversed).
   auto source = [c](int k) { return k < c ? 2 * k : 2 * (2 * c - 1 - k) + 1; };
   Tensor gathered = Tensor::empty(Shape{2 * int64_t(c), block}, DType::f32, kv0.device());
-  s.group->all_gather(f32_copy(kv0), gathered, s.group->equal_counts(2 * block));
+  s.group->all_gather(f32_input(kv0), gathered, s.group->equal_counts(2 * block));
   Tensor ordered = Tensor::empty(Shape{2 * int64_t(c), B, Tc * W}, DType::f32, kv0.device());
   for (int k = 0; k < 2 * c; ++k)
     ordered.view(Shape{2 * int64_t(c), block})
