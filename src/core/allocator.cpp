@@ -3,15 +3,28 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "core/meta_device.h"
 
 namespace tessera {
 
-size_t CpuCachingAllocator::size_class(size_t bytes) {
+namespace {
+// Multiples of `granule` up to `small_limit`, then 8 classes per power of two (<= 12.5% waste).
+size_t size_class_of(size_t bytes, size_t granule, size_t small_limit) {
   if (bytes == 0) bytes = 1;
-  if (bytes <= 4096) return (bytes + 63) / 64 * 64;
-  int p = 63 - __builtin_clzll(bytes - 1);  // 2^p < bytes <= 2^(p+1)
-  size_t step = (size_t(1) << p) / 8;
+  if (bytes <= small_limit) return (bytes + granule - 1) / granule * granule;
+  const int p = 63 - __builtin_clzll(bytes - 1);  // 2^p < bytes <= 2^(p+1)
+  const size_t step = (size_t(1) << p) / 8;
   return (bytes + step - 1) / step * step;
+}
+}  // namespace
+
+size_t host_size_class(size_t bytes) {
+  return size_class_of(bytes, 64, 4096);
+}
+
+// cudaMalloc aligns to 256; 512 keeps the classes few.
+size_t cuda_size_class(size_t bytes) {
+  return size_class_of(bytes, 512, size_t(1) << 20);
 }
 
 void* CpuCachingAllocator::allocate(size_t bytes) {
@@ -70,7 +83,7 @@ void CpuCachingAllocator::reset_peak() {
 CpuCachingAllocator::~CpuCachingAllocator() { empty_cache(); }
 
 namespace {
-Allocator* g_allocators[2] = {nullptr, nullptr};
+Allocator* g_allocators[3] = {nullptr, nullptr, nullptr};
 }
 
 void register_allocator(DeviceType t, Allocator* a) { g_allocators[int(t)] = a; }
@@ -81,6 +94,7 @@ Allocator& allocator_for(Device d) {
     static Allocator* cpu = new CpuCachingAllocator();
     return *cpu;
   }
+  if (d.type == DeviceType::meta) return meta_allocator();
   Allocator* a = g_allocators[int(d.type)];
   TS_CHECK(a != nullptr, "device {} is not available: Tessera was built without its backend",
            d.str());

@@ -30,12 +30,18 @@ class Allocator {
   virtual void reset_peak() = 0;
 };
 
+// The size classes of the two caching allocators: a request of `bytes` takes a block of the
+// class's size. Here, not in the CUDA sources, because the meta device (core/meta_device.h)
+// reproduces either allocator's bookkeeping without the device.
+size_t host_size_class(size_t bytes);  // 64-byte multiples to 4 KiB, then 8 per power of two
+size_t cuda_size_class(size_t bytes);  // 512-byte multiples to 1 MiB, then 8 per power of two
+
 // 64-byte aligned host memory (a cache line; what AVX-512 loads and oneDNN like best).
 class CpuCachingAllocator final : public Allocator {
  public:
   static constexpr size_t kAlignment = 64;
   // Size classes: multiples of 64 up to 4 KiB, then 8 steps per power of two (<= 12.5% waste).
-  static size_t size_class(size_t bytes);
+  static size_t size_class(size_t bytes) { return host_size_class(bytes); }
 
   void* allocate(size_t bytes) override;
   void release(void* ptr, size_t bytes) override;

@@ -3,12 +3,13 @@
 #include <atomic>
 
 #include "core/error.h"
+#include "core/meta_device.h"
 
 namespace tessera {
 
 namespace {
 
-constexpr int kDeviceTypes = int(DeviceType::cuda) + 1;
+constexpr int kDeviceTypes = int(DeviceType::meta) + 1;
 
 // Replacements from register_backend; constant-initialised to null, so a lookup from a static
 // constructor elsewhere is safe.
@@ -20,6 +21,8 @@ const char* type_label(DeviceType t) {
       return "CPU";
     case DeviceType::cuda:
       return "CUDA";
+    case DeviceType::meta:
+      return "meta";
   }
   return "?";
 }
@@ -36,6 +39,7 @@ void register_backend(DeviceType t, const DeviceBackend* backend) {
 const DeviceBackend* find_backend(DeviceType t) {
   if (t == DeviceType::cpu) return nullptr;
   if (const DeviceBackend* b = g_registered[int(t)].load(std::memory_order_acquire)) return b;
+  if (t == DeviceType::meta) return &meta_backend();  // every build has it: it is host code
   return built_in_backend(t);
 }
 

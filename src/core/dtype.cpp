@@ -14,7 +14,15 @@ bool parse_dtype(const std::string& name, DType* out) {
 }
 
 std::string Device::str() const {
-  return type == DeviceType::cpu ? std::string("cpu") : "cuda:" + std::to_string(index);
+  switch (type) {
+    case DeviceType::cpu:
+      return "cpu";
+    case DeviceType::meta:
+      return "meta";
+    case DeviceType::cuda:
+      break;
+  }
+  return "cuda:" + std::to_string(index);
 }
 
 }  // namespace tessera

@@ -67,7 +67,9 @@ struct dtype_of<uint16_t> {
   static constexpr DType value = DType::u16;
 };
 
-enum class DeviceType : uint8_t { cpu, cuda };
+// meta: tensors with shapes and dtypes but no contents (core/meta_device.h): the planner runs the
+// real training code on it to trace memory, kernels and collectives without computing anything.
+enum class DeviceType : uint8_t { cpu, cuda, meta };
 
 struct Device {
   DeviceType type = DeviceType::cpu;
@@ -77,6 +79,8 @@ struct Device {
   std::string str() const;
   static Device cpu() { return {}; }
   static Device cuda(int i = 0) { return {DeviceType::cuda, i}; }
+  static Device meta() { return {DeviceType::meta, 0}; }
+  bool is_meta() const { return type == DeviceType::meta; }
 };
 
 }  // namespace tessera

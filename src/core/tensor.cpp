@@ -6,6 +6,7 @@
 #include "autograd/engine.h"
 #include "core/allocator.h"
 #include "core/backend.h"
+#include "core/meta_device.h"
 #include "core/rng.h"
 #include "kernels/cpu/cast.h"
 
@@ -31,6 +32,7 @@ std::array<int64_t, kMaxDims> contiguous_strides(const Shape& s) {
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  if (device.is_cpu() && meta::building_on_meta()) device = Device::meta();
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(size_t(shape.numel()) * dtype_size(dtype), device);
   impl->shape = shape;
@@ -59,6 +61,7 @@ Tensor Tensor::from_vector(const std::vector<float>& v, const Shape& shape, DTyp
   TS_CHECK(int64_t(v.size()) == shape.numel(), "Tensor::from_vector: {} values for shape {}",
            v.size(), shape.str());
   Tensor t = empty(shape, dtype);
+  if (t.device().is_meta()) return t;  // meta::BuildOnMeta: the shape only
   cpu::cast(v.data(), DType::f32, t.raw_data(), dtype, shape.numel());
   return t;
 }
@@ -67,6 +70,7 @@ Tensor Tensor::from_ints(const std::vector<int32_t>& v, const Shape& shape) {
   TS_CHECK(int64_t(v.size()) == shape.numel(), "Tensor::from_vector: {} values for shape {}",
            v.size(), shape.str());
   Tensor t = empty(shape, DType::i32);
+  if (t.device().is_meta()) return t;
   std::memcpy(t.raw_data(), v.data(), v.size() * 4);
   return t;
 }
@@ -74,8 +78,9 @@ Tensor Tensor::from_ints(const std::vector<int32_t>& v, const Shape& shape) {
 Tensor Tensor::randn(const Shape& shape, Generator& g, float mean, float std, DType dtype) {
   const int64_t n = shape.numel();
   Tensor f = empty(shape, DType::f32);
-  float* p = f.data<float>();
   const uint64_t seed = g.seed(), base = g.advance(uint64_t(n + 1) / 2 * 2);
+  if (f.device().is_meta()) return f.to(dtype);  // meta::BuildOnMeta: the draw is skipped
+  float* p = f.data<float>();
   // Box-Muller on pairs; each pair depends only on its index, so the fill is thread-invariant.
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < (n + 1) / 2; ++i) {
@@ -92,8 +97,9 @@ Tensor Tensor::randn(const Shape& shape, Generator& g, float mean, float std, DT
 Tensor Tensor::rand(const Shape& shape, Generator& g, float lo, float hi, DType dtype) {
   const int64_t n = shape.numel();
   Tensor f = empty(shape, DType::f32);
-  float* p = f.data<float>();
   const uint64_t seed = g.seed(), base = g.advance(uint64_t(n));
+  if (f.device().is_meta()) return f.to(dtype);
+  float* p = f.data<float>();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) p[i] = lo + (hi - lo) * Generator::uniform01(seed, base + i);
   return dtype == DType::f32 ? f : f.to(dtype);
@@ -228,7 +234,7 @@ Tensor Tensor::to(Device d) const {
   // The copy is the device side's (the host has no backend).
   const DeviceBackend& b = backend_for(d.is_cpu() ? device() : d, "to(device)");
   TS_CHECK(d.is_cpu() || device().is_cpu(),
-           "to(device): {} from {} to {}: copies between two CUDA devices are not implemented",
+           "to(device): {} from {} to {}: copies between two devices are not implemented",
            desc(), device().str(), d.str());
   if (d.is_cpu() && impl().storage->host_mirror) {  // ids uploaded from the host: no wait
     auto view = std::make_shared<TensorImpl>();

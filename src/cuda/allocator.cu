@@ -9,10 +9,8 @@
 namespace tessera::cuda {
 namespace {
 
-constexpr size_t kSmallGranule = 512;     // cudaMalloc aligns to 256; 512 keeps classes few
-constexpr size_t kSmallLimit = 1u << 20;  // above this, 8 classes per power of two
-
-size_t host_size_class(size_t bytes) {
+// Pinned host blocks take the device's classes.
+size_t pinned_size_class(size_t bytes) {
   return DeviceCachingAllocator::size_class(bytes);
 }
 
@@ -24,11 +22,7 @@ void require_device(const char* who) {
 }  // namespace
 
 size_t DeviceCachingAllocator::size_class(size_t bytes) {
-  if (bytes == 0) bytes = 1;
-  if (bytes <= kSmallLimit) return (bytes + kSmallGranule - 1) / kSmallGranule * kSmallGranule;
-  const int p = 63 - __builtin_clzll(bytes - 1);  // 2^p < bytes <= 2^(p+1)
-  const size_t step = (size_t(1) << p) / 8;
-  return (bytes + step - 1) / step * step;
+  return cuda_size_class(bytes);
 }
 
 cudaEvent_t DeviceCachingAllocator::take_event() {
@@ -183,7 +177,7 @@ uint64_t DeviceCachingAllocator::cross_stream_reuses() const {
 
 void* PinnedHostAllocator::allocate(size_t bytes) {
   require_device("pinned host allocator");
-  const size_t cls = host_size_class(bytes);
+  const size_t cls = pinned_size_class(bytes);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = free_.find(cls);
   if (it != free_.end()) {

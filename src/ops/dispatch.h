@@ -4,6 +4,9 @@
 //   const Device dev = common_device("gelu", {{"x", x}});
 //   if (is_cuda(dev)) TS_CUDA(op, dev, cuda::activation_forward<T>(...));
 //   else cpu::activation_forward<T>(...);
+// Every launch site first states the kernel's cost (core/meta_device.h), which the planner's
+// trace records, and launches nothing on the meta device:
+//   if (meta::kernel_runs(dev, meta::gemm_cost("linear_fwd", 1, m, n, k, ct))) { ...as above... }
 // The cuda:: kernels mirror the cpu:: ones argument for argument (kernels/cuda/kernels.h), so a
 // dispatched call is one branch. In a build without CUDA, TS_CUDA compiles to an error naming
 // the op and the device (no CUDA tensor can exist there, so it is never reached in practice).
@@ -12,6 +15,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/meta_device.h"
 #include "core/tensor.h"
 
 #if TESSERA_HAVE_CUDA

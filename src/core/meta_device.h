@@ -1,0 +1,150 @@
+// The meta device: tensors with shapes and dtypes and no contents. Nothing is computed on it;
+// every kernel an op would launch, every copy and fill, and every collective a communicator
+// would start is recorded instead, in order, into the active Trace. The planner (src/plan/)
+// runs the real training code (model, autograd, optimizer, DDP / ZeRO, tensor, pipeline and
+// context parallelism) on it, so what it predicts comes from the code that will run, not
+// from a formula written beside it:
+//   - memory: meta storage goes through a caching allocator with the bookkeeping of the
+//     target device's (cuda_size_class or host_size_class classes, a free list per class,
+//     never returned), handing out addresses that are never dereferenced; its peak is the
+//     peak the real allocator would reach for the same sequence of requests;
+//   - compute: each op states its kernels' FLOPs and bytes (KernelCost, from the shapes), on
+//     every device; on the meta device that is all it does (kernel_runs returns false);
+//   - communication: the planner's communicator (dist/meta_comm.h) records each collective's
+//     size and group, and where its handle is waited on.
+//
+// To everything above core the meta device is a device like a GPU (not the CPU): code that
+// branches on is_cpu() takes its device path, through meta_backend(). Reading a meta tensor
+// on the host (to_vector, item, a loss read) gives zeros.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace tessera {
+
+class Allocator;
+struct DeviceBackend;
+
+namespace meta {
+
+// What bounds a kernel, for the cost model: tensor-core GEMM throughput (with a shape-dependent
+// efficiency), fused attention (tensor-core FLOPs at attention's efficiency), or memory
+// bandwidth and vector FLOPs (everything else).
+enum class KernelClass : uint8_t { gemm, attention, other };
+
+// One kernel's cost, computed from shapes by the op that launches it.
+struct KernelCost {
+  const char* name = "";  // a string literal: the kernel or op ("linear_fwd", "adamw")
+  KernelClass cls = KernelClass::other;
+  double flops = 0;  // floating-point operations; a multiply-add counts 2
+  double bytes = 0;  // bytes of device memory read and written (each operand once)
+  DType dtype = DType::f32;  // the arithmetic's type: a GEMM's operand type, else f32
+  int64_t m = 0, n = 0, k = 0;  // a GEMM's shape (batched GEMMs: batch folded into m)
+};
+
+// The GEMM C[m, n] (+)= A[m, k] B[k, n] with operands of type t and an f32 result, batch times.
+KernelCost gemm_cost(const char* name, int64_t batch, int64_t m, int64_t n, int64_t k, DType t);
+// An element-wise or reduction kernel over `elements` that moves `bytes` and does
+// `flops_per_element` operations per element.
+KernelCost memory_bound_cost(const char* name, int64_t elements, double bytes,
+                             double flops_per_element = 1);
+
+// The ranks of a communicator as a progression: first, first + stride, ... (size of them).
+// Every group Tessera forms (a mesh axis, a stage's peers, the first and last stages) is one.
+struct RankGroup {
+  int size = 1;
+  int first = 0;
+  int stride = 1;
+  int world = 1;  // the job's ranks
+};
+
+// One collective or point-to-point transfer as started by a rank.
+struct CollectiveEvent {
+  const char* op = "";  // "all_reduce", "reduce_scatter", "all_gather", "broadcast", "send",
+                        // "recv", "barrier"
+  double bytes = 0;     // the whole buffer's bytes: all_reduce's t, reduce_scatter's `in`,
+                        // all_gather's `out`, a transfer's tensor
+  RankGroup group;
+  int peer = -1;     // send / recv: the peer's rank in the job
+  int64_t work = 0;  // the handle, which a later WaitEvent names
+};
+
+enum class EventKind : uint8_t { kernel, collective, wait, mark };
+
+struct Event {
+  EventKind kind = EventKind::kernel;
+  KernelCost kernel;            // kind == kernel
+  CollectiveEvent collective;   // kind == collective
+  int64_t work = 0;             // kind == wait: the collective handle waited on
+  std::string mark;             // kind == mark: a label (the planner's step boundaries)
+};
+
+// What one rank did, in order. Thread-safe to append (a background thread may record).
+class Trace {
+ public:
+  void add(Event e);
+  std::vector<Event> events() const;
+  size_t size() const;
+  void clear();
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<Event> events_;
+};
+
+// Records into `trace` while alive (process-wide; scopes do not nest).
+class TraceScope {
+ public:
+  explicit TraceScope(Trace& trace);
+  ~TraceScope();
+  TraceScope(const TraceScope&) = delete;
+  TraceScope& operator=(const TraceScope&) = delete;
+};
+
+// The trace being recorded into; null when none.
+Trace* active_trace();
+// Appends to the active trace, if any.
+void record(Event e);
+void record_mark(std::string label);
+
+// Records the kernel an op is about to launch on device d; false when d is the meta device,
+// where the op must not launch it (there is nothing to compute on). Every op calls it at each
+// kernel launch site: `if (meta::kernel_runs(dev, cost)) { ...launch... }`.
+bool kernel_runs(Device d, const KernelCost& cost);
+
+// Whose bookkeeping the meta allocator reproduces: the CUDA caching allocator's (a plan for
+// GPUs) or the host's (a plan checked against this machine's CPU runs).
+enum class AllocatorModel : uint8_t { cuda, host };
+
+// Empties the meta allocator and resets its statistics, now following `model`. Requires no
+// meta tensor alive (their blocks would be returned to the new bookkeeping).
+void reset_allocator(AllocatorModel model);
+// Blocks handed out and not yet freed (live meta storages).
+int64_t live_allocations();
+
+// While alive, tensors this thread creates for the CPU (Tensor::empty and the factories built on
+// it) are created on the meta device instead: a model of any size is built without memory and
+// without its initial values being drawn (random fills only advance their generator, so the
+// generator's state afterwards is the same). Used by the planner to build models whose weights
+// would not fit this machine.
+class BuildOnMeta {
+ public:
+  BuildOnMeta();
+  ~BuildOnMeta();
+  BuildOnMeta(const BuildOnMeta&) = delete;
+  BuildOnMeta& operator=(const BuildOnMeta&) = delete;
+};
+// Whether a BuildOnMeta is alive on this thread.
+bool building_on_meta();
+
+}  // namespace meta
+
+// The meta device's allocator and backend table (allocator_for and find_backend return them).
+Allocator& meta_allocator();
+const DeviceBackend& meta_backend();
+
+}  // namespace tessera
