@@ -153,8 +153,8 @@ class MetaAllocator final : public Allocator {
   }
   void reset(AllocatorModel model) {
     std::lock_guard<std::mutex> lock(mu_);
-    TS_CHECK(live_ == 0,
-             "meta::reset_allocator: {} meta tensors are still alive (free them first)", live_);
+    TS_CHECK(live_ == 0, "meta::reset_allocator: {} meta tensors are still alive (free them first)",
+             live_);
     model_ = model;
     free_.clear();
     stats_ = AllocatorStats{};
@@ -217,20 +217,17 @@ constexpr DeviceBackend kMetaBackend = {
         [](const void*, DType a, void*, DType b, int64_t n) {
           record_kernel("cast", n, double(n) * double(dtype_size(a) + dtype_size(b)), 1);
         },
-    .fill =
-        [](void*, DType t, double, int64_t n) {
-          record_kernel("fill", n, double(n) * double(dtype_size(t)), 0);
-        },
+    .fill = [](void*, DType t, double,
+               int64_t n) { record_kernel("fill", n, double(n) * double(dtype_size(t)), 0); },
     .upload_async =
         [](const Tensor& host, int) {
           Tensor t = Tensor::empty(host.shape(), host.dtype(), Device::meta());
           keep_host_mirror(t, host.contiguous());
           return t;
         },
-    .read_async =
-        [](const void*, size_t n) -> std::unique_ptr<HostRead> {
-          return std::make_unique<ZeroRead>(n);
-        },
+    .read_async = [](const void*, size_t n) -> std::unique_ptr<HostRead> {
+      return std::make_unique<ZeroRead>(n);
+    },
     .add_inplace = [](float*, const float*, int64_t n) { record_kernel("add_", n, 12.0 * n, 1); },
     .scale = [](float*, float, int64_t n) { record_kernel("scale_", n, 8.0 * n, 1); },
     .sum_squares =

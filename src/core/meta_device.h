@@ -40,9 +40,9 @@ enum class KernelClass : uint8_t { gemm, attention, other };
 struct KernelCost {
   const char* name = "";  // a string literal: the kernel or op ("linear_fwd", "adamw")
   KernelClass cls = KernelClass::other;
-  double flops = 0;  // floating-point operations; a multiply-add counts 2
-  double bytes = 0;  // bytes of device memory read and written (each operand once)
-  DType dtype = DType::f32;  // the arithmetic's type: a GEMM's operand type, else f32
+  double flops = 0;             // floating-point operations; a multiply-add counts 2
+  double bytes = 0;             // bytes of device memory read and written (each operand once)
+  DType dtype = DType::f32;     // the arithmetic's type: a GEMM's operand type, else f32
   int64_t m = 0, n = 0, k = 0;  // a GEMM's shape (batched GEMMs: batch folded into m)
 };
 
@@ -77,10 +77,10 @@ enum class EventKind : uint8_t { kernel, collective, wait, mark };
 
 struct Event {
   EventKind kind = EventKind::kernel;
-  KernelCost kernel;            // kind == kernel
-  CollectiveEvent collective;   // kind == collective
-  int64_t work = 0;             // kind == wait: the collective handle waited on
-  std::string mark;             // kind == mark: a label (the planner's step boundaries)
+  KernelCost kernel;           // kind == kernel
+  CollectiveEvent collective;  // kind == collective
+  int64_t work = 0;            // kind == wait: the collective handle waited on
+  std::string mark;            // kind == mark: a label (the planner's step boundaries)
 };
 
 // What one rank did, in order. Thread-safe to append (a background thread may record).

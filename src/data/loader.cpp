@@ -1,9 +1,11 @@
 #include "data/loader.h"
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
 #include "core/error.h"
+#include "core/rng.h"
 
 namespace tessera::data {
 
@@ -71,6 +73,17 @@ RowRange rank_rows(int64_t global_batch, int rank, int world_size) {
            "rank_rows: global batch {} is smaller than world size {}; every rank needs a row",
            global_batch, world_size);
   return {rank * global_batch / world_size, (rank + 1) * global_batch / world_size};
+}
+
+Tensor random_tokens(int64_t vocab_size, int64_t n, uint64_t seed) {
+  TS_CHECK(vocab_size > 0 && n > 0, "random_tokens: vocabulary {} and count {} must be positive",
+           vocab_size, n);
+  Tensor t = Tensor::empty(Shape{n}, DType::i32);
+  int32_t* ids = t.data<int32_t>();
+  for (int64_t i = 0; i < n; ++i)
+    ids[i] = int32_t(std::min<double>(
+        double(vocab_size - 1), Generator::uniform01(seed, uint64_t(i)) * double(vocab_size)));
+  return t;
 }
 
 TokenBatcher::TokenBatcher(Tensor tokens, int64_t batch_size, int64_t seq_len, uint64_t seed,

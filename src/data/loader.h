@@ -44,6 +44,10 @@ struct TokenBatch {
   SamplerState next_state;
 };
 
+// n token ids drawn uniformly from [0, vocab_size), i32 [n], the same for the same seed: a
+// corpus for benchmarks and plans (data.kind = "random"), where the values do not matter.
+Tensor random_tokens(int64_t vocab_size, int64_t n, uint64_t seed);
+
 // Random windows of seq_len + 1 consecutive tokens from a u16 or i32 [n] token array.
 class TokenBatcher {
  public:

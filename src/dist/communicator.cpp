@@ -59,6 +59,11 @@ WorkHandle all_of(std::vector<WorkHandle> works) {
   return std::make_shared<AllOfWork>(std::move(works));
 }
 
+std::unique_ptr<Communicator> Communicator::split_by(const SplitRule& rule) {
+  const auto [color, key] = rule(rank());
+  return split(color, key);
+}
+
 WorkHandle Communicator::batch_send_recv_async(std::vector<P2POp> ops) {
   // All checked before any starts: a bad transfer must not leave the batch half started.
   for (const P2POp& op : ops)

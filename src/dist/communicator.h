@@ -27,9 +27,11 @@
 // storage alive until it completes.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -134,6 +136,11 @@ class Communicator {
   // A communicator over the ranks that pass the same color, ordered by (key, rank); every rank
   // of this communicator must call it. Used by tests to run 1-, 2- and 4-rank groups in one job.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+  // The same split, given every rank's (color, key) as a function of its rank here. A backend
+  // that cannot ask its peers needs it: the planner's meta communicator (meta_comm.h) simulates
+  // one rank of a job without the others. The default calls split(rule(rank())).
+  using SplitRule = std::function<std::pair<int, int>(int rank)>;
+  virtual std::unique_ptr<Communicator> split_by(const SplitRule& rule);
 };
 
 // Shards of a flat buffer of n elements over `world` ranks: rank r owns [begin(r), begin(r+1)),

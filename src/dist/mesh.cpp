@@ -22,26 +22,48 @@ Mesh::Mesh(std::shared_ptr<Communicator> world, int tp, int pp, int cp) : world_
            "the {} ranks: the data-parallel size (ranks / (tp x pp x cp)) must be a whole number",
            tp, pp, cp, tp * pp * cp, n);
   shape_ = {tp, pp, cp, n / (tp * pp * cp)};
-  const int r = world_->rank();
-  const int tp_i = r % tp, cp_i = r / tp % cp, dp_i = r / (tp * cp) % shape_.dp,
-            pp_i = r / (tp * cp * shape_.dp);
+  // Rank r's index along each axis.
+  struct Coords {
+    int tp, cp, dp, pp;
+  };
+  auto coords_of = [tp, cp, dp = shape_.dp](int r) {
+    return Coords{r % tp, r / tp % cp, r / (tp * cp) % dp, r / (tp * cp * dp)};
+  };
+  auto rank_at = [tp, cp, dp = shape_.dp](int tp_c, int cp_c, int dp_c, int pp_c) {
+    return ((pp_c * dp + dp_c) * cp + cp_c) * tp + tp_c;
+  };
   // Color: the rank's coordinates on every other axis; key: its index on this one. Every rank
   // takes part in every split (MPI_Comm_split is collective over the world), in the same order.
-  auto coords = [&](int tp_c, int cp_c, int dp_c, int pp_c) {
-    return ((pp_c * shape_.dp + dp_c) * cp + cp_c) * tp + tp_c;
-  };
-  tp_ = axis(tp, coords(0, cp_i, dp_i, pp_i), tp_i);
-  cp_ = axis(cp, coords(tp_i, 0, dp_i, pp_i), cp_i);
-  dp_ = axis(shape_.dp, coords(tp_i, cp_i, 0, pp_i), dp_i);
-  pp_ = axis(pp, coords(tp_i, cp_i, dp_i, 0), pp_i);
-  model_ = axis(tp * pp, coords(0, cp_i, dp_i, 0), pp_i * tp + tp_i);
-  data_ = cp == 1 ? dp_ : axis(shape_.dp * cp, coords(tp_i, 0, 0, pp_i), dp_i * cp + cp_i);
+  tp_ = axis(tp, [&](int r) {
+    const Coords c = coords_of(r);
+    return std::pair(rank_at(0, c.cp, c.dp, c.pp), c.tp);
+  });
+  cp_ = axis(cp, [&](int r) {
+    const Coords c = coords_of(r);
+    return std::pair(rank_at(c.tp, 0, c.dp, c.pp), c.cp);
+  });
+  dp_ = axis(shape_.dp, [&](int r) {
+    const Coords c = coords_of(r);
+    return std::pair(rank_at(c.tp, c.cp, 0, c.pp), c.dp);
+  });
+  pp_ = axis(pp, [&](int r) {
+    const Coords c = coords_of(r);
+    return std::pair(rank_at(c.tp, c.cp, c.dp, 0), c.pp);
+  });
+  model_ = axis(tp * pp, [&](int r) {
+    const Coords c = coords_of(r);
+    return std::pair(rank_at(0, c.cp, c.dp, 0), c.pp * tp + c.tp);
+  });
+  data_ = cp == 1 ? dp_ : axis(shape_.dp * cp, [&](int r) {
+    const Coords c = coords_of(r);
+    return std::pair(rank_at(c.tp, 0, 0, c.pp), c.dp * cp + c.cp);
+  });
 }
 
-std::shared_ptr<Communicator> Mesh::axis(int size, int color, int key) {
+std::shared_ptr<Communicator> Mesh::axis(int size, const Communicator::SplitRule& rule) {
   if (size == world_->world_size()) return world_;
   if (size == 1) return std::make_shared<LocalCommunicator>();
-  return std::shared_ptr<Communicator>(world_->split(color, key));
+  return std::shared_ptr<Communicator>(world_->split_by(rule));
 }
 
 std::string Mesh::describe() const {

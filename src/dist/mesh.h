@@ -45,11 +45,14 @@ class Mesh {
   int pp_rank() const { return pp_->rank(); }
   int cp_rank() const { return cp_->rank(); }
   int dp_rank() const { return dp_->rank(); }
+  // World rank r's pipeline stage.
+  int pp_rank_of(int r) const { return r / (shape_.tp * shape_.cp * shape_.dp); }
   // "8 ranks = pp 1 x dp 2 x cp 1 x tp 4" (start-up line).
   std::string describe() const;
 
  private:
-  std::shared_ptr<Communicator> axis(int size, int color, int key);
+  // The communicator of one axis of `size` ranks: rule(r) is world rank r's (color, key).
+  std::shared_ptr<Communicator> axis(int size, const Communicator::SplitRule& rule);
 
   MeshShape shape_;
   std::shared_ptr<Communicator> world_, tp_, pp_, cp_, dp_, model_, data_;

@@ -326,10 +326,10 @@ const Rule kRules[] = {
                             c.model.n_head, c.model.n_kv_head);
        return {};
      }},
-    {"Language models (`gpt`, `llama`): `data.kind` is \"text\" or \"shards\"; image "
-     "classifiers (`mlp`, `cnn`): `data.kind` is \"fashion-mnist\".",
+    {"Language models (`gpt`, `llama`): `data.kind` is \"text\", \"shards\" or \"random\"; "
+     "image classifiers (`mlp`, `cnn`): `data.kind` is \"fashion-mnist\".",
      [](const Config& c) -> Violation {
-       bool tokens = c.data.kind == "text" || c.data.kind == "shards";
+       bool tokens = c.data.kind == "text" || c.data.kind == "shards" || c.data.kind == "random";
        if (language_model(c) == tokens) return {};
        return fmt::format("model.kind = '{}' cannot train on data.kind = '{}'", c.model.kind,
                           c.data.kind);

@@ -140,8 +140,10 @@ std::vector<ConfigKey> make_keys() {
       int_key<M, &ModelConfig::cnn_channels>("model.cnn_channels", 32, at_least(1),
                                              "CNN: channels of the first conv (base width)"),
       // [data]
-      string_key<D, &DataConfig::kind>("data.kind", "text", {"text", "shards", "fashion-mnist"},
-                                       "dataset: byte-level text, llm.c token shards, or images"),
+      string_key<D, &DataConfig::kind>(
+          "data.kind", "text", {"text", "shards", "random", "fashion-mnist"},
+          "dataset: byte-level text, llm.c token shards, uniformly random token ids (benchmarks "
+          "and plans: no file), or images"),
       string_key<D, &DataConfig::path>("data.path", "data/kjv.txt", {},
                                        "text file; shard file, folder, glob or .list; or IDX "
                                        "directory"),
@@ -187,8 +189,9 @@ std::vector<ConfigKey> make_keys() {
       string_key<T, &TrainConfig::precision>("train.precision", "f32", {"f32", "bf16", "fp16"},
                                              "compute precision of activations (weights in f32)"),
       string_key<T, &TrainConfig::device>(
-          "train.device", "cpu", {"cpu", "cuda"},
-          "where to train: the CPU, or a GPU (rank r uses GPU r % count; ranks talk over NCCL)"),
+          "train.device", "cpu", {"cpu", "cuda", "meta"},
+          "where to train: the CPU, or a GPU (rank r uses GPU r % count; ranks talk over NCCL); "
+          "meta computes nothing (shapes only: what `tessera plan` runs)"),
       float_key<T, &TrainConfig::loss_scale>(
           "train.loss_scale", 65536.0, above(0),
           "fp16: initial dynamic loss scale (halved on an inf/NaN gradient, which skips the step)"),

@@ -7,8 +7,10 @@ namespace tessera::train {
 
 Placement place_training(const Config& cfg, std::shared_ptr<dist::Communicator> cpu_comm) {
   if (cfg.train.device == "cpu") return {Device::cpu(), std::move(cpu_comm)};
+  // The planner's: its communicator (dist/meta_comm.h) is the one the trainer was given.
+  if (cfg.train.device == "meta") return {Device::meta(), std::move(cpu_comm)};
   TS_CHECK(cfg.train.device == "cuda",
-           "config: train.device = \"{}\": expected \"cpu\" or \"cuda\"", cfg.train.device);
+           "config: train.device = \"{}\": expected \"cpu\", \"cuda\" or \"meta\"", cfg.train.device);
   const DeviceBackend* backend = find_backend(DeviceType::cuda);
   TS_CHECK(backend,
            "config: train.device = \"cuda\" but this Tessera was built without the CUDA backend "

@@ -27,6 +27,11 @@ class LMTask final : public Task {
                cfg.model.vocab_size);
       data::TextSplits s = data::load_byte_corpus(cfg.data.path, cfg.data.val_fraction, T + 1);
       train_ = s.train, val_ = s.val;
+    } else if (cfg.data.kind == "random") {
+      train_ =
+          data::random_tokens(cfg.model.vocab_size, B * (T + 1) * 16, uint64_t(cfg.train.seed));
+      val_ =
+          data::random_tokens(cfg.model.vocab_size, B * (T + 1) * 2, uint64_t(cfg.train.seed) + 3);
     } else {
       // Shard files, folders or globs; an id outside the vocabulary is refused naming its file.
       train_ = data::read_token_shards(cfg.data.path, cfg.model.vocab_size);

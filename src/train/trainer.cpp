@@ -170,7 +170,8 @@ void Trainer::build_model_and_engine() {
   if (pipeline_) {
     // Every rank has the config; the parameters are compared among the ranks of one stage.
     dist::check_same_on_all_ranks(*comm_, job_identity(cfg_), "config");
-    const std::unique_ptr<dist::Communicator> stage_peers = comm_->split(mesh_->pp_rank(), rank_);
+    const std::unique_ptr<dist::Communicator> stage_peers =
+        comm_->split_by([&](int r) { return std::pair(mesh_->pp_rank_of(r), r); });
     dist::check_same_on_all_ranks(*stage_peers, parameter_identity(model, shards), "config");
   } else {
     dist::check_same_on_all_ranks(*comm_, job_identity(cfg_, model, shards), "config");
@@ -202,8 +203,9 @@ void Trainer::build_model_and_engine() {
   dp_ = dist::make_data_parallel(model, data_comm, po, &*tracer_, units);
   // The first and last stages' ranks (same other coordinates) sum a tied embedding's gradients.
   if (pipeline_ && cfg_.model.head == "tied") {
-    const int p = mesh_->shape().pp, r = mesh_->pp_rank();
-    embedding_group_ = mesh_->pp()->split(r == 0 || r == p - 1 ? 0 : 1, r);
+    const int p = mesh_->shape().pp;
+    embedding_group_ =
+        mesh_->pp()->split_by([p](int s) { return std::pair(s == 0 || s == p - 1 ? 0 : 1, s); });
   }
   task_->set_parameter_gather(dp_->gather());
 }
@@ -531,6 +533,8 @@ void Trainer::complete_summary() {
 }
 
 void Trainer::save_final_weights() {
+  // The meta device's weights have no values; a plan's model may not even fit the disk.
+  if (device_.is_meta()) return;
   dp_->gather_all();
   const std::map<std::string, std::string> meta = {{"format", "pt"},
                                                    {"tessera_model", cfg_.model.kind}};
