@@ -1,5 +1,6 @@
-// The `tessera` command: train, eval, generate, plot, supervise, tokenizer, prepare.
+// The `tessera` command: train, plan, eval, generate, plot, supervise, tokenizer, prepare.
 #include <CLI/CLI.hpp>
+#include <omp.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -15,6 +16,8 @@
 #include "dist/mpi_comm.h"
 #include "dist/world.h"
 #include "nn/weights.h"
+#include "plan/cluster.h"
+#include "plan/planner.h"
 #include "tokenizer/commands.h"
 #include "tokenizer/prepare.h"
 #include "tokenizer/tokenizer.h"
@@ -81,6 +84,21 @@ int cmd_train(const std::string& config, const std::vector<std::string>& overrid
   return s.interrupted ? ckpt::kInterruptedExitCode : 0;
 }
 
+// `tessera plan`: the report, or its JSON; exit status 1 when the run would not fit.
+int cmd_plan(const std::string& config, const std::vector<std::string>& overrides,
+             const std::string& cluster_name, int ranks, bool json) {
+  train::Config cfg = train::load_config(config, overrides);
+  // A local plan is calibrated with the threads the run will use.
+  if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
+  const plan::ClusterSpec cluster = plan::parse_cluster(cluster_name);
+  const plan::Plan p = plan::make_plan(cfg, cluster, ranks);
+  if (json)
+    std::cout << plan::plan_json(p).dump(2) << "\n";
+  else
+    std::cout << plan::format_plan(p);
+  return p.fits() ? 0 : 1;
+}
+
 int cmd_eval(const std::string& config, const std::vector<std::string>& overrides,
              const std::string& weights) {
   train::Config cfg = train::load_config(config, overrides);
@@ -137,6 +155,21 @@ int main(int argc, char** argv) {
                  "verifies; the default when the flag has no value) or a checkpoint folder")
       ->expected(0, 1)
       ->default_str("latest");
+
+  std::string cluster = "local";
+  int ranks = 0;
+  bool json = false;
+  auto* pn = app.add_subcommand(
+      "plan", "Predict memory per rank and step time of a config on a cluster (docs/PLAN.md)");
+  pn->add_option("config", config, "config file (keys: docs/CONFIG.md)")->required();
+  pn->add_option("overrides", overrides, "key=value overrides, e.g. parallel.tp=8");
+  pn->add_option("--cluster", cluster,
+                 "a100x8, h100x64, h200x16, b200x4096 (8-GPU nodes), local or localxN (this "
+                 "machine, calibrated)")
+      ->default_str("local");
+  pn->add_option("--ranks", ranks, "ranks to plan for (default: every device of the cluster)")
+      ->check(CLI::Range(0, 1 << 20));
+  pn->add_flag("--json", json, "print the plan as JSON");
 
   auto* ev = app.add_subcommand("eval", "Evaluate saved weights on the config's held-out data");
   ev->add_option("config", config, "config file")->required();
@@ -263,6 +296,7 @@ int main(int argc, char** argv) {
       std::cout << tokenizer::describe(tokenizer::prepare(prep)) << "\n";
       return 0;
     }
+    if (pn->parsed()) return cmd_plan(config, overrides, cluster, ranks, json);
     if (ev->parsed()) return cmd_eval(config, overrides, weights);
     if (ge->parsed()) return cmd_generate(run, config, weights, prompt, so, seed);
     if (pl->parsed()) {

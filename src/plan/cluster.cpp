@@ -57,7 +57,7 @@ DeviceSpec gpu(std::string name, double f32, double tf32, double bf16, double f1
   d.bandwidth_fraction = 0.85;
   d.vector_fraction = 0.7;
   d.min_kernel_seconds = 4e-6;
-  d.f32_gemm_tf32 = true;
+  d.f32_gemm_tf32 = false;  // Tessera's f32 GEMMs are f32 (kernels/cuda/matmul.h: allow_tf32 is off)
   return d;
 }
 
@@ -191,6 +191,8 @@ ClusterSpec local_cluster(const DeviceSpec& device, int ranks) {
   c.intra = local_link();
   c.inter = c.intra;
   c.source = "this machine's CPU, calibrated (plan/calibrate.h): " + device.name;
+  c.name = ranks == 1 ? "local" : "localx" + std::to_string(ranks);
+  c.host = true;
   return c;
 }
 
@@ -219,6 +221,7 @@ ClusterSpec parse_cluster(std::string_view name) {
                name, count, c.gpus_per_node, c.gpus_per_node);
       c.nodes = count / c.gpus_per_node;
     }
+    c.name = std::string(name);
     return c;
   }
   return bad();

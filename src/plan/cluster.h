@@ -70,6 +70,8 @@ struct ClusterSpec {
   LinkSpec intra;      // between GPUs of one node (NVLink through NVSwitch; shared memory locally)
   LinkSpec inter;      // each GPU's own NIC to the other nodes (InfiniBand / RoCE)
   std::string source;  // what this description is and where its figures come from
+  std::string name;    // as parsed: "h100x64", "local"
+  bool host = false;   // this machine's CPU (local): plans follow the host allocator
 
   int gpus() const { return gpus_per_node * nodes; }
   int node_of(int rank) const { return rank / gpus_per_node; }
