@@ -18,6 +18,7 @@ nlohmann::json step_record(const StepResult& r, const StepRecordParts& parts) {
   if (r.tflops > 0 && parts.peak_tflops > 0) rec["mfu"] = r.tflops / parts.peak_tflops;
   rec["rank_compute_ms_p50"] = parts.times->p50_ms;
   rec["rank_compute_ms_p95"] = parts.times->p95_ms;
+  rec["peak_tensor_bytes"] = parts.peak_tensor_bytes;
   rec["samples_hash"] = digest_hex(parts.samples->step);
   if (parts.samples->run) rec["samples_hash_run"] = digest_hex(*parts.samples->run);
   if (parts.fp16_scaler) {

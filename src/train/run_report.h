@@ -40,6 +40,7 @@ struct StepRecordParts {
   const RankTiming::Report* times = nullptr;
   const SampleAccount::Digests* samples = nullptr;
   const DynamicLossScaler* fp16_scaler = nullptr;  // null without fp16
+  int64_t peak_tensor_bytes = 0;  // this rank's tensor allocator peak so far (size classes)
 };
 
 // The metrics.jsonl record of a logged step (one JSON object per line; README lists the keys).

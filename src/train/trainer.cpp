@@ -423,6 +423,7 @@ nlohmann::json Trainer::log_step(const StepResult& r) {
   parts.times = &times;
   parts.samples = &digests;
   parts.fp16_scaler = fp16_ ? &*scaler_ : nullptr;
+  parts.peak_tensor_bytes = int64_t(training_memory(device_).peak_in_use);
   nlohmann::json record = step_record(r, parts);
   progress_->update(r.step, r.loss, r.lr, r.items_per_s, task_->rate_unit(), r.ms);
   return record;
