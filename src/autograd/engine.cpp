@@ -103,7 +103,7 @@ void accumulate_node(Tensor& dst, Tensor src) {
     dst = std::move(src);
   } else {
     Tensor sum;
-    if (dst.is_cuda()) {  // a copy then an add in place (no out-of-place f32 add is needed)
+    if (!dst.device().is_cpu()) {  // a copy then an add in place (no out-of-place f32 add)
       sum = dst.clone();
       add_into(sum, src, n);
     } else {

@@ -19,6 +19,7 @@
 #include "kernels/cpu/attention.h"
 #include "ops/autocast.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -110,10 +111,23 @@ Tensor kernel_input(const KernelChoice& k, const Tensor& x) {
   return k.tensor_cores ? x.to(k.ac) : rounded_f32(x, k.ac);
 }
 
+// The kernels' names in the cost trace, and the inputs' bytes: q and kv read once (a fused qkv,
+// q and kv one tensor, once in all).
+struct CostNames {
+  const char* forward;
+  const char* backward;
+};
+double input_bytes(const Tensor& q, const Tensor& kv) {
+  return q.same(kv) ? cost::io_bytes({q}) : cost::io_bytes({q, kv});
+}
+
 // out and lse from the kernel inputs q and kv (one tensor twice for a fused qkv).
-void run_forward(const char* op, const KernelChoice& k, const kernels::AttentionWindowDims& d,
-                 const Tensor& q, const Tensor& kv, Tensor& out, Tensor& lse) {
+void run_forward(const char* op, const CostNames& names, const KernelChoice& k,
+                 const kernels::AttentionWindowDims& d, const Tensor& q, const Tensor& kv,
+                 Tensor& out, Tensor& lse) {
   const Device dev = k.dev;
+  const double bytes = input_bytes(q, kv) + cost::io_bytes({out, lse});
+  if (!meta::kernel_runs(dev, cost::attention_forward(names.forward, d, k.ac, bytes))) return;
   if (k.tensor_cores) {
     dispatch_float(k.ac, op, [&](auto tag) {
       using S = decltype(tag);
@@ -132,13 +146,25 @@ void run_forward(const char* op, const KernelChoice& k, const kernels::Attention
   }
 }
 
+// The backward's cost: the forward's inputs, out, lse and dout read, f32 dq and dkv written.
+meta::KernelCost backward_cost(const CostNames& names, const KernelChoice& k,
+                               const kernels::AttentionWindowDims& d, const Tensor& q,
+                               const Tensor& kv, const Tensor& out, const Tensor& lse,
+                               const Tensor& gout) {
+  const int64_t grads = q.same(kv) ? q.numel() : q.numel() + kv.numel();
+  const double bytes =
+      input_bytes(q, kv) + cost::io_bytes({out, lse, gout}) + cost::bytes_of(grads, DType::f32);
+  return cost::attention_backward(names.backward, d, k.ac, bytes);
+}
+
 // dq and dkv (possibly one buffer) from the incoming gradient g.
-void run_backward(const char* op, const KernelChoice& k, const kernels::AttentionWindowDims& d,
-                  const Tensor& q, const Tensor& kv, const Tensor& out, const Tensor& lse,
-                  const Tensor& g, float* dq, float* dkv) {
+void run_backward(const char* op, const CostNames& names, const KernelChoice& k,
+                  const kernels::AttentionWindowDims& d, const Tensor& q, const Tensor& kv,
+                  const Tensor& out, const Tensor& lse, const Tensor& g, float* dq, float* dkv) {
   const Device dev = k.dev;
   if (k.tensor_cores) {  // dout f32, rounded to the 16-bit type inside the kernels
     const Tensor gout = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
+    if (!meta::kernel_runs(dev, backward_cost(names, k, d, q, kv, out, lse, gout))) return;
     dispatch_float(k.ac, op, [&](auto tag) {
       using S = decltype(tag);
       if constexpr (!std::is_same_v<S, float>)
@@ -151,6 +177,7 @@ void run_backward(const char* op, const KernelChoice& k, const kernels::Attentio
   }
   // The incoming gradient rounded like the tensor-core kernels round it (no-op in f32).
   const Tensor gout = rounded_f32(g.dtype() == DType::f32 ? g : g.to(DType::f32), k.ac);
+  if (!meta::kernel_runs(dev, backward_cost(names, k, d, q, kv, out, lse, gout))) return;
   if (is_cuda(dev))
     TS_CUDA(op, dev,
             cuda::attention_window_backward<float>(d, q.data<float>(), kv.data<float>(),
@@ -166,6 +193,8 @@ void run_backward(const char* op, const KernelChoice& k, const kernels::Attentio
 Tensor attention_op(const char* op, const kernels::AttentionWindowDims& d, const Tensor& q,
                     const Tensor& kv, bool fused) {
   const Device dev = fused ? q.device() : common_device(op, {{"q", q}, {"kv", kv}});
+  const CostNames names = fused ? CostNames{"attention_fwd", "attention_bwd"}
+                                : CostNames{"attention_window_fwd", "attention_window_bwd"};
   const KernelChoice k = choose_kernels(op, dev, d, fused ? "qkv" : "q", q);
   const Tensor kq = kernel_input(k, q);
   const Tensor kkv = fused ? kq : kernel_input(k, kv);
@@ -173,7 +202,7 @@ Tensor attention_op(const char* op, const kernels::AttentionWindowDims& d, const
   Tensor out = Tensor::empty(Shape{d.batch, d.q_seq, d.channels}, DType::f32, dev);
   // Per-row log-sum-exp: all backward needs beyond q, kv and out to rebuild the probabilities.
   Tensor lse = Tensor::empty(Shape{d.batch, d.heads, d.q_seq}, DType::f32, dev);
-  if (!empty) run_forward(op, k, d, kq, kkv, out, lse);
+  if (!empty) run_forward(op, names, k, d, kq, kkv, out, lse);
   if (!autograd::needs_grad({q, kv})) return out;
   // A detached alias of out: capturing out itself would make its node own it (a cycle).
   Tensor saved_out = out.detach();
@@ -184,7 +213,8 @@ Tensor attention_op(const char* op, const kernels::AttentionWindowDims& d, const
   };
   auto backward = [=](const Tensor& g, const Tensor& dq, const Tensor& dkv) {
     if (!empty)
-      run_backward(op, k, d, kq, kkv, saved_out, lse, g, dq.data<float>(), dkv.data<float>());
+      run_backward(op, names, k, d, kq, kkv, saved_out, lse, g, dq.data<float>(),
+                   dkv.data<float>());
   };
   if (fused)
     return autograd::record(out, op, {q}, [=](const Tensor& g) {

@@ -3,6 +3,7 @@
 #include "kernels/cpu/cast.h"
 #include "kernels/cpu/elementwise.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -41,11 +42,15 @@ namespace {
 
 enum class Binary { add, mul };
 
-// y = a (op) b, b repeating every nb elements of a; on the tensors' device.
+// y = a (op) b, b repeating every nb elements of a; on the tensors' device. `op` names the
+// kernel in the cost trace (a string literal).
 template <class T>
 void binary_kernel(Binary kind, Device dev, const char* op, const T* a, const T* b, T* y, int64_t n,
                    int64_t nb) {
   if (n == 0) return;
+  const DType t = dtype_of<T>::value;  // a and y read / written whole, b once
+  const double bytes = cost::bytes_of(2 * n + nb, t);
+  if (!meta::kernel_runs(dev, meta::memory_bound_cost(op, n, bytes))) return;
   if (is_cuda(dev)) {
     if (kind == Binary::add)
       TS_CUDA(op, dev, cuda::add<T>(a, b, y, n, nb));
@@ -79,11 +84,15 @@ Tensor binary(Binary kind, const char* op, const Tensor& a0, const Tensor& b0) {
     Tensor gc = g.contiguous();
     dispatch_float(gc.dtype(), "reduce", [&](auto tag) {
       using T = decltype(tag);
-      if (is_cuda(dev))
-        TS_CUDA("add_backward", dev,
-                cuda::sum_rows_acc<T>(gc.data<T>(), r.data<float>(), n / nb, nb));
-      else
-        cpu::sum_rows_acc<T>(gc.data<T>(), r.data<float>(), n / nb, nb);
+      // g read, r (f32 [nb]) read and written
+      const double bytes = cost::io_bytes({gc}) + 2 * cost::bytes_of(nb, DType::f32);
+      if (meta::kernel_runs(dev, meta::memory_bound_cost("broadcast_grad_sum", n, bytes))) {
+        if (is_cuda(dev))
+          TS_CUDA("add_backward", dev,
+                  cuda::sum_rows_acc<T>(gc.data<T>(), r.data<float>(), n / nb, nb));
+        else
+          cpu::sum_rows_acc<T>(gc.data<T>(), r.data<float>(), n / nb, nb);
+      }
     });
     return r.to(bt);
   };
@@ -124,10 +133,12 @@ Tensor scaled(const char* op, const Tensor& x, float s) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    if (x.is_cuda())
-      TS_CUDA(op, x.device(), cuda::scale<T>(x.data<T>(), y.data<T>(), s, x.numel()));
-    else
-      cpu::scale<T>(x.data<T>(), y.data<T>(), s, x.numel());
+    if (meta::kernel_runs(x.device(), cost::pass(op, x.numel(), {x, y}))) {
+      if (x.is_cuda())
+        TS_CUDA(op, x.device(), cuda::scale<T>(x.data<T>(), y.data<T>(), s, x.numel()));
+      else
+        cpu::scale<T>(x.data<T>(), y.data<T>(), s, x.numel());
+    }
   });
   return y;
 }
@@ -156,17 +167,20 @@ Tensor reduce_all(const Tensor& x0, const char* op, bool average) {
   Tensor x = x0.to(DType::f32).contiguous();
   const int64_t n = x.numel();
   TS_CHECK(!average || n > 0, "{}: mean of an empty tensor {}", op, x0.desc());
-  double s = 0;
-  if (is_cuda(dev))  // f64 in a fixed order like the CPU's; returns to the host
-    TS_CUDA(op, dev, s = cuda::sum(x.data<float>(), n));
-  else
-    s = cpu::sum(x.data<float>(), n);
+  double s = 0;  // on the meta device: nothing summed, 0
+  if (meta::kernel_runs(dev, cost::pass(average ? "mean" : "sum", n, {x}))) {
+    if (is_cuda(dev))  // f64 in a fixed order like the CPU's; returns to the host
+      TS_CUDA(op, dev, s = cuda::sum(x.data<float>(), n));
+    else
+      s = cpu::sum(x.data<float>(), n);
+  }
   const float k = average ? 1.f / float(n) : 1.f;
   Tensor y = Tensor::full(Shape{}, s * k, DType::f32, dev);
   Shape in = x0.shape();
   DType t = x0.dtype();
   return autograd::record(y, op, {x0}, [in, t, k, dev](const Tensor& g) {
-    return std::vector<Tensor>{Tensor::full(in, double(g.item()) * k, t, dev)};
+    const double gk = dev.is_meta() ? 0.0 : double(g.item()) * k;  // meta: no value to read
+    return std::vector<Tensor>{Tensor::full(in, gk, t, dev)};
   });
 }
 }  // namespace

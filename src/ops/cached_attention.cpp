@@ -4,6 +4,7 @@
 #include "kernels/cpu/cached_attention.h"
 #include "kernels/common/cached_attention_dims.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -44,16 +45,27 @@ Tensor cached_attention(const Tensor& qkv0, int n_head, int n_kv_head, Tensor& k
   const Device dev = common_device(op, {{"qkv", qkv0}, {"k_cache", k_cache}, {"v_cache", v_cache}});
   Tensor qkv = qkv0.contiguous();
   Tensor out = Tensor::empty(Shape{d.batch, d.new_tokens, n_head * d.head_size}, DType::f32, dev);
-  if (is_cuda(dev)) {
+  if (is_cuda(dev))
     TS_CHECK(d.head_size <= 128,
              "cached_attention: head size {} on {}: the CUDA kernel takes at most 128", d.head_size,
              dev.str());
-    TS_CUDA(op, dev,
-            cuda::cached_attention(d, qkv.data<float>(), k_cache.data<float>(),
-                                   v_cache.data<float>(), out.data<float>()));
-  } else {
-    cpu::cached_attention(d, qkv.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
-                          out.data<float>());
+  // The new tokens are the window of queries at `start` over the cache's first start + T_new
+  // positions (cost::attention_forward's count); qkv read, their k and v written into the
+  // caches, every cached k and v up to the last new position read, out written.
+  kernels::AttentionWindowDims w;
+  w.batch = d.batch, w.q_seq = d.new_tokens, w.kv_seq = start + d.new_tokens, w.q_offset = start;
+  w.channels = n_head * d.head_size, w.heads = n_head, w.kv_heads = n_kv_head;
+  const double kv_bytes =
+      cost::bytes_of(2 * d.batch * n_kv_head * (start + d.new_tokens) * d.head_size, DType::f32);
+  const double bytes = cost::io_bytes({qkv, out}) + kv_bytes;
+  if (meta::kernel_runs(dev, cost::attention_forward("cached_attention", w, DType::f32, bytes))) {
+    if (is_cuda(dev))
+      TS_CUDA(op, dev,
+              cuda::cached_attention(d, qkv.data<float>(), k_cache.data<float>(),
+                                     v_cache.data<float>(), out.data<float>()));
+    else
+      cpu::cached_attention(d, qkv.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
+                            out.data<float>());
   }
   return out;
 }

@@ -5,6 +5,7 @@
 #include "kernels/common/conv_dims.h"
 #include "ops/autocast.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -36,9 +37,25 @@ Tensor conv_operand(const Tensor& t, bool round_to_f16) {
   return round_to_f16 ? t.to(DType::f16).to(DType::f32) : t.contiguous();
 }
 
-// conv2d_backward on the tensors' device (dx, dw, db overwritten; each may be null).
+// The convolution's GEMMs (im2col): per image, [Ho Wo, Cin kh kw] · [Cin kh kw, Cout] forward;
+// dX's [Ho Wo, Cout] · [Cout, Cin kh kw] and dW's [Cout, Ho Wo] · [Ho Wo, Cin kh kw] backward.
+int64_t conv_pixels(const kernels::Conv2dDims& d) {
+  return d.ho * d.wo;
+}
+int64_t conv_patch(const kernels::Conv2dDims& d) {
+  return d.cin * d.kh * d.kw;
+}
+
+// conv2d_backward on the tensors' device (dx, dw, db overwritten; each may be null). Its cost:
+// one GEMM per gradient asked for, and db's pass over dY.
 void conv_backward(Device dev, const kernels::Conv2dDims& d, const Tensor& x, const Tensor& w,
                    const Tensor& gy, float* dx, float* dw, float* db, DType compute) {
+  const int64_t P = conv_pixels(d), K = conv_patch(d);
+  std::vector<meta::KernelCost> parts;
+  if (dx) parts.push_back(meta::gemm_cost("conv2d_dx", d.n, P, K, d.cout, compute));
+  if (dw) parts.push_back(meta::gemm_cost("conv2d_dw", d.n, d.cout, K, P, compute));
+  if (db) parts.push_back(cost::pass("conv2d_db", gy.numel(), {gy}));
+  if (!kernels_run(dev, parts)) return;
   if (is_cuda(dev))
     TS_CUDA("conv2d", dev,
             cuda::conv2d_backward(d, x.data<float>(), w.data<float>(), gy.data<float>(), dx, dw, db,
@@ -85,12 +102,16 @@ Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor& b0, int stride, 
   Tensor b = b0.defined() ? b0.contiguous() : Tensor();
   const float* bp = b.defined() ? b.data<float>() : nullptr;
   Tensor y = Tensor::empty(Shape{d.n, d.cout, d.ho, d.wo}, DType::f32, dev);
-  if (is_cuda(dev))
-    TS_CUDA(
-        op, dev,
-        cuda::conv2d_forward(d, x.data<float>(), w.data<float>(), bp, y.data<float>(), compute));
-  else
-    cpu::conv2d_forward(d, x.data<float>(), w.data<float>(), bp, y.data<float>(), compute);
+  const meta::KernelCost fwd =
+      meta::gemm_cost("conv2d_fwd", d.n, conv_pixels(d), d.cout, conv_patch(d), compute);
+  if (meta::kernel_runs(dev, fwd)) {
+    if (is_cuda(dev))
+      TS_CUDA(
+          op, dev,
+          cuda::conv2d_forward(d, x.data<float>(), w.data<float>(), bp, y.data<float>(), compute));
+    else
+      cpu::conv2d_forward(d, x.data<float>(), w.data<float>(), bp, y.data<float>(), compute);
+  }
   const bool need_x = x0.requires_grad(), need_w = w0.requires_grad();
   const bool need_b = b0.defined() && b0.requires_grad();
   return autograd::record(y, op, {x0, w0, b0}, [=](const Tensor& g) {
@@ -134,24 +155,28 @@ Tensor max_pool2d(const Tensor& x0, int kernel, int stride) {
   // The window maxima's positions: all backward needs (O(output), no copy of x).
   Tensor argmax = grad ? Tensor::empty(y.shape(), DType::i32, dev) : Tensor();
   int32_t* am = grad ? argmax.data<int32_t>() : nullptr;
-  dispatch_float(x.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    if (is_cuda(dev))
-      TS_CUDA(op, dev, cuda::max_pool2d_forward<T>(d, x.data<T>(), y.data<T>(), am));
-    else
-      cpu::max_pool2d_forward<T>(d, x.data<T>(), y.data<T>(), am);
-  });
+  const meta::KernelCost fwd = cost::pass("max_pool2d_fwd", x.numel(), {x, y, argmax});
+  if (meta::kernel_runs(dev, fwd))
+    dispatch_float(x.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      if (is_cuda(dev))
+        TS_CUDA(op, dev, cuda::max_pool2d_forward<T>(d, x.data<T>(), y.data<T>(), am));
+      else
+        cpu::max_pool2d_forward<T>(d, x.data<T>(), y.data<T>(), am);
+    });
   if (!grad) return y;
   const DType xt = x0.dtype();
   return autograd::record(y, op, {x0}, [=](const Tensor& g) {
     Tensor gy = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
     Tensor gx = Tensor::empty(Shape{d.n, d.c, d.h, d.w}, DType::f32, dev);
-    if (is_cuda(dev))
-      TS_CUDA(
-          "max_pool2d", dev,
-          cuda::max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(), gx.data<float>()));
-    else
-      cpu::max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(), gx.data<float>());
+    if (meta::kernel_runs(dev, cost::pass("max_pool2d_bwd", gx.numel(), {gy, argmax, gx}))) {
+      if (is_cuda(dev))
+        TS_CUDA("max_pool2d", dev,
+                cuda::max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(),
+                                          gx.data<float>()));
+      else
+        cpu::max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(), gx.data<float>());
+    }
     return std::vector<Tensor>{xt == DType::f32 ? gx : gx.to(xt)};
   });
 }

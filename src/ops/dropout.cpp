@@ -5,10 +5,14 @@
 #include "autograd/engine.h"
 #include "kernels/cpu/dropout.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace tessera::ops {
+
+// FLOPs per element: the counter-based draw (a few integer rounds, counted as 4) and the scale.
+constexpr double kDropoutFlops = 5;
 
 Tensor dropout(const Tensor& x0, float p, Generator& gen, bool training) {
   const char* op = "dropout";
@@ -24,10 +28,12 @@ Tensor dropout(const Tensor& x0, float p, Generator& gen, bool training) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    if (is_cuda(dev))  // the same mask bit for bit (counter_rng.cuh)
-      TS_CUDA(op, dev, cuda::dropout_forward<T>(x.data<T>(), y.data<T>(), n, p, seed, offset));
-    else
-      cpu::dropout_forward<T>(x.data<T>(), y.data<T>(), n, p, seed, offset);
+    if (meta::kernel_runs(dev, cost::pass("dropout_fwd", n, {x, y}, kDropoutFlops))) {
+      if (is_cuda(dev))  // the same mask bit for bit (counter_rng.cuh)
+        TS_CUDA(op, dev, cuda::dropout_forward<T>(x.data<T>(), y.data<T>(), n, p, seed, offset));
+      else
+        cpu::dropout_forward<T>(x.data<T>(), y.data<T>(), n, p, seed, offset);
+    }
   });
   const Shape shape = x.shape();
   const DType dt = x.dtype();
@@ -36,11 +42,13 @@ Tensor dropout(const Tensor& x0, float p, Generator& gen, bool training) {
     Tensor gx = Tensor::empty(shape, dt, dev);
     dispatch_float(dt, op, [&](auto tag) {
       using T = decltype(tag);
-      if (is_cuda(dev))
-        TS_CUDA(op, dev,
-                cuda::dropout_backward<T>(gy.data<float>(), gx.data<T>(), n, p, seed, offset));
-      else
-        cpu::dropout_backward<T>(gy.data<float>(), gx.data<T>(), n, p, seed, offset);
+      if (meta::kernel_runs(dev, cost::pass("dropout_bwd", n, {gy, gx}, kDropoutFlops))) {
+        if (is_cuda(dev))
+          TS_CUDA(op, dev,
+                  cuda::dropout_backward<T>(gy.data<float>(), gx.data<T>(), n, p, seed, offset));
+        else
+          cpu::dropout_backward<T>(gy.data<float>(), gx.data<T>(), n, p, seed, offset);
+      }
     });
     return std::vector<Tensor>{gx};
   });

@@ -6,6 +6,7 @@
 #include "kernels/common/id_groups.h"
 #include "kernels/cpu/embedding.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -23,8 +24,9 @@ void check_embedding_args(const char* op, const Tensor& weight0, const Tensor& i
 }
 
 // The lookup and its backward, with the (checked) ids given twice: on the weight's device for
-// the forward kernel and on the host for the backward (the same tensor on the CPU). Ids equal
-// to kernels::kSkippedId read as zero rows and take no gradient.
+// the forward kernel and on the host for the backward (the same tensor on the CPU; on the meta
+// device, which has no values, the ids themselves, never read). Ids equal to kernels::kSkippedId
+// read as zero rows and take no gradient.
 Tensor lookup(const char* op, const Tensor& weight0, const Tensor& ids0, const Tensor& ids,
               const Tensor& host_ids) {
   const Device dev = weight0.device();
@@ -33,14 +35,18 @@ Tensor lookup(const char* op, const Tensor& weight0, const Tensor& ids0, const T
   std::vector<int64_t> dims = ids.shape().vec();
   dims.push_back(C);
   Tensor y = Tensor::empty(Shape(dims), w.dtype(), dev);
-  dispatch_float(w.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    if (is_cuda(dev))
-      TS_CUDA(op, dev,
-              cuda::embedding_forward<T>(w.data<T>(), ids.data<int32_t>(), y.data<T>(), n, C));
-    else
-      cpu::embedding_forward<T>(w.data<T>(), host_ids.data<int32_t>(), y.data<T>(), n, C);
-  });
+  // The forward gathers n rows: the ids read, n rows of the table read, the output written.
+  const meta::KernelCost fwd = meta::memory_bound_cost(
+      "embedding_fwd", n * C, cost::io_bytes({ids, y}) + cost::bytes_of(n * C, w.dtype()), 0);
+  if (meta::kernel_runs(dev, fwd))
+    dispatch_float(w.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      if (is_cuda(dev))
+        TS_CUDA(op, dev,
+                cuda::embedding_forward<T>(w.data<T>(), ids.data<int32_t>(), y.data<T>(), n, C));
+      else
+        cpu::embedding_forward<T>(w.data<T>(), host_ids.data<int32_t>(), y.data<T>(), n, C);
+    });
   const DType wt = w.dtype();
   // The backward reads the ids on the host: the CPU kernel scatters by them, the CUDA one groups
   // them by id there (host_ids is ids itself on the CPU; on a GPU, no second copy back).
@@ -53,14 +59,18 @@ Tensor lookup(const char* op, const Tensor& weight0, const Tensor& ids0, const T
     Tensor acc = wt == DType::f32 ? autograd::leaf_grad_buffer(weight0) : Tensor();
     Tensor gw = acc.defined() ? Tensor() : Tensor::empty(Shape{V, C}, DType::f32, dev);
     float* dst = acc.defined() ? acc.data<float>() : gw.data<float>();
-    if (is_cuda(dev))  // positions grouped by id: one block per id, no atomics
-      TS_CUDA(op, dev,
-              cuda::embedding_backward(gy.data<float>(),
-                                       kernels::group_ids(host_ids.data<int32_t>(), n, V), dst, V,
-                                       C, acc.defined()));
-    else
-      cpu::embedding_backward(gy.data<float>(), host_ids.data<int32_t>(), dst, n, V, C,
-                              acc.defined());
+    // dY and the ids read, n rows of the gradient read and written, and a fresh table zeroed.
+    const double bytes = cost::io_bytes({gy, ids, gw}) + 2 * cost::bytes_of(n * C, DType::f32);
+    if (meta::kernel_runs(dev, meta::memory_bound_cost("embedding_bwd", n * C, bytes))) {
+      if (is_cuda(dev))  // positions grouped by id: one block per id, no atomics
+        TS_CUDA(op, dev,
+                cuda::embedding_backward(gy.data<float>(),
+                                         kernels::group_ids(host_ids.data<int32_t>(), n, V), dst, V,
+                                         C, acc.defined()));
+      else
+        cpu::embedding_backward(gy.data<float>(), host_ids.data<int32_t>(), dst, n, V, C,
+                                acc.defined());
+    }
     if (acc.defined()) return std::vector<Tensor>{Tensor(), Tensor()};
     return std::vector<Tensor>{wt == DType::f32 ? gw : gw.to(wt), Tensor()};
   });
@@ -75,7 +85,9 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0) {
   Tensor ids = ids0.contiguous();
   const int64_t V = weight0.dim(0), n = ids.numel();
   // The range check reads the ids on the host (a copy of B*T ids from a device): an id out of
-  // range would read outside the table on the device, silently.
+  // range would read outside the table on the device, silently. The meta device has no ids to
+  // check (nor to copy).
+  if (ids.device().is_meta()) return lookup(op, weight0, ids0, ids, ids);
   const Tensor host_ids = ids.to(Device::cpu());
   const int32_t* id = host_ids.data<int32_t>();
   for (int64_t i = 0; i < n; ++i) {
@@ -92,6 +104,10 @@ Tensor embedding(const Tensor& weight0, const Tensor& ids0, int64_t first_id) {
   const Device dev = common_device(op, {{"weight", weight0}, {"ids", ids0}});
   const int64_t V = weight0.dim(0), n = ids0.numel();
   TS_CHECK(first_id >= 0, "{}: first id {} is negative", op, first_id);
+  if (dev.is_meta()) {  // no ids to map: the shard's local ids as a buffer of their shape only
+    const Tensor local = Tensor::empty(ids0.shape(), DType::i32, dev);
+    return lookup(op, weight0, ids0, local, local);
+  }
   const Tensor global = ids0.contiguous().to(Device::cpu());
   const int32_t* id = global.data<int32_t>();
   std::vector<int32_t> local(static_cast<size_t>(n));

@@ -7,11 +7,14 @@
 #include "kernels/cpu/matmul.h"
 #include "ops/autocast.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace tessera::ops {
 namespace {
+
+constexpr double kGeluFlops = cost::activation_flops(kernels::Activation::gelu);
 
 // The operand as the GEMM wants it: contiguous, in the compute dtype.
 Tensor gemm_operand(const Tensor& t, DType compute) {
@@ -27,12 +30,14 @@ DType compute_dtype(const Tensor& a) {
 }
 
 // One GEMM on the operands' device: the CUDA GEMM takes the same row-major arguments (the bias
-// as its bias epilogue; output f32 like the CPU's).
+// as its bias epilogue; output f32 like the CPU's). Its cost is stated first (cost::gemm).
 void run_gemm(Device dev, const kernels::GemmArgs& g) {
-  if (is_cuda(dev))
-    TS_CUDA(g.label ? g.label : "gemm", dev, cuda::gemm(g));
-  else
-    cpu::gemm(g);
+  if (meta::kernel_runs(dev, cost::gemm(g))) {
+    if (is_cuda(dev))
+      TS_CUDA(g.label ? g.label : "gemm", dev, cuda::gemm(g));
+    else
+      cpu::gemm(g);
+  }
 }
 
 }  // namespace
@@ -61,6 +66,7 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
   cpu::GemmArgs g;
   g.batch = batch, g.m = m, g.n = n, g.k = k, g.ab_type = ct;
   g.a = a.raw_data(), g.b = b.raw_data(), g.c = y.data<float>();
+  g.label = "matmul_fwd";
   run_gemm(dev, g);
   const bool need_a = a0.requires_grad(), need_b = b0.requires_grad();
   DType at = a0.dtype(), bt = b0.dtype();
@@ -72,6 +78,7 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
       cpu::GemmArgs d;
       d.batch = batch, d.m = m, d.n = k, d.k = n, d.ab_type = ct, d.trans_b = true;
       d.a = gy.raw_data(), d.b = b.raw_data(), d.c = ga.data<float>();
+      d.label = "matmul_da";
       run_gemm(dev, d);
       if (at != DType::f32) ga = ga.to(at);
     }
@@ -80,6 +87,7 @@ Tensor matmul(const Tensor& a0, const Tensor& b0) {
       cpu::GemmArgs d;
       d.batch = batch, d.m = k, d.n = n, d.k = m, d.ab_type = ct, d.trans_a = true;
       d.a = a.raw_data(), d.b = gy.raw_data(), d.c = gb.data<float>();
+      d.label = "matmul_db";
       run_gemm(dev, d);
       if (bt != DType::f32) gb = gb.to(bt);
     }
@@ -180,19 +188,32 @@ float* bias_grad_target(const Tensor& b0, int64_t out, Tensor* gb) {
 // f16 (its kernel has no f16 output instantiated).
 Tensor gelu_for_gemm(const Tensor& h, DType ct) {
   const Device dev = h.device();
+  const int64_t n = h.numel();
   if (!is_cuda(dev) && ct == DType::bf16) {
-    Tensor y = Tensor::empty(h.shape(), ct);
-    cpu::gelu_forward_to<bf16>(h.data<float>(), y.data<bf16>(), h.numel());
+    Tensor y = Tensor::empty(h.shape(), ct, dev);
+    if (meta::kernel_runs(dev, cost::pass("linear_gelu_fwd", n, {h, y}, kGeluFlops)))
+      cpu::gelu_forward_to<bf16>(h.data<float>(), y.data<bf16>(), n);
     return y;
   }
   Tensor y32 = Tensor::empty(h.shape(), DType::f32, dev);
-  if (is_cuda(dev))
-    TS_CUDA("linear_gelu", dev,
-            cuda::activation_forward<float>(kernels::Activation::gelu, h.data<float>(),
-                                            y32.data<float>(), h.numel()));
-  else
-    cpu::gelu_forward_to<float>(h.data<float>(), y32.data<float>(), h.numel());
+  if (meta::kernel_runs(dev, cost::pass("linear_gelu_fwd", n, {h, y32}, kGeluFlops))) {
+    if (is_cuda(dev))
+      TS_CUDA("linear_gelu", dev,
+              cuda::activation_forward<float>(kernels::Activation::gelu, h.data<float>(),
+                                              y32.data<float>(), n));
+    else
+      cpu::gelu_forward_to<float>(h.data<float>(), y32.data<float>(), n);
+  }
   return ct == DType::f32 ? y32 : y32.to(ct);
+}
+
+// What the GELU backward with the bias gradient moves: h and dY read, dH written, db (out f32)
+// read and written when there is one.
+meta::KernelCost gelu_grad_cost(const Tensor& h, const Tensor& gy, const Tensor& gh,
+                                const float* db, int64_t out) {
+  const double bias = db ? 2 * cost::bytes_of(out, DType::f32) : 0;
+  return meta::memory_bound_cost("linear_gelu_bwd", h.numel(), cost::io_bytes({h, gy, gh}) + bias,
+                                 2 * kGeluFlops);
 }
 
 // Its backward: dH = dY * gelu'(H) in ct for the linear's backward GEMMs, and db += the column
@@ -202,21 +223,33 @@ Tensor gelu_grad_for_gemm(const Tensor& h, const Tensor& gy, DType ct, float* db
                           int64_t out) {
   const Device dev = h.device();
   if (!is_cuda(dev) && ct == DType::bf16) {
-    Tensor gh = Tensor::empty(h.shape(), ct);
-    cpu::gelu_backward_bias<bf16>(h.data<float>(), gy.data<float>(), gh.data<bf16>(), db, m, out);
+    Tensor gh = Tensor::empty(h.shape(), ct, dev);
+    if (meta::kernel_runs(dev, gelu_grad_cost(h, gy, gh, db, out)))
+      cpu::gelu_backward_bias<bf16>(h.data<float>(), gy.data<float>(), gh.data<bf16>(), db, m, out);
     return gh;
   }
   Tensor gh32 = Tensor::empty(h.shape(), DType::f32, dev);
-  if (is_cuda(dev)) {
-    TS_CUDA("linear_gelu", dev,
-            cuda::activation_backward<float>(kernels::Activation::gelu, h.data<float>(),
-                                             gy.data<float>(), gh32.data<float>(), h.numel()));
-    if (db) TS_CUDA("linear_gelu", dev, cuda::sum_rows_acc<float>(gh32.data<float>(), db, m, out));
-  } else {
-    cpu::gelu_backward_bias<float>(h.data<float>(), gy.data<float>(), gh32.data<float>(), db, m,
-                                   out);
+  if (meta::kernel_runs(dev, gelu_grad_cost(h, gy, gh32, db, out))) {
+    if (is_cuda(dev)) {  // two launches: the GELU gradient, then the bias gradient's column sums
+      TS_CUDA("linear_gelu", dev,
+              cuda::activation_backward<float>(kernels::Activation::gelu, h.data<float>(),
+                                               gy.data<float>(), gh32.data<float>(), h.numel()));
+      if (db)
+        TS_CUDA("linear_gelu", dev, cuda::sum_rows_acc<float>(gh32.data<float>(), db, m, out));
+    } else {
+      cpu::gelu_backward_bias<float>(h.data<float>(), gy.data<float>(), gh32.data<float>(), db, m,
+                                     out);
+    }
   }
   return ct == DType::f32 ? gh32 : gh32.to(ct);
+}
+
+// The bias gradient's pass: dY [m, out] read (in its dtype), db [out] f32 read and written, and
+// the dY copy in the GEMM dtype written when it is made in the same pass.
+meta::KernelCost bias_grad_cost(const char* name, const Tensor& gy, const Tensor& gy_copy,
+                                int64_t out) {
+  return meta::memory_bound_cost(
+      name, gy.numel(), cost::io_bytes({gy, gy_copy}) + 2 * cost::bytes_of(out, DType::f32));
 }
 
 }  // namespace
@@ -238,18 +271,23 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
     if (!is_cuda(dev) && saved.ct == DType::bf16 && gy0.dtype() == DType::f32) {
       // One pass over the f32 gradient: its bf16 copy for the GEMMs and the bias gradient.
       Tensor g32 = gy0.contiguous();
-      gy = Tensor::empty(g32.shape(), DType::bf16);
-      cpu::cast_sum_rows_acc(g32.data<float>(), gy.data<bf16>(), db, saved.m, out);
+      gy = Tensor::empty(g32.shape(), DType::bf16, dev);
+      const meta::KernelCost c = db ? bias_grad_cost("linear_bias_grad_cast", g32, gy, out)
+                                    : cost::pass("linear_grad_cast", g32.numel(), {g32, gy});
+      if (meta::kernel_runs(dev, c))
+        cpu::cast_sum_rows_acc(g32.data<float>(), gy.data<bf16>(), db, saved.m, out);
     } else {
       gy = gemm_operand(gy0, saved.ct);
       if (db) {
         Tensor g = gy0.contiguous();
         dispatch_float(g.dtype(), "linear", [&](auto tag) {
           using T = decltype(tag);
-          if (is_cuda(dev))
-            TS_CUDA("linear", dev, cuda::sum_rows_acc<T>(g.data<T>(), db, saved.m, out));
-          else
-            cpu::sum_rows_acc<T>(g.data<T>(), db, saved.m, out);
+          if (meta::kernel_runs(dev, bias_grad_cost("linear_bias_grad", g, Tensor(), out))) {
+            if (is_cuda(dev))
+              TS_CUDA("linear", dev, cuda::sum_rows_acc<T>(g.data<T>(), db, saved.m, out));
+            else
+              cpu::sum_rows_acc<T>(g.data<T>(), db, saved.m, out);
+          }
         });
       }
     }

@@ -7,6 +7,7 @@
 
 #include "autograd/engine.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -28,6 +29,10 @@ void check_input(const char* op, const Tensor& x, float eps) {
            "{}: input {} has no last dim to normalise: expected [..., C] with C > 0", op, x.desc());
   TS_CHECK(eps >= 0.f, "{}: eps = {} for input {}: expected eps >= 0", op, eps, x.desc());
 }
+
+// FLOPs per element the cost model counts: a norm's forward (statistics, normalise, scale and
+// shift) and backward (the two row reductions and the gradient).
+constexpr double kNormForwardFlops = 8, kNormBackwardFlops = 12;
 
 // The f32 buffer of an optional tensor, or null.
 float* ptr_or_null(const Tensor& t) {
@@ -59,21 +64,25 @@ Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, fl
   Tensor y = Tensor::empty(x.shape(), is_cuda(dev) ? x.dtype() : out, dev);
   Tensor mean = Tensor::empty(Shape{rows}, DType::f32, dev),
          rstd = Tensor::empty(Shape{rows}, DType::f32, dev);
-  dispatch_float(x.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    if (is_cuda(dev)) {  // the CUDA kernel writes x's type; another output type is a cast after
-      TS_CUDA(op, dev,
-              cuda::layer_norm_forward<T>(x.data<T>(), ptr_or_null(w), ptr_or_null(b), y.data<T>(),
-                                          mean.data<float>(), rstd.data<float>(), rows, C, eps));
-      return;
-    }
-    dispatch_float(out, op, [&](auto out_tag) {
-      using TY = decltype(out_tag);
-      if constexpr (std::is_same_v<T, TY> || std::is_same_v<T, float>)
-        cpu::layer_norm_forward<T, TY>(x.data<T>(), ptr_or_null(w), ptr_or_null(b), y.data<TY>(),
-                                       mean.data<float>(), rstd.data<float>(), rows, C, eps);
+  const meta::KernelCost fwd =
+      cost::pass("layer_norm_fwd", rows * C, {x, w, b, y, mean, rstd}, kNormForwardFlops);
+  if (meta::kernel_runs(dev, fwd))
+    dispatch_float(x.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      if (is_cuda(dev)) {  // the CUDA kernel writes x's type; another output type is a cast after
+        TS_CUDA(
+            op, dev,
+            cuda::layer_norm_forward<T>(x.data<T>(), ptr_or_null(w), ptr_or_null(b), y.data<T>(),
+                                        mean.data<float>(), rstd.data<float>(), rows, C, eps));
+        return;
+      }
+      dispatch_float(out, op, [&](auto out_tag) {
+        using TY = decltype(out_tag);
+        if constexpr (std::is_same_v<T, TY> || std::is_same_v<T, float>)
+          cpu::layer_norm_forward<T, TY>(x.data<T>(), ptr_or_null(w), ptr_or_null(b), y.data<TY>(),
+                                         mean.data<float>(), rstd.data<float>(), rows, C, eps);
+      });
     });
-  });
   if (y.dtype() != out) y = y.to(out);
   const bool need_x = x0.requires_grad(), need_w = w.defined() && weight.requires_grad(),
              need_b = b.defined() && bias.requires_grad();
@@ -83,6 +92,9 @@ Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, fl
     Tensor gx = need_x ? Tensor::empty(xs.shape(), xs.dtype(), dev) : Tensor();
     Tensor gw = need_w ? Tensor::empty(Shape{C}, DType::f32, dev) : Tensor();
     Tensor gb = need_b ? Tensor::empty(Shape{C}, DType::f32, dev) : Tensor();
+    const meta::KernelCost bwd = cost::pass(
+        "layer_norm_bwd", rows * C, {xs, ws, mean, rstd, gy, gx, gw, gb}, kNormBackwardFlops);
+    if (!meta::kernel_runs(dev, bwd)) return std::vector<Tensor>{gx, gw, gb};
     dispatch_float(xs.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       if (is_cuda(dev)) {
@@ -111,23 +123,29 @@ Tensor rms_norm(const Tensor& x0, const Tensor& weight, float eps) {
   const int64_t C = x.dim(-1), rows = x.numel() / C;
   Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   Tensor rstd = Tensor::empty(Shape{rows}, DType::f32, dev);
-  dispatch_float(x.dtype(), op, [&](auto tag) {
-    using T = decltype(tag);
-    if (is_cuda(dev)) {
-      TS_CUDA(op, dev,
-              cuda::rms_norm_forward<T>(x.data<T>(), ptr_or_null(w), y.data<T>(),
-                                        rstd.data<float>(), rows, C, eps));
-      return;
-    }
-    cpu::rms_norm_forward<T>(x.data<T>(), ptr_or_null(w), y.data<T>(), rstd.data<float>(), rows, C,
-                             eps);
-  });
+  const meta::KernelCost fwd =
+      cost::pass("rms_norm_fwd", rows * C, {x, w, y, rstd}, kNormForwardFlops);
+  if (meta::kernel_runs(dev, fwd))
+    dispatch_float(x.dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      if (is_cuda(dev)) {
+        TS_CUDA(op, dev,
+                cuda::rms_norm_forward<T>(x.data<T>(), ptr_or_null(w), y.data<T>(),
+                                          rstd.data<float>(), rows, C, eps));
+        return;
+      }
+      cpu::rms_norm_forward<T>(x.data<T>(), ptr_or_null(w), y.data<T>(), rstd.data<float>(), rows,
+                               C, eps);
+    });
   const bool need_x = x0.requires_grad(), need_w = w.defined() && weight.requires_grad();
   Tensor xs = x.detach(), ws = w.defined() ? w.detach() : Tensor();
   return autograd::record(y, op, {x0, weight}, [=](const Tensor& g) {
     Tensor gy = g.to(DType::f32).contiguous();
     Tensor gx = need_x ? Tensor::empty(xs.shape(), xs.dtype(), dev) : Tensor();
     Tensor gw = need_w ? Tensor::empty(Shape{C}, DType::f32, dev) : Tensor();
+    const meta::KernelCost bwd =
+        cost::pass("rms_norm_bwd", rows * C, {xs, ws, rstd, gy, gx, gw}, kNormBackwardFlops);
+    if (!meta::kernel_runs(dev, bwd)) return std::vector<Tensor>{gx, gw};
     dispatch_float(xs.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       if (is_cuda(dev)) {

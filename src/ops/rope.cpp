@@ -6,6 +6,7 @@
 #include "autograd/engine.h"
 #include "kernels/common/rope.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -42,9 +43,15 @@ kernels::RopeDims checked_dims(const Tensor& qkv, const Tensor& table, int n_hea
   return d;
 }
 
+// x rotated into y (x and y: qkv's shape, dtype T). Its cost: x read and y written whole, and
+// the table's rows for the T positions; 3 FLOPs per rotated element (two products and a sum).
 template <class T>
-void rotate(const kernels::RopeDims& d, Device dev, const T* x, const Tensor& table, T* y,
-            bool inverse) {
+void rotate(const char* name, const kernels::RopeDims& d, Device dev, const T* x,
+            const Tensor& table, T* y, bool inverse) {
+  const int64_t n = d.batch * d.seq * (d.heads + 2 * d.kv_heads) * d.head_size;
+  const double bytes =
+      cost::bytes_of(2 * n, dtype_of<T>::value) + cost::bytes_of(d.seq * d.head_size, DType::f32);
+  if (!meta::kernel_runs(dev, meta::memory_bound_cost(name, n, bytes, 3))) return;
   if (is_cuda(dev))
     TS_CUDA("rope", dev, cuda::rope_rotate<T>(d, x, table.data<float>(), y, inverse));
   else
@@ -62,13 +69,13 @@ Tensor rope(const Tensor& qkv0, const Tensor& table0, int n_head, int n_kv_head,
   Tensor y = Tensor::empty(qkv.shape(), qkv.dtype(), dev);
   dispatch_float(qkv.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    rotate<T>(d, dev, qkv.data<T>(), table, y.data<T>(), false);
+    rotate<T>("rope_fwd", d, dev, qkv.data<T>(), table, y.data<T>(), false);
   });
   const DType in_dtype = qkv.dtype();
   return autograd::record(y, op, {qkv0}, [d, dev, table, in_dtype](const Tensor& g) {
     Tensor gy = g.to(DType::f32).contiguous();
     Tensor gx = Tensor::empty(gy.shape(), DType::f32, dev);
-    rotate<float>(d, dev, gy.data<float>(), table, gx.data<float>(), true);
+    rotate<float>("rope_bwd", d, dev, gy.data<float>(), table, gx.data<float>(), true);
     return std::vector<Tensor>{in_dtype == DType::f32 ? gx : gx.to(in_dtype)};
   });
 }

@@ -6,10 +6,16 @@
 #include "autograd/engine.h"
 #include "kernels/cpu/sharded_cross_entropy.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace tessera::ops {
+namespace {
+// FLOPs per logit the cost model counts: the statistics' max, exp and sum; the backward's
+// softmax and update.
+constexpr double kStatsFlops = 3, kBackwardFlops = 3;
+}  // namespace
 
 Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int64_t first_id,
                              int64_t vocab_size, int32_t ignore_index, DType grad_dtype,
@@ -31,20 +37,25 @@ Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int6
            op, targets0.desc(), logits0.desc(), Shape(expect).str());
   Tensor logits = logits0.contiguous(), targets = targets0.contiguous();
   const int64_t rows = targets.numel();
-  const Tensor host_targets = targets.to(Device::cpu());
-  const int32_t* t = host_targets.data<int32_t>();
-  const int64_t count =
-      count_checked_targets(op, host_targets, vocab_size, "the vocabulary", ignore_index);
+  // The targets' range check on the host (cross_entropy's); none on the meta device (no values).
+  const int64_t count = dev.is_meta()
+                            ? 0
+                            : count_checked_targets(op, targets.to(Device::cpu()), vocab_size,
+                                                    "the vocabulary", ignore_index);
 
   Tensor stats = Tensor::empty(Shape{2, rows}, DType::f32, dev);
-  if (is_cuda(dev))
-    TS_CUDA(
-        op, dev,
-        cuda::sharded_cross_entropy_stats(logits.data<float>(), targets.data<int32_t>(),
-                                          stats.data<float>(), rows, V, first_id, ignore_index));
-  else
-    cpu::sharded_cross_entropy_stats(logits.data<float>(), t, stats.data<float>(), rows, V,
-                                     first_id, ignore_index);
+  const meta::KernelCost stats_cost =
+      cost::pass("sharded_xent_stats", rows * V, {logits, targets, stats}, kStatsFlops);
+  if (meta::kernel_runs(dev, stats_cost)) {
+    if (is_cuda(dev))
+      TS_CUDA(
+          op, dev,
+          cuda::sharded_cross_entropy_stats(logits.data<float>(), targets.data<int32_t>(),
+                                            stats.data<float>(), rows, V, first_id, ignore_index));
+    else
+      cpu::sharded_cross_entropy_stats(logits.data<float>(), targets.data<int32_t>(),
+                                       stats.data<float>(), rows, V, first_id, ignore_index);
+  }
   const Tensor all = gather(stats).contiguous();
   TS_CHECK(all.dtype() == DType::f32 && all.ndim() == 3 && all.dim(1) == 2 && all.dim(2) == rows &&
                all.device() == dev,
@@ -53,30 +64,41 @@ Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int6
   const int64_t ranks = all.dim(0);
   Tensor lse = Tensor::empty(Shape{rows}, DType::f32, dev);
   Tensor loss;
+  const meta::KernelCost combine =
+      cost::pass("sharded_xent_combine", ranks * rows, {all, targets, lse}, kStatsFlops);
   if (is_cuda(dev)) {
     loss = Tensor::empty(Shape{}, DType::f32, dev);
-    TS_CUDA(op, dev,
-            cuda::sharded_cross_entropy_combine(all.data<float>(), ranks, targets.data<int32_t>(),
-                                                lse.data<float>(), loss.data<float>(), rows,
-                                                ignore_index));
+    if (meta::kernel_runs(dev, combine))
+      TS_CUDA(op, dev,
+              cuda::sharded_cross_entropy_combine(all.data<float>(), ranks, targets.data<int32_t>(),
+                                                  lse.data<float>(), loss.data<float>(), rows,
+                                                  ignore_index));
   } else {
-    const kernels::CrossEntropySum s = cpu::sharded_cross_entropy_combine(
-        all.data<float>(), ranks, t, lse.data<float>(), rows, ignore_index);
+    kernels::CrossEntropySum s;  // the meta device computes nothing: a loss of 0
+    if (meta::kernel_runs(dev, combine))
+      s = cpu::sharded_cross_entropy_combine(all.data<float>(), ranks, targets.data<int32_t>(),
+                                             lse.data<float>(), rows, ignore_index);
     loss = Tensor::full(Shape{}, s.count ? s.loss / double(s.count) : 0.0, DType::f32, dev);
   }
 
   Tensor xs = logits.detach();
+  // The backward: logits, targets and lse read, the gradient written.
+  auto backward_cost = [=](const Tensor& grad) {
+    return cost::pass("sharded_xent_bwd", xs.numel(), {xs, targets, lse, grad}, kBackwardFlops);
+  };
   return autograd::record(loss, op, {logits0, targets0}, [=](const Tensor& g) {
     if (is_cuda(dev)) {
       const Tensor g32 = g.to(DType::f32).contiguous();
       Tensor gx32 = Tensor::empty(xs.shape(), DType::f32, dev);
-      TS_CUDA(op, dev,
-              cuda::sharded_cross_entropy_backward(
-                  xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), g32.data<float>(),
-                  count, gx32.data<float>(), rows, V, first_id, ignore_index));
+      if (meta::kernel_runs(dev, backward_cost(gx32)))
+        TS_CUDA(op, dev,
+                cuda::sharded_cross_entropy_backward(
+                    xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), g32.data<float>(),
+                    count, gx32.data<float>(), rows, V, first_id, ignore_index));
       return std::vector<Tensor>{gx32.to(grad_dtype), Tensor()};
     }
-    Tensor gx = Tensor::empty(xs.shape(), grad_dtype);
+    Tensor gx = Tensor::empty(xs.shape(), grad_dtype, dev);
+    if (!meta::kernel_runs(dev, backward_cost(gx))) return std::vector<Tensor>{gx, Tensor()};
     const float scale = count ? g.item() / float(count) : 0.f;
     if (grad_dtype == DType::bf16)
       cpu::sharded_cross_entropy_backward<bf16>(xs.data<float>(), targets.data<int32_t>(),

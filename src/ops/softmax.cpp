@@ -6,10 +6,24 @@
 #include "kernels/common/cross_entropy.h"
 #include "kernels/cpu/softmax.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace tessera::ops {
+namespace {
+// FLOPs per element the cost model counts: max, exp, sum and normalise (log-softmax and the
+// loss likewise); the backward's dot product and update.
+constexpr double kSoftmaxFlops = 4, kSoftmaxBackwardFlops = 3;
+
+// The fused cross-entropy backward: logits, targets and lse read, the gradient written.
+meta::KernelCost xent_backward_cost(const Tensor& logits, const Tensor& targets, const Tensor& lse,
+                                    const Tensor& grad) {
+  return cost::pass("softmax_xent_bwd", logits.numel(), {logits, targets, lse, grad},
+                    kSoftmaxBackwardFlops);
+}
+}  // namespace
+
 Tensor softmax(const Tensor& x0) {
   const char* op = "softmax";
   check_float(op, "x", x0);
@@ -20,10 +34,12 @@ Tensor softmax(const Tensor& x0) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), dev);
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    if (is_cuda(dev))
-      TS_CUDA(op, dev, cuda::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C));
-    else
-      cpu::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C);
+    if (meta::kernel_runs(dev, cost::pass("softmax_fwd", rows * C, {x, y}, kSoftmaxFlops))) {
+      if (is_cuda(dev))
+        TS_CUDA(op, dev, cuda::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C));
+      else
+        cpu::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C);
+    }
   });
   Tensor saved = y.detach();  // not y itself: y's own node holding y would be a cycle
   return autograd::record(y, op, {x0}, [saved, rows, C, dev](const Tensor& g) {
@@ -31,12 +47,16 @@ Tensor softmax(const Tensor& x0) {
     Tensor gx = Tensor::empty(saved.shape(), saved.dtype(), dev);
     dispatch_float(saved.dtype(), "softmax", [&](auto tag) {
       using T = decltype(tag);
-      if (is_cuda(dev))
-        TS_CUDA(
-            "softmax", dev,
-            cuda::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C));
-      else
-        cpu::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C);
+      const meta::KernelCost c =
+          cost::pass("softmax_bwd", rows * C, {saved, gy, gx}, kSoftmaxBackwardFlops);
+      if (meta::kernel_runs(dev, c)) {
+        if (is_cuda(dev))
+          TS_CUDA(
+              "softmax", dev,
+              cuda::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C));
+        else
+          cpu::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C);
+      }
     });
     return std::vector<Tensor>{gx};
   });
@@ -65,22 +85,27 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
   Tensor logits = logits0.contiguous(), targets = targets0.contiguous();
   const int64_t V = logits.dim(-1), rows = targets.numel();
   // The range check reads the targets on the host: on a device, the host copy kept from their
-  // upload (Storage::host_mirror), so no wait for the device.
-  const Tensor host_targets = targets.to(Device::cpu());
-  const int32_t* t = host_targets.data<int32_t>();
-  const int64_t count =
-      count_checked_targets(op, host_targets, V, "V", ignore_index, " for logits " + logits.desc());
+  // upload (Storage::host_mirror), so no wait for the device; none on the meta device (no values).
+  const int64_t count = dev.is_meta()
+                            ? 0
+                            : count_checked_targets(op, targets.to(Device::cpu()), V, "V",
+                                                    ignore_index, " for logits " + logits.desc());
   Tensor lse = Tensor::empty(Shape{rows}, DType::f32, dev);
   Tensor loss;
+  const meta::KernelCost fwd =
+      cost::pass("softmax_xent_fwd", rows * V, {logits, targets, lse}, kSoftmaxFlops);
   if (is_cuda(dev)) {  // the mean stays on the device: nothing returns to the host
     loss = Tensor::empty(Shape{}, DType::f32, dev);
-    TS_CUDA(op, dev,
-            cuda::cross_entropy_forward<float>(logits.data<float>(), targets.data<int32_t>(),
-                                               lse.data<float>(), loss.data<float>(), rows, V,
-                                               ignore_index));
+    if (meta::kernel_runs(dev, fwd))
+      TS_CUDA(op, dev,
+              cuda::cross_entropy_forward<float>(logits.data<float>(), targets.data<int32_t>(),
+                                                 lse.data<float>(), loss.data<float>(), rows, V,
+                                                 ignore_index));
   } else {
-    const kernels::CrossEntropySum s = cpu::cross_entropy_forward(
-        logits.data<float>(), t, lse.data<float>(), rows, V, ignore_index);
+    kernels::CrossEntropySum s;  // the meta device computes nothing: a loss of 0
+    if (meta::kernel_runs(dev, fwd))
+      s = cpu::cross_entropy_forward(logits.data<float>(), targets.data<int32_t>(),
+                                     lse.data<float>(), rows, V, ignore_index);
     // With every target ignored there is nothing to average: the loss is 0, and so are the grads.
     loss = Tensor::full(Shape{}, s.count ? s.loss / double(s.count) : 0.0, DType::f32, dev);
   }
@@ -92,13 +117,16 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
       // CPU kernel applies per element.
       const Tensor g32 = g.to(DType::f32).contiguous();
       Tensor gx32 = Tensor::empty(xs.shape(), DType::f32, dev);
-      TS_CUDA(op, dev,
-              cuda::cross_entropy_backward<float>(xs.data<float>(), targets.data<int32_t>(),
-                                                  lse.data<float>(), g32.data<float>(), count,
-                                                  gx32.data<float>(), rows, V, ignore_index));
+      if (meta::kernel_runs(dev, xent_backward_cost(xs, targets, lse, gx32)))
+        TS_CUDA(op, dev,
+                cuda::cross_entropy_backward<float>(xs.data<float>(), targets.data<int32_t>(),
+                                                    lse.data<float>(), g32.data<float>(), count,
+                                                    gx32.data<float>(), rows, V, ignore_index));
       return std::vector<Tensor>{gx32.to(grad_dtype), Tensor()};
     }
-    Tensor gx = Tensor::empty(xs.shape(), grad_dtype);
+    Tensor gx = Tensor::empty(xs.shape(), grad_dtype, dev);
+    if (!meta::kernel_runs(dev, xent_backward_cost(xs, targets, lse, gx)))
+      return std::vector<Tensor>{gx, Tensor()};
     const float scale = count ? g.item() / float(count) : 0.f;
     if (grad_dtype == DType::bf16)
       cpu::cross_entropy_backward<bf16>(xs.data<float>(), targets.data<int32_t>(),

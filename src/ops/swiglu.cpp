@@ -10,10 +10,14 @@
 #include "autograd/engine.h"
 #include "ops/autocast.h"
 #include "ops/check.h"
+#include "ops/cost.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace tessera::ops {
+
+// FLOPs per output element: silu(gate) (the activation's count) times up.
+constexpr double kSwigluFlops = cost::activation_flops(kernels::Activation::silu) + 1;
 
 Tensor swiglu(const Tensor& x0) {
   const char* op = "swiglu";
@@ -32,10 +36,12 @@ Tensor swiglu(const Tensor& x0) {
     using TI = decltype(in_tag);
     dispatch_float(out_dtype, op, [&](auto out_tag) {
       using TO = decltype(out_tag);
-      if (is_cuda(dev))
-        TS_CUDA(op, dev, cuda::swiglu_forward<TI, TO>(x.data<TI>(), y.data<TO>(), rows, F));
-      else
-        cpu::swiglu_forward<TI, TO>(x.data<TI>(), y.data<TO>(), rows, F);
+      if (meta::kernel_runs(dev, cost::pass("swiglu_fwd", rows * F, {x, y}, kSwigluFlops))) {
+        if (is_cuda(dev))
+          TS_CUDA(op, dev, cuda::swiglu_forward<TI, TO>(x.data<TI>(), y.data<TO>(), rows, F));
+        else
+          cpu::swiglu_forward<TI, TO>(x.data<TI>(), y.data<TO>(), rows, F);
+      }
     });
   });
   const Tensor saved = x.detach();  // data only: the closure must not hold x's autograd links
@@ -44,11 +50,16 @@ Tensor swiglu(const Tensor& x0) {
     Tensor gx = Tensor::empty(saved.shape(), saved.dtype(), dev);
     dispatch_float(saved.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
-      if (is_cuda(dev))
-        TS_CUDA(op, dev,
-                cuda::swiglu_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, F));
-      else
-        cpu::swiglu_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, F);
+      const meta::KernelCost c =
+          cost::pass("swiglu_bwd", rows * F, {saved, gy, gx}, 2 * kSwigluFlops);
+      if (meta::kernel_runs(dev, c)) {
+        if (is_cuda(dev))
+          TS_CUDA(
+              op, dev,
+              cuda::swiglu_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, F));
+        else
+          cpu::swiglu_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, F);
+      }
     });
     return std::vector<Tensor>{gx};
   });
