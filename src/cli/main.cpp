@@ -1,6 +1,6 @@
 // The `tessera` command: train, plan, eval, generate, plot, supervise, tokenizer, prepare.
-#include <CLI/CLI.hpp>
 #include <omp.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <filesystem>

@@ -43,8 +43,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  if (!device.is_cpu()) {
-    backend_for(device, "Tensor::zeros").memset(t.raw_data(), 0, t.nbytes());
+  if (!t.device().is_cpu()) {  // (meta::BuildOnMeta may have put it on the meta device)
+    backend_for(t.device(), "Tensor::zeros").memset(t.raw_data(), 0, t.nbytes());
     return t;
   }
   std::memset(t.raw_data(), 0, t.nbytes());
@@ -234,8 +234,8 @@ Tensor Tensor::to(Device d) const {
   // The copy is the device side's (the host has no backend).
   const DeviceBackend& b = backend_for(d.is_cpu() ? device() : d, "to(device)");
   TS_CHECK(d.is_cpu() || device().is_cpu(),
-           "to(device): {} from {} to {}: copies between two devices are not implemented",
-           desc(), device().str(), d.str());
+           "to(device): {} from {} to {}: copies between two devices are not implemented", desc(),
+           device().str(), d.str());
   if (d.is_cpu() && impl().storage->host_mirror) {  // ids uploaded from the host: no wait
     auto view = std::make_shared<TensorImpl>();
     view->storage = std::const_pointer_cast<Storage>(impl().storage->host_mirror);

@@ -391,8 +391,9 @@ void Decoder::shard(TensorParallelGroup& group, bool sequence_parallel) {
            "multiples of {}: each rank takes whole heads",
            R, cfg_.n_head, cfg_.n_kv_head, R);
   for (const Tensor& p : parameters())
-    TS_CHECK(p.device().is_cpu(), "Decoder::shard: parameter '{}' is on {}: shard before to()",
-             p.name(), p.device().str());
+    TS_CHECK(p.device().is_cpu() || p.device().is_meta(),
+             "Decoder::shard: parameter '{}' is on {}: shard before to()", p.name(),
+             p.device().str());
   const int64_t hs = cfg_.head_size(), H = cfg_.n_head, K = cfg_.n_kv_head;
   const int64_t F = cfg_.mlp_hidden;
   const int64_t q_rows = H / R * hs, kv_rows = K / R * hs;

@@ -17,9 +17,10 @@ IndexRange even_part(int64_t n, int part, int parts) {
 }
 
 Tensor take_blocks(const Tensor& whole0, int dim, const std::vector<IndexRange>& blocks) {
-  TS_CHECK(whole0.device().is_cpu() && (dim == 0 || (dim == 1 && whole0.ndim() == 2)) &&
-               whole0.ndim() >= 1 && whole0.ndim() <= 2,
-           "take_blocks: {} along dim {}: expected a 1-D or 2-D CPU tensor, dim 0 or 1",
+  TS_CHECK((whole0.device().is_cpu() || whole0.device().is_meta()) &&
+               (dim == 0 || (dim == 1 && whole0.ndim() == 2)) && whole0.ndim() >= 1 &&
+               whole0.ndim() <= 2,
+           "take_blocks: {} along dim {}: expected a 1-D or 2-D CPU (or meta) tensor, dim 0 or 1",
            whole0.desc(), dim);
   const Tensor whole = whole0.to(DType::f32).contiguous();
   const int64_t rows = whole.dim(0), cols = whole.ndim() == 2 ? whole.dim(1) : 1;
@@ -32,6 +33,8 @@ Tensor take_blocks(const Tensor& whole0, int dim, const std::vector<IndexRange>&
   }
   std::vector<int64_t> dims = whole.shape().vec();
   dims[size_t(dim)] = total;
+  // A model built on the meta device (a plan) is cut by shape alone.
+  if (whole.device().is_meta()) return Tensor::empty(Shape(dims), DType::f32, Device::meta());
   Tensor out = Tensor::empty(Shape(dims));
   const float* src = whole.data<float>();
   float* dst = out.data<float>();

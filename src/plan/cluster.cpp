@@ -57,7 +57,8 @@ DeviceSpec gpu(std::string name, double f32, double tf32, double bf16, double f1
   d.bandwidth_fraction = 0.85;
   d.vector_fraction = 0.7;
   d.min_kernel_seconds = 4e-6;
-  d.f32_gemm_tf32 = false;  // Tessera's f32 GEMMs are f32 (kernels/cuda/matmul.h: allow_tf32 is off)
+  d.f32_gemm_tf32 =
+      false;  // Tessera's f32 GEMMs are f32 (kernels/cuda/matmul.h: allow_tf32 is off)
   return d;
 }
 

@@ -63,6 +63,7 @@ train::Config meta_config(const train::Config& cfg, int64_t steps) {
   c.train.sample_every = 0;
   c.train.checkpoint_every = 0;
   c.train.log_every = steps;
+  c.optim.warmup_steps = 0;  // the schedule changes no shape or time; `steps` could not hold it
   c.model.init_weights.clear();
   if (train::model_kind(c.model.kind).language_model) {
     c.data.kind = "random";

@@ -28,9 +28,9 @@ std::string layout_text(const train::Config& cfg, int world) {
   std::string s = fmt::format("{} rank{} = pp {} x dp {} x cp {} x tp {}", world,
                               world == 1 ? "" : "s", p.pp, dp, p.cp, p.tp);
   if (p.pp > 1)
-    s += fmt::format(" ({}{})", p.pp_schedule,
-                     p.pp_virtual_stages > 1 ? fmt::format(", {} virtual", p.pp_virtual_stages)
-                                             : std::string());
+    s += fmt::format(
+        " ({}{})", p.pp_schedule,
+        p.pp_virtual_stages > 1 ? fmt::format(", {} virtual", p.pp_virtual_stages) : std::string());
   if (p.sequence_parallel) s += ", sequence parallel";
   s += fmt::format(", ZeRO-{}, {} micro-batch{}, recompute {}, {}", p.zero_stage,
                    cfg.train.micro_batches, cfg.train.micro_batches == 1 ? "" : "es",
@@ -60,9 +60,9 @@ Plan make_plan(const train::Config& cfg, const ClusterSpec& cluster, int world) 
            cluster.name, cluster.gpus());
   Plan p;
   p.world = world;
-  p.cluster = fmt::format("{} ({} node{} x {} {})", cluster.name, cluster.nodes,
-                          cluster.nodes == 1 ? "" : "s", cluster.gpus_per_node,
-                          cluster.device.name);
+  p.cluster =
+      fmt::format("{} ({} node{} x {} {})", cluster.name, cluster.nodes,
+                  cluster.nodes == 1 ? "" : "s", cluster.gpus_per_node, cluster.device.name);
   p.layout = layout_text(cfg, world);
   p.capacity = cluster.device.memory_bytes;
   const meta::AllocatorModel model =
@@ -99,16 +99,16 @@ Plan make_plan(const train::Config& cfg, const ClusterSpec& cluster, int world) 
 std::string format_plan(const Plan& p) {
   std::string s;
   s += fmt::format("cluster: {}\nlayout:  {}\n", p.cluster, p.layout);
-  s += fmt::format("memory per rank (GiB){}:\n", p.capacity > 0
-                                                     ? fmt::format(", device {:.1f}", gib(p.capacity))
-                                                     : std::string());
+  s +=
+      fmt::format("memory per rank (GiB){}:\n",
+                  p.capacity > 0 ? fmt::format(", device {:.1f}", gib(p.capacity)) : std::string());
   s += "  rank stage  weights  grads  optim  activ.  peak   reserved  runtime  total\n";
   for (const RankMemory& m : p.memory)
-    s += fmt::format("  {:>4} {:>5} {:>8.2f} {:>6.2f} {:>6.2f} {:>7.2f} {:>6.2f} {:>9.2f} {:>8.2f} "
-                     "{:>6.2f}\n",
-                     m.rank, m.pp_stage, gib(m.weights), gib(m.gradients), gib(m.optimizer),
-                     gib(m.activations), gib(m.peak_in_use), gib(m.reserved),
-                     gib(m.runtime_reserve), gib(m.total()));
+    s += fmt::format(
+        "  {:>4} {:>5} {:>8.2f} {:>6.2f} {:>6.2f} {:>7.2f} {:>6.2f} {:>9.2f} {:>8.2f} "
+        "{:>6.2f}\n",
+        m.rank, m.pp_stage, gib(m.weights), gib(m.gradients), gib(m.optimizer), gib(m.activations),
+        gib(m.peak_in_use), gib(m.reserved), gib(m.runtime_reserve), gib(m.total()));
   if (p.capacity > 0)
     s += p.fits() ? fmt::format("  fits: largest {:.2f} of {:.1f} GiB\n", gib(p.max_total()),
                                 gib(p.capacity))
@@ -118,8 +118,7 @@ std::string format_plan(const Plan& p) {
   s += fmt::format(
       "step: {:.4g} s = compute {:.4g} s + exposed communication {:.4g} s + bubble {:.4g} s "
       "(communication {:.4g} s in all)\n",
-      t.step_seconds, t.compute_seconds, t.exposed_comm_seconds, t.bubble_seconds,
-      t.comm_seconds);
+      t.step_seconds, t.compute_seconds, t.exposed_comm_seconds, t.bubble_seconds, t.comm_seconds);
   if (p.tokens_per_step > 0) s += fmt::format("tokens/s: {:.4g}\n", p.tokens_per_s);
   if (p.mfu > 0)
     s += fmt::format("MFU: {:.1f}% of {:.4g} TFLOP/s per device (datasheet, compute dtype)\n",

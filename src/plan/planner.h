@@ -35,9 +35,9 @@ struct Plan {
   Timeline timeline;
   double tokens_per_step = 0;  // the global batch (0 for image models)
   double model_flops_per_step = 0;
-  double peak_flops = 0;       // per device, datasheet, the compute dtype's
+  double peak_flops = 0;  // per device, datasheet, the compute dtype's
   double tokens_per_s = 0;
-  double mfu = 0;              // model FLOPs / (step time x devices x peak)
+  double mfu = 0;  // model FLOPs / (step time x devices x peak)
   bool fits() const;
   // The largest total() over the simulated ranks.
   double max_total() const;

@@ -1,7 +1,9 @@
 // The language-model task: a decoder (any model kind) on byte-level text or llm.c token shards.
 #include <cmath>
+#include <optional>
 
 #include "autograd/grad_mode.h"
+#include "core/meta_device.h"
 #include "data/loader.h"
 #include "data/shard.h"
 #include "data/text.h"
@@ -28,10 +30,9 @@ class LMTask final : public Task {
       data::TextSplits s = data::load_byte_corpus(cfg.data.path, cfg.data.val_fraction, T + 1);
       train_ = s.train, val_ = s.val;
     } else if (cfg.data.kind == "random") {
+      // No validation split: the loss on random ids says nothing, and a plan is of training.
       train_ =
           data::random_tokens(cfg.model.vocab_size, B * (T + 1) * 16, uint64_t(cfg.train.seed));
-      val_ =
-          data::random_tokens(cfg.model.vocab_size, B * (T + 1) * 2, uint64_t(cfg.train.seed) + 3);
     } else {
       // Shard files, folders or globs; an id outside the vocabulary is refused naming its file.
       train_ = data::read_token_shards(cfg.data.path, cfg.model.vocab_size);
@@ -39,7 +40,13 @@ class LMTask final : public Task {
         val_ = data::read_token_shards(cfg.data.val_path, cfg.model.vocab_size);
     }
     tokenizer_ = load_data_tokenizer(cfg);
-    model_ = make_decoder(cfg, init_gen_);
+    {
+      // A plan (train.device = "meta") builds the model without memory: it may be far larger
+      // than this machine (core/meta_device.h).
+      std::optional<meta::BuildOnMeta> on_meta;
+      if (cfg.train.device == "meta") on_meta.emplace();
+      model_ = make_decoder(cfg, init_gen_);
+    }
     load_init_weights(*model_, cfg);
     if (place.tensor_parallel) model_->shard(*place.tensor_parallel, place.sequence_parallel);
     if (place.pipeline) keep_pipeline_stages(*place.pipeline, place.virtual_stages);
