@@ -80,13 +80,17 @@ void CpuCachingAllocator::reset_peak() {
   stats_.peak_in_use = stats_.in_use;
 }
 
-CpuCachingAllocator::~CpuCachingAllocator() { empty_cache(); }
+CpuCachingAllocator::~CpuCachingAllocator() {
+  empty_cache();
+}
 
 namespace {
 Allocator* g_allocators[3] = {nullptr, nullptr, nullptr};
 }
 
-void register_allocator(DeviceType t, Allocator* a) { g_allocators[int(t)] = a; }
+void register_allocator(DeviceType t, Allocator* a) {
+  g_allocators[int(t)] = a;
+}
 
 Allocator& allocator_for(Device d) {
   if (d.type == DeviceType::cpu) {
@@ -94,7 +98,7 @@ Allocator& allocator_for(Device d) {
     static Allocator* cpu = new CpuCachingAllocator();
     return *cpu;
   }
-  if (d.type == DeviceType::meta) return meta_allocator();
+  if (d.type == DeviceType::meta) return meta_allocator(d.index);
   Allocator* a = g_allocators[int(d.type)];
   TS_CHECK(a != nullptr, "device {} is not available: Tessera was built without its backend",
            d.str());

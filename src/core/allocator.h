@@ -13,9 +13,9 @@
 namespace tessera {
 
 struct AllocatorStats {
-  size_t in_use = 0;       // bytes handed out and not yet freed (rounded to size classes)
-  size_t peak_in_use = 0;  // high-water mark of in_use
-  size_t reserved = 0;     // bytes obtained from the system (in use + cached)
+  size_t in_use = 0;           // bytes handed out and not yet freed (rounded to size classes)
+  size_t peak_in_use = 0;      // high-water mark of in_use
+  size_t reserved = 0;         // bytes obtained from the system (in use + cached)
   uint64_t system_allocs = 0;  // calls that reached the system allocator
   uint64_t cache_hits = 0;
 };

@@ -12,29 +12,43 @@ enum class DType : uint8_t { f32, bf16, f16, i32, i64, u16 };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
-    case DType::f32: return 4;
-    case DType::bf16: return 2;
-    case DType::f16: return 2;
-    case DType::i32: return 4;
-    case DType::i64: return 8;
-    case DType::u16: return 2;
+    case DType::f32:
+      return 4;
+    case DType::bf16:
+      return 2;
+    case DType::f16:
+      return 2;
+    case DType::i32:
+      return 4;
+    case DType::i64:
+      return 8;
+    case DType::u16:
+      return 2;
   }
   return 0;
 }
 
 inline const char* dtype_name(DType t) {
   switch (t) {
-    case DType::f32: return "f32";
-    case DType::bf16: return "bf16";
-    case DType::f16: return "f16";
-    case DType::i32: return "i32";
-    case DType::i64: return "i64";
-    case DType::u16: return "u16";
+    case DType::f32:
+      return "f32";
+    case DType::bf16:
+      return "bf16";
+    case DType::f16:
+      return "f16";
+    case DType::i32:
+      return "i32";
+    case DType::i64:
+      return "i64";
+    case DType::u16:
+      return "u16";
   }
   return "?";
 }
 
-inline bool is_floating(DType t) { return t == DType::f32 || t == DType::bf16 || t == DType::f16; }
+inline bool is_floating(DType t) {
+  return t == DType::f32 || t == DType::bf16 || t == DType::f16;
+}
 
 // Parses "f32", "bf16", ...; returns false for an unknown name.
 bool parse_dtype(const std::string& name, DType* out);
@@ -79,7 +93,9 @@ struct Device {
   std::string str() const;
   static Device cpu() { return {}; }
   static Device cuda(int i = 0) { return {DeviceType::cuda, i}; }
-  static Device meta() { return {DeviceType::meta, 0}; }
+  // meta:0 stands for the device a plan is for; meta:1 for host memory (models built by
+  // meta::BuildOnMeta, as a real run builds them on the host before moving them over).
+  static Device meta(int i = 0) { return {DeviceType::meta, i}; }
   bool is_meta() const { return type == DeviceType::meta; }
 };
 

@@ -21,13 +21,13 @@ template <class... Args>
 }  // namespace tessera
 
 // TS_CHECK(cond, "op: expected {}, got {}", a, b) throws tessera::Error when cond is false.
-#define TS_CHECK(cond, ...)                           \
-  do {                                                \
-    if (!(cond)) ::tessera::fail(__VA_ARGS__);        \
+#define TS_CHECK(cond, ...)                    \
+  do {                                         \
+    if (!(cond)) ::tessera::fail(__VA_ARGS__); \
   } while (0)
 
 // Internal invariants: a failure is a Tessera bug, not bad input.
-#define TS_ASSERT(cond)                                                                     \
-  do {                                                                                      \
+#define TS_ASSERT(cond)                                                                    \
+  do {                                                                                     \
     if (!(cond)) ::tessera::fail("internal error: {} ({}:{})", #cond, __FILE__, __LINE__); \
   } while (0)

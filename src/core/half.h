@@ -31,7 +31,9 @@ TS_HD inline uint32_t float_to_bits(float f) {
   return u;
 }
 
-TS_HD inline float bf16_to_float(bf16 h) { return bits_to_float(uint32_t(h.bits) << 16); }
+TS_HD inline float bf16_to_float(bf16 h) {
+  return bits_to_float(uint32_t(h.bits) << 16);
+}
 
 TS_HD inline bf16 float_to_bf16(float f) {
   uint32_t u = float_to_bits(f);
@@ -58,10 +60,10 @@ TS_HD inline f16 float_to_f16(float f) {
   uint32_t u = float_to_bits(f);
   uint16_t sign = uint16_t((u >> 16) & 0x8000u);
   uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return f16{uint16_t(sign | 0x7e00u)};      // NaN
-  if (a >= 0x477ff000u) return f16{uint16_t(sign | 0x7c00u)};     // overflow -> inf
-  if (a < 0x38800000u) {                                           // subnormal or zero in f16
-    float v = bits_to_float(a) * 16777216.0f;                      // scale by 2^24
+  if (a > 0x7f800000u) return f16{uint16_t(sign | 0x7e00u)};   // NaN
+  if (a >= 0x477ff000u) return f16{uint16_t(sign | 0x7c00u)};  // overflow -> inf
+  if (a < 0x38800000u) {                                       // subnormal or zero in f16
+    float v = bits_to_float(a) * 16777216.0f;                  // scale by 2^24
     uint32_t m = uint32_t(v);
     float rem = v - float(m);
     if (rem > 0.5f || (rem == 0.5f && (m & 1u))) ++m;
@@ -76,9 +78,15 @@ TS_HD inline f16 float_to_f16(float f) {
 }
 
 // Uniform load/store so kernels can be written once for every float type.
-TS_HD inline float to_f32(float x) { return x; }
-TS_HD inline float to_f32(bf16 x) { return bf16_to_float(x); }
-TS_HD inline float to_f32(f16 x) { return f16_to_float(x); }
+TS_HD inline float to_f32(float x) {
+  return x;
+}
+TS_HD inline float to_f32(bf16 x) {
+  return bf16_to_float(x);
+}
+TS_HD inline float to_f32(f16 x) {
+  return f16_to_float(x);
+}
 
 template <class T>
 TS_HD inline T from_f32(float x);

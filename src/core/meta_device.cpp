@@ -178,9 +178,17 @@ class MetaAllocator final : public Allocator {
   int64_t live_ = 0;
 };
 
-MetaAllocator& the_allocator() {
-  static MetaAllocator* a = new MetaAllocator();  // never destroyed, like the CPU's
-  return *a;
+MetaAllocator& the_allocator(int index = 0) {
+  TS_CHECK(index == 0 || index == kHostIndex, "meta device index {}: expected 0 or {}", index,
+           kHostIndex);
+  // Never destroyed, like the CPU's.
+  static MetaAllocator* device = new MetaAllocator();
+  static MetaAllocator* host = [] {
+    auto* a = new MetaAllocator();
+    a->reset(AllocatorModel::host);
+    return a;
+  }();
+  return index == 0 ? *device : *host;
 }
 
 // The backend table: each entry records what the device would have done.
@@ -254,17 +262,18 @@ constexpr DeviceBackend kMetaBackend = {
 }  // namespace
 
 void reset_allocator(AllocatorModel model) {
-  the_allocator().reset(model);
+  the_allocator(0).reset(model);
+  the_allocator(kHostIndex).reset(AllocatorModel::host);
 }
 
 int64_t live_allocations() {
-  return the_allocator().live();
+  return the_allocator(0).live() + the_allocator(kHostIndex).live();
 }
 
 }  // namespace meta
 
-Allocator& meta_allocator() {
-  return meta::the_allocator();
+Allocator& meta_allocator(int index) {
+  return meta::the_allocator(index);
 }
 
 const DeviceBackend& meta_backend() {

@@ -120,17 +120,23 @@ bool kernel_runs(Device d, const KernelCost& cost);
 // GPUs) or the host's (a plan checked against this machine's CPU runs).
 enum class AllocatorModel : uint8_t { cuda, host };
 
-// Empties the meta allocator and resets its statistics, now following `model`. Requires no
-// meta tensor alive (their blocks would be returned to the new bookkeeping).
+// Empties the meta allocators and resets their statistics, the planned device's now following
+// `model`. Requires no meta tensor alive (their blocks would be returned to the new books).
 void reset_allocator(AllocatorModel model);
 // Blocks handed out and not yet freed (live meta storages).
 int64_t live_allocations();
 
+// The meta device that stands for host memory (Device::meta(kHostIndex)): what BuildOnMeta
+// builds on. Its allocator is separate and always keeps the host allocator's books, so a model
+// built there and moved to Device::meta() counts on the planned device only once moved, as in a
+// real run.
+constexpr int kHostIndex = 1;
+
 // While alive, tensors this thread creates for the CPU (Tensor::empty and the factories built on
-// it) are created on the meta device instead: a model of any size is built without memory and
-// without its initial values being drawn (random fills only advance their generator, so the
-// generator's state afterwards is the same). Used by the planner to build models whose weights
-// would not fit this machine.
+// it) are created on the meta device's host stand-in instead (Device::meta(kHostIndex)): a model of
+// any size is built without memory and without its initial values being drawn (random fills only
+// advance their generator, so the generator's state afterwards is the same). Used by the planner to
+// build models whose weights would not fit this machine.
 class BuildOnMeta {
  public:
   BuildOnMeta();
@@ -143,8 +149,9 @@ bool building_on_meta();
 
 }  // namespace meta
 
-// The meta device's allocator and backend table (allocator_for and find_backend return them).
-Allocator& meta_allocator();
+// The meta device's allocator (the planned device's; index kHostIndex: the host stand-in's) and
+// backend table (allocator_for and find_backend return them).
+Allocator& meta_allocator(int index = 0);
 const DeviceBackend& meta_backend();
 
 }  // namespace tessera

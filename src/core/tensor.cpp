@@ -32,7 +32,7 @@ std::array<int64_t, kMaxDims> contiguous_strides(const Shape& s) {
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  if (device.is_cpu() && meta::building_on_meta()) device = Device::meta();
+  if (device.is_cpu() && meta::building_on_meta()) device = Device::meta(meta::kHostIndex);
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(size_t(shape.numel()) * dtype_size(dtype), device);
   impl->shape = shape;
@@ -231,6 +231,11 @@ void keep_host_mirror(const Tensor& on_device, const Tensor& host) {
 
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
+  if (d.is_meta() && device().is_meta()) {  // the host stand-in to the planned device: an upload
+    Tensor out = empty(shape(), dtype(), d);
+    backend_for(d, "to(device)").copy_from_host(out.raw_data(), raw_data(), nbytes());
+    return out;
+  }
   // The copy is the device side's (the host has no backend).
   const DeviceBackend& b = backend_for(d.is_cpu() ? device() : d, "to(device)");
   TS_CHECK(d.is_cpu() || device().is_cpu(),

@@ -34,7 +34,7 @@ Tensor take_blocks(const Tensor& whole0, int dim, const std::vector<IndexRange>&
   std::vector<int64_t> dims = whole.shape().vec();
   dims[size_t(dim)] = total;
   // A model built on the meta device (a plan) is cut by shape alone.
-  if (whole.device().is_meta()) return Tensor::empty(Shape(dims), DType::f32, Device::meta());
+  if (whole.device().is_meta()) return Tensor::empty(Shape(dims), DType::f32, whole.device());
   Tensor out = Tensor::empty(Shape(dims));
   const float* src = whole.data<float>();
   float* dst = out.data<float>();

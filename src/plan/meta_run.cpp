@@ -94,8 +94,8 @@ RankRun run_rank_on_meta(const train::Config& cfg, int rank, int world, meta::Al
       meta::record_mark(step_mark(step));
     };
     meta::TraceScope scope(trace);
-    const train::RunSummary sum = train::run_training(c, opt);
-    out.persistent = sum.memory;
+    out.summary = train::run_training(c, opt);
+    out.persistent = out.summary.memory;
   }
   out.rank = rank;
   const int per_stage = world / int(cfg.parallel.pp);

@@ -12,6 +12,7 @@
 #include "core/meta_device.h"
 #include "dist/data_parallel.h"
 #include "train/config.h"
+#include "train/trainer.h"
 
 namespace tessera::plan {
 
@@ -21,6 +22,7 @@ struct RankRun {
   AllocatorStats memory;          // the meta allocator's at the end: peak_in_use, reserved
   dist::MemoryReport persistent;  // weights, gradients, optimizer state kept between steps
   std::vector<meta::Event> step;  // the last step's events (the first one also sets things up)
+  train::RunSummary summary;      // the trainer's own account (bytes per mesh axis, ...)
 };
 
 // Runs `steps` (>= 2) training steps of `cfg` as rank `rank` of `world` on the meta device, with
