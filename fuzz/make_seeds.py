@@ -182,6 +182,14 @@ write("config", "overrides", b'[model]\nkind = "gpt"\n\n[data]\nkind = "text"\np
       b"%%\ntrain.steps=10\noptim.lr=3e-4\nmodel.preset=gpt2-124m\ntrain.seq_len=64\n")
 write("config", "empty", b"")
 
+# ---- TESSERA_FAULT_FS values (fuzz_fault_fs) ----
+for name, value in [("enospc", b"enospc"), ("bytes", b"enospc:4096"), ("bytes_seconds", b"enospc:123:5"),
+                    ("largest", b"enospc:999999999999999999:999999999999999999"), ("empty", b"")]:
+    write("fault_fs", name, value)
+(ROOT / "fuzz" / "fault_fs.dict").write_text(
+    "# TESSERA_FAULT_FS tokens (written by fuzz/make_seeds.py)\n" +
+    "".join(f"{w}\n" for w in ['"enospc"', '":"', '"999999999999999999"', '"0"']))
+
 # ---- Hugging Face Llama: config.json and a sharded checkpoint's index (fuzz_llama) ----
 llama_config = {"model_type": "llama", "hidden_act": "silu", "hidden_size": 8,
                 "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,

@@ -1,9 +1,9 @@
 // A fault-injecting file system for checkpoint tests (core/file_system.h): it runs every
 // operation on the real files under a scratch folder, and can
 //   - kill the "process" at byte N of everything written since arming (the write that crosses N
-//     writes only the bytes before N) or at operation K (of every call: creates, writes, fsyncs,
-//     closes, reads, renames, mkdirs, removes, listings, folder fsyncs); from then on every
-//     operation throws, as if the process had died, until revive();
+//     writes only the bytes before N) or at operation K (of every call: creates, appends,
+//     writes, fsyncs, closes, truncations, reads, renames, mkdirs, removes, listings, folder
+//     fsyncs); from then on every operation throws, as if the process had died, until revive();
 //   - cut the power: power_cut() rewrites the real tree to what was durable;
 //   - run out of space: writes past a byte budget fail with ENOSPC (the process lives on).
 //
@@ -83,6 +83,19 @@ class FaultFileSystem final : public FileSystem {
     }
     return std::make_unique<File>(*this, path, std::move(inner), id);
   }
+  // An append keeps what the file holds now (durable or not: an fsync through this handle makes
+  // all of it durable, as fsync(2) does); a file it creates is a new entry of its folder.
+  std::unique_ptr<WritableFile> append_file(const std::string& path) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    step("append", path);
+    auto inner = posix_file_system().append_file(path);
+    int id = -1;
+    if (auto rel = relative(path)) {
+      auto it = live_.find(*rel);
+      id = it != live_.end() ? it->second : (live_[*rel] = new_node(false));
+    }
+    return std::make_unique<File>(*this, path, std::move(inner), id, read_real(path));
+  }
   std::unique_ptr<ReadableFile> open_file(const std::string& path) override {
     std::lock_guard<std::mutex> lock(mu_);
     step("open", path);
@@ -157,8 +170,13 @@ class FaultFileSystem final : public FileSystem {
 
   class File final : public WritableFile {
    public:
-    File(FaultFileSystem& fs, std::string path, std::unique_ptr<WritableFile> inner, int id)
-        : fs_(fs), path_(std::move(path)), inner_(std::move(inner)), id_(id) {}
+    File(FaultFileSystem& fs, std::string path, std::unique_ptr<WritableFile> inner, int id,
+         std::string contents = {})
+        : fs_(fs),
+          path_(std::move(path)),
+          inner_(std::move(inner)),
+          id_(id),
+          written_(std::move(contents)) {}
     void append(const void* data, uint64_t n) override {
       std::lock_guard<std::mutex> lock(fs_.mu_);
       fs_.step("write", path_);
@@ -188,13 +206,20 @@ class FaultFileSystem final : public FileSystem {
       fs_.step("close", path_);
       inner_->close();
     }
+    void truncate(uint64_t size) override {
+      std::lock_guard<std::mutex> lock(fs_.mu_);
+      fs_.step("truncate", path_);
+      inner_->truncate(size);
+      written_.resize(size_t(size), '\0');
+    }
 
    private:
     FaultFileSystem& fs_;
     std::string path_;
     std::unique_ptr<WritableFile> inner_;
     int id_;
-    std::string written_;  // everything written since the create (which truncated)
+    std::string written_;  // the file's contents: since the create (which truncated), or
+                           // what it held when opened for appending, and what came after
   };
 
   static std::string normal(const std::string& p) {
@@ -218,6 +243,12 @@ class FaultFileSystem final : public FileSystem {
     }
     ++ops_;
   }
+  static std::string read_real(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
   int new_node(bool dir) {
     nodes_.push_back(Node{dir, {}, {}});
     return int(nodes_.size()) - 1;
@@ -227,10 +258,7 @@ class FaultFileSystem final : public FileSystem {
     live_[rel] = id;
     const std::string path = rel.empty() ? root_ : root_ + "/" + rel;
     if (!nodes_[size_t(id)].dir) {
-      std::ifstream in(path, std::ios::binary);
-      std::ostringstream s;
-      s << in.rdbuf();
-      nodes_[size_t(id)].data = s.str();
+      nodes_[size_t(id)].data = read_real(path);
       return;
     }
     for (const auto& e : std::filesystem::directory_iterator(path)) {

@@ -43,33 +43,14 @@ std::string default_run_dir(const std::string& config_path) {
 // TESSERA_FAULT_FS=enospc[:BYTES[:SECONDS]]: the disk fills up after BYTES more bytes (0 when
 // omitted) are written through the checkpoint file system, and has room again SECONDS later
 // (never, when omitted). For fault-injection runs (tests/mpi/soak_tests.sh). Returns the file
-// system to install, or null.
+// system to install, or null. The value's grammar: parse_fault_fs_setting (core/file_system.h).
 std::unique_ptr<FileSystem> fault_file_system_from_env() {
   const char* v = std::getenv("TESSERA_FAULT_FS");
-  if (!v || !*v) return nullptr;
-  const std::string text(v);
-  auto is_number = [](const std::string& n) {
-    return !n.empty() && n.size() <= 18 && n.find_first_not_of("0123456789") == std::string::npos;
-  };
-  std::vector<std::string> parts;
-  for (size_t from = 0;;) {
-    const size_t colon = text.find(':', from);
-    parts.push_back(text.substr(from, colon - from));
-    if (colon == std::string::npos) break;
-    from = colon + 1;
-  }
-  bool ok = parts[0] == "enospc" && parts.size() <= 3;
-  for (size_t i = 1; ok && i < parts.size(); ++i) ok = is_number(parts[i]);
-  TS_CHECK(ok,
-           "environment variable TESSERA_FAULT_FS = '{}': expected enospc[:BYTES[:SECONDS]] "
-           "(checkpoint writes fail as on a full disk after BYTES more bytes, for SECONDS) or "
-           "unset",
-           text);
-  const uint64_t free_bytes = parts.size() > 1 ? std::stoull(parts[1]) : 0;
-  const double full_for_s = parts.size() > 2 ? double(std::stoull(parts[2])) : -1;
-  std::cerr << "tessera: TESSERA_FAULT_FS=" << text << ": the disk fills up after " << free_bytes
+  const std::optional<FillingDiskSetting> s = parse_fault_fs_setting(v ? v : "");
+  if (!s) return nullptr;
+  std::cerr << "tessera: TESSERA_FAULT_FS=" << v << ": the disk fills up after " << s->free_bytes
             << " more bytes\n";
-  return filling_file_system(free_bytes, full_for_s);
+  return filling_file_system(s->free_bytes, s->full_for_s);
 }
 
 int cmd_train(const std::string& config, const std::vector<std::string>& overrides, std::string out,

@@ -48,6 +48,14 @@ class PosixWritableFile final : public WritableFile {
     fd_ = -1;
     TS_CHECK(rc == 0, "closing '{}' failed: {}", path_, errno_text());
   }
+  void truncate(uint64_t size) override {
+    TS_CHECK(fd_ >= 0, "truncating '{}': the file is closed", path_);
+    int rc = 0;
+    do {
+      rc = ::ftruncate(fd_, off_t(size));
+    } while (rc != 0 && errno == EINTR);
+    TS_CHECK(rc == 0, "truncating '{}' to {} bytes failed: {}", path_, size, errno_text());
+  }
 
  private:
   std::string path_;
@@ -102,6 +110,11 @@ class PosixFileSystem final : public FileSystem {
   std::unique_ptr<WritableFile> create_file(const std::string& path) override {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     TS_CHECK(fd >= 0, "cannot create '{}': {}", path, errno_text());
+    return std::make_unique<PosixWritableFile>(path, fd);
+  }
+  std::unique_ptr<WritableFile> append_file(const std::string& path) override {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    TS_CHECK(fd >= 0, "cannot open '{}' for appending: {}", path, errno_text());
     return std::make_unique<PosixWritableFile>(path, fd);
   }
   std::unique_ptr<ReadableFile> open_file(const std::string& path) override {
@@ -191,6 +204,7 @@ class FillingWritableFile final : public WritableFile {
   }
   void sync() override { file_->sync(); }
   void close() override { file_->close(); }
+  void truncate(uint64_t size) override { file_->truncate(size); }
 
  private:
   std::string path_;
@@ -203,6 +217,9 @@ class FillingFileSystem final : public FileSystem {
   FillingFileSystem(uint64_t free_bytes, double full_for_s) : space_(free_bytes, full_for_s) {}
   std::unique_ptr<WritableFile> create_file(const std::string& path) override {
     return std::make_unique<FillingWritableFile>(path, posix().create_file(path), space_);
+  }
+  std::unique_ptr<WritableFile> append_file(const std::string& path) override {
+    return std::make_unique<FillingWritableFile>(path, posix().append_file(path), space_);
   }
   std::unique_ptr<ReadableFile> open_file(const std::string& path) override {
     return posix().open_file(path);
@@ -232,6 +249,38 @@ FileSystem& posix_file_system() {
 
 std::unique_ptr<FileSystem> filling_file_system(uint64_t free_bytes, double full_for_s) {
   return std::make_unique<FillingFileSystem>(free_bytes, full_for_s);
+}
+
+std::optional<FillingDiskSetting> parse_fault_fs_setting(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  auto is_number = [](std::string_view n) {
+    return !n.empty() && n.size() <= 18 && n.find_first_not_of("0123456789") == n.npos;
+  };
+  std::vector<std::string_view> parts;
+  for (size_t from = 0;;) {
+    const size_t colon = text.find(':', from);
+    parts.push_back(text.substr(from, colon == text.npos ? text.npos : colon - from));
+    if (colon == text.npos) break;
+    from = colon + 1;
+  }
+  bool ok = parts[0] == "enospc" && parts.size() <= 3;
+  for (size_t i = 1; ok && i < parts.size(); ++i) ok = is_number(parts[i]);
+  TS_CHECK(ok,
+           "environment variable TESSERA_FAULT_FS = '{}': expected enospc[:BYTES[:SECONDS]] "
+           "(checkpoint writes fail as on a full disk after BYTES more bytes, for SECONDS) or "
+           "unset",
+           text);
+  // At most 18 digits: below 10^18, so every value fits in uint64_t (and a double holds the
+  // seconds, if not exactly past 2^53, as the earlier std::stoull-then-double did).
+  auto value = [](std::string_view n) {
+    uint64_t v = 0;
+    for (const char c : n) v = v * 10 + uint64_t(c - '0');
+    return v;
+  };
+  FillingDiskSetting s;
+  if (parts.size() > 1) s.free_bytes = value(parts[1]);
+  if (parts.size() > 2) s.full_for_s = double(value(parts[2]));
+  return s;
 }
 
 FileSystem& file_system() {

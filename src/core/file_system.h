@@ -1,27 +1,36 @@
-// The one file-system layer that checkpoint I/O goes through (docs/CHECKPOINTS.md, "The
-// file-system layer"). The POSIX implementation is the default; a test swaps in another (a
-// fault-injecting one: tests/fault_file_system.h) with ScopedFileSystem, so the real save and
-// load code runs against simulated kills, power cuts and full disks. file_io.h's InputFile,
-// AtomicFileWriter and friends are built on it; code above core uses those or the helpers here,
-// never std::filesystem or open(2) directly, for anything a checkpoint reads or writes.
+// The one file-system layer that checkpoint and run-folder I/O goes through (docs/CHECKPOINTS.md,
+// "The file-system layer"): checkpoints, the run folder itself, config.toml, the final weights,
+// metrics.jsonl's appends. The POSIX implementation is the default; a test swaps in another (a
+// fault-injecting one: tests/fault_file_system.h) with ScopedFileSystem, so the real save, load
+// and logging code runs against simulated kills, power cuts and full disks. file_io.h's
+// InputFile, AtomicFileWriter and friends are built on it; code above core uses those or the
+// helpers here, never std::filesystem or open(2) directly, for anything a checkpoint or a run
+// folder reads or writes.
 //
 // Every failure is a tessera::Error naming the path and the reason (strerror's text).
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tessera {
 
-// A file open for writing from its start (created or truncated). Data is durable only after
-// sync(); the destructor closes without syncing and never throws.
+// A file open for writing: from its start (create_file: created or truncated) or at its end
+// (append_file). Each append() is handed to the kernel before it returns (no buffering here),
+// so a killed process keeps it; data is durable only after sync(). The destructor closes
+// without syncing and never throws.
 class WritableFile {
  public:
   virtual ~WritableFile() = default;
   virtual void append(const void* data, uint64_t n) = 0;
   virtual void sync() = 0;   // fsync(2)
   virtual void close() = 0;  // close(2): a failure (a deferred write error) throws
+  // ftruncate(2): cuts the file to `size` bytes (the next append lands there). For a writer
+  // that must take back what a failed append left behind (a partial line on a full disk).
+  virtual void truncate(uint64_t size) = 0;
 };
 
 class ReadableFile {
@@ -43,6 +52,8 @@ class FileSystem {
  public:
   virtual ~FileSystem() = default;
   virtual std::unique_ptr<WritableFile> create_file(const std::string& path) = 0;
+  // Opens a file for appending (O_APPEND), creating it when there is none; its contents stay.
+  virtual std::unique_ptr<WritableFile> append_file(const std::string& path) = 0;
   virtual std::unique_ptr<ReadableFile> open_file(const std::string& path) = 0;  // regular only
   // rename(2): atomic; replaces a file or an empty directory at `to`.
   virtual void rename(const std::string& from, const std::string& to) = 0;
@@ -65,6 +76,16 @@ FileSystem& posix_file_system();
 // fault-injection runs of the real binary: TESSERA_FAULT_FS=enospc[:BYTES[:SECONDS]] makes
 // `tessera train` use it (tests/mpi/soak_tests.sh); tests swap in richer faults themselves.
 std::unique_ptr<FileSystem> filling_file_system(uint64_t free_bytes, double full_for_s = -1);
+
+// TESSERA_FAULT_FS's value, read: `enospc[:BYTES[:SECONDS]]`, BYTES (0 when omitted) and
+// SECONDS (never, when omitted) as filling_file_system takes them; each a decimal of at most
+// 18 digits. An empty value means no fault (nullopt); anything else is an Error quoting it.
+struct FillingDiskSetting {
+  uint64_t free_bytes = 0;
+  double full_for_s = -1;  // negative: full for good
+  bool operator==(const FillingDiskSetting&) const = default;
+};
+std::optional<FillingDiskSetting> parse_fault_fs_setting(std::string_view text);
 // The file system every checkpoint path uses: posix_file_system() unless a ScopedFileSystem
 // is alive. Process-wide (background writer threads see it too).
 FileSystem& file_system();

@@ -1,11 +1,11 @@
 #include "dist/trace.h"
 
 #include <algorithm>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file_io.h"
 #include "dist/clock.h"
 
 namespace tessera::dist {
@@ -164,9 +164,11 @@ void Tracer::write(const std::string& path) const {
                       {"args", {{"step", s.step}}}});
   }
   nlohmann::json doc = {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
-  std::ofstream f(path);
-  f << doc.dump();
-  TS_CHECK(f.good(), "trace: cannot write '{}'", path);
+  try {
+    write_file_atomically(path, doc.dump());
+  } catch (const Error& e) {
+    fail("trace: cannot write '{}': {}", path, e.what());
+  }
 }
 
 ScopedSpan::ScopedSpan(Tracer* t, const char* name, SpanKind kind)

@@ -2,19 +2,83 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
+#include "core/file_io.h"
 
 namespace tessera::train {
 
-MetricsWriter::MetricsWriter(const std::string& path) : path_(path), out_(path, std::ios::app) {
-  TS_CHECK(out_.good(), "cannot open metrics file '{}' for writing", path);
+MetricsWriter::MetricsWriter(const std::string& path, Warn warn)
+    : path_(path), warn_(std::move(warn)) {
+  if (!warn_) warn_ = [](const std::string& text) { fmt::print(stderr, "{}\n", text); };
+  try {
+    file_ = file_system().append_file(path_);
+    whole_bytes_ = file_size(path_);
+  } catch (const Error& e) {
+    fail("cannot open metrics file '{}' for writing: {}", path_, e.what());
+  }
 }
 
 void MetricsWriter::write(const nlohmann::json& record) {
-  out_ << record.dump() << '\n';
-  out_.flush();
+  pending_.push_back(record.dump() + "\n");
+  if (pending_.size() > kMaxPendingLines) pending_.pop_front(), ++dropped_;
+  flush_pending(1);
+}
+
+bool MetricsWriter::cut_torn_tail() {
+  if (!torn_) return true;
+  try {
+    file_->truncate(whole_bytes_);
+    torn_ = false;
+  } catch (const Error&) {  // the next write or sync tries again
+  }
+  return !torn_;
+}
+
+bool MetricsWriter::flush_pending(size_t fresh) {
+  if (pending_.empty()) return true;
+  std::string bytes;
+  for (const std::string& line : pending_) bytes += line;
+  try {
+    if (!cut_torn_tail()) file_->truncate(whole_bytes_);  // throws the reason
+    torn_ = true;  // until the append returns, part of it may be in the file
+    file_->append(bytes.data(), bytes.size());
+    torn_ = false;
+  } catch (const Error& e) {
+    cut_torn_tail();
+    if (!failing_)
+      warn_(fmt::format(
+          "metrics: cannot append to '{}': {}; training continues, the lines are kept in memory "
+          "and written when it works again",
+          path_, e.what()));
+    failing_ = true;
+    return false;
+  }
+  whole_bytes_ += bytes.size();
+  if (failing_)
+    warn_(fmt::format("metrics: '{}' is writable again: {} delayed lines written{}", path_,
+                      pending_.size() - std::min(fresh, pending_.size()),
+                      dropped_ ? fmt::format(", {} older ones lost (more than {} waited)", dropped_,
+                                             kMaxPendingLines)
+                               : std::string()));
+  pending_.clear();
+  failing_ = false, dropped_ = 0;
+  return true;
+}
+
+void MetricsWriter::sync() {
+  // Only whole lines become durable: with a cut line still in the file, nothing is synced.
+  if (!flush_pending(0) && !cut_torn_tail()) return;
+  try {
+    file_->sync();
+    if (!folder_synced_) fsync_directory(parent_directory(path_));  // the file's own entry
+    folder_synced_ = true;
+  } catch (const Error& e) {
+    warn_(
+        fmt::format("metrics: cannot make '{}' durable: {}; training continues", path_, e.what()));
+  }
 }
 
 std::string format_duration(double s) {

@@ -1,12 +1,17 @@
 #include "train/plot.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
+#include <sstream>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/file_io.h"
+#include "core/file_system.h"
 
 namespace tessera::train {
 
@@ -14,14 +19,18 @@ namespace fs = std::filesystem;
 
 std::string plot_run(const std::string& run_dir) {
   const fs::path dir(run_dir), metrics = dir / "metrics.jsonl";
-  std::ifstream in(metrics);
-  TS_CHECK(in.good(), "plot: cannot read '{}' (is '{}' a run folder?)", metrics.string(), run_dir);
+  TS_CHECK(file_system().type(metrics.string()) == FileType::file,
+           "plot: cannot read '{}' (is '{}' a run folder?)", metrics.string(), run_dir);
+  const std::string text = read_small_file(metrics.string(), UINT64_MAX);
   // Columns for gnuplot: step, loss / step, val_loss / step, test_accuracy.
   const fs::path train_dat = dir / "plot_train.dat", eval_dat = dir / "plot_eval.dat";
-  std::ofstream tr(train_dat), ev(eval_dat);
-  std::string line, eval_key;
+  std::ostringstream tr, ev;
+  std::string eval_key;
   int64_t n = 0, lineno = 0;
-  while (std::getline(in, line)) {
+  for (size_t from = 0; from < text.size();) {
+    const size_t eol = std::min(text.find('\n', from), text.size());
+    const std::string_view line(text.data() + from, eol - from);
+    from = eol + 1;
     ++lineno;
     if (line.empty()) continue;
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
@@ -33,11 +42,12 @@ std::string plot_run(const std::string& run_dir) {
       if (j.contains(k))
         eval_key = k, ev << j["step"].get<double>() << ' ' << j[k].get<double>() << '\n';
   }
-  tr.close(), ev.close();
+  write_file_atomically(train_dat.string(), tr.str());
+  write_file_atomically(eval_dat.string(), ev.str());
   TS_CHECK(n > 0, "plot: '{}' holds no training loss", metrics.string());
 
   const fs::path png = dir / "loss.png", script = dir / "plot.gp";
-  std::ofstream gp(script);
+  std::ostringstream gp;
   gp << "set terminal pngcairo size 900,540 noenhanced\n"
      << "set output '" << png.string() << "'\n"
      << "set title 'Tessera run " << dir.filename().string() << "'\n"
@@ -52,14 +62,14 @@ std::string plot_run(const std::string& run_dir) {
   } else {
     gp << "plot '" << train_dat.string() << "' with lines title 'train loss'\n";
   }
-  gp.close();
+  write_file_atomically(script.string(), gp.str());
   const std::string cmd = "gnuplot '" + script.string() + "' 2>&1";
   int rc = std::system(cmd.c_str());
-  TS_CHECK(rc == 0 && fs::exists(png),
+  TS_CHECK(rc == 0 && file_system().type(png.string()) == FileType::file,
            "plot: gnuplot failed (exit {}) on '{}': is gnuplot-nox installed "
            "(scripts/install-deps.sh)?",
            rc, script.string());
-  fs::remove(train_dat), fs::remove(eval_dat), fs::remove(script);
+  for (const fs::path& p : {train_dat, eval_dat, script}) file_system().remove(p.string());
   return png.string();
 }
 

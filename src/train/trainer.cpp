@@ -12,6 +12,7 @@
 #include "ckpt/whole_layout.h"
 #include "core/allocator.h"
 #include "core/backend.h"
+#include "core/file_system.h"
 #include "dist/consistency.h"
 #include "dist/pipeline_runner.h"
 #include "dist/world.h"
@@ -133,7 +134,7 @@ void Trainer::connect_ranks() {
 
 void Trainer::open_run_folder() {
   dir_ = fs::path(opt_.out_dir);
-  fs::create_directories(dir_);
+  create_directories_durably(dir_.string());
   // Only rank 0 talks; the others print nothing but errors.
   if (!lead_) devnull_.reset(std::fopen("/dev/null", "w"));
   FILE* console = lead_ ? opt_.console : devnull_.get();
@@ -145,7 +146,7 @@ void Trainer::open_run_folder() {
     if (resumed_)
       keep_metrics_up_to(dir_ / "metrics.jsonl", resumed_->state.step);
     else
-      fs::remove(dir_ / "metrics.jsonl");  // a fresh run owns its folder's metrics
+      file_system().remove((dir_ / "metrics.jsonl").string());  // a fresh run owns its metrics
     write_text(dir_ / "config.toml", to_toml(cfg_));
     ckpt::CheckpointWriter::remove_stale_temporaries(dir_.string());
   }
@@ -237,7 +238,9 @@ void Trainer::open_records() {
   checkpoints_.emplace(*comm_, dir_.string(), cfg_.train.checkpoint_keep, *progress_,
                        resumed_ ? resumed_->dir : "", loop_.step);
   config_toml_ = to_toml(cfg_);
-  if (lead_) metrics_.emplace((dir_ / "metrics.jsonl").string());
+  if (lead_)
+    metrics_.emplace((dir_ / "metrics.jsonl").string(),
+                     [this](const std::string& text) { progress_->message(text); });
   // A model split over tensor or pipeline ranks: the whole count, and this rank's share.
   const int64_t whole = task_->whole_parameter_count();
   const std::string params =
@@ -460,6 +463,8 @@ void Trainer::checkpoint_if_due(int64_t done) {
 
 ckpt::SaveResult Trainer::save_checkpoint(bool async) {
   checkpoints_->finish_pending();  // before the snapshot: one save at a time
+  // The metrics up to this step become durable before the checkpoint of this step can.
+  if (metrics_) metrics_->sync();
   loop_.loss_scaler = scaler_->state();
   loop_.samples_digest = samples_->global().run;
   ckpt::TrainerState st = ckpt::capture_trainer_state(loop_, *task_, *dp_);
@@ -495,6 +500,12 @@ bool Trainer::handle_stop_signal(int64_t done) {
 
 RunSummary Trainer::finish() {
   checkpoints_->finish_pending();
+  if (metrics_) {
+    metrics_->sync();
+    if (metrics_->pending_lines() > 0)
+      progress_->message(fmt::format("metrics: {} logged lines could not be written to '{}'",
+                                     metrics_->pending_lines(), metrics_->path()));
+  }
   progress_->finish();
   complete_summary();
   if (summary_.interrupted) {

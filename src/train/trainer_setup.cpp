@@ -1,7 +1,8 @@
 #include "train/trainer_setup.h"
 
 #include <algorithm>
-#include <fstream>
+#include <cstdint>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -10,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/file_io.h"
+#include "core/file_system.h"
 #include "optim/adamw.h"
 
 namespace tessera::train {
@@ -90,20 +92,21 @@ dist::Entries job_identity(const Config& cfg, nn::Module& model,
 }
 
 void write_text(const fs::path& p, const std::string& s) {
-  std::ofstream f(p);
-  f << s;
-  TS_CHECK(f.good(), "cannot write '{}'", p.string());
+  write_file_atomically(p.string(), s);
 }
 
 void keep_metrics_up_to(const fs::path& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in) return;
-  std::string kept, line;
-  while (std::getline(in, line)) {
+  if (file_system().type(path.string()) != FileType::file) return;
+  const std::string text = read_small_file(path.string(), UINT64_MAX);
+  std::string kept;
+  for (size_t from = 0; from < text.size();) {
+    const size_t eol = std::min(text.find('\n', from), text.size());
+    const std::string_view line(text.data() + from, eol - from);
+    from = eol + 1;
     nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     if (j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
         j["step"].get<int64_t>() <= step)
-      kept += line + "\n";
+      kept.append(line).append("\n");
   }
   write_file_atomically(path.string(), kept);
 }
