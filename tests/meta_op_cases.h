@@ -142,6 +142,11 @@ inline std::vector<OpCase> op_cases() {
                }});
   c.push_back({"add", {{x}, {x}}, [](V in) { return ops::add(in[0], in[1]); }});
   c.push_back({"add_broadcast", {{x}, {Shape{8}}}, [](V in) { return ops::add(in[0], in[1]); }});
+  // Rows enough for the broadcast gradient's column sums to go through partial sums per chunk
+  // of rows (on CUDA: a buffer of its own).
+  c.push_back({"add_broadcast_600_rows", {{Shape{600, 8}}, {Shape{8}}}, [](V in) {
+                 return ops::add(in[0], in[1]);
+               }});
   c.push_back({"mul", {{x}, {x}}, [](V in) { return ops::mul(in[0], in[1]); }});
   c.push_back({"mul_broadcast", {{x}, {Shape{3, 8}}}, [](V in) { return ops::mul(in[0], in[1]); }});
   c.push_back({"mul_bf16", {{x, DType::bf16}, {x, DType::bf16}}, [](V in) {
@@ -162,6 +167,12 @@ inline std::vector<OpCase> op_cases() {
                {{x}, {Shape{12, 8}}, {Shape{12}}},
                [](V in) { return ops::linear(in[0], in[1], in[2]); },
                true});
+  // Rows enough for the column sums of the bias gradient to go through partial sums per chunk
+  // of rows (on CUDA: a buffer of its own).
+  c.push_back({"linear_600_rows",
+               {{Shape{600, 8}}, {Shape{12, 8}}, {Shape{12}}},
+               [](V in) { return ops::linear(in[0], in[1], in[2]); },
+               true});
   c.push_back({"linear_no_bias",
                {{x}, {Shape{12, 8}}},
                [](V in) { return ops::linear(in[0], in[1]); },
@@ -179,6 +190,9 @@ inline std::vector<OpCase> op_cases() {
                }});
   c.push_back({"layer_norm_to_bf16", {{x}, {Shape{8}}, {Shape{8}}}, [](V in) {
                  return ops::layer_norm(in[0], in[1], in[2], 1e-5f, DType::bf16);
+               }});
+  c.push_back({"layer_norm_3000_rows", {{Shape{3000, 8}}, {Shape{8}}, {Shape{8}}}, [](V in) {
+                 return ops::layer_norm(in[0], in[1], in[2]);
                }});
   c.push_back({"rms_norm", {{x}, {Shape{8}}}, [](V in) { return ops::rms_norm(in[0], in[1]); }});
   c.push_back({"softmax", {{x}}, [](V in) { return ops::softmax(in[0]); }});

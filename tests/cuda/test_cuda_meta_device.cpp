@@ -16,6 +16,7 @@
 #include "cuda_test_util.h"
 #include "meta_op_cases.h"
 #include "ops/autocast.h"
+#include "ops/cuda_scratch.h"
 #include "ops/ops.h"
 
 namespace tessera {
@@ -59,6 +60,17 @@ TEST_F(MetaAsCuda, EveryOpMatchesTheCudaDeviceInShapesAllocationsAndKernels) {
 TEST_F(MetaAsCuda, GemmOpsUnderBf16AutocastMatchTheCudaDevice) {
   for (const OpCase& c : op_cases())
     if (c.gemm) check_op_as_cuda(c, DType::bf16);
+}
+
+TEST_F(MetaAsCuda, CublasLtsWorkspaceIsHeldFromTheFirstGemmOn) {
+  // SetUp's GEMM has left the workspace allocated on both, and nothing else on the meta device.
+  const size_t ws = cuda_size_class(ops::cuda_scratch::kGemmWorkspaceBytes);
+  EXPECT_EQ(meta_allocator().stats().in_use, ws);
+  EXPECT_GE(allocator_for(kGpu).stats().in_use, ws);
+  // Held once: more GEMMs do not add to it.
+  const Tensor a = Tensor::empty(Shape{4, 4}, DType::f32, Device::meta());
+  ops::matmul(a, a);
+  EXPECT_EQ(meta_allocator().stats().peak_in_use, ws + 2 * cuda_size_class(64));
 }
 
 TEST_F(MetaAsCuda, ThePlanTakesTheCudaPathNotTheCpus) {
