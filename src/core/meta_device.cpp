@@ -3,6 +3,8 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "core/allocator.h"
@@ -112,32 +114,37 @@ class MetaAllocator final : public Allocator {
  public:
   void* allocate(size_t bytes) override {
     std::lock_guard<std::mutex> lock(mu_);
-    const size_t cls = size_class(bytes);
-    void* p = nullptr;
-    auto it = free_.find(cls);
-    if (it != free_.end() && !it->second.empty()) {
-      p = it->second.back();
-      it->second.pop_back();
-      stats_.cache_hits++;
-    } else {
-      p = reinterpret_cast<void*>(next_);
-      next_ += (cls + 511) / 512 * 512;
-      stats_.reserved += cls;
-      stats_.system_allocs++;
-    }
-    stats_.in_use += cls;
-    stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
     ++live_;
-    return p;
+    return take(bytes);
   }
   void release(void* ptr, size_t bytes) override {
     if (!ptr) return;
     std::lock_guard<std::mutex> lock(mu_);
-    const size_t cls = size_class(bytes);
-    free_[cls].push_back(ptr);
-    stats_.in_use -= cls;
+    give_back(ptr, bytes);
     --live_;
   }
+  // scratch(): a block of each size taken, then all returned (the free list keeps them, as the
+  // CUDA allocator's does).
+  void scratch(std::initializer_list<size_t> bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<void*> taken;
+    for (size_t b : bytes) taken.push_back(b ? take(b) : nullptr);
+    size_t i = 0;
+    for (size_t b : bytes)
+      if (void* p = taken[i++]) give_back(p, b);
+  }
+  // persistent(): a block per key, held until reset.
+  void persistent(const char* key, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (persistent_.count(key)) return;
+    take(bytes);
+    persistent_.insert(key);
+  }
+  AllocatorModel model() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return model_;
+  }
+
   AllocatorStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return stats_;
@@ -157,6 +164,7 @@ class MetaAllocator final : public Allocator {
              live_);
     model_ = model;
     free_.clear();
+    persistent_.clear();
     stats_ = AllocatorStats{};
     next_ = kBase;
   }
@@ -166,6 +174,31 @@ class MetaAllocator final : public Allocator {
   }
 
  private:
+  // The bookkeeping of one request and one release (mu_ held).
+  void* take(size_t bytes) {
+    const size_t cls = size_class(bytes);
+    void* p = nullptr;
+    auto it = free_.find(cls);
+    if (it != free_.end() && !it->second.empty()) {
+      p = it->second.back();
+      it->second.pop_back();
+      stats_.cache_hits++;
+    } else {
+      p = reinterpret_cast<void*>(next_);
+      next_ += (cls + 511) / 512 * 512;
+      stats_.reserved += cls;
+      stats_.system_allocs++;
+    }
+    stats_.in_use += cls;
+    stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
+    return p;
+  }
+  void give_back(void* ptr, size_t bytes) {
+    const size_t cls = size_class(bytes);
+    free_[cls].push_back(ptr);
+    stats_.in_use -= cls;
+  }
+
   static constexpr uintptr_t kBase = uintptr_t(0x7e) << 40;  // above user space's usual maps
   size_t size_class(size_t bytes) const {
     return model_ == AllocatorModel::cuda ? cuda_size_class(bytes) : host_size_class(bytes);
@@ -173,6 +206,7 @@ class MetaAllocator final : public Allocator {
   mutable std::mutex mu_;
   AllocatorModel model_ = AllocatorModel::cuda;
   std::map<size_t, std::vector<void*>> free_;
+  std::set<std::string> persistent_;
   AllocatorStats stats_;
   uintptr_t next_ = kBase;
   int64_t live_ = 0;
@@ -268,6 +302,22 @@ void reset_allocator(AllocatorModel model) {
 
 int64_t live_allocations() {
   return the_allocator(0).live() + the_allocator(kHostIndex).live();
+}
+
+AllocatorModel allocator_model() {
+  return the_allocator().model();
+}
+
+bool plays_cuda() {
+  return allocator_model() == AllocatorModel::cuda;
+}
+
+void scratch(Device d, std::initializer_list<size_t> bytes) {
+  if (d.is_meta() && plays_cuda()) the_allocator().scratch(bytes);
+}
+
+void persistent(Device d, const char* key, size_t bytes) {
+  if (d.is_meta() && plays_cuda()) the_allocator().persistent(key, bytes);
 }
 
 }  // namespace meta

@@ -17,7 +17,9 @@
 // branches on is_cpu() takes its device path, through meta_backend(). Reading a meta tensor
 // on the host (to_vector, item, a loss read) gives zeros.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -123,8 +125,25 @@ enum class AllocatorModel : uint8_t { cuda, host };
 // Empties the meta allocators and resets their statistics, the planned device's now following
 // `model`. Requires no meta tensor alive (their blocks would be returned to the new books).
 void reset_allocator(AllocatorModel model);
-// Blocks handed out and not yet freed (live meta storages).
+// Blocks handed out and not yet freed (live meta storages; persistent buffers not counted).
 int64_t live_allocations();
+// The model the meta allocator follows (the last reset_allocator's; cuda before any).
+AllocatorModel allocator_model();
+// Whether the meta device plays a GPU: true while its allocator follows the CUDA model. The one
+// place that decides; ops::is_cuda (ops/dispatch.h) is true for the meta device then, so every op
+// takes its CUDA path's allocations, casts and kernel costs there (and launches nothing: each
+// TS_CUDA sits behind kernel_runs, so a CPU-only build plans for GPUs too).
+bool plays_cuda();
+// The buffers a CUDA kernel helper takes from the device's caching allocator for the length of
+// one call (partial sums, a backward's row statistics, staged ids): on the meta device playing a
+// GPU, each of `bytes` allocated, then all released, so the peak sees it; nothing on any other
+// device (where the helper allocates it itself). Several: all held at once, then released. Zero
+// bytes: nothing.
+void scratch(Device d, std::initializer_list<size_t> bytes);
+// A buffer the CUDA backend allocates at its first use and keeps (cuBLASLt's workspace): on the
+// meta device playing a GPU, allocated once per key (a string literal) and held until the next
+// reset_allocator; nothing on any other device.
+void persistent(Device d, const char* key, size_t bytes);
 
 // The meta device that stands for host memory (Device::meta(kHostIndex)): what BuildOnMeta
 // builds on. Its allocator is separate and always keeps the host allocator's books, so a model

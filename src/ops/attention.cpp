@@ -20,6 +20,7 @@
 #include "ops/autocast.h"
 #include "ops/check.h"
 #include "ops/cost.h"
+#include "ops/cuda_scratch.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -162,6 +163,7 @@ void run_backward(const char* op, const CostNames& names, const KernelChoice& k,
                   const kernels::AttentionWindowDims& d, const Tensor& q, const Tensor& kv,
                   const Tensor& out, const Tensor& lse, const Tensor& g, float* dq, float* dkv) {
   const Device dev = k.dev;
+  meta::scratch(dev, {cuda_scratch::attention_delta(d.batch * d.heads * d.q_seq)});
   if (k.tensor_cores) {  // dout f32, rounded to the 16-bit type inside the kernels
     const Tensor gout = g.dtype() == DType::f32 ? g.contiguous() : g.to(DType::f32);
     if (!meta::kernel_runs(dev, backward_cost(names, k, d, q, kv, out, lse, gout))) return;

@@ -4,6 +4,7 @@
 #include "kernels/cpu/elementwise.h"
 #include "ops/check.h"
 #include "ops/cost.h"
+#include "ops/cuda_scratch.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -86,6 +87,7 @@ Tensor binary(Binary kind, const char* op, const Tensor& a0, const Tensor& b0) {
       using T = decltype(tag);
       // g read, r (f32 [nb]) read and written
       const double bytes = cost::io_bytes({gc}) + 2 * cost::bytes_of(nb, DType::f32);
+      meta::scratch(dev, {cuda_scratch::sum_rows(n / nb, nb)});
       if (meta::kernel_runs(dev, meta::memory_bound_cost("broadcast_grad_sum", n, bytes))) {
         if (is_cuda(dev))
           TS_CUDA("add_backward", dev,
@@ -134,7 +136,7 @@ Tensor scaled(const char* op, const Tensor& x, float s) {
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     if (meta::kernel_runs(x.device(), cost::pass(op, x.numel(), {x, y}))) {
-      if (x.is_cuda())
+      if (is_cuda(x.device()))
         TS_CUDA(op, x.device(), cuda::scale<T>(x.data<T>(), y.data<T>(), s, x.numel()));
       else
         cpu::scale<T>(x.data<T>(), y.data<T>(), s, x.numel());
@@ -168,6 +170,7 @@ Tensor reduce_all(const Tensor& x0, const char* op, bool average) {
   const int64_t n = x.numel();
   TS_CHECK(!average || n > 0, "{}: mean of an empty tensor {}", op, x0.desc());
   double s = 0;  // on the meta device: nothing summed, 0
+  meta::scratch(dev, {cuda_scratch::sum(n)});
   if (meta::kernel_runs(dev, cost::pass(average ? "mean" : "sum", n, {x}))) {
     if (is_cuda(dev))  // f64 in a fixed order like the CPU's; returns to the host
       TS_CUDA(op, dev, s = cuda::sum(x.data<float>(), n));

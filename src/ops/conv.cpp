@@ -6,6 +6,7 @@
 #include "ops/autocast.h"
 #include "ops/check.h"
 #include "ops/cost.h"
+#include "ops/cuda_scratch.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -46,6 +47,23 @@ int64_t conv_patch(const kernels::Conv2dDims& d) {
   return d.cin * d.kh * d.kw;
 }
 
+// What cuda::conv2d_forward / conv2d_backward (kernels/cuda/conv.cu) allocate on the meta device
+// playing a GPU: cuBLASLt's workspace at their first GEMM, and their scratch buffers (the
+// weight and dY in the 16-bit compute type, one image's im2col columns, dX's columns in f32).
+void conv_scratch(Device dev, const kernels::Conv2dDims& d, DType compute, bool forward, bool dx,
+                  bool dw) {
+  const int64_t K = conv_patch(d), P = conv_pixels(d), es = int64_t(dtype_size(compute));
+  const bool lowp = compute != DType::f32;
+  if (d.n > 0 && d.cout > 0 && K > 0 && P > 0 && (forward || dx || dw))
+    meta::persistent(dev, cuda_scratch::kGemmWorkspace, cuda_scratch::kGemmWorkspaceBytes);
+  if (forward) {
+    meta::scratch(dev, {lowp ? size_t(d.cout * K * es) : 0, size_t(K * P * es)});
+    return;
+  }
+  meta::scratch(dev, {dx && lowp ? size_t(d.cout * K * es) : 0, lowp ? size_t(d.cout * P * es) : 0,
+                      dw ? size_t(K * P * es) : 0, dx ? size_t(K * P) * sizeof(float) : 0});
+}
+
 // conv2d_backward on the tensors' device (dx, dw, db overwritten; each may be null). Its cost:
 // one GEMM per gradient asked for, and db's pass over dY.
 void conv_backward(Device dev, const kernels::Conv2dDims& d, const Tensor& x, const Tensor& w,
@@ -55,6 +73,7 @@ void conv_backward(Device dev, const kernels::Conv2dDims& d, const Tensor& x, co
   if (dx) parts.push_back(meta::gemm_cost("conv2d_dx", d.n, P, K, d.cout, compute));
   if (dw) parts.push_back(meta::gemm_cost("conv2d_dw", d.n, d.cout, K, P, compute));
   if (db) parts.push_back(cost::pass("conv2d_db", gy.numel(), {gy}));
+  conv_scratch(dev, d, compute, false, dx != nullptr, dw != nullptr);
   if (!kernels_run(dev, parts)) return;
   if (is_cuda(dev))
     TS_CUDA("conv2d", dev,
@@ -104,6 +123,7 @@ Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor& b0, int stride, 
   Tensor y = Tensor::empty(Shape{d.n, d.cout, d.ho, d.wo}, DType::f32, dev);
   const meta::KernelCost fwd =
       meta::gemm_cost("conv2d_fwd", d.n, conv_pixels(d), d.cout, conv_patch(d), compute);
+  conv_scratch(dev, d, compute, true, false, false);
   if (meta::kernel_runs(dev, fwd)) {
     if (is_cuda(dev))
       TS_CUDA(

@@ -51,8 +51,12 @@ struct NamedInput {
 // they differ (an op never moves data between devices behind the caller's back).
 Device common_device(const char* op, std::initializer_list<NamedInput> inputs);
 
+// Whether an op on device d takes its CUDA path: on a CUDA device, and on the meta device while
+// it plays a GPU (meta::plays_cuda: a plan for GPUs sees the CUDA path's allocations and kernels,
+// not the CPU's). Outside a kernel_runs guard a CUDA branch only allocates and shapes tensors;
+// the launches (TS_CUDA) are all inside one, so the meta device never reaches them.
 inline bool is_cuda(Device d) {
-  return d.type == DeviceType::cuda;
+  return d.type == DeviceType::cuda || (d.is_meta() && meta::plays_cuda());
 }
 
 // The error of an op whose CUDA path does not exist (in this build, or not written yet): the

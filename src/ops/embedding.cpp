@@ -7,6 +7,7 @@
 #include "kernels/cpu/embedding.h"
 #include "ops/check.h"
 #include "ops/cost.h"
+#include "ops/cuda_scratch.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -61,6 +62,7 @@ Tensor lookup(const char* op, const Tensor& weight0, const Tensor& ids0, const T
     float* dst = acc.defined() ? acc.data<float>() : gw.data<float>();
     // dY and the ids read, n rows of the gradient read and written, and a fresh table zeroed.
     const double bytes = cost::io_bytes({gy, ids, gw}) + 2 * cost::bytes_of(n * C, DType::f32);
+    meta::scratch(dev, {cuda_scratch::embedding_groups(n, C)});  // the id groups, staged
     if (meta::kernel_runs(dev, meta::memory_bound_cost("embedding_bwd", n * C, bytes))) {
       if (is_cuda(dev))  // positions grouped by id: one block per id, no atomics
         TS_CUDA(op, dev,

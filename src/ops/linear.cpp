@@ -8,6 +8,7 @@
 #include "ops/autocast.h"
 #include "ops/check.h"
 #include "ops/cost.h"
+#include "ops/cuda_scratch.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -32,6 +33,8 @@ DType compute_dtype(const Tensor& a) {
 // One GEMM on the operands' device: the CUDA GEMM takes the same row-major arguments (the bias
 // as its bias epilogue; output f32 like the CPU's). Its cost is stated first (cost::gemm).
 void run_gemm(Device dev, const kernels::GemmArgs& g) {
+  if (g.m > 0 && g.n > 0 && g.k > 0)  // cuBLASLt's workspace, on the meta device playing a GPU
+    meta::persistent(dev, cuda_scratch::kGemmWorkspace, cuda_scratch::kGemmWorkspaceBytes);
   if (meta::kernel_runs(dev, cost::gemm(g))) {
     if (is_cuda(dev))
       TS_CUDA(g.label ? g.label : "gemm", dev, cuda::gemm(g));
@@ -229,6 +232,7 @@ Tensor gelu_grad_for_gemm(const Tensor& h, const Tensor& gy, DType ct, float* db
     return gh;
   }
   Tensor gh32 = Tensor::empty(h.shape(), DType::f32, dev);
+  if (db) meta::scratch(dev, {cuda_scratch::sum_rows(m, out)});  // cuda::sum_rows_acc's partials
   if (meta::kernel_runs(dev, gelu_grad_cost(h, gy, gh32, db, out))) {
     if (is_cuda(dev)) {  // two launches: the GELU gradient, then the bias gradient's column sums
       TS_CUDA("linear_gelu", dev,
@@ -282,6 +286,7 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
         Tensor g = gy0.contiguous();
         dispatch_float(g.dtype(), "linear", [&](auto tag) {
           using T = decltype(tag);
+          meta::scratch(dev, {cuda_scratch::sum_rows(saved.m, out)});
           if (meta::kernel_runs(dev, bias_grad_cost("linear_bias_grad", g, Tensor(), out))) {
             if (is_cuda(dev))
               TS_CUDA("linear", dev, cuda::sum_rows_acc<T>(g.data<T>(), db, saved.m, out));

@@ -8,6 +8,7 @@
 #include "autograd/engine.h"
 #include "ops/check.h"
 #include "ops/cost.h"
+#include "ops/cuda_scratch.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -94,6 +95,7 @@ Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, fl
     Tensor gb = need_b ? Tensor::empty(Shape{C}, DType::f32, dev) : Tensor();
     const meta::KernelCost bwd = cost::pass(
         "layer_norm_bwd", rows * C, {xs, ws, mean, rstd, gy, gx, gw, gb}, kNormBackwardFlops);
+    meta::scratch(dev, {cuda_scratch::norm_param_grads(rows, C, need_w || need_b)});
     if (!meta::kernel_runs(dev, bwd)) return std::vector<Tensor>{gx, gw, gb};
     dispatch_float(xs.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
@@ -145,6 +147,7 @@ Tensor rms_norm(const Tensor& x0, const Tensor& weight, float eps) {
     Tensor gw = need_w ? Tensor::empty(Shape{C}, DType::f32, dev) : Tensor();
     const meta::KernelCost bwd =
         cost::pass("rms_norm_bwd", rows * C, {xs, ws, rstd, gy, gx, gw}, kNormBackwardFlops);
+    meta::scratch(dev, {cuda_scratch::norm_param_grads(rows, C, need_w)});
     if (!meta::kernel_runs(dev, bwd)) return std::vector<Tensor>{gx, gw};
     dispatch_float(xs.dtype(), op, [&](auto tag) {
       using T = decltype(tag);

@@ -7,6 +7,7 @@
 #include "kernels/cpu/sharded_cross_entropy.h"
 #include "ops/check.h"
 #include "ops/cost.h"
+#include "ops/cuda_scratch.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -68,6 +69,7 @@ Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int6
       cost::pass("sharded_xent_combine", ranks * rows, {all, targets, lse}, kStatsFlops);
   if (is_cuda(dev)) {
     loss = Tensor::empty(Shape{}, DType::f32, dev);
+    meta::scratch(dev, {cuda_scratch::row_loss(rows)});
     if (meta::kernel_runs(dev, combine))
       TS_CUDA(op, dev,
               cuda::sharded_cross_entropy_combine(all.data<float>(), ranks, targets.data<int32_t>(),

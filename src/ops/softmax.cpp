@@ -7,6 +7,7 @@
 #include "kernels/cpu/softmax.h"
 #include "ops/check.h"
 #include "ops/cost.h"
+#include "ops/cuda_scratch.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
 
@@ -96,6 +97,7 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
       cost::pass("softmax_xent_fwd", rows * V, {logits, targets, lse}, kSoftmaxFlops);
   if (is_cuda(dev)) {  // the mean stays on the device: nothing returns to the host
     loss = Tensor::empty(Shape{}, DType::f32, dev);
+    meta::scratch(dev, {cuda_scratch::row_loss(rows)});
     if (meta::kernel_runs(dev, fwd))
       TS_CUDA(op, dev,
               cuda::cross_entropy_forward<float>(logits.data<float>(), targets.data<int32_t>(),
