@@ -313,11 +313,11 @@ bool plays_cuda() {
 }
 
 void scratch(Device d, std::initializer_list<size_t> bytes) {
-  if (d.is_meta() && plays_cuda()) the_allocator().scratch(bytes);
+  if (d == Device::meta() && plays_cuda()) the_allocator().scratch(bytes);
 }
 
 void persistent(Device d, const char* key, size_t bytes) {
-  if (d.is_meta() && plays_cuda()) the_allocator().persistent(key, bytes);
+  if (d == Device::meta() && plays_cuda()) the_allocator().persistent(key, bytes);
 }
 
 }  // namespace meta

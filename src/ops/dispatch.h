@@ -56,7 +56,8 @@ Device common_device(const char* op, std::initializer_list<NamedInput> inputs);
 // not the CPU's). Outside a kernel_runs guard a CUDA branch only allocates and shapes tensors;
 // the launches (TS_CUDA) are all inside one, so the meta device never reaches them.
 inline bool is_cuda(Device d) {
-  return d.type == DeviceType::cuda || (d.is_meta() && meta::plays_cuda());
+  // The meta device's host stand-in (meta::kHostIndex) always takes the host's path.
+  return d.type == DeviceType::cuda || (d == Device::meta() && meta::plays_cuda());
 }
 
 // The error of an op whose CUDA path does not exist (in this build, or not written yet): the
