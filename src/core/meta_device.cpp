@@ -164,6 +164,10 @@ class MetaAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     return live_;
   }
+  AllocatorModel model() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return model_;
+  }
 
  private:
   static constexpr uintptr_t kBase = uintptr_t(0x7e) << 40;  // above user space's usual maps
@@ -259,6 +263,10 @@ void reset_allocator(AllocatorModel model) {
 
 int64_t live_allocations() {
   return the_allocator().live();
+}
+
+AllocatorModel allocator_model() {
+  return the_allocator().model();
 }
 
 }  // namespace meta

@@ -125,6 +125,8 @@ enum class AllocatorModel : uint8_t { cuda, host };
 void reset_allocator(AllocatorModel model);
 // Blocks handed out and not yet freed (live meta storages).
 int64_t live_allocations();
+// Whose bookkeeping the meta allocator follows now (reset_allocator's argument).
+AllocatorModel allocator_model();
 
 // While alive, tensors this thread creates for the CPU (Tensor::empty and the factories built on
 // it) are created on the meta device instead: a model of any size is built without memory and

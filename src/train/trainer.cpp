@@ -12,6 +12,7 @@
 #include "ckpt/whole_layout.h"
 #include "core/allocator.h"
 #include "core/backend.h"
+#include "core/meta_device.h"
 #include "dist/consistency.h"
 #include "dist/pipeline_runner.h"
 #include "dist/world.h"
@@ -165,6 +166,15 @@ void Trainer::build_model_and_engine() {
   place.context_parallel = cp_group_.get();
   task_ = make_task(task_cfg, place);
   if (!device_.is_cpu()) task_->to_device(device_);  // before the engine flattens the parameters
+  if (device_.is_meta() && meta::allocator_model() == meta::AllocatorModel::cuda) {
+    // A plan for GPUs: a GPU run builds the whole model on the host, cuts it there (tensor and
+    // pipeline parallelism) and moves only this rank's part to the GPU just above; the plan
+    // built it on the meta device (meta::BuildOnMeta), which stands for the GPU. The whole
+    // model's blocks were never on the GPU: drop the cached ones and start the peak from the
+    // part this rank keeps. (A plan for this CPU keeps them: the build is in the CPU's peak.)
+    meta_allocator().empty_cache();
+    meta_allocator().reset_peak();
+  }
   nn::Module& model = task_->model();
   const std::vector<nn::TensorShard> shards = task_->parameter_shards();
   if (pipeline_) {

@@ -1,0 +1,55 @@
+// tessera plan's memory per rank: what a GPU would hold, not what the meta run allocated to
+// build the model.
+#include <gtest/gtest.h>
+
+#include "core/rng.h"
+#include "nn/decoder.h"
+#include "plan/cluster.h"
+#include "plan/planner.h"
+#include "train/config.h"
+#include "train/model_kinds.h"
+
+namespace tessera {
+namespace {
+
+// A GPU run builds the whole model on the host and moves only its tensor-parallel part to the
+// GPU; the meta run builds it on the meta device. The plan's peak must not count the whole
+// model: here 8-way tensor parallelism of a model whose vocabulary dominates it, trained with
+// plain SGD (no optimizer state), so each rank holds about 1/8 of it twice (values, gradients)
+// while the whole model's f32 values are 4x what a rank keeps.
+TEST(PlanMemory, GpuPeakLeavesOutTheWholeModelsBuild) {
+  const train::Config cfg = train::parse_config(R"(
+[model]
+kind = "gpt"
+n_layer = 2
+n_head = 8
+n_embd = 512
+context = 64
+vocab_size = 65536
+[data]
+kind = "random"
+[optim]
+name = "sgd"
+[train]
+batch_size = 2
+seq_len = 64
+precision = "f32"
+eval_every = 0
+[parallel]
+tp = 8
+)",
+                                                "test");
+  const plan::Plan p = plan::make_plan(cfg, plan::parse_cluster("h100x8"));
+  Generator g(1);
+  const double whole_bytes =
+      4.0 * double(nn::decoder_num_parameters(train::make_decoder(cfg, g)->decoder_config()));
+  ASSERT_FALSE(p.memory.empty());
+  for (const plan::RankMemory& m : p.memory) {
+    EXPECT_LT(m.weights, whole_bytes / 4);
+    EXPECT_LT(m.peak_in_use, whole_bytes / 2);
+    EXPECT_LT(m.reserved, whole_bytes);
+  }
+}
+
+}  // namespace
+}  // namespace tessera
