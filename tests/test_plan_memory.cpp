@@ -51,5 +51,23 @@ tp = 8
   }
 }
 
+// A run fits when its peak of live blocks and the runtime do: the caching allocators give their
+// cache back and retry before an allocation fails, so what they cache above the peak does not
+// count against the device.
+TEST(PlanMemory, FitsOnThePeakNotTheCache) {
+  plan::Plan p;
+  p.capacity = 100;
+  plan::RankMemory m;
+  m.peak_in_use = 60;
+  m.reserved = 120;
+  m.runtime_reserve = 10;
+  p.memory = {m};
+  EXPECT_DOUBLE_EQ(p.max_required(), 70);
+  EXPECT_DOUBLE_EQ(p.max_total(), 130);
+  EXPECT_TRUE(p.fits());
+  p.memory[0].peak_in_use = 95;
+  EXPECT_FALSE(p.fits());
+}
+
 }  // namespace
 }  // namespace tessera
