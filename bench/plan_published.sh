@@ -11,7 +11,7 @@
 #   bench/plan_published.sh            (TESSERA=path/to/tessera to use another build than
 #                                       build/tessera or build-cpu/tessera; needs jq)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 T=${TESSERA:-}
 if [[ -z $T ]]; then
   for t in build/tessera build-cpu/tessera; do [[ -x $t ]] && T=./$t && break; done
@@ -80,7 +80,7 @@ for row in "${runs[@]}"; do
     continue
   fi
   mapfile -t f < <(figures "$out")
-  world=${f[0]} tps=${f[1]} tflops=${f[2]} mfu=${f[3]} fpt=${f[4]} mem=${f[5]} fits=${f[6]} layout=${f[7]}
+  tps=${f[1]} tflops=${f[2]} mfu=${f[3]} fpt=${f[4]} mem=${f[5]} fits=${f[6]} layout=${f[7]}
   # The reported figure not given, derived through the model FLOPs per token.
   if [[ $rep_tps == - ]]; then
     rep_tps_v=$(jq -n "$rep_tflops * 1e12 / $fpt")

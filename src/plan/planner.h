@@ -42,7 +42,7 @@ struct Plan {
   double model_flops_per_step = 0;
   double peak_flops = 0;  // per device, datasheet, the compute dtype's
   double tokens_per_s = 0;
-  double mfu = 0;  // model FLOPs / (step time x devices x peak)
+  double mfu = 0;     // model FLOPs / (step time x devices x peak)
   bool fits() const;  // max_required() <= capacity
   // The largest total() and required() over the simulated ranks.
   double max_total() const;
