@@ -146,9 +146,10 @@ void scratch(Device d, std::initializer_list<size_t> bytes);
 void persistent(Device d, const char* key, size_t bytes);
 
 // The meta device that stands for host memory (Device::meta(kHostIndex)): what BuildOnMeta
-// builds on. Its allocator is separate and always keeps the host allocator's books, so a model
-// built there and moved to Device::meta() counts on the planned device only once moved, as in a
-// real run.
+// builds on when the meta device plays a GPU. Its allocator is separate and always keeps the
+// host allocator's books, so a model built there and moved to Device::meta() counts on the
+// planned device only once moved, as in a real GPU run. (Planning for this CPU, BuildOnMeta
+// builds on Device::meta() itself: a CPU run's build is in its device's peak.)
 constexpr int kHostIndex = 1;
 
 // While alive, tensors this thread creates for the CPU (Tensor::empty and the factories built on

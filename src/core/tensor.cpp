@@ -32,7 +32,10 @@ std::array<int64_t, kMaxDims> contiguous_strides(const Shape& s) {
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  if (device.is_cpu() && meta::building_on_meta()) device = Device::meta(meta::kHostIndex);
+  // meta::BuildOnMeta: where a real run would build, the host. Planning for this CPU, the host's
+  // memory is the planned device's.
+  if (device.is_cpu() && meta::building_on_meta())
+    device = meta::plays_cuda() ? Device::meta(meta::kHostIndex) : Device::meta();
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(size_t(shape.numel()) * dtype_size(dtype), device);
   impl->shape = shape;

@@ -45,12 +45,18 @@ double gib(double b) {
 }  // namespace
 
 bool Plan::fits() const {
-  return capacity <= 0 || max_total() <= capacity;
+  return capacity <= 0 || max_required() <= capacity;
 }
 
 double Plan::max_total() const {
   double m = 0;
   for (const RankMemory& r : memory) m = std::max(m, r.total());
+  return m;
+}
+
+double Plan::max_required() const {
+  double m = 0;
+  for (const RankMemory& r : memory) m = std::max(m, r.required());
   return m;
 }
 
@@ -110,10 +116,10 @@ std::string format_plan(const Plan& p) {
         m.rank, m.pp_stage, gib(m.weights), gib(m.gradients), gib(m.optimizer), gib(m.activations),
         gib(m.peak_in_use), gib(m.reserved), gib(m.runtime_reserve), gib(m.total()));
   if (p.capacity > 0)
-    s += p.fits() ? fmt::format("  fits: largest {:.2f} of {:.1f} GiB\n", gib(p.max_total()),
-                                gib(p.capacity))
-                  : fmt::format("  DOES NOT FIT: largest {:.2f} GiB > {:.1f} GiB\n",
-                                gib(p.max_total()), gib(p.capacity));
+    s += fmt::format(
+        "  {}: largest peak + runtime {:.2f} GiB {} {:.1f} GiB (with the cache {:.2f} GiB)\n",
+        p.fits() ? "fits" : "DOES NOT FIT", gib(p.max_required()), p.fits() ? "of" : ">",
+        gib(p.capacity), gib(p.max_total()));
   const Timeline& t = p.timeline;
   s += fmt::format(
       "step: {:.4g} s = compute {:.4g} s + exposed communication {:.4g} s + bubble {:.4g} s "
@@ -143,7 +149,8 @@ nlohmann::json plan_json(const Plan& p) {
                            {"peak_in_use", m.peak_in_use},
                            {"reserved", m.reserved},
                            {"runtime_reserve", m.runtime_reserve},
-                           {"total", m.total()}});
+                           {"total", m.total()},
+                           {"required", m.required()}});
   const Timeline& t = p.timeline;
   j["step_seconds"] = t.step_seconds;
   j["compute_seconds"] = t.compute_seconds;

@@ -23,7 +23,12 @@ struct RankMemory {
   double peak_in_use = 0;      // the allocator's peak of live blocks (size classes)
   double reserved = 0;         // what its cache holds at the end: the device memory it takes
   double runtime_reserve = 0;  // GPUs: CUDA context, cuBLASLt workspace, NCCL buffers (assumed)
+  // What the device shows taken at the end: the cache and the runtime.
   double total() const { return reserved + runtime_reserve; }
+  // What the run needs to fit: the peak of live blocks and the runtime. The caching allocators
+  // give their cache back and retry before an allocation fails (cuda/allocator.cu), so cached
+  // blocks (reserved above the peak) never make a run fail.
+  double required() const { return peak_in_use + runtime_reserve; }
 };
 
 struct Plan {
@@ -37,10 +42,11 @@ struct Plan {
   double model_flops_per_step = 0;
   double peak_flops = 0;  // per device, datasheet, the compute dtype's
   double tokens_per_s = 0;
-  double mfu = 0;  // model FLOPs / (step time x devices x peak)
-  bool fits() const;
-  // The largest total() over the simulated ranks.
+  double mfu = 0;     // model FLOPs / (step time x devices x peak)
+  bool fits() const;  // max_required() <= capacity
+  // The largest total() and required() over the simulated ranks.
   double max_total() const;
+  double max_required() const;
 };
 
 // Plans `cfg` on `world` ranks of `cluster` (world 0: all of the cluster's devices).
