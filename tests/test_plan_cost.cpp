@@ -220,11 +220,14 @@ TEST(plan, CollectivesQueueOnOneStreamAndMeetAcrossSimulatedMembers) {
   probe.bytes = 1e8;
   probe.group = g;
   const double comm = collective_seconds(c, probe);
-  // Rank 0 issues at once; rank 1 after 5 ms of kernels: the all-reduce starts then.
+  // Rank 0 issues at once; rank 1 after 5 ms of kernels: the all-reduce starts then. Rank 0's
+  // 5 ms waiting for rank 1 is bubble (load imbalance), not communication.
   RankTrace r0{0, {collective("all_reduce", 1e8, g, 1), wait(1)}};
   RankTrace r1{1, {kernel(5e-3), collective("all_reduce", 1e8, g, 1), wait(1)}};
   Timeline t = simulate(c, {r0, r1});
-  EXPECT_NEAR(t.ranks[0].exposed_comm_seconds, 5e-3 + comm, 1e-12);
+  EXPECT_NEAR(t.ranks[0].exposed_comm_seconds, comm, 1e-12);
+  EXPECT_NEAR(t.ranks[0].bubble_seconds, 5e-3, 1e-12);
+  EXPECT_EQ(t.ranks[1].bubble_seconds, 0.0);
   EXPECT_NEAR(t.ranks[1].exposed_comm_seconds, comm, 1e-12);
   EXPECT_NEAR(t.step_seconds, 5e-3 + comm, 1e-12);
   // Two collectives back to back on one rank run one after the other.

@@ -27,6 +27,7 @@ bool in_group(const meta::RankGroup& g, int rank) {
 struct Work {
   int pending = 0;
   double finish = 0;
+  double peer_wait = 0;   // how long its start waited for other simulated ranks to issue it
   bool transfer = false;  // a send / recv: a stall on it is bubble
 };
 
@@ -99,10 +100,11 @@ class Simulator {
   }
 
  private:
-  void complete(RankState& s, int64_t work, double finish) {
+  void complete(RankState& s, int64_t work, double finish, double peer_wait) {
     Work& w = s.works[work];
     --w.pending;
     w.finish = std::max(w.finish, finish);
+    w.peer_wait = std::max(w.peer_wait, peer_wait);
     s.end = std::max(s.end, finish);
   }
 
@@ -140,8 +142,14 @@ class Simulator {
           auto it = s.works.find(ev.work);
           if (it == s.works.end()) break;  // not issued in this step
           if (it->second.pending > 0) return s.next > start;
-          const double stall = std::max(0.0, it->second.finish - s.t);
-          (it->second.transfer ? s.times.bubble_seconds : s.times.exposed_comm_seconds) += stall;
+          // A stall on a transfer is bubble. Of a stall on a collective, the part its start
+          // waited for peers that issued it later (another stage still computing) is bubble
+          // too; the rest is exposed communication.
+          const Work& w = it->second;
+          const double stall = std::max(0.0, w.finish - s.t);
+          const double on_peers = w.transfer ? stall : std::min(stall, w.peer_wait);
+          s.times.bubble_seconds += on_peers;
+          s.times.exposed_comm_seconds += stall - on_peers;
           s.t += stall;
           break;
         }
@@ -164,7 +172,7 @@ class Simulator {
     auto peer = index_.find(e.peer);
     if (peer == index_.end()) {  // the peer is not simulated: it is ready when we are
       const double dt = collective_seconds(c_, e, s.trace->rank);
-      complete(s, e.work, s.t + dt);
+      complete(s, e.work, s.t + dt, 0);
       count_collective(s, e, dt);
       return;
     }
@@ -186,8 +194,8 @@ class Simulator {
       RankState& b = states_[size_t(rcv.index)];
       const double dt = collective_seconds(c_, *snd.e, a.trace->rank);
       const double finish = std::max(snd.issue, rcv.issue) + dt;
-      complete(a, snd.e->work, finish);
-      complete(b, rcv.e->work, finish);
+      complete(a, snd.e->work, finish, std::max(0.0, rcv.issue - snd.issue));
+      complete(b, rcv.e->work, finish, std::max(0.0, snd.issue - rcv.issue));
       count_collective(a, *snd.e, dt);
       count_collective(b, *rcv.e, dt);
     }
@@ -230,8 +238,9 @@ class Simulator {
         auto run = [&](RankState& o) {
           const IssuedCollective mine = o.comm_queue.front();
           o.comm_queue.pop_front();
+          const double ready = std::max(mine.issue, o.comm_free);
           o.comm_free = start + dt;
-          complete(o, mine.e->work, start + dt);
+          complete(o, mine.e->work, start + dt, start - ready);
           count_collective(o, *mine.e, dt);
         };
         if (group.empty() ||

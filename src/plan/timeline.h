@@ -14,8 +14,10 @@
 //     pipeline's transfers go through their own communicator). To a rank that is not
 //     simulated, a transfer starts when issued;
 //   - a wait stalls the compute stream until every transfer or collective of that work id has
-//     finished: stalls on transfers are the pipeline bubble, stalls on collectives exposed
-//     communication. A wait on a work id never issued (a previous step's) does not stall;
+//     finished: stalls on transfers are the pipeline bubble, and so is the part of a stall on a
+//     collective during which it waited for another simulated rank to issue it (a stage still
+//     computing); the rest of a stall on a collective is exposed communication. A wait on a work id
+//     never issued (a previous step's) does not stall;
 //   - marks are ignored.
 // A rank's step ends when its last kernel, collective and transfer have.
 #pragma once
@@ -39,7 +41,8 @@ struct RankTimes {
   double step_seconds = 0;          // when this rank's last work ends
   double compute_seconds = 0;       // sum of its kernels' times
   double exposed_comm_seconds = 0;  // compute stream stalled on collectives
-  double bubble_seconds = 0;        // compute stream stalled on send / recv
+  double bubble_seconds = 0;        // compute stream stalled on send / recv, or on a
+                                    // collective waiting for another simulated rank
   double comm_seconds = 0;          // sum of its collectives' and transfers' times
 };
 
