@@ -23,9 +23,9 @@ steps=8
 common=(data.kind='"random"' data.val_path='""' data.tokenizer='""' train.steps=$steps optim.warmup_steps=0 train.eval_every=0
   train.sample_every=0 train.checkpoint_every=0 train.log_every=1)
 
-# row NAME CONFIG RANKS [KEY=VALUE...]: plans and trains one case, prints one table row.
+# row NAME RANKS CONFIG [KEY=VALUE...]: plans and trains one case, prints one table row.
 row() {
-  local name=$1 config=$2 ranks=$3
+  local name=$1 ranks=$2 config=$3
   shift 3
   local dir="$out/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')"
   local threads=$((ranks >= cores ? 1 : cores / ranks))
@@ -61,21 +61,21 @@ row() {
 echo "| run | ranks | predicted peak MiB | measured peak MiB | error | predicted ms/step | measured ms/step | error |"
 echo "|---|---|---|---|---|---|---|---|"
 kjv=configs/gpt_kjv.toml
-row "KJV GPT, f32" $kjv 1
-row "KJV GPT, bf16" $kjv 1 train.precision='"bf16"'
-row "KJV GPT, recompute" $kjv 1 model.recompute='"blocks"'
-row "KJV GPT, 2 micro-batches" $kjv 1 train.micro_batches=2
-for z in 0 1 2 3; do row "KJV GPT, ZeRO-$z" $kjv 2 parallel.zero_stage=$z; done
-row "KJV GPT, ZeRO-3" $kjv 4 parallel.zero_stage=3
+row "KJV GPT, f32" 1 $kjv
+row "KJV GPT, bf16" 1 $kjv train.precision='"bf16"'
+row "KJV GPT, recompute" 1 $kjv model.recompute='"blocks"'
+row "KJV GPT, 2 micro-batches" 1 $kjv train.micro_batches=2
+for z in 0 1 2 3; do row "KJV GPT, ZeRO-$z" 2 $kjv parallel.zero_stage=$z; done
+row "KJV GPT, ZeRO-3" 4 $kjv parallel.zero_stage=3
 g2=(configs/gpt2_124m.toml train.batch_size=4 train.micro_batches=1 train.seq_len=256)
-row "GPT-2 124M, bf16" "${g2[@]}" 1
-row "GPT-2 124M, bf16, recompute" "${g2[@]}" 1 model.recompute='"blocks"'
-row "GPT-2 124M, f32" "${g2[@]}" 1 train.precision='"f32"'
-row "GPT-2 124M, ZeRO-1" "${g2[@]}" 2 parallel.zero_stage=1
-row "GPT-2 124M, tp 2" "${g2[@]}" 2 parallel.zero_stage=0 parallel.tp=2
-row "GPT-2 124M, pp 2" "${g2[@]}" 2 parallel.zero_stage=0 parallel.pp=2 train.micro_batches=2
+row "GPT-2 124M, bf16" 1 "${g2[@]}"
+row "GPT-2 124M, bf16, recompute" 1 "${g2[@]}" model.recompute='"blocks"'
+row "GPT-2 124M, f32" 1 "${g2[@]}" train.precision='"f32"'
+row "GPT-2 124M, ZeRO-1" 2 "${g2[@]}" parallel.zero_stage=1
+row "GPT-2 124M, tp 2" 2 "${g2[@]}" parallel.zero_stage=0 parallel.tp=2
+row "GPT-2 124M, pp 2" 2 "${g2[@]}" parallel.zero_stage=0 parallel.pp=2 train.micro_batches=2
 ll=(configs/llama_kjv.toml model.n_layer=4)
-row "KJV Llama" "${ll[@]}" 1
-row "KJV Llama, tp 2" "${ll[@]}" 2 parallel.tp=2
-row "KJV Llama, cp 2" "${ll[@]}" 2 parallel.cp=2
-row "KJV Llama, pp 2, 4 micro-batches" "${ll[@]}" 2 parallel.pp=2 train.micro_batches=4
+row "KJV Llama" 1 "${ll[@]}"
+row "KJV Llama, tp 2" 2 "${ll[@]}" parallel.tp=2
+row "KJV Llama, cp 2" 2 "${ll[@]}" parallel.cp=2
+row "KJV Llama, pp 2, 4 micro-batches" 2 "${ll[@]}" parallel.pp=2 train.micro_batches=4
