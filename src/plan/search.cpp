@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <optional>
 
 #include <fmt/format.h>
@@ -103,7 +104,11 @@ SearchResult search_layouts(const train::Config& cfg, const ClusterSpec& cluster
           continue;
         if (world % (tp * pp * cp) != 0) continue;
         const int64_t dp = world / (tp * pp * cp);
-        for (int64_t zero = 0; zero <= 3; ++zero) {
+        // Where in the order (micro-batch counts from the fewest, recomputation off then on)
+        // the previous ZeRO stage first fitted: a higher stage shards more and communicates
+        // more, so it is only worth planning where it fits earlier in that order.
+        size_t limit = SIZE_MAX;
+        for (int64_t zero = 0; zero <= 3 && limit > 0; ++zero) {
           if (zero > 0 && dp == 1) continue;
           if (pp > 1 && (zero == 3 || (zero > 0 && m.head == "tied"))) continue;
           // Micro-batch counts the batch splits into over dp; with a pipeline, at least one per
@@ -113,36 +118,31 @@ SearchResult search_layouts(const train::Config& cfg, const ClusterSpec& cluster
             if (batch % (dp * mb) == 0) micros.push_back(mb);
           if (pp > 1 && !micros.empty() && micros.back() >= pp)
             std::erase_if(micros, [&](int64_t mb) { return mb < pp; });
-          bool found = false, found_first = false;
-          for (size_t i = 0; i < micros.size() && !found; ++i)
-            for (const char* recompute : {"none", "blocks"}) {
-              train::Config c = cfg;
-              c.parallel.tp = tp;
-              c.parallel.pp = pp;
-              c.parallel.cp = cp;
-              c.parallel.zero_stage = zero;
-              c.parallel.sequence_parallel = tp > 1 && cp == 1 ? 1 : 0;
-              if (pp > 1) {
-                c.parallel.pp_schedule = "1f1b";
-                c.parallel.pp_virtual_stages = 1;
-              }
-              c.train.micro_batches = micros[i];
-              c.model.recompute = recompute;
-              const std::optional<Plan> p = c == cfg ? own : evaluate(c);
-              if (p && p->fits()) {
-                found = true;
-                found_first = i == 0 && std::string_view(recompute) == "none";
-                // A pipeline's bubble shrinks with more micro-batches: try one more doubling.
-                if (pp > 1 && i + 1 < micros.size()) {
-                  c.train.micro_batches = micros[i + 1];
-                  if (!(c == cfg)) evaluate(c);
-                }
-                break;
-              }
+          for (size_t k = 0; k < std::min(limit, 2 * micros.size()); ++k) {
+            const size_t i = k / 2;
+            train::Config c = cfg;
+            c.parallel.tp = tp;
+            c.parallel.pp = pp;
+            c.parallel.cp = cp;
+            c.parallel.zero_stage = zero;
+            c.parallel.sequence_parallel = tp > 1 && cp == 1 ? 1 : 0;
+            if (pp > 1) {
+              c.parallel.pp_schedule = "1f1b";
+              c.parallel.pp_virtual_stages = 1;
             }
-          // The fewest micro-batches without recomputation fit: a higher ZeRO stage would only
-          // add communication.
-          if (found_first) break;
+            c.train.micro_batches = micros[i];
+            c.model.recompute = k % 2 == 0 ? "none" : "blocks";
+            const std::optional<Plan> p = c == cfg ? own : evaluate(c);
+            if (p && p->fits()) {
+              limit = k;
+              // A pipeline's bubble shrinks with more micro-batches: try one more doubling.
+              if (pp > 1 && i + 1 < micros.size()) {
+                c.train.micro_batches = micros[i + 1];
+                if (!(c == cfg)) evaluate(c);
+              }
+              break;
+            }
+          }
         }
       }
     }
@@ -160,14 +160,16 @@ std::string format_search(const SearchResult& r) {
       "fit\n",
       r.tried, r.refused, r.did_not_fit, r.fit);
   if (r.best.empty()) return s + "  no layout fits: more ranks, or a smaller batch / seq_len\n";
-  s += fmt::format("top {} by predicted tokens/s:\n", r.best.size());
-  s += "   #  tokens/s    MFU   step s  compute  exp.comm   bubble  GiB/rank    layout\n";
+  s += fmt::format("top {} by predicted tokens/s (times in seconds per step):\n", r.best.size());
+  s += "   #   tokens/s    MFU     step s    compute   exp.comm     bubble  GiB per rank   "
+       "layout\n";
   for (size_t i = 0; i < r.best.size(); ++i) {
     const Candidate& c = r.best[i];
     const Plan& p = c.plan;
     const Timeline& t = p.timeline;
     s += fmt::format(
-        "  {:>2}  {:>8.4g} {:>5.1f}% {:>8.4g} {:>8.4g} {:>8.4g} {:>8.4g}  {:>5.1f}/{:<5.1f} {}{}\n",
+        "  {:>2}  {:>9.4g} {:>5.1f}% {:>10.4g} {:>10.4g} {:>10.4g} {:>10.4g}  {:>6.2f}/{:<6.1f} "
+        "{}{}\n",
         i + 1, p.tokens_per_s, 100 * p.mfu, t.step_seconds, t.compute_seconds,
         t.exposed_comm_seconds, t.bubble_seconds, gib(p.max_total()), gib(p.capacity),
         compact_layout(c.config, p.world), c.as_given ? " (as given)" : "");
