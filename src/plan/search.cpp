@@ -104,11 +104,12 @@ SearchResult search_layouts(const train::Config& cfg, const ClusterSpec& cluster
           continue;
         if (world % (tp * pp * cp) != 0) continue;
         const int64_t dp = world / (tp * pp * cp);
-        // Where in the order (micro-batch counts from the fewest, recomputation off then on)
-        // the previous ZeRO stage first fitted: a higher stage shards more and communicates
-        // more, so it is only worth planning where it fits earlier in that order.
-        size_t limit = SIZE_MAX;
-        for (int64_t zero = 0; zero <= 3 && limit > 0; ++zero) {
+        // The most sharded ZeRO stage first: at a point of the order (micro-batch counts from
+        // the fewest, recomputation off then on) where it does not fit, no lower stage does, so
+        // each lower stage starts where the one above first fitted; none fitting ends the
+        // group.
+        size_t start = 0;
+        for (int64_t zero = 3; zero >= 0 && start != SIZE_MAX; --zero) {
           if (zero > 0 && dp == 1) continue;
           if (pp > 1 && (zero == 3 || (zero > 0 && m.head == "tied"))) continue;
           // Micro-batch counts the batch splits into over dp; with a pipeline, at least one per
@@ -118,7 +119,9 @@ SearchResult search_layouts(const train::Config& cfg, const ClusterSpec& cluster
             if (batch % (dp * mb) == 0) micros.push_back(mb);
           if (pp > 1 && !micros.empty() && micros.back() >= pp)
             std::erase_if(micros, [&](int64_t mb) { return mb < pp; });
-          for (size_t k = 0; k < std::min(limit, 2 * micros.size()); ++k) {
+          const size_t first = start;
+          start = SIZE_MAX;
+          for (size_t k = first; k < 2 * micros.size(); ++k) {
             const size_t i = k / 2;
             train::Config c = cfg;
             c.parallel.tp = tp;
@@ -134,7 +137,7 @@ SearchResult search_layouts(const train::Config& cfg, const ClusterSpec& cluster
             c.model.recompute = k % 2 == 0 ? "none" : "blocks";
             const std::optional<Plan> p = c == cfg ? own : evaluate(c);
             if (p && p->fits()) {
-              limit = k;
+              start = k;
               // A pipeline's bubble shrinks with more micro-batches: try one more doubling.
               if (pp > 1 && i + 1 < micros.size()) {
                 c.train.micro_batches = micros[i + 1];
