@@ -104,24 +104,17 @@ SearchResult search_layouts(const train::Config& cfg, const ClusterSpec& cluster
           continue;
         if (world % (tp * pp * cp) != 0) continue;
         const int64_t dp = world / (tp * pp * cp);
-        // The most sharded ZeRO stage first: at a point of the order (micro-batch counts from
-        // the fewest, recomputation off then on) where it does not fit, no lower stage does, so
-        // each lower stage starts where the one above first fitted; none fitting ends the
-        // group.
-        size_t start = 0;
-        for (int64_t zero = 3; zero >= 0 && start != SIZE_MAX; --zero) {
-          if (zero > 0 && dp == 1) continue;
-          if (pp > 1 && (zero == 3 || (zero > 0 && m.head == "tied"))) continue;
-          // Micro-batch counts the batch splits into over dp; with a pipeline, at least one per
-          // stage when the batch allows it (fewer leave most of the step a bubble).
-          std::vector<int64_t> micros;
-          for (int64_t mb = 1; mb <= batch; mb *= 2)
-            if (batch % (dp * mb) == 0) micros.push_back(mb);
-          if (pp > 1 && !micros.empty() && micros.back() >= pp)
-            std::erase_if(micros, [&](int64_t mb) { return mb < pp; });
-          const size_t first = start;
-          start = SIZE_MAX;
-          for (size_t k = first; k < 2 * micros.size(); ++k) {
+        // Micro-batch counts the batch splits into over dp; with a pipeline, at least one per
+        // stage when the batch allows it (fewer leave most of the step a bubble).
+        std::vector<int64_t> micros;
+        for (int64_t mb = 1; mb <= batch; mb *= 2)
+          if (batch % (dp * mb) == 0) micros.push_back(mb);
+        if (pp > 1 && !micros.empty() && micros.back() >= pp)
+          std::erase_if(micros, [&](int64_t mb) { return mb < pp; });
+        // Plans ZeRO stage `zero` at the points [from, to) of the order (micro-batch counts from
+        // the fewest, recomputation off then on) until one fits; returns it, or SIZE_MAX.
+        auto first_fit = [&](int64_t zero, size_t from, size_t to) {
+          for (size_t k = from; k < std::min(to, 2 * micros.size()); ++k) {
             const size_t i = k / 2;
             train::Config c = cfg;
             c.parallel.tp = tp;
@@ -137,16 +130,28 @@ SearchResult search_layouts(const train::Config& cfg, const ClusterSpec& cluster
             c.model.recompute = k % 2 == 0 ? "none" : "blocks";
             const std::optional<Plan> p = c == cfg ? own : evaluate(c);
             if (p && p->fits()) {
-              start = k;
               // A pipeline's bubble shrinks with more micro-batches: try one more doubling.
               if (pp > 1 && i + 1 < micros.size()) {
                 c.train.micro_batches = micros[i + 1];
                 if (!(c == cfg)) evaluate(c);
               }
-              break;
+              return k;
             }
           }
-        }
+          return SIZE_MAX;
+        };
+        std::vector<int64_t> zeros;
+        for (int64_t zero = 0; zero <= 3; ++zero)
+          if (!(zero > 0 && dp == 1) && !(pp > 1 && (zero == 3 || (zero > 0 && m.head == "tied"))))
+            zeros.push_back(zero);
+        // The most sharded stage first: where it does not fit, no other stage does.
+        const size_t lowest = first_fit(zeros.back(), 0, SIZE_MAX);
+        if (lowest == SIZE_MAX) continue;
+        // Then from the least sharded up: a more sharded stage communicates more, so it is
+        // planned only at points before the one where the stage below first fitted.
+        size_t limit = SIZE_MAX;
+        for (size_t z = 0; z + 1 < zeros.size() && lowest < limit; ++z)
+          limit = std::min(limit, first_fit(zeros[z], lowest, limit));
       }
     }
   }
