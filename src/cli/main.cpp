@@ -17,7 +17,9 @@
 #include "dist/world.h"
 #include "nn/weights.h"
 #include "plan/cluster.h"
+#include "plan/fit_check.h"
 #include "plan/planner.h"
+#include "plan/search.h"
 #include "tokenizer/commands.h"
 #include "tokenizer/prepare.h"
 #include "tokenizer/tokenizer.h"
@@ -53,9 +55,21 @@ std::unique_ptr<FileSystem> fault_file_system_from_env() {
   return filling_file_system(s->free_bytes, s->full_for_s);
 }
 
+// A GPU run the planner predicts not to fit the device's memory is refused before it starts
+// (plan/fit_check.h), on every rank alike, naming the overrides that would make it fit.
+void check_gpu_fit(const train::Config& cfg) {
+  if (cfg.train.device != "cuda") return;
+  const dist::LaunchInfo li = dist::detect_launch();
+  const double capacity = plan::cuda_device_memory_bytes(li.local_rank);
+  if (capacity <= 0) return;  // no device (the placement says why) or one of unknown memory
+  const plan::FitCheck f = plan::check_fit(cfg, li.world_size, capacity);
+  TS_CHECK(f.fits, "{}", f.message);
+}
+
 int cmd_train(const std::string& config, const std::vector<std::string>& overrides, std::string out,
-              bool plot, const std::string& resume) {
+              bool plot, const std::string& resume, bool fit_check) {
   train::Config cfg = train::load_config(config, overrides);
+  if (fit_check) check_gpu_fit(cfg);
   train::RunOptions opt;
   opt.out_dir = out.empty() ? default_run_dir(config) : out;
   opt.plot = plot;
@@ -65,13 +79,22 @@ int cmd_train(const std::string& config, const std::vector<std::string>& overrid
   return s.interrupted ? ckpt::kInterruptedExitCode : 0;
 }
 
-// `tessera plan`: the report, or its JSON; exit status 1 when the run would not fit.
+// `tessera plan`: the report, or its JSON; exit status 1 when the run would not fit. --search:
+// the layouts that fit, fastest first; exit status 1 when none does.
 int cmd_plan(const std::string& config, const std::vector<std::string>& overrides,
-             const std::string& cluster_name, int ranks, bool json) {
+             const std::string& cluster_name, int ranks, bool json, bool search, int top) {
   train::Config cfg = train::load_config(config, overrides);
   // A local plan is calibrated with the threads the run will use.
   if (cfg.train.threads > 0) omp_set_num_threads(int(cfg.train.threads));
   const plan::ClusterSpec cluster = plan::parse_cluster(cluster_name);
+  if (search) {
+    const plan::SearchResult r = plan::search_layouts(cfg, cluster, ranks, {.top = top});
+    if (json)
+      std::cout << plan::search_json(r).dump(2) << "\n";
+    else
+      std::cout << plan::format_search(r);
+    return r.best.empty() ? 1 : 0;
+  }
   const plan::Plan p = plan::make_plan(cfg, cluster, ranks);
   if (json)
     std::cout << plan::plan_json(p).dump(2) << "\n";
@@ -122,7 +145,7 @@ int main(int argc, char** argv) {
 
   std::string config, out, weights, run, prompt, resume;
   std::vector<std::string> overrides;
-  bool no_plot = false;
+  bool no_plot = false, no_fit_check = false;
   train::SampleOptions so;
   uint64_t seed = 1;
 
@@ -131,6 +154,9 @@ int main(int argc, char** argv) {
   tr->add_option("overrides", overrides, "key=value overrides, e.g. train.steps=100");
   tr->add_option("--out", out, "run folder (default runs/<config name>)");
   tr->add_flag("--no-plot", no_plot, "do not draw loss.png at the end");
+  tr->add_flag("--no-fit-check", no_fit_check,
+               "GPU runs: start even when the planner predicts the run does not fit the "
+               "device's memory");
   tr->add_option("--resume", resume,
                  "continue from a checkpoint: 'latest' (the newest in OUT/checkpoints that "
                  "verifies; the default when the flag has no value) or a checkpoint folder")
@@ -139,7 +165,8 @@ int main(int argc, char** argv) {
 
   std::string cluster = "local";
   int ranks = 0;
-  bool json = false;
+  bool json = false, search = false;
+  int top = 10;
   auto* pn = app.add_subcommand(
       "plan", "Predict memory per rank and step time of a config on a cluster (docs/PLAN.md)");
   pn->add_option("config", config, "config file (keys: docs/CONFIG.md)")->required();
@@ -151,6 +178,10 @@ int main(int argc, char** argv) {
   pn->add_option("--ranks", ranks, "ranks to plan for (default: every device of the cluster)")
       ->check(CLI::Range(0, 1 << 20));
   pn->add_flag("--json", json, "print the plan as JSON");
+  pn->add_flag("--search", search,
+               "plan the config's layouts (tp, pp, cp, ZeRO, micro-batches, recompute) and list "
+               "those that fit, fastest first, as overrides to paste");
+  pn->add_option("--top", top, "layouts --search lists")->check(CLI::Range(1, 1000));
 
   auto* ev = app.add_subcommand("eval", "Evaluate saved weights on the config's held-out data");
   ev->add_option("config", config, "config file")->required();
@@ -254,7 +285,7 @@ int main(int argc, char** argv) {
       const std::unique_ptr<FileSystem> faults = fault_file_system_from_env();
       std::optional<ScopedFileSystem> use_faults;
       if (faults) use_faults.emplace(*faults);
-      int rc = cmd_train(config, overrides, out, !no_plot, resume);
+      int rc = cmd_train(config, overrides, out, !no_plot, resume, !no_fit_check);
       dist::mpi_shutdown();
       return rc;
     }
@@ -277,7 +308,7 @@ int main(int argc, char** argv) {
       std::cout << tokenizer::describe(tokenizer::prepare(prep)) << "\n";
       return 0;
     }
-    if (pn->parsed()) return cmd_plan(config, overrides, cluster, ranks, json);
+    if (pn->parsed()) return cmd_plan(config, overrides, cluster, ranks, json, search, top);
     if (ev->parsed()) return cmd_eval(config, overrides, weights);
     if (ge->parsed()) return cmd_generate(run, config, weights, prompt, so, seed);
     if (pl->parsed()) {

@@ -1,0 +1,132 @@
+#include "plan/fit_check.h"
+
+#include <algorithm>
+#include <cctype>
+#include <regex>
+
+#include <fmt/format.h>
+
+#include "core/backend.h"
+#include "core/error.h"
+#include "plan/cluster.h"
+#include "plan/planner.h"
+#include "plan/search.h"
+
+namespace tessera::plan {
+namespace {
+
+double gib(double b) {
+  return b / double(1 << 30);
+}
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string s;
+  for (const std::string& x : v) s += (s.empty() ? "" : " ") + x;
+  return s;
+}
+
+// Devices of `capacity` bytes, enough 8-GPU nodes for `world` ranks: the memory figures are the
+// allocator's, whatever the links.
+ClusterSpec devices_of(double capacity, int world) {
+  ClusterSpec c = builtin_node("h100");
+  c.nodes = std::max(1, (world + c.gpus_per_node - 1) / c.gpus_per_node);
+  c.device.memory_bytes = capacity;
+  c.name = "this run's devices";
+  return c;
+}
+
+// The plan's largest per-rank total, or -1 when the config rules or the trainer refuse the layout.
+double predicted_total(const train::Config& c, const ClusterSpec& cluster, int world) {
+  try {
+    train::validate(c, "fit check");
+    return make_plan(c, cluster, world).max_required();
+  } catch (const Error&) {
+    return -1;
+  }
+}
+
+}  // namespace
+
+FitCheck check_fit(const train::Config& cfg, int world, double capacity) {
+  FitCheck r;
+  r.capacity = capacity;
+  const ClusterSpec cluster = devices_of(capacity, world);
+  r.predicted = make_plan(cfg, cluster, world).max_required();
+  r.fits = capacity <= 0 || r.predicted <= capacity;
+  if (r.fits) return r;
+
+  // Each step on top of the ones before; a step the rules refuse is undone.
+  train::Config c = cfg;
+  bool fixed = false;
+  auto attempt = [&](const train::Config& next) {
+    const double total = predicted_total(next, cluster, world);
+    if (total < 0) return false;  // refused: keep c as it was
+    c = next;
+    if (total <= capacity) {
+      fixed = true;
+      r.fixed_predicted = total;
+    }
+    return true;
+  };
+  const auto& p = cfg.parallel;
+  const int64_t dp = world / std::max<int64_t>(1, p.tp * p.pp * p.cp);
+  if (c.model.recompute != "blocks") {
+    train::Config n = c;
+    n.model.recompute = "blocks";
+    attempt(n);
+  }
+  while (!fixed && c.train.batch_size % (dp * c.train.micro_batches * 2) == 0) {
+    train::Config n = c;
+    n.train.micro_batches *= 2;
+    if (!attempt(n)) break;
+  }
+  for (int64_t z = c.parallel.zero_stage + 1; !fixed && dp > 1 && z <= 3; ++z) {
+    train::Config n = c;
+    n.parallel.zero_stage = z;
+    attempt(n);
+  }
+  if (!fixed && c.parallel.tp > 1 && c.parallel.sequence_parallel == 0) {
+    train::Config n = c;
+    n.parallel.sequence_parallel = 1;
+    attempt(n);
+  }
+  r.message = fmt::format(
+      "train.device = \"cuda\": the run is predicted not to fit: {:.2f} GiB per rank (the "
+      "largest, {} rank{}) > {:.2f} GiB of device memory. ",
+      gib(r.predicted), world, world == 1 ? "" : "s", gib(capacity));
+  if (fixed) {
+    r.fix = layout_overrides(cfg, c);
+    r.message += fmt::format(
+        "It would fit with the overrides `{}` ({:.2f} GiB predicted): pass them "
+        "after the config",
+        joined(r.fix), gib(r.fixed_predicted));
+  } else {
+    r.message +=
+        "Neither recomputation, more micro-batches, ZeRO nor sequence parallelism makes it fit: "
+        "more ranks or a smaller batch / seq_len (`tessera plan CONFIG --search --cluster ...` "
+        "ranks the layouts that fit)";
+  }
+  r.message += "; --no-fit-check skips this check when the prediction is wrong (docs/PLAN.md)";
+  return r;
+}
+
+double cuda_device_memory_bytes(int index) {
+  const DeviceBackend* b = find_backend(DeviceType::cuda);
+  const int n = b == nullptr ? 0 : b->device_count();
+  if (n <= 0) return 0;
+  const std::string d = b->describe(index % n);  // "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)"
+  std::smatch m;
+  if (static const std::regex gib_re(R"(([0-9]+(\.[0-9]+)?) GiB\)\s*$)");
+      std::regex_search(d, m, gib_re))
+    return std::stod(m[1].str()) * double(1 << 30);
+  std::string upper = d;
+  for (char& ch : upper) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+  for (const char* kind : {"a100", "h100", "h200", "b200"}) {
+    std::string k = kind;
+    for (char& ch : k) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+    if (upper.find(k) != std::string::npos) return builtin_node(kind).device.memory_bytes;
+  }
+  return 0;
+}
+
+}  // namespace tessera::plan
