@@ -10,39 +10,17 @@
 #include "plan/fit_check.h"
 #include "plan/planner.h"
 #include "plan/search.h"
+#include "plan_test_config.h"
 #include "train/config.h"
 
 using namespace tessera;
 
 namespace {
 
-// A tiny Llama on random ids (as tests/test_plan.cpp's): 4 heads (2 kv), 4 layers.
-train::Config tiny_llama(const std::vector<std::string>& overrides = {}) {
-  return train::parse_config(R"([model]
-kind = "llama"
-n_layer = 4
-n_head = 4
-n_kv_head = 2
-n_embd = 64
-ffn_hidden = 160
-context = 64
-vocab_size = 300
-dropout = 0.0
-[data]
-kind = "random"
-[optim]
-warmup_steps = 0
-[train]
-steps = 3
-batch_size = 16
-micro_batches = 1
-seq_len = 64
-seed = 3
-eval_every = 0
-log_every = 1
-threads = 1
-)",
-                             "plan_search_test.toml", overrides);
+// tests/plan_test_config.h's tiny Llama, 16 sequences a step in one micro-batch.
+train::Config tiny_llama(std::vector<std::string> overrides = {}) {
+  overrides.insert(overrides.begin(), {"train.batch_size=16", "train.micro_batches=1"});
+  return tessera::testing::tiny_config("llama", overrides);
 }
 
 // h100x8 whose devices hold `capacity` bytes (0: the H100's own).

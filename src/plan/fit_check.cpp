@@ -5,6 +5,7 @@
 #include <regex>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/backend.h"
 #include "core/error.h"
@@ -19,12 +20,6 @@ double gib(double b) {
   return b / double(1 << 30);
 }
 
-std::string joined(const std::vector<std::string>& v) {
-  std::string s;
-  for (const std::string& x : v) s += (s.empty() ? "" : " ") + x;
-  return s;
-}
-
 // Devices of `capacity` bytes, enough 8-GPU nodes for `world` ranks: the memory figures are the
 // allocator's, whatever the links.
 ClusterSpec devices_of(double capacity, int world) {
@@ -35,36 +30,27 @@ ClusterSpec devices_of(double capacity, int world) {
   return c;
 }
 
-// The plan's largest per-rank total, or -1 when the config rules or the trainer refuse the layout.
-double predicted_total(const train::Config& c, const ClusterSpec& cluster, int world) {
-  try {
-    train::validate(c, "fit check");
-    return make_plan(c, cluster, world).max_required();
-  } catch (const Error&) {
-    return -1;
-  }
-}
-
 }  // namespace
 
 FitCheck check_fit(const train::Config& cfg, int world, double capacity) {
   FitCheck r;
   r.capacity = capacity;
   const ClusterSpec cluster = devices_of(capacity, world);
-  r.predicted = make_plan(cfg, cluster, world).max_required();
-  r.fits = capacity <= 0 || r.predicted <= capacity;
+  const Plan own = make_plan(cfg, cluster, world);
+  r.predicted = own.max_required();
+  r.fits = own.fits();
   if (r.fits) return r;
 
   // Each step on top of the ones before; a step the rules refuse is undone.
   train::Config c = cfg;
   bool fixed = false;
   auto attempt = [&](const train::Config& next) {
-    const double total = predicted_total(next, cluster, world);
-    if (total < 0) return false;  // refused: keep c as it was
+    const std::optional<Plan> p = plan_if_valid(next, cluster, world);
+    if (!p) return false;  // refused: keep c as it was
     c = next;
-    if (total <= capacity) {
+    if (p->fits()) {
       fixed = true;
-      r.fixed_predicted = total;
+      r.fixed_predicted = p->max_required();
     }
     return true;
   };
@@ -99,7 +85,7 @@ FitCheck check_fit(const train::Config& cfg, int world, double capacity) {
     r.message += fmt::format(
         "It would fit with the overrides `{}` ({:.2f} GiB predicted): pass them "
         "after the config",
-        joined(r.fix), gib(r.fixed_predicted));
+        fmt::join(r.fix, " "), gib(r.fixed_predicted));
   } else {
     r.message +=
         "Neither recomputation, more micro-batches, ZeRO nor sequence parallelism makes it fit: "

@@ -102,6 +102,15 @@ Plan make_plan(const train::Config& cfg, const ClusterSpec& cluster, int world) 
   return p;
 }
 
+std::optional<Plan> plan_if_valid(const train::Config& cfg, const ClusterSpec& cluster, int world) {
+  try {
+    train::validate(cfg, "plan");
+    return make_plan(cfg, cluster, world);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
 std::string format_plan(const Plan& p) {
   std::string s;
   s += fmt::format("cluster: {}\nlayout:  {}\n", p.cluster, p.layout);

@@ -3,6 +3,7 @@
 // its allocator peaks are the memory per rank, and its traces, priced by the cost model
 // (cost_model.h) and replayed on the cluster's streams (timeline.h), the step time.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,10 @@ struct Plan {
 
 // Plans `cfg` on `world` ranks of `cluster` (world 0: all of the cluster's devices).
 Plan make_plan(const train::Config& cfg, const ClusterSpec& cluster, int world = 0);
+// make_plan of a candidate layout (a search's, a fit check's fix): nullopt when the config
+// rules (train::validate) or the trainer refuse it.
+std::optional<Plan> plan_if_valid(const train::Config& cfg, const ClusterSpec& cluster,
+                                  int world = 0);
 
 // The report `tessera plan` prints, and its --json form.
 std::string format_plan(const Plan& p);

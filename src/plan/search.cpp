@@ -70,21 +70,19 @@ SearchResult search_layouts(const train::Config& cfg, const ClusterSpec& cluster
   // Plans c; nullopt when the config rules or the trainer refuse it. Counts the outcome.
   auto evaluate = [&](const train::Config& c) -> std::optional<Plan> {
     ++r.tried;
-    try {
-      train::validate(c, "plan search");
-      Plan p = make_plan(c, cluster, world);
-      if (r.cluster.empty()) r.cluster = p.cluster;
-      if (!p.fits()) {
-        ++r.did_not_fit;
-        return p;
-      }
-      ++r.fit;
-      fitting.push_back(Candidate{layout_overrides(cfg, c), c, p, c == cfg});
-      return p;
-    } catch (const Error&) {
+    std::optional<Plan> p = plan_if_valid(c, cluster, world);
+    if (!p) {
       ++r.refused;
-      return std::nullopt;
+      return p;
     }
+    if (r.cluster.empty()) r.cluster = p->cluster;
+    if (!p->fits()) {
+      ++r.did_not_fit;
+      return p;
+    }
+    ++r.fit;
+    fitting.push_back(Candidate{layout_overrides(cfg, c), c, *p, c == cfg});
+    return p;
   };
   // The config's own layout first: the others are measured against it.
   const std::optional<Plan> own = evaluate(cfg);
