@@ -32,7 +32,8 @@ plan() {
 
 # Figures of a plan, one per line: world, tokens/s per GPU, TFLOP/s per GPU (model FLOPs),
 # MFU %, model FLOPs per token, largest memory per GPU (GiB: peak of live blocks + runtime, what
-# a run needs; the allocator gives its cache back before failing), fits, layout.
+# a run needs; the allocator gives its cache back before failing), "fits" or "DOES NOT FIT", the
+# layout without the rank count and precision (the tables name the cluster).
 figures() {
   jq -r '
     (.model_flops_per_step / (.tokens_per_s * .step_seconds)) as $fpt
@@ -42,8 +43,8 @@ figures() {
       (.mfu * 100),
       $fpt,
       ([.memory[].required] | max / 1073741824),
-      .fits,
-      .layout' "$1"
+      (if .fits then "fits" else "DOES NOT FIT" end),
+      (.layout | sub("^[^=]*= "; "") | sub(", bf16$"; ""))' "$1"
 }
 
 fmt_int() { LC_NUMERIC=C printf "%'.0f" "$1"; }
@@ -80,7 +81,7 @@ for row in "${runs[@]}"; do
     continue
   fi
   mapfile -t f < <(figures "$out")
-  tps=${f[1]} tflops=${f[2]} mfu=${f[3]} fpt=${f[4]} mem=${f[5]} fits=${f[6]} layout=${f[7]}
+  tps=${f[1]} tflops=${f[2]} mfu=${f[3]} fpt=${f[4]} mem=${f[5]} fit=${f[6]} lay=${f[7]}
   # The reported figure not given, derived through the model FLOPs per token.
   if [[ $rep_tps == - ]]; then
     rep_tps_v=$(jq -n "$rep_tflops * 1e12 / $fpt")
@@ -97,10 +98,6 @@ for row in "${runs[@]}"; do
   fi
   [[ $rep_mfu != - ]] && rep_tflops_s+=" ($rep_mfu%)"
   ratio=$(jq -n "$tps / $rep_tps_v * 100 | round / 100")
-  [[ $fits == true ]] && fit="fits" || fit="DOES NOT FIT"
-  # The layout without the rank count and precision (the cluster column has the count).
-  lay=${layout#*= }
-  lay=${lay%, bf16}
   echo "| $name | $cluster | $lay | $rep_tps_s | $rep_tflops_s | $(fmt_int "$tps") | $(fmt_1 "$tflops") ($(fmt_1 "$mfu")%) | $ratio | $(fmt_1 "$mem") GiB, $fit | $notes |"
 done
 echo
@@ -141,10 +138,7 @@ for row in "${proj[@]}"; do
       continue
     fi
     mapfile -t f < <(figures "$out")
-    tps=${f[1]} mfu=${f[3]} mem=${f[5]} fits=${f[6]} layout=${f[7]}
-    [[ $fits == true ]] && fit="fits" || fit="DOES NOT FIT"
-    lay=${layout#*= }
-    lay=${lay%, bf16}
+    tps=${f[1]} mfu=${f[3]} mem=${f[5]} fit=${f[6]} lay=${f[7]}
     total=$(jq -n "$tps * $n")
     echo "| $name | $n | $lay | $batch x $seq | $(fmt_int "$total") | $(fmt_int "$tps") | $(fmt_1 "$mfu")% | $(fmt_1 "$mem") GiB, $fit |"
   done
@@ -173,10 +167,7 @@ for n in "${gpus[@]}"; do
     continue
   fi
   mapfile -t f < <(figures "$out")
-  tps=${f[1]} mfu=${f[3]} mem=${f[5]} fits=${f[6]} layout=${f[7]}
-  [[ $fits == true ]] && fit="fits" || fit="DOES NOT FIT"
-  lay=${layout#*= }
-  lay=${lay%, bf16}
+  tps=${f[1]} mfu=${f[3]} mem=${f[5]} fit=${f[6]} lay=${f[7]}
   step=$(jq -r '.step_seconds' "$out")
   echo "| $n | $lay | $per_rep | $(fmt_int "$(jq -n "$tps * $n")") | $(fmt_int "$tps") | $(fmt_1 "$mfu")% | $(LC_NUMERIC=C printf "%.3g" "$step") s | $(fmt_1 "$mem") GiB, $fit |"
 done
