@@ -20,16 +20,17 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
 cores=$(nproc)
 steps=8
-common=(data.kind='"random"' data.val_path='""' data.tokenizer='""' train.steps=$steps optim.warmup_steps=0 train.eval_every=0
+common=(data.kind='"random"' data.val_path='""' data.tokenizer='""' train.steps="$steps" optim.warmup_steps=0 train.eval_every=0
   train.sample_every=0 train.checkpoint_every=0 train.log_every=1)
 
 # row NAME RANKS CONFIG [KEY=VALUE...]: plans and trains one case, prints one table row.
 row() {
   local name=$1 ranks=$2 config=$3
   shift 3
-  local dir="$out/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')"
+  local dir
+  dir="$out/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')"
   local threads=$((ranks >= cores ? 1 : cores / ranks))
-  local keys=("${common[@]}" train.threads=$threads "$@")
+  local keys=("${common[@]}" "train.threads=$threads" "$@")
   local cluster=local
   ((ranks > 1)) && cluster="localx$ranks"
   OMP_NUM_THREADS=$threads "$T" plan "$config" "${keys[@]}" --cluster "$cluster" --json \
