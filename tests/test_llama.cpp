@@ -139,7 +139,19 @@ TEST(Llama, BrokenFilesAreRefusedNamingWhatIsWrong) {
                    "max_position_embeddings": 16, "vocab_size": 32})",
                {"config.json", "n_kv_head 3 must divide n_head 4"});
   config_error(R"({"model_type": "llama", "hidden_size": "wide"})",
-               {"config.json", "\"hidden_size\" is \"wide\"", "number"});
+               {"config.json", "\"hidden_size\" is \"wide\"", "integer"});
+  // Numbers out of the field's range or kind (fuzz finding: 3.7e23 as an int64 was UB).
+  config_error(R"({"model_type": "llama", "hidden_size": 3.77778e+23})",
+               {"config.json", "\"hidden_size\"", "integer that fits in 64 bits"});
+  config_error(R"({"model_type": "llama", "hidden_size": 64.5})",
+               {"config.json", "\"hidden_size\" is 64.5", "integer"});
+  config_error(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
+                   "num_hidden_layers": 1099511627776})",
+               {"config.json", "\"num_hidden_layers\"", "fits in 32 bits"});
+  config_error(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
+                   "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 16,
+                   "vocab_size": 32, "rms_norm_eps": 1e300})",
+               {"config.json", "\"rms_norm_eps\"", "finite number"});
   config_error(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
                    "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 16,
                    "vocab_size": 32, "rope_scaling": {"rope_type": "yarn", "factor": 4}})",

@@ -2,10 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "core/file_io.h"
 #include "nn/safetensors.h"
@@ -45,6 +48,37 @@ namespace {
 
 using nlohmann::json;
 
+// j as T when it is one exactly: nlohmann's get<T> converts 3e23 to an integer or 1e300 to a
+// float with undefined behaviour, and truncates 2^40 to an int, so numbers are range-checked here.
+template <class T>
+std::optional<T> exact(const json& j) {
+  if constexpr (std::is_same_v<T, bool>) {
+    if (j.is_boolean()) return j.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    static_assert(std::is_signed_v<T>);
+    if (j.is_number_unsigned()) {
+      const uint64_t u = j.get<uint64_t>();
+      if (u <= uint64_t(std::numeric_limits<T>::max())) return T(u);
+    } else if (j.is_number_integer()) {
+      const int64_t i = j.get<int64_t>();
+      if (i >= int64_t(std::numeric_limits<T>::min()) &&
+          i <= int64_t(std::numeric_limits<T>::max()))
+        return T(i);
+    } else if (j.is_number_float()) {  // 4096.0 is 4096; 64.5 and 3e23 are not integers we take
+      const double d = j.get<double>(), limit = std::ldexp(1.0, std::numeric_limits<T>::digits);
+      if (std::isfinite(d) && d == std::trunc(d) && d >= -limit && d < limit) return T(d);
+    }
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (j.is_number()) {
+      const double d = j.get<double>();
+      if (std::isfinite(d) && std::fabs(d) <= double(std::numeric_limits<T>::max())) return T(d);
+    }
+  } else if (j.is_string()) {
+    return j.get<std::string>();
+  }
+  return std::nullopt;
+}
+
 // config[key] as T, or `fallback` when absent (has_fallback); errors name the file and key.
 template <class T>
 T field(const json& config, const char* key, const std::string& path, const T* fallback = nullptr) {
@@ -53,14 +87,15 @@ T field(const json& config, const char* key, const std::string& path, const T* f
     TS_CHECK(fallback, "{}: field \"{}\" is missing", path, key);
     return *fallback;
   }
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    fail("{}: field \"{}\" is {}, expected a {}", path, key, it->dump(),
-         std::is_same_v<T, bool>   ? "boolean"
-         : std::is_arithmetic_v<T> ? "number"
-                                   : "string");
-  }
+  if (std::optional<T> v = exact<T>(*it)) return *v;
+  std::string expected = "a string";
+  if constexpr (std::is_same_v<T, bool>)
+    expected = "a boolean";
+  else if constexpr (std::is_integral_v<T>)
+    expected = fmt::format("an integer that fits in {} bits", sizeof(T) * 8);
+  else if constexpr (std::is_floating_point_v<T>)
+    expected = "a finite number";
+  fail("{}: field \"{}\" is {}, expected {}", path, key, it->dump(), expected);
 }
 
 template <class T>
