@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "core/backend.h"
+#include "core/meta_device.h"
 #include "core/profiler.h"
 #include "kernels/cpu/elementwise.h"
 
@@ -71,6 +72,7 @@ void add_into(const Tensor& dst, const Tensor& src, int64_t n) {
     backend_for(dst.device(), "backward").add_inplace(dst.data<float>(), src.data<float>(), n);
     return;
   }
+  meta::kernel_runs(Device::cpu(), meta::table_cost::add_inplace(n));
   cpu::add_inplace(dst.data<float>(), src.data<float>(), n);
 }
 

@@ -35,7 +35,50 @@ KernelCost memory_bound_cost(const char* name, int64_t elements, double bytes,
   return c;
 }
 
+namespace table_cost {
+// Bytes: each operand read once and each output written once (an update in place: both).
+KernelCost memset(size_t bytes) {
+  return memory_bound_cost("memset", int64_t(bytes), double(bytes), 0);
+}
+KernelCost copy(size_t bytes) {
+  return memory_bound_cost("copy", int64_t(bytes), 2.0 * double(bytes), 0);
+}
+KernelCost strided_copy(int64_t elements, size_t element_size) {
+  return memory_bound_cost("strided_copy", elements, 2.0 * double(elements) * double(element_size),
+                           0);
+}
+KernelCost cast(int64_t elements, DType from, DType to) {
+  return memory_bound_cost("cast", elements,
+                           double(elements) * double(dtype_size(from) + dtype_size(to)), 1);
+}
+KernelCost fill(int64_t elements, DType t) {
+  return memory_bound_cost("fill", elements, double(elements) * double(dtype_size(t)), 0);
+}
+KernelCost add_inplace(int64_t n) {  // y += x: read both, write y
+  return memory_bound_cost("add_", n, 12.0 * double(n), 1);
+}
+KernelCost scale(int64_t n) {
+  return memory_bound_cost("scale_", n, 8.0 * double(n), 1);
+}
+KernelCost sum_squares(int64_t n) {
+  return memory_bound_cost("sum_squares", n, 4.0 * double(n), 2);
+}
+KernelCost adamw(int64_t n) {  // p, m, v read and written, g read
+  return memory_bound_cost("adamw", n, 28.0 * double(n), 12);
+}
+KernelCost sgd(int64_t n) {  // p and the momentum read and written, g read
+  return memory_bound_cost("sgd", n, 20.0 * double(n), 4);
+}
+KernelCost unscale_grads(int64_t n) {
+  return memory_bound_cost("unscale_grads", n, 8.0 * double(n), 2);
+}
+}  // namespace table_cost
+
+Trace::Trace(bool timed) : timed_(timed), start_(std::chrono::steady_clock::now()) {}
+
 void Trace::add(Event e) {
+  if (timed_)
+    e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   std::lock_guard<std::mutex> lock(mu_);
   events_.push_back(std::move(e));
 }
@@ -226,8 +269,8 @@ MetaAllocator& the_allocator(int index = 0) {
 }
 
 // The backend table: each entry records what the device would have done.
-void record_kernel(const char* name, int64_t elements, double bytes, double flops_per_element) {
-  kernel_runs(Device::meta(), memory_bound_cost(name, elements, bytes, flops_per_element));
+void record_kernel(const KernelCost& cost) {
+  kernel_runs(Device::meta(), cost);
 }
 
 class ZeroRead final : public HostRead {
@@ -245,22 +288,20 @@ constexpr DeviceBackend kMetaBackend = {
     .describe = [](int) { return std::string("shapes only, nothing computed"); },
     .activate = [](int) {},
     .synchronize = [] {},
-    .memset = [](void*, int, size_t n) { record_kernel("memset", int64_t(n), double(n), 0); },
-    .copy_from_host = [](void*, const void*, size_t n) { record_kernel("h2d", int64_t(n), 0, 0); },
+    .memset = [](void*, int, size_t n) { record_kernel(table_cost::memset(n)); },
+    .copy_from_host = [](void*, const void*,
+                         size_t n) { record_kernel(memory_bound_cost("h2d", int64_t(n), 0, 0)); },
     .copy_to_host = [](void* host, const void*, size_t n) { std::memset(host, 0, n); },
-    .copy = [](void*, const void*, size_t n) { record_kernel("copy", int64_t(n), 2.0 * n, 0); },
+    .copy = [](void*, const void*, size_t n) { record_kernel(table_cost::copy(n)); },
     .strided_copy =
         [](const void*, void*, const StridedLayout& v, size_t es) {
           int64_t n = 1;
           for (int d = 0; d < v.ndim; ++d) n *= v.sizes[d];
-          record_kernel("strided_copy", n, 2.0 * double(n) * double(es), 0);
+          record_kernel(table_cost::strided_copy(n, es));
         },
-    .cast =
-        [](const void*, DType a, void*, DType b, int64_t n) {
-          record_kernel("cast", n, double(n) * double(dtype_size(a) + dtype_size(b)), 1);
-        },
-    .fill = [](void*, DType t, double,
-               int64_t n) { record_kernel("fill", n, double(n) * double(dtype_size(t)), 0); },
+    .cast = [](const void*, DType a, void*, DType b,
+               int64_t n) { record_kernel(table_cost::cast(n, a, b)); },
+    .fill = [](void*, DType t, double, int64_t n) { record_kernel(table_cost::fill(n, t)); },
     .upload_async =
         [](const Tensor& host, int) {
           Tensor t = Tensor::empty(host.shape(), host.dtype(), Device::meta());
@@ -270,18 +311,19 @@ constexpr DeviceBackend kMetaBackend = {
     .read_async = [](const void*, size_t n) -> std::unique_ptr<HostRead> {
       return std::make_unique<ZeroRead>(n);
     },
-    .add_inplace = [](float*, const float*, int64_t n) { record_kernel("add_", n, 12.0 * n, 1); },
-    .scale = [](float*, float, int64_t n) { record_kernel("scale_", n, 8.0 * n, 1); },
+    .add_inplace = [](float*, const float*,
+                      int64_t n) { record_kernel(table_cost::add_inplace(n)); },
+    .scale = [](float*, float, int64_t n) { record_kernel(table_cost::scale(n)); },
     .sum_squares =
         [](const float*, int64_t n) {
-          record_kernel("sum_squares", n, 4.0 * n, 2);
+          record_kernel(table_cost::sum_squares(n));
           return 0.0;
         },
-    .adamw_step = [](const AdamWArgs& a) { record_kernel("adamw", a.n, 28.0 * a.n, 12); },
-    .sgd_step = [](const SGDArgs& a) { record_kernel("sgd", a.n, 20.0 * a.n, 4); },
+    .adamw_step = [](const AdamWArgs& a) { record_kernel(table_cost::adamw(a.n)); },
+    .sgd_step = [](const SGDArgs& a) { record_kernel(table_cost::sgd(a.n)); },
     .unscale_grads =
         [](float*, int64_t n, float) {
-          record_kernel("unscale_grads", n, 8.0 * n, 2);
+          record_kernel(table_cost::unscale_grads(n));
           return true;
         },
     .communicator_name = "meta",

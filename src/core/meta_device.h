@@ -17,6 +17,7 @@
 // branches on is_cpu() takes its device path, through meta_backend(). Reading a meta tensor
 // on the host (to_vector, item, a loss read) gives zeros.
 #pragma once
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -44,7 +45,7 @@ struct KernelCost {
   KernelClass cls = KernelClass::other;
   double flops = 0;             // floating-point operations; a multiply-add counts 2
   double bytes = 0;             // bytes of device memory read and written (each operand once)
-  DType dtype = DType::f32;     // the arithmetic's type: a GEMM's operand type, else f32
+  DType dtype = DType::f32;     // a GEMM's or attention's operand type; a pass's first tensor's
   int64_t m = 0, n = 0, k = 0;  // a GEMM's shape (batched GEMMs: batch folded into m)
 };
 
@@ -54,6 +55,24 @@ KernelCost gemm_cost(const char* name, int64_t batch, int64_t m, int64_t n, int6
 // `flops_per_element` operations per element.
 KernelCost memory_bound_cost(const char* name, int64_t elements, double bytes,
                              double flops_per_element = 1);
+
+// The kernels of the backend table (core/backend.h) and of their CPU counterparts, costed in one
+// place: the meta backend records them in place of running them, and the CPU paths doing the
+// same work record them before running it, so that a timed trace of a CPU run (plan/calibrate.h)
+// sees the optimizer, the casts and the copies as kernels of their own.
+namespace table_cost {
+KernelCost memset(size_t bytes);
+KernelCost copy(size_t bytes);
+KernelCost strided_copy(int64_t elements, size_t element_size);
+KernelCost cast(int64_t elements, DType from, DType to);
+KernelCost fill(int64_t elements, DType t);
+KernelCost add_inplace(int64_t n);
+KernelCost scale(int64_t n);
+KernelCost sum_squares(int64_t n);
+KernelCost adamw(int64_t n);
+KernelCost sgd(int64_t n);
+KernelCost unscale_grads(int64_t n);
+}  // namespace table_cost
 
 // The ranks of a communicator as a progression: first, first + stride, ... (size of them).
 // Every group Tessera forms (a mesh axis, a stage's peers, the first and last stages) is one.
@@ -83,11 +102,16 @@ struct Event {
   CollectiveEvent collective;  // kind == collective
   int64_t work = 0;            // kind == wait: the collective handle waited on
   std::string mark;            // kind == mark: a label (the planner's step boundaries)
+  double seconds = 0;          // a timed trace's: when it was recorded, after the trace began
 };
 
 // What one rank did, in order. Thread-safe to append (a background thread may record).
+// A timed trace stamps each event with the time it was recorded: on a device that computes as it
+// is told (the CPU), one kernel event to the next is what that kernel and the work around it took,
+// which is how the planner calibrates its cost model to this machine (plan/calibrate.h).
 class Trace {
  public:
+  explicit Trace(bool timed = false);
   void add(Event e);
   std::vector<Event> events() const;
   size_t size() const;
@@ -96,6 +120,8 @@ class Trace {
  private:
   mutable std::mutex mu_;
   std::vector<Event> events_;
+  bool timed_ = false;
+  std::chrono::steady_clock::time_point start_;
 };
 
 // Records into `trace` while alive (process-wide; scopes do not nest).

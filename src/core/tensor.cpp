@@ -50,6 +50,7 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
     backend_for(t.device(), "Tensor::zeros").memset(t.raw_data(), 0, t.nbytes());
     return t;
   }
+  meta::kernel_runs(Device::cpu(), meta::table_cost::memset(t.nbytes()));
   std::memset(t.raw_data(), 0, t.nbytes());
   return t;
 }
@@ -173,6 +174,7 @@ void strided_copy(const Tensor& src, void* dst) {
     backend_for(src.device(), "contiguous").strided_copy(src.raw_data(), dst, v, es);
     return;
   }
+  meta::kernel_runs(Device::cpu(), meta::table_cost::strided_copy(s.numel(), es));
   int64_t idx[kMaxDims] = {0};
   const char* base = static_cast<const char*>(src.raw_data());
   char* out = static_cast<char*>(dst);
@@ -204,6 +206,7 @@ Tensor Tensor::clone() const {
     backend_for(device(), "clone").copy(out.raw_data(), src.raw_data(), nbytes());
     return out;
   }
+  meta::kernel_runs(Device::cpu(), meta::table_cost::copy(nbytes()));
   std::memcpy(out.raw_data(), src.raw_data(), nbytes());
   return out;
 }
@@ -216,6 +219,7 @@ Tensor Tensor::to(DType t) const {
     backend_for(device(), "to(dtype)").cast(src.raw_data(), dtype(), out.raw_data(), t, numel());
     return out;
   }
+  meta::kernel_runs(Device::cpu(), meta::table_cost::cast(numel(), dtype(), t));
   cpu::cast(src.raw_data(), dtype(), out.raw_data(), t, numel());
   return out;
 }
@@ -287,6 +291,7 @@ void Tensor::fill_(double value) {
     backend_for(device(), "fill_").fill(raw_data(), dtype(), value, numel());
     return;
   }
+  meta::kernel_runs(Device::cpu(), meta::table_cost::fill(numel(), dtype()));
   cpu::fill(raw_data(), dtype(), value, numel());
 }
 
@@ -303,6 +308,9 @@ void Tensor::copy_from(const Tensor& src) {
       b.cast(s.raw_data(), s.dtype(), raw_data(), dtype(), numel());
     return;
   }
+  meta::kernel_runs(Device::cpu(), s.dtype() == dtype()
+                                       ? meta::table_cost::copy(nbytes())
+                                       : meta::table_cost::cast(numel(), s.dtype(), dtype()));
   cpu::cast(s.raw_data(), s.dtype(), raw_data(), dtype(), numel());
 }
 

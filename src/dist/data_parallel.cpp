@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/backend.h"
+#include "core/meta_device.h"
 #include "kernels/cpu/elementwise.h"
 
 #include "dist/ddp.h"
@@ -27,6 +28,8 @@ DataParallel::DataParallel(Communicator& comm, Tracer* tracer, const DataParalle
 double DataParallel::counted_sum_squares(const Tensor& grads, int64_t begin,
                                          const std::vector<ParamSegment>& segments) const {
   const int64_t end = begin + grads.numel();
+  if (grads.device().is_cpu())
+    meta::kernel_runs(Device::cpu(), meta::table_cost::sum_squares(grads.numel()));
   double sum = 0;
   for (size_t i = 0; i < segments.size(); ++i) {
     if (i < counted_.size() && !counted_[i]) continue;

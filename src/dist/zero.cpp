@@ -6,6 +6,7 @@
 #include "autograd/engine.h"
 #include "core/allocator.h"
 #include "core/backend.h"
+#include "core/meta_device.h"
 #include "kernels/cpu/elementwise.h"
 #include "optim/optimizer.h"
 
@@ -44,7 +45,10 @@ void copy_into(Tensor dst, const Tensor& src) {
 // The squared L2 norm of a contiguous f32 buffer, summed in f64 on its device (on a GPU in a
 // fixed order, returned to the host: it synchronises the current stream).
 double sum_squares(const Tensor& t) {
-  if (t.device().is_cpu()) return cpu::sum_squares(t.data<float>(), t.numel());
+  if (t.device().is_cpu()) {
+    meta::kernel_runs(Device::cpu(), meta::table_cost::sum_squares(t.numel()));
+    return cpu::sum_squares(t.data<float>(), t.numel());
+  }
   return backend_for(t.device(), "ZeRO").sum_squares(t.data<float>(), t.numel());
 }
 
@@ -52,6 +56,7 @@ double sum_squares(const Tensor& t) {
 void scale_in_place(const Tensor& t, float factor) {
   float* g = t.data<float>();
   if (t.device().is_cpu()) {
+    meta::kernel_runs(Device::cpu(), meta::table_cost::scale(t.numel()));
     cpu::scale(g, g, factor, t.numel());
     return;
   }

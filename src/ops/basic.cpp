@@ -51,7 +51,7 @@ void binary_kernel(Binary kind, Device dev, const char* op, const T* a, const T*
   if (n == 0) return;
   const DType t = dtype_of<T>::value;  // a and y read / written whole, b once
   const double bytes = cost::bytes_of(2 * n + nb, t);
-  if (!meta::kernel_runs(dev, meta::memory_bound_cost(op, n, bytes))) return;
+  if (!meta::kernel_runs(dev, cost::in_dtype(meta::memory_bound_cost(op, n, bytes), t))) return;
   if (is_cuda(dev)) {
     if (kind == Binary::add)
       TS_CUDA(op, dev, cuda::add<T>(a, b, y, n, nb));

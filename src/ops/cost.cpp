@@ -9,6 +9,18 @@ double io_bytes(std::initializer_list<Tensor> tensors) {
   return b;
 }
 
+meta::KernelCost pass(const char* name, int64_t elements, std::initializer_list<Tensor> tensors,
+                      double flops_per_element) {
+  meta::KernelCost k =
+      meta::memory_bound_cost(name, elements, io_bytes(tensors), flops_per_element);
+  for (const Tensor& t : tensors) {
+    if (!t.defined()) continue;
+    k.dtype = t.dtype();
+    break;
+  }
+  return k;
+}
+
 meta::KernelCost gemm(const kernels::GemmArgs& g) {
   return meta::gemm_cost(g.label ? g.label : "gemm", g.batch, g.m, g.n, g.k, g.ab_type);
 }

@@ -23,10 +23,18 @@ inline double bytes_of(int64_t n, DType t) {
 // Bytes of tensors each read or written once, whole (undefined tensors count nothing).
 double io_bytes(std::initializer_list<Tensor> tensors);
 
-// A memory-bound pass over `elements` that reads or writes each of `tensors` once, whole.
-inline meta::KernelCost pass(const char* name, int64_t elements,
-                             std::initializer_list<Tensor> tensors, double flops_per_element = 1) {
-  return meta::memory_bound_cost(name, elements, io_bytes(tensors), flops_per_element);
+// A memory-bound pass over `elements` that reads or writes each of `tensors` once, whole. Its
+// dtype is the first defined tensor's: a pass over bf16 activations moves half the bytes of an
+// f32 one but does the same arithmetic per element, and the local calibration (plan/kernel_fit.h)
+// fits the two apart.
+meta::KernelCost pass(const char* name, int64_t elements, std::initializer_list<Tensor> tensors,
+                      double flops_per_element = 1);
+
+// k keyed by dtype t for the local calibration (a fused pass whose input is f32 whatever the
+// compute dtype, named by the dtype it runs in).
+inline meta::KernelCost in_dtype(meta::KernelCost k, DType t) {
+  k.dtype = t;
+  return k;
 }
 
 // FLOPs per element of an activation's forward, as the cost model counts them (tanh GELU 8,

@@ -194,12 +194,14 @@ Tensor gelu_for_gemm(const Tensor& h, DType ct) {
   const int64_t n = h.numel();
   if (!is_cuda(dev) && ct == DType::bf16) {
     Tensor y = Tensor::empty(h.shape(), ct, dev);
-    if (meta::kernel_runs(dev, cost::pass("linear_gelu_fwd", n, {h, y}, kGeluFlops)))
+    if (meta::kernel_runs(dev,
+                          cost::in_dtype(cost::pass("linear_gelu_fwd", n, {h, y}, kGeluFlops), ct)))
       cpu::gelu_forward_to<bf16>(h.data<float>(), y.data<bf16>(), n);
     return y;
   }
   Tensor y32 = Tensor::empty(h.shape(), DType::f32, dev);
-  if (meta::kernel_runs(dev, cost::pass("linear_gelu_fwd", n, {h, y32}, kGeluFlops))) {
+  if (meta::kernel_runs(
+          dev, cost::in_dtype(cost::pass("linear_gelu_fwd", n, {h, y32}, kGeluFlops), ct))) {
     if (is_cuda(dev))
       TS_CUDA("linear_gelu", dev,
               cuda::activation_forward<float>(kernels::Activation::gelu, h.data<float>(),
@@ -213,10 +215,11 @@ Tensor gelu_for_gemm(const Tensor& h, DType ct) {
 // What the GELU backward with the bias gradient moves: h and dY read, dH written, db (out f32)
 // read and written when there is one.
 meta::KernelCost gelu_grad_cost(const Tensor& h, const Tensor& gy, const Tensor& gh,
-                                const float* db, int64_t out) {
+                                const float* db, int64_t out, DType ct) {
   const double bias = db ? 2 * cost::bytes_of(out, DType::f32) : 0;
-  return meta::memory_bound_cost("linear_gelu_bwd", h.numel(), cost::io_bytes({h, gy, gh}) + bias,
-                                 2 * kGeluFlops);
+  return cost::in_dtype(meta::memory_bound_cost("linear_gelu_bwd", h.numel(),
+                                                cost::io_bytes({h, gy, gh}) + bias, 2 * kGeluFlops),
+                        ct);
 }
 
 // Its backward: dH = dY * gelu'(H) in ct for the linear's backward GEMMs, and db += the column
@@ -227,13 +230,13 @@ Tensor gelu_grad_for_gemm(const Tensor& h, const Tensor& gy, DType ct, float* db
   const Device dev = h.device();
   if (!is_cuda(dev) && ct == DType::bf16) {
     Tensor gh = Tensor::empty(h.shape(), ct, dev);
-    if (meta::kernel_runs(dev, gelu_grad_cost(h, gy, gh, db, out)))
+    if (meta::kernel_runs(dev, gelu_grad_cost(h, gy, gh, db, out, ct)))
       cpu::gelu_backward_bias<bf16>(h.data<float>(), gy.data<float>(), gh.data<bf16>(), db, m, out);
     return gh;
   }
   Tensor gh32 = Tensor::empty(h.shape(), DType::f32, dev);
   if (db) meta::scratch(dev, {cuda_scratch::sum_rows(m, out)});  // cuda::sum_rows_acc's partials
-  if (meta::kernel_runs(dev, gelu_grad_cost(h, gy, gh32, db, out))) {
+  if (meta::kernel_runs(dev, gelu_grad_cost(h, gy, gh32, db, out, ct))) {
     if (is_cuda(dev)) {  // two launches: the GELU gradient, then the bias gradient's column sums
       TS_CUDA("linear_gelu", dev,
               cuda::activation_backward<float>(kernels::Activation::gelu, h.data<float>(),

@@ -51,7 +51,9 @@ void rotate(const char* name, const kernels::RopeDims& d, Device dev, const T* x
   const int64_t n = d.batch * d.seq * (d.heads + 2 * d.kv_heads) * d.head_size;
   const double bytes =
       cost::bytes_of(2 * n, dtype_of<T>::value) + cost::bytes_of(d.seq * d.head_size, DType::f32);
-  if (!meta::kernel_runs(dev, meta::memory_bound_cost(name, n, bytes, 3))) return;
+  if (!meta::kernel_runs(
+          dev, cost::in_dtype(meta::memory_bound_cost(name, n, bytes, 3), dtype_of<T>::value)))
+    return;
   if (is_cuda(dev))
     TS_CUDA("rope", dev, cuda::rope_rotate<T>(d, x, table.data<float>(), y, inverse));
   else

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/backend.h"
+#include "core/meta_device.h"
 #include "kernels/cpu/elementwise.h"
 
 namespace tessera {
@@ -13,6 +14,7 @@ double grad_norm(FlatParameters& params) {
   if (!params.device().is_cpu())  // f64, in a fixed order
     return std::sqrt(
         backend_for(params.device(), "grad_norm").sum_squares(params.grad_ptr(), params.numel()));
+  meta::kernel_runs(Device::cpu(), meta::table_cost::sum_squares(params.numel()));
   return std::sqrt(cpu::sum_squares(params.grad_data(), params.numel()));
 }
 
@@ -23,6 +25,7 @@ void scale_grads(FlatParameters& params, float factor) {
     backend_for(params.device(), "scale_grads").scale(g, factor, params.numel());
     return;
   }
+  meta::kernel_runs(Device::cpu(), meta::table_cost::scale(params.numel()));
   cpu::scale(g, g, factor, params.numel());
 }
 

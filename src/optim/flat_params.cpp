@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "autograd/node.h"
+#include "core/meta_device.h"
 
 namespace tessera {
 
@@ -108,10 +109,13 @@ float* FlatParameters::host_ptr(const Tensor& buffer, const char* what) {
 }
 
 void FlatParameters::zero_grad() {
-  if (device().is_cpu())
+  if (device().is_cpu()) {
+    // Recorded as the fill the device path runs, so a CPU trace and a plan name it alike.
+    meta::kernel_runs(Device::cpu(), meta::table_cost::fill(numel_, DType::f32));
     std::memset(grad_data(), 0, size_t(numel_) * sizeof(float));
-  else
+  } else {
     grads_.fill_(0.0);
+  }
   for (size_t i = 0; i < params_.size(); ++i) params_[i].impl().grad = grad_views_[i];
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/backend.h"
+#include "core/meta_device.h"
 #include "kernels/cpu/elementwise.h"
 #include "ops/ops.h"
 
@@ -41,6 +42,7 @@ bool DynamicLossScaler::unscale(FlatParameters& params) {
     return backend_for(params.device(), "DynamicLossScaler")
         .unscale_grads(params.grad_ptr(), n, inv);
   }
+  meta::kernel_runs(Device::cpu(), meta::table_cost::unscale_grads(n));
   float* g = params.grad_data();
   int nonfinite = 0;
   // Check the unscaled values, which are what the optimizer will read.

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/meta_device.h"
+
 namespace tessera {
 
 AdamWScalars AdamWScalars::at(float lr, int64_t step, float beta1, float beta2, float eps,
@@ -16,8 +18,18 @@ AdamWScalars AdamWScalars::at(float lr, int64_t step, float beta1, float beta2, 
           1.f - lr * weight_decay};
 }
 
+namespace {
+// The elements the runs cover (what a timed trace of a CPU run counts the update by).
+int64_t elements(const std::vector<UpdateRun>& runs) {
+  int64_t n = 0;
+  for (const UpdateRun& r : runs) n += r.end - r.begin;
+  return n;
+}
+}  // namespace
+
 void adamw_update(const AdamWScalars& s, const std::vector<UpdateRun>& runs, float* p,
                   const float* g, float* m, float* v, bool parallel) {
+  meta::kernel_runs(Device::cpu(), meta::table_cost::adamw(elements(runs)));
   const float b1 = s.beta1, b2 = s.beta2, eps = s.eps, step_size = s.step_size;
   const float inv_sqrt_bc2 = s.inv_sqrt_bc2;
   // One parallel region; each thread takes its static share of every run and moves on without
@@ -41,6 +53,7 @@ void adamw_update(const AdamWScalars& s, const std::vector<UpdateRun>& runs, flo
 void sgd_update(float lr, float momentum, bool nesterov, float weight_decay,
                 const std::vector<UpdateRun>& runs, float* p, const float* g, float* b,
                 bool parallel) {
+  meta::kernel_runs(Device::cpu(), meta::table_cost::sgd(elements(runs)));
   const float mu = momentum;
 #pragma omp parallel if (parallel)
   for (const UpdateRun& r : runs) {

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include <fmt/format.h>
@@ -17,6 +19,9 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
+#include "plan/cost_model.h"
+#include "plan/meta_run.h"
+#include "train/config.h"
 
 namespace tessera::plan {
 namespace {
@@ -155,6 +160,58 @@ double kernel_overhead(double budget) {
   return fastest_call([&] { cpu::gemm(g); }, budget);
 }
 
+// The small training runs whose timed kernels give the per-kernel fits (kernel_fit.h): one
+// layer of a GPT (LayerNorm, GELU, learned positions, tied head) and of a Llama (RMSNorm,
+// SwiGLU, rotary positions, grouped-query attention), each at two sizes (a cache-resident one
+// and one whose activations spill to memory), in f32 and in bf16. Every op family a decoder
+// step runs is among them, at sizes that bracket the models this machine trains.
+std::vector<train::Config> calibration_runs() {
+  struct Size {
+    int64_t width, seq, batch, vocab;
+  };
+  const Size sizes[] = {{128, 128, 4, 2048}, {384, 256, 4, 8192}};
+  std::vector<train::Config> runs;
+  for (const char* kind : {"gpt", "llama"}) {
+    for (const Size& z : sizes) {
+      for (const char* precision : {"f32", "bf16"}) {
+        const std::string kv = std::string(kind) == "llama" ? "n_kv_head = 2\n" : "";
+        runs.push_back(train::parse_config(
+            fmt::format(R"([model]
+kind = "{}"
+n_layer = 1
+n_head = 4
+{}n_embd = {}
+context = {}
+vocab_size = {}
+dropout = 0.0
+[data]
+kind = "random"
+[train]
+batch_size = {}
+seq_len = {}
+precision = "{}"
+eval_every = 0
+log_every = 1
+)",
+                        kind, kv, z.width, z.seq, z.vocab, z.batch, z.seq, precision),
+            "plan calibration"));
+      }
+    }
+  }
+  return runs;
+}
+
+// Each calibration run's kernels, timed, against their rooflines on `d`.
+std::vector<KernelSample> time_kernels(const DeviceSpec& d) {
+  std::vector<KernelSample> samples;
+  for (const train::Config& cfg : calibration_runs()) {
+    for (const TimedKernel& k : run_on_this_cpu(cfg, 3).kernels)
+      samples.push_back(
+          {k.cost.name, k.cost.dtype, k.cost.cls, roofline_seconds(d, k.cost), k.seconds});
+  }
+  return samples;
+}
+
 double physical_memory_bytes() {
   long pages = sysconf(_SC_PHYS_PAGES);
   long page = sysconf(_SC_PAGE_SIZE);
@@ -209,6 +266,8 @@ DeviceSpec calibrate_local(const CalibrationOptions& options) {
   d.vector_fraction = 1.0;
   d.memory_bytes = physical_memory_bytes();
   d.min_kernel_seconds = kernel_overhead(budget);
+  if (options.time_training_steps)
+    d.measured_kernels = std::make_shared<const KernelTimes>(KernelTimes::fit(time_kernels(d)));
   return d;
 }
 

@@ -6,7 +6,10 @@
 //   - fused causal attention's FLOP rate (cpu::attention_forward, f32);
 //   - the memory bandwidth of a large element-wise kernel (cpu::add: two reads, one write);
 //   - the overhead of one small kernel call;
-//   - memcpy bandwidth, from which the link between local ranks is estimated (local_link).
+//   - memcpy bandwidth, from which the link between local ranks is estimated (local_link);
+//   - then every kernel of a few small training steps (a one-layer GPT and Llama, two sizes,
+//     f32 and bf16), timed on the CPU, to which the per-kernel fits are made (kernel_fit.h):
+//     what each kind of kernel takes beyond the roofline the figures above give it.
 // Calibrate on an otherwise idle machine: where other processes hold the cores, every OpenMP
 // parallel region waits for its threads to be scheduled (milliseconds), and the figures say so.
 #pragma once
@@ -18,6 +21,9 @@ struct CalibrationOptions {
   // Seconds spent timing each measurement at most (about 20 of them in all, most far
   // shorter): the default keeps a calibration to a few seconds; tests pass less.
   double seconds_per_measurement = 0.1;
+  // Whether to time small training steps kernel by kernel (about 3 s) and fit what each kind
+  // of kernel takes against its roofline (DeviceSpec::measured_kernels, kernel_fit.h).
+  bool time_training_steps = true;
 };
 
 // Measures this machine now (a few seconds with the default options).

@@ -7,11 +7,13 @@
 // Units: FLOP/s, bytes/s, bytes and seconds throughout. Peaks are dense (no 2:4 sparsity).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/dtype.h"
+#include "plan/kernel_fit.h"
 
 namespace tessera::plan {
 
@@ -48,6 +50,9 @@ struct DeviceSpec {
   bool f32_gemm_tf32 = true;
   // Fused attention computes in f32 whatever its operands' dtype (the CPU kernel).
   bool attention_in_f32 = false;
+  // What kernels took on this device, fitted against the roofline above (local only: the
+  // calibration runs small training steps here, calibrate.h); null: the roofline alone.
+  std::shared_ptr<const KernelTimes> measured_kernels;
 
   // The peak a GEMM (or fused attention) with operands of type t runs against.
   double matmul_peak(DType t) const;

@@ -8,7 +8,7 @@
 
 namespace tessera::plan {
 
-double kernel_seconds(const DeviceSpec& d, const meta::KernelCost& k) {
+double roofline_seconds(const DeviceSpec& d, const meta::KernelCost& k) {
   double rate = 0;
   switch (k.cls) {
     case meta::KernelClass::gemm: {
@@ -27,7 +27,14 @@ double kernel_seconds(const DeviceSpec& d, const meta::KernelCost& k) {
   const double bandwidth = d.memory_bandwidth * d.bandwidth_fraction;
   const double compute = k.flops > 0 && rate > 0 ? k.flops / rate : 0.0;
   const double memory = k.bytes > 0 && bandwidth > 0 ? k.bytes / bandwidth : 0.0;
-  return std::max({compute, memory, d.min_kernel_seconds});
+  return std::max(compute, memory);
+}
+
+double kernel_seconds(const DeviceSpec& d, const meta::KernelCost& k) {
+  const double roofline = roofline_seconds(d, k);
+  if (d.measured_kernels)
+    if (const KernelFit* fit = d.measured_kernels->find(k)) return fit->seconds(roofline);
+  return std::max(roofline, d.min_kernel_seconds);
 }
 
 bool is_point_to_point(const char* op) {

@@ -34,8 +34,11 @@
 
 namespace tessera::plan {
 
-// Seconds of one kernel on device d.
+// Seconds of one kernel on device d: its fit of measured times (kernel_fit.h) applied to its
+// roofline where d has one (local), else the roofline with its floor.
 double kernel_seconds(const DeviceSpec& d, const meta::KernelCost& k);
+// The roofline alone, without the floor: max(compute, memory) above.
+double roofline_seconds(const DeviceSpec& d, const meta::KernelCost& k);
 
 // Seconds of one collective or point-to-point transfer on cluster c, from its start (all
 // members ready) to its end. Group of one: 0. `rank`: the rank that issued it, which with the

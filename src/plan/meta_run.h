@@ -6,6 +6,7 @@
 // steady-state step's kernels, collectives and waits, in order.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/allocator.h"
@@ -32,6 +33,32 @@ struct RankRun {
 // not divide, a batch that does not split), naming the config keys.
 RankRun run_rank_on_meta(const train::Config& cfg, int rank, int world, meta::AllocatorModel model,
                          int64_t steps = 2);
+
+// `cfg` as the planner runs it on `device` ("meta", or "cpu" for run_on_this_cpu) for `steps`
+// steps: random token ids of the data's shape in place of its files (no file is read), and no
+// evaluation, samples, checkpoints, initial-weight files, plots or warm-up.
+train::Config planned_config(const train::Config& cfg, int64_t steps, const std::string& device);
+
+// One kernel of a step run on this CPU and what it took: from its launch to the next event,
+// so the work around it (autograd, allocation, dispatch) is counted with it.
+struct TimedKernel {
+  meta::KernelCost cost;
+  double seconds = 0;
+};
+
+struct TimedStep {
+  std::vector<TimedKernel> kernels;  // in order
+  double before_first_kernel = 0;    // from the step's start to its first kernel (and any
+                                     // time after collectives or waits, which a CPU run of
+                                     // one rank has none of)
+  double seconds = 0;                // the whole step
+};
+
+// Runs `steps` (>= 2) training steps of `cfg` (one rank, as planned_config) on this machine's
+// CPU with a timed trace; returns the steady-state step: kernel by kernel the fastest of steps
+// 1 .. steps - 1 (step 0 builds oneDNN primitives and touches fresh pages). What the local
+// calibration fits (calibrate.h).
+TimedStep run_on_this_cpu(const train::Config& cfg, int64_t steps = 3);
 
 // The ranks whose runs differ in what the planner reports: one per pipeline stage (the first
 // rank of each; ranks of one stage differ only in which shard of ZeRO's buffers they own, by at
