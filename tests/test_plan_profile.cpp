@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -130,6 +131,35 @@ TEST(PlanProfile, EveryKernelOfAPlanHasItsOwnMeasuredFit) {
       }
     }
   }
+}
+
+TEST(PlanProfile, AnUntracedThreadRecordsNothing) {
+  meta::Trace trace;
+  const meta::KernelCost k = meta::memory_bound_cost("add", 4, 48);
+  {
+    meta::TraceScope scope(trace);
+    std::thread other([&] {
+      meta::UntracedThread untraced;
+      EXPECT_EQ(meta::active_trace(), nullptr);
+      meta::kernel_runs(Device::cpu(), k);
+    });
+    other.join();
+    meta::kernel_runs(Device::cpu(), k);
+  }
+  EXPECT_EQ(trace.size(), 1u);
+}
+
+// Calibrating for two ranks times the runs beside a stand-in for the other rank (training,
+// untraced): the fits cover the same kernels as one rank's.
+TEST(PlanProfile, ACalibrationForTwoRanksFitsTheSameKernels) {
+  plan::CalibrationOptions two;
+  two.seconds_per_measurement = 0.01;
+  two.ranks = 2;
+  const plan::DeviceSpec d = plan::calibrate_local(two);
+  ASSERT_NE(d.measured_kernels, nullptr);
+  for (const char* name : {"linear_fwd", "attention_bwd", "layer_norm_fwd", "rms_norm_fwd",
+                           "swiglu_bwd", "adamw", "cast"})
+    EXPECT_TRUE(d.measured_kernels->fits().count(name)) << name;
 }
 
 namespace {

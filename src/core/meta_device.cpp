@@ -113,8 +113,20 @@ TraceScope::~TraceScope() {
   g_trace.store(nullptr);
 }
 
+namespace {
+thread_local bool t_untraced = false;
+}  // namespace
+
+UntracedThread::UntracedThread() : was_(t_untraced) {
+  t_untraced = true;
+}
+
+UntracedThread::~UntracedThread() {
+  t_untraced = was_;
+}
+
 Trace* active_trace() {
-  return g_trace.load(std::memory_order_acquire);
+  return t_untraced ? nullptr : g_trace.load(std::memory_order_acquire);
 }
 
 void record(Event e) {

@@ -133,7 +133,20 @@ class TraceScope {
   TraceScope& operator=(const TraceScope&) = delete;
 };
 
-// The trace being recorded into; null when none.
+// While alive, nothing this thread does is recorded (active_trace() is null on it): the local
+// calibration's stand-ins for other ranks train beside the timed run without entering its trace.
+class UntracedThread {
+ public:
+  UntracedThread();
+  ~UntracedThread();
+  UntracedThread(const UntracedThread&) = delete;
+  UntracedThread& operator=(const UntracedThread&) = delete;
+
+ private:
+  bool was_;
+};
+
+// The trace being recorded into; null when none (or on an UntracedThread).
 Trace* active_trace();
 // Appends to the active trace, if any.
 void record(Event e);

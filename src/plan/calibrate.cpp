@@ -4,13 +4,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -201,8 +206,42 @@ log_every = 1
   return runs;
 }
 
-// Each calibration run's kernels, timed, against their rooflines on `d`.
-std::vector<KernelSample> time_kernels(const DeviceSpec& d) {
+// Stand-ins for the other ranks of a job on this machine: threads that train the calibration
+// runs, untraced, from construction to destruction, so the timed run shares the cores' caches
+// and the memory bandwidth as a rank of the job does. (What they do not stand for: MPI's
+// progress threads.)
+class OtherRanks {
+ public:
+  explicit OtherRanks(int count) {
+    const int threads = omp_get_max_threads();  // each rank's OpenMP threads, as the timed one's
+    for (int i = 0; i < count; ++i)
+      threads_.emplace_back([this, threads] {
+        omp_set_num_threads(threads);
+        meta::UntracedThread untraced;
+        const std::vector<train::Config> runs = calibration_runs();
+        try {
+          for (size_t r = 0; !stop_.load(); ++r) run_untimed_on_this_cpu(runs[r % runs.size()], 2);
+        } catch (const std::exception&) {
+          // A stand-in that cannot train leaves the timed run alone; the fits say less.
+        }
+      });
+  }
+  ~OtherRanks() {
+    stop_.store(true);
+    for (std::thread& t : threads_) t.join();
+  }
+  OtherRanks(const OtherRanks&) = delete;
+  OtherRanks& operator=(const OtherRanks&) = delete;
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+// Each calibration run's kernels, timed, against their rooflines on `d`, with `other_ranks`
+// stand-ins training beside them.
+std::vector<KernelSample> time_kernels(const DeviceSpec& d, int other_ranks) {
+  OtherRanks others(other_ranks);
   std::vector<KernelSample> samples;
   for (const train::Config& cfg : calibration_runs()) {
     for (const TimedKernel& k : run_on_this_cpu(cfg, 3).kernels)
@@ -267,13 +306,22 @@ DeviceSpec calibrate_local(const CalibrationOptions& options) {
   d.memory_bytes = physical_memory_bytes();
   d.min_kernel_seconds = kernel_overhead(budget);
   if (options.time_training_steps)
-    d.measured_kernels = std::make_shared<const KernelTimes>(KernelTimes::fit(time_kernels(d)));
+    d.measured_kernels = std::make_shared<const KernelTimes>(
+        KernelTimes::fit(time_kernels(d, std::max(options.ranks, 1) - 1)));
   return d;
 }
 
-const DeviceSpec& local_device() {
-  static const DeviceSpec device = calibrate_local();
-  return device;
+const DeviceSpec& local_device(int ranks) {
+  static std::mutex mu;
+  static std::map<int, DeviceSpec> calibrated;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = calibrated.find(ranks);
+  if (it == calibrated.end()) {
+    CalibrationOptions options;
+    options.ranks = ranks;
+    it = calibrated.emplace(ranks, calibrate_local(options)).first;
+  }
+  return it->second;
 }
 
 LinkSpec local_link() {

@@ -24,13 +24,18 @@ struct CalibrationOptions {
   // Whether to time small training steps kernel by kernel (about 3 s) and fit what each kind
   // of kernel takes against its roofline (DeviceSpec::measured_kernels, kernel_fit.h).
   bool time_training_steps = true;
+  // The ranks of the job on this machine: with more than one, ranks - 1 threads train the same
+  // small runs beside the timed one (untraced), so the fits include the other ranks' share of
+  // the caches and the memory bandwidth.
+  int ranks = 1;
 };
 
 // Measures this machine now (a few seconds with the default options).
 DeviceSpec calibrate_local(const CalibrationOptions& options = {});
 
-// calibrate_local() run once per process, on first use (thread-safe), and kept.
-const DeviceSpec& local_device();
+// calibrate_local() for `ranks` ranks on this machine, run once per process and rank count, on
+// first use (thread-safe), and kept.
+const DeviceSpec& local_device(int ranks = 1);
 
 // The link between ranks on this machine (MPI over shared memory): each message is copied
 // into a shared segment by the sender and out of it by the receiver, so its bandwidth is half

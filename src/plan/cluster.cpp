@@ -208,7 +208,7 @@ ClusterSpec parse_cluster(std::string_view name) {
     count = parse_count(name.substr(x + 1));
     if (count < 1) return bad();
   }
-  if (kind == "local") return local_cluster(local_device(), count);
+  if (kind == "local") return local_cluster(local_device(count), count);
   if (x == std::string_view::npos) return bad();
   for (const Kind& k : kKinds) {
     if (k.name != kind) continue;

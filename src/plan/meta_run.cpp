@@ -157,6 +157,10 @@ RankRun run_rank_on_meta(const train::Config& cfg, int rank, int world, meta::Al
   return out;
 }
 
+void run_untimed_on_this_cpu(const train::Config& cfg, int64_t steps) {
+  run_marked(planned_config(cfg, steps, "cpu"), nullptr);
+}
+
 TimedStep run_on_this_cpu(const train::Config& cfg, int64_t steps) {
   TS_CHECK(steps >= 2, "plan: run_on_this_cpu needs 2 steps or more, got {}", steps);
   const int64_t layout = cfg.parallel.tp * cfg.parallel.pp * cfg.parallel.cp;

@@ -60,6 +60,9 @@ struct TimedStep {
 // calibration fits (calibrate.h).
 TimedStep run_on_this_cpu(const train::Config& cfg, int64_t steps = 3);
 
+// The same run without a trace of its own (a stand-in for another rank, calibrate.h).
+void run_untimed_on_this_cpu(const train::Config& cfg, int64_t steps);
+
 // The ranks whose runs differ in what the planner reports: one per pipeline stage (the first
 // rank of each; ranks of one stage differ only in which shard of ZeRO's buffers they own, by at
 // most one alignment unit).
