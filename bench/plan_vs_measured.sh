@@ -5,7 +5,7 @@
 # step time (the local cluster, calibrated in the plan's process) beside the real median
 # ms_per_step of the last steps. Random token ids (data.kind = "random": the same shapes as any
 # corpus, no file to prepare).
-#   bench/plan_vs_measured.sh [OUT_DIR]   (default runs/plan_vs_measured; ~15 min on 2 cores;
+#   bench/plan_vs_measured.sh [OUT_DIR]   (default runs/plan_vs_measured; ~6 min on 2 cores;
 #   TESSERA=path/to/tessera to use another build than build/)
 # Several ranks run under mpirun, one OpenMP thread each; with more ranks than cores the real
 # step time measures the oversubscription, which the local cluster does not model, so those
