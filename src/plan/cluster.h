@@ -2,7 +2,8 @@
 // capacity, and how much of each real kernels reach), the links between devices, and a cluster
 // of nodes built from them. Built-in descriptions of NVIDIA HGX / DGX nodes (8 GPUs on
 // NVSwitch, one NIC per GPU) carry the vendors' datasheet figures, each with its source here
-// and in docs/PLAN.md; `local` is this machine's CPU, measured by calibrate.h.
+// (arithmetic: core/device_peak.cpp) and in docs/PLAN.md; `local` is this machine's CPU,
+// measured by calibrate.h.
 //
 // Units: FLOP/s, bytes/s, bytes and seconds throughout. Peaks are dense (no 2:4 sparsity).
 #pragma once
@@ -11,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/device_peak.h"
 #include "core/dtype.h"
 
 namespace tessera::plan {
@@ -27,8 +29,9 @@ struct GemmEfficiency {
 
 struct DeviceSpec {
   std::string name;
-  // Dense peak arithmetic, FLOP/s: f32 on the vector units (non-tensor), and tensor-core math
-  // in tf32, bf16 and f16 (with f32 accumulation).
+  // Dense peak arithmetic, FLOP/s, that kernels are timed by: f32 on the vector units
+  // (non-tensor), and tensor-core math in tf32, bf16 and f16 (with f32 accumulation). The
+  // datasheet's for the GPUs; calibrate.h's measured rates for the local CPU.
   double peak_f32 = 0;
   double peak_tf32 = 0;
   double peak_bf16 = 0;
@@ -48,6 +51,10 @@ struct DeviceSpec {
   bool f32_gemm_tf32 = true;
   // Fused attention computes in f32 whatever its operands' dtype (the CPU kernel).
   bool attention_in_f32 = false;
+
+  // What MFU divides by: the datasheet peaks (core/device_peak.h), the vendor's for the GPUs,
+  // the ISA x clock formula for the local CPU (core/cpu_peak.h), not its measured rates.
+  DevicePeak datasheet;
 
   // The peak a GEMM (or fused attention) with operands of type t runs against.
   double matmul_peak(DType t) const;
