@@ -4,16 +4,20 @@
 // scale before backward, then one pass (optim/clip.h unscale_and_clip) finds the true gradient
 // norm and, when it is finite, divides the gradients by the scale (and clips with --grad-clip);
 // an inf/NaN gradient skips AdamW and halves the scale (optim/loss_scaler.h).
-// Prints tokens/s and MFU against the machine's oneDNN GEMM ceiling measured in this process
-// (a large square GEMM), a per-step allocator check, and with --profile the step broken down by
-// op family (core/profiler.h).
+// Prints tokens/s; MFU, the model FLOP rate against the device's datasheet peak for the compute
+// dtype (core/device_peak.h: the GPU table, or this CPU's cores x clock x FLOP/cycle), the same
+// denominator as the training metrics and `tessera plan`; and beside it, under its own name,
+// the GEMM-ceiling utilisation: the same rate against a large square GEMM measured in this
+// process (oneDNN on the CPU, cuBLASLt on a GPU; --no-ceiling skips it). Also a per-step
+// allocator check, and with --profile the step broken down by op family (core/profiler.h).
 //
 //   build-perf/bench_train_step --batch 4 --seq 64 --precision bf16 --steps 5 --profile
 //
 // --device cuda: model, optimizer state and batches on GPU 0 (a CUDA build); each step ends with
-// a stream synchronisation, so its time is the GPU's. MFU is against --peak-tflops when given
-// (the GPU's dense bf16 / f32 peak from its data sheet), else against a cuBLASLt GEMM
-// (8192^3, this precision) measured in this process; memory is the device allocator's peak.
+// a stream synchronisation, so its time is the GPU's. The GEMM ceiling is a cuBLASLt GEMM
+// (8192^3, this precision); a GPU the datasheet table does not name has no MFU unless
+// --peak-tflops gives its peak (which overrides the datasheet's on any device); memory is the
+// device allocator's peak.
 //
 //   build-gpu/bench_train_step --device cuda --batch 8 --seq 1024 --precision bf16 --steps 5
 //
@@ -23,8 +27,11 @@
 // The last line is machine-readable for bench/peers/compare.py and scripts/gpu_check.sh:
 //   RESULT impl=tessera precision=bf16 batch=4 seq=64 threads=2 tokens_per_s=... ms_per_step=...
 //          mfu=... device=cpu peak_mib=... loss_scale=1 skipped_steps=0 recompute=none
-// (loss_scale: the final dynamic loss scale, 1 unless fp16; skipped_steps: steps whose fp16
-// gradients overflowed and that therefore ran no AdamW, warm-up included.)
+//          mfu_peak_gflops=... gemm_ceiling_gflops=... of_gemm_ceiling=...
+// (mfu: against the datasheet peak mfu_peak_gflops, 0 when there is none; of_gemm_ceiling: the
+// model FLOP rate over gemm_ceiling_gflops, 0 when not measured; loss_scale: the final dynamic
+// loss scale, 1 unless fp16; skipped_steps: steps whose fp16 gradients overflowed and that
+// therefore ran no AdamW, warm-up included.)
 #include <omp.h>
 
 #include <algorithm>
@@ -47,6 +54,7 @@
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/loss_scaler.h"
+#include "train/mfu_peak.h"
 #if TESSERA_HAVE_CUDA
 #include "cuda/device.h"
 #include "kernels/cuda/matmul.h"
@@ -69,7 +77,7 @@ struct Options {
   float loss_scale = 65536.f;        // fp16: the initial dynamic loss scale (train.loss_scale)
   int64_t loss_scale_window = 2000;  // fp16: clean steps before the scale doubles
   Device device = Device::cpu();
-  double peak_tflops = 0;          // --peak-tflops; 0: measure (cuda) / oneDNN ceiling (cpu)
+  double peak_tflops = 0;          // --peak-tflops; 0: the device's datasheet peak
   std::string recompute = "none";  // --recompute none|blocks (nn::Recompute)
 };
 
@@ -155,8 +163,8 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// oneDNN's rate on a large square GEMM (2048^3, B transposed as linear() stores weights):
-// the denominator for MFU. Median of 7 runs after one that builds the primitive.
+// oneDNN's rate on a large square GEMM (2048^3, B transposed as linear() stores weights): the
+// CPU's GEMM ceiling. Median of 7 runs after one that builds the primitive.
 double gemm_ceiling_gflops(DType t) {
   const int64_t n = 2048;
   Generator g(7);
@@ -196,7 +204,7 @@ void device_sync(Device d) {
 
 #if TESSERA_HAVE_CUDA
 // cuBLASLt's rate on a large square GEMM (8192^3, operands in t, f32 output, B transposed as
-// linear() uses it): the MFU denominator when no --peak-tflops is given. Median of 7.
+// linear() uses it): the GPU's GEMM ceiling. Median of 7.
 double cuda_gemm_ceiling_gflops(DType t) {
   const int64_t n = 8192;
   Tensor a = Tensor::full(Shape{n, n}, 0.01, t, Device::cuda(0));
@@ -267,36 +275,39 @@ int main(int argc, char** argv) {
   if (o.seq > cfg.context) usage("--seq exceeds the model's context");
 
   const bool on_gpu = !o.device.is_cpu();
-  double ceil_f32 = 0, ceil_bf16 = 0;
-  if (o.ceiling && !on_gpu) {
-    ceil_f32 = gemm_ceiling_gflops(DType::f32);
-    ceil_bf16 = gemm_ceiling_gflops(DType::bf16);
-  }
-  // fp16 on the CPU widens its operands exactly and runs the f32 GEMM: f32's ceiling.
-  double ceiling = compute == DType::bf16 ? ceil_bf16 : ceil_f32;
-  const char* ceiling_source = "the oneDNN GEMM ceiling";
-  if (on_gpu) {
 #if TESSERA_HAVE_CUDA
+  if (on_gpu) {
     if (!cuda::available()) {
       std::fprintf(stderr, "bench_train_step: --device cuda: no CUDA device: %s\n",
                    cuda::probe_devices().reason.c_str());
       return 1;
     }
     std::printf("device: %s\n", cuda::device_summary(o.device.index).c_str());
-    if (o.peak_tflops > 0) {
-      ceiling = o.peak_tflops * 1e3;
-      ceiling_source = "the given peak";
-    } else {
-      ceiling = cuda_gemm_ceiling_gflops(compute);
-      ceiling_source = "the measured cuBLASLt GEMM";
-      std::printf("GEMM ceiling (cuBLASLt 8192^3, %s, this process): %.0f GFLOP/s\n",
-                  o.precision.c_str(), ceiling);
-    }
-#endif
-  } else if (o.peak_tflops > 0) {
-    ceiling = o.peak_tflops * 1e3;
-    ceiling_source = "the given peak";
   }
+#endif
+  // MFU's denominator, as the training metrics take it (train/mfu_peak.h).
+  const train::MfuPeak peak = o.peak_tflops > 0 ? train::MfuPeak{o.peak_tflops, "--peak-tflops"}
+                                                : train::datasheet_mfu_peak(o.device, compute);
+  if (peak.tflops > 0)
+    std::printf("MFU against %.0f GFLOP/s (%s)\n", peak.tflops * 1e3, peak.source.c_str());
+  else
+    std::printf("no MFU: %s (pass --peak-tflops)\n", peak.source.c_str());
+  // The GEMM ceiling, GFLOP/s in the compute dtype (0: not measured): reported beside MFU.
+  double ceiling = 0;
+  if (o.ceiling && !on_gpu) {
+    const double f32 = gemm_ceiling_gflops(DType::f32), bf16 = gemm_ceiling_gflops(DType::bf16);
+    std::printf("GEMM ceiling (oneDNN 2048^3, this process): f32 %.0f GFLOP/s, bf16 %.0f GFLOP/s\n",
+                f32, bf16);
+    // fp16 on the CPU widens its operands exactly and runs the f32 GEMM: f32's ceiling.
+    ceiling = compute == DType::bf16 ? bf16 : f32;
+  }
+#if TESSERA_HAVE_CUDA
+  if (o.ceiling && on_gpu) {
+    ceiling = cuda_gemm_ceiling_gflops(compute);
+    std::printf("GEMM ceiling (cuBLASLt 8192^3, %s, this process): %.0f GFLOP/s\n",
+                o.precision.c_str(), ceiling);
+  }
+#endif
 
   Generator init(1234);
   nn::GPT model(cfg, init);
@@ -330,9 +341,6 @@ int main(int argc, char** argv) {
       o.model.c_str(), static_cast<long long>(flat.param_numel()), static_cast<long long>(o.batch),
       static_cast<long long>(o.seq), o.precision.c_str(), o.recompute.c_str(), o.threads, o.warmup,
       o.steps);
-  if (o.ceiling && !on_gpu)
-    std::printf("GEMM ceiling (oneDNN 2048^3, this process): f32 %.0f GFLOP/s, bf16 %.0f GFLOP/s\n",
-                ceil_f32, ceil_bf16);
   std::printf("model FLOPs per token (6N + attention): %.3f GFLOP\n", flops_per_token * 1e-9);
 
   Allocator& alloc = allocator_for(o.device);
@@ -412,12 +420,15 @@ int main(int argc, char** argv) {
   const double mean_step = total / double(timed.size());
   const double tok_s = double(tokens_per_step) / mean_step;
   const double achieved = flops_per_token * tok_s * 1e-9;
-  const double mfu = ceiling > 0 ? achieved / ceiling : 0;
+  const double mfu = peak.tflops > 0 ? achieved / (peak.tflops * 1e3) : 0;
+  const double of_ceiling = ceiling > 0 ? achieved / ceiling : 0;
   std::printf("\ntimed: mean %.1f ms/step (median %.1f), %.0f tokens/s, %.0f GFLOP/s model FLOPs",
               mean_step * 1e3, median(timed) * 1e3, tok_s, achieved);
+  if (peak.tflops > 0)
+    std::printf(", MFU %.1f%% of %.0f GFLOP/s (%s)", 100 * mfu, peak.tflops * 1e3,
+                peak.source.c_str());
   if (ceiling > 0)
-    std::printf(", MFU %.1f%% of %s (%s, %.0f GFLOP/s)", 100 * mfu, ceiling_source,
-                o.precision.c_str(), ceiling);
+    std::printf(", GEMM-ceiling utilisation %.1f%% of %.0f GFLOP/s", 100 * of_ceiling, ceiling);
   const double peak_mib = double(alloc.stats().peak_in_use) / (1 << 20);
   std::printf("\nloss %.4f -> %.4f; peak tensor memory %.0f MiB on %s; %lld GEMM primitives\n",
               double(first_loss), double(last_loss), peak_mib, o.device.str().c_str(),
@@ -430,9 +441,10 @@ int main(int argc, char** argv) {
   std::printf(
       "RESULT impl=tessera precision=%s batch=%lld seq=%lld threads=%d tokens_per_s=%.1f "
       "ms_per_step=%.2f mfu=%.4f device=%s peak_mib=%.0f loss_scale=%g skipped_steps=%lld "
-      "recompute=%s\n",
+      "recompute=%s mfu_peak_gflops=%.0f gemm_ceiling_gflops=%.0f of_gemm_ceiling=%.4f\n",
       o.precision.c_str(), static_cast<long long>(o.batch), static_cast<long long>(o.seq),
       o.threads, tok_s, mean_step * 1e3, mfu, o.device.str().c_str(), peak_mib,
-      double(scaler.scale()), static_cast<long long>(scaler.skipped_steps()), o.recompute.c_str());
+      double(scaler.scale()), static_cast<long long>(scaler.skipped_steps()), o.recompute.c_str(),
+      peak.tflops * 1e3, ceiling, of_ceiling);
   return 0;
 }

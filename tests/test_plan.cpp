@@ -2,9 +2,12 @@
 // (memory to the byte class), the persistent state ZeRO shards, the collectives the trainer
 // counts, pipeline stages, and plans of models far larger than this machine.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include "core/allocator.h"
+#include "core/device_peak.h"
 #include "gradcheck.h"
+#include "kernels/cpu/matmul.h"
 #include "plan/cluster.h"
 #include "plan/meta_run.h"
 #include "plan/planner.h"
@@ -107,6 +110,31 @@ TEST(plan, PipelineStagesArePlannedEach) {
   EXPECT_GT(p.timeline.step_seconds, p.timeline.compute_seconds);
   EXPECT_GT(p.mfu, 0);
   EXPECT_LT(p.mfu, 1);
+}
+
+// MFU is model FLOPs against the datasheet peak of the compute dtype, as the trainer's metrics
+// count it: the GPU table's for a GPU cluster; for a local one this CPU's ISA x clock peak, not
+// the rates its kernels are timed by (here a made-up device, far from any CPU's).
+TEST(plan, MfuIsAgainstTheDatasheetPeak) {
+  const train::Config bf16 = tiny_config("gpt", {"train.precision=\"bf16\""});
+  const plan::Plan h = plan::make_plan(bf16, plan::parse_cluster("h100x8"), 2);
+  EXPECT_DOUBLE_EQ(h.peak_flops, gpu_datasheet("h100").bf16.flops);
+  EXPECT_EQ(h.peak_source, "H100 SXM5 80GB datasheet, bf16");
+  EXPECT_DOUBLE_EQ(h.mfu, h.model_flops_per_step / (h.timeline.step_seconds * 2 * h.peak_flops));
+  // f32 GEMMs are f32, never TF32.
+  const plan::Plan f = plan::make_plan(tiny_config("gpt"), plan::parse_cluster("a100x1"));
+  EXPECT_DOUBLE_EQ(f.peak_flops, 19.5e12);
+
+  plan::DeviceSpec made_up;
+  made_up.name = "made up";
+  made_up.peak_f32 = made_up.peak_tf32 = made_up.peak_bf16 = made_up.peak_f16 = 1e15;
+  made_up.memory_bandwidth = 1e12;
+  const plan::Plan l = plan::make_plan(bf16, plan::local_cluster(made_up, 1));
+  const DevicePeak cpu = cpu::gemm_datasheet_peak(omp_get_max_threads());
+  EXPECT_GT(l.peak_flops, 0);
+  EXPECT_DOUBLE_EQ(l.peak_flops, cpu.bf16.flops);
+  EXPECT_EQ(l.peak_source, cpu.describe(DType::bf16));
+  EXPECT_DOUBLE_EQ(l.mfu, l.model_flops_per_step / (l.timeline.step_seconds * l.peak_flops));
 }
 
 // Llama 3.1 70B on 64 H100s: built on the meta device, so the plan takes no host memory for

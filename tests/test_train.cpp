@@ -9,14 +9,19 @@
 #include <fstream>
 
 #include "autograd/grad_mode.h"
+#include "core/backend.h"
+#include "core/device_peak.h"
 #if TESSERA_HAVE_CUDA
 #include "cuda/device.h"
 #endif
 #include "gradcheck.h"
+#include "kernels/cpu/matmul.h"
 #include "nn/gpt.h"
 #include "nn/weights.h"
 #include "scratch.h"
 #include "train/config.h"
+#include "train/mfu_peak.h"
+#include "train/run_report.h"
 #include "train/trainer.h"
 
 using namespace tessera;
@@ -116,7 +121,15 @@ TEST(Train, TinyGPTLearnsAndWritesTheRunFolder) {
   EXPECT_TRUE(m[2].contains("val_loss"));  // step 30
   EXPECT_TRUE(m[5].contains("val_loss"));  // step 60
   EXPECT_FALSE(m[0].contains("val_loss"));
-  EXPECT_FALSE(m[0].contains("mfu"));  // no train.peak_tflops given
+  // No train.peak_tflops: MFU against this CPU's datasheet f32 peak with the run's 2 threads.
+  const DevicePeak cpu = cpu::gemm_datasheet_peak(int(cfg.train.threads));
+  const double peak = cpu.f32.flops / 1e12;
+  ASSERT_GT(peak, 0) << cpu.f32.basis;
+  for (const auto& r : m) {
+    EXPECT_DOUBLE_EQ(r["mfu_peak_tflops"].get<double>(), peak) << r.dump();
+    EXPECT_DOUBLE_EQ(r["mfu"].get<double>(), r["tflops_per_device"].get<double>() / peak);
+    EXPECT_EQ(r["mfu_peak"], cpu.describe(DType::f32));
+  }
   EXPECT_GT(s.tflops_per_device, 0.0);
   // Loss starts near ln(256) = 5.55 and must fall well below it on this corpus.
   EXPECT_GT(m[0]["loss"].get<double>(), 3.0);
@@ -149,6 +162,12 @@ TEST(Train, BF16TracksF32) {
   EXPECT_NE(v32, vbf);  // the bf16 run really computed in bf16
   std::cerr << "val_loss f32 " << v32 << " bf16 " << vbf << "\n";
   EXPECT_LT(std::fabs(vbf - v32) / v32, 0.02) << "f32 " << v32 << " bf16 " << vbf;
+  // bf16 autocast: MFU against the bf16 peak (AMX or AVX512-BF16 where oneDNN runs bf16 there).
+  const DevicePeak cpu = cpu::gemm_datasheet_peak(2);
+  for (const auto& r : read_metrics(dir / "bf16")) {
+    EXPECT_DOUBLE_EQ(r["mfu_peak_tflops"].get<double>(), cpu.bf16.flops / 1e12) << r.dump();
+    EXPECT_EQ(r["mfu_peak"], cpu.describe(DType::bf16));
+  }
 }
 
 TEST(Train, BadConfigsAndMissingDataAreClearErrors) {
@@ -185,8 +204,11 @@ TEST(Train, FP16WithDynamicLossScalingTracksF32) {
   for (const auto& r : m)
     EXPECT_TRUE(r.contains("loss_scale") && r.contains("loss_scale_skipped")) << r.dump();
   EXPECT_EQ(m.back()["loss_scale_skipped"].get<int64_t>(), h.loss_scale_skipped);
-  for (const auto& r : m)
+  for (const auto& r : m) {  // train.peak_tflops overrides the datasheet peak
     EXPECT_DOUBLE_EQ(r["mfu"].get<double>(), r["tflops_per_device"].get<double>() / 0.5);
+    EXPECT_DOUBLE_EQ(r["mfu_peak_tflops"].get<double>(), 0.5);
+    EXPECT_EQ(r["mfu_peak"], "train.peak_tflops");
+  }
   for (const auto& r : read_metrics(dir / "f32")) EXPECT_FALSE(r.contains("loss_scale"));
 }
 
@@ -233,4 +255,60 @@ TEST(Train, CudaDeviceWithoutAGpuIsAClearError) {
     EXPECT_NE(m.find("without the CUDA backend"), std::string::npos) << m;
 #endif
   }
+}
+
+// A GPU's peak is its datasheet entry, found by the name the runtime reports; any other GPU has
+// none, and the metrics record and the closing line say so rather than guess.
+TEST(Train, MfuPeakOfAGpuIsItsDatasheetsOrNone) {
+  static std::string name;
+  DeviceBackend fake{};
+  fake.describe = [](int) { return name; };
+  register_backend(DeviceType::cuda, &fake);
+  train::Config c = tiny_gpt_config("unused.txt", "bf16");
+  name = "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)";
+  const train::MfuPeak h100 = train::mfu_peak(c, Device::cuda(0), DType::bf16);
+  const train::MfuPeak h100_f32 = train::mfu_peak(c, Device::cuda(0), DType::f32);
+  name = "NVIDIA H100 PCIe (sm_90, 114 SMs, 79.1 GiB)";
+  const train::MfuPeak pcie = train::mfu_peak(c, Device::cuda(0), DType::bf16);
+  c.train.peak_tflops = 756;
+  const train::MfuPeak given = train::mfu_peak(c, Device::cuda(0), DType::bf16);
+  register_backend(DeviceType::cuda, nullptr);
+
+  EXPECT_DOUBLE_EQ(h100.tflops, 989.5);
+  EXPECT_EQ(h100.source, "H100 SXM5 80GB datasheet, bf16");
+  EXPECT_DOUBLE_EQ(h100_f32.tflops, 67);  // f32 GEMMs are f32 on CUDA, never TF32
+  EXPECT_EQ(pcie.tflops, 0);
+  EXPECT_NE(pcie.source.find("no datasheet peak for 'NVIDIA H100 PCIe"), std::string::npos)
+      << pcie.source;
+  EXPECT_NE(pcie.source.find("train.peak_tflops"), std::string::npos) << pcie.source;
+  EXPECT_DOUBLE_EQ(given.tflops, 756);
+  EXPECT_EQ(given.source, "train.peak_tflops");
+
+  train::StepResult r;
+  r.step = 10, r.tflops = 407.7;
+  const train::RankTiming::Report times;
+  const train::SampleAccount::Digests digests;
+  train::StepRecordParts parts;
+  parts.rate_key = "tokens_per_s", parts.times = &times, parts.samples = &digests;
+  parts.mfu_peak = h100;
+  nlohmann::json rec = train::step_record(r, parts);
+  EXPECT_DOUBLE_EQ(rec["mfu"].get<double>(), 407.7 / 989.5);
+  EXPECT_DOUBLE_EQ(rec["mfu_peak_tflops"].get<double>(), 989.5);
+  EXPECT_EQ(rec["mfu_peak"], "H100 SXM5 80GB datasheet, bf16");
+  parts.mfu_peak = pcie;
+  rec = train::step_record(r, parts);
+  EXPECT_FALSE(rec.contains("mfu") || rec.contains("mfu_peak_tflops")) << rec.dump();
+  EXPECT_EQ(rec["mfu_peak"], pcie.source);
+
+  train::RunSummary sum;
+  sum.tflops_per_device = 407.7;
+  const std::string done = train::done_message(sum, "tokens/s", h100, false, 0);
+  EXPECT_NE(done.find(", 408 TFLOP/s per device, MFU 41.2% of 989.5 TFLOP/s (H100 SXM5 80GB "
+                      "datasheet, bf16)"),
+            std::string::npos)
+      << done;
+  const std::string unknown = train::done_message(sum, "tokens/s", pcie, false, 0);
+  EXPECT_NE(unknown.find(", no MFU (none: no datasheet peak for 'NVIDIA H100 PCIe"),
+            std::string::npos)
+      << unknown;
 }

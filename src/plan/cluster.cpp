@@ -1,9 +1,12 @@
 #include "plan/cluster.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <charconv>
 
 #include "core/error.h"
+#include "kernels/cpu/matmul.h"
 #include "plan/calibrate.h"
 
 namespace tessera::plan {
@@ -31,7 +34,6 @@ double DeviceSpec::matmul_peak(DType t) const {
 
 namespace {
 
-constexpr double kTera = 1e12;
 constexpr double kGiga = 1e9;
 // HBM capacities are binary: an "80GB" part holds 80 GiB (nvidia-smi reports 81920 MiB, less
 // what the driver reserves).
@@ -44,14 +46,16 @@ constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 //   - a kernel costs at least ~4 us (launch and tail, no CUDA graphs);
 //   - NCCL reaches ~80% of NVLink's per-direction bandwidth as bus bandwidth and ~90% of a
 //     NIC's line rate; one ring step costs ~2 us over NVSwitch and ~5 us over InfiniBand.
-DeviceSpec gpu(std::string name, double f32, double tf32, double bf16, double f16, double bandwidth,
-               double memory) {
+// The arithmetic is the datasheet's (core/device_peak.cpp, with its sources), for timing and
+// for MFU alike.
+DeviceSpec gpu(std::string_view kind, double bandwidth, double memory) {
   DeviceSpec d;
-  d.name = std::move(name);
-  d.peak_f32 = f32;
-  d.peak_tf32 = tf32;
-  d.peak_bf16 = bf16;
-  d.peak_f16 = f16;
+  d.datasheet = gpu_datasheet(kind);
+  d.name = d.datasheet.name;
+  d.peak_f32 = d.datasheet.f32.flops;
+  d.peak_tf32 = d.datasheet.tf32.flops;
+  d.peak_bf16 = d.datasheet.bf16.flops;
+  d.peak_f16 = d.datasheet.f16.flops;
   d.memory_bandwidth = bandwidth;
   d.memory_bytes = memory;
   d.bandwidth_fraction = 0.85;
@@ -83,15 +87,13 @@ ClusterSpec node(DeviceSpec d, LinkSpec intra, LinkSpec inter, std::string sourc
 
 // NVIDIA A100 SXM4 80GB, DGX A100 node.
 // A100 datasheet (https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/a100/pdf/
-// nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf): FP32 19.5 TFLOPS; TF32 tensor 156
-// TFLOPS, BF16 / FP16 tensor 312 TFLOPS (dense; twice that with sparsity); 80GB HBM2e at
-// 2,039 GB/s; NVLink 600 GB/s (both directions together: 300 GB/s each way).
+// nvidia-a100-datasheet-us-nvidia-1758950-r4-web.pdf): 80GB HBM2e at 2,039 GB/s; NVLink 600
+// GB/s (both directions together: 300 GB/s each way); its arithmetic: core/device_peak.cpp.
 // DGX A100 datasheet (https://www.nvidia.com/content/dam/en-zz/Solutions/Data-Center/
 // nvidia-dgx-a100-datasheet.pdf): 8 x A100, 6 NVSwitches, 8 x single-port ConnectX-6 VPI
 // 200 Gb/s HDR InfiniBand for the compute fabric.
 ClusterSpec a100_node() {
-  DeviceSpec d = gpu("A100 SXM4 80GB", 19.5 * kTera, 156 * kTera, 312 * kTera, 312 * kTera,
-                     2039 * kGiga, 80 * kGiB);
+  DeviceSpec d = gpu("a100", 2039 * kGiga, 80 * kGiB);
   d.gemm = {0.8, 128};  // cuBLAS reaches ~250 of 312 bf16 TFLOPS on large GEMMs
   d.attention_efficiency = 0.4;
   return node(std::move(d), nvlink("NVLink 3 / NVSwitch", 300 * kGiga),
@@ -102,15 +104,13 @@ ClusterSpec a100_node() {
 
 // NVIDIA H100 SXM5 80GB, DGX H100 node.
 // H100 datasheet (https://www.nvidia.com/en-us/data-center/h100/, "Technical
-// Specifications", SXM column): FP32 67 TFLOPS; TF32 tensor 989 TFLOPS, BF16 / FP16 tensor
-// 1,979 TFLOPS, all "with sparsity" (dense: half, 494.5 and 989.5); 80GB HBM3 at 3.35 TB/s;
-// NVLink 900 GB/s (both directions: 450 GB/s each way).
+// Specifications", SXM column): 80GB HBM3 at 3.35 TB/s; NVLink 900 GB/s (both directions: 450
+// GB/s each way); its arithmetic: core/device_peak.cpp.
 // DGX H100 / H200 (https://docs.nvidia.com/dgx-basepod/reference-architecture-infrastructure-
 // foundation-enterprise-ai/latest/core-components.html): 8 GPUs, 4 NVSwitch chips, eight
 // single-port ConnectX-7 VPI at up to 400 Gb/s InfiniBand / Ethernet.
 ClusterSpec h100_node() {
-  DeviceSpec d = gpu("H100 SXM5 80GB", 67 * kTera, 494.5 * kTera, 989.5 * kTera, 989.5 * kTera,
-                     3350 * kGiga, 80 * kGiB);
+  DeviceSpec d = gpu("h100", 3350 * kGiga, 80 * kGiB);
   d.gemm = {0.75, 192};  // ~700-750 of 989 bf16 TFLOPS on large GEMMs
   d.attention_efficiency = 0.35;
   return node(std::move(d), nvlink("NVLink 4 / NVSwitch", 450 * kGiga),
@@ -121,12 +121,10 @@ ClusterSpec h100_node() {
 
 // NVIDIA H200 SXM 141GB, DGX H200 node.
 // H200 datasheet (https://www.nvidia.com/en-us/data-center/h200/, SXM column): the H100's
-// arithmetic (FP32 67 TFLOPS; TF32 989, BF16 / FP16 1,979 TFLOPS with sparsity); 141GB HBM3e
-// at 4.8 TB/s; NVLink 900 GB/s. Node: as DGX H100 (same reference architecture page: 1,128 GB
-// of GPU memory, eight 400 Gb/s ConnectX-7).
+// arithmetic (core/device_peak.cpp); 141GB HBM3e at 4.8 TB/s; NVLink 900 GB/s. Node: as DGX
+// H100 (same reference architecture page: 1,128 GB of GPU memory, eight 400 Gb/s ConnectX-7).
 ClusterSpec h200_node() {
-  DeviceSpec d = gpu("H200 SXM 141GB", 67 * kTera, 494.5 * kTera, 989.5 * kTera, 989.5 * kTera,
-                     4800 * kGiga, 141 * kGiB);
+  DeviceSpec d = gpu("h200", 4800 * kGiga, 141 * kGiB);
   d.gemm = {0.75, 192};
   d.attention_efficiency = 0.35;
   return node(std::move(d), nvlink("NVLink 4 / NVSwitch", 450 * kGiga),
@@ -135,17 +133,14 @@ ClusterSpec h200_node() {
               "(H200 datasheet, DGX BasePOD reference architecture)");
 }
 
-// NVIDIA B200 (HGX / DGX B200 node, 1,000 W parts).
-// HGX B200 (https://www.nvidia.com/en-us/data-center/hgx/, per 8 GPUs, tensor figures with
-// sparsity): FP32 600 TFLOPS (75 per GPU); TF32 18 PFLOPS (1.125 dense per GPU); FP16 / BF16
-// 36 PFLOPS (2.25 dense per GPU). DGX B200 (https://www.nvidia.com/en-us/data-center/
+// NVIDIA B200 (HGX / DGX B200 node, 1,000 W parts; arithmetic from HGX B200's figures:
+// core/device_peak.cpp). DGX B200 (https://www.nvidia.com/en-us/data-center/
 // dgx-b200/): 1,440 GB HBM3e with 64 TB/s in all (180 GB and 8 TB/s per GPU), 14.4 TB/s of
 // NVLink in all (1.8 TB/s per GPU, 900 GB/s each way). DGX B200 user guide
 // (https://docs.nvidia.com/dgx/dgxb200-user-guide/introduction-to-dgxb200.html): 8 x
 // single-port ConnectX-7, InfiniBand up to 400 Gb/s each.
 ClusterSpec b200_node() {
-  DeviceSpec d = gpu("B200 180GB", 75 * kTera, 1125 * kTera, 2250 * kTera, 2250 * kTera,
-                     8000 * kGiga, 180 * kGiB);
+  DeviceSpec d = gpu("b200", 8000 * kGiga, 180 * kGiB);
   d.gemm = {0.75, 256};  // an estimate: no measurement of our own yet
   d.attention_efficiency = 0.3;
   return node(std::move(d), nvlink("NVLink 5 / NVSwitch", 900 * kGiga),
@@ -187,6 +182,9 @@ ClusterSpec local_cluster(const DeviceSpec& device, int ranks) {
   TS_CHECK(ranks >= 1, "plan: local cluster needs at least one rank, got {}", ranks);
   ClusterSpec c;
   c.device = device;
+  // MFU against this CPU's ISA x clock peak with the threads a rank runs, not against the
+  // measured rates the kernels are timed by.
+  c.device.datasheet = cpu::gemm_datasheet_peak(omp_get_max_threads());
   c.gpus_per_node = ranks;
   c.nodes = 1;
   c.intra = local_link();

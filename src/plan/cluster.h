@@ -2,7 +2,8 @@
 // capacity, and how much of each real kernels reach), the links between devices, and a cluster
 // of nodes built from them. Built-in descriptions of NVIDIA HGX / DGX nodes (8 GPUs on
 // NVSwitch, one NIC per GPU) carry the vendors' datasheet figures, each with its source here
-// and in docs/PLAN.md; `local` is this machine's CPU, measured by calibrate.h.
+// (arithmetic: core/device_peak.cpp) and in docs/PLAN.md; `local` is this machine's CPU,
+// measured by calibrate.h.
 //
 // Units: FLOP/s, bytes/s, bytes and seconds throughout. Peaks are dense (no 2:4 sparsity).
 #pragma once
@@ -12,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/device_peak.h"
 #include "core/dtype.h"
 #include "plan/kernel_fit.h"
 
@@ -29,8 +31,9 @@ struct GemmEfficiency {
 
 struct DeviceSpec {
   std::string name;
-  // Dense peak arithmetic, FLOP/s: f32 on the vector units (non-tensor), and tensor-core math
-  // in tf32, bf16 and f16 (with f32 accumulation).
+  // Dense peak arithmetic, FLOP/s, that kernels are timed by: f32 on the vector units
+  // (non-tensor), and tensor-core math in tf32, bf16 and f16 (with f32 accumulation). The
+  // datasheet's for the GPUs; calibrate.h's measured rates for the local CPU.
   double peak_f32 = 0;
   double peak_tf32 = 0;
   double peak_bf16 = 0;
@@ -53,6 +56,10 @@ struct DeviceSpec {
   // What kernels took on this device, fitted against the roofline above (local only: the
   // calibration runs small training steps here, calibrate.h); null: the roofline alone.
   std::shared_ptr<const KernelTimes> measured_kernels;
+
+  // What MFU divides by: the datasheet peaks (core/device_peak.h), the vendor's for the GPUs,
+  // the ISA x clock formula for the local CPU (core/cpu_peak.h), not its measured rates.
+  DevicePeak datasheet;
 
   // The peak a GEMM (or fused attention) with operands of type t runs against.
   double matmul_peak(DType t) const;

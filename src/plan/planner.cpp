@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "plan/meta_run.h"
 #include "train/model_kinds.h"
+#include "train/trainer_setup.h"
 
 namespace tessera::plan {
 namespace {
@@ -15,12 +16,6 @@ namespace {
 // 0.5 GiB on Hopper), cuBLASLt's workspace and NCCL's channel buffers. An assumption, not a
 // measurement: the first GPU session should replace it (docs/PLAN.md).
 constexpr double kGpuRuntimeReserve = 1.0 * (1 << 30);
-
-DType compute_dtype(const train::Config& cfg) {
-  if (cfg.train.precision == "bf16") return DType::bf16;
-  if (cfg.train.precision == "fp16") return DType::f16;
-  return DType::f32;
-}
 
 std::string layout_text(const train::Config& cfg, int world) {
   const auto& p = cfg.parallel;
@@ -93,7 +88,11 @@ Plan make_plan(const train::Config& cfg, const ClusterSpec& cluster, int world) 
   if (train::model_kind(cfg.model.kind).language_model)
     p.tokens_per_step = double(cfg.train.batch_size) * double(cfg.train.seq_len);
   p.model_flops_per_step = model_flops_per_step(cfg);
-  p.peak_flops = cluster.device.matmul_peak(compute_dtype(cfg));
+  // MFU against the datasheet peak, as the trainer's metrics count it (train/mfu_peak.h), not
+  // against the rates the kernels were timed by (the local CPU's are measured).
+  const DType compute = train::compute_dtype(cfg);
+  p.peak_flops = cluster.device.datasheet.gemm(compute).flops;
+  p.peak_source = cluster.device.datasheet.describe(compute);
   const double step = p.timeline.step_seconds;
   if (step > 0) {
     p.tokens_per_s = p.tokens_per_step / step;
@@ -136,8 +135,8 @@ std::string format_plan(const Plan& p) {
       t.step_seconds, t.compute_seconds, t.exposed_comm_seconds, t.bubble_seconds, t.comm_seconds);
   if (p.tokens_per_step > 0) s += fmt::format("tokens/s: {:.4g}\n", p.tokens_per_s);
   if (p.mfu > 0)
-    s += fmt::format("MFU: {:.1f}% of {:.4g} TFLOP/s per device (datasheet, compute dtype)\n",
-                     100 * p.mfu, p.peak_flops / 1e12);
+    s += fmt::format("MFU: {:.1f}% of {:.4g} TFLOP/s per device ({})\n", 100 * p.mfu,
+                     p.peak_flops / 1e12, p.peak_source);
   return s;
 }
 
@@ -169,6 +168,7 @@ nlohmann::json plan_json(const Plan& p) {
   j["tokens_per_s"] = p.tokens_per_s;
   j["model_flops_per_step"] = p.model_flops_per_step;
   j["peak_flops"] = p.peak_flops;
+  j["peak_source"] = p.peak_source;
   j["mfu"] = p.mfu;
   for (const auto& [name, tot] : t.kernels)
     j["kernels"][name] = {{"count", tot.count}, {"seconds", tot.seconds}, {"flops", tot.flops}};

@@ -41,7 +41,8 @@ struct Plan {
   Timeline timeline;
   double tokens_per_step = 0;  // the global batch (0 for image models)
   double model_flops_per_step = 0;
-  double peak_flops = 0;  // per device, datasheet, the compute dtype's
+  double peak_flops = 0;    // per device: the datasheet's for the compute dtype (MFU's denominator)
+  std::string peak_source;  // "H100 SXM5 80GB datasheet, bf16"
   double tokens_per_s = 0;
   double mfu = 0;     // model FLOPs / (step time x devices x peak)
   bool fits() const;  // max_required() <= capacity

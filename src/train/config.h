@@ -71,7 +71,7 @@ struct TrainConfig {
   std::string device;             // "cpu" | "cuda"
   double loss_scale = 0;          // fp16: the dynamic loss scale's initial value
   int64_t loss_scale_window = 0;  // fp16: clean steps in a row before the scale doubles
-  double peak_tflops = 0;         // one device's peak in the compute precision, for MFU (0 = none)
+  double peak_tflops = 0;         // MFU's per-device peak override (0: the datasheet peak)
   int64_t seed = 0;
   int64_t eval_every = 0;  // 0 = off
   int64_t eval_batches = 0;

@@ -200,7 +200,8 @@ std::vector<ConfigKey> make_keys() {
           "fp16: clean steps in a row after which the loss scale doubles"),
       float_key<T, &TrainConfig::peak_tflops>(
           "train.peak_tflops", 0.0, at_least(0),
-          "one device's peak TFLOP/s in train.precision, to report MFU (0 = TFLOP/s only)"),
+          "one device's peak TFLOP/s in train.precision, for MFU in place of the datasheet peak "
+          "(0 = the device's datasheet peak: docs/PERF.md, \"What MFU means\")"),
       int_key<T, &TrainConfig::seed>("train.seed", 1337, at_least(0),
                                      "seed of initialisation, batching and dropout"),
       int_key<T, &TrainConfig::eval_every>("train.eval_every", 250, at_least(0),

@@ -15,7 +15,14 @@ nlohmann::json step_record(const StepResult& r, const StepRecordParts& parts) {
   if (r.pipeline_transfer >= 0) rec["pipeline_transfer_fraction"] = r.pipeline_transfer;
   if (r.tp_bytes >= 0) rec["tp_bytes"] = r.tp_bytes;
   if (r.pp_bytes >= 0) rec["pp_bytes"] = r.pp_bytes;
-  if (r.tflops > 0 && parts.peak_tflops > 0) rec["mfu"] = r.tflops / parts.peak_tflops;
+  if (r.tflops > 0) {
+    const MfuPeak& peak = parts.mfu_peak;
+    if (peak.tflops > 0) {
+      rec["mfu"] = r.tflops / peak.tflops;
+      rec["mfu_peak_tflops"] = peak.tflops;
+    }
+    rec["mfu_peak"] = peak.source;  // what the peak is, or why there is no MFU
+  }
   rec["rank_compute_ms_p50"] = parts.times->p50_ms;
   rec["rank_compute_ms_p95"] = parts.times->p95_ms;
   rec["peak_tensor_bytes"] = parts.peak_tensor_bytes;
@@ -44,16 +51,25 @@ std::string eval_text(const nlohmann::json& eval) {
   return text;
 }
 
-std::string done_message(const RunSummary& sum, const char* rate_unit, double peak_tflops,
+namespace {
+
+// ", MFU 41.2% of 989.5 TFLOP/s (H100 SXM5 80GB datasheet, bf16)", or ", no MFU (why)".
+std::string mfu_text(double tflops, const MfuPeak& mfu_peak) {
+  if (mfu_peak.tflops <= 0) return fmt::format(", no MFU ({})", mfu_peak.source);
+  return fmt::format(", MFU {:.1f}% of {:.4g} TFLOP/s ({})", 100 * tflops / mfu_peak.tflops,
+                     mfu_peak.tflops, mfu_peak.source);
+}
+
+}  // namespace
+
+std::string done_message(const RunSummary& sum, const char* rate_unit, const MfuPeak& mfu_peak,
                          bool fp16, size_t peak_tensor_bytes) {
   std::string s = fmt::format("tessera: done: {} steps in {}, final loss {:.4f}, {} {}", sum.steps,
                               format_duration(sum.seconds), sum.final_loss,
                               format_si(sum.items_per_s), rate_unit);
   if (sum.tflops_per_device > 0) {
     s += fmt::format(", {:.3g} TFLOP/s per device", sum.tflops_per_device);
-    if (peak_tflops > 0)
-      s += fmt::format(" (MFU {:.1f}% of train.peak_tflops = {})",
-                       100 * sum.tflops_per_device / peak_tflops, peak_tflops);
+    s += mfu_text(sum.tflops_per_device, mfu_peak);
   }
   for (auto& [k, v] : sum.last_eval.items()) s += fmt::format(", {} {:.4f}", k, v.get<double>());
   if (sum.bad_steps) s += fmt::format(", {} steps skipped (non-finite)", sum.bad_steps);

@@ -9,6 +9,7 @@
 
 #include "dist/trace.h"
 #include "optim/loss_scaler.h"
+#include "train/mfu_peak.h"
 #include "train/rank_timing.h"
 #include "train/sample_account.h"
 
@@ -36,7 +37,7 @@ struct StepResult {
 // What a logged step's metrics record holds besides the step itself.
 struct StepRecordParts {
   const char* rate_key = "";  // Task::rate_key
-  double peak_tflops = 0;     // train.peak_tflops (0: no MFU)
+  MfuPeak mfu_peak;           // MFU's denominator (tflops 0: no MFU, source says why)
   const RankTiming::Report* times = nullptr;
   const SampleAccount::Digests* samples = nullptr;
   const DynamicLossScaler* fp16_scaler = nullptr;  // null without fp16
@@ -52,8 +53,9 @@ std::string slow_rank_warning(int rank, const RankTiming::Report& times, double 
 // " val_loss 2.5085" for each evaluation metric.
 std::string eval_text(const nlohmann::json& eval);
 
-// "tessera: done: 60 steps in 2:55, final loss 2.4643, ...": the finished run in one line.
-std::string done_message(const RunSummary& sum, const char* rate_unit, double peak_tflops,
+// "tessera: done: 60 steps in 2:55, final loss 2.4643, ..., 412 TFLOP/s per device, MFU 41.6% of
+// 989.5 TFLOP/s (H100 SXM5 80GB datasheet, bf16), ...": the finished run in one line.
+std::string done_message(const RunSummary& sum, const char* rate_unit, const MfuPeak& mfu_peak,
                          bool fp16, size_t peak_tensor_bytes);
 
 // Several ranks: how much of the communication computation hid (rank 0's trace, after step 1).

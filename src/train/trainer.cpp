@@ -20,6 +20,7 @@
 #include "ops/autocast.h"
 #include "ops/ops.h"
 #include "train/device.h"
+#include "train/mfu_peak.h"
 #include "train/plot.h"
 #include "train/trainer_setup.h"
 
@@ -95,6 +96,7 @@ void Trainer::set_up() {
   if (cfg_.train.threads > 0) omp_set_num_threads(int(cfg_.train.threads));
   compute_ = compute_dtype(cfg_);
   connect_ranks();
+  mfu_peak_ = mfu_peak(cfg_, device_, compute_);
   open_run_folder();
   build_model_and_engine();
   build_optimisation_state();
@@ -422,7 +424,7 @@ nlohmann::json Trainer::log_step(const StepResult& r) {
   const SampleAccount::Digests digests = samples_->global();
   StepRecordParts parts;
   parts.rate_key = task_->rate_key();
-  parts.peak_tflops = cfg_.train.peak_tflops;
+  parts.mfu_peak = mfu_peak_;
   parts.times = &times;
   parts.samples = &digests;
   parts.fp16_scaler = fp16_ ? &*scaler_ : nullptr;
@@ -564,7 +566,7 @@ void Trainer::save_final_weights() {
 }
 
 void Trainer::print_closing_lines() {
-  progress_->message(done_message(summary_, task_->rate_unit(), cfg_.train.peak_tflops, fp16_,
+  progress_->message(done_message(summary_, task_->rate_unit(), mfu_peak_, fp16_,
                                   training_memory(device_).peak_in_use));
   if (world_ > 1) progress_->message(communication_message(summary_.overlap, dir_.string()));
   if (opt_.plot && lead_) progress_->message("curves: " + plot_run(dir_.string()));

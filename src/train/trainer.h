@@ -169,6 +169,7 @@ class Trainer {
   DType compute_ = DType::f32;
   std::shared_ptr<dist::Communicator> comm_;
   Device device_;
+  MfuPeak mfu_peak_;  // what MFU divides by, on device_ with this rank's threads
   int rank_ = 0, world_ = 1;
   bool lead_ = true;  // rank 0: the one that prints and writes the run's files
   // The ranks as a mesh (parallel.tp x data parallel); the engine runs over its dp axis, the

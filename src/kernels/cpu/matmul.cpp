@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "core/allocator.h"
+#include "core/cpu_peak.h"
 #include "core/error.h"
 #include "core/profiler.h"
 #include "kernels/cpu/cast.h"
@@ -174,6 +175,24 @@ void gemm(const GemmArgs& g) {
 int64_t gemm_primitive_count() {
   std::lock_guard<std::mutex> lock(ctx().mu);
   return int64_t(ctx().cache.size());
+}
+
+const std::string& gemm_implementation(DType t) {
+  auto ask = [](memory::data_type dt) {
+    const int64_t n = 1024;
+    const memory::desc a = matrix_desc(1, n, n, false, dt), b = matrix_desc(1, n, n, true, dt);
+    const memory::desc c({1, n, n}, memory::data_type::f32, memory::format_tag::abc);
+    return std::string(
+        dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), ctx().eng).impl_info_str());
+  };
+  static const std::string f32 = ask(memory::data_type::f32);
+  static const std::string bf16 = ask(memory::data_type::bf16);
+  return t == DType::bf16 ? bf16 : f32;  // f16 runs the f32 GEMM (WidenedF16)
+}
+
+DevicePeak gemm_datasheet_peak(int threads) {
+  const bool amx = gemm_implementation(DType::bf16).find("amx") != std::string::npos;
+  return cpu_peak(this_cpu_info(), threads, amx);
 }
 
 }  // namespace tessera::cpu

@@ -4,7 +4,9 @@
 // numerically the same as a GPU's f16 GEMM: see matmul.cpp).
 #pragma once
 #include <cstdint>
+#include <string>
 
+#include "core/device_peak.h"
 #include "core/dtype.h"
 #include "kernels/common/gemm_args.h"
 
@@ -18,5 +20,14 @@ void gemm(const GemmArgs& g);
 
 // Number of distinct GEMM primitives built so far (benchmarks check reuse with it).
 int64_t gemm_primitive_count();
+
+// oneDNN's implementation of a large GEMM ([1024, 1024] x [1024, 1024]^T, as linear() runs
+// them) with operands of type t, as oneDNN names it ("brg:avx512_core_amx_bf16"): which unit
+// runs this CPU's GEMMs. Asked once per dtype (no primitive is built or cached).
+const std::string& gemm_implementation(DType t);
+
+// This CPU's datasheet peak (core/cpu_peak.h) for `threads` OpenMP threads, bf16 counted on
+// AMX when oneDNN's bf16 GEMM runs there: what MFU on the CPU divides by.
+DevicePeak gemm_datasheet_peak(int threads);
 
 }  // namespace tessera::cpu
