@@ -48,8 +48,8 @@ struct DeviceSpec {
   GemmEfficiency gemm;
   // Launch overhead and tail: no kernel takes less.
   double min_kernel_seconds = 4e-6;
-  // f32 GEMMs run on tensor cores in tf32 (cuBLASLt's FAST_TF32, what Tessera's CUDA GEMMs
-  // request); false: at peak_f32.
+  // f32 GEMMs run on tensor cores in tf32 (a library's FAST_TF32 mode); false: at peak_f32.
+  // Tessera's cuBLASLt GEMMs never request TF32, so every built-in node and `local` set false.
   bool f32_gemm_tf32 = true;
   // Fused attention computes in f32 whatever its operands' dtype (the CPU kernel).
   bool attention_in_f32 = false;
