@@ -1,6 +1,7 @@
 #include "plan/kernel_fit.h"
 
 #include <algorithm>
+#include <array>
 
 namespace tessera::plan {
 namespace {
@@ -17,8 +18,9 @@ const char* class_name(meta::KernelClass c) {
   return "class other";
 }
 
-std::string typed_key(const std::string& name, DType t) {
-  return name + "/" + dtype_name(t);
+// A kernel's keys, most specific first: what find() tries in order, and what fit() fits.
+std::array<std::string, 3> keys_of(const std::string& name, DType t, meta::KernelClass c) {
+  return {name + "/" + dtype_name(t), name, class_name(c)};
 }
 
 }  // namespace
@@ -74,8 +76,7 @@ KernelTimes KernelTimes::fit(const std::vector<KernelSample>& samples) {
   };
   std::map<std::string, Points> by_key;
   for (const KernelSample& s : samples) {
-    for (const std::string& key :
-         {typed_key(s.name, s.dtype), s.name, std::string(class_name(s.cls))}) {
+    for (const std::string& key : keys_of(s.name, s.dtype, s.cls)) {
       Points& p = by_key[key];
       p.x.push_back(s.roofline);
       p.t.push_back(s.seconds);
@@ -99,8 +100,7 @@ KernelTimes KernelTimes::fit(const std::vector<KernelSample>& samples) {
 }
 
 const KernelFit* KernelTimes::find(const meta::KernelCost& k) const {
-  for (const std::string& key :
-       {typed_key(k.name, k.dtype), std::string(k.name), std::string(class_name(k.cls))}) {
+  for (const std::string& key : keys_of(k.name, k.dtype, k.cls)) {
     auto it = fits_.find(key);
     if (it != fits_.end()) return &it->second;
   }
