@@ -18,6 +18,7 @@
 #include "dist/grad_buckets.h"
 #include "dist/local_comm.h"
 #include "dist/mpi_comm.h"
+#include "dist/ring_schedule.h"
 #include "gradcheck.h"
 #include "mpi/tiny_job.h"
 #include "nn/gpt.h"
@@ -198,6 +199,58 @@ TEST(ShardLayout, CoversTheBufferWithAlignedBounds) {
   EXPECT_EQ(s.counts_in(200, 600), (std::vector<int64_t>{56, 256, 88, 0}));
   EXPECT_EQ(s.counts_in(0, 1024), (std::vector<int64_t>{256, 256, 256, 256}));
   expect_error([&] { s.counts_in(10, 2000); }, {"[10, 2000)", "1024"});
+}
+
+// The ring schedules run on n simulated ranks, every rank's step k at once: what a rank sends at
+// step k is what the next rank receives at step k, reduce-scatter leaves segment r on rank r
+// holding each rank's contribution exactly once, and all-gather then hands every rank every
+// segment. Contributions are distinct powers of two, so a sum that counts one twice or misses
+// one shows.
+TEST(RingSchedule, ReduceScatterThenAllGatherSumsEachRankOnce) {
+  for (int n = 1; n <= 8; ++n) {
+    // held[r][s]: what rank r holds for segment s (a bitmask of the ranks summed into it).
+    std::vector<std::vector<uint32_t>> held(static_cast<size_t>(n),
+                                            std::vector<uint32_t>(static_cast<size_t>(n)));
+    for (int r = 0; r < n; ++r)
+      for (int s = 0; s < n; ++s) held[size_t(r)][size_t(s)] = 1u << r;
+    std::vector<std::vector<RingStep>> reduce, gather;
+    for (int r = 0; r < n; ++r) {
+      reduce.push_back(ring_reduce_scatter_steps(r, n));
+      gather.push_back(ring_all_gather_steps(r, n));
+      ASSERT_EQ(reduce.back().size(), size_t(n - 1));
+      ASSERT_EQ(gather.back().size(), size_t(n - 1));
+    }
+    for (int k = 0; k + 1 < n; ++k) {
+      std::vector<uint32_t> sent(static_cast<size_t>(n));
+      for (int r = 0; r < n; ++r) {
+        const RingStep& mine = reduce[size_t(r)][size_t(k)];
+        ASSERT_EQ(mine.send_segment, reduce[size_t(ring_next(r, n))][size_t(k)].recv_segment)
+            << "n " << n << " rank " << r << " step " << k;
+        sent[size_t(r)] = held[size_t(r)][size_t(mine.send_segment)];
+      }
+      for (int r = 0; r < n; ++r) {
+        const int seg = reduce[size_t(r)][size_t(k)].recv_segment;
+        const uint32_t got = sent[size_t(ring_prev(r, n))];
+        ASSERT_EQ(got & held[size_t(r)][size_t(seg)], 0u) << "a rank counted twice, n " << n;
+        held[size_t(r)][size_t(seg)] |= got;
+      }
+    }
+    const uint32_t everyone = (n == 32 ? 0u : (1u << n)) - 1u;
+    for (int r = 0; r < n; ++r) EXPECT_EQ(held[size_t(r)][size_t(r)], everyone) << "n " << n;
+    for (int k = 0; k + 1 < n; ++k) {
+      std::vector<uint32_t> sent(static_cast<size_t>(n));
+      for (int r = 0; r < n; ++r) {
+        const RingStep& mine = gather[size_t(r)][size_t(k)];
+        ASSERT_EQ(mine.send_segment, gather[size_t(ring_next(r, n))][size_t(k)].recv_segment);
+        sent[size_t(r)] = held[size_t(r)][size_t(mine.send_segment)];
+      }
+      for (int r = 0; r < n; ++r)
+        held[size_t(r)][size_t(gather[size_t(r)][size_t(k)].recv_segment)] =
+            sent[size_t(ring_prev(r, n))];
+    }
+    for (int r = 0; r < n; ++r)
+      for (int s = 0; s < n; ++s) EXPECT_EQ(held[size_t(r)][size_t(s)], everyone);
+  }
 }
 
 TEST(LocalCommunicator, CollectivesOnOneRank) {

@@ -5,17 +5,21 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <climits>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "dist/clock.h"
+#include "dist/ring_schedule.h"
 
 namespace tessera::dist {
 namespace {
@@ -24,9 +28,19 @@ constexpr int kTagHeartbeat = 7;
 // Point-to-point messages travel on the communicator itself (collectives and heartbeats never
 // meet them: MPI keeps collective traffic apart, and heartbeats have their own communicator).
 constexpr int kTagP2P = 11;
-// How long the thread sleeps between MPI_Test sweeps while operations are in flight: short
-// enough that a collective's stages follow each other quickly, long enough not to steal a core
-// from the training thread on an oversubscribed node.
+// Ring collectives' transfers travel on the communicator too, each collective under its own tag
+// (kTagRingFirst + its sequence number modulo kRingTags): two rings in flight at once never
+// match each other's messages.
+constexpr int kTagRingFirst = 1000;
+constexpr int kRingTags = 16384;
+// How the thread paces its MPI_Test sweeps while operations are in flight. Open MPI moves a
+// non-blocking collective forward only inside MPI calls, a few shared-memory fragments per
+// call, so the pause between sweeps caps the bandwidth: 30 us pauses held a 1 MiB all-reduce on
+// one node to 0.3 GB/s, against 5-7 GB/s for MPI_Allreduce (bench/collectives.sh). While a
+// caller is blocked in wait() its core is free, so the thread sweeps without pausing (yielding
+// the core to anything else runnable); while every caller computes (communication overlapping
+// the backward pass) it pauses kPollInterval between sweeps, not to steal a core from the
+// training thread on an oversubscribed node.
 constexpr auto kPollInterval = std::chrono::microseconds(30);
 
 std::string mpi_error_string(int code) {
@@ -58,10 +72,16 @@ int to_int_count(const char* op, int64_t n) {
 
 class MpiWork final : public Work {
  public:
-  explicit MpiWork(std::string what) : what_(std::move(what)), start_(monotonic_seconds()) {}
+  // `waiters` counts the callers blocked in wait() on any operation of the runtime.
+  MpiWork(std::string what, std::atomic<int>& waiters)
+      : what_(std::move(what)), start_(monotonic_seconds()), waiters_(waiters) {}
   void wait() override {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return done_; });
+    if (!done_) {
+      waiters_.fetch_add(1, std::memory_order_relaxed);
+      cv_.wait(lock, [&] { return done_; });
+      waiters_.fetch_sub(1, std::memory_order_relaxed);
+    }
     if (!error_.empty()) throw Error(error_);
   }
   bool done() const override {
@@ -87,6 +107,7 @@ class MpiWork final : public Work {
  private:
   std::string what_;
   double start_;
+  std::atomic<int>& waiters_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
@@ -94,13 +115,16 @@ class MpiWork final : public Work {
   std::string error_;
 };
 
-// One queued or in-flight operation. `start` issues the non-blocking call and returns its MPI
-// status code; `finish` runs on the communication thread once the request is complete.
+// One queued or in-flight operation. `start` issues the non-blocking call (one request, or two
+// for a ring step) and returns its MPI status code; `next_stage`, when set, runs once they are
+// complete and either starts the operation's next stage (returning its status code) or returns
+// nullopt when there is none; `finish` runs on the communication thread once it is all done.
 struct Op {
   std::shared_ptr<MpiWork> work;
   std::function<int(MPI_Request*)> start;
+  std::function<std::optional<int>(MPI_Request*)> next_stage;
   std::function<void()> finish;
-  MPI_Request req = MPI_REQUEST_NULL;
+  MPI_Request reqs[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
   MPI_Status status{};
   double failed_at = 0;  // when MPI returned an error (the report waits for the heartbeat)
   std::string error;
@@ -111,6 +135,53 @@ struct Op {
   int64_t recv_count = -1;
   double stall_timeout_s = 0;
   bool stalled = false;
+};
+
+// A ring collective (dist/ring_schedule.h) as the communication thread runs it: each stage sends
+// one segment to the next rank and receives one from the previous, then adds what arrived
+// (`sum_into[i] += sum_from[i]`, then `*= scale`) when the stage reduces. The pointers are into
+// the caller's tensors and the run's own scratch, which the operation's closures keep alive.
+struct RingTransfer {
+  const float* send = nullptr;
+  int send_count = 0;
+  float* recv = nullptr;
+  int recv_count = 0;
+  float* sum_into = nullptr;  // null: the stage only moves data
+  const float* sum_from = nullptr;
+  float scale = 1.f;
+};
+
+struct RingRun {
+  MPI_Comm comm = MPI_COMM_NULL;
+  int tag = 0, next = 0, prev = 0;
+  // Copied before the first stage (an all-gather's own share into its slot of the output).
+  const float* copy_from = nullptr;
+  float* copy_to = nullptr;
+  int64_t copy_count = 0;
+  std::vector<RingTransfer> stages;
+  Tensor scratch[2];  // from the host caching allocator: reused across calls, never zeroed
+  size_t stage = 0;
+
+  int begin(MPI_Request* reqs) const {
+    if (copy_from && copy_from != copy_to)
+      std::memcpy(copy_to, copy_from, size_t(copy_count) * sizeof(float));
+    return post(reqs);
+  }
+  int post(MPI_Request* reqs) const {
+    const RingTransfer& t = stages[stage];
+    int rc = MPI_Irecv(t.recv, t.recv_count, MPI_FLOAT, prev, tag, comm, &reqs[1]);
+    if (rc != MPI_SUCCESS) return rc;
+    return MPI_Isend(t.send, t.send_count, MPI_FLOAT, next, tag, comm, &reqs[0]);
+  }
+  // Completes the current stage's reduction; posts the next stage, or nullopt after the last.
+  std::optional<int> advance(MPI_Request* reqs) {
+    const RingTransfer& t = stages[stage];
+    if (t.sum_into)
+      for (int i = 0; i < t.recv_count; ++i)
+        t.sum_into[i] = (t.sum_into[i] + t.sum_from[i]) * t.scale;
+    if (++stage == stages.size()) return std::nullopt;
+    return post(reqs);
+  }
 };
 
 class MpiRuntime {
@@ -131,14 +202,26 @@ class MpiRuntime {
 
   int rank() const { return rank_; }
   int size() const { return size_; }
+  int64_t ring_min_bytes() const { return opt_.ring_min_bytes; }
   const std::string& description() const { return description_; }
   bool running() const { return thread_.joinable(); }
 
   WorkHandle submit(std::string what, std::function<int(MPI_Request*)> start,
                     std::function<void()> finish = {}) {
     auto op = std::make_unique<Op>();
-    op->work = std::make_shared<MpiWork>(std::move(what));
+    op->work = std::make_shared<MpiWork>(std::move(what), waiters_);
     op->start = std::move(start);
+    op->finish = std::move(finish);
+    return enqueue(std::move(op));
+  }
+
+  // A ring collective: its stages run one after another, then `finish`.
+  WorkHandle submit_ring(std::string what, std::shared_ptr<RingRun> run,
+                         std::function<void()> finish = {}) {
+    auto op = std::make_unique<Op>();
+    op->work = std::make_shared<MpiWork>(std::move(what), waiters_);
+    op->start = [run](MPI_Request* reqs) { return run->begin(reqs); };
+    op->next_stage = [run](MPI_Request* reqs) { return run->advance(reqs); };
     op->finish = std::move(finish);
     return enqueue(std::move(op));
   }
@@ -147,7 +230,7 @@ class MpiRuntime {
   WorkHandle submit_p2p(std::string what, std::function<int(MPI_Request*)> start,
                         int64_t recv_count) {
     auto op = std::make_unique<Op>();
-    op->work = std::make_shared<MpiWork>(std::move(what));
+    op->work = std::make_shared<MpiWork>(std::move(what), waiters_);
     op->start = std::move(start);
     op->recv_count = recv_count;
     op->stall_timeout_s = opt_.p2p_timeout_s;
@@ -287,6 +370,8 @@ class MpiRuntime {
         cv_.wait_for(lock, idle_wait, [&] {
           return !queue_.empty() || !tasks_.empty() || stop_ || abort_code_ >= 0;
         });
+      } else if (waiters_.load(std::memory_order_relaxed) > 0) {
+        std::this_thread::yield();
       } else {
         std::this_thread::sleep_for(kPollInterval);
       }
@@ -294,7 +379,7 @@ class MpiRuntime {
   }
 
   void start(std::unique_ptr<Op> op) {
-    const int rc = op->start(&op->req);
+    const int rc = op->start(op->reqs);
     if (rc != MPI_SUCCESS) fail(*op, rc);
     active_.push_back(std::move(op));
   }
@@ -302,7 +387,7 @@ class MpiRuntime {
   void fail(Op& op, int rc) {
     op.failed_at = monotonic_seconds();
     op.error = fmt::format("mpi: {} failed: {}", op.work->what(), mpi_error_string(rc));
-    op.req = MPI_REQUEST_NULL;
+    op.reqs[0] = op.reqs[1] = MPI_REQUEST_NULL;
   }
 
   void progress() {
@@ -322,12 +407,14 @@ class MpiRuntime {
       // A failed call most likely means a peer died; give the heartbeat the chance to name it
       // before reporting the bare MPI error.
       if (now - op.failed_at <= opt_.timeout_s) return false;
-      op.start = nullptr, op.finish = nullptr;
+      op.start = nullptr, op.next_stage = nullptr, op.finish = nullptr;
       if (!op.stalled) op.work->complete(op.error);  // a stalled one's waiter was told already
       return true;
     }
     int flag = 0;
-    const int rc = MPI_Test(&op.req, &flag, &op.status);
+    const int rc = op.reqs[1] == MPI_REQUEST_NULL
+                       ? MPI_Test(&op.reqs[0], &flag, &op.status)
+                       : MPI_Testall(2, op.reqs, &flag, MPI_STATUSES_IGNORE);
     if (rc != MPI_SUCCESS) {
       // A recv shorter than its message: no peer died, so report it now.
       if (op.recv_count >= 0 && error_class(rc) == MPI_ERR_TRUNCATE && !op.stalled) {
@@ -344,8 +431,14 @@ class MpiRuntime {
       return false;
     }
     if (op.stalled) {  // its waiter was told long ago; MPI is done with it now
-      op.start = nullptr, op.finish = nullptr;
+      op.start = nullptr, op.next_stage = nullptr, op.finish = nullptr;
       return true;
+    }
+    if (op.next_stage) {
+      if (const std::optional<int> next = op.next_stage(op.reqs)) {
+        if (*next != MPI_SUCCESS) fail(op, *next);
+        return false;
+      }
     }
     std::string error = received_size_problem(op);
     try {
@@ -360,7 +453,7 @@ class MpiRuntime {
   // Drops the tensors the closures hold before the waiter wakes: once wait() returns, this
   // thread no longer keeps any of the operation's memory alive.
   static void finish_op(Op& op, std::string error) {
-    op.start = nullptr, op.finish = nullptr;
+    op.start = nullptr, op.next_stage = nullptr, op.finish = nullptr;
     op.work->complete(std::move(error));
   }
 
@@ -387,7 +480,7 @@ class MpiRuntime {
       return;
     op.stalled = true;
     const bool recv = op.recv_count >= 0;
-    if (recv) MPI_Cancel(&op.req);  // completes the request (cancelled) at a later MPI_Test
+    if (recv) MPI_Cancel(&op.reqs[0]);  // completes the request (cancelled) at a later MPI_Test
     op.work->complete(fmt::format(
         "mpi: {} not complete after {} s (MpiOptions::p2p_timeout_s): the peer is alive (its "
         "heartbeats arrive) but has not posted the matching {}",
@@ -400,7 +493,7 @@ class MpiRuntime {
   void abandon_stalled() {
     std::erase_if(active_, [](std::unique_ptr<Op>& op) {
       if (!op->stalled) return false;
-      if (op->req != MPI_REQUEST_NULL) MPI_Request_free(&op->req);
+      if (op->reqs[0] != MPI_REQUEST_NULL) MPI_Request_free(&op->reqs[0]);
       (void)op.release();
       return true;
     });
@@ -487,6 +580,7 @@ class MpiRuntime {
   bool ready_ = false, stop_ = false;
   int abort_code_ = -1;
   std::string init_error_;
+  std::atomic<int> waiters_{0};  // callers blocked in MpiWork::wait()
 
   // Communication thread only.
   std::vector<std::unique_ptr<Op>> active_;
@@ -536,6 +630,10 @@ class MpiCommunicator final : public Communicator {
     check_collective_tensor("all_reduce: t", t);
     const int n = to_int_count("all_reduce", t.numel());
     const float scale = op == ReduceOp::average ? 1.f / float(size_) : 1.f;
+    if (use_ring(t.numel())) {
+      auto run = all_reduce_ring(t.data<float>(), n, scale);
+      return rt_.submit_ring("all_reduce", run, [t] {});  // the closure keeps t alive
+    }
     MPI_Comm c = comm_;
     return rt_.submit(
         "all_reduce",
@@ -562,6 +660,10 @@ class MpiCommunicator final : public Communicator {
              "reduce_scatter: out {} on rank {}: expected counts[{}] = {} elements", out.desc(),
              rank_, rank_, counts[size_t(rank_)]);
     const float scale = op == ReduceOp::average ? 1.f / float(size_) : 1.f;
+    if (use_ring(in.numel())) {
+      auto run = reduce_scatter_ring(in.data<float>(), out.data<float>(), counts, scale);
+      return rt_.submit_ring("reduce_scatter", run, [in, out] {});  // keeps in and out alive
+    }
     MPI_Comm c = comm_;
     const int n_out = int(out.numel());
     return rt_.submit(
@@ -596,6 +698,17 @@ class MpiCommunicator final : public Communicator {
     const bool in_place =
         static_cast<char*>(in.raw_data()) ==
         static_cast<char*>(out.raw_data()) + size_t((*displs)[size_t(rank_)]) * sizeof(float);
+    if (use_ring(out.numel())) {
+      auto run = new_ring_run();
+      run->copy_from = in.data<float>();
+      run->copy_to = out.data<float>() + (*displs)[size_t(rank_)];
+      run->copy_count = in.numel();
+      float* data = out.data<float>();
+      for (const auto [to, from] : ring_all_gather_steps(rank_, size_))
+        run->stages.push_back({data + (*displs)[size_t(to)], (*icounts)[size_t(to)],
+                               data + (*displs)[size_t(from)], (*icounts)[size_t(from)]});
+      return rt_.submit_ring("all_gather", run, [in, out] {});  // keeps in and out alive
+    }
     MPI_Comm c = comm_;
     const int me = rank_;
     return rt_.submit("all_gather", [in, out, icounts, displs, c, in_place, me](MPI_Request* r) {
@@ -686,6 +799,74 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  // Large all-reduces, reduce-scatters and all-gathers run as Tessera's ring
+  // (dist/ring_schedule.h) over point-to-point transfers: Open MPI's non-blocking ones allocate
+  // scratch the size of the whole buffer on every call and its reduce-scatter moves more than the
+  // ring's (n-1)/n of it (docs/PERF.md, "Collectives"); small ones keep MPI's latency-optimal
+  // algorithms.
+  bool use_ring(int64_t elements) const {
+    return size_ > 1 && elements * int64_t(sizeof(float)) >= rt_.ring_min_bytes();
+  }
+
+  std::shared_ptr<RingRun> new_ring_run() {
+    auto run = std::make_shared<RingRun>();
+    run->comm = comm_;
+    run->tag = kTagRingFirst + int(ring_sequence_++ % kRingTags);
+    run->next = ring_next(rank_, size_);
+    run->prev = ring_prev(rank_, size_);
+    return run;
+  }
+
+  // In place: the reduce-scatter stages leave segment `rank_` summed (and scaled) in `data`, the
+  // all-gather stages pass the summed segments around the ring.
+  std::shared_ptr<RingRun> all_reduce_ring(float* data, int n, float scale) {
+    std::vector<int> count(static_cast<size_t>(size_)), displ(static_cast<size_t>(size_));
+    for (int i = 0, at = 0; i < size_; ++i) {
+      count[size_t(i)] = n / size_ + (i < n % size_ ? 1 : 0);
+      displ[size_t(i)] = at;
+      at += count[size_t(i)];
+    }
+    auto run = new_ring_run();
+    run->scratch[0] = Tensor::empty(Shape{count[0]});
+    float* tmp = run->scratch[0].data<float>();
+    const auto reduce = ring_reduce_scatter_steps(rank_, size_);
+    for (size_t k = 0; k < reduce.size(); ++k) {
+      const auto [to, from] = reduce[k];
+      run->stages.push_back({data + displ[size_t(to)], count[size_t(to)], tmp, count[size_t(from)],
+                             data + displ[size_t(from)], tmp,
+                             k + 1 == reduce.size() ? scale : 1.f});
+    }
+    for (const auto [to, from] : ring_all_gather_steps(rank_, size_))
+      run->stages.push_back({data + displ[size_t(to)], count[size_t(to)],
+                             data + displ[size_t(from)], count[size_t(from)]});
+    return run;
+  }
+
+  // `in` is left as it is: the partial sums travel in two scratch buffers used in turn (one is
+  // being sent while the other receives), the last stage receives into `out`.
+  std::shared_ptr<RingRun> reduce_scatter_ring(const float* in, float* out,
+                                               const std::vector<int64_t>& counts, float scale) {
+    std::vector<int64_t> displ(counts.size());
+    int64_t widest = 0;
+    for (size_t i = 0, at = 0; i < counts.size(); at += size_t(counts[i]), ++i) {
+      displ[i] = int64_t(at);
+      widest = std::max(widest, counts[i]);
+    }
+    auto run = new_ring_run();
+    const auto steps = ring_reduce_scatter_steps(rank_, size_);
+    if (steps.size() > 1)
+      for (Tensor& buf : run->scratch) buf = Tensor::empty(Shape{widest});
+    for (size_t k = 0; k < steps.size(); ++k) {
+      const auto [to, from] = steps[k];
+      const bool last = k + 1 == steps.size();
+      float* recv = last ? out : run->scratch[k % 2].data<float>();
+      const float* send = k == 0 ? in + displ[size_t(to)] : run->scratch[(k - 1) % 2].data<float>();
+      run->stages.push_back({send, int(counts[size_t(to)]), recv, int(counts[size_t(from)]), recv,
+                             in + displ[size_t(from)], last ? scale : 1.f});
+    }
+    return run;
+  }
+
   std::vector<int> check_counts(const char* op, const std::vector<int64_t>& counts) const {
     TS_CHECK(counts.size() == size_t(size_), "{}: {} counts for a {}-rank communicator", op,
              counts.size(), size_);
@@ -697,6 +878,7 @@ class MpiCommunicator final : public Communicator {
   MpiRuntime& rt_;
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
+  std::atomic<uint32_t> ring_sequence_{0};  // ring collectives started, for their tags
 };
 
 }  // namespace

@@ -45,6 +45,9 @@ struct MpiOptions {
   // call and the peer): the peer is alive, or the heartbeat would have ended the job, but never
   // posted the matching call. Long, like NCCL's, since a peer may be busy for minutes first.
   double p2p_timeout_s = 600;
+  // All-reduces, reduce-scatters and all-gathers of at least this many bytes run as Tessera's ring
+  // over point-to-point transfers (dist/ring_schedule.h), smaller ones as MPI's own collectives.
+  int64_t ring_min_bytes = int64_t(256) << 10;
 };
 
 // Exit status of a rank that stops because another rank died.

@@ -94,6 +94,71 @@ TEST(Collectives, ReduceScatterWithUnevenAndEmptyShares) {
     EXPECT_EQ(got[size_t(j)], float((offset + j) * 10 * n) + rank_sum) << "element " << j;
 }
 
+// Collectives of MpiOptions::ring_min_bytes (256 KiB) and more run as Tessera's ring over
+// point-to-point transfers: sums and averages of integer-valued floats (exact whatever the
+// order), uneven and empty shares, several rings in flight at once waited in reverse order, an
+// all-gather in place and out of place.
+TEST(Collectives, LargeCollectivesRunAsARing) {
+  const int r = world().rank(), n = world().world_size();
+  const int64_t big = (int64_t(1) << 18) + 7;  // 1 MiB + 28 bytes: segments of unequal size
+  float rank_sum = 0;
+  for (int i = 0; i < n; ++i) rank_sum += float(i);
+  std::vector<Tensor> sums;
+  std::vector<WorkHandle> ws;
+  for (int k = 0; k < 3; ++k) {
+    std::vector<float> v(static_cast<size_t>(big));
+    for (int64_t j = 0; j < big; ++j) v[size_t(j)] = float((j % 1000) * (k + 1) + r);
+    sums.push_back(Tensor::from_vector(v, Shape{big}));
+    ws.push_back(world().all_reduce_async(sums.back(), ReduceOp::sum));
+  }
+  Tensor avg = Tensor::full(Shape{big}, double(2 * r));
+  ws.push_back(world().all_reduce_async(avg, ReduceOp::average));
+  for (auto it = ws.rbegin(); it != ws.rend(); ++it) (*it)->wait();
+  // Reduce-scatter: rank i's share is (i + 1) * 40000 elements, the last rank's none.
+  std::vector<int64_t> counts;
+  int64_t total = 0, offset = 0;
+  for (int i = 0; i < n; ++i) {
+    counts.push_back(i + 1 == n ? 0 : (i + 1) * 40000);
+    if (i < r) offset += counts.back();
+    total += counts.back();
+  }
+  std::vector<float> in(static_cast<size_t>(total));
+  for (int64_t j = 0; j < total; ++j) in[size_t(j)] = float(j % 4096 + r);
+  Tensor in_t = Tensor::from_vector(in, Shape{total});
+  Tensor out = Tensor::zeros(Shape{counts[size_t(r)]});
+  world().reduce_scatter(in_t, out, counts, ReduceOp::average);
+  // All-gather of the same shares: rank i contributes (i + 1) * 40000 copies of 7 i + 1.
+  Tensor share = Tensor::full(Shape{counts[size_t(r)]}, double(7 * r + 1));
+  Tensor gathered = Tensor::zeros(Shape{total});
+  world().all_gather(share, gathered, counts);
+  Tensor in_place = Tensor::full(Shape{total}, -1.0);
+  Tensor my_slot = in_place.slice_rows(offset, offset + counts[size_t(r)]);
+  my_slot.fill_(double(7 * r + 1));
+  world().all_gather(my_slot, in_place, counts);
+
+  for (int k = 0; k < 3; ++k) {
+    std::vector<float> got = sums[size_t(k)].to_vector();
+    int64_t wrong = 0;
+    for (int64_t j = 0; j < big; ++j)
+      wrong += got[size_t(j)] != float((j % 1000) * (k + 1) * n) + rank_sum;
+    EXPECT_EQ(wrong, 0) << "all-reduce " << k;
+  }
+  std::vector<float> a = avg.to_vector();
+  EXPECT_FLOAT_EQ(a.front(), 2 * rank_sum / float(n));
+  EXPECT_FLOAT_EQ(a.back(), 2 * rank_sum / float(n));
+  EXPECT_EQ(in_t.to_vector(), in) << "reduce-scatter changed its input";
+  std::vector<float> got = out.to_vector();
+  int64_t wrong = 0;
+  for (int64_t j = 0; j < counts[size_t(r)]; ++j)
+    wrong += got[size_t(j)] != (float((offset + j) % 4096 * n) + rank_sum) * (1.f / float(n));
+  EXPECT_EQ(wrong, 0);
+  std::vector<float> expected;
+  for (int i = 0; i < n; ++i)
+    expected.resize(expected.size() + size_t(counts[size_t(i)]), float(7 * i + 1));
+  EXPECT_EQ(gathered.to_vector(), expected);
+  EXPECT_EQ(in_place.to_vector(), expected);
+}
+
 TEST(Collectives, AllGatherInPlaceAndOutOfPlace) {
   const int r = world().rank(), n = world().world_size();
   std::vector<int64_t> counts;

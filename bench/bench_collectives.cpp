@@ -1,0 +1,164 @@
+// Collective bandwidth over Tessera's MPI backend (dist/mpi_comm.h), launched by mpirun:
+//
+//   mpirun -n 2 build-bench/bench_collectives [--min-bytes 4096] [--max-bytes 268435456]
+//                          [--seconds 0.5] [--ring-min-bytes N] [--busy]
+//
+// For each message size (powers of 4 from --min-bytes to --max-bytes of f32) it times
+// all_reduce, reduce_scatter and all_gather through the communicator as training calls them
+// (queue the operation, wait on its handle), and prints the median time and the bus bandwidth
+// (NCCL's convention: all-reduce moves 2 (n-1)/n of the buffer per rank, reduce-scatter and
+// all-gather (n-1)/n), so figures compare across rank counts and with nccl-tests. --busy keeps
+// the training thread spinning on the CPU while the collective runs, as it does when
+// communication overlaps the backward pass. --ring-min-bytes sets MpiOptions::ring_min_bytes:
+// from that size on the backend runs its own ring instead of MPI's collective (a huge value
+// times MPI's alone).
+//
+// bench/peers/torch_collectives.py measures torch.distributed (gloo) over the same sizes, and
+// bench/collectives.sh prints both side by side. The last lines are machine-readable:
+//   RESULT impl=tessera op=all_reduce ranks=2 bytes=... seconds=... busbw_gbps=... busy=0
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/tensor.h"
+#include "dist/mpi_comm.h"
+
+namespace {
+
+using namespace tessera;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  int64_t min_bytes = 4096;
+  int64_t max_bytes = int64_t(256) << 20;
+  double seconds = 0.5;  // per size and op, after one warm-up call
+  bool busy = false;
+  int64_t ring_min_bytes = dist::MpiOptions{}.ring_min_bytes;
+};
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "bench_collectives: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--min-bytes") {
+      o.min_bytes = std::atoll(value());
+    } else if (a == "--max-bytes") {
+      o.max_bytes = std::atoll(value());
+    } else if (a == "--seconds") {
+      o.seconds = std::atof(value());
+    } else if (a == "--ring-min-bytes") {
+      o.ring_min_bytes = std::atoll(value());
+    } else if (a == "--busy") {
+      o.busy = true;
+    } else {
+      std::fprintf(stderr,
+                   "bench_collectives: unknown argument '%s' (--min-bytes N --max-bytes N "
+                   "--seconds S --ring-min-bytes N --busy)\n",
+                   a.c_str());
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+// Keeps this thread busy with arithmetic until `stop`, like a backward pass that overlaps.
+double spin_until(const std::atomic<bool>& stop) {
+  double x = 1;
+  while (!stop.load(std::memory_order_relaxed))
+    for (int i = 0; i < 1000; ++i) x = x * 1.0000001 + 1e-9;
+  return x;
+}
+
+// One timed call: queue, (optionally) compute, wait.
+double time_one(dist::Communicator& comm, const std::string& op, Tensor& whole, Tensor& part,
+                const std::vector<int64_t>& counts, bool busy) {
+  comm.barrier();
+  const auto t0 = Clock::now();
+  dist::WorkHandle w;
+  if (op == "all_reduce") {
+    w = comm.all_reduce_async(whole);
+  } else if (op == "reduce_scatter") {
+    w = comm.reduce_scatter_async(whole, part, counts);
+  } else {
+    w = comm.all_gather_async(part, whole, counts);
+  }
+  if (busy) {
+    std::atomic<bool> stop{false};
+    std::thread waiter([&] {
+      w->wait();
+      stop = true;
+    });
+    volatile double sink = spin_until(stop);
+    (void)sink;
+    waiter.join();
+  } else {
+    w->wait();
+  }
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double bus_factor(const std::string& op, int n) {
+  const double f = double(n - 1) / double(n);
+  return op == "all_reduce" ? 2 * f : f;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options opt = parse(argc, argv);
+  dist::MpiOptions mpi;
+  mpi.ring_min_bytes = opt.ring_min_bytes;
+  auto comm = dist::mpi_world(mpi);
+  const int n = comm->world_size();
+  if (comm->rank() == 0)
+    std::printf("# %s; ring from %lld bytes\n# %-14s %12s %12s %12s\n", comm->describe().c_str(),
+                (long long)opt.ring_min_bytes, "op", "bytes", "median ms", "busbw GB/s");
+  for (int64_t bytes = opt.min_bytes; bytes <= opt.max_bytes; bytes *= 4) {
+    const int64_t elems = std::max<int64_t>(n, bytes / 4 / n * n);
+    Tensor whole = Tensor::zeros({elems});
+    Tensor part = Tensor::zeros({elems / n});
+    const std::vector<int64_t> counts(size_t(n), elems / n);
+    for (const std::string op : {"all_reduce", "reduce_scatter", "all_gather"}) {
+      time_one(*comm, op, whole, part, counts, opt.busy);  // warm-up
+      std::vector<double> times;
+      double total = 0;
+      // Every rank runs the same number of calls: rank 0 decides when to stop.
+      for (;;) {
+        const double t = time_one(*comm, op, whole, part, counts, opt.busy);
+        times.push_back(t);
+        total += t;
+        Tensor go = Tensor::zeros({1});
+        if (comm->rank() == 0 && total < opt.seconds && times.size() < 1000)
+          go.data<float>()[0] = 1;
+        comm->broadcast(go, 0);
+        if (go.data<float>()[0] == 0) break;
+      }
+      std::sort(times.begin(), times.end());
+      const double median = times[times.size() / 2];
+      const double busbw = double(elems) * 4 * bus_factor(op, n) / median / 1e9;
+      if (comm->rank() == 0) {
+        std::printf("  %-14s %12lld %12.3f %12.2f\n", op.c_str(), (long long)(elems * 4),
+                    median * 1e3, busbw);
+        std::printf(
+            "RESULT impl=tessera op=%s ranks=%d bytes=%lld seconds=%.6g busbw_gbps=%.4g "
+            "busy=%d ring_min_bytes=%lld\n",
+            op.c_str(), n, (long long)(elems * 4), median, busbw, opt.busy ? 1 : 0,
+            (long long)opt.ring_min_bytes);
+      }
+    }
+  }
+  dist::mpi_shutdown();
+  return 0;
+}
