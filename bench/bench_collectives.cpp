@@ -8,8 +8,9 @@
 // (queue the operation, wait on its handle), and prints the median time and the bus bandwidth
 // (NCCL's convention: all-reduce moves 2 (n-1)/n of the buffer per rank, reduce-scatter and
 // all-gather (n-1)/n), so figures compare across rank counts and with nccl-tests. --busy keeps
-// the training thread spinning on the CPU while the collective runs, as it does when
-// communication overlaps the backward pass. --ring-min-bytes sets MpiOptions::ring_min_bytes:
+// the calling thread computing until the collective is done, as the training thread does while
+// communication overlaps the backward pass (on a node with a core per rank and no spare one,
+// the communication thread then shares that core). --ring-min-bytes sets MpiOptions::ring_min_bytes:
 // from that size on the backend runs its own ring instead of MPI's collective (a huge value
 // times MPI's alone).
 //
@@ -17,12 +18,10 @@
 // bench/collectives.sh prints both side by side. The last lines are machine-readable:
 //   RESULT impl=tessera op=all_reduce ranks=2 bytes=... seconds=... busbw_gbps=... busy=0
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/tensor.h"
@@ -73,11 +72,12 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-// Keeps this thread busy with arithmetic until `stop`, like a backward pass that overlaps.
-double spin_until(const std::atomic<bool>& stop) {
+// Keeps this thread busy with arithmetic until `work` is done, looking every ~10 us, like a
+// backward pass that computes while its gradients travel (no thread waits on the handle).
+double spin_until_done(const dist::Work& work) {
   double x = 1;
-  while (!stop.load(std::memory_order_relaxed))
-    for (int i = 0; i < 1000; ++i) x = x * 1.0000001 + 1e-9;
+  while (!work.done())
+    for (int i = 0; i < 10000; ++i) x = x * 1.0000001 + 1e-9;
   return x;
 }
 
@@ -95,17 +95,10 @@ double time_one(dist::Communicator& comm, const std::string& op, Tensor& whole, 
     w = comm.all_gather_async(part, whole, counts);
   }
   if (busy) {
-    std::atomic<bool> stop{false};
-    std::thread waiter([&] {
-      w->wait();
-      stop = true;
-    });
-    volatile double sink = spin_until(stop);
+    volatile double sink = spin_until_done(*w);
     (void)sink;
-    waiter.join();
-  } else {
-    w->wait();
   }
+  w->wait();
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 

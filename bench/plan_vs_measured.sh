@@ -6,7 +6,8 @@
 # ms_per_step of the last steps. Random token ids (data.kind = "random": the same shapes as any
 # corpus, no file to prepare).
 #   bench/plan_vs_measured.sh [OUT_DIR]   (default runs/plan_vs_measured; ~6 min on 2 cores;
-#   TESSERA=path/to/tessera to use another build than build/)
+#   TESSERA=path/to/tessera to use another build than build/; ROWS=REGEX runs only the rows whose
+#   name matches, e.g. ROWS='GPT-2.*(ZeRO|tp|pp)')
 # Several ranks run under mpirun, one OpenMP thread each; with more ranks than cores the real
 # step time measures the oversubscription, which the local cluster does not model, so those
 # rows compare memory only. Run it on an otherwise idle machine: the calibration and the runs
@@ -27,6 +28,7 @@ common=(data.kind='"random"' data.val_path='""' data.tokenizer='""' train.steps=
 row() {
   local name=$1 ranks=$2 config=$3
   shift 3
+  [[ -z ${ROWS:-} || $name =~ $ROWS ]] || return 0
   local dir
   dir="$out/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')"
   local threads=$((ranks >= cores ? 1 : cores / ranks))

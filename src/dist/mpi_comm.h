@@ -10,7 +10,9 @@
 // order, which is the same on every rank, and polls them with MPI_Test. Open MPI makes progress
 // on a non-blocking collective only inside MPI calls, so a collective started and then left
 // alone while the training thread computes would not move; the polling thread is what makes
-// communication really overlap the backward pass.
+// communication really overlap the backward pass. Large all-reduces, reduce-scatters and
+// all-gathers (MpiOptions::ring_min_bytes) run instead as Tessera's own ring over MPI_Isend /
+// MPI_Irecv, a stage at a time on the same thread (dist/ring_schedule.h; docs/DISTRIBUTED.md).
 //
 // Failure detection: MPI's own reaction to a dead peer is to hang (a collective waits forever)
 // or to abort the whole job without saying who died. The same thread therefore runs a
