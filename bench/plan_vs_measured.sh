@@ -75,6 +75,7 @@ row "GPT-2 124M, bf16" 1 "${g2[@]}"
 row "GPT-2 124M, bf16, recompute" 1 "${g2[@]}" model.recompute='"blocks"'
 row "GPT-2 124M, f32" 1 "${g2[@]}" train.precision='"f32"'
 row "GPT-2 124M, ZeRO-1" 2 "${g2[@]}" parallel.zero_stage=1
+row "GPT-2 124M, ZeRO-1, one bucket" 2 "${g2[@]}" parallel.zero_stage=1 parallel.bucket_mb=1000
 row "GPT-2 124M, tp 2" 2 "${g2[@]}" parallel.zero_stage=0 parallel.tp=2
 row "GPT-2 124M, pp 2" 2 "${g2[@]}" parallel.zero_stage=0 parallel.pp=2 train.micro_batches=2
 ll=(configs/llama_kjv.toml model.n_layer=4)
