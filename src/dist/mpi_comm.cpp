@@ -4,7 +4,11 @@
 #if TESSERA_HAVE_MPI
 
 #include <mpi.h>
+#include <omp.h>
+#include <sched.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <condition_variable>
@@ -70,18 +74,33 @@ int to_int_count(const char* op, int64_t n) {
   return int(n);
 }
 
+// The callers blocked in wait() on any operation of the runtime, and how to wake the
+// communication thread when one arrives (it may be waiting for exactly that).
+struct Waiters {
+  std::atomic<int> count{0};
+  std::mutex& runtime_mu;
+  std::condition_variable& runtime_cv;
+  void arrive() {
+    count.fetch_add(1, std::memory_order_relaxed);
+    { std::lock_guard<std::mutex> lock(runtime_mu); }  // the thread is waiting or will see it
+    runtime_cv.notify_all();
+  }
+  void leave() { count.fetch_sub(1, std::memory_order_relaxed); }
+  bool any() const { return count.load(std::memory_order_relaxed) > 0; }
+};
+
 class MpiWork final : public Work {
  public:
-  // `waiters` counts the callers blocked in wait() on any operation of the runtime.
-  MpiWork(std::string what, std::atomic<int>& waiters)
+  MpiWork(std::string what, Waiters& waiters)
       : what_(std::move(what)), start_(monotonic_seconds()), waiters_(waiters) {}
   void wait() override {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!done_) {
-      waiters_.fetch_add(1, std::memory_order_relaxed);
+    if (!done()) {
+      waiters_.arrive();
+      std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return done_; });
-      waiters_.fetch_sub(1, std::memory_order_relaxed);
+      waiters_.leave();
     }
+    std::lock_guard<std::mutex> lock(mu_);
     if (!error_.empty()) throw Error(error_);
   }
   bool done() const override {
@@ -107,7 +126,7 @@ class MpiWork final : public Work {
  private:
   std::string what_;
   double start_;
-  std::atomic<int>& waiters_;
+  Waiters& waiters_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
@@ -135,6 +154,7 @@ struct Op {
   int64_t recv_count = -1;
   double stall_timeout_s = 0;
   bool stalled = false;
+  bool p2p = false;
 };
 
 // A ring collective (dist/ring_schedule.h) as the communication thread runs it: each stage sends
@@ -186,7 +206,7 @@ struct RingRun {
 
 class MpiRuntime {
  public:
-  explicit MpiRuntime(const MpiOptions& opt) : opt_(opt) {
+  explicit MpiRuntime(const MpiOptions& opt) : opt_(opt), compute_threads_(omp_get_max_threads()) {
     TS_CHECK(opt_.timeout_s > 0, "mpi: timeout_s {} must be > 0", opt_.timeout_s);
     heartbeat_s_ = opt_.heartbeat_s > 0 ? opt_.heartbeat_s : std::min(1.0, opt_.timeout_s / 5);
     thread_ = std::thread([this] { thread_main(); });
@@ -234,6 +254,7 @@ class MpiRuntime {
     op->start = std::move(start);
     op->recv_count = recv_count;
     op->stall_timeout_s = opt_.p2p_timeout_s;
+    op->p2p = true;
     return enqueue(std::move(op));
   }
 
@@ -326,14 +347,17 @@ class MpiRuntime {
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
     MPI_Comm_dup(MPI_COMM_WORLD, &hb_comm_);
     MPI_Comm_set_errhandler(hb_comm_, MPI_ERRORS_RETURN);
+    decide_overlap();
     char lib[MPI_MAX_LIBRARY_VERSION_STRING];
     int len = 0;
     MPI_Get_library_version(lib, &len);
     std::string version(lib, size_t(len));
     if (auto cut = version.find_first_of(",\n"); cut != std::string::npos) version.resize(cut);
     description_ = fmt::format(
-        "mpi ({}; {} ranks; thread level {}; progress thread; heartbeat {:.2f} s, timeout {} s)",
-        version, size_, thread_level_name(provided), heartbeat_s_, opt_.timeout_s);
+        "mpi ({}; {} ranks; thread level {}; progress thread; collectives progress while "
+        "computing: {} ({}); heartbeat {:.2f} s, timeout {} s)",
+        version, size_, thread_level_name(provided), overlap_ ? "yes" : "no", overlap_reason_,
+        heartbeat_s_, opt_.timeout_s);
     const double now = monotonic_seconds();
     last_seen_.assign(size_t(size_), now);
     next_beat_ = now;
@@ -342,6 +366,49 @@ class MpiRuntime {
     ready_ = true;
     ready_cv_.notify_all();
     return true;
+  }
+
+  // Progressing a collective while the training thread computes takes a core: worth it when
+  // this rank has one to spare, a loss when the node's cores are all computing (each sweep then
+  // preempts the computation, and the peers' threads are rarely scheduled at the same moment, so
+  // the transfer crawls: bench_collectives --busy). Without a spare core, collectives move only
+  // while some caller waits, at full speed.
+  void decide_overlap() {
+    if (opt_.overlap != MpiOptions::Overlap::automatic) {
+      overlap_ = opt_.overlap == MpiOptions::Overlap::on;
+      overlap_reason_ = "MpiOptions::overlap";
+      return;
+    }
+    MPI_Comm node = MPI_COMM_NULL;
+    int local_ranks = 1;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node) ==
+        MPI_SUCCESS) {
+      MPI_Comm_size(node, &local_ranks);
+      MPI_Comm_free(&node);
+    }
+    const int cores = cores_per_rank(local_ranks);
+    overlap_ = cores > compute_threads_;
+    overlap_reason_ =
+        fmt::format("{} core{} for this rank's {} compute thread{}", cores, cores == 1 ? "" : "s",
+                    compute_threads_, compute_threads_ == 1 ? "" : "s");
+  }
+
+  // The cores this rank may use: those it is bound to, or its share of the node's when the
+  // node's ranks are not bound apart.
+  static int cores_per_rank(int local_ranks) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    const int allowed =
+        sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : int(online);
+    const int share = int(std::max(1L, online / std::max(1, local_ranks)));
+    return std::max(1, std::min(allowed, share));
+  }
+
+  bool p2p_in_flight() const {
+    for (const auto& op : active_)
+      if (op->p2p) return true;
+    return false;
   }
 
   void loop() {
@@ -370,10 +437,17 @@ class MpiRuntime {
         cv_.wait_for(lock, idle_wait, [&] {
           return !queue_.empty() || !tasks_.empty() || stop_ || abort_code_ >= 0;
         });
-      } else if (waiters_.load(std::memory_order_relaxed) > 0) {
+      } else if (waiters_.any()) {
         std::this_thread::yield();
-      } else {
+      } else if (overlap_ || p2p_in_flight()) {
         std::this_thread::sleep_for(kPollInterval);
+      } else {
+        // Collectives wait for a caller to wait: on a node with no core to spare they would
+        // only take cycles from the computation (docs/DISTRIBUTED.md).
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, idle_wait, [&] {
+          return waiters_.any() || !queue_.empty() || !tasks_.empty() || stop_ || abort_code_ >= 0;
+        });
       }
     }
   }
@@ -580,10 +654,15 @@ class MpiRuntime {
   bool ready_ = false, stop_ = false;
   int abort_code_ = -1;
   std::string init_error_;
-  std::atomic<int> waiters_{0};  // callers blocked in MpiWork::wait()
+  Waiters waiters_{0, mu_, cv_};
+  int compute_threads_ = 1;  // the OpenMP threads of the thread that started MPI
 
   // Communication thread only.
   std::vector<std::unique_ptr<Op>> active_;
+  // Whether collectives progress while every caller computes (decide_overlap(); point-to-point
+  // transfers always do).
+  bool overlap_ = true;
+  std::string overlap_reason_;
   int rank_ = 0, size_ = 1;
   std::string description_;
   MPI_Comm hb_comm_ = MPI_COMM_NULL;

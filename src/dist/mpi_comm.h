@@ -50,6 +50,13 @@ struct MpiOptions {
   // All-reduces, reduce-scatters and all-gathers of at least this many bytes run as Tessera's ring
   // over point-to-point transfers (dist/ring_schedule.h), smaller ones as MPI's own collectives.
   int64_t ring_min_bytes = int64_t(256) << 10;
+  // Whether collectives progress while every caller computes (communication overlapping the
+  // backward pass). automatic: when this rank has a core to spare beyond its OpenMP threads
+  // (its bound cores, or its share of the node's); otherwise they move only while some caller
+  // waits, since progressing them would take the cycles of the computation they overlap.
+  // Point-to-point transfers always progress.
+  enum class Overlap { automatic, on, off };
+  Overlap overlap = Overlap::automatic;
 };
 
 // Exit status of a rank that stops because another rank died.

@@ -95,6 +95,7 @@ struct ParallelConfig {
   int64_t cp = 1;                 // context-parallel ranks
   int64_t zero_stage = 0;         // 0..3
   double bucket_mb = 0;
+  std::string overlap;          // "auto" | "on" | "off": MPI collectives progress while computing
   double timeout_s = 0;         // a rank silent this long is declared dead
   double slow_rank_factor = 0;  // warn about a rank this many times slower (0 = never)
   bool operator==(const ParallelConfig&) const = default;

@@ -262,6 +262,12 @@ std::vector<ConfigKey> make_keys() {
           "ZeRO: 0 = replicate, 1 = shard optimizer state, 2 = + gradients, 3 = + weights"),
       float_key<P, &ParallelConfig::bucket_mb>("parallel.bucket_mb", 25.0, above(0),
                                                "gradient all-reduce bucket size in MiB"),
+      string_key<P, &ParallelConfig::overlap>(
+          "parallel.overlap", "auto", {"auto", "on", "off"},
+          "whether MPI collectives progress while the ranks compute (gradients overlapping the "
+          "backward pass): auto = when each rank has a core to spare beyond train.threads; "
+          "without one, progressing them takes the computation's cycles and they move only "
+          "while a rank waits"),
       float_key<P, &ParallelConfig::timeout_s>(
           "parallel.timeout_s", 60.0, above(0),
           "seconds without a heartbeat before the other ranks declare a rank dead and exit "

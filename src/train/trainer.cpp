@@ -108,6 +108,9 @@ void Trainer::connect_ranks() {
   if (!comm) {
     dist::MpiOptions mo;
     mo.timeout_s = cfg_.parallel.timeout_s;
+    mo.overlap = cfg_.parallel.overlap == "on"    ? dist::MpiOptions::Overlap::on
+                 : cfg_.parallel.overlap == "off" ? dist::MpiOptions::Overlap::off
+                                                  : dist::MpiOptions::Overlap::automatic;
     // torchrun-style launches start GPU jobs through rank 0's store; CPU ranks need MPI.
     comm = dist::communicator_for_launch(dist::detect_launch(), mo, cfg_.train.device == "cuda");
   }

@@ -1,11 +1,13 @@
 // What the multi-rank gtest binaries of tests/mpi share: the world communicator (MPI, a 30 s
-// heartbeat timeout so a dead rank fails the test instead of hanging it) and main()'s body:
+// heartbeat timeout so a dead rank fails the test instead of hanging it; TESSERA_TEST_MPI_OVERLAP
+// = on or off sets MpiOptions::overlap, automatic otherwise) and main()'s body:
 //   int main(int argc, char** argv) { return tessera::testing::run_mpi_tests(argc, argv); }
 // Tests reach the communicator through world() (or world_comm() where a shared_ptr is needed).
 #pragma once
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -38,6 +40,12 @@ inline int run_mpi_tests(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   dist::MpiOptions mo;
   mo.timeout_s = 30;
+  if (const char* overlap = std::getenv("TESSERA_TEST_MPI_OVERLAP")) {
+    const std::string v = overlap;
+    mo.overlap = v == "on"    ? dist::MpiOptions::Overlap::on
+                 : v == "off" ? dist::MpiOptions::Overlap::off
+                              : dist::MpiOptions::Overlap::automatic;
+  }
   world_comm() = dist::mpi_world(mo);
   print_passes_on_rank0_only(world().rank());
   const int rc = RUN_ALL_TESTS();

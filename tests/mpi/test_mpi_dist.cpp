@@ -94,6 +94,23 @@ TEST(Collectives, ReduceScatterWithUnevenAndEmptyShares) {
     EXPECT_EQ(got[size_t(j)], float((offset + j) * 10 * n) + rank_sum) << "element " << j;
 }
 
+// The description says whether collectives progress while the ranks compute, and why.
+TEST(Collectives, DescriptionSaysWhetherCollectivesOverlapComputation) {
+  const std::string d = world().describe();
+  const char* forced = std::getenv("TESSERA_TEST_MPI_OVERLAP");
+  if (forced && std::string(forced) == "on") {
+    EXPECT_NE(d.find("collectives progress while computing: yes (MpiOptions::overlap)"),
+              std::string::npos)
+        << d;
+  } else if (forced && std::string(forced) == "off") {
+    EXPECT_NE(d.find("collectives progress while computing: no (MpiOptions::overlap)"),
+              std::string::npos)
+        << d;
+  } else {
+    EXPECT_NE(d.find(" compute thread"), std::string::npos) << d;  // the cores and threads
+  }
+}
+
 // Collectives of MpiOptions::ring_min_bytes (256 KiB) and more run as Tessera's ring over
 // point-to-point transfers: sums and averages of integer-valued floats (exact whatever the
 // order), uneven and empty shares, several rings in flight at once waited in reverse order, an
