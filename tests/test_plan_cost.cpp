@@ -212,6 +212,39 @@ TEST(plan, AllReduceOverlapsTheKernelsBeforeItsWait) {
   }
 }
 
+// Local ranks with no core to spare: the all-reduce moves only once the compute stream waits,
+// so none of it hides behind the kernels between, and a collective the step never waits on
+// still ends the step.
+TEST(plan, WithoutOverlapACollectiveStartsAtTheFirstWait) {
+  ClusterSpec c = round_cluster(1);
+  c.collectives_overlap_compute = false;
+  meta::RankGroup g{8, 0, 1, 8};
+  const double B = 1e9, kt = 1e-3;
+  meta::CollectiveEvent probe;
+  probe.op = "all_reduce";
+  probe.bytes = B;
+  probe.group = g;
+  const double comm = collective_seconds(c, probe);
+  for (int K : {2, 10, 40}) {
+    RankTrace r{0, {}};
+    r.events.push_back(kernel(kt));
+    r.events.push_back(collective("all_reduce", B, g, 7));
+    for (int i = 0; i < K; ++i) r.events.push_back(kernel(kt));
+    r.events.push_back(wait(7));
+    r.events.push_back(kernel(kt));
+    Timeline t = simulate(c, {r});
+    EXPECT_NEAR(t.ranks[0].exposed_comm_seconds, comm, 1e-12) << K;
+    EXPECT_NEAR(t.ranks[0].step_seconds, (K + 2) * kt + comm, 1e-12) << K;
+  }
+  // Never waited on: it moves once the rank's events are done.
+  RankTrace r{0, {}};
+  r.events.push_back(collective("all_reduce", B, g, 9));
+  r.events.push_back(kernel(kt));
+  Timeline t = simulate(c, {r});
+  EXPECT_NEAR(t.ranks[0].step_seconds, kt + comm, 1e-12);
+  EXPECT_EQ(t.ranks[0].exposed_comm_seconds, 0.0);
+}
+
 TEST(plan, CollectivesQueueOnOneStreamAndMeetAcrossSimulatedMembers) {
   ClusterSpec c = round_cluster(1);
   meta::RankGroup g{2, 0, 1, 2};

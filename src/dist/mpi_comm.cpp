@@ -5,8 +5,6 @@
 
 #include <mpi.h>
 #include <omp.h>
-#include <sched.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +20,7 @@
 #include <optional>
 #include <thread>
 
+#include "core/host_cores.h"
 #include "dist/clock.h"
 #include "dist/ring_schedule.h"
 
@@ -387,22 +386,10 @@ class MpiRuntime {
       MPI_Comm_free(&node);
     }
     const int cores = cores_per_rank(local_ranks);
-    overlap_ = cores > compute_threads_;
+    overlap_ = has_spare_core(local_ranks, compute_threads_);
     overlap_reason_ =
         fmt::format("{} core{} for this rank's {} compute thread{}", cores, cores == 1 ? "" : "s",
                     compute_threads_, compute_threads_ == 1 ? "" : "s");
-  }
-
-  // The cores this rank may use: those it is bound to, or its share of the node's when the
-  // node's ranks are not bound apart.
-  static int cores_per_rank(int local_ranks) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    const long online = sysconf(_SC_NPROCESSORS_ONLN);
-    const int allowed =
-        sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : int(online);
-    const int share = int(std::max(1L, online / std::max(1, local_ranks)));
-    return std::max(1, std::min(allowed, share));
   }
 
   bool p2p_in_flight() const {

@@ -1,5 +1,7 @@
 #include "plan/cluster.h"
 
+#include "core/host_cores.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -192,6 +194,7 @@ ClusterSpec local_cluster(const DeviceSpec& device, int ranks) {
   c.source = "this machine's CPU, calibrated (plan/calibrate.h): " + device.name;
   c.name = ranks == 1 ? "local" : "localx" + std::to_string(ranks);
   c.host = true;
+  c.collectives_overlap_compute = has_spare_core(ranks, omp_get_max_threads());
   return c;
 }
 

@@ -84,6 +84,10 @@ struct ClusterSpec {
   std::string source;  // what this description is and where its figures come from
   std::string name;    // as parsed: "h100x64", "local"
   bool host = false;   // this machine's CPU (local): plans follow the host allocator
+  // Whether collectives progress while the ranks compute. GPUs: always (NCCL's kernels run on
+  // the device). Local ranks over MPI: when each has a core to spare (dist::MpiOptions::overlap,
+  // parallel.overlap); otherwise a collective moves only while its rank waits on some work.
+  bool collectives_overlap_compute = true;
 
   int gpus() const { return gpus_per_node * nodes; }
   int node_of(int rank) const { return rank / gpus_per_node; }

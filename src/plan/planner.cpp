@@ -84,7 +84,10 @@ Plan make_plan(const train::Config& cfg, const ClusterSpec& cluster, int world) 
     p.memory.push_back(m);
     traces.push_back(RankTrace{r, std::move(run.step)});
   }
-  p.timeline = simulate(cluster, traces);
+  ClusterSpec timed = cluster;
+  if (cluster.host && cfg.parallel.overlap != "auto")
+    timed.collectives_overlap_compute = cfg.parallel.overlap == "on";
+  p.timeline = simulate(timed, traces);
   if (train::model_kind(cfg.model.kind).language_model)
     p.tokens_per_step = double(cfg.train.batch_size) * double(cfg.train.seq_len);
   p.model_flops_per_step = model_flops_per_step(cfg);

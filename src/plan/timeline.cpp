@@ -45,6 +45,9 @@ struct RankState {
   double comm_free = 0;  // when the communication stream is next free
   double end = 0;        // when the rank's last work ends
   std::deque<IssuedCollective> comm_queue;
+  // Without ClusterSpec::collectives_overlap_compute: collectives issued, held until the compute
+  // stream waits on pending work (or runs out of events), when they join comm_queue.
+  std::vector<IssuedCollective> held;
   std::map<GroupKey, int64_t> group_seq;
   std::unordered_map<int64_t, Work> works;
   RankTimes times;
@@ -141,6 +144,7 @@ class Simulator {
         case meta::EventKind::wait: {
           auto it = s.works.find(ev.work);
           if (it == s.works.end()) break;  // not issued in this step
+          if (it->second.pending > 0 || it->second.finish > s.t) release_held(s);
           if (it->second.pending > 0) return s.next > start;
           // A stall on a transfer is bubble. Of a stall on a collective, the part its start
           // waited for peers that issued it later (another stage still computing) is bubble
@@ -157,7 +161,17 @@ class Simulator {
           break;
       }
     }
+    release_held(s);  // the step's end waits for everything
     return s.next > start;
+  }
+
+  // The held collectives start moving now, at the compute stream's clock.
+  void release_held(RankState& s) {
+    for (IssuedCollective& h : s.held) {
+      h.issue = std::max(h.issue, s.t);
+      s.comm_queue.push_back(h);
+    }
+    s.held.clear();
   }
 
   void issue(int i, RankState& s, const meta::CollectiveEvent& e) {
@@ -165,7 +179,12 @@ class Simulator {
     ++w.pending;
     if (!is_point_to_point(e.op)) {
       const GroupKey g = key_of(e.group);
-      s.comm_queue.push_back({&e, s.t, g, s.group_seq[g]++});
+      const IssuedCollective c{&e, s.t, g, s.group_seq[g]++};
+      if (c_.collectives_overlap_compute) {
+        s.comm_queue.push_back(c);
+      } else {
+        s.held.push_back(c);
+      }
       return;
     }
     w.transfer = true;

@@ -7,7 +7,10 @@
 //     it, as NCCL does through an event) and runs on the rank's communication stream, first in
 //     first out. It starts when the stream is free and every simulated member of its group has
 //     issued its matching collective (the k-th on that group); members that are not simulated
-//     are taken to issue it at the same time as this rank (symmetric ranks);
+//     are taken to issue it at the same time as this rank (symmetric ranks). On a cluster whose
+//     collectives do not overlap computation (ClusterSpec::collectives_overlap_compute: local
+//     ranks with no core to spare), a collective counts as issued only once the compute stream
+//     waits on work still in flight, or has no events left;
 //   - send / recv to another simulated rank are matched in order per (sender, receiver); the
 //     transfer starts when both sides have issued theirs. Transfers do not queue behind the
 //     collectives' stream or each other (NCCL runs a batch of them as one group, and a
