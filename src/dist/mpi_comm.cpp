@@ -305,6 +305,7 @@ class MpiRuntime {
  private:
   WorkHandle enqueue(std::unique_ptr<Op> op) {
     WorkHandle handle = op->work;
+    submitted_.fetch_add(1, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(mu_);
       TS_CHECK(!stop_, "mpi: '{}' submitted after shutdown", op->work->what());
@@ -359,6 +360,8 @@ class MpiRuntime {
         heartbeat_s_, opt_.timeout_s);
     const double now = monotonic_seconds();
     last_seen_.assign(size_t(size_), now);
+    peer_submitted_.assign(size_t(size_), -1);
+    peer_submitted_at_.assign(size_t(size_), now);
     next_beat_ = now;
     post_heartbeat_recv();
     std::lock_guard<std::mutex> lock(mu_);
@@ -561,7 +564,7 @@ class MpiRuntime {
   }
 
   void post_heartbeat_recv() {
-    MPI_Irecv(&hb_in_, 1, MPI_INT, MPI_ANY_SOURCE, kTagHeartbeat, hb_comm_, &hb_recv_);
+    MPI_Irecv(&hb_in_, 1, MPI_LONG_LONG, MPI_ANY_SOURCE, kTagHeartbeat, hb_comm_, &hb_recv_);
   }
 
   void heartbeat() {
@@ -572,8 +575,11 @@ class MpiRuntime {
       int flag = 0;
       MPI_Status status;
       if (MPI_Test(&hb_recv_, &flag, &status) != MPI_SUCCESS || !flag) break;
-      if (status.MPI_SOURCE >= 0 && status.MPI_SOURCE < size_)
-        last_seen_[size_t(status.MPI_SOURCE)] = now;
+      if (status.MPI_SOURCE >= 0 && status.MPI_SOURCE < size_) {
+        const size_t p = size_t(status.MPI_SOURCE);
+        last_seen_[p] = now;
+        if (hb_in_ != peer_submitted_[p]) peer_submitted_[p] = hb_in_, peer_submitted_at_[p] = now;
+      }
       post_heartbeat_recv();
     }
     // Retire completed sends (eager one-int messages complete at once).
@@ -589,12 +595,16 @@ class MpiRuntime {
     }
     if (now >= next_beat_) {
       next_beat_ = now + heartbeat_s_;
+      // The beat carries how many operations this rank's callers have submitted. Its buffer
+      // changes only once every earlier beat's send is complete (they are, at once, but for a
+      // dead peer's).
+      if (hb_sends_.empty()) hb_out_ = submitted_.load(std::memory_order_relaxed);
       // A dead peer's sends may never complete; stop piling them up.
       if (hb_sends_.size() < size_t(64 * size_)) {
         for (int p = 0; p < size_; ++p) {
           if (p == rank_) continue;
           MPI_Request r;
-          if (MPI_Isend(&hb_out_, 1, MPI_INT, p, kTagHeartbeat, hb_comm_, &r) == MPI_SUCCESS)
+          if (MPI_Isend(&hb_out_, 1, MPI_LONG_LONG, p, kTagHeartbeat, hb_comm_, &r) == MPI_SUCCESS)
             hb_sends_.push_back(r);
         }
       }
@@ -604,6 +614,38 @@ class MpiRuntime {
       const double silent = now - last_seen_[size_t(p)];
       if (p != rank_ && silent > opt_.timeout_s) peer_lost(p, silent);
     }
+    check_stuck_peers(now);
+  }
+
+  // A peer alive (its heartbeats arrive) whose callers have submitted nothing for
+  // stuck_timeout_s while one of ours has waited that long on an operation: its training thread
+  // is stuck outside communication (a deadlock, an endless loop, work longer than the timeout),
+  // and without this the job would hang with every heartbeat on time.
+  void check_stuck_peers(double now) {
+    if (opt_.stuck_timeout_s <= 0 || !waiters_.any()) return;
+    const Op* oldest = nullptr;
+    for (const auto& op : active_)
+      if (!op->stalled && op->failed_at == 0 &&
+          (!oldest || op->work->start_time() < oldest->work->start_time()))
+        oldest = op.get();
+    if (!oldest || now - oldest->work->start_time() <= opt_.stuck_timeout_s) return;
+    for (int p = 0; p < size_; ++p) {
+      const double idle = now - peer_submitted_at_[size_t(p)];
+      if (p != rank_ && idle > opt_.stuck_timeout_s)
+        peer_stuck(p, idle, oldest->work->what(), now - oldest->work->start_time());
+    }
+  }
+
+  [[noreturn]] void peer_stuck(int peer, double idle, const std::string& what, double waited) {
+    std::fprintf(stderr,
+                 "tessera: rank %d: rank %d is alive (its heartbeats arrive) but has started no "
+                 "communication for %.1f s, while this rank has waited %.1f s in %s "
+                 "(parallel.stuck_timeout_s = %g): its training thread is stuck (a deadlock, an "
+                 "endless loop, or work longer than the timeout). Exiting.\n",
+                 rank_, peer, idle, waited, what.c_str(), opt_.stuck_timeout_s);
+    std::fflush(stderr);
+    std::fflush(stdout);
+    std::_Exit(kPeerLostExitCode);
   }
 
   [[noreturn]] void peer_lost(int peer, double silent) {
@@ -642,7 +684,8 @@ class MpiRuntime {
   int abort_code_ = -1;
   std::string init_error_;
   Waiters waiters_{0, mu_, cv_};
-  int compute_threads_ = 1;  // the OpenMP threads of the thread that started MPI
+  std::atomic<long long> submitted_{0};  // operations the callers have queued
+  int compute_threads_ = 1;              // the OpenMP threads of the thread that started MPI
 
   // Communication thread only.
   std::vector<std::unique_ptr<Op>> active_;
@@ -654,9 +697,12 @@ class MpiRuntime {
   std::string description_;
   MPI_Comm hb_comm_ = MPI_COMM_NULL;
   MPI_Request hb_recv_ = MPI_REQUEST_NULL;
-  int hb_in_ = 0, hb_out_ = 1;
+  long long hb_in_ = 0, hb_out_ = 0;
   std::vector<MPI_Request> hb_sends_;
   std::vector<double> last_seen_;
+  // Per peer: the submitted count its last beat carried, and when that count last changed.
+  std::vector<long long> peer_submitted_;
+  std::vector<double> peer_submitted_at_;
   double next_beat_ = 0;
   bool watching_ = true;
 };

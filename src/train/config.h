@@ -97,6 +97,7 @@ struct ParallelConfig {
   double bucket_mb = 0;
   std::string overlap;          // "auto" | "on" | "off": MPI collectives progress while computing
   double timeout_s = 0;         // a rank silent this long is declared dead
+  double stuck_timeout_s = 0;   // a rank alive but starting no communication this long: stuck
   double slow_rank_factor = 0;  // warn about a rank this many times slower (0 = never)
   bool operator==(const ParallelConfig&) const = default;
 };

@@ -273,6 +273,11 @@ std::vector<ConfigKey> make_keys() {
           "seconds without a heartbeat before the other ranks declare a rank dead and exit "
           "(MPI); in a torchrun-style launch, how long the ranks wait at rank 0's store for all "
           "to arrive"),
+      float_key<P, &ParallelConfig::stuck_timeout_s>(
+          "parallel.stuck_timeout_s", 600.0, at_least(0),
+          "a rank that has waited this long on a collective or transfer, while another rank "
+          "alive (heartbeats arrive) has started no communication for as long, ends the job "
+          "naming that rank, whose training thread is stuck (MPI; 0 = never)"),
       float_key<P, &ParallelConfig::slow_rank_factor>(
           "parallel.slow_rank_factor", 1.5, at_least(0),
           "warn naming a rank whose median compute time per step exceeds this many times the "

@@ -108,6 +108,7 @@ void Trainer::connect_ranks() {
   if (!comm) {
     dist::MpiOptions mo;
     mo.timeout_s = cfg_.parallel.timeout_s;
+    mo.stuck_timeout_s = cfg_.parallel.stuck_timeout_s;
     mo.overlap = cfg_.parallel.overlap == "on"    ? dist::MpiOptions::Overlap::on
                  : cfg_.parallel.overlap == "off" ? dist::MpiOptions::Overlap::off
                                                   : dist::MpiOptions::Overlap::automatic;
