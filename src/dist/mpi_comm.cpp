@@ -376,17 +376,19 @@ class MpiRuntime {
   // the transfer crawls: bench_collectives --busy). Without a spare core, collectives move only
   // while some caller waits, at full speed.
   void decide_overlap() {
-    if (opt_.overlap != MpiOptions::Overlap::automatic) {
-      overlap_ = opt_.overlap == MpiOptions::Overlap::on;
-      overlap_reason_ = "MpiOptions::overlap";
-      return;
-    }
+    // Collective over the world: every rank splits, whatever its options say (ranks whose
+    // configs differ must reach the consistency check, not hang here).
     MPI_Comm node = MPI_COMM_NULL;
     int local_ranks = 1;
     if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node) ==
         MPI_SUCCESS) {
       MPI_Comm_size(node, &local_ranks);
       MPI_Comm_free(&node);
+    }
+    if (opt_.overlap != MpiOptions::Overlap::automatic) {
+      overlap_ = opt_.overlap == MpiOptions::Overlap::on;
+      overlap_reason_ = "MpiOptions::overlap";
+      return;
     }
     const int cores = cores_per_rank(local_ranks);
     overlap_ = has_spare_core(local_ranks, compute_threads_);
