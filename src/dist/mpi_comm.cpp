@@ -362,6 +362,7 @@ class MpiRuntime {
     last_seen_.assign(size_t(size_), now);
     peer_submitted_.assign(size_t(size_), -1);
     peer_submitted_at_.assign(size_t(size_), now);
+    peer_waiting_.assign(size_t(size_), false);
     next_beat_ = now;
     post_heartbeat_recv();
     std::lock_guard<std::mutex> lock(mu_);
@@ -580,7 +581,10 @@ class MpiRuntime {
       if (status.MPI_SOURCE >= 0 && status.MPI_SOURCE < size_) {
         const size_t p = size_t(status.MPI_SOURCE);
         last_seen_[p] = now;
-        if (hb_in_ != peer_submitted_[p]) peer_submitted_[p] = hb_in_, peer_submitted_at_[p] = now;
+        const long long submitted = hb_in_ >> 1;  // the low bit: a caller of its is waiting
+        peer_waiting_[p] = (hb_in_ & 1) != 0;
+        if (submitted != peer_submitted_[p])
+          peer_submitted_[p] = submitted, peer_submitted_at_[p] = now;
       }
       post_heartbeat_recv();
     }
@@ -597,10 +601,12 @@ class MpiRuntime {
     }
     if (now >= next_beat_) {
       next_beat_ = now + heartbeat_s_;
-      // The beat carries how many operations this rank's callers have submitted. Its buffer
+      // The beat carries how many operations this rank's callers have submitted, and whether
+      // one of them waits on communication right now (the low bit). Its buffer
       // changes only once every earlier beat's send is complete (they are, at once, but for a
       // dead peer's).
-      if (hb_sends_.empty()) hb_out_ = submitted_.load(std::memory_order_relaxed);
+      if (hb_sends_.empty())
+        hb_out_ = submitted_.load(std::memory_order_relaxed) * 2 + (waiters_.any() ? 1 : 0);
       // A dead peer's sends may never complete; stop piling them up.
       if (hb_sends_.size() < size_t(64 * size_)) {
         for (int p = 0; p < size_; ++p) {
@@ -619,10 +625,11 @@ class MpiRuntime {
     check_stuck_peers(now);
   }
 
-  // A peer alive (its heartbeats arrive) whose callers have submitted nothing for
-  // stuck_timeout_s while one of ours has waited that long on an operation: its training thread
-  // is stuck outside communication (a deadlock, an endless loop, work longer than the timeout),
-  // and without this the job would hang with every heartbeat on time.
+  // A peer alive (its heartbeats arrive), not waiting on communication itself, whose callers
+  // have submitted nothing for stuck_timeout_s while one of ours has waited that long on an
+  // operation: its training thread is stuck outside communication (a deadlock, an endless
+  // loop, work longer than the timeout), and without this the job would hang with every
+  // heartbeat on time.
   void check_stuck_peers(double now) {
     if (opt_.stuck_timeout_s <= 0 || !waiters_.any()) return;
     const Op* oldest = nullptr;
@@ -633,7 +640,8 @@ class MpiRuntime {
     if (!oldest || now - oldest->work->start_time() <= opt_.stuck_timeout_s) return;
     for (int p = 0; p < size_; ++p) {
       const double idle = now - peer_submitted_at_[size_t(p)];
-      if (p != rank_ && idle > opt_.stuck_timeout_s)
+      // A peer waiting too is not stuck outside communication (it waits on someone else).
+      if (p != rank_ && !peer_waiting_[size_t(p)] && idle > opt_.stuck_timeout_s)
         peer_stuck(p, idle, oldest->work->what(), now - oldest->work->start_time());
     }
   }
@@ -705,6 +713,7 @@ class MpiRuntime {
   // Per peer: the submitted count its last beat carried, and when that count last changed.
   std::vector<long long> peer_submitted_;
   std::vector<double> peer_submitted_at_;
+  std::vector<bool> peer_waiting_;  // its last beat said one of its callers was waiting
   double next_beat_ = 0;
   bool watching_ = true;
 };

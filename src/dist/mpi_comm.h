@@ -23,9 +23,9 @@
 // from the communication thread, not the training loop, so a rank busy computing (a long
 // evaluation, a checkpoint write) keeps beating; only a dead process or an unreachable node
 // goes silent. A rank alive but stuck (its training thread deadlocked) keeps beating; each beat
-// therefore carries how many operations the rank's callers have submitted, and a rank that has
-// waited stuck_timeout_s on an operation while a peer's count has not moved for as long ends the
-// job naming that peer.
+// therefore carries how many operations the rank's callers have submitted and whether one of
+// them is waiting, and a rank that has waited stuck_timeout_s on an operation while a peer, not
+// waiting itself, has not moved its count for as long ends the job naming that peer.
 // MPI errors are returned rather than fatal (MPI_ERRORS_RETURN); one that coincides with a dead
 // peer is reported by the heartbeat, which names the rank.
 //
@@ -51,8 +51,9 @@ struct MpiOptions {
   // posted the matching call. Long, like NCCL's, since a peer may be busy for minutes first.
   double p2p_timeout_s = 600;
   // A rank that has waited this long on an operation, while a peer alive (heartbeats arrive)
-  // has started no communication for as long, ends the job naming that peer: its training
-  // thread is stuck outside communication. Long, like NCCL's watchdog; 0 = never.
+  // and not waiting itself has started no communication for as long, ends the job naming that
+  // peer: its training thread is stuck outside communication. Long, like NCCL's watchdog;
+  // 0 = never.
   double stuck_timeout_s = 600;
   // All-reduces, reduce-scatters and all-gathers of at least this many bytes run as Tessera's ring
   // over point-to-point transfers (dist/ring_schedule.h), smaller ones as MPI's own collectives.

@@ -26,6 +26,9 @@ fail() {
 ((rc != 124)) || fail "the job hung until the 120 s timeout"
 grep -q "rank 1 is alive (its heartbeats arrive) but has started no communication" "$log" ||
   fail "no rank named rank 1 as stuck"
+if grep "is alive (its heartbeats arrive)" "$log" | grep -qv "rank 1 is alive"; then
+  fail "a rank waiting in the barrier was named as stuck"
+fi
 if grep -q "the second barrier returned" "$log"; then fail "a barrier returned past the stuck rank"; fi
 ((elapsed_ms < 12000)) || fail "ending the job took ${elapsed_ms} ms, more than the 2 s timeout + 10 s"
 echo "[figure] $np ranks: a rank stuck outside communication was named and the job ended after" \
