@@ -62,10 +62,7 @@ Options parse(int argc, char** argv) {
     } else if (a == "--ring-min-bytes") {
       o.ring_min_bytes = std::atoll(value());
     } else if (a == "--overlap") {
-      const std::string v = value();
-      o.overlap = v == "on"    ? dist::MpiOptions::Overlap::on
-                  : v == "off" ? dist::MpiOptions::Overlap::off
-                               : dist::MpiOptions::Overlap::automatic;
+      o.overlap = dist::MpiOptions::overlap_named(value());
     } else if (a == "--busy") {
       o.busy = true;
     } else {

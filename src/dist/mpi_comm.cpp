@@ -826,10 +826,7 @@ class MpiCommunicator final : public Communicator {
       run->copy_from = in.data<float>();
       run->copy_to = out.data<float>() + (*displs)[size_t(rank_)];
       run->copy_count = in.numel();
-      float* data = out.data<float>();
-      for (const auto [to, from] : ring_all_gather_steps(rank_, size_))
-        run->stages.push_back({data + (*displs)[size_t(to)], (*icounts)[size_t(to)],
-                               data + (*displs)[size_t(from)], (*icounts)[size_t(from)]});
+      append_all_gather_stages(*run, out.data<float>(), *icounts, *displs);
       return rt_.submit_ring("all_gather", run, [in, out] {});  // keeps in and out alive
     }
     MPI_Comm c = comm_;
@@ -959,10 +956,16 @@ class MpiCommunicator final : public Communicator {
                              data + displ[size_t(from)], tmp,
                              k + 1 == reduce.size() ? scale : 1.f});
     }
-    for (const auto [to, from] : ring_all_gather_steps(rank_, size_))
-      run->stages.push_back({data + displ[size_t(to)], count[size_t(to)],
-                             data + displ[size_t(from)], count[size_t(from)]});
+    append_all_gather_stages(*run, data, count, displ);
     return run;
+  }
+
+  // The all-gather stages over `data`, segment i being count[i] elements at displ[i].
+  void append_all_gather_stages(RingRun& run, float* data, const std::vector<int>& count,
+                                const std::vector<int>& displ) const {
+    for (const auto [to, from] : ring_all_gather_steps(rank_, size_))
+      run.stages.push_back({data + displ[size_t(to)], count[size_t(to)], data + displ[size_t(from)],
+                            count[size_t(from)]});
   }
 
   // `in` is left as it is: the partial sums travel in two scratch buffers used in turn (one is

@@ -38,6 +38,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "dist/communicator.h"
 
@@ -65,6 +66,10 @@ struct MpiOptions {
   // Point-to-point transfers always progress.
   enum class Overlap { automatic, on, off };
   Overlap overlap = Overlap::automatic;
+  // The names parallel.overlap uses: "on", "off", and "auto" (or anything else) for automatic.
+  static Overlap overlap_named(std::string_view name) {
+    return name == "on" ? Overlap::on : name == "off" ? Overlap::off : Overlap::automatic;
+  }
 };
 
 // Exit status of a rank that stops because another rank died.

@@ -109,9 +109,7 @@ void Trainer::connect_ranks() {
     dist::MpiOptions mo;
     mo.timeout_s = cfg_.parallel.timeout_s;
     mo.stuck_timeout_s = cfg_.parallel.stuck_timeout_s;
-    mo.overlap = cfg_.parallel.overlap == "on"    ? dist::MpiOptions::Overlap::on
-                 : cfg_.parallel.overlap == "off" ? dist::MpiOptions::Overlap::off
-                                                  : dist::MpiOptions::Overlap::automatic;
+    mo.overlap = dist::MpiOptions::overlap_named(cfg_.parallel.overlap);
     // torchrun-style launches start GPU jobs through rank 0's store; CPU ranks need MPI.
     comm = dist::communicator_for_launch(dist::detect_launch(), mo, cfg_.train.device == "cuda");
   }

@@ -40,12 +40,8 @@ inline int run_mpi_tests(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   dist::MpiOptions mo;
   mo.timeout_s = 30;
-  if (const char* overlap = std::getenv("TESSERA_TEST_MPI_OVERLAP")) {
-    const std::string v = overlap;
-    mo.overlap = v == "on"    ? dist::MpiOptions::Overlap::on
-                 : v == "off" ? dist::MpiOptions::Overlap::off
-                              : dist::MpiOptions::Overlap::automatic;
-  }
+  if (const char* overlap = std::getenv("TESSERA_TEST_MPI_OVERLAP"))
+    mo.overlap = dist::MpiOptions::overlap_named(overlap);
   world_comm() = dist::mpi_world(mo);
   print_passes_on_rank0_only(world().rank());
   const int rc = RUN_ALL_TESTS();
