@@ -78,6 +78,26 @@ bool near_rel(double a, double b, double rel) {
   return std::abs(a - b) <= rel * std::abs(b);
 }
 
+// The time the cost model gives an all-reduce of `bytes` over `g`.
+double all_reduce_seconds(const ClusterSpec& c, double bytes, const meta::RankGroup& g) {
+  meta::CollectiveEvent probe;
+  probe.op = "all_reduce";
+  probe.bytes = bytes;
+  probe.group = g;
+  return collective_seconds(c, probe);
+}
+
+// A kernel of kt seconds, an all-reduce (work 7), K more kernels, the wait on it, a last kernel.
+RankTrace all_reduce_between_kernels(double bytes, const meta::RankGroup& g, int K, double kt) {
+  RankTrace r{0, {}};
+  r.events.push_back(kernel(kt));
+  r.events.push_back(collective("all_reduce", bytes, g, 7));
+  for (int i = 0; i < K; ++i) r.events.push_back(kernel(kt));
+  r.events.push_back(wait(7));
+  r.events.push_back(kernel(kt));
+  return r;
+}
+
 }  // namespace
 
 TEST(plan, GemmComputeBoundIsFlopsOverPeakTimesEfficiency) {
@@ -187,20 +207,10 @@ TEST(plan, AllReduceOverlapsTheKernelsBeforeItsWait) {
   ClusterSpec c = round_cluster(1);
   meta::RankGroup g{8, 0, 1, 8};
   const double B = 1e9;
-  meta::CollectiveEvent probe;
-  probe.op = "all_reduce";
-  probe.bytes = B;
-  probe.group = g;
-  const double comm = collective_seconds(c, probe);
+  const double comm = all_reduce_seconds(c, B, g);
   for (int K : {2, 10, 40}) {
     const double kt = 1e-3;
-    RankTrace r{0, {}};
-    r.events.push_back(kernel(kt));
-    r.events.push_back(collective("all_reduce", B, g, 7));
-    for (int i = 0; i < K; ++i) r.events.push_back(kernel(kt));
-    r.events.push_back(wait(7));
-    r.events.push_back(kernel(kt));
-    Timeline t = simulate(c, {r});
+    Timeline t = simulate(c, {all_reduce_between_kernels(B, g, K, kt)});
     const double exposed = std::max(0.0, comm - K * kt);
     EXPECT_NEAR(t.ranks[0].exposed_comm_seconds, exposed, 1e-12) << K;
     EXPECT_NEAR(t.ranks[0].compute_seconds, (K + 2) * kt, 1e-12);
@@ -220,19 +230,9 @@ TEST(plan, WithoutOverlapACollectiveStartsAtTheFirstWait) {
   c.collectives_overlap_compute = false;
   meta::RankGroup g{8, 0, 1, 8};
   const double B = 1e9, kt = 1e-3;
-  meta::CollectiveEvent probe;
-  probe.op = "all_reduce";
-  probe.bytes = B;
-  probe.group = g;
-  const double comm = collective_seconds(c, probe);
+  const double comm = all_reduce_seconds(c, B, g);
   for (int K : {2, 10, 40}) {
-    RankTrace r{0, {}};
-    r.events.push_back(kernel(kt));
-    r.events.push_back(collective("all_reduce", B, g, 7));
-    for (int i = 0; i < K; ++i) r.events.push_back(kernel(kt));
-    r.events.push_back(wait(7));
-    r.events.push_back(kernel(kt));
-    Timeline t = simulate(c, {r});
+    Timeline t = simulate(c, {all_reduce_between_kernels(B, g, K, kt)});
     EXPECT_NEAR(t.ranks[0].exposed_comm_seconds, comm, 1e-12) << K;
     EXPECT_NEAR(t.ranks[0].step_seconds, (K + 2) * kt + comm, 1e-12) << K;
   }
