@@ -21,36 +21,13 @@
 #include "dist/store_comm.h"
 #include "dist/tcp_store.h"
 #include "dist/world.h"
+#include "store_testing.h"
 
 using namespace tessera;
 using namespace tessera::dist;
+using namespace tessera::dist::testing;
 
 namespace {
-
-const std::string kToken = "0123456789abcdef0123456789abcdef";
-
-StoreOptions options(int world, double timeout_s = 10) {
-  StoreOptions o;
-  o.host = "127.0.0.1";
-  o.token = kToken;
-  o.world_size = world;
-  o.timeout_s = timeout_s;
-  o.log_refusals = std::getenv("STORE_LOG") != nullptr;
-  return o;
-}
-
-// A port nobody listens on now (bound to 127.0.0.1:0 and released).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 // A TCP connection to host:port, or -1 with errno set.
 int connect_to(const char* host, int port) {

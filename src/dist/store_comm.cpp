@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "dist/clock.h"
+#include "dist/store_heartbeat.h"
 
 namespace tessera::dist {
 namespace {
@@ -32,6 +33,7 @@ std::string join_ranks(const std::vector<int>& ranks) {
 struct StoreCommunicator::Shared {
   std::unique_ptr<TcpStoreServer> server;  // rank 0 only
   std::unique_ptr<TcpStoreClient> client;
+  std::unique_ptr<StoreHeartbeat> heartbeat;  // from the end of the rendezvous
 };
 
 StoreCommunicator::StoreCommunicator(StoreOptions opt, int rank) : rank_(rank) {
@@ -59,6 +61,7 @@ StoreCommunicator::StoreCommunicator(StoreOptions opt, int rank) : rank_(rank) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     throw;
   }
+  if (opt.heartbeat_s >= 0) shared_->heartbeat = std::make_unique<StoreHeartbeat>(opt, rank);
 }
 
 StoreCommunicator::StoreCommunicator(std::shared_ptr<Shared> shared, std::string prefix,
@@ -73,6 +76,8 @@ StoreCommunicator::~StoreCommunicator() {
   // Unwinding after a failure: leave at once, so that the others see this rank (or rank 0's
   // store) gone instead of waiting for its goodbye.
   if (std::uncaught_exceptions() > 0) return;
+  // The others stop watching this rank first: it may end before they do.
+  if (shared_->heartbeat) shared_->heartbeat->leave();
   try {
     TcpStoreClient& c = *shared_->client;
     c.add("goodbye", 1);

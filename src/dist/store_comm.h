@@ -9,6 +9,11 @@
 // rank 0 once every rank has reached call n (so everyone has read them). Ranks that do not
 // arrive at the rendezvous within StoreOptions::timeout_s, or whose process ends while others
 // wait for them in a collective, are named in the Error of the ranks waiting.
+//
+// Liveness: from the end of the rendezvous every rank beats on its own connection
+// (store_heartbeat.h, unless StoreOptions::heartbeat_s < 0); a rank suspended or gone is named
+// by the others within timeout_s, and they exit, wherever their training threads are blocked
+// (inside an NCCL collective, typically).
 #pragma once
 #include <memory>
 #include <vector>

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -81,7 +82,8 @@ constexpr int kMaxPendingHandshakes = 64;
 
 // ---- server ----
 
-TcpStoreServer::TcpStoreServer(StoreOptions opt) : opt_(std::move(opt)) {
+TcpStoreServer::TcpStoreServer(StoreOptions opt)
+    : opt_(std::move(opt)), hearts_(size_t(std::max(opt_.world_size, 0))) {
   TS_CHECK(!opt_.host.empty(), "store: no address to bind (MASTER_ADDR)");
   addrinfo* res = resolve(opt_.host, opt_.port, false);
   std::string why;
@@ -136,7 +138,24 @@ std::vector<std::string> TcpStoreServer::refusals() const {
 
 std::set<int> TcpStoreServer::connected_ranks() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return ranks_;
+  std::set<int> ranks;
+  for (int lane : ranks_)
+    if (lane < opt_.world_size) ranks.insert(lane);
+  return ranks;
+}
+
+std::vector<PeerBeat> TcpStoreServer::beats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return beats_locked();
+}
+
+std::vector<PeerBeat> TcpStoreServer::beats_locked() const {
+  const double now = monotonic_seconds();
+  std::vector<PeerBeat> out;
+  for (const Heart& h : hearts_)
+    out.push_back(
+        {h.state, h.state == BeatState::beating || h.state == BeatState::gone ? now - h.at : 0.0});
+  return out;
 }
 
 void TcpStoreServer::refuse(const std::string& why) {
@@ -181,7 +200,8 @@ void TcpStoreServer::serve(int fd) {
             if (world != opt_.world_size)
               return fmt::format("it says the job has {} ranks, rank 0 says {}", world,
                                  opt_.world_size);
-            if (r < 0 || r >= opt_.world_size)
+            // [world, 2 world): the ranks' heartbeat lanes.
+            if (r < 0 || r >= 2 * opt_.world_size)
               return fmt::format("rank out of range [0, {})", opt_.world_size);
             std::lock_guard<std::mutex> lock(mu_);
             if (!ranks_.insert(r).second) return std::string("that rank is already connected");
@@ -196,7 +216,7 @@ void TcpStoreServer::serve(int fd) {
     rank = h.rank;
     StoreChannel ch(fd, h.session_key, /*is_server=*/true);
     while (!stopping_) {
-      const std::string reply = handle(ch.receive(0));  // may wait for keys: deadline after it
+      const std::string reply = handle(ch.receive(0), rank);  // may wait: deadline after it
       ch.send(reply, monotonic_seconds() + opt_.timeout_s);
     }
   } catch (const std::exception& e) {
@@ -208,11 +228,15 @@ void TcpStoreServer::serve(int fd) {
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (rank >= 0) ranks_.erase(rank);
+  if (rank >= opt_.world_size) {
+    Heart& h = hearts_[size_t(rank - opt_.world_size)];
+    if (h.state != BeatState::left) h = {BeatState::gone, monotonic_seconds()};
+  }
   open_fds_.erase(fd);
   ::close(fd);
 }
 
-std::string TcpStoreServer::handle(const std::string& request) {
+std::string TcpStoreServer::handle(const std::string& request, int lane) {
   if (request.empty()) throw ChannelError("malformed store message (empty)");
   Reader in{request};
   std::unique_lock<std::mutex> lock(mu_);
@@ -237,9 +261,23 @@ std::string TcpStoreServer::handle(const std::string& request) {
       data_.erase(in.str());
       return "K";
     case 'R': {
+      std::vector<int> ranks;
+      for (int r : ranks_)
+        if (r < opt_.world_size) ranks.push_back(r);
       Writer w('N');
-      w.u64(ranks_.size());
-      for (int r : ranks_) w.u64(uint64_t(r));
+      w.u64(ranks.size());
+      for (int r : ranks) w.u64(uint64_t(r));
+      return w.s;
+    }
+    case 'B': {  // a beat (0) or a goodbye (1); only on a heartbeat lane
+      if (lane < opt_.world_size) throw ChannelError("a heartbeat on a rank's main connection");
+      const bool leaving = in.u64() != 0;
+      Heart& h = hearts_[size_t(lane - opt_.world_size)];
+      if (leaving) h.state = BeatState::left;
+      if (h.state != BeatState::left) h = {BeatState::beating, monotonic_seconds()};
+      Writer w('N');
+      for (const PeerBeat& b : beats_locked())
+        w.u64(uint64_t(b.state)).u64(uint64_t(b.age_s * 1e6));
       return w.s;
     }
     case 'G':
@@ -271,7 +309,8 @@ std::string TcpStoreServer::handle(const std::string& request) {
 
 // ---- client ----
 
-TcpStoreClient::TcpStoreClient(StoreOptions opt, int rank) : opt_(std::move(opt)), rank_(rank) {
+TcpStoreClient::TcpStoreClient(StoreOptions opt, int rank, StoreLane lane)
+    : opt_(std::move(opt)), rank_(rank), lane_(lane) {
   const double deadline = monotonic_seconds() + opt_.timeout_s;
   std::string why = "no attempt";
   double pause = 0.02;
@@ -297,7 +336,8 @@ TcpStoreClient::TcpStoreClient(StoreOptions opt, int rank) : opt_(std::move(opt)
     pause = std::min(pause * 2, 0.5);
   }
   try {
-    const std::string key = store_client_handshake(fd_, opt_.token, rank_, opt_.world_size,
+    const int identity = lane_ == StoreLane::heartbeat ? opt_.world_size + rank_ : rank_;
+    const std::string key = store_client_handshake(fd_, opt_.token, identity, opt_.world_size,
                                                    monotonic_seconds() + kHandshakeSeconds);
     channel_ = std::make_unique<StoreChannel>(fd_, key, /*is_server=*/false);
   } catch (const std::exception& e) {
@@ -364,6 +404,21 @@ std::vector<std::string> TcpStoreClient::wait(const std::vector<std::string>& ke
 
 void TcpStoreClient::erase(const std::string& key) {
   call(Writer('D').str(key).s, 0);
+}
+
+std::vector<PeerBeat> TcpStoreClient::beat(bool leaving) {
+  TS_CHECK(lane_ == StoreLane::heartbeat, "rank {}: a beat on the main connection", rank_);
+  const std::string reply = call(Writer('B').u64(leaving ? 1 : 0).s, 0);
+  Reader r{reply};
+  std::vector<PeerBeat> beats(size_t(opt_.world_size));
+  for (PeerBeat& b : beats) {
+    const uint64_t state = r.u64();
+    TS_CHECK(state <= uint64_t(BeatState::gone), "rank {}: {}: a beat state {} out of range", rank_,
+             where(), state);
+    b.state = BeatState(state);
+    b.age_s = double(r.u64()) * 1e-6;
+  }
+  return beats;
 }
 
 std::set<int> TcpStoreClient::connected_ranks() {

@@ -12,6 +12,13 @@
 // wrong token, a rank out of range or already connected, and any refused message (the
 // connection is dropped; the other clients are served on). Values are at most
 // kMaxStorePayload bytes.
+//
+// Heartbeats. Each rank may open a second connection, its heartbeat lane (store_heartbeat.h),
+// which identifies in the handshake as rank world_size + r (so it is authenticated like the
+// first, and a rank's two connections never wait on each other). On it the rank sends a beat
+// every second or so; the server stamps each beat with its own clock and answers with every
+// rank's state and the seconds since its last beat. One clock measures every age, so the ranks'
+// clocks need not agree.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -39,6 +46,21 @@ struct StoreOptions {
   // reported at once.
   double collective_timeout_s = 600;
   bool log_refusals = true;  // print refusals on stderr (tests turn it off)
+  // Heartbeats after the rendezvous (store_heartbeat.h): the period (0: min(1 s, timeout_s / 5));
+  // a rank whose beats stop for timeout_s is named by the others; < 0 turns them off.
+  double heartbeat_s = 0;
+};
+
+// A rank's state as the server sees it through its heartbeat lane.
+enum class BeatState : uint8_t {
+  not_started,  // no heartbeat lane yet
+  beating,      // age = seconds since its last beat
+  left,         // said goodbye (a normal end); its lane may be closed
+  gone,         // its lane closed without a goodbye (its process ended); age = seconds since
+};
+struct PeerBeat {
+  BeatState state = BeatState::not_started;
+  double age_s = 0;
 };
 
 class TcpStoreServer {
@@ -54,11 +76,15 @@ class TcpStoreServer {
   std::string bound_address() const;          // getsockname's "127.0.0.1:29500"
   std::vector<std::string> refusals() const;  // every refusal so far, with its reason
   std::set<int> connected_ranks() const;      // ranks that passed the handshake
+  std::vector<PeerBeat> beats() const;        // every rank's heartbeat, as now
 
  private:
   void accept_loop();
   void serve(int fd);
-  std::string handle(const std::string& request);
+  // `lane` is the connection's identity from the handshake: a rank, or world_size + rank for
+  // that rank's heartbeat lane.
+  std::string handle(const std::string& request, int lane);
+  std::vector<PeerBeat> beats_locked() const;
   void refuse(const std::string& why);
 
   StoreOptions opt_;
@@ -69,21 +95,29 @@ class TcpStoreServer {
   mutable std::mutex mu_;
   std::condition_variable changed_;
   std::map<std::string, std::string> data_;
-  std::set<int> ranks_;
+  std::set<int> ranks_;  // connected lanes: ranks, and world_size + r for heartbeat lanes
+  struct Heart {
+    BeatState state = BeatState::not_started;
+    double at = 0;  // the last beat (beating) or the lane's end (gone), on the server's clock
+  };
+  std::vector<Heart> hearts_;  // per rank
   std::vector<std::string> refusals_;
   std::set<int> open_fds_;
   std::thread acceptor_;
   std::vector<std::thread> workers_;
 };
 
+enum class StoreLane { main, heartbeat };
+
 // A rank's connection to rank 0's store. Calls are blocking and serialised (one request at a
 // time on the connection; thread-safe).
 class TcpStoreClient {
  public:
   // Connects to opt.host:opt.port, retrying until opt.timeout_s (rank 0's server may start
-  // after this rank), and authenticates as `rank`. Throws Error naming the address and what
-  // went wrong (unreachable, refused: wrong token?).
-  TcpStoreClient(StoreOptions opt, int rank);
+  // after this rank), and authenticates as `rank` (on the heartbeat lane: as world_size +
+  // rank). Throws Error naming the address and what went wrong (unreachable, refused: wrong
+  // token?).
+  TcpStoreClient(StoreOptions opt, int rank, StoreLane lane = StoreLane::main);
   ~TcpStoreClient();
   TcpStoreClient(const TcpStoreClient&) = delete;
   TcpStoreClient& operator=(const TcpStoreClient&) = delete;
@@ -98,6 +132,9 @@ class TcpStoreClient {
   void erase(const std::string& key);
   // The ranks connected to the server now.
   std::set<int> connected_ranks();
+  // Heartbeat lane only: records a beat (or this rank's goodbye) and returns every rank's
+  // state. Throws Error when the server does not answer within timeout_s.
+  std::vector<PeerBeat> beat(bool leaving);
 
   int rank() const { return rank_; }
   const StoreOptions& options() const { return opt_; }
@@ -108,6 +145,7 @@ class TcpStoreClient {
   std::string call(const std::string& request, double wait_s);
   StoreOptions opt_;
   int rank_;
+  StoreLane lane_;
   int fd_ = -1;
   std::unique_ptr<StoreChannel> channel_;
   std::mutex mu_;

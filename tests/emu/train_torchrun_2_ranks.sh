@@ -7,6 +7,8 @@
 # same NCCL collectives; only the bootstrap differs). Then the failures: a rank that never starts is named
 # by the other within the store timeout (parallel.timeout_s = 3), a rank with another job token
 # is refused, CPU ranks are told to use MPI, and a job without a token is told how to set one.
+# And liveness without MPI (store heartbeats): a rank suspended by SIGSTOP, rank 1 and then rank 0
+# (which hosts the store), is named by the other within parallel.timeout_s = 3 s plus 10 s.
 # Usage: train_torchrun_2_ranks.sh TESSERA_BINARY MPIRUN
 set -uo pipefail
 # shellcheck source=../mpi/job_setup.sh
@@ -19,7 +21,7 @@ token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 port=$((20000 + RANDOM % 20000))
 
 # torchrun_rank RANK WORLD OUT [ARGS...]: one rank, as torchrun would start it, with $token as
-# the job token (none when empty) and $port as MASTER_PORT.
+# the job token (none when empty) and $port as MASTER_PORT; its log is OUT.log, its pid OUT.pid.
 torchrun_rank() {
   local rank=$1 world=$2 out=$3
   shift 3
@@ -27,8 +29,8 @@ torchrun_rank() {
   [[ -n $token ]] || secret=(-u TESSERA_JOB_TOKEN)
   env -u OMPI_COMM_WORLD_RANK -u OMPI_COMM_WORLD_SIZE -u TESSERA_JOB_TOKEN_FILE "${secret[@]}" \
     RANK="$rank" WORLD_SIZE="$world" LOCAL_RANK="$rank" MASTER_ADDR=127.0.0.1 \
-    MASTER_PORT="$port" "$tessera" train "$work/job.toml" --out "$out" --no-plot "$@" \
-    >"$out.log" 2>&1
+    MASTER_PORT="$port" bash -c 'echo $$ >"$0"; exec "$@"' "$out.pid" \
+    "$tessera" train "$work/job.toml" --out "$out" --no-plot "$@" >"$out.log" 2>&1
 }
 
 # ZeRO 0 (DDP) and 3 (sharded weights, the most collectives): the same job under mpirun and
@@ -84,4 +86,41 @@ grep -q "CPU ranks need MPI" "$work/cpu.log" || fail "CPU ranks: $(tail -3 "$wor
 token='' torchrun_rank 0 2 "$work/notoken" train.device='"cuda"' &&
   fail "a job without a token exited 0"
 grep -q "openssl rand -hex 32" "$work/notoken.log" || fail "no token: $(tail -3 "$work/notoken.log")"
+# suspend_torchrun STOPPED: two ranks training torchrun-style; once training is under way, rank
+# STOPPED is suspended (SIGSTOP: alive, silent, its sockets open) and the other rank must exit
+# naming it within the 3 s timeout plus 10 s. Prints the time it took.
+suspend_torchrun() {
+  local stopped=$1 other=$((1 - $1)) dir="$work/stop$1" start_ms elapsed_ms alive=1 pid0 pid1
+  port=$((port + 1))
+  torchrun_rank 0 2 "$dir.0" train.device='"cuda"' train.steps=1000000 &
+  pid0=$!
+  torchrun_rank 1 2 "$dir.1" train.device='"cuda"' train.steps=1000000 &
+  pid1=$!
+  for _ in $(seq 1 600); do
+    [[ -s "$dir.0/metrics.jsonl" && -s "$dir.0.pid" && -s "$dir.1.pid" ]] && break
+    sleep 0.1
+  done
+  [[ -s "$dir.0/metrics.jsonl" ]] || fail "suspend rank $stopped: training did not start: $(tail -3 "$dir.0.log")"
+  kill -STOP "$(cat "$dir.$stopped.pid")"
+  start_ms=$(($(date +%s%N) / 1000000))
+  for _ in $(seq 1 300); do
+    kill -0 "$(cat "$dir.$other.pid")" 2>/dev/null || {
+      alive=0
+      break
+    }
+    sleep 0.1
+  done
+  elapsed_ms=$(($(date +%s%N) / 1000000 - start_ms))
+  kill -CONT "$(cat "$dir.$stopped.pid")" 2>/dev/null
+  kill -9 "$(cat "$dir.0.pid")" "$(cat "$dir.1.pid")" 2>/dev/null
+  wait "$pid0" "$pid1"
+  ((alive == 0)) || fail "rank $other was still running $elapsed_ms ms after rank $stopped was suspended"
+  grep -aq "tessera: rank $other: rank $stopped stopped responding" "$dir.$other.log" ||
+    fail "rank $other did not name the suspended rank $stopped: $(tail -3 "$dir.$other.log")"
+  ((elapsed_ms < 13000)) ||
+    fail "rank $other took $elapsed_ms ms to exit (timeout_s = 3, bound 3 s + 10 s)"
+  echo "ok: torchrun-style, rank $stopped suspended (SIGSTOP): rank $other exited after $elapsed_ms ms: $(grep -ao "rank $stopped stopped responding.*" "$dir.$other.log" | head -1)"
+}
+suspend_torchrun 1
+suspend_torchrun 0
 echo "ok: torchrun-style launch on the emulated device"
