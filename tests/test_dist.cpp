@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dist/beat.h"
 #include "dist/bootstrap.h"
 #include "dist/clock.h"
 #include "dist/consistency.h"
@@ -206,6 +207,36 @@ TEST(ShardLayout, CoversTheBufferWithAlignedBounds) {
 // holding each rank's contribution exactly once, and all-gather then hands every rank every
 // segment. Contributions are distinct powers of two, so a sum that counts one twice or misses
 // one shows.
+// What a heartbeat carries survives the wire: counts, the waiting bit, the oldest operation's
+// index, kind and peer; and the kinds are read off the operations' descriptions.
+TEST(Beat, RoundTripsAndNamesTheOldestOperation) {
+  EXPECT_EQ(op_kind_of("recv of f32[4] from rank 0 (rank 1)"), OpKind::recv);
+  EXPECT_EQ(op_kind_of("all_gather_bytes (sizes)"), OpKind::all_gather_bytes);
+  EXPECT_EQ(op_kind_of("barrier"), OpKind::barrier);
+  EXPECT_EQ(op_kind_of("split"), OpKind::other);
+  Beat b;
+  b.submitted = 123456789012LL;
+  b.waiting = true;
+  b.oldest_index = 41;
+  b.oldest_kind = OpKind::send;
+  b.oldest_peer = 7;
+  const Beat back = Beat::decode(b.encode());
+  EXPECT_EQ(back.submitted, b.submitted);
+  EXPECT_TRUE(back.waiting);
+  EXPECT_EQ(back.oldest_index, 41);
+  EXPECT_EQ(back.oldest_kind, OpKind::send);
+  EXPECT_EQ(back.oldest_peer, 7);
+  EXPECT_EQ(back.oldest(), "#41 send to rank 7");
+  b.waiting = false;
+  b.oldest_kind = OpKind::reduce_scatter;
+  b.oldest_peer = -1;
+  EXPECT_EQ(Beat::decode(b.encode()).oldest(), "#41 reduce_scatter");
+  EXPECT_FALSE(Beat::decode(b.encode()).waiting);
+  EXPECT_EQ(Beat::decode(Beat{}.encode()).oldest(), "nothing unfinished");
+  // A corrupt word reads as an unknown operation, not out of the kinds' range.
+  EXPECT_EQ(Beat::decode({0, 3, -5}).oldest(), "#3 operation");
+}
+
 TEST(RingSchedule, ReduceScatterThenAllGatherSumsEachRankOnce) {
   for (int n = 1; n <= 8; ++n) {
     // held[r][s]: what rank r holds for segment s (a bitmask of the ranks summed into it).

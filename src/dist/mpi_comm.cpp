@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "core/host_cores.h"
+#include "dist/beat.h"
 #include "dist/clock.h"
 #include "dist/ring_schedule.h"
 
@@ -154,6 +155,11 @@ struct Op {
   double stall_timeout_s = 0;
   bool stalled = false;
   bool p2p = false;
+  // What the heartbeat says about it (beat.h): its index in this rank's submission order, its
+  // kind, the peer of a send or recv.
+  long long index = -1;
+  OpKind kind = OpKind::other;
+  int peer = -1;
 };
 
 // A ring collective (dist/ring_schedule.h) as the communication thread runs it: each stage sends
@@ -246,9 +252,10 @@ class MpiRuntime {
   }
 
   // A send or recv: like submit, with the point-to-point checks of Op (recv_count, stall).
-  WorkHandle submit_p2p(std::string what, std::function<int(MPI_Request*)> start,
+  WorkHandle submit_p2p(std::string what, int peer, std::function<int(MPI_Request*)> start,
                         int64_t recv_count) {
     auto op = std::make_unique<Op>();
+    op->peer = peer;
     op->work = std::make_shared<MpiWork>(std::move(what), waiters_);
     op->start = std::move(start);
     op->recv_count = recv_count;
@@ -305,7 +312,8 @@ class MpiRuntime {
  private:
   WorkHandle enqueue(std::unique_ptr<Op> op) {
     WorkHandle handle = op->work;
-    submitted_.fetch_add(1, std::memory_order_relaxed);
+    op->kind = op_kind_of(op->work->what());
+    op->index = submitted_.fetch_add(1, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(mu_);
       TS_CHECK(!stop_, "mpi: '{}' submitted after shutdown", op->work->what());
@@ -362,7 +370,8 @@ class MpiRuntime {
     last_seen_.assign(size_t(size_), now);
     peer_submitted_.assign(size_t(size_), -1);
     peer_submitted_at_.assign(size_t(size_), now);
-    peer_waiting_.assign(size_t(size_), false);
+    peer_beat_.assign(size_t(size_), Beat{});
+    own_submitted_at_ = now;
     next_beat_ = now;
     post_heartbeat_recv();
     std::lock_guard<std::mutex> lock(mu_);
@@ -567,7 +576,8 @@ class MpiRuntime {
   }
 
   void post_heartbeat_recv() {
-    MPI_Irecv(&hb_in_, 1, MPI_LONG_LONG, MPI_ANY_SOURCE, kTagHeartbeat, hb_comm_, &hb_recv_);
+    MPI_Irecv(hb_in_.data(), int(hb_in_.size()), MPI_LONG_LONG, MPI_ANY_SOURCE, kTagHeartbeat,
+              hb_comm_, &hb_recv_);
   }
 
   void heartbeat() {
@@ -581,10 +591,10 @@ class MpiRuntime {
       if (status.MPI_SOURCE >= 0 && status.MPI_SOURCE < size_) {
         const size_t p = size_t(status.MPI_SOURCE);
         last_seen_[p] = now;
-        const long long submitted = hb_in_ >> 1;  // the low bit: a caller of its is waiting
-        peer_waiting_[p] = (hb_in_ & 1) != 0;
-        if (submitted != peer_submitted_[p])
-          peer_submitted_[p] = submitted, peer_submitted_at_[p] = now;
+        const Beat beat = Beat::decode(hb_in_);
+        if (beat.submitted != peer_submitted_[p])
+          peer_submitted_[p] = beat.submitted, peer_submitted_at_[p] = now;
+        peer_beat_[p] = beat;
       }
       post_heartbeat_recv();
     }
@@ -601,18 +611,18 @@ class MpiRuntime {
     }
     if (now >= next_beat_) {
       next_beat_ = now + heartbeat_s_;
-      // The beat carries how many operations this rank's callers have submitted, and whether
-      // one of them waits on communication right now (the low bit). Its buffer
+      // The beat (beat.h): how many operations this rank's callers have submitted, whether one
+      // of them waits on communication right now, and the oldest unfinished one. Its buffer
       // changes only once every earlier beat's send is complete (they are, at once, but for a
       // dead peer's).
-      if (hb_sends_.empty())
-        hb_out_ = submitted_.load(std::memory_order_relaxed) * 2 + (waiters_.any() ? 1 : 0);
+      if (hb_sends_.empty()) hb_out_ = own_beat().encode();
       // A dead peer's sends may never complete; stop piling them up.
       if (hb_sends_.size() < size_t(64 * size_)) {
         for (int p = 0; p < size_; ++p) {
           if (p == rank_) continue;
           MPI_Request r;
-          if (MPI_Isend(&hb_out_, 1, MPI_LONG_LONG, p, kTagHeartbeat, hb_comm_, &r) == MPI_SUCCESS)
+          if (MPI_Isend(hb_out_.data(), int(hb_out_.size()), MPI_LONG_LONG, p, kTagHeartbeat,
+                        hb_comm_, &r) == MPI_SUCCESS)
             hb_sends_.push_back(r);
         }
       }
@@ -622,7 +632,60 @@ class MpiRuntime {
       const double silent = now - last_seen_[size_t(p)];
       if (p != rank_ && silent > opt_.timeout_s) peer_lost(p, silent);
     }
+    if (const long long n = submitted_.load(std::memory_order_relaxed); n != own_submitted_)
+      own_submitted_ = n, own_submitted_at_ = now;
     check_stuck_peers(now);
+    check_deadlock(now);
+  }
+
+  // This rank's oldest operation in flight (not stalled or failed), or null.
+  const Op* oldest_active() const {
+    const Op* oldest = nullptr;
+    for (const auto& op : active_)
+      if (!op->stalled && op->failed_at == 0 && (!oldest || op->index < oldest->index))
+        oldest = op.get();
+    return oldest;
+  }
+
+  Beat own_beat() const {
+    Beat b;
+    b.submitted = submitted_.load(std::memory_order_relaxed);
+    b.waiting = waiters_.any();
+    if (const Op* op = oldest_active()) {
+      b.oldest_index = op->index;
+      b.oldest_kind = op->kind;
+      b.oldest_peer = op->peer;
+    }
+    return b;
+  }
+
+  // Every rank waiting on communication and none submitting anything for stuck_timeout_s: they
+  // wait on each other (collectives called in different orders, a recv whose send never comes),
+  // and every heartbeat is on time, so nothing else would end the job. Names what each waits in.
+  void check_deadlock(double now) {
+    const double limit = opt_.stuck_timeout_s;
+    if (limit <= 0 || !waiters_.any() || now - own_submitted_at_ <= limit) return;
+    const Op* oldest = oldest_active();
+    if (!oldest || now - oldest->work->start_time() <= limit) return;
+    for (int p = 0; p < size_; ++p)
+      if (p != rank_ && (!peer_beat_[size_t(p)].waiting || peer_submitted_[size_t(p)] < 0 ||
+                         now - peer_submitted_at_[size_t(p)] <= limit))
+        return;
+    std::string each;
+    for (int p = 0; p < size_; ++p)
+      each += fmt::format("{}rank {}: {}", p == 0 ? "" : "; ", p,
+                          p == rank_ ? fmt::format("#{} {}", oldest->index, oldest->work->what())
+                                     : peer_beat_[size_t(p)].oldest());
+    std::fprintf(stderr,
+                 "tessera: rank %d: deadlock: every rank has waited on communication for over "
+                 "%.1f s and none has started any (parallel.stuck_timeout_s = %g): the ranks wait "
+                 "on each other (collectives called in different orders, or a recv whose send "
+                 "never comes). Oldest unfinished operation of each (index in that rank's "
+                 "order): %s. Exiting.\n",
+                 rank_, now - oldest->work->start_time(), limit, each.c_str());
+    std::fflush(stderr);
+    std::fflush(stdout);
+    std::_Exit(kPeerLostExitCode);
   }
 
   // A peer alive (its heartbeats arrive), not waiting on communication itself, whose callers
@@ -641,7 +704,7 @@ class MpiRuntime {
     for (int p = 0; p < size_; ++p) {
       const double idle = now - peer_submitted_at_[size_t(p)];
       // A peer waiting too is not stuck outside communication (it waits on someone else).
-      if (p != rank_ && !peer_waiting_[size_t(p)] && idle > opt_.stuck_timeout_s)
+      if (p != rank_ && !peer_beat_[size_t(p)].waiting && idle > opt_.stuck_timeout_s)
         peer_stuck(p, idle, oldest->work->what(), now - oldest->work->start_time());
     }
   }
@@ -707,13 +770,15 @@ class MpiRuntime {
   std::string description_;
   MPI_Comm hb_comm_ = MPI_COMM_NULL;
   MPI_Request hb_recv_ = MPI_REQUEST_NULL;
-  long long hb_in_ = 0, hb_out_ = 0;
+  Beat::Wire hb_in_{}, hb_out_{};
   std::vector<MPI_Request> hb_sends_;
   std::vector<double> last_seen_;
   // Per peer: the submitted count its last beat carried, and when that count last changed.
   std::vector<long long> peer_submitted_;
   std::vector<double> peer_submitted_at_;
-  std::vector<bool> peer_waiting_;  // its last beat said one of its callers was waiting
+  std::vector<Beat> peer_beat_;  // its last beat
+  long long own_submitted_ = 0;
+  double own_submitted_at_ = 0;  // when this rank's callers last submitted an operation
   double next_beat_ = 0;
   bool watching_ = true;
 };
@@ -854,7 +919,7 @@ class MpiCommunicator final : public Communicator {
     const int n = to_int_count("send", t.numel());
     MPI_Comm c = comm_;
     return rt_.submit_p2p(
-        fmt::format("send of {} to rank {} (rank {})", t.desc(), peer, rank_),
+        fmt::format("send of {} to rank {} (rank {})", t.desc(), peer, rank_), peer,
         [t, n, peer, c](MPI_Request* r) {
           return MPI_Isend(t.raw_data(), n, MPI_FLOAT, peer, kTagP2P, c, r);
         },
@@ -866,7 +931,7 @@ class MpiCommunicator final : public Communicator {
     const int n = to_int_count("recv", t.numel());
     MPI_Comm c = comm_;
     return rt_.submit_p2p(
-        fmt::format("recv of {} from rank {} (rank {})", t.desc(), peer, rank_),
+        fmt::format("recv of {} from rank {} (rank {})", t.desc(), peer, rank_), peer,
         [t, n, peer, c](MPI_Request* r) {
           return MPI_Irecv(t.raw_data(), n, MPI_FLOAT, peer, kTagP2P, c, r);
         },

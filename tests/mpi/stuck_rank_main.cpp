@@ -1,13 +1,18 @@
-// A rank alive but stuck outside communication (tests/mpi/stuck_rank_tests.sh runs this under
-// mpirun): after a first barrier, rank 1's thread sleeps for a minute, its heartbeats still on
-// time, while the other ranks wait in a second barrier. They must end the job naming rank 1
-// within MpiOptions::stuck_timeout_s (argv[1]) plus a heartbeat or two; this program returning
-// means they did not.
+// Ranks that stop making progress with every heartbeat on time (tests/mpi/stuck_rank_tests.sh
+// runs this under mpirun with MpiOptions::stuck_timeout_s = argv[1]):
+//   stuck     after a first barrier, rank 1's thread sleeps for a minute while the other ranks
+//             wait in a second barrier: they must end the job naming rank 1;
+//   deadlock  after a first barrier, rank 1 waits in a recv from rank 0 while every other rank
+//             waits in a second barrier (the calls in different orders): every rank waits on
+//             another, and they must end the job naming what each waits in.
+// Within the timeout plus a heartbeat or two; this program returning means they did not.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
+#include "core/tensor.h"
 #include "dist/mpi_comm.h"
 
 int main(int argc, char** argv) {
@@ -15,11 +20,17 @@ int main(int argc, char** argv) {
   dist::MpiOptions options;
   options.timeout_s = 30;
   options.stuck_timeout_s = argc > 1 ? std::atof(argv[1]) : 2;
+  const bool deadlock = argc > 2 && std::strcmp(argv[2], "deadlock") == 0;
   auto world = dist::mpi_world(options);
   world->barrier();
-  if (world->rank() == 1) std::this_thread::sleep_for(std::chrono::seconds(60));
+  if (world->rank() == 1) {
+    if (deadlock)
+      world->recv(Tensor::zeros({4}), 0);
+    else
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+  }
   world->barrier();
-  std::printf("rank %d: the second barrier returned: the stuck rank was not detected\n",
-              world->rank());
+  std::printf("rank %d: the second barrier returned: the %s was not detected\n", world->rank(),
+              deadlock ? "deadlock" : "stuck rank");
   return 1;
 }
