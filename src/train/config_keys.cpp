@@ -271,13 +271,14 @@ std::vector<ConfigKey> make_keys() {
       float_key<P, &ParallelConfig::timeout_s>(
           "parallel.timeout_s", 60.0, above(0),
           "seconds without a heartbeat before the other ranks declare a rank dead and exit "
-          "(MPI); in a torchrun-style launch, how long the ranks wait at rank 0's store for all "
-          "to arrive"),
+          "(over MPI, and over rank 0's store in a torchrun-style launch, where it is also how "
+          "long the ranks wait at the store for all to arrive)"),
       float_key<P, &ParallelConfig::stuck_timeout_s>(
           "parallel.stuck_timeout_s", 600.0, at_least(0),
           "a rank that has waited this long on a collective or transfer, while another rank "
           "alive (heartbeats arrive) has started no communication for as long, ends the job "
-          "naming that rank, whose training thread is stuck (MPI; 0 = never)"),
+          "naming that rank, whose training thread is stuck; when every rank waits and none "
+          "starts any, the job ends naming what each waits in (a deadlock) (MPI; 0 = never)"),
       float_key<P, &ParallelConfig::slow_rank_factor>(
           "parallel.slow_rank_factor", 1.5, at_least(0),
           "warn naming a rank whose median compute time per step exceeds this many times the "
