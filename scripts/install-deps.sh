@@ -19,6 +19,7 @@ PACKAGES=(
   gnuplot-nox            # training curves
   openmpi-bin libopenmpi-dev  # distributed training over MPI (mpirun, libmpi)
   iproute2 jq            # tests/mpi: network namespaces and a veth pair (ip); metrics (jq)
+  slurmctld slurmd slurm-client munge  # tests/slurm: a one-node Slurm cluster (srun, sbatch)
   clang libclang-rt-14-dev libomp-dev  # scripts/fuzz.sh: clang, libFuzzer + sanitizers, OpenMP
 )
 
