@@ -148,18 +148,15 @@ TEST(plan_fit_check, SaysWhenNothingFits) {
   EXPECT_NE(f.message.find("--search"), std::string::npos) << f.message;
 }
 
-// The device's memory from the backend's description of it, else from the kind its name names.
+// The device's memory as the backend reports it, for the rank's device (index modulo the count).
 TEST(plan_fit_check, DeviceMemoryFromTheBackend) {
-  static std::string description;
   DeviceBackend fake{};
   fake.device_count = [] { return 2; };
-  fake.describe = [](int) { return description; };
+  fake.memory_bytes = [](int index) { return size_t(index + 1) * (size_t(80) << 30); };
   register_backend(DeviceType::cuda, &fake);
-  description = "NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)";
-  EXPECT_NEAR(plan::cuda_device_memory_bytes(3), 79.1 * (1 << 30), 1e3);
-  description = "NVIDIA A100-SXM4-80GB";
-  EXPECT_EQ(plan::cuda_device_memory_bytes(0), plan::builtin_node("a100").device.memory_bytes);
-  description = "Some Other GPU";
+  EXPECT_EQ(plan::cuda_device_memory_bytes(3), double(size_t(160) << 30));  // device 1
+  EXPECT_EQ(plan::cuda_device_memory_bytes(2), double(size_t(80) << 30));   // device 0
+  fake.device_count = [] { return 0; };
   EXPECT_EQ(plan::cuda_device_memory_bytes(0), 0);
   register_backend(DeviceType::cuda, nullptr);
 }

@@ -98,6 +98,7 @@ struct DeviceBackend {
   int (*device_count)();                // 0 when there is none (unavailable_reason says why)
   std::string (*unavailable_reason)();  // the runtime's answer, when device_count() is 0
   std::string (*describe)(int index);   // "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)"
+  size_t (*memory_bytes)(int index);    // the device's total memory (0: not known)
   void (*activate)(int index);          // selects the device on this thread and readies its
                                         // allocator (core/allocator.h); an Error naming the
                                         // device and why when it is not there

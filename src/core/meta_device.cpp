@@ -298,6 +298,7 @@ constexpr DeviceBackend kMetaBackend = {
     .device_count = [] { return 1; },
     .unavailable_reason = [] { return std::string(); },
     .describe = [](int) { return std::string("shapes only, nothing computed"); },
+    .memory_bytes = [](int) { return size_t(0); },
     .activate = [](int) {},
     .synchronize = [] {},
     .memset = [](void*, int, size_t n) { record_kernel(table_cost::memset(n)); },

@@ -72,6 +72,7 @@ constexpr DeviceBackend kTable = {
     .device_count = [] { return probe_devices().count; },
     .unavailable_reason = [] { return probe_devices().reason; },
     .describe = [](int index) { return device_summary(index); },
+    .memory_bytes = [](int index) { return device_memory_bytes(index); },
     .activate = activate,
     .synchronize = [] { cuda::synchronize(current_stream()); },
     .memset = [](void* dst, int byte, size_t bytes) { memset_async(dst, byte, bytes); },

@@ -49,6 +49,13 @@ std::string device_summary(int device) {
                      prop.multiProcessorCount, double(prop.totalGlobalMem) / (1u << 30));
 }
 
+size_t device_memory_bytes(int device) {
+  if (probe_devices().count == 0) return 0;
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop.totalGlobalMem;
+}
+
 namespace {
 thread_local cudaStream_t t_stream = nullptr;
 }

@@ -29,6 +29,8 @@ void init(int device = 0);
 
 // "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)" for logs and the GPU check script.
 std::string device_summary(int device = 0);
+// The device's total memory in bytes (cudaDeviceProp::totalGlobalMem); 0 without a device.
+size_t device_memory_bytes(int device = 0);
 
 // The stream this thread issues work on; nullptr is the legacy default stream.
 cudaStream_t current_stream();

@@ -1,8 +1,6 @@
 #include "plan/fit_check.h"
 
 #include <algorithm>
-#include <cctype>
-#include <regex>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -100,19 +98,7 @@ double cuda_device_memory_bytes(int index) {
   const DeviceBackend* b = find_backend(DeviceType::cuda);
   const int n = b == nullptr ? 0 : b->device_count();
   if (n <= 0) return 0;
-  const std::string d = b->describe(index % n);  // "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)"
-  std::smatch m;
-  if (static const std::regex gib_re(R"(([0-9]+(\.[0-9]+)?) GiB\)\s*$)");
-      std::regex_search(d, m, gib_re))
-    return std::stod(m[1].str()) * double(1 << 30);
-  std::string upper = d;
-  for (char& ch : upper) ch = char(std::toupper(static_cast<unsigned char>(ch)));
-  for (const char* kind : {"a100", "h100", "h200", "b200"}) {
-    std::string k = kind;
-    for (char& ch : k) ch = char(std::toupper(static_cast<unsigned char>(ch)));
-    if (upper.find(k) != std::string::npos) return builtin_node(kind).device.memory_bytes;
-  }
-  return 0;
+  return double(b->memory_bytes(index % n));
 }
 
 }  // namespace tessera::plan

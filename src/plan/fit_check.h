@@ -29,9 +29,7 @@ struct FitCheck {
 FitCheck check_fit(const train::Config& cfg, int world, double capacity);
 
 // The memory of CUDA device `index` (modulo the devices there are: a launcher's local rank) in
-// bytes, from the backend's description of it ("... 79.1
-// GiB)"), else the built-in capacity of a device kind its name names (H100, ...); 0 when there is
-// no device or it is unknown.
+// bytes, as the backend reports it (DeviceBackend::memory_bytes); 0 when there is no device.
 double cuda_device_memory_bytes(int index);
 
 }  // namespace tessera::plan
