@@ -1,6 +1,9 @@
 #include "ops/rope_table.h"
 
 #include <cmath>
+#include <deque>
+#include <memory>
+#include <mutex>
 #include <numbers>
 #include <utility>
 
@@ -42,10 +45,9 @@ std::vector<double> llama3_scale_frequencies(std::vector<double> inv_freq,
   return inv_freq;
 }
 
-Tensor rope_table(const std::vector<double>& inv_freq, int64_t positions, Device device) {
-  TS_CHECK(positions >= 0 && !inv_freq.empty(),
-           "rope_table: {} positions, {} frequencies: expected positions >= 0 and frequencies",
-           positions, inv_freq.size());
+namespace {
+
+std::vector<float> compute_table(const std::vector<double>& inv_freq, int64_t positions) {
   const auto n = int64_t(inv_freq.size());
   std::vector<float> t(size_t(positions * 2 * n));
   for (int64_t p = 0; p < positions; ++p)
@@ -54,7 +56,41 @@ Tensor rope_table(const std::vector<double>& inv_freq, int64_t positions, Device
       t[size_t((p * 2) * n + i)] = float(std::cos(angle));
       t[size_t((p * 2 + 1) * n + i)] = float(std::sin(angle));
     }
-  Tensor table = Tensor::from_vector(t, Shape{positions, 2, n});
+  return t;
+}
+
+// The values of the last few tables built. A plan's search builds the same model hundreds of
+// times (one meta run per layout and pipeline stage), and a long context's table is millions of
+// cos / sin in double precision: most of the search's time before this cache. The values only:
+// each call still returns a tensor of its own, allocated as before (the planner's memory books
+// see it as a real run's).
+std::shared_ptr<const std::vector<float>> cached_table(const std::vector<double>& inv_freq,
+                                                       int64_t positions) {
+  using Key = std::pair<int64_t, std::vector<double>>;
+  static std::mutex mu;
+  static std::deque<std::pair<Key, std::shared_ptr<const std::vector<float>>>> recent;
+  constexpr size_t kKept = 4;
+  Key key{positions, inv_freq};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& [k, table] : recent)
+      if (k == key) return table;
+  }
+  auto table = std::make_shared<const std::vector<float>>(compute_table(inv_freq, positions));
+  std::lock_guard<std::mutex> lock(mu);
+  recent.emplace_front(std::move(key), table);
+  if (recent.size() > kKept) recent.pop_back();
+  return table;
+}
+
+}  // namespace
+
+Tensor rope_table(const std::vector<double>& inv_freq, int64_t positions, Device device) {
+  TS_CHECK(positions >= 0 && !inv_freq.empty(),
+           "rope_table: {} positions, {} frequencies: expected positions >= 0 and frequencies",
+           positions, inv_freq.size());
+  const auto n = int64_t(inv_freq.size());
+  Tensor table = Tensor::from_vector(*cached_table(inv_freq, positions), Shape{positions, 2, n});
   return device.is_cpu() ? table : table.to(device);
 }
 
