@@ -61,10 +61,12 @@ ckpt::Snapshot make_snapshot(int64_t step, int life) {
   return s;
 }
 
-ckpt::SaveResult save(const std::string& run, int64_t step, int life) {
+// A save, in the foreground or on the writer's background thread (train.checkpoint_async), which
+// is where a training run's saves happen by default; the fault file system serves both.
+ckpt::SaveResult save(const std::string& run, int64_t step, int life, bool async = false) {
   dist::LocalCommunicator comm;
   ckpt::CheckpointWriter writer(comm, run, kKeep);
-  writer.start(make_snapshot(step, life), /*async=*/false);
+  writer.start(make_snapshot(step, life), async);
   return writer.finish();
 }
 
@@ -93,6 +95,7 @@ void copy_tree(const fs::path& from, const fs::path& to) {
 // A run folder before the save under test, the save's step, and what each outcome looks like.
 struct Scenario {
   std::string name;
+  bool async = false;     // the save under test runs on the writer's background thread
   fs::path template_run;  // the checkpoints before the save
   int64_t step = 0;       // the save under test writes this step, life 1
   Files before;           // the newest committed checkpoint before it
@@ -107,9 +110,10 @@ struct Scenario {
 // "first": an empty run folder (the save makes checkpoints/). "keep_k": steps 1 and 2
 // committed, the save of 3 deletes 1. "overwrite": steps 1, 2 and 3 (life 0) committed, the save
 // of 3 (life 1, as a resumed run makes) replaces it and deletes 1.
-Scenario make_scenario(const fs::path& root, const std::string& name) {
+Scenario make_scenario(const fs::path& root, const std::string& name, bool async) {
   Scenario sc;
   sc.name = name;
+  sc.async = async;
   sc.step = 3;
   const int64_t existing = name == "first" ? 0 : name == "keep_k" ? 2 : 3;
   const fs::path run = root / (name + "_setup");
@@ -131,7 +135,7 @@ Scenario make_scenario(const fs::path& root, const std::string& name) {
   FaultFileSystem faults(work.string());
   {
     ScopedFileSystem scope(faults);
-    EXPECT_TRUE(save(work.string(), 3, 1).ok);
+    EXPECT_TRUE(save(work.string(), 3, 1, async).ok);
   }
   sc.ops = faults.ops(), sc.bytes = faults.bytes(), sc.log = faults.log();
   sc.after = folder_files(ckpt::checkpoint_dir(work.string(), 3));
@@ -151,10 +155,11 @@ Scenario make_scenario(const fs::path& root, const std::string& name) {
   EXPECT_GT(sc.commit_rename, 0u) << name;
   EXPECT_GT(sc.commit_sync, sc.commit_rename) << name;
   std::printf(
-      "[figure] scenario %s: a clean save is %llu operations, %llu bytes written; the "
+      "[figure] scenario %s%s: a clean save is %llu operations, %llu bytes written; the "
       "folder is renamed into place at operation %llu, durable at %llu\n",
-      name.c_str(), (unsigned long long)sc.ops, (unsigned long long)sc.bytes,
-      (unsigned long long)sc.commit_rename, (unsigned long long)sc.commit_sync);
+      name.c_str(), async ? " (background)" : "", (unsigned long long)sc.ops,
+      (unsigned long long)sc.bytes, (unsigned long long)sc.commit_rename,
+      (unsigned long long)sc.commit_sync);
   return sc;
 }
 
@@ -188,7 +193,7 @@ Outcome interrupted_save(const Scenario& sc, const fs::path& run, Fault fault, u
   {
     ScopedFileSystem scope(faults);
     try {
-      returned_ok = save(run.string(), sc.step, 1).ok;
+      returned_ok = save(run.string(), sc.step, 1, sc.async).ok;
     } catch (const std::exception&) {
     }
   }
@@ -238,9 +243,9 @@ struct Tally {
 
 // The three situations a fault test visits in turn: a run's first save, a save that deletes the
 // oldest checkpoint (keep 2), a save over an existing folder of the same step.
-std::array<Scenario, 3> every_scenario(const fs::path& root) {
-  return {make_scenario(root, "first"), make_scenario(root, "keep_k"),
-          make_scenario(root, "overwrite")};
+std::array<Scenario, 3> every_scenario(const fs::path& root, bool async = false) {
+  return {make_scenario(root, "first", async), make_scenario(root, "keep_k", async),
+          make_scenario(root, "overwrite", async)};
 }
 
 }  // namespace
@@ -288,6 +293,38 @@ TEST(CheckpointFaults, PowerCutsLeaveTheNewestDurableCheckpoint) {
       after_return, t.newest, t.partial, t.older, t.where().c_str());
   EXPECT_EQ(t.newest, 100);
   EXPECT_EQ(t.partial, 0);
+}
+
+// The same faults hitting saves on the writer's background thread, as a training run's saves
+// are by default: the kill or the power cut lands on that thread, and finish() reports it.
+TEST(CheckpointFaults, BackgroundSavesUnderKillsAndPowerCuts) {
+  const fs::path root = tessera::testing::scratch_dir("ckpt_background");
+  const std::array<Scenario, 3> scenarios = every_scenario(root, /*async=*/true);
+  std::mt19937_64 rng(1617);
+  Tally kills, cuts;
+  for (int trial = 0; trial < 100; ++trial) {
+    const Scenario& sc = scenarios[trial % 3];
+    const bool by_byte = (trial / 3) % 2 == 0;
+    const uint64_t at = by_byte ? rng() % sc.bytes : rng() % sc.ops;
+    std::string kind;
+    kills.add(interrupted_save(sc, root / "run", by_byte ? Fault::kill_at_byte : Fault::kill_at_op,
+                               at, &kind),
+              kind);
+  }
+  for (int trial = 0; trial < 50; ++trial) {
+    const Scenario& sc = scenarios[trial % 3];
+    const uint64_t at = trial % 10 == 9 ? sc.ops : rng() % (sc.ops + 1);
+    std::string kind;
+    cuts.add(interrupted_save(sc, root / "run", Fault::power_cut_at_op, at, &kind), kind);
+  }
+  std::printf(
+      "[figure] background saves: 100 kills: %d loads of the newest committed checkpoint, %d "
+      "partial (killed during:%s); 50 power cuts: %d newest, %d partial (cut during:%s)\n",
+      kills.newest, kills.partial, kills.where().c_str(), cuts.newest, cuts.partial,
+      cuts.where().c_str());
+  EXPECT_EQ(kills.newest, 100);
+  EXPECT_EQ(cuts.newest, 50);
+  EXPECT_EQ(kills.partial + cuts.partial, 0);
 }
 
 TEST(CheckpointFaults, EveryBitFlipAndTruncationIsDetected) {
@@ -345,7 +382,7 @@ TEST(CheckpointFaults, EveryBitFlipAndTruncationIsDetected) {
 
 TEST(CheckpointFaults, FullDiskFailsTheSaveNamingTheFileAndKeepsTheOldOnes) {
   const fs::path root = tessera::testing::scratch_dir("ckpt_enospc");
-  const Scenario sc = make_scenario(root, "keep_k");
+  const Scenario sc = make_scenario(root, "keep_k", /*async=*/false);
   const fs::path run = root / "run";
   // Out of space at the first byte, in the middle, and one byte short of a whole save.
   for (const uint64_t budget : {uint64_t(0), sc.bytes / 2, sc.bytes - 1}) {
