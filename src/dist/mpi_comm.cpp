@@ -372,6 +372,7 @@ class MpiRuntime {
     peer_submitted_at_.assign(size_t(size_), now);
     peer_beat_.assign(size_t(size_), Beat{});
     own_submitted_at_ = now;
+    progressed_at_ = now;
     next_beat_ = now;
     post_heartbeat_recv();
     std::lock_guard<std::mutex> lock(mu_);
@@ -506,6 +507,7 @@ class MpiRuntime {
       check_stall(op, now);
       return false;
     }
+    progressed_at_ = now;  // a request completed: a stage of a ring, or the whole operation
     if (op.stalled) {  // its waiter was told long ago; MPI is done with it now
       op.start = nullptr, op.next_stage = nullptr, op.finish = nullptr;
       return true;
@@ -664,7 +666,10 @@ class MpiRuntime {
   // and every heartbeat is on time, so nothing else would end the job. Names what each waits in.
   void check_deadlock(double now) {
     const double limit = opt_.stuck_timeout_s;
-    if (limit <= 0 || !waiters_.any() || now - own_submitted_at_ <= limit) return;
+    // A collective still moving (a slow ring over a slow link) is not a deadlock.
+    if (limit <= 0 || !waiters_.any() || now - own_submitted_at_ <= limit ||
+        now - progressed_at_ <= limit)
+      return;
     const Op* oldest = oldest_active();
     if (!oldest || now - oldest->work->start_time() <= limit) return;
     for (int p = 0; p < size_; ++p)
@@ -779,6 +784,7 @@ class MpiRuntime {
   std::vector<Beat> peer_beat_;  // its last beat
   long long own_submitted_ = 0;
   double own_submitted_at_ = 0;  // when this rank's callers last submitted an operation
+  double progressed_at_ = 0;     // when one of this rank's requests last completed
   double next_beat_ = 0;
   bool watching_ = true;
 };
