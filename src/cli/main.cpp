@@ -3,9 +3,12 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <thread>
 
 #include "autograd/grad_mode.h"
 #include "ckpt/signals.h"
@@ -55,6 +58,30 @@ std::unique_ptr<FileSystem> fault_file_system_from_env() {
   return filling_file_system(s->free_bytes, s->full_for_s);
 }
 
+// TESSERA_FAULT_STALL=RANK:STEP:SECONDS: after step STEP, the training thread of launch rank
+// RANK sleeps SECONDS while its communication threads and heartbeats run on: a rank alive but
+// stuck outside communication, for fault-injection runs (tests/emu/train_2_ranks.sh). Returns
+// the step callback that does it, or null when the variable is not set.
+train::StepCallback stall_from_env() {
+  const char* v = std::getenv("TESSERA_FAULT_STALL");
+  if (v == nullptr || *v == '\0') return nullptr;
+  int rank = -1;
+  long long step = -1;
+  double seconds = -1;
+  char end = 0;
+  TS_CHECK(std::sscanf(v, "%d:%lld:%lf%c", &rank, &step, &seconds, &end) == 3 && rank >= 0 &&
+               step >= 0 && seconds >= 0,
+           "TESSERA_FAULT_STALL={}: expected RANK:STEP:SECONDS (rank and step >= 0, seconds >= 0)",
+           v);
+  if (dist::detect_launch().rank != rank) return nullptr;
+  return [rank, step, seconds](int64_t s, double, dist::DataParallel&) {
+    if (s != step) return;
+    std::fprintf(stderr, "tessera: TESSERA_FAULT_STALL: rank %d stalls for %g s after step %lld\n",
+                 rank, seconds, static_cast<long long>(s));
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  };
+}
+
 // A GPU run the planner predicts not to fit the device's memory is refused before it starts
 // (plan/fit_check.h), on every rank alike, naming the overrides that would make it fit.
 void check_gpu_fit(const train::Config& cfg) {
@@ -75,6 +102,7 @@ int cmd_train(const std::string& config, const std::vector<std::string>& overrid
   opt.plot = plot;
   opt.resume = resume;
   opt.handle_signals = true;
+  opt.on_step = stall_from_env();
   const train::RunSummary s = train::run_training(cfg, opt);
   return s.interrupted ? ckpt::kInterruptedExitCode : 0;
 }

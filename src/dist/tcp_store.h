@@ -42,8 +42,8 @@ struct StoreOptions {
   int world_size = 1;
   double timeout_s = 60;  // connecting, the rendezvous, and get()
   // How long a collective after the rendezvous waits for a rank that is still connected (a peer
-  // may be busy for minutes, as NcclOptions::timeout_s); one whose connection closed is
-  // reported at once.
+  // may be busy for minutes; the trainer sets parallel.stuck_timeout_s, infinity for 0); one
+  // whose connection closed is reported at once.
   double collective_timeout_s = 600;
   bool log_refusals = true;  // print refusals on stderr (tests turn it off)
   // Heartbeats after the rendezvous (store_heartbeat.h): the period (0: min(1 s, timeout_s / 5));

@@ -81,4 +81,26 @@ on_gpus cp2 "$work/cpu" parallel.cp=2
 
 # A suspended rank of a GPU job (rank 0 waits inside an emulated NCCL collective) is named too.
 suspend_rank_1 gpu_suspended 2 train.steps=1000000 train.device='"cuda"'
+# A GPU rank alive but stuck outside communication (TESSERA_FAULT_STALL: rank 1's training
+# thread sleeps after step 3, its heartbeats on time): rank 0, whose NCCL collectives never
+# complete, waits in the step's control-plane exchange over MPI, and names rank 1 within
+# parallel.stuck_timeout_s = 3 s plus 10 s of the stall's start.
+stalled="$work/stalled"
+mkdir -p "$stalled"
+TESSERA_FAULT_STALL=1:3:120 timeout 120 "${mpi[@]}" -x TESSERA_FAULT_STALL -np 2 "$tessera" train \
+  "$work/job.toml" train.device='"cuda"' train.steps=1000 parallel.stuck_timeout_s=3 \
+  --out "$stalled/run" --no-plot >"$stalled.log" 2>&1 &
+job=$!
+for _ in $(seq 1 1200); do
+  grep -aq "TESSERA_FAULT_STALL: rank 1 stalls" "$stalled.log" && break
+  sleep 0.05
+done
+stall_ms=$(($(date +%s%N) / 1000000))
+wait "$job" && fail "a stalled rank: the job exited 0: $(tail -3 "$stalled.log")"
+elapsed_ms=$(($(date +%s%N) / 1000000 - stall_ms))
+grep -aq "tessera: rank 0: rank 1 is alive (its heartbeats arrive) but has started no communication" \
+  "$stalled.log" || fail "a stalled rank was not named: $(tail -5 "$stalled.log")"
+((elapsed_ms < 13000)) || fail "a stalled rank was named $elapsed_ms ms after it stalled (bound 3 s + 10 s)"
+echo "ok: a GPU rank stuck outside communication was named $elapsed_ms ms after it stalled:" \
+  "$(grep -ao "rank 1 is alive.*" "$stalled.log" | head -1)"
 echo "ok: emulated 2-rank training"

@@ -8,7 +8,8 @@
 # by the other within the store timeout (parallel.timeout_s = 3), a rank with another job token
 # is refused, CPU ranks are told to use MPI, and a job without a token is told how to set one.
 # And liveness without MPI (store heartbeats): a rank suspended by SIGSTOP, rank 1 and then rank 0
-# (which hosts the store), is named by the other within parallel.timeout_s = 3 s plus 10 s.
+# (which hosts the store), is named by the other within parallel.timeout_s = 3 s plus 10 s; a
+# rank stuck outside communication, within parallel.stuck_timeout_s = 3 s plus 10 s.
 # Usage: train_torchrun_2_ranks.sh TESSERA_BINARY MPIRUN
 set -uo pipefail
 # shellcheck source=../mpi/job_setup.sh
@@ -123,4 +124,29 @@ suspend_torchrun() {
 }
 suspend_torchrun 1
 suspend_torchrun 0
+
+# Rank 1 alive but stuck outside communication (TESSERA_FAULT_STALL: its training thread sleeps
+# after step 3, its heartbeats on time): rank 0 waits for it in the step's host exchange over
+# the store and names it after parallel.stuck_timeout_s = 3 s (bound: plus 10 s).
+port=$((port + 1))
+torchrun_rank 0 2 "$work/stall.0" train.device='"cuda"' train.steps=1000 \
+  parallel.stuck_timeout_s=3 &
+pid0=$!
+TESSERA_FAULT_STALL=1:3:120 torchrun_rank 1 2 "$work/stall.1" train.device='"cuda"' \
+  train.steps=1000 parallel.stuck_timeout_s=3 &
+pid1=$!
+for _ in $(seq 1 1200); do
+  grep -aq "TESSERA_FAULT_STALL: rank 1 stalls" "$work/stall.1.log" && break
+  sleep 0.05
+done
+stall_ms=$(($(date +%s%N) / 1000000))
+wait "$pid0" && fail "rank 0 exited 0 beside a stalled rank 1"
+elapsed_ms=$(($(date +%s%N) / 1000000 - stall_ms))
+kill -9 "$(cat "$work/stall.1.pid")" 2>/dev/null
+wait "$pid1" 2>/dev/null
+grep -aq "rank 1 of 2 did not reach all_gather_bytes #[0-9]* within 3 s (rank 0 waited), connected and beating" \
+  "$work/stall.0.log" || fail "rank 0 did not name the stalled rank 1: $(tail -3 "$work/stall.0.log")"
+((elapsed_ms < 13000)) || fail "rank 0 named the stalled rank 1 after $elapsed_ms ms (bound 3 s + 10 s)"
+echo "ok: torchrun-style, rank 1 stuck outside communication: rank 0 named it after $elapsed_ms ms:" \
+  "$(grep -ao "rank 1 of 2 did not reach.*" "$work/stall.0.log" | head -1)"
 echo "ok: torchrun-style launch on the emulated device"
