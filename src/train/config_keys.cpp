@@ -278,7 +278,9 @@ std::vector<ConfigKey> make_keys() {
           "a rank that has waited this long on a collective or transfer, while another rank "
           "alive (heartbeats arrive) has started no communication for as long, ends the job "
           "naming that rank, whose training thread is stuck; when every rank waits and none "
-          "starts any, the job ends naming what each waits in (a deadlock) (MPI; 0 = never)"),
+          "starts any, the job ends naming what each waits in (a deadlock, MPI); in a "
+          "torchrun-style launch, how long a host exchange over rank 0's store waits for a rank "
+          "that is connected and beating (0 = never)"),
       float_key<P, &ParallelConfig::slow_rank_factor>(
           "parallel.slow_rank_factor", 1.5, at_least(0),
           "warn naming a rank whose median compute time per step exceeds this many times the "
