@@ -508,7 +508,7 @@ class MpiRuntime {
       return false;
     }
     progressed_at_ = now;  // a request completed: a stage of a ring, or the whole operation
-    if (op.stalled) {  // its waiter was told long ago; MPI is done with it now
+    if (op.stalled) {      // its waiter was told long ago; MPI is done with it now
       op.start = nullptr, op.next_stage = nullptr, op.finish = nullptr;
       return true;
     }

@@ -131,11 +131,12 @@ void StoreCommunicator::wait_members(const std::vector<std::string>& keys, const
       fail("{}: {} {} within {} s (rank {} waited)", c.where(), rank_list(ranks), what, timeout,
            members_[size_t(rank_)]);
     if (monotonic_seconds() >= deadline)
-      fail("{}: {} did not reach {} within {} s (rank {} waited), connected and beating: {} "
-           "training thread is stuck (an endless loop, a deadlock, or work longer than the "
-           "timeout: parallel.stuck_timeout_s)",
-           c.where(), rank_list(ranks), what, timeout, members_[size_t(rank_)],
-           ranks.size() == 1 ? "its" : "their");
+      fail(
+          "{}: {} did not reach {} within {} s (rank {} waited), connected and beating: {} "
+          "training thread is stuck (an endless loop, a deadlock, or work longer than the "
+          "timeout: parallel.stuck_timeout_s)",
+          c.where(), rank_list(ranks), what, timeout, members_[size_t(rank_)],
+          ranks.size() == 1 ? "its" : "their");
   }
 }
 

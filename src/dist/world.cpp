@@ -30,8 +30,8 @@ std::shared_ptr<Communicator> communicator_for_launch(const LaunchInfo& launch,
     opt.timeout_s = mpi.timeout_s;
     // A rank that beats but does not reach a host collective (the trainer has one every step)
     // for this long is stuck: named, as the MPI backend's stuck-rank check does.
-    opt.collective_timeout_s = mpi.stuck_timeout_s > 0 ? mpi.stuck_timeout_s
-                                                       : std::numeric_limits<double>::infinity();
+    opt.collective_timeout_s =
+        mpi.stuck_timeout_s > 0 ? mpi.stuck_timeout_s : std::numeric_limits<double>::infinity();
     return std::make_shared<StoreCommunicator>(std::move(opt), launch.rank);
   }
   TS_CHECK(mpi_built_in(),
