@@ -27,6 +27,7 @@
 #include "tokenizer/prepare.h"
 #include "tokenizer/tokenizer.h"
 #include "train/config.h"
+#include "train/fault_stall.h"
 #include "train/generate.h"
 #include "train/model_kinds.h"
 #include "train/plot.h"
@@ -58,27 +59,18 @@ std::unique_ptr<FileSystem> fault_file_system_from_env() {
   return filling_file_system(s->free_bytes, s->full_for_s);
 }
 
-// TESSERA_FAULT_STALL=RANK:STEP:SECONDS: after step STEP, the training thread of launch rank
-// RANK sleeps SECONDS while its communication threads and heartbeats run on: a rank alive but
-// stuck outside communication, for fault-injection runs (tests/emu/train_2_ranks.sh). Returns
-// the step callback that does it, or null when the variable is not set.
+// TESSERA_FAULT_STALL=RANK:STEP:SECONDS (train/fault_stall.h): the step callback that stalls
+// this rank, or null when the variable is unset or names another rank.
 train::StepCallback stall_from_env() {
   const char* v = std::getenv("TESSERA_FAULT_STALL");
-  if (v == nullptr || *v == '\0') return nullptr;
-  int rank = -1;
-  long long step = -1;
-  double seconds = -1;
-  char end = 0;
-  TS_CHECK(std::sscanf(v, "%d:%lld:%lf%c", &rank, &step, &seconds, &end) == 3 && rank >= 0 &&
-               step >= 0 && seconds >= 0,
-           "TESSERA_FAULT_STALL={}: expected RANK:STEP:SECONDS (rank and step >= 0, seconds >= 0)",
-           v);
-  if (dist::detect_launch().rank != rank) return nullptr;
-  return [rank, step, seconds](int64_t s, double, dist::DataParallel&) {
-    if (s != step) return;
-    std::fprintf(stderr, "tessera: TESSERA_FAULT_STALL: rank %d stalls for %g s after step %lld\n",
-                 rank, seconds, static_cast<long long>(s));
-    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  const std::optional<train::FaultStall> f = train::parse_fault_stall(v ? v : "");
+  if (!f || dist::detect_launch().rank != f->rank) return nullptr;
+  return [f = *f](int64_t s, double, dist::DataParallel&) {
+    if (s != f.step) return;
+    std::fprintf(stderr,
+                 "tessera: TESSERA_FAULT_STALL: rank %d stalls for %lld s after step %lld\n",
+                 f.rank, static_cast<long long>(f.seconds), static_cast<long long>(s));
+    std::this_thread::sleep_for(std::chrono::seconds(f.seconds));
   };
 }
 
