@@ -24,11 +24,11 @@ set(TESSERA_FUZZ_SANITIZERS -fsanitize=address,undefined -fno-sanitize-recover=u
 
 # Every layer up to nn/, data/ and tokenizer/ (with backends/, the CPU-only backend table core
 # looks up), plus the config parser with the model-kind table it validates against and the
-# checkpoint-JSON parsers; a file another engineer adds to these
+# checkpoint-JSON parsers and TESSERA_FAULT_STALL's; a file another engineer adds to these
 # folders is picked up by the same glob as the main library.
 set(TESSERA_FUZZ_SOURCE_PATTERNS
     "src/(backends|core|kernels/cpu|ops|autograd|nn|data|tokenizer)/[^/]+\\.cpp$"
-    "src/train/(config[^/]*|model_kinds)\\.cpp$" "src/ckpt/manifest\\.cpp$")
+    "src/train/(config[^/]*|model_kinds|fault_stall)\\.cpp$" "src/ckpt/manifest\\.cpp$")
 list(JOIN TESSERA_FUZZ_SOURCE_PATTERNS "|" TESSERA_FUZZ_SOURCE_REGEX)
 set(TESSERA_FUZZ_SOURCES ${TESSERA_SOURCES})
 list(FILTER TESSERA_FUZZ_SOURCES INCLUDE REGEX "${TESSERA_FUZZ_SOURCE_REGEX}")
