@@ -103,4 +103,37 @@ void expect_success_or_error(F&& parse) {
   }
 }
 
+// The contract of an environment variable's parser (TESSERA_FAULT_FS, TESSERA_FAULT_STALL):
+// `parse(value)` returns nullopt exactly for an empty value, accepts a value exactly when
+// `well_formed(value)` (the target's independent check of the grammar) says so, and refuses any
+// other with a tessera::Error quoting "environment variable NAME = 'VALUE': expected FORM".
+// Returns what parsed (nullopt when refused or empty) for the target's own checks.
+template <class Parse, class WellFormed>
+auto check_env_setting(std::string_view value, Parse&& parse, WellFormed&& well_formed,
+                       std::string_view name, std::string_view form) -> decltype(parse(value)) {
+  decltype(parse(value)) s;
+  try {
+    s = parse(value);
+  } catch (const tessera::Error& e) {
+    // what() is a C string: a NUL in the value (which no environment variable can hold) ends
+    // the message there.
+    const std::string_view msg = e.what();
+    const std::string quoted = "environment variable " + std::string(name) + " = '" +
+                               std::string(value) + "': expected " + std::string(form);
+    if (value.find('\0') == std::string_view::npos && msg.find(quoted) == std::string_view::npos)
+      property_failed(std::string("the error does not quote the value: ") + e.what());
+    if (well_formed(value)) property_failed("a well-formed value was refused");
+    return s;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fuzz: exception that is not a tessera::Error: %s\n", e.what());
+    std::abort();
+  }
+  if (!s) {
+    if (!value.empty()) property_failed("a non-empty value means no fault");
+    return s;
+  }
+  if (!well_formed(value)) property_failed("a malformed value was accepted");
+  return s;
+}
+
 }  // namespace tessera::fuzz

@@ -36,29 +36,9 @@ bool well_formed(std::string_view v) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view value(reinterpret_cast<const char*>(data), size);
-  std::optional<FillingDiskSetting> s;
-  try {
-    s = parse_fault_fs_setting(value);
-  } catch (const Error& e) {
-    // what() is a C string: a NUL in the value (which no environment variable can hold)
-    // ends the message there.
-    const std::string_view msg = e.what();
-    if (value.find('\0') == std::string_view::npos &&
-        msg.find(fmt::format("environment variable TESSERA_FAULT_FS = '{}': expected "
-                             "enospc[:BYTES[:SECONDS]]",
-                             value)) == std::string_view::npos)
-      fuzz::property_failed(std::string("the error does not quote the value: ") + e.what());
-    if (well_formed(value)) fuzz::property_failed("a well-formed value was refused");
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "fuzz: exception that is not a tessera::Error: %s\n", e.what());
-    std::abort();
-  }
-  if (!s) {
-    if (!value.empty()) fuzz::property_failed("a non-empty value means no fault");
-    return 0;
-  }
-  if (!well_formed(value)) fuzz::property_failed("a malformed value was accepted");
+  const std::optional<FillingDiskSetting> s = fuzz::check_env_setting(
+      value, parse_fault_fs_setting, well_formed, "TESSERA_FAULT_FS", "enospc[:BYTES[:SECONDS]]");
+  if (!s) return 0;
   // 18 digits: below 10^18 (as a double, SECONDS rounds to at most 10^18 itself).
   if (s->free_bytes >= 1000000000000000000ull || s->full_for_s > 1e18 ||
       (s->full_for_s < 0 && s->full_for_s != -1))

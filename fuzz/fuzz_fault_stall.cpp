@@ -38,27 +38,9 @@ bool well_formed(std::string_view v) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view value(reinterpret_cast<const char*>(data), size);
-  std::optional<train::FaultStall> s;
-  try {
-    s = train::parse_fault_stall(value);
-  } catch (const Error& e) {
-    const std::string_view msg = e.what();
-    if (value.find('\0') == std::string_view::npos &&
-        msg.find(fmt::format("environment variable TESSERA_FAULT_STALL = '{}': expected "
-                             "RANK:STEP:SECONDS",
-                             value)) == std::string_view::npos)
-      fuzz::property_failed(std::string("the error does not quote the value: ") + e.what());
-    if (well_formed(value)) fuzz::property_failed("a well-formed value was refused");
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "fuzz: exception that is not a tessera::Error: %s\n", e.what());
-    std::abort();
-  }
-  if (!s) {
-    if (!value.empty()) fuzz::property_failed("a non-empty value means no fault");
-    return 0;
-  }
-  if (!well_formed(value)) fuzz::property_failed("a malformed value was accepted");
+  const std::optional<train::FaultStall> s = fuzz::check_env_setting(
+      value, train::parse_fault_stall, well_formed, "TESSERA_FAULT_STALL", "RANK:STEP:SECONDS");
+  if (!s) return 0;
   if (s->rank < 0 || s->rank > 999999 || s->step < 0 || s->step > 999999999999LL ||
       s->seconds < 0 || s->seconds > 999999)
     fuzz::property_failed("a value out of range");

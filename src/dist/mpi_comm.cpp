@@ -368,9 +368,10 @@ class MpiRuntime {
         heartbeat_s_, opt_.timeout_s);
     const double now = monotonic_seconds();
     last_seen_.assign(size_t(size_), now);
-    peer_submitted_.assign(size_t(size_), -1);
     peer_submitted_at_.assign(size_t(size_), now);
-    peer_beat_.assign(size_t(size_), Beat{});
+    Beat none;
+    none.submitted = -1;  // no beat yet: the first one counts as a change
+    peer_beat_.assign(size_t(size_), none);
     own_submitted_at_ = now;
     progressed_at_ = now;
     next_beat_ = now;
@@ -594,8 +595,7 @@ class MpiRuntime {
         const size_t p = size_t(status.MPI_SOURCE);
         last_seen_[p] = now;
         const Beat beat = Beat::decode(hb_in_);
-        if (beat.submitted != peer_submitted_[p])
-          peer_submitted_[p] = beat.submitted, peer_submitted_at_[p] = now;
+        if (beat.submitted != peer_beat_[p].submitted) peer_submitted_at_[p] = now;
         peer_beat_[p] = beat;
       }
       post_heartbeat_recv();
@@ -673,7 +673,7 @@ class MpiRuntime {
     const Op* oldest = oldest_active();
     if (!oldest || now - oldest->work->start_time() <= limit) return;
     for (int p = 0; p < size_; ++p)
-      if (p != rank_ && (!peer_beat_[size_t(p)].waiting || peer_submitted_[size_t(p)] < 0 ||
+      if (p != rank_ && (!peer_beat_[size_t(p)].waiting || peer_beat_[size_t(p)].submitted < 0 ||
                          now - peer_submitted_at_[size_t(p)] <= limit))
         return;
     std::string each;
@@ -778,10 +778,10 @@ class MpiRuntime {
   Beat::Wire hb_in_{}, hb_out_{};
   std::vector<MPI_Request> hb_sends_;
   std::vector<double> last_seen_;
-  // Per peer: the submitted count its last beat carried, and when that count last changed.
-  std::vector<long long> peer_submitted_;
+  // Per peer: its last beat (submitted = -1 before the first), and when the submitted count it
+  // carries last changed.
+  std::vector<Beat> peer_beat_;
   std::vector<double> peer_submitted_at_;
-  std::vector<Beat> peer_beat_;  // its last beat
   long long own_submitted_ = 0;
   double own_submitted_at_ = 0;  // when this rank's callers last submitted an operation
   double progressed_at_ = 0;     // when one of this rank's requests last completed

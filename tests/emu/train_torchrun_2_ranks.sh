@@ -60,9 +60,9 @@ done
 
 # Rank 1 never starts: rank 0 names it within the 3 s timeout (plus start-up).
 port=$((port + 1))
-start_ms=$(($(date +%s%N) / 1000000))
+start_ms=$(now_ms)
 torchrun_rank 0 2 "$work/alone" train.device='"cuda"' && fail "rank 0 alone exited 0"
-elapsed_ms=$(($(date +%s%N) / 1000000 - start_ms))
+elapsed_ms=$(($(now_ms) - start_ms))
 grep -q "rank 0's store at 127.0.0.1:$port: rank 1 of 2 never arrived within 3 s" "$work/alone.log" ||
   fail "rank 0 alone did not name rank 1: $(tail -3 "$work/alone.log")"
 ((elapsed_ms < 13000)) || fail "rank 0 alone took $elapsed_ms ms to fail (timeout 3 s)"
@@ -103,7 +103,7 @@ suspend_torchrun() {
   done
   [[ -s "$dir.0/metrics.jsonl" ]] || fail "suspend rank $stopped: training did not start: $(tail -3 "$dir.0.log")"
   kill -STOP "$(cat "$dir.$stopped.pid")"
-  start_ms=$(($(date +%s%N) / 1000000))
+  start_ms=$(now_ms)
   for _ in $(seq 1 300); do
     kill -0 "$(cat "$dir.$other.pid")" 2>/dev/null || {
       alive=0
@@ -111,7 +111,7 @@ suspend_torchrun() {
     }
     sleep 0.1
   done
-  elapsed_ms=$(($(date +%s%N) / 1000000 - start_ms))
+  elapsed_ms=$(($(now_ms) - start_ms))
   kill -CONT "$(cat "$dir.$stopped.pid")" 2>/dev/null
   kill -9 "$(cat "$dir.0.pid")" "$(cat "$dir.1.pid")" 2>/dev/null
   wait "$pid0" "$pid1"
@@ -135,13 +135,11 @@ pid0=$!
 TESSERA_FAULT_STALL=1:3:120 torchrun_rank 1 2 "$work/stall.1" train.device='"cuda"' \
   train.steps=1000 parallel.stuck_timeout_s=3 &
 pid1=$!
-for _ in $(seq 1 1200); do
-  grep -aq "TESSERA_FAULT_STALL: rank 1 stalls" "$work/stall.1.log" && break
-  sleep 0.05
-done
-stall_ms=$(($(date +%s%N) / 1000000))
+wait_for_text "$work/stall.1.log" "TESSERA_FAULT_STALL: rank 1 stalls" ||
+  fail "rank 1 never stalled: $(tail -3 "$work/stall.1.log")"
+stall_ms=$(now_ms)
 wait "$pid0" && fail "rank 0 exited 0 beside a stalled rank 1"
-elapsed_ms=$(($(date +%s%N) / 1000000 - stall_ms))
+elapsed_ms=$(($(now_ms) - stall_ms))
 kill -9 "$(cat "$work/stall.1.pid")" 2>/dev/null
 wait "$pid1" 2>/dev/null
 grep -aq "rank 1 of 2 did not reach all_gather_bytes #[0-9]* within 3 s (rank 0 waited), connected and beating" \

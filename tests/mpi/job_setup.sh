@@ -126,6 +126,14 @@ expect_same_as_reference() {
 
 # Watching a run that restarts (tessera supervise around mpirun, output appended to one log).
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# wait_for_text LOG TEXT: waits up to 60 s until LOG holds TEXT; status 1 if it never does.
+wait_for_text() {
+  for _ in $(seq 1 1200); do
+    grep -aq "$2" "$1" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
 # last_step RUN_DIR: the newest step in RUN_DIR/metrics.jsonl (0: none yet).
 last_step() { tail -1 "$1/metrics.jsonl" 2>/dev/null | jq -r '.step' 2>/dev/null || echo 0; }
 # newest_committed RUN_DIR: the step of the newest checkpoint whose manifest exists (0: none).

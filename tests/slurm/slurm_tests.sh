@@ -111,11 +111,7 @@ shell=$(pgrep -f "$work/slurm/spool/job$(printf %05d "$job")/slurm_script" | hea
 [[ -n $shell ]] || fail "term: the batch shell of job $job was not found"
 kill -TERM "$shell"
 termed_at=$(last_step "$work/term")
-for _ in $(seq 1 600); do
-  grep -q "requeueing job $job" "$work/term.out" && break
-  sleep 0.1
-done
-grep -q "requeueing job $job" "$work/term.out" ||
+wait_for_text "$work/term.out" "requeueing job $job" ||
   fail "term: the script did not requeue the job: $(tail -5 "$work/term.out")"
 # Slurm holds a requeued job back for about two minutes before it runs it again. (Not shortened
 # with `scontrol update StartTime=now`: on the same node the new incarnation of step 0 then finds
