@@ -9,6 +9,7 @@
 #include "core/meta_device.h"
 #include "core/rng.h"
 #include "kernels/cpu/cast.h"
+#include "kernels/cpu/strided_copy.h"
 
 namespace tessera {
 
@@ -163,32 +164,20 @@ Tensor Tensor::transpose_view(int a, int b) const {
 }
 
 namespace {
-// Copies a strided tensor (any dtype, same element size) into contiguous memory.
+// Copies a strided tensor (any dtype, same element size) into contiguous memory: one backend
+// call for the whole view (a single kernel on a GPU), the CPU's copy directly on the host.
 void strided_copy(const Tensor& src, void* dst) {
   const size_t es = dtype_size(src.dtype());
   const Shape& s = src.shape();
-  if (!src.device().is_cpu()) {  // one call for the whole view (a single kernel on a GPU)
-    StridedLayout v;
-    v.ndim = s.ndim();
-    for (int d = 0; d < s.ndim(); ++d) v.sizes[d] = s[d], v.strides[d] = src.stride(d);
+  StridedLayout v;
+  v.ndim = s.ndim();
+  for (int d = 0; d < s.ndim(); ++d) v.sizes[d] = s[d], v.strides[d] = src.stride(d);
+  if (!src.device().is_cpu()) {
     backend_for(src.device(), "contiguous").strided_copy(src.raw_data(), dst, v, es);
     return;
   }
   meta::kernel_runs(Device::cpu(), meta::table_cost::strided_copy(s.numel(), es));
-  int64_t idx[kMaxDims] = {0};
-  const char* base = static_cast<const char*>(src.raw_data());
-  char* out = static_cast<char*>(dst);
-  const int nd = s.ndim();
-  const int64_t n = s.numel();
-  for (int64_t k = 0; k < n; ++k) {
-    int64_t off = 0;
-    for (int d = 0; d < nd; ++d) off += idx[d] * src.stride(d);
-    std::memcpy(out + k * es, base + off * es, es);
-    for (int d = nd - 1; d >= 0; --d) {
-      if (++idx[d] < s[d]) break;
-      idx[d] = 0;
-    }
-  }
+  cpu::strided_copy(src.raw_data(), dst, v, es);
 }
 }  // namespace
 

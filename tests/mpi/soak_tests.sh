@@ -95,14 +95,18 @@ flip_byte() {
 kinds=(kill term corrupt diskfull)
 declare -A count=([kill]=0 [term]=0 [corrupt]=0 [diskfull]=0)
 corrupted=()
-mean_gap_ms=$((seconds * 1000 / (nfaults + 1)))
+# Gaps between faults: from half to all of the uninterrupted run's time over FAULTS + 1, so all
+# of them fall before the job could end (a faulted job only takes longer). Drawn around SECONDS
+# (the sizing's estimate) they could add up to more than the job lasted, and the soak then
+# ended before its last fault (seen under ctest -j2).
+mean_gap_ms=$((ref_ms / (nfaults + 1)))
 injected=0
 while ((injected < nfaults)) && wait_training; do
   # The kinds in turn, each round in a random order.
   if ((injected % 4 == 0)); then
     mapfile -t order < <(printf '%s\n' "${kinds[@]}" | shuf)
   fi
-  gap=$((mean_gap_ms / 2 + (RANDOM * 32768 + RANDOM) % mean_gap_ms))
+  gap=$((mean_gap_ms / 2 + (RANDOM * 32768 + RANDOM) % (mean_gap_ms / 2 + 1)))
   deadline=$(($(now_ms) + gap))
   while (($(now_ms) < deadline)) && kill -0 "$loop" 2>/dev/null; do sleep 0.05; done
   kill -0 "$loop" 2>/dev/null || break
