@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <fmt/format.h>
+
 #include <cmath>
 
+#include "core/host_cores.h"
 #include "gradcheck.h"
 #include "plan/calibrate.h"
 #include "plan/cluster.h"
@@ -353,6 +356,22 @@ TEST(plan, ClusterNamesParse) {
   EXPECT_EQ(l.nodes, 1);
   EXPECT_GT(l.intra.bandwidth, 0);
   EXPECT_GT(l.intra.latency, 1e-6);
+}
+
+// More local ranks' threads than cores: the plan says its step time does not price the
+// time-sharing; with a core for each thread it says nothing.
+TEST(plan, AnOversubscribedLocalClusterCarriesATimingCaveat) {
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const ClusterSpec over = local_cluster(round_device(), 2 * usable_cores());
+  const ClusterSpec one = local_cluster(round_device(), 1);
+  omp_set_num_threads(threads);
+  EXPECT_NE(over.timing_caveat.find("oversubscribed"), std::string::npos) << over.timing_caveat;
+  EXPECT_NE(over.timing_caveat.find(
+                fmt::format("{} ranks x 1 thread on {} core", 2 * usable_cores(), usable_cores())),
+            std::string::npos)
+      << over.timing_caveat;
+  EXPECT_EQ(one.timing_caveat, "");
 }
 
 TEST(plan, LocalCalibrationIsPlausible) {

@@ -13,4 +13,7 @@ int cores_per_rank(int ranks_on_node);
 // it does not, a thread that progresses communication takes the computation's cycles.
 bool has_spare_core(int ranks_on_node, int compute_threads);
 
+// The cores this process may run on: its CPU affinity's, at most the online ones; at least 1.
+int usable_cores();
+
 }  // namespace tessera

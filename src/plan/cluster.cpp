@@ -195,6 +195,14 @@ ClusterSpec local_cluster(const DeviceSpec& device, int ranks) {
   c.name = ranks == 1 ? "local" : "localx" + std::to_string(ranks);
   c.host = true;
   c.collectives_overlap_compute = has_spare_core(ranks, omp_get_max_threads());
+  const int threads = omp_get_max_threads(), cores = usable_cores();
+  if (ranks * threads > cores)
+    c.timing_caveat = fmt::format(
+        "{} rank{} x {} thread{} on {} core{}: oversubscribed, so the ranks time-share the cores "
+        "and every collective waits for ranks the OS has switched out, which this plan does not "
+        "price; expect a longer step (1.2-1.8x the predicted one in docs/PLAN.md)",
+        ranks, ranks == 1 ? "" : "s", threads, threads == 1 ? "" : "s", cores,
+        cores == 1 ? "" : "s");
   return c;
 }
 

@@ -88,6 +88,10 @@ struct ClusterSpec {
   // the device). Local ranks over MPI: when each has a core to spare (dist::MpiOptions::overlap,
   // parallel.overlap); otherwise a collective moves only while its rank waits on some work.
   bool collectives_overlap_compute = true;
+  // Why the predicted step time may not hold, or empty: local ranks whose threads outnumber
+  // the cores time-share them, and each collective then waits for ranks the OS has switched
+  // out, which the cost model does not price.
+  std::string timing_caveat;
 
   int gpus() const { return gpus_per_node * nodes; }
   int node_of(int rank) const { return rank / gpus_per_node; }

@@ -65,6 +65,7 @@ Plan make_plan(const train::Config& cfg, const ClusterSpec& cluster, int world) 
       fmt::format("{} ({} node{} x {} {})", cluster.name, cluster.nodes,
                   cluster.nodes == 1 ? "" : "s", cluster.gpus_per_node, cluster.device.name);
   p.layout = layout_text(cfg, world);
+  p.timing_caveat = cluster.timing_caveat;
   p.capacity = cluster.device.memory_bytes;
   const meta::AllocatorModel model =
       cluster.host ? meta::AllocatorModel::host : meta::AllocatorModel::cuda;
@@ -136,6 +137,7 @@ std::string format_plan(const Plan& p) {
       "step: {:.4g} s = compute {:.4g} s + exposed communication {:.4g} s + bubble {:.4g} s "
       "(communication {:.4g} s in all)\n",
       t.step_seconds, t.compute_seconds, t.exposed_comm_seconds, t.bubble_seconds, t.comm_seconds);
+  if (!p.timing_caveat.empty()) s += fmt::format("  note: {}\n", p.timing_caveat);
   if (p.tokens_per_step > 0) s += fmt::format("tokens/s: {:.4g}\n", p.tokens_per_s);
   if (p.mfu > 0)
     s += fmt::format("MFU: {:.1f}% of {:.4g} TFLOP/s per device ({})\n", 100 * p.mfu,
@@ -168,6 +170,7 @@ nlohmann::json plan_json(const Plan& p) {
   j["exposed_comm_seconds"] = t.exposed_comm_seconds;
   j["bubble_seconds"] = t.bubble_seconds;
   j["comm_seconds"] = t.comm_seconds;
+  j["timing_caveat"] = p.timing_caveat;
   j["tokens_per_s"] = p.tokens_per_s;
   j["model_flops_per_step"] = p.model_flops_per_step;
   j["peak_flops"] = p.peak_flops;

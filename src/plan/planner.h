@@ -44,8 +44,9 @@ struct Plan {
   double peak_flops = 0;    // per device: the datasheet's for the compute dtype (MFU's denominator)
   std::string peak_source;  // "H100 SXM5 80GB datasheet, bf16"
   double tokens_per_s = 0;
-  double mfu = 0;     // model FLOPs / (step time x devices x peak)
-  bool fits() const;  // max_required() <= capacity
+  double mfu = 0;             // model FLOPs / (step time x devices x peak)
+  std::string timing_caveat;  // the cluster's (ClusterSpec::timing_caveat), or empty
+  bool fits() const;          // max_required() <= capacity
   // The largest total() and required() over the simulated ranks.
   double max_total() const;
   double max_required() const;
