@@ -227,31 +227,7 @@ double cuda_gemm_ceiling_gflops(DType t) {
 #endif
 
 void print_breakdown(const prof::Totals& t, double step_seconds, int steps, double ceiling) {
-  std::printf("\nstep breakdown (exclusive time per op family, mean per timed step):\n");
-  std::printf("  %-12s %9s %7s %8s %12s\n", "family", "ms", "share", "calls", "GFLOP/s");
-  double tracked = 0;
-  for (int i = 0; i < prof::kFamilies; ++i) {
-    const double s = t.seconds[size_t(i)] / steps;
-    tracked += s;
-    if (t.calls[size_t(i)] == 0) continue;
-    char rate[32] = "";
-    if (t.flops[size_t(i)] > 0)
-      std::snprintf(rate, sizeof rate, "%.0f", t.flops[size_t(i)] / t.seconds[size_t(i)] * 1e-9);
-    std::printf("  %-12s %9.1f %6.1f%% %8llu %12s\n", prof::family_name(prof::Family(i)), s * 1e3,
-                100 * s / step_seconds,
-                static_cast<unsigned long long>(t.calls[size_t(i)] / uint64_t(steps)), rate);
-  }
-  const double other = step_seconds - tracked;
-  std::printf("  %-12s %9.1f %6.1f%%   (op dispatch, allocation, checks: the rest of the step)\n",
-              "untracked", other * 1e3, 100 * other / step_seconds);
-  std::printf("\nby kernel (mean per timed step):\n");
-  std::vector<prof::KernelTotal> k = t.kernels;
-  std::sort(k.begin(), k.end(), [](auto& a, auto& b) { return a.seconds > b.seconds; });
-  for (const prof::KernelTotal& e : k)
-    if (e.calls)
-      std::printf("  %-12s %-24s %9.1f ms %6.1f%% %6llu calls\n", prof::family_name(e.family),
-                  e.name.c_str(), e.seconds / steps * 1e3, 100 * e.seconds / steps / step_seconds,
-                  static_cast<unsigned long long>(e.calls / uint64_t(steps)));
+  std::printf("\n%s", prof::format_breakdown(t, step_seconds, steps).c_str());
   const size_t gi = size_t(prof::Family::gemm);
   if (t.seconds[gi] > 0 && ceiling > 0) {
     const double rate = t.flops[gi] / t.seconds[gi] * 1e-9;

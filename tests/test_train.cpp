@@ -7,10 +7,13 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "autograd/grad_mode.h"
 #include "core/backend.h"
 #include "core/device_peak.h"
+#include "core/profiler.h"
 #if TESSERA_HAVE_CUDA
 #include "cuda/device.h"
 #endif
@@ -150,6 +153,34 @@ TEST(Train, TinyGPTLearnsAndWritesTheRunFolder) {
   NoGradGuard ng;
   Tensor ids = Tensor::from_ints({1, 50, 100, 200, 255, 3}, Shape{1, 6});
   EXPECT_EQ(a.forward(ids).to_vector(), b.forward(ids).to_vector());
+}
+
+// --profile: each rank's breakdown of the steps after the first, in the run folder; the
+// families' times add up to no more than the step (exclusive times) and name real kernels.
+TEST(Train, ProfileWritesEachRanksBreakdownOfTheStepsAfterTheFirst) {
+  fs::path dir = temp_dir("profile");
+  train::Config cfg = tiny_gpt_config(write_corpus(dir), "f32");
+  cfg.train.steps = 5;
+  cfg.optim.warmup_steps = 1;
+  cfg.train.eval_every = 0;
+  train::RunOptions opt;
+  opt.out_dir = (dir / "run").string();
+  opt.plot = false;
+  opt.console = stderr;
+  opt.profile = true;
+  train::run_training(cfg, opt);
+  std::ifstream in(dir / "run" / "profile_rank0.txt");
+  ASSERT_TRUE(in) << "no profile_rank0.txt";
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("rank 0 of 1, steps 2-5 (4 profiled)"), std::string::npos) << text;
+  for (const char* want : {"gemm", "attention", "optimizer", "untracked", "attention_forward",
+                           "cross_entropy_backward"})
+    EXPECT_NE(text.find(want), std::string::npos) << want << " missing from\n" << text;
+  // The untracked rest of the step is what the families leave: not negative.
+  const size_t u = text.find("untracked");
+  ASSERT_NE(u, std::string::npos);
+  EXPECT_GE(std::stod(text.substr(u + 9)), 0.0) << text;
+  EXPECT_FALSE(prof::enabled());  // off again after the run
 }
 
 TEST(Train, BF16TracksF32) {

@@ -85,13 +85,19 @@ void check_gpu_fit(const train::Config& cfg) {
   TS_CHECK(f.fits, "{}", f.message);
 }
 
+// `tessera train`'s flags.
+struct TrainFlags {
+  bool no_plot = false, no_fit_check = false, profile = false;
+};
+
 int cmd_train(const std::string& config, const std::vector<std::string>& overrides, std::string out,
-              bool plot, const std::string& resume, bool fit_check) {
+              const std::string& resume, const TrainFlags& flags) {
   train::Config cfg = train::load_config(config, overrides);
-  if (fit_check) check_gpu_fit(cfg);
+  if (!flags.no_fit_check) check_gpu_fit(cfg);
   train::RunOptions opt;
   opt.out_dir = out.empty() ? default_run_dir(config) : out;
-  opt.plot = plot;
+  opt.plot = !flags.no_plot;
+  opt.profile = flags.profile;
   opt.resume = resume;
   opt.handle_signals = true;
   opt.on_step = stall_from_env();
@@ -165,7 +171,7 @@ int main(int argc, char** argv) {
 
   std::string config, out, weights, run, prompt, resume;
   std::vector<std::string> overrides;
-  bool no_plot = false, no_fit_check = false;
+  TrainFlags train_flags;
   train::SampleOptions so;
   uint64_t seed = 1;
 
@@ -173,8 +179,11 @@ int main(int argc, char** argv) {
   tr->add_option("config", config, "config file (keys: docs/CONFIG.md)")->required();
   tr->add_option("overrides", overrides, "key=value overrides, e.g. train.steps=100");
   tr->add_option("--out", out, "run folder (default runs/<config name>)");
-  tr->add_flag("--no-plot", no_plot, "do not draw loss.png at the end");
-  tr->add_flag("--no-fit-check", no_fit_check,
+  tr->add_flag("--no-plot", train_flags.no_plot, "do not draw loss.png at the end");
+  tr->add_flag("--profile", train_flags.profile,
+               "time each op family, kernel and communication wait of every step after the "
+               "first, on every rank: OUT/profile_rank<R>.txt (docs/PERF.md)");
+  tr->add_flag("--no-fit-check", train_flags.no_fit_check,
                "GPU runs: start even when the planner predicts the run does not fit the "
                "device's memory");
   tr->add_option("--resume", resume,
@@ -305,7 +314,7 @@ int main(int argc, char** argv) {
       const std::unique_ptr<FileSystem> faults = fault_file_system_from_env();
       std::optional<ScopedFileSystem> use_faults;
       if (faults) use_faults.emplace(*faults);
-      int rc = cmd_train(config, overrides, out, !no_plot, resume, !no_fit_check);
+      int rc = cmd_train(config, overrides, out, resume, train_flags);
       dist::mpi_shutdown();
       return rc;
     }

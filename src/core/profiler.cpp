@@ -1,5 +1,8 @@
 #include "core/profiler.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -73,6 +76,8 @@ const char* family_name(Family f) {
       return "data";
     case Family::autograd:
       return "autograd";
+    case Family::comm:
+      return "comm";
     case Family::kCount:
       break;
   }
@@ -132,6 +137,38 @@ void Scope::end() {
   if (g_current >= 0) g_slots[size_t(g_current)].nanos += now - g_start;
   g_current = prev_;  // the enclosing scope resumes
   g_start = now;
+}
+
+std::string format_breakdown(const Totals& t, double step_seconds, int64_t steps) {
+  const double n = double(std::max<int64_t>(steps, 1));
+  std::string s = "step breakdown (exclusive time per op family, mean per step):\n";
+  s += fmt::format("  {:<12} {:>9} {:>7} {:>8} {:>12}\n", "family", "ms", "share", "calls",
+                   "GFLOP/s");
+  auto share = [&](double seconds) { return step_seconds > 0 ? 100 * seconds / step_seconds : 0; };
+  double tracked = 0;
+  for (int i = 0; i < kFamilies; ++i) {
+    const double sec = t.seconds[size_t(i)] / n;
+    tracked += sec;
+    if (t.calls[size_t(i)] == 0) continue;
+    const std::string rate =
+        t.flops[size_t(i)] > 0 && t.seconds[size_t(i)] > 0
+            ? fmt::format("{:.0f}", t.flops[size_t(i)] / t.seconds[size_t(i)] * 1e-9)
+            : std::string();
+    s += fmt::format("  {:<12} {:9.1f} {:6.1f}% {:8.0f} {:>12}\n", family_name(Family(i)),
+                     sec * 1e3, share(sec), double(t.calls[size_t(i)]) / n, rate);
+  }
+  const double other = step_seconds - tracked;
+  s += fmt::format(
+      "  {:<12} {:9.1f} {:6.1f}%   (op dispatch, allocation, checks: the rest of the step)\n",
+      "untracked", other * 1e3, share(other));
+  s += "\nby kernel (mean per step):\n";
+  std::vector<KernelTotal> k = t.kernels;
+  std::stable_sort(k.begin(), k.end(), [](auto& a, auto& b) { return a.seconds > b.seconds; });
+  for (const KernelTotal& e : k)
+    if (e.calls)
+      s += fmt::format("  {:<12} {:9.2f} ms {:6.1f}% {:8.1f} calls  {}\n", family_name(e.family),
+                       e.seconds / n * 1e3, share(e.seconds / n), double(e.calls) / n, e.name);
+  return s;
 }
 
 }  // namespace tessera::prof

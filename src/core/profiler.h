@@ -25,6 +25,7 @@ enum class Family : uint8_t {
   optimizer,    // optimizer step and gradient zeroing
   data,         // drawing a batch
   autograd,     // the backward engine's own work: graph walk, gradient accumulation, closures
+  comm,         // waiting for a collective or transfer to complete (MPI)
   kCount
 };
 constexpr int kFamilies = int(Family::kCount);
@@ -58,6 +59,12 @@ struct Totals {
 };
 Totals totals();
 void reset();
+
+// The breakdown `bench_train_step --profile` and `tessera train --profile` print: exclusive time
+// per family as a mean per step (with its share of `step_seconds`, calls and achieved GFLOP/s),
+// the untracked rest of the step, then every named kernel by time. `steps`: how many steps
+// the totals cover.
+std::string format_breakdown(const Totals& t, double step_seconds, int64_t steps);
 
 class Scope {
  public:

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "core/host_cores.h"
+#include "core/profiler.h"
 #include "dist/beat.h"
 #include "dist/clock.h"
 #include "dist/ring_schedule.h"
@@ -94,6 +95,7 @@ class MpiWork final : public Work {
   MpiWork(std::string what, Waiters& waiters)
       : what_(std::move(what)), start_(monotonic_seconds()), waiters_(waiters) {}
   void wait() override {
+    prof::Scope waiting(prof::Family::comm, "mpi_wait");
     if (!done()) {
       waiters_.arrive();
       std::unique_lock<std::mutex> lock(mu_);

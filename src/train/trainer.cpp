@@ -12,7 +12,9 @@
 #include "ckpt/whole_layout.h"
 #include "core/allocator.h"
 #include "core/backend.h"
+#include "core/file_io.h"
 #include "core/file_system.h"
+#include "core/profiler.h"
 #include "dist/consistency.h"
 #include "dist/pipeline_runner.h"
 #include "dist/world.h"
@@ -79,7 +81,10 @@ RunSummary Trainer::run() {
   run_start_ = Clock::now();
   const int64_t first_step = loop_.step;
   for (int64_t s = first_step; s < cfg_.train.steps; ++s) {
-    if (s == first_step + 1) timed_start_ = Clock::now();  // the first step builds primitives
+    if (s == first_step + 1) {  // the first step builds primitives: timed from the second
+      timed_start_ = Clock::now();
+      if (opt_.profile) prof::reset(), prof::set_enabled(true);
+    }
     const StepResult r = train_step(s);
     report(r);
     checkpoint_if_due(r.step);
@@ -280,8 +285,14 @@ StepResult Trainer::train_step(int64_t step) {
   StepResult r;
   r.step = step + 1;
   r.lr = schedule_->lr(step);
-  dp_->zero_grad();
-  task_->next_batch();
+  {
+    prof::Scope scope(prof::Family::optimizer, "zero_grad");
+    dp_->zero_grad();
+  }
+  {
+    prof::Scope scope(prof::Family::data, "batch");
+    task_->next_batch();
+  }
   samples_->add(step, task_->sample_ids());
   // Read once: the scaler changes only when the update is applied or skipped below.
   const float loss_scale = scaler_->scale();
@@ -297,7 +308,10 @@ StepResult Trainer::train_step(int64_t step) {
   if (embedding_group_) sum_tied_embedding_grads();
   const std::vector<std::unique_ptr<HostRead>> loss_reads = start_loss_reads(micro_losses);
   // The true norm; the gradients are unscaled (fp16) and clipped in one pass when finite.
-  r.grad_norm = dp_->clip_grad_norm(cfg_.optim.grad_clip, loss_scale);
+  {
+    prof::Scope scope(prof::Family::optimizer, "clip_grad_norm");
+    r.grad_norm = dp_->clip_grad_norm(cfg_.optim.grad_clip, loss_scale);
+  }
   r.loss = mean_micro_loss(micro_losses, loss_reads, micro_);
   // Only the last pipeline stage has the losses: its value, then the mean over replicas.
   if (pipeline_) r.loss = mesh_->pp()->all_gather_f64(r.loss).back();
@@ -379,6 +393,7 @@ void Trainer::apply_or_skip_update(const StepResult& r, float loss_scale) {
   const bool overflow =
       fp16_ && finite_loss && !finite_norm && scaler_->scale() > scaler_->options().min_scale;
   if (finite_loss && finite_norm) {
+    prof::Scope scope(prof::Family::optimizer, "optimizer_step");
     dp_->step(float(r.lr));
     loop_.bad_in_a_row = 0;
     scaler_->update(true);
@@ -512,6 +527,7 @@ RunSummary Trainer::finish() {
   }
   progress_->finish();
   complete_summary();
+  if (opt_.profile) write_profile();
   if (summary_.interrupted) {
     progress_->message(fmt::format(
         "tessera: stopped by signal {} after step {}; checkpoint {}. Continue with: tessera "
@@ -524,6 +540,33 @@ RunSummary Trainer::finish() {
   summary_.overlap = tracer_->overlap(summary_.steps - summary_.start_step > 1 ? 1 : 0);
   print_closing_lines();
   return std::move(summary_);
+}
+
+void Trainer::write_profile() {
+  prof::set_enabled(false);
+  const int64_t steps = summary_.steps - summary_.start_step - 1;
+  const fs::path path = dir_ / fmt::format("profile_rank{}.txt", rank_);
+  std::string text = fmt::format("tessera train --profile: rank {} of {}, ", rank_, world_);
+  if (steps <= 0) {
+    text += "no step after the first (which builds primitives and is not profiled)\n";
+  } else {
+    // The profiled steps' wall time, evaluation, samples and checkpoint waits included (their
+    // kernels are in the totals too).
+    const double step =
+        std::chrono::duration<double>(Clock::now() - timed_start_).count() / double(steps);
+    text += fmt::format("steps {}-{} ({} profiled), {:.1f} ms per step\n\n",
+                        summary_.start_step + 2, summary_.steps, steps, step * 1e3);
+    text += prof::format_breakdown(prof::totals(), step, steps);
+  }
+  try {
+    write_file_atomically(path.string(), text);
+  } catch (const Error& e) {
+    progress_->message(fmt::format("profile: cannot write '{}': {}", path.string(), e.what()));
+    return;
+  }
+  if (lead_)
+    progress_->message(fmt::format("profile: {}{}", path.string(),
+                                   world_ > 1 ? " (and one per rank beside it)" : ""));
 }
 
 void Trainer::complete_summary() {

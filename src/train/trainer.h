@@ -49,6 +49,9 @@ struct RunOptions {
   // prints; every rank writes its trace.
   std::shared_ptr<dist::Communicator> comm;
   bool trace = false;  // write trace_rank0.json on one rank too (always with several)
+  // Time every kernel family, named kernel and communication wait of the steps after the first
+  // (core/profiler.h) and write each rank's breakdown to RUN/profile_rank<R>.txt at the end.
+  bool profile = false;
   StepCallback on_step;
   // Called on this rank once a step's backward is queued, before its gradients are
   // synchronised: inside the compute time RankTiming measures (tests slow a rank with it).
@@ -156,6 +159,7 @@ class Trainer {
 
   // The end of the run: the last save finished, the summary, final weights, trace and lines.
   RunSummary finish();
+  void write_profile();  // RunOptions::profile: this rank's breakdown into the run folder
   void complete_summary();
   void save_final_weights();
   void print_closing_lines();
