@@ -148,23 +148,23 @@ TEST(plan_fit_check, SaysWhenNothingFits) {
   EXPECT_NE(f.message.find("--search"), std::string::npos) << f.message;
 }
 
-// The device's memory as the backend reports it, for the rank's device (index modulo the count).
-TEST(plan_fit_check, DeviceMemoryFromTheBackend) {
-  DeviceBackend fake{};
-  fake.device_count = [] { return 2; };
-  fake.memory_bytes = [](int index) { return size_t(index + 1) * (size_t(80) << 30); };
-  register_backend(DeviceType::cuda, &fake);
-  EXPECT_EQ(plan::cuda_device_memory_bytes(3), double(size_t(160) << 30));  // device 1
-  EXPECT_EQ(plan::cuda_device_memory_bytes(2), double(size_t(80) << 30));   // device 0
-  fake.device_count = [] { return 0; };
-  EXPECT_EQ(plan::cuda_device_memory_bytes(0), 0);
-  register_backend(DeviceType::cuda, nullptr);
-}
-
-TEST(plan_fit_check, NoCudaDeviceNoCapacity) {
-  if (find_backend(DeviceType::cuda) == nullptr) {
-    EXPECT_EQ(plan::cuda_device_memory_bytes(0), 0);
-  }
+// A CPU run is planned with the host allocator's books, which hold no CUDA runtime reserve,
+// and its refusal names the memory the trainer described.
+TEST(plan_fit_check, CpuRunsUseTheHostsBooksAndNameTheHostMemory) {
+  const train::Config cpu = tiny_llama({"train.batch_size=8"});
+  ASSERT_EQ(cpu.train.device, "cpu");
+  train::Config gpu = cpu;
+  gpu.train.device = "cuda";
+  const plan::FitCheck c =
+      plan::check_fit(cpu, 1, 1 << 20, "0.00 GiB of host memory per rank (2 ranks share ...)");
+  const plan::FitCheck g = plan::check_fit(gpu, 1, 1 << 20);
+  EXPECT_FALSE(c.fits);
+  EXPECT_GT(c.predicted, 0);
+  EXPECT_LT(c.predicted + 0.5 * (1 << 30), g.predicted);  // the GPU's 1 GiB runtime reserve
+  EXPECT_NE(c.message.find("train.device = \"cpu\""), std::string::npos) << c.message;
+  EXPECT_NE(c.message.find("> 0.00 GiB of host memory per rank (2 ranks share"), std::string::npos)
+      << c.message;
+  EXPECT_NE(g.message.find("GiB of device memory"), std::string::npos) << g.message;
 }
 
 }  // namespace

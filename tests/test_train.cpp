@@ -13,6 +13,7 @@
 #include "autograd/grad_mode.h"
 #include "core/backend.h"
 #include "core/device_peak.h"
+#include "core/host_cores.h"
 #include "core/profiler.h"
 #if TESSERA_HAVE_CUDA
 #include "cuda/device.h"
@@ -181,6 +182,43 @@ TEST(Train, ProfileWritesEachRanksBreakdownOfTheStepsAfterTheFirst) {
   ASSERT_NE(u, std::string::npos);
   EXPECT_GE(std::stod(text.substr(u + 9)), 0.0) << text;
   EXPECT_FALSE(prof::enabled());  // off again after the run
+}
+
+// RunOptions::fit_check runs on every rank before the model is built, with this machine's
+// memory for a CPU run; a refusal stops the run with its message, before any weights exist.
+TEST(Train, FitCheckSeesTheHostsMemoryAndItsRefusalStopsTheRun) {
+  fs::path dir = temp_dir("fit_check");
+  train::Config cfg = tiny_gpt_config(write_corpus(dir), "f32");
+  cfg.train.steps = 2;
+  cfg.optim.warmup_steps = 1;
+  cfg.train.eval_every = 0;
+  int calls = 0;
+  double seen_capacity = 0;
+  std::string seen_text;
+  train::RunOptions opt;
+  opt.out_dir = (dir / "fits").string();
+  opt.plot = false;
+  opt.console = stderr;
+  opt.fit_check = [&](const train::Config& c, int world, double capacity, const std::string& text) {
+    ++calls;
+    EXPECT_EQ(world, 1);
+    EXPECT_EQ(c, cfg);
+    seen_capacity = capacity, seen_text = text;
+    return std::string();
+  };
+  EXPECT_EQ(train::run_training(cfg, opt).steps, 2);
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(seen_capacity, host_memory_bytes());
+  EXPECT_NE(seen_text.find("GiB of host memory"), std::string::npos) << seen_text;
+
+  opt.out_dir = (dir / "refused").string();
+  opt.fit_check = [](const train::Config&, int, double, const std::string&) {
+    return std::string("predicted not to fit: 9.99 GiB per rank");
+  };
+  tessera::testing::expect_error([&] { train::run_training(cfg, opt); },
+                                 {"predicted not to fit: 9.99 GiB per rank"});
+  EXPECT_FALSE(fs::exists(dir / "refused" / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "refused" / "metrics.jsonl"));
 }
 
 TEST(Train, BF16TracksF32) {

@@ -74,15 +74,13 @@ train::StepCallback stall_from_env() {
   };
 }
 
-// A GPU run the planner predicts not to fit the device's memory is refused before it starts
-// (plan/fit_check.h), on every rank alike, naming the overrides that would make it fit.
-void check_gpu_fit(const train::Config& cfg) {
-  if (cfg.train.device != "cuda") return;
-  const dist::LaunchInfo li = dist::detect_launch();
-  const double capacity = plan::cuda_device_memory_bytes(li.local_rank);
-  if (capacity <= 0) return;  // no device (the placement says why) or one of unknown memory
-  const plan::FitCheck f = plan::check_fit(cfg, li.world_size, capacity);
-  TS_CHECK(f.fits, "{}", f.message);
+// A run the planner predicts not to fit its ranks' memory is refused before its model is built
+// (plan/fit_check.h), naming the overrides that would make it fit: the trainer asks on every
+// rank with that rank's memory and gathers the verdicts.
+std::string planned_fit(const train::Config& cfg, int world, double capacity,
+                        const std::string& capacity_text) {
+  const plan::FitCheck f = plan::check_fit(cfg, world, capacity, capacity_text);
+  return f.fits ? std::string() : f.message;
 }
 
 // `tessera train`'s flags.
@@ -93,11 +91,11 @@ struct TrainFlags {
 int cmd_train(const std::string& config, const std::vector<std::string>& overrides, std::string out,
               const std::string& resume, const TrainFlags& flags) {
   train::Config cfg = train::load_config(config, overrides);
-  if (!flags.no_fit_check) check_gpu_fit(cfg);
   train::RunOptions opt;
   opt.out_dir = out.empty() ? default_run_dir(config) : out;
   opt.plot = !flags.no_plot;
   opt.profile = flags.profile;
+  if (!flags.no_fit_check) opt.fit_check = planned_fit;
   opt.resume = resume;
   opt.handle_signals = true;
   opt.on_step = stall_from_env();
@@ -134,7 +132,7 @@ int cmd_eval(const std::string& config, const std::vector<std::string>& override
   train::Config cfg = train::load_config(config, overrides);
   auto task = train::make_task(cfg);
   train::model_kind(cfg.model.kind).load_weights(task->model(), weights);  // format detected
-  nlohmann::json e = task->evaluate();
+  nlohmann::json e = task->evaluate(train::EvalShare{});
   TS_CHECK(!e.empty(), "eval: {} has no evaluation split (data.val_fraction / data.val_path)",
            config);
   std::cout << e.dump() << "\n";
@@ -184,8 +182,8 @@ int main(int argc, char** argv) {
                "time each op family, kernel and communication wait of every step after the "
                "first, on every rank: OUT/profile_rank<R>.txt (docs/PERF.md)");
   tr->add_flag("--no-fit-check", train_flags.no_fit_check,
-               "GPU runs: start even when the planner predicts the run does not fit the "
-               "device's memory");
+               "start even when the planner predicts the run does not fit its ranks' memory "
+               "(the GPU's, or on the CPU the machine's shared by its ranks)");
   tr->add_option("--resume", resume,
                  "continue from a checkpoint: 'latest' (the newest in OUT/checkpoints that "
                  "verifies; the default when the flag has no value) or a checkpoint folder")

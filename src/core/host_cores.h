@@ -1,6 +1,6 @@
 // How many of this machine's cores a process may count on, for the decisions that depend on
 // whether a core is left over beyond the computation's threads (the MPI backend progressing
-// collectives while the ranks compute, and the planner's model of it).
+// collectives while the ranks compute, and the planner's model of it); and how much memory.
 #pragma once
 
 namespace tessera {
@@ -15,5 +15,9 @@ bool has_spare_core(int ranks_on_node, int compute_threads);
 
 // The cores this process may run on: its CPU affinity's, at most the online ones; at least 1.
 int usable_cores();
+
+// The memory this process's processes may use, in bytes: the physical memory, or the cgroup
+// (v2) limit of this process's group where one is set and lower (a container's limit).
+double host_memory_bytes();
 
 }  // namespace tessera

@@ -1,7 +1,6 @@
 #include "plan/calibrate.h"
 
 #include <omp.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -21,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "core/half.h"
+#include "core/host_cores.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
@@ -251,12 +251,6 @@ std::vector<KernelSample> time_kernels(const DeviceSpec& d, int other_ranks) {
   return samples;
 }
 
-double physical_memory_bytes() {
-  long pages = sysconf(_SC_PHYS_PAGES);
-  long page = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? double(pages) * double(page) : 0.0;
-}
-
 }  // namespace
 
 DeviceSpec calibrate_local(const CalibrationOptions& options) {
@@ -303,7 +297,7 @@ DeviceSpec calibrate_local(const CalibrationOptions& options) {
   // Element-wise arithmetic is bandwidth-bound long before the vector units are: count it at
   // the GEMM rate.
   d.vector_fraction = 1.0;
-  d.memory_bytes = physical_memory_bytes();
+  d.memory_bytes = host_memory_bytes();
   d.min_kernel_seconds = kernel_overhead(budget);
   if (options.time_training_steps)
     d.measured_kernels = std::make_shared<const KernelTimes>(

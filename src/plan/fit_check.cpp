@@ -19,21 +19,23 @@ double gib(double b) {
 }
 
 // Devices of `capacity` bytes, enough 8-GPU nodes for `world` ranks: the memory figures are the
-// allocator's, whatever the links.
-ClusterSpec devices_of(double capacity, int world) {
+// allocator's, whatever the links. A CPU run keeps the host allocator's books and the CPU's ops.
+ClusterSpec devices_of(double capacity, int world, bool host) {
   ClusterSpec c = builtin_node("h100");
   c.nodes = std::max(1, (world + c.gpus_per_node - 1) / c.gpus_per_node);
   c.device.memory_bytes = capacity;
   c.name = "this run's devices";
+  c.host = host;
   return c;
 }
 
 }  // namespace
 
-FitCheck check_fit(const train::Config& cfg, int world, double capacity) {
+FitCheck check_fit(const train::Config& cfg, int world, double capacity,
+                   const std::string& capacity_text) {
   FitCheck r;
   r.capacity = capacity;
-  const ClusterSpec cluster = devices_of(capacity, world);
+  const ClusterSpec cluster = devices_of(capacity, world, cfg.train.device != "cuda");
   const Plan own = make_plan(cfg, cluster, world);
   r.predicted = own.max_required();
   r.fits = own.fits();
@@ -75,9 +77,11 @@ FitCheck check_fit(const train::Config& cfg, int world, double capacity) {
     attempt(n);
   }
   r.message = fmt::format(
-      "train.device = \"cuda\": the run is predicted not to fit: {:.2f} GiB per rank (the "
-      "largest, {} rank{}) > {:.2f} GiB of device memory. ",
-      gib(r.predicted), world, world == 1 ? "" : "s", gib(capacity));
+      "train.device = \"{}\": the run is predicted not to fit: {:.2f} GiB per rank (the "
+      "largest, {} rank{}) > {}. ",
+      cfg.train.device, gib(r.predicted), world, world == 1 ? "" : "s",
+      capacity_text.empty() ? fmt::format("{:.2f} GiB of device memory", gib(capacity))
+                            : capacity_text);
   if (fixed) {
     r.fix = layout_overrides(cfg, c);
     r.message += fmt::format(
@@ -92,13 +96,6 @@ FitCheck check_fit(const train::Config& cfg, int world, double capacity) {
   }
   r.message += "; --no-fit-check skips this check when the prediction is wrong (docs/PLAN.md)";
   return r;
-}
-
-double cuda_device_memory_bytes(int index) {
-  const DeviceBackend* b = find_backend(DeviceType::cuda);
-  const int n = b == nullptr ? 0 : b->device_count();
-  if (n <= 0) return 0;
-  return double(b->memory_bytes(index % n));
 }
 
 }  // namespace tessera::plan

@@ -1,6 +1,7 @@
-// Before a GPU run: whether the plan of the config on the launch's ranks fits the device's
-// memory, and if not, the first of a few settings that would make it fit. Every rank computes
-// the same verdict from the same inputs, so all refuse together rather than one hanging.
+// Before a run: whether the plan of the config on the launch's ranks fits each rank's memory
+// (a GPU's, or a CPU rank's share of its machine's), and if not, the first of a few settings
+// that would make it fit. The trainer asks it on every rank (train::RunOptions::fit_check) and
+// gathers the verdicts, so all refuse together rather than one hanging.
 #pragma once
 #include <string>
 #include <vector>
@@ -25,11 +26,10 @@ struct FitCheck {
 // previous: model.recompute = "blocks"; doubling train.micro_batches while the batch splits over
 // dp x micro-batches; parallel.zero_stage up to 3 (dp > 1); parallel.sequence_parallel = 1
 // (tp > 1), and stops at the first that fits. Errors of the config's own layout (a world its
-// layout does not divide) are the trainer's, thrown.
-FitCheck check_fit(const train::Config& cfg, int world, double capacity);
-
-// The memory of CUDA device `index` (modulo the devices there are: a launcher's local rank) in
-// bytes, as the backend reports it (DeviceBackend::memory_bytes); 0 when there is no device.
-double cuda_device_memory_bytes(int index);
+// layout does not divide) are the trainer's, thrown. A config on train.device = "cpu" is
+// planned with the host allocator's books and the CPU's ops (as `--cluster local`).
+// capacity_text describes the capacity in the message ("" = "N GiB of device memory").
+FitCheck check_fit(const train::Config& cfg, int world, double capacity,
+                   const std::string& capacity_text = "");
 
 }  // namespace tessera::plan

@@ -64,31 +64,34 @@ class ClassifierTask final : public Task {
   const char* rate_key() const override { return "samples_per_s"; }
   const char* rate_unit() const override { return "samples/s"; }
 
-  nlohmann::json evaluate() override {
+  nlohmann::json evaluate(const EvalShare& share) override {
     NoGradGuard no_grad;
     model_->eval();
     data::SequentialImageBatches eval(test_, 1000);
-    int64_t correct = 0, total = 0;
-    double loss = 0;
-    for (int64_t i = 0; i < eval.num_batches(); ++i) {
-      data::ImageBatch b = eval.batch(i);
-      Tensor logits = forward(to_training_device(b.images, device_));
-      const int64_t n = b.labels.dim(0), C = logits.dim(-1);
-      loss += double(ops::cross_entropy(logits, to_training_device(b.labels, device_)).item()) *
+    // Per batch: its summed loss, correct predictions and images.
+    const std::vector<std::vector<double>> per_batch =
+        evaluate_shared(share, eval.num_batches(), 3, [&](int64_t i) {
+          const data::ImageBatch b = eval.batch(i);
+          Tensor logits = forward(to_training_device(b.images, device_));
+          const int64_t n = b.labels.dim(0), C = logits.dim(-1);
+          const double loss =
+              double(ops::cross_entropy(logits, to_training_device(b.labels, device_)).item()) *
               double(n);
-      if (!logits.device().is_cpu()) logits = logits.to(Device::cpu());
-      const float* l = logits.data<float>();
-      const int32_t* y = b.labels.data<int32_t>();
-      for (int64_t r = 0; r < n; ++r) {
-        int64_t best = 0;
-        for (int64_t c = 1; c < C; ++c) best = l[r * C + c] > l[r * C + best] ? c : best;
-        correct += best == y[r];
-      }
-      total += n;
-    }
+          if (!logits.device().is_cpu()) logits = logits.to(Device::cpu());
+          const float* l = logits.data<float>();
+          const int32_t* y = b.labels.data<int32_t>();
+          int64_t correct = 0;
+          for (int64_t r = 0; r < n; ++r) {
+            int64_t best = 0;
+            for (int64_t c = 1; c < C; ++c) best = l[r * C + c] > l[r * C + best] ? c : best;
+            correct += best == y[r];
+          }
+          return std::vector<double>{loss, double(correct), double(n)};
+        });
     model_->train();
-    return {{"test_accuracy", double(correct) / double(total)},
-            {"test_loss", loss / double(total)}};
+    double loss = 0, correct = 0, total = 0;
+    for (const std::vector<double>& b : per_batch) loss += b[0], correct += b[1], total += b[2];
+    return {{"test_accuracy", correct / total}, {"test_loss", loss / total}};
   }
 
  private:

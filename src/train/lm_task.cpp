@@ -122,22 +122,20 @@ class LMTask final : public Task {
            double(items_per_step());
   }
 
-  nlohmann::json evaluate() override {
+  nlohmann::json evaluate(const EvalShare& share) override {
     if (!val_.defined() || val_.numel() < cfg_.train.seq_len + 1) return {};
     NoGradGuard no_grad;
     model_->eval();
     const int64_t B = cfg_.train.batch_size;
     data::SequentialTokenBatches eval(val_, B, cfg_.train.seq_len, cfg_.train.eval_batches);
-    double total = 0;
-    int64_t count = 0;
-    for (int64_t i = 0; i < eval.num_batches(); ++i) {
-      data::TokenBatch b = eval.batch(i);
-      total += eval_loss(b);
-      ++count;
-    }
+    const std::vector<std::vector<double>> losses =
+        evaluate_shared(share, eval.num_batches(), 1,
+                        [&](int64_t i) { return std::vector<double>{eval_loss(eval.batch(i))}; });
     model_->train();
-    if (count == 0) return {};
-    return {{"val_loss", total / double(count)}};
+    if (losses.empty()) return {};
+    double total = 0;
+    for (const std::vector<double>& l : losses) total += l[0];  // in batch order
+    return {{"val_loss", total / double(losses.size())}};
   }
 
   std::string sample(int64_t tokens) override {

@@ -16,6 +16,7 @@
 #include "nn/module.h"
 #include "nn/tensor_parallel.h"
 #include "train/config.h"
+#include "train/eval_share.h"
 
 namespace tessera::train {
 
@@ -40,8 +41,9 @@ class Task {
   virtual const char* rate_unit() const = 0;  // "tok/s" / "samples/s"
   // Model FLOPs per step (forward + backward), 0 when unknown.
   virtual double flops_per_step() const { return 0; }
-  // Evaluation metrics, e.g. {"val_loss": 1.52} or {"test_accuracy": 0.91, "test_loss": 0.3}.
-  virtual nlohmann::json evaluate() = 0;
+  // Evaluation metrics, e.g. {"val_loss": 1.52} or {"test_accuracy": 0.91, "test_loss": 0.3},
+  // the batches shared by the data-parallel ranks (eval_share.h): the same on every rank.
+  virtual nlohmann::json evaluate(const EvalShare& share) = 0;
   // A short text sample from a language model ("" for classifiers).
   virtual std::string sample(int64_t /*tokens*/) { return ""; }
 

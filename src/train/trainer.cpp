@@ -1,7 +1,9 @@
 #include "train/trainer.h"
 
 #include <omp.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include "core/backend.h"
 #include "core/file_io.h"
 #include "core/file_system.h"
+#include "core/host_cores.h"
 #include "core/profiler.h"
 #include "dist/consistency.h"
 #include "dist/pipeline_runner.h"
@@ -101,6 +104,7 @@ void Trainer::set_up() {
   if (cfg_.train.threads > 0) omp_set_num_threads(int(cfg_.train.threads));
   compute_ = compute_dtype(cfg_);
   connect_ranks();
+  check_memory_fits();
   mfu_peak_ = mfu_peak(cfg_, device_, compute_);
   open_run_folder();
   build_model_and_engine();
@@ -139,6 +143,37 @@ void Trainer::connect_ranks() {
            "averaging over ranks gives the single-process gradient",
            cfg_.train.batch_size, dp, micro_);
   if (opt_.handle_signals) signals_.emplace();
+}
+
+void Trainer::check_memory_fits() {
+  if (!opt_.fit_check) return;
+  double capacity = 0;
+  std::string text;
+  if (device_.is_cpu()) {
+    // The ranks on this machine share its memory: count those whose host name is this one's.
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    const std::vector<std::string> hosts =
+        world_ > 1 ? comm_->all_gather_bytes(name) : std::vector<std::string>{name};
+    const int here = int(std::count(hosts.begin(), hosts.end(), std::string(name)));
+    capacity = host_memory_bytes() / double(here);
+    text = here == 1 ? fmt::format("{:.2f} GiB of host memory", capacity / double(1 << 30))
+                     : fmt::format(
+                           "{:.2f} GiB of host memory per rank ({} ranks share this "
+                           "machine's {:.2f} GiB)",
+                           capacity / double(1 << 30), here, host_memory_bytes() / double(1 << 30));
+  } else {
+    capacity = double(backend_for(device_, "fit check").memory_bytes(device_.index));
+    text = fmt::format("{:.2f} GiB of device memory", capacity / double(1 << 30));
+  }
+  // Unknown memory (0): nothing to check against. Each rank's verdict reaches all, so they
+  // refuse together even where machines differ.
+  const std::string mine = capacity > 0 ? opt_.fit_check(cfg_, world_, capacity, text) : "";
+  const std::vector<std::string> verdicts =
+      world_ > 1 ? comm_->all_gather_bytes(mine) : std::vector<std::string>{mine};
+  for (size_t r = 0; r < verdicts.size(); ++r)
+    TS_CHECK(verdicts[r].empty(), "{}{}", world_ > 1 ? fmt::format("rank {}: ", r) : "",
+             verdicts[r]);
 }
 
 void Trainer::open_run_folder() {
@@ -451,11 +486,11 @@ nlohmann::json Trainer::log_step(const StepResult& r) {
   return record;
 }
 
-// Every rank evaluates and samples (ZeRO-3 needs them all to gather the parameters); the
-// results are identical, rank 0 reports them.
+// Every rank takes part (ZeRO-3 needs them all to gather the parameters); the data-parallel
+// ranks share the batches (eval_share.h), the results are identical, rank 0 reports them.
 nlohmann::json Trainer::evaluate(int64_t step) {
   dp_->gather_all();
-  nlohmann::json e = task_->evaluate();
+  nlohmann::json e = task_->evaluate(EvalShare{mesh_->dp().get()});
   dp_->release_all();
   if (!e.empty()) progress_->message(fmt::format("step {}:{}", step, eval_text(e)));
   summary_.last_eval = e;

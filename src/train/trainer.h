@@ -49,6 +49,14 @@ struct RunOptions {
   // prints; every rank writes its trace.
   std::shared_ptr<dist::Communicator> comm;
   bool trace = false;  // write trace_rank0.json on one rank too (always with several)
+  // Before the model is built, on every rank: whether the run fits this rank's memory, given
+  // its bytes (the device's, or on the CPU the machine's memory over the ranks running on it)
+  // and their description; returns "" when it fits, else why not, which every rank then fails
+  // with. The CLI plugs in the planner's check (plan/fit_check.h, a layer above this one);
+  // null: no check.
+  std::function<std::string(const Config& cfg, int world, double capacity,
+                            const std::string& capacity_text)>
+      fit_check;
   // Time every kernel family, named kernel and communication wait of the steps after the first
   // (core/profiler.h) and write each rank's breakdown to RUN/profile_rank<R>.txt at the end.
   bool profile = false;
@@ -121,6 +129,7 @@ class Trainer {
   // Set-up, in this order.
   void set_up();
   void connect_ranks();             // the communicator, the device, the stop-signal handlers
+  void check_memory_fits();         // RunOptions::fit_check, on every rank alike
   void open_run_folder();           // the console, the checkpoint to resume, config.toml
   void build_model_and_engine();    // the task, equal weights on every rank, the DP engine
   void build_optimisation_state();  // lr schedule, loss scaler, loop state, sample accounting
