@@ -106,11 +106,27 @@ echo "ok: sbatch scripts/slurm_train.sbatch: a rank SIGKILLed after step $killed
 start=$(date +%s)
 job=$(submit term) || fail "sbatch: $job"
 wait_step term 100
+# The ranks are frozen while the signal travels (batch shell -> scancel -> slurmctld -> slurmd ->
+# the tasks: seconds on a loaded machine, and the 200 steps left take about 4): otherwise the run
+# can finish before the signal lands, and nothing is left to preempt.
+mapfile -t ranks < <(pgrep -f "^$tessera train $work/job.toml .*--out $work/term ")
+((${#ranks[@]} == 2)) || fail "term: expected 2 ranks of job $job, found ${#ranks[@]}"
+kill -STOP "${ranks[@]}"
+termed_at=$(last_step "$work/term")
 # What --signal=B:TERM@120 does before the time limit: SIGTERM to the batch shell alone.
 shell=$(pgrep -f "$work/slurm/spool/job$(printf %05d "$job")/slurm_script" | head -1)
 [[ -n $shell ]] || fail "term: the batch shell of job $job was not found"
 kill -TERM "$shell"
-termed_at=$(last_step "$work/term")
+# sigterm_pending PID: whether SIGTERM (signal 15, bit 14) waits in the process's pending set.
+sigterm_pending() { (((0x$(awk '/^ShdPnd:/ {print $2}' "/proc/$1/status") >> 14) & 1)); }
+for rank in "${ranks[@]}"; do
+  for _ in $(seq 1 600); do
+    sigterm_pending "$rank" && break
+    sleep 0.1
+  done
+  sigterm_pending "$rank" || fail "term: SIGTERM did not reach rank process $rank within 60 s"
+done
+kill -CONT "${ranks[@]}"
 wait_for_text "$work/term.out" "requeueing job $job" ||
   fail "term: the script did not requeue the job: $(tail -5 "$work/term.out")"
 # Slurm holds a requeued job back for about two minutes before it runs it again. (Not shortened
