@@ -70,6 +70,7 @@ void* DeviceCachingAllocator::allocate_on(size_t bytes, cudaStream_t stream) {
       event_pool_.push_back(e);  // reusable: the wait captured the event's current state
     }
     live_[c.ptr] = Live{cls, device, stream, {}};
+    mark_block_use(c.ptr, cls, bytes, stream);
     stats_.cache_hits++;
     stats_.in_use += cls;
     stats_.peak_in_use = std::max(stats_.peak_in_use, stats_.in_use);
@@ -90,6 +91,7 @@ void* DeviceCachingAllocator::allocate_on(size_t bytes, cudaStream_t stream) {
         bytes, cls, device, describe(err), stats_.in_use, stats_.reserved);
   }
   live_[p] = Live{cls, device, stream, {}};
+  mark_block_use(p, cls, bytes, stream);
   stats_.reserved += cls;
   stats_.system_allocs++;
   stats_.in_use += cls;
@@ -129,6 +131,9 @@ void DeviceCachingAllocator::release(void* ptr, size_t bytes) {
   Live l = std::move(it->second);
   live_.erase(it);
   Cached c{ptr, l.stream, {}};
+  // Free from here in its stream's order (use after release is caught on the emulated device).
+  // A block also used on other streams is left as it is: their work may still be running.
+  if (l.also_on.empty() && l.stream != no_stream()) mark_block_use(ptr, l.cls, 0, l.stream);
   for (cudaStream_t s : l.also_on) {
     cudaEvent_t e = take_event();
     CUDA_CHECK(cudaEventRecord(e, s));

@@ -79,4 +79,12 @@ int64_t host_waits() {
 #endif
 }
 
+void mark_block_use(void* p, size_t capacity, size_t used, cudaStream_t s) {
+#if TESSERA_CUDA_EMULATION
+  emu::mark_block_use(p, capacity, used, s);
+#else
+  (void)p, (void)capacity, (void)used, (void)s;
+#endif
+}
+
 }  // namespace tessera::cuda

@@ -56,4 +56,9 @@ void synchronize(cudaStream_t s);
 // had not yet seen complete); -1 on a GPU, whose runtime does not count them.
 int64_t host_waits();
 
+// The caching allocator's block [p, p + capacity) has its first `used` bytes in use (0: it is
+// free), in stream `s`'s order. The emulated device checks kernels and copies against it
+// (docs/CUDA.md, "bytes in use"); on a GPU nothing is done.
+void mark_block_use(void* p, size_t capacity, size_t used, cudaStream_t s);
+
 }  // namespace tessera::cuda

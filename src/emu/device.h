@@ -44,6 +44,11 @@ enum class Access { read, write };
 void check_device_range(const void* p, size_t bytes, Access access, const std::string& what);
 // True when p points into a live device allocation (cudaMalloc).
 bool is_device_pointer(const void* p);
+// A caching allocator's block [p, p + capacity) (inside one cudaMalloc allocation) has its first
+// `used` bytes in use (0: the block is free), from this point in stream `s`'s order on. With
+// TESSERA_EMU_RACECHECK=1 a kernel, copy or library call touching the rest fails with an
+// invalid memory access naming the block (streamrace.h, mark_in_use); otherwise nothing.
+void mark_block_use(void* p, size_t capacity, size_t used, cudaStream_t s);
 
 // Host waits since the process started: the synchronising calls (cudaStreamSynchronize,
 // cudaEventSynchronize, cudaDeviceSynchronize, synchronous copies and memsets, cudaFree) made

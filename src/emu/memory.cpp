@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "emu/memory.h"
+#include "emu/racecheck.h"
 #include "emu/stream.h"
 #include "emu/streamrace.h"
 
@@ -300,6 +301,12 @@ void check_device_range(const void* p, size_t bytes, Access access, const std::s
                     what + ": " + (access == Access::write ? "write of " : "read of ") +
                         std::to_string(bytes) + " bytes at " + hex(reinterpret_cast<uintptr_t>(p)) +
                         ": " + problem);
+}
+
+void mark_block_use(void* p, size_t capacity, size_t used, cudaStream_t s) {
+  if (!racecheck::enabled() || !p) return;
+  resolve(s)->push_bookkeeping("caching allocator: block in use",
+                               [=] { streamrace::mark_in_use(p, capacity, used); });
 }
 
 std::string describe_address(const void* p) {

@@ -227,9 +227,12 @@ void access_byte(State& s, Region& r, uintptr_t addr, bool write, const void* pc
 }
 
 inline void access(const void* p, size_t bytes, bool write, const void* pc) {
-  streamrace::access(p, bytes, write);  // device memory, against other streams' tasks
+  // Device memory: bytes in use, and races against other streams' tasks.
+  std::string invalid;
+  streamrace::access(p, bytes, write, &invalid);
   State* s = t_state;
   if (!s) return;
+  if (!invalid.empty() && s->report.empty()) s->report = invalid;
   const auto a = reinterpret_cast<uintptr_t>(p);
   for (Region& r : s->regions) {
     if (a >= r.end || a + bytes <= r.begin) continue;

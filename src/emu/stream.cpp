@@ -105,6 +105,13 @@ uint64_t CUstream_st::push(std::string what, std::function<void()> fn, std::vect
   return pos;
 }
 
+uint64_t CUstream_st::push_bookkeeping(std::string what, std::function<void()> fn) {
+  std::lock_guard lk(mu);
+  queue.push_back(Task{std::move(what), std::move(fn), {}, nullptr});
+  cv.notify_all();
+  return ++enqueued;
+}
+
 uint64_t CUstream_st::position() {
   std::lock_guard lk(mu);
   return enqueued;

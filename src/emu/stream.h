@@ -33,6 +33,10 @@ struct CUstream_st {
 
   // Queues a task; returns its position (the stream has run it once `completed` reaches it).
   uint64_t push(std::string what, std::function<void()> fn, std::vector<Dep> deps);
+  // Queues the emulator's own bookkeeping (not CUDA work): it runs in this stream's order but
+  // adds no ordering between streams (no implicit legacy-stream dependencies, no place in the
+  // race check's happens-before order), so it cannot hide a missing event wait.
+  uint64_t push_bookkeeping(std::string what, std::function<void()> fn);
   uint64_t position();  // tasks queued so far
   bool reached(uint64_t pos);
   void wait_for(uint64_t pos);

@@ -135,7 +135,12 @@ struct Cell {
 struct Shadow {
   uintptr_t begin = 0, end = 0;  // the allocation, its size rounded up to whole words
   Cell* cells = nullptr;
-  size_t map_len = 0;
+  // Per word, how many of its last bytes are not in use (0-4): the end of the cudaMalloc size,
+  // and what mark_in_use said of caching-allocator blocks.
+  std::atomic<uint8_t>* unused = nullptr;
+  size_t map_len = 0, unused_len = 0, bytes = 0;
+  std::mutex mu;                                          // guards blocks
+  std::map<uintptr_t, std::pair<size_t, size_t>> blocks;  // marked: start -> capacity, used
 };
 
 // Address -> shadow through a two-level table of 4 KiB pages (each allocation owns its pages:
@@ -211,6 +216,45 @@ void report(const Shadow& s, size_t word, bool write, uint64_t other, bool other
              "after the other";
 }
 
+// Why the bytes [a, a + n) of the watched allocation s, of which `bad` is the first not in use,
+// may not be touched.
+std::string describe_unused(Shadow& s, uintptr_t a, size_t n, uintptr_t bad, bool write) {
+  std::string what = std::string("invalid memory access: it ") + (write ? "writes " : "reads ") +
+                     std::to_string(n) + " bytes at " + hex(a) + ", ";
+  const std::string alloc = std::to_string(s.bytes) + "-byte device allocation at " + hex(s.begin);
+  if (bad < s.begin) return what + std::to_string(s.begin - bad) + " bytes before a " + alloc;
+  {
+    std::lock_guard lk(s.mu);
+    auto it = s.blocks.upper_bound(bad);
+    if (it != s.blocks.begin()) {
+      const auto& [start, use] = *std::prev(it);
+      const auto [capacity, used] = use;
+      if (bad < start + capacity) {
+        const std::string block = std::to_string(capacity) +
+                                  "-byte block of the caching allocator at " + hex(start) +
+                                  " (in a " + alloc + ")";
+        if (used == 0) return what + "inside a free " + block;
+        return what + std::to_string(bad - (start + used)) + " bytes past the " +
+               std::to_string(used) + " bytes in use of a " + block;
+      }
+    }
+  }
+  return what + std::to_string(bad - (s.begin + s.bytes)) + " bytes past the end of a " + alloc +
+         " (inside the rounding of its size)";
+}
+
+// The first byte of [lo, hi) (inside s) that is not in use, or 0.
+uintptr_t first_unused(const Shadow& s, uintptr_t lo, uintptr_t hi) {
+  if (!s.unused) return 0;
+  for (size_t word = (lo - s.begin) / 4; word <= (hi - 1 - s.begin) / 4; ++word) {
+    const uint8_t u = s.unused[word].load(std::memory_order_relaxed);
+    if (u == 0) continue;
+    const uintptr_t in_use_end = s.begin + word * 4 + 4 - u;
+    if (hi > in_use_end) return std::max(lo, in_use_end);
+  }
+  return 0;
+}
+
 void check_word(const Clock& me, const Shadow& s, size_t word, bool write) {
   Cell& cell = s.cells[word];
   const uint64_t mine = task_id(me.stream, me.pos);
@@ -239,22 +283,50 @@ std::string end_task() {
   return std::exchange(t_report, {});
 }
 
-void access(const void* p, size_t bytes, bool write) {
+void access(const void* p, size_t bytes, bool write, std::string* invalid) {
   const Clock* me = t_clock;
   if (!me || bytes == 0) return;
-  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const auto start = reinterpret_cast<uintptr_t>(p);
+  uintptr_t a = start;
   const uintptr_t end = a + bytes;
   while (a < end) {
     const uintptr_t next_page = ((a >> kPageShift) + 1) << kPageShift;
-    const Shadow* s = lookup(a);
-    const uintptr_t lo = s ? std::max(a, s->begin) : 0, hi = s ? std::min(end, s->end) : 0;
-    if (!s || lo >= hi) {
+    Shadow* s = lookup(a);
+    if (!s) {
       a = next_page;
       continue;
     }
-    for (size_t word = (lo - s->begin) / 4; word <= (hi - 1 - s->begin) / 4; ++word)
-      check_word(*me, *s, word, write);
-    a = std::max(hi, next_page);
+    // The allocation's pages hold bytes outside it: before its start and past its end.
+    const uintptr_t lo = std::max(a, s->begin), hi = std::min(end, s->end);
+    uintptr_t bad = a < s->begin ? a : lo < hi ? first_unused(*s, lo, hi) : 0;
+    if (!bad && end > s->end && s->end < next_page) bad = std::max(a, s->end);
+    if (bad) {
+      std::string& out = invalid ? *invalid : t_report;
+      if (out.empty()) out = describe_unused(*s, start, bytes, bad, write);
+    }
+    if (lo < hi)
+      for (size_t word = (lo - s->begin) / 4; word <= (hi - 1 - s->begin) / 4; ++word)
+        check_word(*me, *s, word, write);
+    a = std::max(lo < hi ? hi : a, next_page);
+  }
+}
+
+void mark_in_use(const void* p, size_t capacity, size_t used) {
+  const auto start = reinterpret_cast<uintptr_t>(p);
+  Shadow* s = lookup(start);
+  if (!s || !s->unused || start < s->begin || start + capacity > s->begin + s->bytes) return;
+  size_t before = capacity;  // a block not marked before is in use to its end
+  {
+    std::lock_guard lk(s->mu);
+    auto [it, fresh] = s->blocks.try_emplace(start, capacity, used);
+    if (!fresh) before = std::exchange(it->second, {capacity, used}).second;
+  }
+  // Only the words between the old and the new end of what is in use change.
+  const size_t lo = std::min(before, used) / 4, hi = (std::max(before, used) + 3) / 4;
+  const size_t first = (start - s->begin) / 4;
+  for (size_t w = lo; w < hi; ++w) {
+    const size_t in_use = used >= 4 * w + 4 ? 4 : used > 4 * w ? used - 4 * w : 0;
+    s->unused[first + w].store(uint8_t(4 - in_use), std::memory_order_relaxed);
   }
 }
 
@@ -271,6 +343,14 @@ void allocated(const void* user, size_t bytes) {
     return;
   }
   s->cells = static_cast<Cell*>(m);  // zero pages: every Cell starts as {0, 0}
+  s->bytes = bytes;
+  s->unused_len = (s->end - s->begin) / 4;
+  void* u = mmap(nullptr, s->unused_len, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (u != MAP_FAILED) {  // zero pages: every byte in use; then the cudaMalloc size's end
+    s->unused = static_cast<std::atomic<uint8_t>*>(u);
+    if (bytes % 4) s->unused[bytes / 4].store(uint8_t(4 - bytes % 4), std::memory_order_relaxed);
+  }
   Watched& w = watched();
   std::lock_guard lk(w.mu);
   w.live[s->begin] = s;
@@ -293,6 +373,7 @@ void unmapped(const void* user) {
   auto it = w.retired.find(reinterpret_cast<uintptr_t>(user));
   if (it == w.retired.end()) return;
   munmap(it->second->cells, it->second->map_len);
+  if (it->second->unused) munmap(it->second->unused, it->second->unused_len);
   delete it->second;
   w.retired.erase(it);
 }

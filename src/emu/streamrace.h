@@ -48,8 +48,19 @@ void begin_task(const Clock* clock);
 std::string end_task();
 
 // The running task reads or writes [p, p + bytes); memory outside device allocations is
-// ignored. Cheap when no checked task runs on this thread.
-void access(const void* p, size_t bytes, bool write);
+// ignored. Cheap when no checked task runs on this thread. Also checks that every byte is in
+// use (see mark_in_use): one that is not is an invalid access, described into *invalid when
+// given (a kernel's access: the caller names the thread), else reported as the task's fault.
+void access(const void* p, size_t bytes, bool write, std::string* invalid = nullptr);
+
+// Bytes in use. A GPU faults only past the end of an allocation's pages, and a caching
+// allocator hands out blocks rounded up to its size classes, so an access a little past a
+// tensor's end goes unseen there (and reads another tensor's data once the block is reused).
+// Here every watched allocation knows which bytes are in use: those cudaMalloc was asked for,
+// less what a caching allocator says a block does not use. The running task (on the block's
+// stream, in order) marks the block [p, p + capacity) as having its first `used` bytes in use
+// (0: a free block, so a use after release is caught too).
+void mark_in_use(const void* p, size_t capacity, size_t used);
 
 // Device allocations (memory.cpp): watched from cudaMalloc while the check is on; forgotten at
 // cudaFree (accesses after it fault anyway) and released when the mapping is unmapped.

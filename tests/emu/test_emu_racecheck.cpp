@@ -4,9 +4,13 @@
 // synchronisation and atomics must pass without a report.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "cuda/allocator.h"
 #include "emu/device.h"
 #include "emu/racecheck.h"
 #include "kernels/cuda/launch.cuh"
@@ -300,6 +304,97 @@ TEST(EmuStreamRace, TheHostAndTheLegacyDefaultStreamOrderStreams) {
     EXPECT_EQ(report_of_last_launch(), "");
     EXPECT_EQ(download(y, kN), std::vector<float>(kN, 5.f));
   }
+}
+
+// ---- bytes in use (streamrace.h, mark_in_use): accesses a GPU would not fault on ----
+
+TEST(EmuBytesInUse, AKernelReadingPastATensorInsideItsCachedBlockIsReported) {
+  RaceCheckOn on;
+  tessera::cuda::DeviceCachingAllocator& alloc = tessera::cuda::device_allocator();
+  // 100 floats in a 512-byte block: a GPU runs the 101st read without a fault.
+  auto* x = static_cast<float*>(alloc.allocate_on(kN * sizeof(float), nullptr));
+  float* y = device_alloc<float>(kN + 1);
+  launch<fill>(dim3(1), dim3(64), 0, nullptr, x, 1.f, kN);
+  launch<copy>(dim3(1), dim3(64), 0, nullptr, x, y, kN);
+  EXPECT_EQ(report_of_last_launch(), "");  // the tensor's own bytes
+  launch<copy>(dim3(1), dim3(64), 0, nullptr, x, y, kN + 1);
+  const std::string r = report_of_last_launch();
+  // Thread 36 reads element 100 in its second pass.
+  EXPECT_NE(r.find("::copy, block (0, 0, 0)"), std::string::npos) << r;
+  EXPECT_NE(r.find("block (0, 0, 0), thread (36, 0, 0): invalid memory access: it reads 4 bytes "
+                   "at "),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.find("0 bytes past the 400 bytes in use of a 512-byte block of the caching "
+                   "allocator at"),
+            std::string::npos)
+      << r;
+  alloc.release(x, kN * sizeof(float));
+}
+
+TEST(EmuBytesInUse, AReadPastACudaMallocSizeInsideItsRoundingIsReported) {
+  RaceCheckOn on;
+  float* x = device_alloc<float>(kN);  // 400 bytes; the guard page starts at 512
+  float* y = device_alloc<float>(kN + 1);
+  launch<copy>(dim3(1), dim3(64), 0, nullptr, x, y, kN + 1);
+  const std::string r = report_of_last_launch();
+  EXPECT_NE(r.find("thread (36, 0, 0): invalid memory access: it reads 4 bytes at"),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.find("0 bytes past the end of a 400-byte device allocation at"), std::string::npos)
+      << r;
+}
+
+TEST(EmuBytesInUse, UseOfAReleasedBlockAndCopiesPastTheEndAreReported) {
+  RaceCheckOn on;
+  tessera::cuda::DeviceCachingAllocator& alloc = tessera::cuda::device_allocator();
+  float* y = device_alloc<float>(kN + 1);
+  auto* x = static_cast<float*>(alloc.allocate_on(kN * sizeof(float), nullptr));
+  (void)cudaMemcpyAsync(y, x, (kN + 1) * sizeof(float), cudaMemcpyDeviceToDevice, nullptr);
+  std::string r = report_of_last_launch();
+  EXPECT_NE(r.find("cudaMemcpyAsync"), std::string::npos) << r;
+  EXPECT_NE(r.find("invalid memory access: it reads 404 bytes at"), std::string::npos) << r;
+  EXPECT_NE(r.find("0 bytes past the 400 bytes in use of a 512-byte block"), std::string::npos)
+      << r;
+  alloc.release(x, kN * sizeof(float));
+  launch<copy>(dim3(1), dim3(64), 0, nullptr, x, y, 1);
+  r = report_of_last_launch();
+  EXPECT_NE(r.find("thread (0, 0, 0): invalid memory access: it reads 4 bytes at"),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.find("inside a free 512-byte block of the caching allocator"), std::string::npos)
+      << r;
+}
+
+TEST(EmuBytesInUse, MarksTakeEffectInStreamOrder) {
+  RaceCheckOn on;
+  tessera::cuda::DeviceCachingAllocator& alloc = tessera::cuda::device_allocator();
+  cudaStream_t s = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  // The stream is held back until everything below is queued.
+  static std::atomic<bool> go{false};
+  go = false;
+  ASSERT_EQ(cudaLaunchHostFunc(
+                s,
+                [](void*) {
+                  while (!go) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                },
+                nullptr),
+            cudaSuccess);
+  // A 128-float tensor used, released, and its block handed out again for 100 floats on the
+  // same stream: the first fill still touches all 128 when it runs, which is correct.
+  auto* a = static_cast<float*>(alloc.allocate_on(128 * sizeof(float), s));
+  launch<fill>(dim3(1), dim3(64), 0, s, a, 1.f, 128);
+  alloc.release(a, 128 * sizeof(float));
+  auto* b = static_cast<float*>(alloc.allocate_on(kN * sizeof(float), s));
+  ASSERT_EQ(a, b);  // the same block (same stream, same size class)
+  launch<fill>(dim3(1), dim3(64), 0, s, b, 2.f, kN);
+  go = true;
+  EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(report_of_last_launch(), "");
+  alloc.release(b, kN * sizeof(float));
+  alloc.forget_stream(s);
+  ASSERT_EQ(cudaStreamDestroy(s), cudaSuccess);
 }
 
 }  // namespace
