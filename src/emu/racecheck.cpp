@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "emu/kernel.h"  // blockIdx, gridDim
 #include "emu/streamrace.h"
 
 namespace tessera::emu::racecheck {
@@ -227,12 +228,19 @@ void access_byte(State& s, Region& r, uintptr_t addr, bool write, const void* pc
 }
 
 inline void access(const void* p, size_t bytes, bool write, const void* pc) {
-  // Device memory: bytes in use, and races against other streams' tasks.
-  std::string invalid;
-  streamrace::access(p, bytes, write, &invalid);
+  // Device memory: bytes in use, races against other streams' tasks and within the launch.
   State* s = t_state;
-  if (!s) return;
-  if (!invalid.empty() && s->report.empty()) s->report = invalid;
+  if (!s) return streamrace::access(p, bytes, write);
+  std::string found;
+  streamrace::Lane lane;
+  lane.block = blockIdx.x + uint64_t(gridDim.x) * (blockIdx.y + uint64_t(gridDim.y) * blockIdx.z);
+  lane.thread = s->thread;
+  lane.epoch = s->epoch;
+  lane.warp_epoch = s->warp_epoch[s->thread / 32];
+  lane.grid[0] = gridDim.x, lane.grid[1] = gridDim.y, lane.grid[2] = gridDim.z;
+  lane.block_dim[0] = s->block.x, lane.block_dim[1] = s->block.y, lane.block_dim[2] = s->block.z;
+  streamrace::access(p, bytes, write, &found, &lane);
+  if (!found.empty() && s->report.empty()) s->report = found;
   const auto a = reinterpret_cast<uintptr_t>(p);
   for (Region& r : s->regions) {
     if (a >= r.end || a + bytes <= r.begin) continue;

@@ -128,8 +128,16 @@ void host_observed(CUstream_st* s, uint64_t pos) {
 // ---- shadow memory: per 4-byte word of each watched allocation, who last wrote and read it ----
 namespace {
 
+// A Lane as two words: the bytes of the word it touched (4 bits) above block + 1 (0: not a
+// kernel's access, as zero pages start), and the thread, the warp epoch mod 2^16 and the epoch.
+// Threads writing different bytes of one word (neighbouring 16-bit elements) do not race.
+struct PackedLane {
+  std::atomic<uint64_t> block{0}, rest{0};
+};
+
 struct Cell {
   std::atomic<uint64_t> writer{0}, reader{0};  // task ids; 0: none
+  PackedLane writer_lane, reader_lane;         // which thread of the task, when a kernel
 };
 
 struct Shadow {
@@ -255,19 +263,73 @@ uintptr_t first_unused(const Shadow& s, uintptr_t lo, uintptr_t hi) {
   return 0;
 }
 
-void check_word(const Clock& me, const Shadow& s, size_t word, bool write) {
+constexpr int kMaskShift = 60;
+constexpr uint64_t kBlockMask = (uint64_t(1) << kMaskShift) - 1;
+
+void store(PackedLane& to, const Lane* l, unsigned bytes) {
+  to.block.store(l ? uint64_t(bytes) << kMaskShift | (l->block + 1) : 0, std::memory_order_relaxed);
+  to.rest.store(
+      l ? uint64_t(l->thread) << 48 | uint64_t(l->warp_epoch & 0xffff) << 32 | l->epoch : 0,
+      std::memory_order_relaxed);
+}
+
+// Whether the access `other` (of this launch) comes before the running thread's `me`, which
+// touches `bytes` of the word (or touches other bytes).
+bool ordered_in_launch(const PackedLane& other, const Lane& me, unsigned bytes) {
+  const uint64_t packed = other.block.load(std::memory_order_relaxed);
+  if (packed == 0 || !((packed >> kMaskShift) & bytes)) return true;  // not a kernel's; apart
+  if ((packed & kBlockMask) != me.block + 1) return false;  // another block: nothing orders them
+  const uint64_t rest = other.rest.load(std::memory_order_relaxed);
+  const auto thread = uint32_t(rest >> 48);
+  if (thread == me.thread || uint32_t(rest) != me.epoch) return true;  // or a __syncthreads
+  return thread / 32 == me.thread / 32 && uint32_t(rest >> 32 & 0xffff) != (me.warp_epoch & 0xffff);
+}
+
+std::string thread_name(uint64_t linear, const uint32_t d[3]) {
+  return std::to_string(linear % d[0]) + ", " + std::to_string(linear / d[0] % d[1]) + ", " +
+         std::to_string(linear / (uint64_t(d[0]) * d[1]));
+}
+
+void report_in_launch(const Shadow& s, size_t word, bool write, const PackedLane& other,
+                      bool other_wrote, const Lane& me, std::string& out) {
+  if (!out.empty()) return;
+  const uint64_t block = (other.block.load(std::memory_order_relaxed) & kBlockMask) - 1;
+  const auto thread = uint32_t(other.rest.load(std::memory_order_relaxed) >> 48);
+  const size_t offset = word * 4;
+  out = std::string("race on global memory within the launch: it ") + (write ? "writes" : "reads") +
+        " bytes " + std::to_string(offset) + "-" + std::to_string(offset + 3) + " of the " +
+        std::to_string(s.bytes) + "-byte device allocation at " + hex(s.begin) + ", which block (" +
+        thread_name(block, me.grid) + "), thread (" + thread_name(thread, me.block_dim) + ")" +
+        (other_wrote ? " wrote" : " read") +
+        ", and nothing orders them (threads of different blocks never are within a launch; "
+        "threads of one block are by a __syncthreads between them)";
+}
+
+// `bytes`: which of the word's 4 bytes the access touches (a bit each).
+void check_word(const Clock& me, const Shadow& s, size_t word, unsigned bytes, bool write,
+                const Lane* lane, std::string* kernel_report) {
   Cell& cell = s.cells[word];
   const uint64_t mine = task_id(me.stream, me.pos);
   const uint64_t w = cell.writer.load(std::memory_order_relaxed);
   if (w != 0 && w != mine && !comes_after(me, w)) return report(s, word, write, w, true);
   const uint64_t r = cell.reader.load(std::memory_order_relaxed);
+  if (write && r != 0 && r != mine && !comes_after(me, r)) return report(s, word, true, r, false);
+  if (lane && kernel_report) {  // against the launch's other threads
+    if (w == mine && !ordered_in_launch(cell.writer_lane, *lane, bytes))
+      return report_in_launch(s, word, write, cell.writer_lane, true, *lane, *kernel_report);
+    if (write && r == mine && !ordered_in_launch(cell.reader_lane, *lane, bytes))
+      return report_in_launch(s, word, true, cell.reader_lane, false, *lane, *kernel_report);
+  }
   if (write) {
-    if (r != 0 && r != mine && !comes_after(me, r)) return report(s, word, true, r, false);
     if (w != mine) cell.writer.store(mine, std::memory_order_relaxed);
+    store(cell.writer_lane, lane, bytes);
     if (r != 0) cell.reader.store(0, std::memory_order_relaxed);  // ordered before this write
   } else if (r != mine && (r == 0 || comes_after(me, r))) {
     // An earlier reader this one does not come after stays: a later write must come after it.
     cell.reader.store(mine, std::memory_order_relaxed);
+    store(cell.reader_lane, lane, bytes);
+  } else if (r == mine && lane && ordered_in_launch(cell.reader_lane, *lane, 0xf)) {
+    store(cell.reader_lane, lane, bytes);  // likewise within the launch
   }
 }
 
@@ -283,7 +345,7 @@ std::string end_task() {
   return std::exchange(t_report, {});
 }
 
-void access(const void* p, size_t bytes, bool write, std::string* invalid) {
+void access(const void* p, size_t bytes, bool write, std::string* kernel_report, const Lane* lane) {
   const Clock* me = t_clock;
   if (!me || bytes == 0) return;
   const auto start = reinterpret_cast<uintptr_t>(p);
@@ -301,12 +363,15 @@ void access(const void* p, size_t bytes, bool write, std::string* invalid) {
     uintptr_t bad = a < s->begin ? a : lo < hi ? first_unused(*s, lo, hi) : 0;
     if (!bad && end > s->end && s->end < next_page) bad = std::max(a, s->end);
     if (bad) {
-      std::string& out = invalid ? *invalid : t_report;
+      std::string& out = kernel_report ? *kernel_report : t_report;
       if (out.empty()) out = describe_unused(*s, start, bytes, bad, write);
     }
     if (lo < hi)
-      for (size_t word = (lo - s->begin) / 4; word <= (hi - 1 - s->begin) / 4; ++word)
-        check_word(*me, *s, word, write);
+      for (size_t word = (lo - s->begin) / 4; word <= (hi - 1 - s->begin) / 4; ++word) {
+        const uintptr_t w0 = s->begin + word * 4;
+        const uintptr_t b0 = std::max(lo, w0) - w0, b1 = std::min(hi, w0 + 4) - w0;
+        check_word(*me, *s, word, ((1u << b1) - 1) & ~((1u << b0) - 1), write, lane, kernel_report);
+      }
     a = std::max(lo < hi ? hi : a, next_page);
   }
 }

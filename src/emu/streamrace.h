@@ -47,11 +47,24 @@ void host_observed(CUstream_st* s, uint64_t pos);
 void begin_task(const Clock* clock);
 std::string end_task();
 
+// A kernel thread's place in its launch, for races between the threads of one launch: threads
+// of different blocks are never ordered (no grid-wide barrier is used), threads of one block are
+// ordered by a __syncthreads between them (a new `epoch`), lanes of one warp also by __syncwarp
+// (a new `warp_epoch`).
+struct Lane {
+  uint64_t block = 0;  // linear index in the grid
+  uint32_t thread = 0, epoch = 0, warp_epoch = 0;
+  uint32_t grid[3] = {1, 1, 1}, block_dim[3] = {1, 1, 1};  // to name them in a report
+};
+
 // The running task reads or writes [p, p + bytes); memory outside device allocations is
 // ignored. Cheap when no checked task runs on this thread. Also checks that every byte is in
-// use (see mark_in_use): one that is not is an invalid access, described into *invalid when
-// given (a kernel's access: the caller names the thread), else reported as the task's fault.
-void access(const void* p, size_t bytes, bool write, std::string* invalid = nullptr);
+// use (see mark_in_use): one that is not is an invalid access. A kernel's access comes with its
+// `lane`, and is also checked against the launch's other threads; what a kernel's access finds
+// is described into *kernel_report (the caller names the thread), anything else is reported
+// as the task's fault.
+void access(const void* p, size_t bytes, bool write, std::string* kernel_report = nullptr,
+            const Lane* lane = nullptr);
 
 // Bytes in use. A GPU faults only past the end of an allocation's pages, and a caching
 // allocator hands out blocks rounded up to its size classes, so an access a little past a

@@ -27,7 +27,7 @@ __global__ void neighbour(float* out, bool with_barrier) {
   const unsigned t = threadIdx.x;
   s[t] = float(t);
   if (with_barrier) __syncthreads();
-  out[t] = s[(t + 1) % blockDim.x];
+  out[blockIdx.x * blockDim.x + t] = s[(t + 1) % blockDim.x];
 }
 
 // A block sum whose result thread 0 leaves in partial[0]; every thread then reads it, which
@@ -114,7 +114,7 @@ std::string report_of_last_launch() {
 
 TEST(EmuRaceCheck, MissingBarrierOnDynamicSharedMemoryNamesBothThreadsAndTheByte) {
   RaceCheckOn on;
-  float* out = device_alloc<float>(64);
+  float* out = device_alloc<float>(128);
   launch<neighbour>(dim3(2), dim3(64), 64 * sizeof(float), nullptr, out, true);
   EXPECT_EQ(report_of_last_launch(), "");
   launch<neighbour>(dim3(2), dim3(64), 64 * sizeof(float), nullptr, out, false);
@@ -304,6 +304,74 @@ TEST(EmuStreamRace, TheHostAndTheLegacyDefaultStreamOrderStreams) {
     EXPECT_EQ(report_of_last_launch(), "");
     EXPECT_EQ(download(y, kN), std::vector<float>(kN, 5.f));
   }
+}
+
+// ---- races on global memory within one launch (streamrace.h, Lane) ----
+
+// Each block sums its 64 inputs into out[0] (should be out[blockIdx.x]).
+__global__ void sum_into_one(const float* x, float* out) {
+  if (threadIdx.x == 0) {
+    float s = 0.f;
+    for (int i = 0; i < 64; ++i) s += x[blockIdx.x * 64 + i];
+    out[0] = s;
+  }
+}
+
+// Thread 0 writes a scale to global memory that the block's other threads then read: ordered
+// only by the barrier.
+__global__ void broadcast_through_global(float* scale, float* out, bool with_barrier) {
+  if (threadIdx.x == 0) scale[blockIdx.x] = 2.f;
+  if (with_barrier) __syncthreads();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = scale[blockIdx.x];
+}
+
+// Every block reads the same weights and adds into one total with atomics: no race.
+__global__ void shared_input_atomic_total(const float* w, float* total) {
+  atomicAdd(total, w[threadIdx.x]);
+}
+
+TEST(EmuLaunchRace, BlocksWritingOneWordAreReported) {
+  RaceCheckOn on;
+  float* x = device_alloc<float>(128);
+  float* out = device_alloc<float>(2);
+  launch<fill>(dim3(1), dim3(64), 0, nullptr, x, 1.f, 128);
+  launch<sum_into_one>(dim3(2), dim3(32), 0, nullptr, x, out);
+  const std::string r = report_of_last_launch();
+  EXPECT_NE(r.find("sum_into_one"), std::string::npos) << r;
+  EXPECT_NE(r.find("block (1, 0, 0), thread (0, 0, 0): race on global memory within the launch: "
+                   "it writes bytes 0-3 of the 8-byte device allocation at "),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.find("which block (0, 0, 0), thread (0, 0, 0) wrote, and nothing orders them"),
+            std::string::npos)
+      << r;
+}
+
+TEST(EmuLaunchRace, ABarrierOrdersABlocksThreadsThroughGlobalMemory) {
+  RaceCheckOn on;
+  float* scale = device_alloc<float>(2);
+  float* out = device_alloc<float>(128);
+  launch<broadcast_through_global>(dim3(2), dim3(64), 0, nullptr, scale, out, true);
+  EXPECT_EQ(report_of_last_launch(), "");
+  launch<broadcast_through_global>(dim3(2), dim3(64), 0, nullptr, scale, out, false);
+  const std::string r = report_of_last_launch();
+  // Thread 0 writes the scale first; thread 1 reads it with no barrier between.
+  EXPECT_NE(r.find("block (0, 0, 0), thread (1, 0, 0): race on global memory within the launch: "
+                   "it reads bytes 0-3 of the 8-byte device allocation at "),
+            std::string::npos)
+      << r;
+  EXPECT_NE(r.find("which block (0, 0, 0), thread (0, 0, 0) wrote"), std::string::npos) << r;
+}
+
+TEST(EmuLaunchRace, ReadsFromManyBlocksAndAtomicsAreNotRaces) {
+  RaceCheckOn on;
+  float* w = device_alloc<float>(64);
+  float* total = device_alloc<float>(1);
+  launch<fill>(dim3(1), dim3(64), 0, nullptr, w, 1.f, 64);
+  ASSERT_EQ(cudaMemset(total, 0, sizeof(float)), cudaSuccess);
+  launch<shared_input_atomic_total>(dim3(4), dim3(64), 0, nullptr, w, total);
+  EXPECT_EQ(report_of_last_launch(), "");
+  EXPECT_EQ(download(total, 1), std::vector<float>{256.f});
 }
 
 // ---- bytes in use (streamrace.h, mark_in_use): accesses a GPU would not fault on ----
