@@ -19,6 +19,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "core/host_cores.h"
 #include "core/profiler.h"
@@ -807,6 +808,17 @@ class MpiCommunicator final : public Communicator {
       MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
       MPI_Comm_rank(comm_, &rank_);
       MPI_Comm_size(comm_, &size_);
+      // The world rank of each of this communicator's ranks: the heartbeat and the reports name
+      // world ranks, so a send's or recv's peer on a split communicator is translated.
+      std::vector<int> mine(size_t(size_), 0);
+      for (int r = 0; r < size_; ++r) mine[size_t(r)] = r;
+      world_rank_of_.assign(size_t(size_), 0);
+      MPI_Group group, world;
+      MPI_Comm_group(comm_, &group);
+      MPI_Comm_group(MPI_COMM_WORLD, &world);
+      MPI_Group_translate_ranks(group, size_, mine.data(), world, world_rank_of_.data());
+      MPI_Group_free(&group);
+      MPI_Group_free(&world);
     });
   }
   ~MpiCommunicator() override {
@@ -927,7 +939,9 @@ class MpiCommunicator final : public Communicator {
     const int n = to_int_count("send", t.numel());
     MPI_Comm c = comm_;
     return rt_.submit_p2p(
-        fmt::format("send of {} to rank {} (rank {})", t.desc(), peer, rank_), peer,
+        fmt::format("send of {} to rank {} (rank {})", t.desc(), world_rank_of_[size_t(peer)],
+                    world_rank_of_[size_t(rank_)]),
+        world_rank_of_[size_t(peer)],
         [t, n, peer, c](MPI_Request* r) {
           return MPI_Isend(t.raw_data(), n, MPI_FLOAT, peer, kTagP2P, c, r);
         },
@@ -939,7 +953,9 @@ class MpiCommunicator final : public Communicator {
     const int n = to_int_count("recv", t.numel());
     MPI_Comm c = comm_;
     return rt_.submit_p2p(
-        fmt::format("recv of {} from rank {} (rank {})", t.desc(), peer, rank_), peer,
+        fmt::format("recv of {} from rank {} (rank {})", t.desc(), world_rank_of_[size_t(peer)],
+                    world_rank_of_[size_t(rank_)]),
+        world_rank_of_[size_t(peer)],
         [t, n, peer, c](MPI_Request* r) {
           return MPI_Irecv(t.raw_data(), n, MPI_FLOAT, peer, kTagP2P, c, r);
         },
@@ -1077,6 +1093,7 @@ class MpiCommunicator final : public Communicator {
   MpiRuntime& rt_;
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
+  std::vector<int> world_rank_of_;          // by rank in comm_
   std::atomic<uint32_t> ring_sequence_{0};  // ring collectives started, for their tags
 };
 
