@@ -179,8 +179,7 @@ std::string describe_byte(const Symbols& s, const Region& r, uintptr_t addr) {
 }
 
 std::string thread_name(unsigned linear, dim3 b) {
-  return "thread (" + std::to_string(linear % b.x) + ", " + std::to_string(linear / b.x % b.y) +
-         ", " + std::to_string(linear / (b.x * b.y)) + ")";
+  return "thread (" + streamrace::index_name(linear, b) + ")";
 }
 
 // ---- the check ----
@@ -237,8 +236,8 @@ inline void access(const void* p, size_t bytes, bool write, const void* pc) {
   lane.thread = s->thread;
   lane.epoch = s->epoch;
   lane.warp_epoch = s->warp_epoch[s->thread / 32];
-  lane.grid[0] = gridDim.x, lane.grid[1] = gridDim.y, lane.grid[2] = gridDim.z;
-  lane.block_dim[0] = s->block.x, lane.block_dim[1] = s->block.y, lane.block_dim[2] = s->block.z;
+  lane.grid = gridDim;
+  lane.block_dim = s->block;
   streamrace::access(p, bytes, write, &found, &lane);
   if (!found.empty() && s->report.empty()) s->report = found;
   const auto a = reinterpret_cast<uintptr_t>(p);

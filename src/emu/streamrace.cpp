@@ -199,6 +199,11 @@ std::string hex(uintptr_t p) {
   return b;
 }
 
+// "N-byte device allocation at P": the size cudaMalloc was asked for.
+std::string allocation_name(const Shadow& s) {
+  return std::to_string(s.bytes) + "-byte device allocation at " + hex(s.begin);
+}
+
 void report(const Shadow& s, size_t word, bool write, uint64_t other, bool other_wrote) {
   if (!t_report.empty()) return;
   std::string other_what = "a task", other_stream = "?";
@@ -217,9 +222,8 @@ void report(const Shadow& s, size_t word, bool write, uint64_t other, bool other
   const size_t offset = word * 4;
   t_report = std::string("race between streams on device memory: it ") +
              (write ? "writes" : "reads") + " bytes " + std::to_string(offset) + "-" +
-             std::to_string(offset + 3) + " of the " + std::to_string(s.end - s.begin) +
-             "-byte device allocation at " + hex(s.begin) + ", which " + other_what +
-             " on stream " + other_stream + (other_wrote ? " wrote" : " read") +
+             std::to_string(offset + 3) + " of the " + allocation_name(s) + ", which " +
+             other_what + " on stream " + other_stream + (other_wrote ? " wrote" : " read") +
              ", and no event wait, default-stream ordering or host synchronisation puts one "
              "after the other";
 }
@@ -229,7 +233,7 @@ void report(const Shadow& s, size_t word, bool write, uint64_t other, bool other
 std::string describe_unused(Shadow& s, uintptr_t a, size_t n, uintptr_t bad, bool write) {
   std::string what = std::string("invalid memory access: it ") + (write ? "writes " : "reads ") +
                      std::to_string(n) + " bytes at " + hex(a) + ", ";
-  const std::string alloc = std::to_string(s.bytes) + "-byte device allocation at " + hex(s.begin);
+  const std::string alloc = allocation_name(s);
   if (bad < s.begin) return what + std::to_string(s.begin - bad) + " bytes before a " + alloc;
   {
     std::lock_guard lk(s.mu);
@@ -285,11 +289,6 @@ bool ordered_in_launch(const PackedLane& other, const Lane& me, unsigned bytes) 
   return thread / 32 == me.thread / 32 && uint32_t(rest >> 32 & 0xffff) != (me.warp_epoch & 0xffff);
 }
 
-std::string thread_name(uint64_t linear, const uint32_t d[3]) {
-  return std::to_string(linear % d[0]) + ", " + std::to_string(linear / d[0] % d[1]) + ", " +
-         std::to_string(linear / (uint64_t(d[0]) * d[1]));
-}
-
 void report_in_launch(const Shadow& s, size_t word, bool write, const PackedLane& other,
                       bool other_wrote, const Lane& me, std::string& out) {
   if (!out.empty()) return;
@@ -298,9 +297,8 @@ void report_in_launch(const Shadow& s, size_t word, bool write, const PackedLane
   const size_t offset = word * 4;
   out = std::string("race on global memory within the launch: it ") + (write ? "writes" : "reads") +
         " bytes " + std::to_string(offset) + "-" + std::to_string(offset + 3) + " of the " +
-        std::to_string(s.bytes) + "-byte device allocation at " + hex(s.begin) + ", which block (" +
-        thread_name(block, me.grid) + "), thread (" + thread_name(thread, me.block_dim) + ")" +
-        (other_wrote ? " wrote" : " read") +
+        allocation_name(s) + ", which block (" + index_name(block, me.grid) + "), thread (" +
+        index_name(thread, me.block_dim) + ")" + (other_wrote ? " wrote" : " read") +
         ", and nothing orders them (threads of different blocks never are within a launch; "
         "threads of one block are by a __syncthreads between them)";
 }
@@ -334,6 +332,11 @@ void check_word(const Clock& me, const Shadow& s, size_t word, unsigned bytes, b
 }
 
 }  // namespace
+
+std::string index_name(uint64_t linear, dim3 d) {
+  return std::to_string(linear % d.x) + ", " + std::to_string(linear / d.x % d.y) + ", " +
+         std::to_string(linear / (uint64_t(d.x) * d.y));
+}
 
 void begin_task(const Clock* clock) {
   t_clock = clock;

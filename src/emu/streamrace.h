@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "emu/runtime.h"  // dim3
+
 struct CUstream_st;
 
 namespace tessera::emu::streamrace {
@@ -54,8 +56,11 @@ std::string end_task();
 struct Lane {
   uint64_t block = 0;  // linear index in the grid
   uint32_t thread = 0, epoch = 0, warp_epoch = 0;
-  uint32_t grid[3] = {1, 1, 1}, block_dim[3] = {1, 1, 1};  // to name them in a report
+  dim3 grid{1, 1, 1}, block_dim{1, 1, 1};  // to name them in a report
 };
+
+// "x, y, z" of the block or thread with this linear index in a grid or block of shape d.
+std::string index_name(uint64_t linear, dim3 d);
 
 // The running task reads or writes [p, p + bytes); memory outside device allocations is
 // ignored. Cheap when no checked task runs on this thread. Also checks that every byte is in
