@@ -89,17 +89,23 @@ Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int6
     return cost::pass("sharded_xent_bwd", xs.numel(), {xs, targets, lse, grad}, kBackwardFlops);
   };
   return autograd::record(loss, op, {logits0, targets0}, [=](const Tensor& g) {
-    if (is_cuda(dev)) {
-      const Tensor g32 = g.to(DType::f32).contiguous();
-      Tensor gx32 = Tensor::empty(xs.shape(), DType::f32, dev);
-      if (meta::kernel_runs(dev, backward_cost(gx32)))
-        TS_CUDA(op, dev,
-                cuda::sharded_cross_entropy_backward(
-                    xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), g32.data<float>(),
-                    count, gx32.data<float>(), rows, V, first_id, ignore_index));
-      return std::vector<Tensor>{gx32.to(grad_dtype), Tensor()};
-    }
     Tensor gx = Tensor::empty(xs.shape(), grad_dtype, dev);
+    if (is_cuda(dev)) {  // the gradient written in grad_dtype directly, as cross_entropy's
+      const Tensor g32 = g.to(DType::f32).contiguous();
+      if (meta::kernel_runs(dev, backward_cost(gx))) {
+        if (grad_dtype == DType::bf16)
+          TS_CUDA(op, dev,
+                  cuda::sharded_cross_entropy_backward<bf16>(
+                      xs.data<float>(), targets.data<int32_t>(), lse.data<float>(),
+                      g32.data<float>(), count, gx.data<bf16>(), rows, V, first_id, ignore_index));
+        else
+          TS_CUDA(op, dev,
+                  cuda::sharded_cross_entropy_backward<float>(
+                      xs.data<float>(), targets.data<int32_t>(), lse.data<float>(),
+                      g32.data<float>(), count, gx.data<float>(), rows, V, first_id, ignore_index));
+      }
+      return std::vector<Tensor>{gx, Tensor()};
+    }
     if (!meta::kernel_runs(dev, backward_cost(gx))) return std::vector<Tensor>{gx, Tensor()};
     const float scale = count ? g.item() / float(count) : 0.f;
     if (grad_dtype == DType::bf16)

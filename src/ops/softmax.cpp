@@ -113,20 +113,26 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
   }
   Tensor xs = logits.detach();
   return autograd::record(loss, op, {logits0, targets0}, [=](const Tensor& g) {
+    Tensor gx = Tensor::empty(xs.shape(), grad_dtype, dev);
     if (is_cuda(dev)) {
       // The incoming gradient is read by the kernel on the device (no item()). It writes the
-      // gradient in f32; a bf16 gradient is one rounding pass after it, the same rounding the
-      // CPU kernel applies per element.
+      // gradient in grad_dtype directly, each element rounded once from f32 as on the CPU (no
+      // f32 [rows, V] in between: 1.6 GB for GPT-2 at 8 x 1024 tokens).
       const Tensor g32 = g.to(DType::f32).contiguous();
-      Tensor gx32 = Tensor::empty(xs.shape(), DType::f32, dev);
-      if (meta::kernel_runs(dev, xent_backward_cost(xs, targets, lse, gx32)))
-        TS_CUDA(op, dev,
-                cuda::cross_entropy_backward<float>(xs.data<float>(), targets.data<int32_t>(),
-                                                    lse.data<float>(), g32.data<float>(), count,
-                                                    gx32.data<float>(), rows, V, ignore_index));
-      return std::vector<Tensor>{gx32.to(grad_dtype), Tensor()};
+      if (meta::kernel_runs(dev, xent_backward_cost(xs, targets, lse, gx))) {
+        if (grad_dtype == DType::bf16)
+          TS_CUDA(op, dev,
+                  cuda::cross_entropy_backward<bf16>(xs.data<float>(), targets.data<int32_t>(),
+                                                     lse.data<float>(), g32.data<float>(), count,
+                                                     gx.data<bf16>(), rows, V, ignore_index));
+        else
+          TS_CUDA(op, dev,
+                  cuda::cross_entropy_backward<float>(xs.data<float>(), targets.data<int32_t>(),
+                                                      lse.data<float>(), g32.data<float>(), count,
+                                                      gx.data<float>(), rows, V, ignore_index));
+      }
+      return std::vector<Tensor>{gx, Tensor()};
     }
-    Tensor gx = Tensor::empty(xs.shape(), grad_dtype, dev);
     if (!meta::kernel_runs(dev, xent_backward_cost(xs, targets, lse, gx)))
       return std::vector<Tensor>{gx, Tensor()};
     const float scale = count ? g.item() / float(count) : 0.f;

@@ -61,21 +61,22 @@ __global__ void combine_kernel(const float* all, int64_t ranks, const int32_t* t
   row_loss[r] = lse[r] - target_logit;
 }
 
+template <class T>
 __global__ void backward_kernel(const float* logits, const int32_t* targets, const float* lse,
-                                const float* g, int64_t count, float* gx, int64_t V,
-                                int64_t first_id, int32_t ignore_index) {
+                                const float* g, int64_t count, T* gx, int64_t V, int64_t first_id,
+                                int32_t ignore_index) {
   const float scale = count ? g[0] / float(count) : 0.f;
   const int64_t r = blockIdx.x;
   const int32_t t = targets[r];
   const float* xr = logits + r * V;
-  float* gr = gx + r * V;
+  T* gr = gx + r * V;
   const bool ignored = t == ignore_index;
   const int64_t target_col = holds(t, first_id, V) ? t - first_id : -1;
   const float l = lse[r];
   for (int64_t c = threadIdx.x; c < V; c += blockDim.x) {
     float v = 0.f;
     if (!ignored) v = scale * math::exp_f32(xr[c] - l) - (c == target_col ? scale : 0.f);
-    gr[c] = v;
+    st(gr, c, v);
   }
 }
 
@@ -105,14 +106,20 @@ void sharded_cross_entropy_combine(const float* all, int64_t ranks, const int32_
   alloc.release(row_loss, bytes);  // stream-ordered: reused on s only after these kernels
 }
 
+template <class T>
 void sharded_cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
-                                    const float* g, int64_t count, float* gx, int64_t rows,
-                                    int64_t V, int64_t first_id, int32_t ignore_index,
-                                    cudaStream_t s) {
+                                    const float* g, int64_t count, T* gx, int64_t rows, int64_t V,
+                                    int64_t first_id, int32_t ignore_index, cudaStream_t s) {
   if (rows <= 0) return;
-  launch<backward_kernel>(unsigned(rows), kRowThreads, 0, s, logits, targets, lse, g, count, gx, V,
-                          first_id, ignore_index);
+  launch<backward_kernel<T>>(unsigned(rows), kRowThreads, 0, s, logits, targets, lse, g, count, gx,
+                             V, first_id, ignore_index);
   CUDA_CHECK_LAUNCH();
 }
+template void sharded_cross_entropy_backward<float>(const float*, const int32_t*, const float*,
+                                                    const float*, int64_t, float*, int64_t, int64_t,
+                                                    int64_t, int32_t, cudaStream_t);
+template void sharded_cross_entropy_backward<bf16>(const float*, const int32_t*, const float*,
+                                                   const float*, int64_t, bf16*, int64_t, int64_t,
+                                                   int64_t, int32_t, cudaStream_t);
 
 }  // namespace tessera::cuda

@@ -18,10 +18,12 @@ void sharded_cross_entropy_combine(const float* all, int64_t ranks, const int32_
                                    float* lse, float* loss, int64_t rows, int32_t ignore_index,
                                    cudaStream_t s = current_stream());
 
-// gx as on the CPU with scale = g[0] / count, g read on the device.
+// gx as on the CPU with scale = g[0] / count, g read on the device; computed in f32 and
+// rounded once into T (f32 or bf16).
+template <class T>
 void sharded_cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
-                                    const float* g, int64_t count, float* gx, int64_t rows,
-                                    int64_t V, int64_t first_id, int32_t ignore_index,
+                                    const float* g, int64_t count, T* gx, int64_t rows, int64_t V,
+                                    int64_t first_id, int32_t ignore_index,
                                     cudaStream_t s = current_stream());
 
 }  // namespace tessera::cuda

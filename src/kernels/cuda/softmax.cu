@@ -84,13 +84,13 @@ __global__ void ce_mean_kernel(const float* row_loss, const int32_t* targets, in
 }
 
 template <class T>
-__global__ void ce_backward_kernel(const T* logits, const int32_t* targets, const float* lse,
+__global__ void ce_backward_kernel(const float* logits, const int32_t* targets, const float* lse,
                                    const float* g, int64_t count, T* gx, int64_t V,
                                    int32_t ignore_index) {
   const float scale = count ? g[0] / float(count) : 0.f;
   const int64_t r = blockIdx.x;
   const int32_t t = targets[r];
-  const T* xr = logits + r * V;
+  const float* xr = logits + r * V;
   T* gr = gx + r * V;
   const bool ignored = t == ignore_index;
   const float l = lse[r];
@@ -139,7 +139,7 @@ void masked_row_mean(const float* row_loss, const int32_t* targets, int64_t rows
 }
 
 template <class T>
-void cross_entropy_backward(const T* logits, const int32_t* targets, const float* lse,
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
                             const float* g, int64_t count, T* gx, int64_t rows, int64_t V,
                             int32_t ignore_index, cudaStream_t s) {
   if (rows <= 0) return;
@@ -152,12 +152,15 @@ void cross_entropy_backward(const T* logits, const int32_t* targets, const float
   template void softmax_forward<T>(const T*, T*, int64_t, int64_t, cudaStream_t);                \
   template void softmax_backward<T>(const T*, const float*, T*, int64_t, int64_t, cudaStream_t); \
   template void cross_entropy_forward<T>(const T*, const int32_t*, float*, float*, int64_t,      \
-                                         int64_t, int32_t, cudaStream_t);                        \
-  template void cross_entropy_backward<T>(const T*, const int32_t*, const float*, const float*,  \
-                                          int64_t, T*, int64_t, int64_t, int32_t, cudaStream_t);
+                                         int64_t, int32_t, cudaStream_t);
 TS_INSTANTIATE(float)
 TS_INSTANTIATE(bf16)
 TS_INSTANTIATE(f16)
 #undef TS_INSTANTIATE
+template void cross_entropy_backward<float>(const float*, const int32_t*, const float*,
+                                            const float*, int64_t, float*, int64_t, int64_t,
+                                            int32_t, cudaStream_t);
+template void cross_entropy_backward<bf16>(const float*, const int32_t*, const float*, const float*,
+                                           int64_t, bf16*, int64_t, int64_t, int32_t, cudaStream_t);
 
 }  // namespace tessera::cuda

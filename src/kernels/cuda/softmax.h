@@ -30,8 +30,9 @@ void masked_row_mean(const float* row_loss, const int32_t* targets, int64_t rows
                      int32_t ignore_index, float* loss, cudaStream_t s = current_stream());
 // gx[r] = (g[0] / count) * (softmax(logits[r]) - onehot(targets[r])), 0 for ignored rows and
 // everywhere when count is 0. g: the loss's incoming gradient, read on the device (no item()).
+// Computed in f32 and rounded once into gx's type T (f32 or bf16), as the CPU kernel does.
 template <class T>
-void cross_entropy_backward(const T* logits, const int32_t* targets, const float* lse,
+void cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse,
                             const float* g, int64_t count, T* gx, int64_t rows, int64_t V,
                             int32_t ignore_index, cudaStream_t s = current_stream());
 
