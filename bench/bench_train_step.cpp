@@ -40,6 +40,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,7 @@
 #include "core/profiler.h"
 #include "core/rng.h"
 #include "data/loader.h"
+#include "dist/local_comm.h"
 #include "kernels/cpu/matmul.h"
 #include "nn/gpt.h"
 #include "ops/autocast.h"
@@ -55,6 +57,7 @@
 #include "optim/clip.h"
 #include "optim/loss_scaler.h"
 #include "train/mfu_peak.h"
+#include "train/step_decider.h"
 #if TESSERA_HAVE_CUDA
 #include "cuda/device.h"
 #include "kernels/cuda/matmul.h"
@@ -298,6 +301,18 @@ int main(int argc, char** argv) {
   so.growth_interval = o.loss_scale_window;
   so.min_scale = std::min(so.min_scale, so.init_scale);
   DynamicLossScaler scaler(so);
+  // On a GPU each step is decided on the device, as the trainer decides it
+  // (train/step_decider.h): the host waits for nothing inside a step; the verdict is read after
+  // the benchmark's own synchronisation.
+  dist::LocalCommunicator one_rank;
+  std::optional<train::StepDecider> decider;
+  if (on_gpu) {
+    train::StepDeciderOptions d;
+    d.scaler = so;
+    d.max_norm = o.grad_clip;
+    d.capacity = 1;
+    decider.emplace(o.device, one_rank, d, scaler.state(), 0);
+  }
 
   // Synthetic corpus: uniform tokens, windows drawn by the real batcher.
   const int64_t corpus = std::max<int64_t>(1 << 20, 4 * o.batch * (o.seq + 1));
@@ -342,34 +357,66 @@ int main(int argc, char** argv) {
       prof::Scope s(prof::Family::optimizer, "zero_grad");
       flat.zero_grad();
     }
-    float loss;
+    float loss = 0;
     const float loss_scale = scaler.scale();
-    {
-      AutocastGuard autocast(compute);
-      Tensor l = model.loss(b.x, b.y);
-      loss = l.item();
-      // fp16: the gradients come out loss_scale x too large, small ones no longer flushed to 0.
-      (loss_scale == 1.f ? l : ops::scale(l, loss_scale)).backward();
-    }
-    double gnorm = 0;
-    {
-      prof::Scope s(prof::Family::optimizer, "unscale_clip");
-      // The true norm; unscaled and clipped in one pass when finite (as the trainer does).
-      if (scaler.options().enabled)
-        gnorm = unscale_and_clip(flat, o.grad_clip, loss_scale);
-      else if (o.grad_clip > 0)
-        gnorm = clip_grad_norm(flat, o.grad_clip);
-    }
-    const bool stepped = std::isfinite(gnorm);  // fp16 overflow: no update, the scale backs off
-    {
+    bool stepped = true;
+    if (decider) {
+      decider->begin_step();
+      {
+        AutocastGuard autocast(compute);
+        Tensor l = model.loss(b.x, b.y);
+        decider->add_loss(l.detach().to(DType::f32).contiguous());
+        // fp16: seeded with the scale the device last decided.
+        if (scaler.options().enabled)
+          l.backward(decider->backward_seed(l));
+        else
+          l.backward();
+      }
       prof::Scope s(prof::Family::optimizer, "adamw");
-      if (stepped) opt.step(o.lr);
+      decider->decide(
+          [&](double* squares) {
+            backend_for(o.device).sum_squares_into(flat.grad_ptr(), flat.numel(), squares);
+          },
+          true);
+      opt.step(o.lr, decider->gate());
+    } else {
+      {
+        AutocastGuard autocast(compute);
+        Tensor l = model.loss(b.x, b.y);
+        loss = l.item();
+        // fp16: the gradients come out loss_scale x too large, small ones no longer flushed to 0.
+        (loss_scale == 1.f ? l : ops::scale(l, loss_scale)).backward();
+      }
+      double gnorm = 0;
+      {
+        prof::Scope s(prof::Family::optimizer, "unscale_clip");
+        // The true norm; unscaled and clipped in one pass when finite (as the trainer does).
+        if (scaler.options().enabled)
+          gnorm = unscale_and_clip(flat, o.grad_clip, loss_scale);
+        else if (o.grad_clip > 0)
+          gnorm = clip_grad_norm(flat, o.grad_clip);
+      }
+      stepped = std::isfinite(gnorm);  // fp16 overflow: no update, the scale backs off
+      {
+        prof::Scope s(prof::Family::optimizer, "adamw");
+        if (stepped) opt.step(o.lr);
+      }
+      scaler.update(stepped);
     }
-    scaler.update(stepped);
     // Host waits inside the step (the emulated device counts them; the sync below is the
-    // benchmark's own and not counted).
+    // benchmark's own and not counted, nor is the read of the device's verdict after it).
     const int64_t waits = waits0 >= 0 ? host_waits(o.device) - waits0 : -1;
     device_sync(o.device);
+    if (decider) {
+      const train::StepDecider::Verdicts v = decider->read();
+      loss = float(v.steps.at(0).loss);
+      stepped = v.steps[0].outcome == kStepApplied;
+      scaler.load_state({v.state.loss_scale, v.state.clean_steps, v.state.skipped_steps});
+      // The optimizer counted the call; the device counted the updates.
+      OptimizerState st = opt.state();
+      st.step = v.state.applied;
+      opt.load_state(st);
+    }
     const double sec = seconds_since(t0);
     const uint64_t new_allocs = alloc.stats().system_allocs - allocs0;
     if (step == 0) first_loss = loss;

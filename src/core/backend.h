@@ -63,8 +63,58 @@ struct DeviceDecayRun {
   int32_t decay;  // 0 or 1
 };
 
+// A device training step's verdict, in device memory. Deciding a step on the host (is the
+// loss finite, how much to clip, did fp16 overflow) means reading the gradient norm, a wait for
+// the device every step; train/step_gate.h decides it on the device instead (decide_step), and
+// the update kernels read the verdict. The host reads the verdicts in batches, at logged steps.
+struct StepGate {
+  int32_t skip = 0;        // 1: this step's loss or gradient norm is not finite: no update
+  float factor = 1.f;      // what the update multiplies each gradient by: 1 / loss scale x clip
+  int64_t applied = 0;     // updates applied, this step's included: AdamW's t
+  float loss_scale = 1.f;  // fp16's dynamic loss scale, for the next step
+  float seed = 1.f;        // loss_scale / micro-batches: the next step's backward seed
+  int64_t clean_steps = 0, skipped_steps = 0;  // the loss scaler's counters (LossScalerState)
+};
+
+// One step's verdict as the host reads it back (train/step_gate.h).
+struct StepRecord {
+  double loss = 0;          // the mean over micro-batches and ranks
+  double grad_norm = 0;     // the true norm (the loss scale divided out), before clipping
+  float scale_used = 1.f;   // fp16's loss scale in this step
+  float scale_after = 1.f;  // and after its verdict
+  int32_t outcome = 0;      // StepOutcome
+  int32_t unused = 0;
+};
+enum StepOutcome : int32_t { kStepApplied = 0, kStepOverflow = 1, kStepBad = 2 };
+
+// Each rank's share of a step's sums, gathered (as bytes) from every rank into rank order.
+struct RankStepSums {
+  double squares = 0;  // of this rank's (loss-scaled) gradients: its shard under ZeRO, else all
+  double loss = 0;     // sum over micro-batches of loss / micro-batches
+};
+
+// decide_step: the host's rules of Trainer::apply_or_skip_update and DynamicLossScaler::update,
+// in the same f64 arithmetic and order, so a step decides alike on either side.
+struct StepDecisionArgs {
+  StepGate* gate = nullptr;
+  StepRecord* record = nullptr;
+  const RankStepSums* sums = nullptr;  // [ranks], rank order
+  int32_t ranks = 1;
+  int32_t replicated_squares = 0;  // 1: every rank holds every gradient: the norm is rank 0's
+  int64_t micro_batches = 1;
+  double max_norm = 0;  // 0: no clipping
+  // The loss scaler (LossScalerOptions); enabled only under fp16.
+  int32_t scaler_enabled = 0;
+  float growth_factor = 2.f, backoff_factor = 0.5f, min_scale = 1.f;
+  int64_t growth_interval = 2000;
+};
+
 // AdamW over n elements of the flat f32 buffers, per element exactly as update_rules.h's
 // adamw_update with the scalars of AdamWScalars::at (computed on the host).
+//
+// With a gate: nothing when gate->skip; each gradient times gate->factor; step_size and
+// inv_sqrt_bc2 from lr and bias_corrections[2t], [2t + 1] (1 - beta1^t and 1 - beta2^t, in f64,
+// computed on the host) for t = gate->applied, as AdamWScalars::at computes them.
 struct AdamWArgs {
   float* p = nullptr;        // weights [n]
   const float* g = nullptr;  // gradients [n]
@@ -75,10 +125,13 @@ struct AdamWArgs {
   int32_t nruns = 0;
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   float step_size = 0, inv_sqrt_bc2 = 0, decayed = 1;
+  const StepGate* gate = nullptr;
+  const double* bias_corrections = nullptr;  // device array, read with a gate
+  float lr = 0;                              // read with a gate
 };
 
 // SGD as update_rules.h's sgd_update. b null: no momentum buffer. runs are read only when
-// weight_decay != 0.
+// weight_decay != 0. With a gate: nothing when gate->skip, each gradient times gate->factor.
 struct SGDArgs {
   float* p = nullptr;
   const float* g = nullptr;
@@ -88,6 +141,7 @@ struct SGDArgs {
   int32_t nruns = 0;
   float lr = 0, momentum = 0, weight_decay = 0;
   bool nesterov = false;
+  const StepGate* gate = nullptr;
 };
 
 // Every entry is set. Work is queued on the calling thread's current stream of the device and
@@ -130,6 +184,12 @@ struct DeviceBackend {
   void (*sgd_step)(const SGDArgs& a);
   // g *= inv_scale; whether every result is finite.
   bool (*unscale_grads)(float* g, int64_t n, float inv_scale);
+
+  // A step decided on the device (StepGate), none of which waits: *out = the sum of squares of
+  // x (as sum_squares); *out += double(*loss) / divisor; the verdict (one thread).
+  void (*sum_squares_into)(const float* x, int64_t n, double* out);
+  void (*add_loss)(const float* loss, double* out, double divisor);
+  void (*decide_step)(const StepDecisionArgs& a);
 
   // The communicator between processes on this kind of device ("nccl"), one device per process:
   // collective over `bootstrap` (a working CPU communicator of the same ranks, which carries the

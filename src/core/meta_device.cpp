@@ -339,6 +339,11 @@ constexpr DeviceBackend kMetaBackend = {
           record_kernel(table_cost::unscale_grads(n));
           return true;
         },
+    .sum_squares_into = [](const float*, int64_t n,
+                           double*) { record_kernel(table_cost::sum_squares(n)); },
+    // One-thread kernels of a step decided on the device: nothing a step's time would show.
+    .add_loss = [](const float*, double*, double) {},
+    .decide_step = [](const StepDecisionArgs&) {},
     .communicator_name = "meta",
     .make_communicator = [](std::shared_ptr<dist::Communicator>, int,
                             double) -> std::shared_ptr<dist::Communicator> {

@@ -54,6 +54,7 @@ void adamw(const AdamWArgs& in) {
   a.runs = decay_ranges(in.runs), a.nruns = in.nruns;
   a.beta1 = in.beta1, a.beta2 = in.beta2, a.eps = in.eps;
   a.step_size = in.step_size, a.inv_sqrt_bc2 = in.inv_sqrt_bc2, a.decayed = in.decayed;
+  a.gate = in.gate, a.bias = in.bias_corrections, a.lr = in.lr;
   adamw_step(a);
 }
 
@@ -63,6 +64,7 @@ void sgd(const SGDArgs& in) {
   a.runs = decay_ranges(in.runs), a.nruns = in.nruns;
   a.lr = in.lr, a.momentum = in.momentum, a.weight_decay = in.weight_decay;
   a.nesterov = in.nesterov;
+  a.gate = in.gate;
   sgd_step(a);
 }
 
@@ -92,6 +94,11 @@ constexpr DeviceBackend kTable = {
     .sgd_step = sgd,
     .unscale_grads = [](float* g, int64_t n,
                         float inv_scale) { return cuda::unscale_grads(g, n, inv_scale); },
+    .sum_squares_into = [](const float* x, int64_t n,
+                           double* out) { cuda::sum_squares_into(x, n, out); },
+    .add_loss = [](const float* loss, double* out,
+                   double divisor) { cuda::add_loss(loss, out, divisor); },
+    .decide_step = [](const StepDecisionArgs& a) { cuda::decide_step(a); },
     // src/backends/cuda.cu adds dist's NCCL communicator (dist is a layer below this one).
     .communicator_name = nullptr,
     .make_communicator = nullptr,

@@ -100,7 +100,16 @@ class DataParallel {
   // gradients hold grad_scale x the true ones (fp16 loss scaling); the norm returned is the
   // true one and, when finite, the gradients are divided by grad_scale in the same pass.
   virtual double clip_grad_norm(double max_norm, float grad_scale = 1.f) = 0;
-  virtual void step(float lr) = 0;
+  void step(float lr) { step(lr, nullptr); }
+  // With a gate: the update as the device decided it (Optimizer::step's gate).
+  virtual void step(float lr, const StepGate* gate) = 0;
+
+  // A step decided on the device (core/backend.h's StepGate; train/step_gate.h): this rank's
+  // share of the squared gradient norm (of the gradients as they are, loss scale included),
+  // written to *dst in device memory without waiting. Not with model-parallel ranks.
+  virtual void queue_squared_norm(double* dst) = 0;
+  // Whether every rank's share is the whole norm (the gradients replicated), not a shard's.
+  virtual bool norm_is_replicated() const = 0;
 
   // ZeRO-3's hooks for the forward (nullptr for stages 0-2: parameters are always present).
   virtual ParameterGather* gather() { return nullptr; }

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/allocator.h"
+#include "core/backend.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/sgd.h"
@@ -95,9 +96,18 @@ double DDP::clip_grad_norm(double max_norm, float grad_scale) {
   return max_norm > 0 ? tessera::clip_grad_norm(*flat_, max_norm) : grad_norm(*flat_);
 }
 
-void DDP::step(float lr) {
+void DDP::step(float lr, const StepGate* gate) {
   ScopedSpan span(tracer_, "optimizer");
-  optimizer_->step(lr);
+  optimizer_->step(lr, gate);
+}
+
+void DDP::queue_squared_norm(double* dst) {
+  TS_CHECK(!model_parallel_,
+           "ddp: a step decided on the device needs the whole model's "
+           "gradients on each rank (this rank holds a model-parallel part)");
+  flat_->sync_grads();
+  backend_for(flat_->device(), "ddp gradient norm")
+      .sum_squares_into(flat_->grad_ptr(), flat_->numel(), dst);
 }
 
 TrainingStateView DDP::training_state() {

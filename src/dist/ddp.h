@@ -18,7 +18,10 @@ class DDP final : public DataParallel {
   void begin_micro_batch(bool last) override;
   void finish_backward() override;
   double clip_grad_norm(double max_norm, float grad_scale = 1.f) override;
-  void step(float lr) override;
+  using DataParallel::step;
+  void step(float lr, const StepGate* gate) override;
+  void queue_squared_norm(double* dst) override;
+  bool norm_is_replicated() const override { return true; }
   int64_t param_numel() const override { return flat_->param_numel(); }
   MemoryReport memory() const override { return memory_; }
   uint64_t parameter_checksum() override;

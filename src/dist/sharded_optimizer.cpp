@@ -80,7 +80,8 @@ void ShardedOptimizer::check_lr(float lr) const {
            name(), lr);
 }
 
-void ShardedOptimizer::step(float lr, const Tensor& values, const Tensor& grads) {
+void ShardedOptimizer::step(float lr, const Tensor& values, const Tensor& grads,
+                            const StepGate* gate) {
   auto check = [&](const char* what, const Tensor& t) {
     TS_CHECK(t.defined() && t.dtype() == DType::f32 && t.is_contiguous() && t.numel() == n_ &&
                  t.device() == device_,
@@ -91,12 +92,13 @@ void ShardedOptimizer::step(float lr, const Tensor& values, const Tensor& grads)
   check("values", values);
   check("gradients", grads);
   if (device_.is_cpu()) {
+    TS_CHECK(!gate, "sharded {}: a step gate is device memory; the shard is on the CPU", name());
     step(lr, values.data<float>(), grads.data<float>());
     return;
   }
   check_lr(lr);
   ++step_;
-  step_on_device(lr, values.data<float>(), grads.data<float>());
+  step_on_device(lr, values.data<float>(), grads.data<float>(), gate);
 }
 
 void ShardedOptimizer::step(float lr, float* p, const float* g) {
@@ -120,7 +122,7 @@ void ShardedOptimizer::step(float lr, float* p, const float* g) {
 // One launch over the shard, filled in exactly as optim/adamw.cpp and optim/sgd.cpp fill theirs
 // for the whole flat buffer (same scalars, same kernels), so the GPU shard updates bit for bit
 // like the flat GPU optimizer.
-void ShardedOptimizer::step_on_device(float lr, float* p, const float* g) {
+void ShardedOptimizer::step_on_device(float lr, float* p, const float* g, const StepGate* gate) {
   const DeviceBackend& b = backend_for(device_, "sharded optimizer");
   const auto* runs = device_runs_.defined()
                          ? static_cast<const DeviceDecayRun*>(device_runs_.raw_data())
@@ -139,6 +141,10 @@ void ShardedOptimizer::step_on_device(float lr, float* p, const float* g) {
     a.nruns = nruns;
     a.beta1 = sc.beta1, a.beta2 = sc.beta2, a.eps = sc.eps;
     a.step_size = sc.step_size, a.inv_sqrt_bc2 = sc.inv_sqrt_bc2, a.decayed = sc.decayed;
+    if (gate) {
+      a.gate = gate, a.lr = lr;
+      a.bias_corrections = bias_.covering(step_, o.beta1, o.beta2, device_);
+    }
     b.adamw_step(a);
     return;
   }
@@ -154,6 +160,7 @@ void ShardedOptimizer::step_on_device(float lr, float* p, const float* g) {
   }
   a.lr = lr, a.momentum = o.momentum, a.weight_decay = o.weight_decay;
   a.nesterov = o.nesterov;
+  a.gate = gate;
   b.sgd_step(a);
 }
 

@@ -37,7 +37,8 @@ class ShardedOptimizer {
   Device device() const { return device_; }
   // One update of the shard: values and grads are its [end - begin] elements (contiguous f32,
   // on device()). On a GPU the update is queued on the current stream.
-  void step(float lr, const Tensor& values, const Tensor& grads);
+  // With a gate, as the device decided (Optimizer::step's gate).
+  void step(float lr, const Tensor& values, const Tensor& grads, const StepGate* gate = nullptr);
   // The same from host pointers to the shard's first element (a CPU optimizer only).
   void step(float lr, float* values, const float* grads);
   int64_t step_count() const { return step_; }
@@ -51,7 +52,7 @@ class ShardedOptimizer {
  private:
   using Run = UpdateRun;  // shard-local ranges
   void check_lr(float lr) const;
-  void step_on_device(float lr, float* values, const float* grads);
+  void step_on_device(float lr, float* values, const float* grads, const StepGate* gate);
 
   ShardedOptimizerOptions opt_;
   Device device_;
@@ -59,7 +60,8 @@ class ShardedOptimizer {
   std::vector<Run> runs_;
   Tensor device_runs_;  // runs_ as DeviceDecayRun records on device_ (a GPU optimizer only)
   int64_t step_ = 0;
-  Tensor m_, v_;  // AdamW moments, or SGD momentum in m_
+  Tensor m_, v_;                // AdamW moments, or SGD momentum in m_
+  DeviceBiasCorrections bias_;  // for gated AdamW steps
 };
 
 }  // namespace tessera::dist

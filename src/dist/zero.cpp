@@ -294,10 +294,19 @@ double Zero::clip_grad_norm(double max_norm, float grad_scale) {
   return norm;
 }
 
-void Zero::step(float lr) {
+void Zero::queue_squared_norm(double* dst) {
+  TS_CHECK(!model_parallel_,
+           "zero: a step decided on the device needs the whole model's "
+           "gradients over the data-parallel ranks (this rank holds a "
+           "model-parallel part)");
+  backend_for(shard_grads_.device(), "zero gradient norm")
+      .sum_squares_into(shard_grads_.data<float>(), shard_grads_.numel(), dst);
+}
+
+void Zero::step(float lr, const StepGate* gate) {
   {
     ScopedSpan span(tracer_, "optimizer");
-    optimizer_->step(lr, shard_values(), shard_grads_);
+    optimizer_->step(lr, shard_values(), shard_grads_, gate);
   }
   if (stage_ == 3) return;
   // Every rank updated its shard; gather the others' (in place).

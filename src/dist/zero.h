@@ -35,7 +35,10 @@ class Zero final : public DataParallel, public ParameterGather {
   void begin_micro_batch(bool last) override;
   void finish_backward() override;
   double clip_grad_norm(double max_norm, float grad_scale = 1.f) override;
-  void step(float lr) override;
+  using DataParallel::step;
+  void step(float lr, const StepGate* gate) override;
+  void queue_squared_norm(double* dst) override;
+  bool norm_is_replicated() const override { return false; }
   ParameterGather* gather() override { return stage_ == 3 && layered_ ? this : nullptr; }
   void gather_all() override;
   void release_all() override;

@@ -18,8 +18,10 @@ AdamW::AdamW(FlatParameters& params, AdamWOptions opt)
   exp_avg_sq_ = add_state_buffer("exp_avg_sq");
 }
 
-void AdamW::step(float lr) {
+void AdamW::step(float lr, const StepGate* gate) {
   begin_step(lr);
+  TS_CHECK(!gate || !params_.device().is_cpu(),
+           "adamw: a step gate is device memory; the parameters are on the CPU");
   const AdamWScalars sc =
       AdamWScalars::at(lr, step_, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay);
   const auto& runs = decay_runs();
@@ -39,6 +41,10 @@ void AdamW::step(float lr) {
     a.nruns = int32_t(runs.size());
     a.beta1 = sc.beta1, a.beta2 = sc.beta2, a.eps = sc.eps;
     a.step_size = sc.step_size, a.inv_sqrt_bc2 = sc.inv_sqrt_bc2, a.decayed = sc.decayed;
+    if (gate) {
+      a.gate = gate, a.lr = lr;
+      a.bias_corrections = bias_.covering(step_, opt_.beta1, opt_.beta2, params_.device());
+    }
     b.adamw_step(a);
     return;
   }

@@ -4,6 +4,7 @@
 //   p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 // as one fused OpenMP pass over the flat buffers.
 #pragma once
+#include "optim/bias_corrections.h"
 #include "optim/optimizer.h"
 
 namespace tessera {
@@ -20,13 +21,15 @@ class AdamW final : public Optimizer {
  public:
   explicit AdamW(FlatParameters& params, AdamWOptions opt = {});
   const char* name() const override { return "adamw"; }
-  void step(float lr) override;
+  using Optimizer::step;
+  void step(float lr, const StepGate* gate) override;
   const AdamWOptions& options() const { return opt_; }
 
  private:
   AdamWOptions opt_;
-  float* exp_avg_;     // m
-  float* exp_avg_sq_;  // v
+  float* exp_avg_;              // m
+  float* exp_avg_sq_;           // v
+  DeviceBiasCorrections bias_;  // for gated steps
 };
 
 }  // namespace tessera

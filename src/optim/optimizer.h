@@ -12,6 +12,8 @@
 
 namespace tessera {
 
+struct StepGate;  // core/backend.h
+
 // Everything an optimizer needs to resume bit-identically. Buffers are laid out like the flat
 // parameter buffers (FlatParameters::segments() says where each parameter's state is).
 struct OptimizerState {
@@ -32,8 +34,12 @@ class Optimizer {
   Optimizer& operator=(const Optimizer&) = delete;
 
   virtual const char* name() const = 0;
-  // One update from the gradients in the flat gradient buffer.
-  virtual void step(float lr) = 0;
+  // One update from the gradients in the flat gradient buffer. With a gate (device parameters
+  // only): the update the device decided (core/backend.h's StepGate), skipped or with its
+  // gradient factor, so the host need not know; step_count() then counts the calls, an upper
+  // bound of the updates, until the caller sets it from the gate's count (load_state).
+  virtual void step(float lr, const StepGate* gate) = 0;
+  void step(float lr) { step(lr, nullptr); }
 
   int64_t step_count() const { return step_; }
   FlatParameters& params() const { return params_; }

@@ -15,8 +15,10 @@ SGD::SGD(FlatParameters& params, SGDOptions opt)
   if (opt_.momentum > 0) momentum_buf_ = add_state_buffer("momentum");
 }
 
-void SGD::step(float lr) {
+void SGD::step(float lr, const StepGate* gate) {
   begin_step(lr);
+  TS_CHECK(!gate || !params_.device().is_cpu(),
+           "sgd: a step gate is device memory; the parameters are on the CPU");
   if (!params_.device().is_cpu()) {
     // One launch over the whole flat buffer, sgd_update's formula per element; the momentum
     // buffer is a device tensor (add_state_buffer allocates on the parameters' device).
@@ -32,6 +34,7 @@ void SGD::step(float lr) {
     }
     a.lr = lr, a.momentum = opt_.momentum, a.weight_decay = opt_.weight_decay;
     a.nesterov = opt_.nesterov;
+    a.gate = gate;
     b.sgd_step(a);
     return;
   }

@@ -20,7 +20,8 @@ class SGD final : public Optimizer {
  public:
   explicit SGD(FlatParameters& params, SGDOptions opt = {});
   const char* name() const override { return "sgd"; }
-  void step(float lr) override;
+  using Optimizer::step;
+  void step(float lr, const StepGate* gate) override;
   const SGDOptions& options() const { return opt_; }
 
  private:

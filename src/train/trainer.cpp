@@ -7,6 +7,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include <fmt/format.h>
@@ -88,7 +89,8 @@ RunSummary Trainer::run() {
       timed_start_ = Clock::now();
       if (opt_.profile) prof::reset(), prof::set_enabled(true);
     }
-    const StepResult r = train_step(s);
+    StepResult r = train_step(s);
+    if (decider_ && verdicts_due(r.step)) read_verdicts(&r);
     report(r);
     checkpoint_if_due(r.step);
     if (opt_.on_step) opt_.on_step(r.step, r.loss, *dp_);
@@ -276,6 +278,14 @@ void Trainer::build_optimisation_state() {
   samples_.emplace(mesh_->dp().get(), mesh_->dp_rank());
   timing_.emplace(comm_.get(), cfg_.parallel.slow_rank_factor);
   if (resumed_) samples_->resume(loop_.samples_digest);
+  if (device_.type == DeviceType::cuda && !tp_group_ && !cp_group_ && !pipeline_) {
+    StepDeciderOptions o;
+    o.scaler = scaler_->options();
+    o.max_norm = cfg_.optim.grad_clip;
+    o.micro_batches = micro_;
+    o.capacity = std::clamp<int64_t>(cfg_.train.log_every, 1, 4096);
+    decider_.emplace(device_, *comm_, o, scaler_->state(), dp_->optimizer_steps());
+  }
 }
 
 void Trainer::open_records() {
@@ -329,8 +339,13 @@ StepResult Trainer::train_step(int64_t step) {
     task_->next_batch();
   }
   samples_->add(step, task_->sample_ids());
-  // Read once: the scaler changes only when the update is applied or skipped below.
+  // Read once: the scaler changes only when the update is applied or skipped below. (On the
+  // device's decisions, fp16's scale lives on the device: the backward seeds from it there.)
   const float loss_scale = scaler_->scale();
+  if (decider_) {
+    if (decider_->pending() == 0) window_start_ = t0;
+    decider_->begin_step();
+  }
   // The micro-batch losses are read once backward is queued: on a GPU, reading one waits for
   // the device, and the host should be enqueuing the backward meanwhile.
   const int64_t tp_bytes_before = tp_group_ ? tp_group_->payload_bytes() : 0;
@@ -341,6 +356,19 @@ StepResult Trainer::train_step(int64_t step) {
   timing_->add(ms_since(t0));
   dp_->finish_backward();
   if (embedding_group_) sum_tied_embedding_grads();
+  if (decider_) {  // no wait: the loss and norm stay NaN until the verdicts are read
+    for (const Tensor& l : micro_losses) decider_->add_loss(l.to(DType::f32).contiguous());
+    decider_->decide(*dp_);
+    {
+      prof::Scope scope(prof::Family::optimizer, "optimizer_step");
+      dp_->step(float(r.lr), decider_->gate());
+    }
+    r.loss = r.grad_norm = std::numeric_limits<double>::quiet_NaN();
+    loop_.step = r.step;
+    loop_.last_lr = r.lr;
+    summary_.steps = r.step;
+    return r;
+  }
   const std::vector<std::unique_ptr<HostRead>> loss_reads = start_loss_reads(micro_losses);
   // The true norm; the gradients are unscaled (fp16) and clipped in one pass when finite.
   {
@@ -379,7 +407,10 @@ std::vector<Tensor> Trainer::run_micro_batches(float loss_scale) {
     micro_losses.push_back(l.detach());
     dist::ScopedSpan span(&*tracer_, "backward");
     const float f = loss_scale / float(micro_);  // fp16: gradients loss_scale x too large
-    (f == 1.f ? l : ops::scale(l, f)).backward();
+    if (decider_ && fp16_)
+      l.backward(decider_->backward_seed(l));  // the scale as the device last decided it
+    else
+      (f == 1.f ? l : ops::scale(l, f)).backward();
   }
   return micro_losses;
 }
@@ -424,32 +455,75 @@ void Trainer::apply_or_skip_update(const StepResult& r, float loss_scale) {
   // fp16: a finite loss with an inf/NaN gradient is the loss scale overflowing fp16, not a
   // diverging run: the scaler halves the scale and the step is skipped without counting
   // against train.max_bad_steps (until the scale reaches its floor).
+  // (The device's decide_step applies the same rules: kernels/cuda/optim.cu.)
   const bool finite_loss = std::isfinite(r.loss), finite_norm = std::isfinite(r.grad_norm);
   const bool overflow =
       fp16_ && finite_loss && !finite_norm && scaler_->scale() > scaler_->options().min_scale;
+  int32_t outcome = kStepBad;
   if (finite_loss && finite_norm) {
     prof::Scope scope(prof::Family::optimizer, "optimizer_step");
     dp_->step(float(r.lr));
-    loop_.bad_in_a_row = 0;
-    scaler_->update(true);
+    outcome = kStepApplied;
   } else if (overflow) {
-    scaler_->update(false);
-    progress_->message(fmt::format(
-        "step {}: fp16 gradients overflowed at loss scale {}: step skipped, scale now {}", r.step,
-        double(loss_scale), double(scaler_->scale())));
-  } else {
-    scaler_->update(false);
-    ++loop_.bad_total, ++loop_.bad_in_a_row;
-    progress_->message(
-        fmt::format("step {}: non-finite loss {} or gradient norm {}: skipped ({} in a row)",
-                    r.step, r.loss, r.grad_norm, loop_.bad_in_a_row));
-    TS_CHECK(cfg_.train.max_bad_steps == 0 || loop_.bad_in_a_row < cfg_.train.max_bad_steps,
-             "train: {} steps in a row (steps {} to {}) had a non-finite loss or gradient "
-             "norm; stopping (train.max_bad_steps = {}). Lower optim.lr or set "
-             "optim.grad_clip; {}",
-             loop_.bad_in_a_row, r.step + 1 - loop_.bad_in_a_row, r.step, cfg_.train.max_bad_steps,
-             checkpoints_->describe_newest());
+    outcome = kStepOverflow;
   }
+  scaler_->update(outcome == kStepApplied);
+  note_outcome(r.step, outcome, r, loss_scale, scaler_->scale());
+}
+
+void Trainer::note_outcome(int64_t step, int32_t outcome, const StepResult& r, float scale_used,
+                           float scale_after) {
+  if (outcome == kStepApplied) {
+    loop_.bad_in_a_row = 0;
+    return;
+  }
+  if (outcome == kStepOverflow) {
+    progress_->message(fmt::format(
+        "step {}: fp16 gradients overflowed at loss scale {}: step skipped, scale now {}", step,
+        double(scale_used), double(scale_after)));
+    return;
+  }
+  ++loop_.bad_total, ++loop_.bad_in_a_row;
+  progress_->message(
+      fmt::format("step {}: non-finite loss {} or gradient norm {}: skipped ({} in a row)", step,
+                  r.loss, r.grad_norm, loop_.bad_in_a_row));
+  TS_CHECK(cfg_.train.max_bad_steps == 0 || loop_.bad_in_a_row < cfg_.train.max_bad_steps,
+           "train: {} steps in a row (steps {} to {}) had a non-finite loss or gradient "
+           "norm; stopping (train.max_bad_steps = {}). Lower optim.lr or set "
+           "optim.grad_clip; {}",
+           loop_.bad_in_a_row, step + 1 - loop_.bad_in_a_row, step, cfg_.train.max_bad_steps,
+           checkpoints_->describe_newest());
+}
+
+bool Trainer::verdicts_due(int64_t done) const {
+  const TrainConfig& t = cfg_.train;
+  return is_last(done) || decider_->full() || on_period(done, t.log_every) ||
+         on_period(done, t.eval_every) || on_period(done, t.sample_every) ||
+         on_period(done, t.checkpoint_every);
+}
+
+void Trainer::read_verdicts(StepResult* r) {
+  const int64_t n = decider_->pending();
+  if (n == 0) return;
+  const double window_ms = ms_since(window_start_);
+  const StepDecider::Verdicts v = decider_->read();
+  const int64_t first = loop_.step - n + 1;
+  StepResult each;
+  for (int64_t k = 0; k < n; ++k) {
+    const StepRecord& rec = v.steps[size_t(k)];
+    each.loss = rec.loss, each.grad_norm = rec.grad_norm;
+    summary_.final_loss = rec.loss;
+    summary_.losses.push_back(rec.loss);
+    note_outcome(first + k, rec.outcome, each, rec.scale_used, rec.scale_after);
+  }
+  scaler_->load_state({v.state.loss_scale, v.state.clean_steps, v.state.skipped_steps});
+  dp_->set_optimizer_steps(v.state.applied);
+  if (!r) return;
+  r->loss = each.loss, r->grad_norm = each.grad_norm;
+  // The host queued ahead of the device: a step's own time is its share of the window's.
+  r->ms = window_ms / double(n);
+  r->items_per_s = double(task_->items_per_step()) / (r->ms / 1e3);
+  r->tflops = task_->flops_per_step() / double(world_) / (r->ms / 1e3) / 1e12;
 }
 
 // ---- Reports: progress, metrics, evaluation, samples ----
@@ -516,7 +590,8 @@ void Trainer::checkpoint_if_due(int64_t done) {
 }
 
 ckpt::SaveResult Trainer::save_checkpoint(bool async) {
-  checkpoints_->finish_pending();  // before the snapshot: one save at a time
+  checkpoints_->finish_pending();        // before the snapshot: one save at a time
+  if (decider_) read_verdicts(nullptr);  // the scaler and update count as the device has them
   // The metrics up to this step become durable before the checkpoint of this step can.
   if (metrics_) metrics_->sync();
   loop_.loss_scaler = scaler_->state();
@@ -554,6 +629,7 @@ bool Trainer::handle_stop_signal(int64_t done) {
 
 RunSummary Trainer::finish() {
   checkpoints_->finish_pending();
+  if (decider_) read_verdicts(nullptr);
   if (metrics_) {
     metrics_->sync();
     if (metrics_->pending_lines() > 0)

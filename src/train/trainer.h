@@ -32,12 +32,14 @@
 #include "train/rank_timing.h"
 #include "train/run_report.h"
 #include "train/sample_account.h"
+#include "train/step_decider.h"
 #include "train/task.h"
 
 namespace tessera::train {
 
 // Called on every rank after each optimizer step (step counts from 1) with the loss averaged
-// over ranks; tests use it to compare parameters across ranks (collectives are allowed).
+// over ranks; tests use it to compare parameters across ranks (collectives are allowed). A step
+// decided on the device whose verdict the host has not read yet passes NaN as its loss.
 using StepCallback = std::function<void(int64_t step, double loss, dist::DataParallel& dp)>;
 
 struct RunOptions {
@@ -153,6 +155,16 @@ class Trainer {
   // Applies the update when the loss and gradient norm are finite; otherwise skips it as an
   // fp16 overflow (the scaler backs off) or a bad step (counted against train.max_bad_steps).
   void apply_or_skip_update(const StepResult& r, float loss_scale);
+  // What the host does with a step's verdict, decided here or on the device: the messages of a
+  // skipped step, the count of bad steps in a row and its limit.
+  void note_outcome(int64_t step, int32_t outcome, const StepResult& r, float scale_used,
+                    float scale_after);
+  // Steps decided on the device (decider_): whether the host must read their verdicts after
+  // step `done` (it reports, evaluates, samples or saves then, or the verdicts fill up); and
+  // the reading: every verdict noted, the losses recorded, the scaler and update count set from
+  // the device's, and r (the newest step) given its loss, norm and the window's time per step.
+  bool verdicts_due(int64_t done) const;
+  void read_verdicts(StepResult* r);
 
   // After step r.step: the progress line and metrics record on logged steps, evaluation and
   // samples when due.
@@ -205,6 +217,10 @@ class Trainer {
   std::optional<LRSchedule> schedule_;
   std::optional<DynamicLossScaler> scaler_;
   bool fp16_ = false;
+  // On a GPU without tensor, context or pipeline ranks: each step's update decided on the
+  // device, so that a step that is not logged never waits for it (step_decider.h).
+  std::optional<StepDecider> decider_;
+  Clock::time_point window_start_;  // the first unread verdict's step began
   ckpt::LoopState loop_;
   std::optional<SampleAccount> samples_;
   std::optional<RankTiming> timing_;

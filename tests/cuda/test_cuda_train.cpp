@@ -14,7 +14,10 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "core/file_io.h"
 #include "cuda_test_util.h"
@@ -106,9 +109,96 @@ train::Config classifier_job(const fs::path& images, const std::string& kind,
   return c;
 }
 
+// The run's console lines that contain `needle`, in order; the run's exception's text appended
+// when it threw.
+std::vector<std::string> console_lines(const train::Config& cfg, const fs::path& out,
+                                       const std::string& needle) {
+  const fs::path log = out.string() + ".log";
+  fs::create_directories(out.parent_path());
+  std::unique_ptr<FILE, int (*)(FILE*)> console(std::fopen(log.c_str(), "w"), &std::fclose);
+  train::RunOptions o;
+  o.out_dir = out.string();
+  o.plot = false;
+  o.console = console.get();
+  o.comm = std::make_shared<dist::LocalCommunicator>();
+  std::string error;
+  try {
+    train::run_training(cfg, o);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  console.reset();
+  std::vector<std::string> lines;
+  std::ifstream in(log);
+  for (std::string line; std::getline(in, line);)
+    if (line.find(needle) != std::string::npos) lines.push_back(line);
+  if (!error.empty()) lines.push_back(error);
+  return lines;
+}
+
 class CudaTrain : public cudatest::CudaTest {};
 
 }  // namespace
+
+// fp16 from a loss scale of 2^26: the first steps overflow the f16 gradients and are skipped,
+// the scale backing off each time. On the GPU the device decides each step (train/
+// step_decider.h) and the host reads the verdicts only every 4 steps; the CPU decides each step
+// on the host. The skipped steps, the scales in their messages and the losses must agree.
+TEST_F(CudaTrain, Fp16OverflowsDecidedOnTheDeviceMatchTheCpu) {
+  const fs::path dir = temp_dir("fp16_overflow");
+  const fs::path corpus = tessera::testing::write_tiny_corpus(dir);
+  std::vector<std::string> lines[2];
+  for (int i = 0; i < 2; ++i) {
+    train::Config c = gpt_job(corpus, i == 0 ? "cpu" : "cuda", "fp16");
+    c.train.steps = 12;
+    c.train.log_every = 4;
+    c.train.eval_every = 0;
+    c.train.loss_scale = 67108864.0;  // 2^26
+    lines[i] = console_lines(c, dir / (i == 0 ? "cpu" : "gpu"), "overflowed");
+  }
+  std::printf(
+      "[fp16] from a loss scale of 2^26: %zu of 12 steps overflowed on the CPU, %zu on "
+      "the GPU\n",
+      lines[0].size(), lines[1].size());
+  ASSERT_GE(lines[0].size(), 2u) << "2^26 should overflow f16 more than once";
+  ASSERT_LE(lines[0].size(), 8u) << "the later steps should be applied at a lower scale";
+  EXPECT_EQ(lines[1], lines[0]);
+}
+
+// A learning rate of 1e30 makes every loss after the first step non-finite. With
+// train.max_bad_steps = 3 the CPU stops at step 4, naming steps 2 to 4; the GPU, whose device
+// decides the steps and whose host reads the verdicts every 8 steps, must stop with the same
+// error and the same messages before it.
+TEST_F(CudaTrain, BadStepsDecidedOnTheDeviceStopTheRunAsOnTheCpu) {
+  const fs::path dir = temp_dir("bad_steps");
+  const fs::path corpus = tessera::testing::write_tiny_corpus(dir);
+  std::vector<std::string> lines[2];
+  for (int i = 0; i < 2; ++i) {
+    train::Config c = gpt_job(corpus, i == 0 ? "cpu" : "cuda", "f32");
+    c.train.steps = 12;
+    c.train.log_every = 8;
+    c.train.eval_every = 0;
+    c.train.max_bad_steps = 3;
+    c.optim.lr = 1e30;
+    c.optim.warmup_steps = 0;
+    lines[i] = console_lines(c, dir / (i == 0 ? "cpu" : "gpu"), "step");
+  }
+  ASSERT_FALSE(lines[0].empty());
+  EXPECT_NE(lines[0].back().find("3 steps in a row"), std::string::npos) << lines[0].back();
+  // Each skipped step's number and count in a row, then the error up to its advice (the loss
+  // and norm printed may be inf on one backend and NaN on the other).
+  std::vector<std::string> skipped[2];
+  for (int i = 0; i < 2; ++i)
+    for (const std::string& l : lines[i]) {
+      const size_t row = l.find(" in a row"), colon = l.find(':');
+      if (l.find("skipped") != std::string::npos && row != std::string::npos)
+        skipped[i].push_back(l.substr(0, colon) + " " + l.substr(l.rfind('(', row)));
+      else if (l.find("stopping") != std::string::npos)
+        skipped[i].push_back(l.substr(l.find("train:"), l.find("stopping") - l.find("train:")));
+    }
+  ASSERT_EQ(skipped[0].size(), 4u);  // steps 2, 3, 4 and the error
+  EXPECT_EQ(skipped[1], skipped[0]);
+}
 
 TEST_F(CudaTrain, GPTF32MatchesTheCpu) {
   const fs::path dir = temp_dir("f32");
@@ -145,7 +235,10 @@ TEST_F(CudaTrain, GPT16BitPrecisionsTrackTheCpuF32Run) {
 // On the GPU every kernel sums in a fixed order (the embedding backward too: positions grouped
 // by id, no atomics) and cuBLASLt is deterministic for one GPU and library version, so resuming
 // on the GPU repeats the uninterrupted run bit for bit: the same losses and the same final
-// weights file. On the CPU the sums run in other orders: close, not equal.
+// weights file. On the CPU the sums run in other orders: close, not equal. The device decides
+// each step and the host reads its verdicts at logged and checkpointed steps (every 5th and
+// 3rd here): when it reads them must not change the run, so logging every step gives the same
+// weights.
 TEST_F(CudaTrain, CheckpointFromTheGpuResumesOnTheGpuAndOnTheCpu) {
   const fs::path dir = temp_dir("ckpt");
   const fs::path corpus = tessera::testing::write_tiny_corpus(dir);
@@ -153,10 +246,19 @@ TEST_F(CudaTrain, CheckpointFromTheGpuResumesOnTheGpuAndOnTheCpu) {
   c.train.steps = 8;
   c.train.checkpoint_every = 3;
   c.train.checkpoint_async = 0;
+  c.train.log_every = 5;
   const train::RunSummary full = run(c, dir / "full");
   ASSERT_EQ(full.checkpoints_saved, 3);
   const std::string full_weights =
       read_small_file((dir / "full" / "model.safetensors").string(), 1 << 30);
+  train::Config every = c;
+  every.train.log_every = 1;
+  every.train.checkpoint_every = 0;
+  const train::RunSummary logged = run(every, dir / "logged");
+  EXPECT_EQ(logged.losses, full.losses);
+  EXPECT_TRUE(read_small_file((dir / "logged" / "model.safetensors").string(), 1 << 30) ==
+              full_weights)
+      << "reading the verdicts every step changed the run";
   for (const char* device : {"cuda", "cpu"}) {
     const bool gpu = device[1] == 'u';
     const fs::path out = dir / device;

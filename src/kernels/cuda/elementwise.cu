@@ -90,21 +90,34 @@ __global__ void sum_final_kernel(const double* partial, int n, double* out) {
   if (threadIdx.x == 0) *out = acc;
 }
 
+// *out = the sum, written on the device: partials per block, then one block sums them in order.
+template <bool kSquares>
+void reduce_into(const float* x, int64_t n, double* out, cudaStream_t s) {
+  if (n <= 0) {
+    CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(double), s));
+    return;
+  }
+  const unsigned blocks = grid_for(n);
+  DeviceCachingAllocator& alloc = device_allocator();
+  const size_t bytes = blocks * sizeof(double);
+  auto* partial = static_cast<double*>(alloc.allocate_on(bytes, s));
+  launch<sum_partial_kernel<kSquares>>(blocks, kThreads, 0, s, x, n, partial);
+  CUDA_CHECK_LAUNCH();
+  launch<sum_final_kernel>(1, kThreads, 0, s, partial, int(blocks), out);
+  CUDA_CHECK_LAUNCH();
+  alloc.release(partial, bytes);  // reused in stream order
+}
+
 template <bool kSquares>
 double reduce(const float* x, int64_t n, cudaStream_t s) {
   if (n <= 0) return 0.0;
-  const unsigned blocks = grid_for(n);
   DeviceCachingAllocator& alloc = device_allocator();
-  const size_t bytes = (blocks + 1) * sizeof(double);
-  auto* buf = static_cast<double*>(alloc.allocate_on(bytes, s));
-  launch<sum_partial_kernel<kSquares>>(blocks, kThreads, 0, s, x, n, buf);
-  CUDA_CHECK_LAUNCH();
-  launch<sum_final_kernel>(1, kThreads, 0, s, buf, int(blocks), buf + blocks);
-  CUDA_CHECK_LAUNCH();
+  auto* sum = static_cast<double*>(alloc.allocate_on(sizeof(double), s));
+  reduce_into<kSquares>(x, n, sum, s);
   double out = 0;
-  CUDA_CHECK(cudaMemcpyAsync(&out, buf + blocks, sizeof out, cudaMemcpyDeviceToHost, s));
+  CUDA_CHECK(cudaMemcpyAsync(&out, sum, sizeof out, cudaMemcpyDeviceToHost, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
-  alloc.release(buf, bytes);
+  alloc.release(sum, sizeof(double));
   return out;
 }
 
@@ -171,6 +184,9 @@ double sum(const float* x, int64_t n, cudaStream_t s) {
 }
 double sum_squares(const float* x, int64_t n, cudaStream_t s) {
   return reduce<true>(x, n, s);
+}
+void sum_squares_into(const float* x, int64_t n, double* out, cudaStream_t s) {
+  reduce_into<true>(x, n, out, s);
 }
 
 #define TS_INSTANTIATE(T)                                                       \

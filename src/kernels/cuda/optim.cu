@@ -25,9 +25,18 @@ __device__ inline bool decays(const DecayRange* runs, int32_t nruns, int64_t i) 
 
 __global__ void adamw_kernel(AdamWStep a) {
   const float b1 = a.beta1, b2 = a.beta2;
+  float factor = 1.f;
+  bool scaled = false;
+  if (a.gate) {  // the device's verdict; the scalars as AdamWScalars::at computes them
+    if (a.gate->skip) return;
+    factor = a.gate->factor, scaled = factor != 1.f;
+    const int64_t t = a.gate->applied;
+    a.step_size = float(double(a.lr) / a.bias[2 * t]);
+    a.inv_sqrt_bc2 = float(1.0 / sqrt(a.bias[2 * t + 1]));
+  }
   TS_GRID_STRIDE(i, a.n) {
     const float keep = a.nruns > 0 && decays(a.runs, a.nruns, i) ? a.decayed : 1.f;
-    const float gi = a.g[i];
+    const float gi = scaled ? a.g[i] * factor : a.g[i];
     const float mi = b1 * a.m[i] + (1.f - b1) * gi;
     const float vi = b2 * a.v[i] + (1.f - b2) * gi * gi;
     a.m[i] = mi;
@@ -44,10 +53,12 @@ __global__ void adamw_kernel(AdamWStep a) {
 __global__ void sgd_kernel(SGDStep a) {
   const float lr = a.lr, mu = a.momentum;
   const bool lookup = a.weight_decay != 0.f && a.nruns > 0;
+  if (a.gate && a.gate->skip) return;
+  const float factor = a.gate ? a.gate->factor : 1.f;
   TS_GRID_STRIDE(i, a.n) {
     const float wd = lookup && decays(a.runs, a.nruns, i) ? a.weight_decay : 0.f;
     const float pi = a.p[i];
-    const float gi = a.g[i] + wd * pi;
+    const float gi = (factor != 1.f ? a.g[i] * factor : a.g[i]) + wd * pi;
     if (a.b) {
       const float bi = mu * a.b[i] + gi;
       a.b[i] = bi;
@@ -69,7 +80,72 @@ __global__ void unscale_kernel(float* g, int64_t n, float inv, int* flag) {
   if (__any_sync(0xffffffffu, bad) && threadIdx.x % kWarp == 0) atomicOr(flag, 1);
 }
 
+__global__ void add_loss_kernel(const float* loss, double* out, double divisor) {
+  *out += double(*loss) / divisor;
+}
+
+// std::isfinite, spelled so that both compilers take it in a kernel (NaN fails the comparison).
+__device__ inline bool finite(double x) {
+  return fabs(x) <= 1.7976931348623157e308;
+}
+
+// Trainer::apply_or_skip_update, DDP's / ZeRO's unscale-and-clip and DynamicLossScaler::update
+// in one thread, in the same f64 operations and order (sqrt and division are correctly rounded
+// on both sides), so the device decides exactly as the host would.
+__global__ void decide_step_kernel(StepDecisionArgs a) {
+  StepGate& g = *a.gate;
+  double squares = 0, loss = 0;
+  for (int r = 0; r < a.ranks; ++r) squares += a.sums[r].squares, loss += a.sums[r].loss;
+  if (a.replicated_squares) squares = a.sums[0].squares;
+  loss /= double(a.ranks);  // Communicator::average_f64: the sum in rank order, then divided
+  const float scale = g.loss_scale;
+  const double norm = sqrt(squares) / double(scale);
+  const bool finite_loss = finite(loss), finite_norm = finite(norm);
+  double factor = 1.0;
+  if (finite_norm) {
+    factor = 1.0 / double(scale);
+    if (a.max_norm > 0 && norm > a.max_norm) factor *= a.max_norm / norm;
+  }
+  g.factor = float(factor);
+  StepRecord rec;
+  rec.loss = loss, rec.grad_norm = norm, rec.scale_used = scale;
+  if (finite_loss && finite_norm) {
+    g.skip = 0;
+    ++g.applied;
+    if (a.scaler_enabled && ++g.clean_steps >= a.growth_interval) {
+      const float grown = g.loss_scale * a.growth_factor;
+      if (finite(grown)) g.loss_scale = grown;
+      g.clean_steps = 0;
+    }
+    rec.outcome = kStepApplied;
+  } else {
+    g.skip = 1;
+    const bool overflow = a.scaler_enabled && finite_loss && scale > a.min_scale;
+    ++g.skipped_steps;
+    g.clean_steps = 0;
+    if (a.scaler_enabled) g.loss_scale = fmaxf(a.min_scale, g.loss_scale * a.backoff_factor);
+    rec.outcome = overflow ? kStepOverflow : kStepBad;
+  }
+  g.seed = g.loss_scale / float(a.micro_batches);
+  rec.scale_after = g.loss_scale;
+  *a.record = rec;
+}
+
 }  // namespace
+
+void add_loss(const float* loss, double* out, double divisor, cudaStream_t s) {
+  launch<add_loss_kernel>(1, 1, 0, s, loss, out, divisor);
+  CUDA_CHECK_LAUNCH();
+}
+
+void decide_step(const StepDecisionArgs& a, cudaStream_t s) {
+  TS_CHECK(
+      a.gate && a.record && a.sums && a.ranks >= 1 && a.micro_batches >= 1,
+      "cuda decide_step: incomplete arguments (gate, record, sums, {} ranks, {} micro-batches)",
+      a.ranks, a.micro_batches);
+  launch<decide_step_kernel>(1, 1, 0, s, a);
+  CUDA_CHECK_LAUNCH();
+}
 
 void adamw_step(const AdamWStep& a, cudaStream_t s) {
   if (a.n <= 0) return;

@@ -1,9 +1,11 @@
 // Optimizer and mixed-precision kernels over the flat f32 parameter / gradient buffers
 // (optim/flat_params.h): fused AdamW and SGD, each one launch over the whole buffer, and the
-// fp16 loss scaler's unscale-and-check in one pass.
+// fp16 loss scaler's unscale-and-check in one pass; the step decided on the device (StepGate,
+// core/backend.h): its sums and its verdict.
 #pragma once
 #include <cstdint>
 
+#include "core/backend.h"
 #include "core/half.h"
 #include "cuda/device.h"
 
@@ -29,6 +31,11 @@ struct AdamWStep {
   float inv_sqrt_bc2 = 0;  // 1 / sqrt(1 - beta2^t)
   float decayed = 1;       // 1 - lr * weight_decay
   bf16* p_bf16 = nullptr;  // optional: the updated weights rounded to bf16 in the same pass
+  // Optional (AdamWArgs): the device's verdict; with it step_size and inv_sqrt_bc2 come from
+  // lr and bias[2t], bias[2t + 1] for t = gate->applied.
+  const StepGate* gate = nullptr;
+  const double* bias = nullptr;
+  float lr = 0;
 };
 
 // AdamW exactly as optim/adamw.cpp computes it, per element:
@@ -48,6 +55,7 @@ struct SGDStep {
   int32_t nruns = 0;                 // weight_decay == 0
   float lr = 0, momentum = 0, weight_decay = 0;
   bool nesterov = false;
+  const StepGate* gate = nullptr;  // optional: skip, gradient factor (SGDArgs)
 };
 
 // SGD exactly as optim/update_rules.cpp's sgd_update computes it, per element:
@@ -63,5 +71,10 @@ void unscale_and_check(float* g, int64_t n, float inv_scale, int* nonfinite_flag
                        cudaStream_t s = current_stream());
 // The same, returning on the host whether all values were finite (synchronises the stream).
 bool unscale_grads(float* g, int64_t n, float inv_scale, cudaStream_t s = current_stream());
+
+// *out += double(*loss) / divisor.
+void add_loss(const float* loss, double* out, double divisor, cudaStream_t s = current_stream());
+// The step's verdict from the ranks' sums (StepDecisionArgs): one thread.
+void decide_step(const StepDecisionArgs& a, cudaStream_t s = current_stream());
 
 }  // namespace tessera::cuda
