@@ -5,10 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/rng.h"
 #include "cuda_test_util.h"
 #include "kernels/cuda/optim.h"
@@ -171,6 +173,144 @@ TEST_F(CudaOptim, SGDMatchesTheCpuOptimizer) {
 }
 
 // Argument errors are raised on the host before any launch: no device needed.
+// Bitwise equality of two doubles, NaN equal to NaN.
+bool same_f64(double a, double b) {
+  return (std::isnan(a) && std::isnan(b)) || std::memcmp(&a, &b, sizeof a) == 0;
+}
+
+// decide_step, the verdict a device-decided training step's update kernels read
+// (train/step_decider.h), against the host's rules step by step: DynamicLossScaler::update, the
+// trainer's fp16 overflow test and DDP's / ZeRO's unscale-and-clip. Two ranks' random sums with
+// inf and NaN injected, a clip at 1, a loss scale that grows every 3 clean steps and backs off
+// by 4x to its floor of 0.5; every field, every step.
+TEST_F(CudaOptim, DecideStepAppliesTheHostRules) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  const Device gpu = Device::cuda(0);
+  const DeviceBackend& b = backend_for(gpu);
+  LossScalerOptions so;
+  so.init_scale = 8.f;
+  so.growth_interval = 3;
+  so.backoff_factor = 0.25f;
+  so.min_scale = 0.5f;
+  DynamicLossScaler host(so);
+  StepGate g;
+  g.loss_scale = so.init_scale;
+  Tensor gate = Tensor::empty({8}, DType::i64, gpu), sums = Tensor::empty({4}, DType::i64, gpu);
+  Tensor record = Tensor::empty({4}, DType::i64, gpu);
+  static_assert(sizeof(StepGate) <= 64 && sizeof(RankStepSums) * 2 == 32 &&
+                sizeof(StepRecord) == 32);
+  b.copy_from_host(gate.raw_data(), &g, sizeof g);
+  int64_t applied = 0, grown = 0, floored = 0;
+  for (int step = 0; step < 300; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    const std::vector<float> u = rng.uniform(8, 0.f, 1.f);
+    const float scale = host.scale();
+    RankStepSums s[2];
+    for (int r = 0; r < 2; ++r) {
+      // Norms around the clip (each rank's share up to 2 x (scale)^2) and losses near 3.
+      s[r].squares = double(u[size_t(r)]) * 2.0 * double(scale) * double(scale);
+      s[r].loss = 3.0 + double(u[size_t(2 + r)]);
+    }
+    if (u[4] < 0.12f) s[u[5] < 0.5f ? 0 : 1].squares = std::numeric_limits<double>::infinity();
+    if (u[6] < 0.05f) s[1].loss = std::numeric_limits<double>::quiet_NaN();
+    if (u[7] < 0.04f) s[0].squares = std::numeric_limits<double>::quiet_NaN();
+    b.copy_from_host(sums.raw_data(), s, sizeof s);
+    StepDecisionArgs a;
+    a.gate = static_cast<StepGate*>(gate.raw_data());
+    a.record = static_cast<StepRecord*>(record.raw_data());
+    a.sums = static_cast<const RankStepSums*>(sums.raw_data());
+    a.ranks = 2;
+    a.micro_batches = 2;
+    a.max_norm = 1.0;
+    a.scaler_enabled = 1;
+    a.growth_factor = so.growth_factor, a.backoff_factor = so.backoff_factor;
+    a.min_scale = so.min_scale, a.growth_interval = so.growth_interval;
+    b.decide_step(a);
+    StepGate got;
+    StepRecord rec;
+    b.copy_to_host(&got, gate.raw_data(), sizeof got);
+    b.copy_to_host(&rec, record.raw_data(), sizeof rec);
+    b.synchronize();
+
+    // The host: the sums as Communicator::sum_f64 / average_f64 form them, then the trainer.
+    double squares = 0, loss = 0;
+    for (const RankStepSums& r : s) squares += r.squares, loss += r.loss;
+    loss /= 2.0;
+    const double norm = std::sqrt(squares) / double(scale);
+    const bool finite_loss = std::isfinite(loss), finite_norm = std::isfinite(norm);
+    const bool ok = finite_loss && finite_norm;
+    const bool overflow = !ok && finite_loss && scale > so.min_scale;
+    double factor = 1.0 / double(scale);
+    if (norm > 1.0) factor *= 1.0 / norm;
+    host.update(ok);
+    applied += ok;
+    grown += host.scale() > scale;
+    floored += host.scale() == so.min_scale;
+
+    EXPECT_TRUE(same_f64(rec.loss, loss)) << rec.loss << " vs " << loss;
+    EXPECT_TRUE(same_f64(rec.grad_norm, norm)) << rec.grad_norm << " vs " << norm;
+    EXPECT_EQ(rec.outcome, ok ? kStepApplied : overflow ? kStepOverflow : kStepBad);
+    EXPECT_EQ(got.skip, ok ? 0 : 1);
+    if (finite_norm) {
+      EXPECT_EQ(got.factor, float(factor));
+    }
+    EXPECT_EQ(rec.scale_used, scale);
+    EXPECT_EQ(rec.scale_after, host.scale());
+    EXPECT_EQ(got.loss_scale, host.scale());
+    EXPECT_EQ(got.seed, host.scale() / 2.f);
+    EXPECT_EQ(got.clean_steps, host.clean_steps());
+    EXPECT_EQ(got.skipped_steps, host.skipped_steps());
+    EXPECT_EQ(got.applied, applied);
+  }
+  // The run went through every rule.
+  EXPECT_GT(grown, 0) << "the scale never grew";
+  EXPECT_GT(floored, 0) << "the scale never reached its floor";
+  EXPECT_GT(applied, 0);
+}
+
+// The gated AdamW (the device's verdict: a skip, a gradient factor, the update count on the
+// device) against the host's AdamW on gradients scaled by the same factor, with steps skipped
+// in between: the bias corrections must follow the updates applied, not the calls.
+TEST_F(CudaOptim, GatedAdamWFollowsTheDevicesVerdict) {
+  Rng rng;
+  TS_TRACE_SEED(rng);
+  Generator gen(rng.u64());
+  std::vector<Tensor> cpu_params = make_params(gen), gpu_params;
+  for (const Tensor& p : cpu_params)
+    gpu_params.push_back(p.clone().to(Device::cuda(0)).set_requires_grad());
+  FlatParameters cflat(cpu_params), gflat(gpu_params);
+  AdamWOptions opt;
+  opt.weight_decay = 0.1f;
+  AdamW cpu(cflat, opt), gpu(gflat, opt);
+  const DeviceBackend& b = backend_for(Device::cuda(0));
+  Tensor gate = Tensor::empty({8}, DType::i64, Device::cuda(0));
+  StepGate g;
+  const bool skip[] = {false, true, true, false, false, true, false};
+  for (int step = 0; step < 7; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    const std::vector<float> grads = random_grads(rng, cflat, 1.f);
+    const float factor = 0.25f + 0.1f * float(step);
+    g.skip = skip[step] ? 1 : 0;
+    g.factor = factor;
+    g.applied += skip[step] ? 0 : 1;
+    b.copy_from_host(gate.raw_data(), &g, sizeof g);
+    b.copy_from_host(gflat.grad_ptr(), grads.data(), grads.size() * sizeof(float));
+    gpu.step(1e-2f, static_cast<const StepGate*>(gate.raw_data()));
+    if (!skip[step]) {
+      std::vector<float> scaled = grads;
+      for (float& x : scaled) x *= factor;
+      std::copy(scaled.begin(), scaled.end(), cflat.grad_data());
+      cpu.step(1e-2f);
+    }
+    std::vector<float> got(static_cast<size_t>(gflat.numel()));
+    b.copy_to_host(got.data(), gflat.value_ptr(), got.size() * sizeof(float));
+    b.synchronize();
+    // Same formula and scalars; the two compilers may contract a * b + c differently.
+    expect_close("gated adamw", "f32", got, values(cflat.values()), 1e-5);
+  }
+}
+
 TEST(CudaOptimArgs, SgdStepRefusesMissingBuffersBeforeLaunching) {
   cuda::SGDStep a;
   a.n = 0;
