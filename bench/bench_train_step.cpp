@@ -373,11 +373,9 @@ int main(int argc, char** argv) {
           l.backward();
       }
       prof::Scope s(prof::Family::optimizer, "adamw");
-      decider->decide(
-          [&](double* squares) {
-            backend_for(o.device).sum_squares_into(flat.grad_ptr(), flat.numel(), squares);
-          },
-          true);
+      decider->decide([&](double* squares) {
+        backend_for(o.device).sum_squares_into(flat.grad_ptr(), flat.numel(), squares);
+      });
       opt.step(o.lr, decider->gate());
     } else {
       {

@@ -89,8 +89,9 @@ enum StepOutcome : int32_t { kStepApplied = 0, kStepOverflow = 1, kStepBad = 2 }
 
 // Each rank's share of a step's sums, gathered (as bytes) from every rank into rank order.
 struct RankStepSums {
-  double squares = 0;  // of this rank's (loss-scaled) gradients: its shard under ZeRO, else all
+  double squares = 0;  // of the (loss-scaled) gradients this rank counts towards the norm
   double loss = 0;     // sum over micro-batches of loss / micro-batches
+  double counted = 0;  // 1: squares is part of the model's norm; 0: a replica's (not added)
 };
 
 // decide_step: the host's rules of Trainer::apply_or_skip_update and DynamicLossScaler::update,
@@ -100,7 +101,6 @@ struct StepDecisionArgs {
   StepRecord* record = nullptr;
   const RankStepSums* sums = nullptr;  // [ranks], rank order
   int32_t ranks = 1;
-  int32_t replicated_squares = 0;  // 1: every rank holds every gradient: the norm is rank 0's
   int64_t micro_batches = 1;
   double max_norm = 0;  // 0: no clipping
   // The loss scaler (LossScalerOptions); enabled only under fp16.
@@ -185,7 +185,7 @@ struct DeviceBackend {
   // g *= inv_scale; whether every result is finite.
   bool (*unscale_grads)(float* g, int64_t n, float inv_scale);
 
-  // A step decided on the device (StepGate), none of which waits: *out = the sum of squares of
+  // A step decided on the device (StepGate), none of which waits: *out += the sum of squares of
   // x (as sum_squares); *out += double(*loss) / divisor; the verdict (one thread).
   void (*sum_squares_into)(const float* x, int64_t n, double* out);
   void (*add_loss)(const float* loss, double* out, double divisor);

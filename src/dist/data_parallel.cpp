@@ -25,23 +25,36 @@ std::unique_ptr<DataParallel> make_data_parallel(nn::Module& model, Communicator
 DataParallel::DataParallel(Communicator& comm, Tracer* tracer, const DataParallelOptions& opt)
     : comm_(comm), tracer_(tracer), model_parallel_(opt.model_parallel), counted_(opt.counted) {}
 
-double DataParallel::counted_sum_squares(const Tensor& grads, int64_t begin,
-                                         const std::vector<ParamSegment>& segments) const {
+void DataParallel::for_each_counted_range(
+    const Tensor& grads, int64_t begin, const std::vector<ParamSegment>& segments,
+    const std::function<void(const float* p, int64_t n)>& f) const {
   const int64_t end = begin + grads.numel();
-  if (grads.device().is_cpu())
-    meta::kernel_runs(Device::cpu(), meta::table_cost::sum_squares(grads.numel()));
-  double sum = 0;
   for (size_t i = 0; i < segments.size(); ++i) {
     if (i < counted_.size() && !counted_[i]) continue;
     const int64_t a = std::max(segments[i].offset, begin);
     const int64_t b = std::min(segments[i].offset + segments[i].numel, end);
-    if (a >= b) continue;
-    const float* p = grads.data<float>() + (a - begin);
-    sum += grads.device().is_cpu()
-               ? cpu::sum_squares(p, b - a)
-               : backend_for(grads.device(), "gradient norm").sum_squares(p, b - a);
+    if (a < b) f(grads.data<float>() + (a - begin), b - a);
   }
+}
+
+double DataParallel::counted_sum_squares(const Tensor& grads, int64_t begin,
+                                         const std::vector<ParamSegment>& segments) const {
+  if (grads.device().is_cpu())
+    meta::kernel_runs(Device::cpu(), meta::table_cost::sum_squares(grads.numel()));
+  double sum = 0;
+  for_each_counted_range(grads, begin, segments, [&](const float* p, int64_t n) {
+    sum += grads.device().is_cpu() ? cpu::sum_squares(p, n)
+                                   : backend_for(grads.device(), "gradient norm").sum_squares(p, n);
+  });
   return sum;
+}
+
+void DataParallel::queue_counted_sum_squares(const Tensor& grads, int64_t begin,
+                                             const std::vector<ParamSegment>& segments,
+                                             double* dst) const {
+  const DeviceBackend& b = backend_for(grads.device(), "gradient norm");
+  for_each_counted_range(grads, begin, segments,
+                         [&](const float* p, int64_t n) { b.sum_squares_into(p, n, dst); });
 }
 
 uint64_t fnv1a(const float* p, int64_t n, uint64_t h) {

@@ -20,6 +20,7 @@
 //   dp.step(lr);                               // optimizer (+ parameter all-gather)
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -104,12 +105,15 @@ class DataParallel {
   // With a gate: the update as the device decided it (Optimizer::step's gate).
   virtual void step(float lr, const StepGate* gate) = 0;
 
-  // A step decided on the device (core/backend.h's StepGate; train/step_gate.h): this rank's
-  // share of the squared gradient norm (of the gradients as they are, loss scale included),
-  // written to *dst in device memory without waiting. Not with model-parallel ranks.
+  // A step decided on the device (core/backend.h's StepGate; train/step_decider.h): this rank's
+  // share of the squared gradient norm (of the gradients as they are, loss scale included;
+  // with model-parallel ranks, of what this rank counts), added to *dst in device memory
+  // without waiting.
   virtual void queue_squared_norm(double* dst) = 0;
-  // Whether every rank's share is the whole norm (the gradients replicated), not a shard's.
-  virtual bool norm_is_replicated() const = 0;
+  // Whether this rank's share is part of the model's norm. Summing the shares of the ranks
+  // where it is gives the norm the host forms: under ZeRO every rank's shard; replicated
+  // gradients once, on the first data-parallel rank.
+  virtual bool norm_counted_here() const = 0;
 
   // ZeRO-3's hooks for the forward (nullptr for stages 0-2: parameters are always present).
   virtual ParameterGather* gather() { return nullptr; }
@@ -138,6 +142,13 @@ class DataParallel {
   // DataParallelOptions::model_parallel); summed in f64.
   double counted_sum_squares(const Tensor& grads, int64_t begin,
                              const std::vector<ParamSegment>& segments) const;
+  // The same sum added to *dst on grads' device, without waiting (same ranges, same order).
+  void queue_counted_sum_squares(const Tensor& grads, int64_t begin,
+                                 const std::vector<ParamSegment>& segments, double* dst) const;
+  // The ranges [p, p + n) of grads that this rank counts, in layout order.
+  void for_each_counted_range(const Tensor& grads, int64_t begin,
+                              const std::vector<ParamSegment>& segments,
+                              const std::function<void(const float* p, int64_t n)>& f) const;
   Communicator& comm_;
   Tracer* tracer_;
   Communicator* model_parallel_ = nullptr;

@@ -102,10 +102,11 @@ void DDP::step(float lr, const StepGate* gate) {
 }
 
 void DDP::queue_squared_norm(double* dst) {
-  TS_CHECK(!model_parallel_,
-           "ddp: a step decided on the device needs the whole model's "
-           "gradients on each rank (this rank holds a model-parallel part)");
   flat_->sync_grads();
+  if (model_parallel_) {  // this rank's part of the model, each parameter counted once
+    queue_counted_sum_squares(flat_->grads(), 0, flat_->segments(), dst);
+    return;
+  }
   backend_for(flat_->device(), "ddp gradient norm")
       .sum_squares_into(flat_->grad_ptr(), flat_->numel(), dst);
 }

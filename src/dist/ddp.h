@@ -21,7 +21,7 @@ class DDP final : public DataParallel {
   using DataParallel::step;
   void step(float lr, const StepGate* gate) override;
   void queue_squared_norm(double* dst) override;
-  bool norm_is_replicated() const override { return true; }
+  bool norm_counted_here() const override { return comm_.rank() == 0; }
   int64_t param_numel() const override { return flat_->param_numel(); }
   MemoryReport memory() const override { return memory_; }
   uint64_t parameter_checksum() override;

@@ -295,10 +295,10 @@ double Zero::clip_grad_norm(double max_norm, float grad_scale) {
 }
 
 void Zero::queue_squared_norm(double* dst) {
-  TS_CHECK(!model_parallel_,
-           "zero: a step decided on the device needs the whole model's "
-           "gradients over the data-parallel ranks (this rank holds a "
-           "model-parallel part)");
+  if (model_parallel_) {  // the shard's part of this rank's model part, counted once
+    queue_counted_sum_squares(shard_grads_, sbegin_, segs_, dst);
+    return;
+  }
   backend_for(shard_grads_.device(), "zero gradient norm")
       .sum_squares_into(shard_grads_.data<float>(), shard_grads_.numel(), dst);
 }

@@ -38,7 +38,7 @@ class Zero final : public DataParallel, public ParameterGather {
   using DataParallel::step;
   void step(float lr, const StepGate* gate) override;
   void queue_squared_norm(double* dst) override;
-  bool norm_is_replicated() const override { return false; }
+  bool norm_counted_here() const override { return true; }
   ParameterGather* gather() override { return stage_ == 3 && layered_ ? this : nullptr; }
   void gather_all() override;
   void release_all() override;

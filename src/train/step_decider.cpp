@@ -1,5 +1,6 @@
 #include "train/step_decider.h"
 
+#include <cstddef>
 #include <cstring>
 
 #include "core/error.h"
@@ -38,11 +39,14 @@ StepDecider::StepDecider(Device device, dist::Communicator& comm, const StepDeci
   const int world = comm_.world_size(), rank = comm_.rank();
   all_ = Tensor::empty({kSumsFloats * world}, DType::f32, device_);
   mine_ = all_.slice_rows(kSumsFloats * rank, kSumsFloats * (rank + 1));
+  RankStepSums mine;  // begin_step zeroes the sums, never `counted`
+  mine.counted = opt_.counts_norm ? 1.0 : 0.0;
+  backend_.copy_from_host(mine_.raw_data(), &mine, sizeof mine);
   records_ = device_bytes(sizeof(StepRecord) * size_t(opt_.capacity), device_);
 }
 
 void StepDecider::begin_step() {
-  backend_.memset(mine_.raw_data(), 0, sizeof(RankStepSums));
+  backend_.memset(mine_.raw_data(), 0, offsetof(RankStepSums, counted));
 }
 
 void StepDecider::add_loss(const Tensor& loss) {
@@ -63,11 +67,13 @@ Tensor StepDecider::backward_seed(const Tensor& loss) const {
 }
 
 void StepDecider::decide(dist::DataParallel& dp) {
-  decide([&dp](double* squares) { dp.queue_squared_norm(squares); }, dp.norm_is_replicated());
+  TS_CHECK(dp.norm_counted_here() == opt_.counts_norm,
+           "StepDecider: built for a rank whose norm {} counted, used with one whose norm {}",
+           opt_.counts_norm ? "is" : "is not", dp.norm_counted_here() ? "is" : "is not");
+  decide([&dp](double* squares) { dp.queue_squared_norm(squares); });
 }
 
-void StepDecider::decide(const std::function<void(double* squares)>& queue_squared_norm,
-                         bool replicated) {
+void StepDecider::decide(const std::function<void(double* squares)>& queue_squared_norm) {
   TS_CHECK(!full(), "StepDecider: {} verdicts unread (read() them first)", pending_);
   auto* sums = static_cast<RankStepSums*>(mine_.raw_data());
   queue_squared_norm(&sums->squares);
@@ -80,7 +86,6 @@ void StepDecider::decide(const std::function<void(double* squares)>& queue_squar
   a.record = static_cast<StepRecord*>(records_.raw_data()) + pending_;
   a.sums = static_cast<const RankStepSums*>(all_.raw_data());
   a.ranks = world;
-  a.replicated_squares = replicated ? 1 : 0;
   a.micro_batches = opt_.micro_batches;
   a.max_norm = opt_.max_norm;
   a.scaler_enabled = opt_.scaler.enabled ? 1 : 0;

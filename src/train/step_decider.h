@@ -25,6 +25,8 @@ struct StepDeciderOptions {
   double max_norm = 0;       // optim.grad_clip (0: none)
   int64_t micro_batches = 1;
   int64_t capacity = 64;  // verdicts kept before the host must read them
+  // Whether this rank's squared norm is part of the model's (DataParallel::norm_counted_here).
+  bool counts_norm = true;
 };
 
 class StepDecider {
@@ -41,9 +43,8 @@ class StepDecider {
   // Once the gradients are complete: this rank's squared norm, every rank's sums gathered, the
   // verdict. No wait.
   void decide(dist::DataParallel& dp);
-  // The same with the squared norm queued by the caller (into device memory at `squares`);
-  // replicated: every rank's is the whole norm.
-  void decide(const std::function<void(double* squares)>& queue_squared_norm, bool replicated);
+  // The same with the squared norm queued by the caller (added to device memory at `squares`).
+  void decide(const std::function<void(double* squares)>& queue_squared_norm);
   const StepGate* gate() const { return static_cast<const StepGate*>(gate_.raw_data()); }
 
   int64_t pending() const { return pending_; }  // verdicts the host has not read

@@ -278,8 +278,9 @@ void Trainer::build_optimisation_state() {
   samples_.emplace(mesh_->dp().get(), mesh_->dp_rank());
   timing_.emplace(comm_.get(), cfg_.parallel.slow_rank_factor);
   if (resumed_) samples_->resume(loop_.samples_digest);
-  if (device_.type == DeviceType::cuda && !tp_group_ && !cp_group_ && !pipeline_) {
+  if (device_.type == DeviceType::cuda && !pipeline_) {
     StepDeciderOptions o;
+    o.counts_norm = dp_->norm_counted_here();
     o.scaler = scaler_->options();
     o.max_norm = cfg_.optim.grad_clip;
     o.micro_batches = micro_;

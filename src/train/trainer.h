@@ -217,8 +217,8 @@ class Trainer {
   std::optional<LRSchedule> schedule_;
   std::optional<DynamicLossScaler> scaler_;
   bool fp16_ = false;
-  // On a GPU without tensor, context or pipeline ranks: each step's update decided on the
-  // device, so that a step that is not logged never waits for it (step_decider.h).
+  // On a GPU without pipeline stages: each step's update decided on the device, so that a step
+  // that is not logged never waits for it (step_decider.h).
   std::optional<StepDecider> decider_;
   Clock::time_point window_start_;  // the first unread verdict's step began
   ckpt::LoopState loop_;

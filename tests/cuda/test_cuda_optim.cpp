@@ -181,8 +181,9 @@ bool same_f64(double a, double b) {
 // decide_step, the verdict a device-decided training step's update kernels read
 // (train/step_decider.h), against the host's rules step by step: DynamicLossScaler::update, the
 // trainer's fp16 overflow test and DDP's / ZeRO's unscale-and-clip. Two ranks' random sums with
-// inf and NaN injected, a clip at 1, a loss scale that grows every 3 clean steps and backs off
-// by 4x to its floor of 0.5; every field, every step.
+// inf and NaN injected (the second rank's squares a replica's, not added, every third step), a
+// clip at 1, a loss scale that grows every 3 clean steps and backs off by 4x to its floor of
+// 0.5; every field, every step.
 TEST_F(CudaOptim, DecideStepAppliesTheHostRules) {
   Rng rng;
   TS_TRACE_SEED(rng);
@@ -196,9 +197,9 @@ TEST_F(CudaOptim, DecideStepAppliesTheHostRules) {
   DynamicLossScaler host(so);
   StepGate g;
   g.loss_scale = so.init_scale;
-  Tensor gate = Tensor::empty({8}, DType::i64, gpu), sums = Tensor::empty({4}, DType::i64, gpu);
+  Tensor gate = Tensor::empty({8}, DType::i64, gpu), sums = Tensor::empty({6}, DType::i64, gpu);
   Tensor record = Tensor::empty({4}, DType::i64, gpu);
-  static_assert(sizeof(StepGate) <= 64 && sizeof(RankStepSums) * 2 == 32 &&
+  static_assert(sizeof(StepGate) <= 64 && sizeof(RankStepSums) * 2 == 48 &&
                 sizeof(StepRecord) == 32);
   b.copy_from_host(gate.raw_data(), &g, sizeof g);
   int64_t applied = 0, grown = 0, floored = 0;
@@ -212,6 +213,8 @@ TEST_F(CudaOptim, DecideStepAppliesTheHostRules) {
       s[r].squares = double(u[size_t(r)]) * 2.0 * double(scale) * double(scale);
       s[r].loss = 3.0 + double(u[size_t(2 + r)]);
     }
+    s[0].counted = 1;
+    s[1].counted = step % 3 == 0 ? 0 : 1;  // a replica's squares are not added
     if (u[4] < 0.12f) s[u[5] < 0.5f ? 0 : 1].squares = std::numeric_limits<double>::infinity();
     if (u[6] < 0.05f) s[1].loss = std::numeric_limits<double>::quiet_NaN();
     if (u[7] < 0.04f) s[0].squares = std::numeric_limits<double>::quiet_NaN();
@@ -235,7 +238,10 @@ TEST_F(CudaOptim, DecideStepAppliesTheHostRules) {
 
     // The host: the sums as Communicator::sum_f64 / average_f64 form them, then the trainer.
     double squares = 0, loss = 0;
-    for (const RankStepSums& r : s) squares += r.squares, loss += r.loss;
+    for (const RankStepSums& r : s) {
+      if (r.counted != 0) squares += r.squares;
+      loss += r.loss;
+    }
     loss /= 2.0;
     const double norm = std::sqrt(squares) / double(scale);
     const bool finite_loss = std::isfinite(loss), finite_norm = std::isfinite(norm);

@@ -71,6 +71,8 @@ resumed_on_cpu zero1 "$work/cpu"
 # Tensor with sequence parallelism: the layers' all-gathers and reduce-scatters on NCCL.
 on_gpus tp2_sequence_parallel "$work/cpu" parallel.tp=2 parallel.sequence_parallel=1
 resumed_on_cpu tp2_sequence_parallel "$work/cpu"
+# ZeRO under tensor parallelism: the step decided on the device sums each rank's counted shard.
+on_gpus tp2_zero1 "$work/cpu" parallel.tp=2 parallel.zero_stage=1
 # Pipeline parallelism: activations and their gradients by NCCL's send/recv between the stages,
 # the tied embedding's copies summing their gradients.
 on_gpus pp2 "$work/cpu_micro2" parallel.pp=2 train.micro_batches=2

@@ -82,19 +82,21 @@ __global__ void sum_partial_kernel(const float* x, int64_t n, double* partial) {
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
-__global__ void sum_final_kernel(const double* partial, int n, double* out) {
+// *out = the sum of the partials, or *out += it (add).
+__global__ void sum_final_kernel(const double* partial, int n, double* out, bool add) {
   __shared__ double scratch[kWarp];
   double acc = 0;
   for (int i = threadIdx.x; i < n; i += blockDim.x) acc += partial[i];
   acc = block_sum(acc, scratch);
-  if (threadIdx.x == 0) *out = acc;
+  if (threadIdx.x == 0) *out = add ? *out + acc : acc;
 }
 
-// *out = the sum, written on the device: partials per block, then one block sums them in order.
+// *out = the sum (or *out += it: add), on the device: partials per block, then one block sums
+// them in order.
 template <bool kSquares>
-void reduce_into(const float* x, int64_t n, double* out, cudaStream_t s) {
+void reduce_into(const float* x, int64_t n, double* out, bool add, cudaStream_t s) {
   if (n <= 0) {
-    CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(double), s));
+    if (!add) CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(double), s));
     return;
   }
   const unsigned blocks = grid_for(n);
@@ -103,7 +105,7 @@ void reduce_into(const float* x, int64_t n, double* out, cudaStream_t s) {
   auto* partial = static_cast<double*>(alloc.allocate_on(bytes, s));
   launch<sum_partial_kernel<kSquares>>(blocks, kThreads, 0, s, x, n, partial);
   CUDA_CHECK_LAUNCH();
-  launch<sum_final_kernel>(1, kThreads, 0, s, partial, int(blocks), out);
+  launch<sum_final_kernel>(1, kThreads, 0, s, partial, int(blocks), out, add);
   CUDA_CHECK_LAUNCH();
   alloc.release(partial, bytes);  // reused in stream order
 }
@@ -113,7 +115,7 @@ double reduce(const float* x, int64_t n, cudaStream_t s) {
   if (n <= 0) return 0.0;
   DeviceCachingAllocator& alloc = device_allocator();
   auto* sum = static_cast<double*>(alloc.allocate_on(sizeof(double), s));
-  reduce_into<kSquares>(x, n, sum, s);
+  reduce_into<kSquares>(x, n, sum, false, s);
   double out = 0;
   CUDA_CHECK(cudaMemcpyAsync(&out, sum, sizeof out, cudaMemcpyDeviceToHost, s));
   CUDA_CHECK(cudaStreamSynchronize(s));
@@ -186,7 +188,7 @@ double sum_squares(const float* x, int64_t n, cudaStream_t s) {
   return reduce<true>(x, n, s);
 }
 void sum_squares_into(const float* x, int64_t n, double* out, cudaStream_t s) {
-  reduce_into<true>(x, n, out, s);
+  reduce_into<true>(x, n, out, true, s);
 }
 
 #define TS_INSTANTIATE(T)                                                       \

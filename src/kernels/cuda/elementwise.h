@@ -27,7 +27,7 @@ void add_inplace(float* dst, const float* src, int64_t n, cudaStream_t s = curre
 void axpy(float* y, const float* x, float a, int64_t n, cudaStream_t s = current_stream());
 double sum(const float* x, int64_t n, cudaStream_t s = current_stream());
 double sum_squares(const float* x, int64_t n, cudaStream_t s = current_stream());
-// The same sum written to *out in device memory; returns without waiting.
+// The same sum added to *out in device memory (*out += sum); returns without waiting.
 void sum_squares_into(const float* x, int64_t n, double* out, cudaStream_t s = current_stream());
 
 }  // namespace tessera::cuda

@@ -94,10 +94,13 @@ __device__ inline bool finite(double x) {
 // on both sides), so the device decides exactly as the host would.
 __global__ void decide_step_kernel(StepDecisionArgs a) {
   StepGate& g = *a.gate;
+  // In rank order, as Communicator::sum_f64 and average_f64 add; a replica's squares once.
   double squares = 0, loss = 0;
-  for (int r = 0; r < a.ranks; ++r) squares += a.sums[r].squares, loss += a.sums[r].loss;
-  if (a.replicated_squares) squares = a.sums[0].squares;
-  loss /= double(a.ranks);  // Communicator::average_f64: the sum in rank order, then divided
+  for (int r = 0; r < a.ranks; ++r) {
+    if (a.sums[r].counted != 0) squares += a.sums[r].squares;
+    loss += a.sums[r].loss;
+  }
+  loss /= double(a.ranks);
   const float scale = g.loss_scale;
   const double norm = sqrt(squares) / double(scale);
   const bool finite_loss = finite(loss), finite_norm = finite(norm);
