@@ -22,6 +22,7 @@
 #include <fstream>
 
 #include "ckpt/checkpoint.h"
+#include "ckpt/signals.h"
 #include "core/file_io.h"
 #include "dist/local_comm.h"
 #include "gradcheck.h"
@@ -129,6 +130,31 @@ class TempCleanup : public ::testing::Environment {
 const auto* const g_cleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
 
 }  // namespace
+
+// A scheduler may deliver one stop request twice (Slurm signals each process of a job step):
+// a repeat within ckpt::kDuplicateWindowMs keeps the process alive and stopping at its
+// checkpoint; a repeat after it is a second request, which ends the process at once. In a child,
+// whose death by SIGTERM is the assertion.
+TEST(StopSignals, ARepeatWithinTheWindowIsOneRequestAndALaterOneEndsTheProcess) {
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ckpt::StopSignals signals;
+    ::raise(SIGTERM);
+    ::raise(SIGTERM);  // a duplicate: still here
+    if (ckpt::stop_requested() != SIGTERM) ::_exit(3);
+    ::usleep(useconds_t(ckpt::kDuplicateWindowMs + 200) * 1000);
+    ::raise(SIGTERM);  // a second request: ends the process
+    ::_exit(4);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_FALSE(WIFEXITED(status)) << "the child exited with " << WEXITSTATUS(status)
+                                  << " (3: the duplicate ended or reset the request; 4: the "
+                                     "later repeat did not end the process)";
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGTERM);
+}
 
 TEST(Checkpoint, SigtermSavesAndResumeIsBitExact) {
   const Reference& ref = reference();
