@@ -65,7 +65,7 @@ struct DeviceDecayRun {
 
 // A device training step's verdict, in device memory. Deciding a step on the host (is the
 // loss finite, how much to clip, did fp16 overflow) means reading the gradient norm, a wait for
-// the device every step; train/step_gate.h decides it on the device instead (decide_step), and
+// the device every step; train/step_decider.h decides it on the device instead (decide_step), and
 // the update kernels read the verdict. The host reads the verdicts in batches, at logged steps.
 struct StepGate {
   int32_t skip = 0;        // 1: this step's loss or gradient norm is not finite: no update
@@ -76,7 +76,7 @@ struct StepGate {
   int64_t clean_steps = 0, skipped_steps = 0;  // the loss scaler's counters (LossScalerState)
 };
 
-// One step's verdict as the host reads it back (train/step_gate.h).
+// One step's verdict as the host reads it back (train/step_decider.h).
 struct StepRecord {
   double loss = 0;          // the mean over micro-batches and ranks
   double grad_norm = 0;     // the true norm (the loss scale divided out), before clipping

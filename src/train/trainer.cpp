@@ -469,11 +469,11 @@ void Trainer::apply_or_skip_update(const StepResult& r, float loss_scale) {
     outcome = kStepOverflow;
   }
   scaler_->update(outcome == kStepApplied);
-  note_outcome(r.step, outcome, r, loss_scale, scaler_->scale());
+  note_outcome(r.step, outcome, r.loss, r.grad_norm, loss_scale, scaler_->scale());
 }
 
-void Trainer::note_outcome(int64_t step, int32_t outcome, const StepResult& r, float scale_used,
-                           float scale_after) {
+void Trainer::note_outcome(int64_t step, int32_t outcome, double loss, double grad_norm,
+                           float scale_used, float scale_after) {
   if (outcome == kStepApplied) {
     loop_.bad_in_a_row = 0;
     return;
@@ -487,7 +487,7 @@ void Trainer::note_outcome(int64_t step, int32_t outcome, const StepResult& r, f
   ++loop_.bad_total, ++loop_.bad_in_a_row;
   progress_->message(
       fmt::format("step {}: non-finite loss {} or gradient norm {}: skipped ({} in a row)", step,
-                  r.loss, r.grad_norm, loop_.bad_in_a_row));
+                  loss, grad_norm, loop_.bad_in_a_row));
   TS_CHECK(cfg_.train.max_bad_steps == 0 || loop_.bad_in_a_row < cfg_.train.max_bad_steps,
            "train: {} steps in a row (steps {} to {}) had a non-finite loss or gradient "
            "norm; stopping (train.max_bad_steps = {}). Lower optim.lr or set "
@@ -509,18 +509,16 @@ void Trainer::read_verdicts(StepResult* r) {
   const double window_ms = ms_since(window_start_);
   const StepDecider::Verdicts v = decider_->read();
   const int64_t first = loop_.step - n + 1;
-  StepResult each;
   for (int64_t k = 0; k < n; ++k) {
     const StepRecord& rec = v.steps[size_t(k)];
-    each.loss = rec.loss, each.grad_norm = rec.grad_norm;
     summary_.final_loss = rec.loss;
     summary_.losses.push_back(rec.loss);
-    note_outcome(first + k, rec.outcome, each, rec.scale_used, rec.scale_after);
+    note_outcome(first + k, rec.outcome, rec.loss, rec.grad_norm, rec.scale_used, rec.scale_after);
   }
   scaler_->load_state({v.state.loss_scale, v.state.clean_steps, v.state.skipped_steps});
   dp_->set_optimizer_steps(v.state.applied);
   if (!r) return;
-  r->loss = each.loss, r->grad_norm = each.grad_norm;
+  r->loss = v.steps.back().loss, r->grad_norm = v.steps.back().grad_norm;
   // The host queued ahead of the device: a step's own time is its share of the window's.
   r->ms = window_ms / double(n);
   r->items_per_s = double(task_->items_per_step()) / (r->ms / 1e3);

@@ -157,7 +157,7 @@ class Trainer {
   void apply_or_skip_update(const StepResult& r, float loss_scale);
   // What the host does with a step's verdict, decided here or on the device: the messages of a
   // skipped step, the count of bad steps in a row and its limit.
-  void note_outcome(int64_t step, int32_t outcome, const StepResult& r, float scale_used,
+  void note_outcome(int64_t step, int32_t outcome, double loss, double grad_norm, float scale_used,
                     float scale_after);
   // Steps decided on the device (decider_): whether the host must read their verdicts after
   // step `done` (it reports, evaluates, samples or saves then, or the verdicts fill up); and

@@ -10,6 +10,7 @@
 // f32; the extra 1% is the cross-backend drift).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -136,6 +137,17 @@ std::vector<std::string> console_lines(const train::Config& cfg, const fs::path&
   return lines;
 }
 
+// console_lines of job c run on the CPU ([0]) and on the GPU ([1]), in dir/cpu and dir/gpu.
+std::array<std::vector<std::string>, 2> cpu_and_gpu_lines(train::Config c, const fs::path& dir,
+                                                          const std::string& needle) {
+  std::array<std::vector<std::string>, 2> lines;
+  for (int i = 0; i < 2; ++i) {
+    c.train.device = i == 0 ? "cpu" : "cuda";
+    lines[size_t(i)] = console_lines(c, dir / (i == 0 ? "cpu" : "gpu"), needle);
+  }
+  return lines;
+}
+
 class CudaTrain : public cudatest::CudaTest {};
 
 }  // namespace
@@ -147,16 +159,13 @@ class CudaTrain : public cudatest::CudaTest {};
 TEST_F(CudaTrain, Fp16OverflowsDecidedOnTheDeviceMatchTheCpu) {
   const fs::path dir = temp_dir("fp16_overflow");
   const fs::path corpus = tessera::testing::write_tiny_corpus(dir);
-  std::vector<std::string> lines[2];
-  for (int i = 0; i < 2; ++i) {
-    train::Config c = gpt_job(corpus, i == 0 ? "cpu" : "cuda", "fp16");
-    c.train.steps = 12;
-    c.train.log_every = 4;
-    c.train.eval_every = 0;
-    c.train.loss_scale = 67108864.0;  // 2^26
-    c.train.micro_batches = 2;        // the device's seed: scale / 2
-    lines[i] = console_lines(c, dir / (i == 0 ? "cpu" : "gpu"), "overflowed");
-  }
+  train::Config c = gpt_job(corpus, "cpu", "fp16");
+  c.train.steps = 12;
+  c.train.log_every = 4;
+  c.train.eval_every = 0;
+  c.train.loss_scale = 67108864.0;  // 2^26
+  c.train.micro_batches = 2;        // the device's seed: scale / 2
+  const auto lines = cpu_and_gpu_lines(c, dir, "overflowed");
   std::printf(
       "[fp16] from a loss scale of 2^26: %zu of 12 steps overflowed on the CPU, %zu on "
       "the GPU\n",
@@ -173,24 +182,21 @@ TEST_F(CudaTrain, Fp16OverflowsDecidedOnTheDeviceMatchTheCpu) {
 TEST_F(CudaTrain, BadStepsDecidedOnTheDeviceStopTheRunAsOnTheCpu) {
   const fs::path dir = temp_dir("bad_steps");
   const fs::path corpus = tessera::testing::write_tiny_corpus(dir);
-  std::vector<std::string> lines[2];
-  for (int i = 0; i < 2; ++i) {
-    train::Config c = gpt_job(corpus, i == 0 ? "cpu" : "cuda", "f32");
-    c.train.steps = 12;
-    c.train.log_every = 8;
-    c.train.eval_every = 0;
-    c.train.max_bad_steps = 3;
-    c.optim.lr = 1e30;
-    c.optim.warmup_steps = 0;
-    lines[i] = console_lines(c, dir / (i == 0 ? "cpu" : "gpu"), "step");
-  }
+  train::Config c = gpt_job(corpus, "cpu", "f32");
+  c.train.steps = 12;
+  c.train.log_every = 8;
+  c.train.eval_every = 0;
+  c.train.max_bad_steps = 3;
+  c.optim.lr = 1e30;
+  c.optim.warmup_steps = 0;
+  const auto lines = cpu_and_gpu_lines(c, dir, "step");
   ASSERT_FALSE(lines[0].empty());
   EXPECT_NE(lines[0].back().find("3 steps in a row"), std::string::npos) << lines[0].back();
   // Each skipped step's number and count in a row, then the error up to its advice (the loss
   // and norm printed may be inf on one backend and NaN on the other).
   std::vector<std::string> skipped[2];
   for (int i = 0; i < 2; ++i)
-    for (const std::string& l : lines[i]) {
+    for (const std::string& l : lines[size_t(i)]) {
       const size_t row = l.find(" in a row"), colon = l.find(':');
       if (l.find("skipped") != std::string::npos && row != std::string::npos)
         skipped[i].push_back(l.substr(0, colon) + " " + l.substr(l.rfind('(', row)));

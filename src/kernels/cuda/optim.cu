@@ -26,17 +26,16 @@ __device__ inline bool decays(const DecayRange* runs, int32_t nruns, int64_t i) 
 __global__ void adamw_kernel(AdamWStep a) {
   const float b1 = a.beta1, b2 = a.beta2;
   float factor = 1.f;
-  bool scaled = false;
   if (a.gate) {  // the device's verdict; the scalars as AdamWScalars::at computes them
     if (a.gate->skip) return;
-    factor = a.gate->factor, scaled = factor != 1.f;
+    factor = a.gate->factor;
     const int64_t t = a.gate->applied;
     a.step_size = float(double(a.lr) / a.bias[2 * t]);
     a.inv_sqrt_bc2 = float(1.0 / sqrt(a.bias[2 * t + 1]));
   }
   TS_GRID_STRIDE(i, a.n) {
     const float keep = a.nruns > 0 && decays(a.runs, a.nruns, i) ? a.decayed : 1.f;
-    const float gi = scaled ? a.g[i] * factor : a.g[i];
+    const float gi = factor != 1.f ? a.g[i] * factor : a.g[i];
     const float mi = b1 * a.m[i] + (1.f - b1) * gi;
     const float vi = b2 * a.v[i] + (1.f - b2) * gi * gi;
     a.m[i] = mi;
