@@ -91,7 +91,7 @@ file(GLOB TESSERA_CUDA_HOST_SOURCES CONFIGURE_DEPENDS src/cuda/*.cu src/dist/*.c
 set_source_files_properties(src/backends/host_only.cpp PROPERTIES HEADER_FILE_ONLY ON)
 file(GLOB TESSERA_CUDA_KERNEL_SOURCES CONFIGURE_DEPENDS src/kernels/cuda/*.cu)
 set_source_files_properties(${TESSERA_CUDA_HOST_SOURCES} PROPERTIES LANGUAGE CXX)
-# One library: the ops in `tessera` call the CUDA kernels directly (#if TESSERA_HAVE_CUDA), so
+# One library: the CUDA backend's tables (src/cuda/backend.cu, op_kernels.cu) name the kernels, so
 # the host files join `tessera` (they get its C++ flags) and the kernels are compiled by nvcc
 # as an object library with their own flags (tessera's -Wpedantic / -march=native are not nvcc
 # options), whose objects go into `tessera` too. `tessera_cuda` stays as the name tests and

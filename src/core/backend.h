@@ -1,7 +1,8 @@
-// Device backends: the one table through which core, autograd, optim, dist and train reach a
-// device other than the host. The ops keep their own per-kernel dispatch (ops/dispatch.h); this
-// is everything else: memory, copies, casts, fills, the reductions and fused optimizer steps
-// over flat f32 buffers, device selection and description, and the device's communicator.
+// Device backends: the one table through which core, autograd, optim, dist, train and the ops
+// reach a device other than the host: memory, copies, casts, fills, the reductions and fused
+// optimizer steps over flat f32 buffers, device selection and description, the device's
+// communicator, and each op's kernels (`ops`: kernels/common/op_kernels.h, which ops/dispatch.h's
+// device_kernels reads).
 //
 // The CPU is the host, not a backend. Its code is called directly where it lives (core for
 // memory, kernels/cpu for casts and reductions, optim/update_rules.h for the optimizer rules,
@@ -35,6 +36,9 @@ namespace tessera {
 class Tensor;
 namespace dist {
 class Communicator;  // dist/communicator.h; core only passes the pointer through
+}
+namespace kernels {
+struct OpKernels;  // kernels/common/op_kernels.h; core only passes the pointer through
 }
 
 // A device-to-host copy in flight (DeviceBackend::read_async).
@@ -92,6 +96,9 @@ struct RankStepSums {
   double squares = 0;  // of the (loss-scaled) gradients this rank counts towards the norm
   double loss = 0;     // sum over micro-batches of loss / micro-batches
   double counted = 0;  // 1: squares is part of the model's norm; 0: a replica's (not added)
+  // 1: loss is one of those the step's loss is the mean of; 0: this rank has none (a pipeline
+  // stage before the last).
+  double loss_counted = 1;
 };
 
 // decide_step: the host's rules of Trainer::apply_or_skip_update and DynamicLossScaler::update,
@@ -157,6 +164,9 @@ struct DeviceBackend {
                                         // allocator (core/allocator.h); an Error naming the
                                         // device and why when it is not there
   void (*synchronize)();                // waits for this thread's current stream
+  // The times the host has waited for the device so far, where the runtime counts them (the
+  // emulated device: cuda::host_waits); -1 where it does not (a GPU).
+  int64_t (*host_waits)();
 
   // Memory. copy_from_host reads pageable host memory and returns once the source has been read
   // (later work on the stream sees the data); copy_to_host is complete only after synchronize().
@@ -198,6 +208,9 @@ struct DeviceBackend {
   const char* communicator_name;
   std::shared_ptr<dist::Communicator> (*make_communicator)(
       std::shared_ptr<dist::Communicator> bootstrap, int index, double peer_timeout_s);
+
+  // Every op's kernels on this device (null: the ops have no path to it).
+  const kernels::OpKernels* ops;
 };
 
 // The build's own table for devices of type t (null for none): defined in src/backends/, by the

@@ -301,6 +301,7 @@ constexpr DeviceBackend kMetaBackend = {
     .memory_bytes = [](int) { return size_t(0); },
     .activate = [](int) {},
     .synchronize = [] {},
+    .host_waits = [] { return int64_t(-1); },
     .memset = [](void*, int, size_t n) { record_kernel(table_cost::memset(n)); },
     .copy_from_host = [](void*, const void*,
                          size_t n) { record_kernel(memory_bound_cost("h2d", int64_t(n), 0, 0)); },
@@ -351,6 +352,8 @@ constexpr DeviceBackend kMetaBackend = {
           "the meta device has no communicator of its own: the planner gives the trainer one "
           "(dist/meta_comm.h)");
     },
+    // No kernel runs on the meta device: every launch is behind meta::kernel_runs.
+    .ops = nullptr,
 };
 
 }  // namespace

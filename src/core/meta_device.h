@@ -171,7 +171,7 @@ AllocatorModel allocator_model();
 // Whether the meta device plays a GPU: true while its allocator follows the CUDA model. The one
 // place that decides; ops::is_cuda (ops/dispatch.h) is true for the meta device then, so every op
 // takes its CUDA path's allocations, casts and kernel costs there (and launches nothing: each
-// TS_CUDA sits behind kernel_runs, so a CPU-only build plans for GPUs too).
+// device_kernels sits behind kernel_runs, so a CPU-only build plans for GPUs too).
 bool plays_cuda();
 // The buffers a CUDA kernel helper takes from the device's caching allocator for the length of
 // one call (partial sums, a backward's row statistics, staged ids): on the meta device playing a

@@ -10,6 +10,7 @@
 #include "core/tensor.h"
 #include "cuda/copy.h"
 #include "cuda/device.h"
+#include "cuda/op_kernels.h"
 #include "kernels/cuda/cast.h"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/optim.h"
@@ -77,6 +78,7 @@ constexpr DeviceBackend kTable = {
     .memory_bytes = [](int index) { return device_memory_bytes(index); },
     .activate = activate,
     .synchronize = [] { cuda::synchronize(current_stream()); },
+    .host_waits = [] { return cuda::host_waits(); },
     .memset = [](void* dst, int byte, size_t bytes) { memset_async(dst, byte, bytes); },
     .copy_from_host = [](void* dst, const void* src, size_t bytes) { copy_h2d(dst, src, bytes); },
     .copy_to_host = [](void* dst, const void* src, size_t bytes) { copy_d2h(dst, src, bytes); },
@@ -102,6 +104,7 @@ constexpr DeviceBackend kTable = {
     // src/backends/cuda.cu adds dist's NCCL communicator (dist is a layer below this one).
     .communicator_name = nullptr,
     .make_communicator = nullptr,
+    .ops = &kOpKernels,
 };
 
 }  // namespace

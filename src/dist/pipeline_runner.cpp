@@ -63,7 +63,9 @@ class StepRunner {
       return;
     }
     work_.before_backward(a.micro, a.micro == s_.m - 1);
-    if (last_stage(a.stage)) {
+    if (last_stage(a.stage) && work_.backward_seed) {
+      slot.output.backward(work_.backward_seed(slot.output));
+    } else if (last_stage(a.stage)) {
       const float f = work_.loss_scale / float(s_.m);
       (f == 1.f ? slot.output : ops::scale(slot.output, f)).backward();
     } else {

@@ -22,8 +22,11 @@ struct StageWork {
   // Called before each backward; `last` for those of the final micro-batch, during which the
   // data-parallel engine communicates gradients (DataParallel::begin_micro_batch).
   std::function<void(int micro, bool last)> before_backward;
-  // The last stage's backward starts from loss x loss_scale / m.
+  // The last stage's backward starts from loss x loss_scale / m; or, when backward_seed is set,
+  // from the gradient it gives for the loss (a step decided on the device: fp16's loss scale /
+  // m as the device last decided it, train/step_decider.h).
   float loss_scale = 1;
+  std::function<Tensor(const Tensor& loss)> backward_seed;
 };
 
 struct StepStats {

@@ -46,7 +46,7 @@ Tensor activation(kernels::Activation act, const char* op, const Tensor& x0) {
     using T = decltype(tag);
     if (meta::kernel_runs(dev, cost::pass(forward_name(act), n, {x, y}, flops))) {
       if (is_cuda(dev))
-        TS_CUDA(op, dev, cuda::activation_forward<T>(act, x.data<T>(), y.data<T>(), n));
+        device_kernels<T>(op, dev).activation_forward(act, x.data<T>(), y.data<T>(), n);
       else
         cpu::activation_forward<T>(act, x.data<T>(), y.data<T>(), n);
     }
@@ -59,9 +59,8 @@ Tensor activation(kernels::Activation act, const char* op, const Tensor& x0) {
       using T = decltype(tag);
       if (meta::kernel_runs(dev, cost::pass(backward_name(act), n, {saved, gy, gx}, 2 * flops))) {
         if (is_cuda(dev))
-          TS_CUDA(op, dev,
-                  cuda::activation_backward<T>(act, saved.data<T>(), gy.data<float>(), gx.data<T>(),
-                                               n));
+          device_kernels<T>(op, dev).activation_backward(act, saved.data<T>(), gy.data<float>(),
+                                                         gx.data<T>(), n);
         else
           cpu::activation_backward<T>(act, saved.data<T>(), gy.data<float>(), gx.data<T>(), n);
       }

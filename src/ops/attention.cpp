@@ -133,14 +133,12 @@ void run_forward(const char* op, const CostNames& names, const KernelChoice& k,
     dispatch_float(k.ac, op, [&](auto tag) {
       using S = decltype(tag);
       if constexpr (!std::is_same_v<S, float>)
-        TS_CUDA(op, dev,
-                cuda::attention_tc_window_forward<S>(d, q.data<S>(), kv.data<S>(),
-                                                     out.data<float>(), lse.data<float>()));
+        device_kernels<S>(op, dev).attention_tc_window_forward(
+            d, q.data<S>(), kv.data<S>(), out.data<float>(), lse.data<float>());
     });
   } else if (is_cuda(dev)) {
-    TS_CUDA(op, dev,
-            cuda::attention_window_forward<float>(d, q.data<float>(), kv.data<float>(),
-                                                  out.data<float>(), lse.data<float>()));
+    device_kernels<float>(op, dev).attention_window_forward(d, q.data<float>(), kv.data<float>(),
+                                                            out.data<float>(), lse.data<float>());
   } else {
     cpu::attention_window_forward(d, q.data<float>(), kv.data<float>(), out.data<float>(),
                                   lse.data<float>());
@@ -170,10 +168,9 @@ void run_backward(const char* op, const CostNames& names, const KernelChoice& k,
     dispatch_float(k.ac, op, [&](auto tag) {
       using S = decltype(tag);
       if constexpr (!std::is_same_v<S, float>)
-        TS_CUDA(
-            op, dev,
-            cuda::attention_tc_window_backward<S>(d, q.data<S>(), kv.data<S>(), out.data<float>(),
-                                                  lse.data<float>(), gout.data<float>(), dq, dkv));
+        device_kernels<S>(op, dev).attention_tc_window_backward(
+            d, q.data<S>(), kv.data<S>(), out.data<float>(), lse.data<float>(), gout.data<float>(),
+            dq, dkv);
     });
     return;
   }
@@ -181,10 +178,9 @@ void run_backward(const char* op, const CostNames& names, const KernelChoice& k,
   const Tensor gout = rounded_f32(g.dtype() == DType::f32 ? g : g.to(DType::f32), k.ac);
   if (!meta::kernel_runs(dev, backward_cost(names, k, d, q, kv, out, lse, gout))) return;
   if (is_cuda(dev))
-    TS_CUDA(op, dev,
-            cuda::attention_window_backward<float>(d, q.data<float>(), kv.data<float>(),
-                                                   out.data<float>(), lse.data<float>(),
-                                                   gout.data<float>(), dq, dkv));
+    device_kernels<float>(op, dev).attention_window_backward(d, q.data<float>(), kv.data<float>(),
+                                                             out.data<float>(), lse.data<float>(),
+                                                             gout.data<float>(), dq, dkv);
   else
     cpu::attention_window_backward(d, q.data<float>(), kv.data<float>(), out.data<float>(),
                                    lse.data<float>(), gout.data<float>(), dq, dkv);

@@ -54,9 +54,9 @@ void binary_kernel(Binary kind, Device dev, const char* op, const T* a, const T*
   if (!meta::kernel_runs(dev, cost::in_dtype(meta::memory_bound_cost(op, n, bytes), t))) return;
   if (is_cuda(dev)) {
     if (kind == Binary::add)
-      TS_CUDA(op, dev, cuda::add<T>(a, b, y, n, nb));
+      device_kernels<T>(op, dev).add(a, b, y, n, nb);
     else
-      TS_CUDA(op, dev, cuda::mul<T>(a, b, y, n, nb));
+      device_kernels<T>(op, dev).mul(a, b, y, n, nb);
   } else if (kind == Binary::add) {
     cpu::add<T>(a, b, y, n, nb);
   } else {
@@ -90,8 +90,8 @@ Tensor binary(Binary kind, const char* op, const Tensor& a0, const Tensor& b0) {
       meta::scratch(dev, {cuda_scratch::sum_rows(n / nb, nb)});
       if (meta::kernel_runs(dev, meta::memory_bound_cost("broadcast_grad_sum", n, bytes))) {
         if (is_cuda(dev))
-          TS_CUDA("add_backward", dev,
-                  cuda::sum_rows_acc<T>(gc.data<T>(), r.data<float>(), n / nb, nb));
+          device_kernels<T>("add_backward", dev)
+              .sum_rows_acc(gc.data<T>(), r.data<float>(), n / nb, nb);
         else
           cpu::sum_rows_acc<T>(gc.data<T>(), r.data<float>(), n / nb, nb);
       }
@@ -137,7 +137,7 @@ Tensor scaled(const char* op, const Tensor& x, float s) {
     using T = decltype(tag);
     if (meta::kernel_runs(x.device(), cost::pass(op, x.numel(), {x, y}))) {
       if (is_cuda(x.device()))
-        TS_CUDA(op, x.device(), cuda::scale<T>(x.data<T>(), y.data<T>(), s, x.numel()));
+        device_kernels<T>(op, x.device()).scale(x.data<T>(), y.data<T>(), s, x.numel());
       else
         cpu::scale<T>(x.data<T>(), y.data<T>(), s, x.numel());
     }
@@ -173,7 +173,7 @@ Tensor reduce_all(const Tensor& x0, const char* op, bool average) {
   meta::scratch(dev, {cuda_scratch::sum(n)});
   if (meta::kernel_runs(dev, cost::pass(average ? "mean" : "sum", n, {x}))) {
     if (is_cuda(dev))  // f64 in a fixed order like the CPU's; returns to the host
-      TS_CUDA(op, dev, s = cuda::sum(x.data<float>(), n));
+      s = device_kernels(op, dev).sum(x.data<float>(), n);
     else
       s = cpu::sum(x.data<float>(), n);
   }

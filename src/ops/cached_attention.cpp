@@ -60,9 +60,8 @@ Tensor cached_attention(const Tensor& qkv0, int n_head, int n_kv_head, Tensor& k
   const double bytes = cost::io_bytes({qkv, out}) + kv_bytes;
   if (meta::kernel_runs(dev, cost::attention_forward("cached_attention", w, DType::f32, bytes))) {
     if (is_cuda(dev))
-      TS_CUDA(op, dev,
-              cuda::cached_attention(d, qkv.data<float>(), k_cache.data<float>(),
-                                     v_cache.data<float>(), out.data<float>()));
+      device_kernels(op, dev).cached_attention(d, qkv.data<float>(), k_cache.data<float>(),
+                                               v_cache.data<float>(), out.data<float>());
     else
       cpu::cached_attention(d, qkv.data<float>(), k_cache.data<float>(), v_cache.data<float>(),
                             out.data<float>());

@@ -33,13 +33,17 @@ Device common_device(const char* op, std::initializer_list<NamedInput> inputs) {
   return first ? first->tensor.device() : Device::cpu();
 }
 
-void no_cuda_backend(const char* op, Device d) {
-  TS_CHECK(find_backend(DeviceType::cuda),
-           "{}: input on {} but Tessera was built without CUDA (-DTESSERA_CUDA=OFF)", op, d.str());
-  fail(
-      "{}: no CUDA path for this op yet (input on {}); it does not fall back to the host: move "
-      "the inputs to the cpu",
-      op, d.str());
+const kernels::OpKernels& device_kernels(const char* op, Device d) {
+  const DeviceBackend* backend = find_backend(d.type);
+  TS_CHECK(backend,
+           "{}: input on {} but this build has no backend for it (configure with nvcc, "
+           "or -DTESSERA_CUDA_EMULATION=ON)",
+           op, d.str());
+  TS_CHECK(backend->ops,
+           "{}: the backend of {} has no op kernels; the op does not fall back to the host: move "
+           "the inputs to the cpu",
+           op, d.str());
+  return *backend->ops;
 }
 
 void check_dtype(const char* op, const char* arg, const Tensor& t, DType expected) {

@@ -76,9 +76,9 @@ void conv_backward(Device dev, const kernels::Conv2dDims& d, const Tensor& x, co
   conv_scratch(dev, d, compute, false, dx != nullptr, dw != nullptr);
   if (!kernels_run(dev, parts)) return;
   if (is_cuda(dev))
-    TS_CUDA("conv2d", dev,
-            cuda::conv2d_backward(d, x.data<float>(), w.data<float>(), gy.data<float>(), dx, dw, db,
-                                  compute));
+    device_kernels("conv2d", dev)
+        .conv2d_backward(d, x.data<float>(), w.data<float>(), gy.data<float>(), dx, dw, db,
+                         compute);
   else
     cpu::conv2d_backward(d, x.data<float>(), w.data<float>(), gy.data<float>(), dx, dw, db,
                          compute);
@@ -126,9 +126,8 @@ Tensor conv2d(const Tensor& x0, const Tensor& w0, const Tensor& b0, int stride, 
   conv_scratch(dev, d, compute, true, false, false);
   if (meta::kernel_runs(dev, fwd)) {
     if (is_cuda(dev))
-      TS_CUDA(
-          op, dev,
-          cuda::conv2d_forward(d, x.data<float>(), w.data<float>(), bp, y.data<float>(), compute));
+      device_kernels(op, dev).conv2d_forward(d, x.data<float>(), w.data<float>(), bp,
+                                             y.data<float>(), compute);
     else
       cpu::conv2d_forward(d, x.data<float>(), w.data<float>(), bp, y.data<float>(), compute);
   }
@@ -180,7 +179,7 @@ Tensor max_pool2d(const Tensor& x0, int kernel, int stride) {
     dispatch_float(x.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       if (is_cuda(dev))
-        TS_CUDA(op, dev, cuda::max_pool2d_forward<T>(d, x.data<T>(), y.data<T>(), am));
+        device_kernels<T>(op, dev).max_pool2d_forward(d, x.data<T>(), y.data<T>(), am);
       else
         cpu::max_pool2d_forward<T>(d, x.data<T>(), y.data<T>(), am);
     });
@@ -191,9 +190,8 @@ Tensor max_pool2d(const Tensor& x0, int kernel, int stride) {
     Tensor gx = Tensor::empty(Shape{d.n, d.c, d.h, d.w}, DType::f32, dev);
     if (meta::kernel_runs(dev, cost::pass("max_pool2d_bwd", gx.numel(), {gy, argmax, gx}))) {
       if (is_cuda(dev))
-        TS_CUDA("max_pool2d", dev,
-                cuda::max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(),
-                                          gx.data<float>()));
+        device_kernels("max_pool2d", dev)
+            .max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(), gx.data<float>());
       else
         cpu::max_pool2d_backward(d, gy.data<float>(), argmax.data<int32_t>(), gx.data<float>());
     }

@@ -30,7 +30,7 @@ Tensor dropout(const Tensor& x0, float p, Generator& gen, bool training) {
     using T = decltype(tag);
     if (meta::kernel_runs(dev, cost::pass("dropout_fwd", n, {x, y}, kDropoutFlops))) {
       if (is_cuda(dev))  // the same mask bit for bit (counter_rng.cuh)
-        TS_CUDA(op, dev, cuda::dropout_forward<T>(x.data<T>(), y.data<T>(), n, p, seed, offset));
+        device_kernels<T>(op, dev).dropout_forward(x.data<T>(), y.data<T>(), n, p, seed, offset);
       else
         cpu::dropout_forward<T>(x.data<T>(), y.data<T>(), n, p, seed, offset);
     }
@@ -44,8 +44,8 @@ Tensor dropout(const Tensor& x0, float p, Generator& gen, bool training) {
       using T = decltype(tag);
       if (meta::kernel_runs(dev, cost::pass("dropout_bwd", n, {gy, gx}, kDropoutFlops))) {
         if (is_cuda(dev))
-          TS_CUDA(op, dev,
-                  cuda::dropout_backward<T>(gy.data<float>(), gx.data<T>(), n, p, seed, offset));
+          device_kernels<T>(op, dev).dropout_backward(gy.data<float>(), gx.data<T>(), n, p, seed,
+                                                      offset);
         else
           cpu::dropout_backward<T>(gy.data<float>(), gx.data<T>(), n, p, seed, offset);
       }

@@ -43,8 +43,8 @@ Tensor lookup(const char* op, const Tensor& weight0, const Tensor& ids0, const T
     dispatch_float(w.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       if (is_cuda(dev))
-        TS_CUDA(op, dev,
-                cuda::embedding_forward<T>(w.data<T>(), ids.data<int32_t>(), y.data<T>(), n, C));
+        device_kernels<T>(op, dev).embedding_forward(w.data<T>(), ids.data<int32_t>(), y.data<T>(),
+                                                     n, C);
       else
         cpu::embedding_forward<T>(w.data<T>(), host_ids.data<int32_t>(), y.data<T>(), n, C);
     });
@@ -65,10 +65,9 @@ Tensor lookup(const char* op, const Tensor& weight0, const Tensor& ids0, const T
     meta::scratch(dev, {cuda_scratch::embedding_groups(n, C)});  // the id groups, staged
     if (meta::kernel_runs(dev, meta::memory_bound_cost("embedding_bwd", n * C, bytes))) {
       if (is_cuda(dev))  // positions grouped by id: one block per id, no atomics
-        TS_CUDA(op, dev,
-                cuda::embedding_backward(gy.data<float>(),
-                                         kernels::group_ids(host_ids.data<int32_t>(), n, V), dst, V,
-                                         C, acc.defined()));
+        device_kernels(op, dev).embedding_backward(
+            gy.data<float>(), kernels::group_ids(host_ids.data<int32_t>(), n, V), dst, V, C,
+            acc.defined());
       else
         cpu::embedding_backward(gy.data<float>(), host_ids.data<int32_t>(), dst, n, V, C,
                                 acc.defined());

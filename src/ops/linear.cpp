@@ -37,7 +37,7 @@ void run_gemm(Device dev, const kernels::GemmArgs& g) {
     meta::persistent(dev, cuda_scratch::kGemmWorkspace, cuda_scratch::kGemmWorkspaceBytes);
   if (meta::kernel_runs(dev, cost::gemm(g))) {
     if (is_cuda(dev))
-      TS_CUDA(g.label ? g.label : "gemm", dev, cuda::gemm(g));
+      device_kernels(g.label ? g.label : "gemm", dev).gemm(g);
     else
       cpu::gemm(g);
   }
@@ -203,9 +203,8 @@ Tensor gelu_for_gemm(const Tensor& h, DType ct) {
   if (meta::kernel_runs(
           dev, cost::in_dtype(cost::pass("linear_gelu_fwd", n, {h, y32}, kGeluFlops), ct))) {
     if (is_cuda(dev))
-      TS_CUDA("linear_gelu", dev,
-              cuda::activation_forward<float>(kernels::Activation::gelu, h.data<float>(),
-                                              y32.data<float>(), n));
+      device_kernels<float>("linear_gelu", dev)
+          .activation_forward(kernels::Activation::gelu, h.data<float>(), y32.data<float>(), n);
     else
       cpu::gelu_forward_to<float>(h.data<float>(), y32.data<float>(), n);
   }
@@ -238,11 +237,11 @@ Tensor gelu_grad_for_gemm(const Tensor& h, const Tensor& gy, DType ct, float* db
   if (db) meta::scratch(dev, {cuda_scratch::sum_rows(m, out)});  // cuda::sum_rows_acc's partials
   if (meta::kernel_runs(dev, gelu_grad_cost(h, gy, gh32, db, out, ct))) {
     if (is_cuda(dev)) {  // two launches: the GELU gradient, then the bias gradient's column sums
-      TS_CUDA("linear_gelu", dev,
-              cuda::activation_backward<float>(kernels::Activation::gelu, h.data<float>(),
-                                               gy.data<float>(), gh32.data<float>(), h.numel()));
+      device_kernels<float>("linear_gelu", dev)
+          .activation_backward(kernels::Activation::gelu, h.data<float>(), gy.data<float>(),
+                               gh32.data<float>(), h.numel());
       if (db)
-        TS_CUDA("linear_gelu", dev, cuda::sum_rows_acc<float>(gh32.data<float>(), db, m, out));
+        device_kernels<float>("linear_gelu", dev).sum_rows_acc(gh32.data<float>(), db, m, out);
     } else {
       cpu::gelu_backward_bias<float>(h.data<float>(), gy.data<float>(), gh32.data<float>(), db, m,
                                      out);
@@ -292,7 +291,7 @@ Tensor linear(const Tensor& x0, const Tensor& w0, const Tensor& b0) {
           meta::scratch(dev, {cuda_scratch::sum_rows(saved.m, out)});
           if (meta::kernel_runs(dev, bias_grad_cost("linear_bias_grad", g, Tensor(), out))) {
             if (is_cuda(dev))
-              TS_CUDA("linear", dev, cuda::sum_rows_acc<T>(g.data<T>(), db, saved.m, out));
+              device_kernels<T>("linear", dev).sum_rows_acc(g.data<T>(), db, saved.m, out);
             else
               cpu::sum_rows_acc<T>(g.data<T>(), db, saved.m, out);
           }

@@ -71,10 +71,9 @@ Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, fl
     dispatch_float(x.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       if (is_cuda(dev)) {  // the CUDA kernel writes x's type; another output type is a cast after
-        TS_CUDA(
-            op, dev,
-            cuda::layer_norm_forward<T>(x.data<T>(), ptr_or_null(w), ptr_or_null(b), y.data<T>(),
-                                        mean.data<float>(), rstd.data<float>(), rows, C, eps));
+        device_kernels<T>(op, dev).layer_norm_forward(x.data<T>(), ptr_or_null(w), ptr_or_null(b),
+                                                      y.data<T>(), mean.data<float>(),
+                                                      rstd.data<float>(), rows, C, eps);
         return;
       }
       dispatch_float(out, op, [&](auto out_tag) {
@@ -100,11 +99,9 @@ Tensor layer_norm(const Tensor& x0, const Tensor& weight, const Tensor& bias, fl
     dispatch_float(xs.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       if (is_cuda(dev)) {
-        TS_CUDA(op, dev,
-                cuda::layer_norm_backward<T>(xs.data<T>(), ptr_or_null(ws), mean.data<float>(),
-                                             rstd.data<float>(), gy.data<float>(),
-                                             gx.defined() ? gx.data<T>() : nullptr, ptr_or_null(gw),
-                                             ptr_or_null(gb), rows, C));
+        device_kernels<T>(op, dev).layer_norm_backward(
+            xs.data<T>(), ptr_or_null(ws), mean.data<float>(), rstd.data<float>(), gy.data<float>(),
+            gx.defined() ? gx.data<T>() : nullptr, ptr_or_null(gw), ptr_or_null(gb), rows, C);
         return;
       }
       cpu::layer_norm_backward<T>(
@@ -131,9 +128,8 @@ Tensor rms_norm(const Tensor& x0, const Tensor& weight, float eps) {
     dispatch_float(x.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       if (is_cuda(dev)) {
-        TS_CUDA(op, dev,
-                cuda::rms_norm_forward<T>(x.data<T>(), ptr_or_null(w), y.data<T>(),
-                                          rstd.data<float>(), rows, C, eps));
+        device_kernels<T>(op, dev).rms_norm_forward(x.data<T>(), ptr_or_null(w), y.data<T>(),
+                                                    rstd.data<float>(), rows, C, eps);
         return;
       }
       cpu::rms_norm_forward<T>(x.data<T>(), ptr_or_null(w), y.data<T>(), rstd.data<float>(), rows,
@@ -152,10 +148,9 @@ Tensor rms_norm(const Tensor& x0, const Tensor& weight, float eps) {
     dispatch_float(xs.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
       if (is_cuda(dev)) {
-        TS_CUDA(op, dev,
-                cuda::rms_norm_backward<T>(xs.data<T>(), ptr_or_null(ws), rstd.data<float>(),
-                                           gy.data<float>(), gx.defined() ? gx.data<T>() : nullptr,
-                                           ptr_or_null(gw), rows, C));
+        device_kernels<T>(op, dev).rms_norm_backward(
+            xs.data<T>(), ptr_or_null(ws), rstd.data<float>(), gy.data<float>(),
+            gx.defined() ? gx.data<T>() : nullptr, ptr_or_null(gw), rows, C);
         return;
       }
       cpu::rms_norm_backward<T>(xs.data<T>(), ptr_or_null(ws), rstd.data<float>(), gy.data<float>(),

@@ -55,7 +55,7 @@ void rotate(const char* name, const kernels::RopeDims& d, Device dev, const T* x
           dev, cost::in_dtype(meta::memory_bound_cost(name, n, bytes, 3), dtype_of<T>::value)))
     return;
   if (is_cuda(dev))
-    TS_CUDA("rope", dev, cuda::rope_rotate<T>(d, x, table.data<float>(), y, inverse));
+    device_kernels<T>("rope", dev).rope_rotate(d, x, table.data<float>(), y, inverse);
   else
     cpu::rope_rotate<T>(d, x, table.data<float>(), y, inverse);
 }

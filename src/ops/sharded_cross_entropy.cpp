@@ -49,10 +49,9 @@ Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int6
       cost::pass("sharded_xent_stats", rows * V, {logits, targets, stats}, kStatsFlops);
   if (meta::kernel_runs(dev, stats_cost)) {
     if (is_cuda(dev))
-      TS_CUDA(
-          op, dev,
-          cuda::sharded_cross_entropy_stats(logits.data<float>(), targets.data<int32_t>(),
-                                            stats.data<float>(), rows, V, first_id, ignore_index));
+      device_kernels(op, dev).sharded_cross_entropy_stats(
+          logits.data<float>(), targets.data<int32_t>(), stats.data<float>(), rows, V, first_id,
+          ignore_index);
     else
       cpu::sharded_cross_entropy_stats(logits.data<float>(), targets.data<int32_t>(),
                                        stats.data<float>(), rows, V, first_id, ignore_index);
@@ -71,10 +70,9 @@ Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int6
     loss = Tensor::empty(Shape{}, DType::f32, dev);
     meta::scratch(dev, {cuda_scratch::row_loss(rows)});
     if (meta::kernel_runs(dev, combine))
-      TS_CUDA(op, dev,
-              cuda::sharded_cross_entropy_combine(all.data<float>(), ranks, targets.data<int32_t>(),
-                                                  lse.data<float>(), loss.data<float>(), rows,
-                                                  ignore_index));
+      device_kernels(op, dev).sharded_cross_entropy_combine(
+          all.data<float>(), ranks, targets.data<int32_t>(), lse.data<float>(), loss.data<float>(),
+          rows, ignore_index);
   } else {
     kernels::CrossEntropySum s;  // the meta device computes nothing: a loss of 0
     if (meta::kernel_runs(dev, combine))
@@ -94,15 +92,13 @@ Tensor sharded_cross_entropy(const Tensor& logits0, const Tensor& targets0, int6
       const Tensor g32 = g.to(DType::f32).contiguous();
       if (meta::kernel_runs(dev, backward_cost(gx))) {
         if (grad_dtype == DType::bf16)
-          TS_CUDA(op, dev,
-                  cuda::sharded_cross_entropy_backward<bf16>(
-                      xs.data<float>(), targets.data<int32_t>(), lse.data<float>(),
-                      g32.data<float>(), count, gx.data<bf16>(), rows, V, first_id, ignore_index));
+          device_kernels<bf16>(op, dev).sharded_cross_entropy_backward(
+              xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), g32.data<float>(),
+              count, gx.data<bf16>(), rows, V, first_id, ignore_index);
         else
-          TS_CUDA(op, dev,
-                  cuda::sharded_cross_entropy_backward<float>(
-                      xs.data<float>(), targets.data<int32_t>(), lse.data<float>(),
-                      g32.data<float>(), count, gx.data<float>(), rows, V, first_id, ignore_index));
+          device_kernels<float>(op, dev).sharded_cross_entropy_backward(
+              xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), g32.data<float>(),
+              count, gx.data<float>(), rows, V, first_id, ignore_index);
       }
       return std::vector<Tensor>{gx, Tensor()};
     }

@@ -37,7 +37,7 @@ Tensor softmax(const Tensor& x0) {
     using T = decltype(tag);
     if (meta::kernel_runs(dev, cost::pass("softmax_fwd", rows * C, {x, y}, kSoftmaxFlops))) {
       if (is_cuda(dev))
-        TS_CUDA(op, dev, cuda::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C));
+        device_kernels<T>(op, dev).softmax_forward(x.data<T>(), y.data<T>(), rows, C);
       else
         cpu::softmax_forward<T>(x.data<T>(), y.data<T>(), rows, C);
     }
@@ -52,9 +52,8 @@ Tensor softmax(const Tensor& x0) {
           cost::pass("softmax_bwd", rows * C, {saved, gy, gx}, kSoftmaxBackwardFlops);
       if (meta::kernel_runs(dev, c)) {
         if (is_cuda(dev))
-          TS_CUDA(
-              "softmax", dev,
-              cuda::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C));
+          device_kernels<T>("softmax", dev)
+              .softmax_backward(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C);
         else
           cpu::softmax_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, C);
       }
@@ -99,10 +98,9 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
     loss = Tensor::empty(Shape{}, DType::f32, dev);
     meta::scratch(dev, {cuda_scratch::row_loss(rows)});
     if (meta::kernel_runs(dev, fwd))
-      TS_CUDA(op, dev,
-              cuda::cross_entropy_forward<float>(logits.data<float>(), targets.data<int32_t>(),
-                                                 lse.data<float>(), loss.data<float>(), rows, V,
-                                                 ignore_index));
+      device_kernels<float>(op, dev).cross_entropy_forward(
+          logits.data<float>(), targets.data<int32_t>(), lse.data<float>(), loss.data<float>(),
+          rows, V, ignore_index);
   } else {
     kernels::CrossEntropySum s;  // the meta device computes nothing: a loss of 0
     if (meta::kernel_runs(dev, fwd))
@@ -121,15 +119,13 @@ Tensor cross_entropy(const Tensor& logits0, const Tensor& targets0, int32_t igno
       const Tensor g32 = g.to(DType::f32).contiguous();
       if (meta::kernel_runs(dev, xent_backward_cost(xs, targets, lse, gx))) {
         if (grad_dtype == DType::bf16)
-          TS_CUDA(op, dev,
-                  cuda::cross_entropy_backward<bf16>(xs.data<float>(), targets.data<int32_t>(),
-                                                     lse.data<float>(), g32.data<float>(), count,
-                                                     gx.data<bf16>(), rows, V, ignore_index));
+          device_kernels<bf16>(op, dev).cross_entropy_backward(
+              xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), g32.data<float>(),
+              count, gx.data<bf16>(), rows, V, ignore_index);
         else
-          TS_CUDA(op, dev,
-                  cuda::cross_entropy_backward<float>(xs.data<float>(), targets.data<int32_t>(),
-                                                      lse.data<float>(), g32.data<float>(), count,
-                                                      gx.data<float>(), rows, V, ignore_index));
+          device_kernels<float>(op, dev).cross_entropy_backward(
+              xs.data<float>(), targets.data<int32_t>(), lse.data<float>(), g32.data<float>(),
+              count, gx.data<float>(), rows, V, ignore_index);
       }
       return std::vector<Tensor>{gx, Tensor()};
     }

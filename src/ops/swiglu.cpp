@@ -38,7 +38,8 @@ Tensor swiglu(const Tensor& x0) {
       using TO = decltype(out_tag);
       if (meta::kernel_runs(dev, cost::pass("swiglu_fwd", rows * F, {x, y}, kSwigluFlops))) {
         if (is_cuda(dev))
-          TS_CUDA(op, dev, cuda::swiglu_forward<TI, TO>(x.data<TI>(), y.data<TO>(), rows, F));
+          kernels::swiglu_forward_to<TO>(device_kernels<TI>(op, dev))(x.data<TI>(), y.data<TO>(),
+                                                                      rows, F);
         else
           cpu::swiglu_forward<TI, TO>(x.data<TI>(), y.data<TO>(), rows, F);
       }
@@ -54,9 +55,8 @@ Tensor swiglu(const Tensor& x0) {
           cost::pass("swiglu_bwd", rows * F, {saved, gy, gx}, 2 * kSwigluFlops);
       if (meta::kernel_runs(dev, c)) {
         if (is_cuda(dev))
-          TS_CUDA(
-              op, dev,
-              cuda::swiglu_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, F));
+          device_kernels<T>(op, dev).swiglu_backward(saved.data<T>(), gy.data<float>(),
+                                                     gx.data<T>(), rows, F);
         else
           cpu::swiglu_backward<T>(saved.data<T>(), gy.data<float>(), gx.data<T>(), rows, F);
       }

@@ -26,6 +26,7 @@ nlohmann::json step_record(const StepResult& r, const StepRecordParts& parts) {
   rec["rank_compute_ms_p50"] = parts.times->p50_ms;
   rec["rank_compute_ms_p95"] = parts.times->p95_ms;
   rec["peak_tensor_bytes"] = parts.peak_tensor_bytes;
+  if (parts.host_waits >= 0) rec["host_waits"] = parts.host_waits;
   rec["samples_hash"] = digest_hex(parts.samples->step);
   if (parts.samples->run) rec["samples_hash_run"] = digest_hex(*parts.samples->run);
   if (parts.fp16_scaler) {

@@ -42,6 +42,9 @@ struct StepRecordParts {
   const SampleAccount::Digests* samples = nullptr;
   const DynamicLossScaler* fp16_scaler = nullptr;  // null without fp16
   int64_t peak_tensor_bytes = 0;  // this rank's tensor allocator peak so far (size classes)
+  // The most times any rank waited for its device since the previous record (-1: not counted;
+  // only the emulated device counts them).
+  int64_t host_waits = -1;
 };
 
 // The metrics.jsonl record of a logged step (one JSON object per line; README lists the keys).

@@ -39,8 +39,9 @@ StepDecider::StepDecider(Device device, dist::Communicator& comm, const StepDeci
   const int world = comm_.world_size(), rank = comm_.rank();
   all_ = Tensor::empty({kSumsFloats * world}, DType::f32, device_);
   mine_ = all_.slice_rows(kSumsFloats * rank, kSumsFloats * (rank + 1));
-  RankStepSums mine;  // begin_step zeroes the sums, never `counted`
+  RankStepSums mine;  // begin_step zeroes the sums, never `counted` and `loss_counted`
   mine.counted = opt_.counts_norm ? 1.0 : 0.0;
+  mine.loss_counted = opt_.counts_loss ? 1.0 : 0.0;
   backend_.copy_from_host(mine_.raw_data(), &mine, sizeof mine);
   records_ = device_bytes(sizeof(StepRecord) * size_t(opt_.capacity), device_);
 }

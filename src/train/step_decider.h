@@ -27,6 +27,8 @@ struct StepDeciderOptions {
   int64_t capacity = 64;  // verdicts kept before the host must read them
   // Whether this rank's squared norm is part of the model's (DataParallel::norm_counted_here).
   bool counts_norm = true;
+  // Whether this rank has the step's losses (a pipeline's last stage; every rank otherwise).
+  bool counts_loss = true;
 };
 
 class StepDecider {

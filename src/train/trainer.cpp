@@ -278,14 +278,17 @@ void Trainer::build_optimisation_state() {
   samples_.emplace(mesh_->dp().get(), mesh_->dp_rank());
   timing_.emplace(comm_.get(), cfg_.parallel.slow_rank_factor);
   if (resumed_) samples_->resume(loop_.samples_digest);
-  if (device_.type == DeviceType::cuda && !pipeline_) {
+  if (device_.type == DeviceType::cuda) {
     StepDeciderOptions o;
     o.counts_norm = dp_->norm_counted_here();
+    // A pipeline's losses are on the rank of its last stage (stage s lives on rank s % p).
+    if (pipeline_) o.counts_loss = mesh_->pp_rank() == (pipeline_->stages() - 1) % pipeline_->p;
     o.scaler = scaler_->options();
     o.max_norm = cfg_.optim.grad_clip;
     o.micro_batches = micro_;
     o.capacity = std::clamp<int64_t>(cfg_.train.log_every, 1, 4096);
     decider_.emplace(device_, *comm_, o, scaler_->state(), dp_->optimizer_steps());
+    host_waits_logged_ = backend_for(device_).host_waits();
   }
 }
 
@@ -426,6 +429,8 @@ std::vector<Tensor> Trainer::run_pipeline(float loss_scale, StepResult& r) {
   work.output_shape = [this](int) { return task_->stage_output_shape(micro_); };
   work.before_backward = [this](int, bool last) { dp_->begin_micro_batch(last); };
   work.loss_scale = loss_scale;
+  if (decider_ && fp16_)  // the scale as the device last decided it
+    work.backward_seed = [this](const Tensor& l) { return decider_->backward_seed(l); };
   const dist::pipeline::StepStats stats =
       dist::pipeline::run_schedule(*pipeline_, *mesh_->pp(), device_, work);
   r.pipeline_transfer = stats.transfer_s / std::max(stats.transfer_s + stats.compute_s, 1e-12);
@@ -554,9 +559,20 @@ nlohmann::json Trainer::log_step(const StepResult& r) {
   parts.samples = &digests;
   parts.fp16_scaler = fp16_ ? &*scaler_ : nullptr;
   parts.peak_tensor_bytes = int64_t(training_memory(device_).peak_in_use);
+  parts.host_waits = host_waits_since_logged();
   nlohmann::json record = step_record(r, parts);
   progress_->update(r.step, r.loss, r.lr, r.items_per_s, task_->rate_unit(), r.ms);
   return record;
+}
+
+// Collective (every rank logs): the most any rank has waited for its device since the previous
+// record, where the device counts its host waits (the emulated one); -1 elsewhere.
+int64_t Trainer::host_waits_since_logged() {
+  if (host_waits_logged_ < 0) return -1;
+  const int64_t now = backend_for(device_).host_waits();
+  const std::vector<double> all = comm_->all_gather_f64(double(now - host_waits_logged_));
+  host_waits_logged_ = now;
+  return int64_t(*std::max_element(all.begin(), all.end()));
 }
 
 // Every rank takes part (ZeRO-3 needs them all to gather the parameters); the data-parallel

@@ -170,8 +170,9 @@ class Trainer {
   // samples when due.
   void report(const StepResult& r);
   nlohmann::json log_step(const StepResult& r);  // the metrics record; prints the progress line
-  nlohmann::json evaluate(int64_t step);         // on every rank; rank 0 prints the metrics
-  void sample(int64_t step);                     // on every rank; rank 0 prints the text
+  int64_t host_waits_since_logged();
+  nlohmann::json evaluate(int64_t step);  // on every rank; rank 0 prints the metrics
+  void sample(int64_t step);              // on every rank; rank 0 prints the text
 
   // After step `done` (counting from 1).
   void checkpoint_if_due(int64_t done);
@@ -217,9 +218,10 @@ class Trainer {
   std::optional<LRSchedule> schedule_;
   std::optional<DynamicLossScaler> scaler_;
   bool fp16_ = false;
-  // On a GPU without pipeline stages: each step's update decided on the device, so that a step
-  // that is not logged never waits for it (step_decider.h).
+  // On a GPU: each step's update decided on the device, so that a step that is not logged
+  // never waits for it (step_decider.h).
   std::optional<StepDecider> decider_;
+  int64_t host_waits_logged_ = -1;  // the device's host waits at the last record (-1: uncounted)
   Clock::time_point window_start_;  // the first unread verdict's step began
   ckpt::LoopState loop_;
   std::optional<SampleAccount> samples_;

@@ -6,14 +6,19 @@
 // accumulation, the optimizer on device buffers. Without a device every test skips, saying why.
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/backend.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 #include "cuda_test_util.h"
+#include "kernels/common/op_kernels.h"
 #include "kernels/cpu/sharded_cross_entropy.h"
 #include "nn/gpt.h"
 #include "ops/autocast.h"
@@ -383,6 +388,54 @@ TEST_F(CudaTest, MixedDevicesAndMissingPathsAreClearErrors) {
   FlatParameters flat({p});
   EXPECT_THROW(flat.value_data(), Error);
   EXPECT_NE(flat.value_ptr(), nullptr);
+}
+
+// The null entries of an op table (every entry is a function pointer).
+template <class Table>
+int null_entries(const Table& t) {
+  static_assert(sizeof(Table) % sizeof(void (*)()) == 0);
+  uintptr_t p[sizeof(Table) / sizeof(void (*)())];
+  std::memcpy(p, &t, sizeof t);
+  int n = 0;
+  for (uintptr_t e : p) n += e == 0;
+  return n;
+}
+
+// The CUDA backend's op table has every entry set but those op_kernels.h names as missing: a
+// designated initialiser that forgets one compiles and leaves it null, which would crash the
+// first op to call it.
+TEST_F(CudaTest, TheOpTableSetsEveryKernel) {
+  const kernels::OpKernels* ops = backend_for(kGpu).ops;
+  ASSERT_NE(ops, nullptr);
+  struct Untyped {  // OpKernels past its three typed tables
+    char bytes[sizeof(kernels::OpKernels) - 3 * sizeof(kernels::TypedOpKernels<float>)];
+  } untyped;
+  static_assert(offsetof(kernels::OpKernels, gemm) == 3 * sizeof(kernels::TypedOpKernels<float>));
+  std::memcpy(&untyped, &ops->gemm, sizeof untyped);
+  EXPECT_EQ(null_entries(untyped), 0);
+  EXPECT_EQ(null_entries(ops->of<float>()), 2);  // the tensor-core attention (16-bit only)
+  EXPECT_EQ(null_entries(ops->of<bf16>()), 0);
+  // The cross-entropies' gradients and the window attention have no f16 kernel.
+  EXPECT_EQ(null_entries(ops->of<f16>()), 4);
+}
+
+// An op on a device whose backend has no op table says so, naming the op and the device,
+// rather than computing on the host.
+TEST_F(CudaTest, ADeviceWithoutOpKernelsIsAClearError) {
+  DeviceBackend without_ops = backend_for(kGpu);
+  without_ops.ops = nullptr;
+  Tensor a = Tensor::ones(Shape{4}, DType::f32, kGpu);
+  register_backend(DeviceType::cuda, &without_ops);
+  std::string msg;
+  try {
+    ops::add(a, a);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  register_backend(DeviceType::cuda, nullptr);
+  EXPECT_NE(msg.find("add"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cuda:0 has no op kernels"), std::string::npos) << msg;
+  EXPECT_TRUE(ops::add(a, a).is_cuda());  // the built-in table is back
 }
 
 // Device tensors in core: transfers, fills, casts, clones, copies.

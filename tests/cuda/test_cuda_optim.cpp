@@ -181,9 +181,10 @@ bool same_f64(double a, double b) {
 // decide_step, the verdict a device-decided training step's update kernels read
 // (train/step_decider.h), against the host's rules step by step: DynamicLossScaler::update, the
 // trainer's fp16 overflow test and DDP's / ZeRO's unscale-and-clip. Two ranks' random sums with
-// inf and NaN injected (the second rank's squares a replica's, not added, every third step), a
-// clip at 1, a loss scale that grows every 3 clean steps and backs off by 4x to its floor of
-// 0.5; every field, every step.
+// inf and NaN injected (the second rank's squares a replica's, not added, every third step; the
+// first rank's loss not one of the mean's, a pipeline's first stage, every fourth), a clip at 1, a
+// loss scale that grows every 3 clean steps and backs off by 4x to its floor of 0.5; every field,
+// every step.
 TEST_F(CudaOptim, DecideStepAppliesTheHostRules) {
   Rng rng;
   TS_TRACE_SEED(rng);
@@ -197,9 +198,9 @@ TEST_F(CudaOptim, DecideStepAppliesTheHostRules) {
   DynamicLossScaler host(so);
   StepGate g;
   g.loss_scale = so.init_scale;
-  Tensor gate = Tensor::empty({8}, DType::i64, gpu), sums = Tensor::empty({6}, DType::i64, gpu);
+  Tensor gate = Tensor::empty({8}, DType::i64, gpu), sums = Tensor::empty({8}, DType::i64, gpu);
   Tensor record = Tensor::empty({4}, DType::i64, gpu);
-  static_assert(sizeof(StepGate) <= 64 && sizeof(RankStepSums) * 2 == 48 &&
+  static_assert(sizeof(StepGate) <= 64 && sizeof(RankStepSums) * 2 == 64 &&
                 sizeof(StepRecord) == 32);
   b.copy_from_host(gate.raw_data(), &g, sizeof g);
   int64_t applied = 0, grown = 0, floored = 0;
@@ -215,6 +216,8 @@ TEST_F(CudaOptim, DecideStepAppliesTheHostRules) {
     }
     s[0].counted = 1;
     s[1].counted = step % 3 == 0 ? 0 : 1;  // a replica's squares are not added
+    // A pipeline's first stage has no loss (its sum stays 0; a NaN there must not count).
+    if (step % 4 == 1) s[0].loss_counted = 0, s[0].loss = step % 8 == 1 ? 0.0 : std::nan("");
     if (u[4] < 0.12f) s[u[5] < 0.5f ? 0 : 1].squares = std::numeric_limits<double>::infinity();
     if (u[6] < 0.05f) s[1].loss = std::numeric_limits<double>::quiet_NaN();
     if (u[7] < 0.04f) s[0].squares = std::numeric_limits<double>::quiet_NaN();
@@ -236,13 +239,14 @@ TEST_F(CudaOptim, DecideStepAppliesTheHostRules) {
     b.copy_to_host(&rec, record.raw_data(), sizeof rec);
     b.synchronize();
 
-    // The host: the sums as Communicator::sum_f64 / average_f64 form them, then the trainer.
-    double squares = 0, loss = 0;
+    // The host: the sums as Communicator::sum_f64 / average_f64 form them (a pipeline's loss:
+    // its last stage's), then the trainer.
+    double squares = 0, loss = 0, losses = 0;
     for (const RankStepSums& r : s) {
       if (r.counted != 0) squares += r.squares;
-      loss += r.loss;
+      if (r.loss_counted != 0) loss += r.loss, losses += 1;
     }
-    loss /= 2.0;
+    loss /= losses;
     const double norm = std::sqrt(squares) / double(scale);
     const bool finite_loss = std::isfinite(loss), finite_norm = std::isfinite(norm);
     const bool ok = finite_loss && finite_norm;

@@ -77,6 +77,25 @@ on_gpus tp2_zero1 "$work/cpu" parallel.tp=2 parallel.zero_stage=1
 # the tied embedding's copies summing their gradients.
 on_gpus pp2 "$work/cpu_micro2" parallel.pp=2 train.micro_batches=2
 resumed_on_cpu pp2 "$work/cpu_micro2" train.micro_batches=2
+# Pipeline steps decided on the device too, in fp16 (the last stage's backward seeded with the
+# loss scale the device decided), logged every 4th step: the losses at steps 4 and 8 against one
+# CPU rank's fp16 run, and no more than one wait for the device on any rank between two records
+# (metrics' host_waits: the verdicts' read at the logged step).
+pp2_fp16=(parallel.pp=2 train.micro_batches=2 train.precision='"fp16"' train.checkpoint_every=0)
+"$tessera" train "$work/job.toml" "${pp2_fp16[@]:1}" --out "$work/cpu_fp16" --no-plot \
+  >"$work/cpu_fp16.log" 2>&1 || fail "one CPU rank, fp16: $(tail -5 "$work/cpu_fp16.log")"
+"${mpi[@]}" -np 2 "$tessera" train "$work/job.toml" train.device='"cuda"' "${pp2_fp16[@]}" \
+  train.log_every=4 --out "$work/pp2_fp16" --no-plot >"$work/pp2_fp16.log" 2>&1 ||
+  fail "pp2 fp16 on 2 emulated GPUs: $(tail -5 "$work/pp2_fp16.log")"
+jq -c 'select(.step == 4 or .step == 8) | {step, loss}' "$work/cpu_fp16/metrics.jsonl" \
+  >"$work/cpu_fp16_4_8.jsonl"
+mkdir -p "$work/cpu_fp16_4_8" && mv "$work/cpu_fp16_4_8.jsonl" "$work/cpu_fp16_4_8/metrics.jsonl"
+[[ $(losses "$work/pp2_fp16" | wc -l) -eq 2 ]] || fail "pp2 fp16: expected records at steps 4 and 8"
+expect_close "2 emulated GPUs, pp2 fp16 (steps 4 and 8) vs 1 CPU rank" "$work/pp2_fp16" \
+  "$work/cpu_fp16_4_8"
+waits=$(jq -r 'select(.step == 8) | .host_waits' "$work/pp2_fp16/metrics.jsonl")
+[[ $waits == 1 ]] || fail "pp2 fp16: steps 5-8 waited for the device $waits times on some rank (bound 1)"
+echo "ok: pp2 fp16 on 2 emulated GPUs: steps 5-8 waited for the device $waits time(s) on the rank that waited most"
 # Context parallelism: each chunk's queries over the whole sequence's keys and values (the
 # window attention kernels), all-gathered and reduce-scattered by NCCL.
 on_gpus cp2 "$work/cpu" parallel.cp=2

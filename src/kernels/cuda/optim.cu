@@ -93,13 +93,14 @@ __device__ inline bool finite(double x) {
 // on both sides), so the device decides exactly as the host would.
 __global__ void decide_step_kernel(StepDecisionArgs a) {
   StepGate& g = *a.gate;
-  // In rank order, as Communicator::sum_f64 and average_f64 add; a replica's squares once.
-  double squares = 0, loss = 0;
+  // In rank order, as Communicator::sum_f64 and average_f64 add; a replica's squares once; the
+  // mean loss over the ranks that have one (a pipeline's last stages).
+  double squares = 0, loss = 0, losses = 0;
   for (int r = 0; r < a.ranks; ++r) {
     if (a.sums[r].counted != 0) squares += a.sums[r].squares;
-    loss += a.sums[r].loss;
+    if (a.sums[r].loss_counted != 0) loss += a.sums[r].loss, losses += 1;
   }
-  loss /= double(a.ranks);
+  loss /= losses;
   const float scale = g.loss_scale;
   const double norm = sqrt(squares) / double(scale);
   const bool finite_loss = finite(loss), finite_norm = finite(norm);
