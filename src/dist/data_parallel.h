@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,11 @@ struct DataParallelOptions {
   // embedding on the first and last pipeline stages) counts once.
   Communicator* model_parallel = nullptr;
   std::vector<bool> counted;
+  // ZeRO: where the engine keeps its buffers, when the parameters are still on the host (unset:
+  // the parameters' device). The engine copies from them only what this rank keeps (under
+  // stage 3 its shard) and moves the parameters there, so a model too large for one device's
+  // memory never has to be on one whole. DDP needs the parameters on their device already.
+  std::optional<Device> device;
 };
 
 // Bytes this rank holds for each kind of training state, each measured as the change in the

@@ -30,6 +30,12 @@ void repoint(const Tensor& p, const std::shared_ptr<Storage>& storage, int64_t o
   impl.strides = contiguous_strides(impl.shape);
 }
 
+// Whether parameters on d are on the host: the CPU, or the meta device's stand-in for it (a plan
+// for GPUs builds its model there).
+bool on_host(Device d) {
+  return d.is_cpu() || d == Device::meta(meta::kHostIndex);
+}
+
 // Elements [a, b) of a contiguous tensor, as a 1-D view of its storage.
 Tensor flat_range(const Tensor& t, int64_t a, int64_t b) {
   return t.view(Shape{t.numel()}).slice_rows(a, b);
@@ -70,17 +76,18 @@ Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt
     : DataParallel(comm, tracer, opt), stage_(opt.zero_stage), params_(model.parameters()) {
   TS_CHECK(stage_ >= 1 && stage_ <= 3, "ZeRO: stage {} is not 1, 2 or 3", stage_);
   TS_CHECK(!params_.empty(), "ZeRO: the model has no parameters");
-  // Every buffer lives where the parameters are (the trainer moves the model first).
-  dev_ = params_[0].device();
+  // Every buffer lives on the device given, else where the parameters are; parameters on the
+  // host are copied from (only this rank's shard, under stage 3) and then moved there.
+  dev_ = opt.device.value_or(params_[0].device());
   // The layout of FlatParameters (same checks on the parameters).
   int64_t end = 0;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
-    TS_CHECK(p.dtype() == DType::f32 && p.device() == dev_ && p.requires_grad() && p.is_leaf() &&
-                 p.is_contiguous(),
+    TS_CHECK(p.dtype() == DType::f32 && (p.device() == dev_ || on_host(p.device())) &&
+                 p.requires_grad() && p.is_leaf() && p.is_contiguous(),
              "ZeRO: parameter '{}' ({} on {}) must be a contiguous f32 leaf that requires grad, "
-             "on {} like parameter '{}'",
-             p.name(), p.desc(), p.device().str(), dev_.str(), params_[0].name());
+             "on {} or on the cpu",
+             p.name(), p.desc(), p.device().str(), dev_.str());
     ParamSegment s{p.name(), p.shape(), round_up(end, FlatParameters::kAlignElems), p.numel()};
     end = s.offset + s.numel;
     segs_.push_back(std::move(s));

@@ -40,10 +40,7 @@ class ClassifierTask final : public Task {
   }
 
   nn::Module& model() override { return *model_; }
-  void to_device(Device device) override {
-    device_ = device;
-    model_->to(device);
-  }
+  void set_device(Device device) override { device_ = device; }
   const std::vector<int64_t>& sample_ids() const override { return batch_.sample_ids; }
   void next_batch() override {
     batch_ = batches_->next();

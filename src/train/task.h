@@ -24,9 +24,9 @@ class Task {
  public:
   virtual ~Task() = default;
   virtual nn::Module& model() = 0;
-  // Moves the model to `device` (before the engine flattens its parameters) and makes batches
-  // and evaluation run there.
-  virtual void to_device(Device device) = 0;
+  // Makes batches and evaluation run on `device`. The model's parameters are the trainer's to
+  // move (Module::to, or the ZeRO engine: under stage 3 only this rank's shard).
+  virtual void set_device(Device device) = 0;
   // Fetches the next global batch (this rank's rows: see make_task).
   virtual void next_batch() = 0;
   // The samples of this rank's rows of the current batch (data::TokenBatch::sample_ids): what

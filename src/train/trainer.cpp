@@ -18,6 +18,7 @@
 #include "core/file_io.h"
 #include "core/file_system.h"
 #include "core/host_cores.h"
+#include "core/meta_device.h"
 #include "core/profiler.h"
 #include "dist/consistency.h"
 #include "dist/pipeline_runner.h"
@@ -211,8 +212,15 @@ void Trainer::build_model_and_engine() {
   }
   place.context_parallel = cp_group_.get();
   task_ = make_task(task_cfg, place);
-  if (!device_.is_cpu()) task_->to_device(device_);  // before the engine flattens the parameters
+  task_->set_device(device_);
+  // The engine flattens the parameters where they are, so the model goes to the device first;
+  // but under ZeRO-3 on a GPU the engine copies only this rank's shard from the host, so that a
+  // model larger than one GPU can start (and a plan for GPUs, on the meta device, does the same).
+  const bool shard_from_host =
+      cfg_.parallel.zero_stage == 3 &&
+      (device_.type == DeviceType::cuda || (device_.is_meta() && meta::plays_cuda()));
   nn::Module& model = task_->model();
+  if (!device_.is_cpu() && !shard_from_host) model.to(device_);
   const std::vector<nn::TensorShard> shards = task_->parameter_shards();
   if (pipeline_) {
     // Every rank has the config; the parameters are compared among the ranks of one stage.
@@ -226,15 +234,18 @@ void Trainer::build_model_and_engine() {
   // Every rank initialised from the same seed; the first data-parallel replica's values make
   // that exact regardless (each tensor-parallel rank's own part).
   // The ranks holding the same part of the model (data and context parallel) average its
-  // gradients and start from the first one's values.
+  // gradients and start from the first one's values. (ZeRO-3 from the host: each rank keeps its
+  // own shard of its own initialisation, the same on every rank by the counter-based generator;
+  // a GPU communicator cannot broadcast host tensors.)
   dist::Communicator& data_comm = *mesh_->data();
-  if (data_comm.world_size() > 1 && !resumed_)
+  if (data_comm.world_size() > 1 && !resumed_ && !shard_from_host)
     for (const Tensor& p : model.parameters()) data_comm.broadcast(p, 0);
   tracer_.emplace(rank_, world_ > 1 || opt_.trace);
   tracer_->name_track(0, "training thread");
   const dist::ParameterUnits units =
       cfg_.parallel.zero_stage == 3 ? task_->parameter_units() : dist::ParameterUnits{};
   dist::DataParallelOptions po = parallel_options(cfg_);
+  if (shard_from_host) po.device = device_;
   if (tp_group_ || pipeline_) {
     // The gradient norm sums the replica's parts, each parameter once: a whole copy on every
     // tensor-parallel rank counts on the first, a tied embedding on the first stage.

@@ -79,25 +79,31 @@ struct EngineRun {
   std::vector<std::vector<float>> state;   // the optimizer's state buffers
   uint64_t checksum = 0;
   dist::MemoryReport memory;
-  int64_t cpu_bytes_for_engine = 0;  // the CPU allocator's change while the engine was built
+  int64_t cpu_bytes_for_engine = 0;   // the CPU allocator's change while the engine was built
+  bool parameters_on_device = false;  // right after the engine was built
 };
 
 // Four steps of two micro-batches each; micro-batch i of step s has the loss
 // grad_scale * sum_p sum(p * p * t_{s,i,p}) / 2 with fixed random t, so each gradient is
 // grad_scale * p * t exactly, in the same order on every engine.
-EngineRun train_engine(int stage, const dist::ShardedOptimizerOptions& optim, float grad_scale) {
+// from_host: the model stays on the host and the engine is told its device (ZeRO only).
+EngineRun train_engine(int stage, const dist::ShardedOptimizerOptions& optim, float grad_scale,
+                       bool from_host = false) {
   const Device dev = Device::cuda(0);
   SmallModel model(21);
-  model.to(dev);
+  if (!from_host) model.to(dev);
   dist::LocalCommunicator comm;
   dist::DataParallelOptions o;
   o.zero_stage = stage;
   o.bucket_mb = 0.002;  // about 500 floats: several buckets
   o.optimizer = optim;
+  if (from_host) o.device = dev;
   const int64_t cpu_before = int64_t(allocator_for(Device::cpu()).stats().in_use);
   std::unique_ptr<dist::DataParallel> dp = dist::make_data_parallel(model, comm, o);
   EngineRun out;
   out.cpu_bytes_for_engine = int64_t(allocator_for(Device::cpu()).stats().in_use) - cpu_before;
+  out.parameters_on_device = true;
+  for (const Tensor& p : model.parameters()) out.parameters_on_device &= p.device() == dev;
   out.memory = dp->memory();
   Generator targets(77);
   for (int s = 0; s < 4; ++s) {
@@ -165,6 +171,31 @@ TEST_F(CudaZero, EnginesMatchDdpBitForBit) {
 }
 
 // Runs everywhere: the shard step refuses tensors that are not the shard (size, device).
+// ZeRO with the model still on the host (how the trainer starts ZeRO-3 on a GPU, so that a model
+// larger than one GPU never has to be on one whole): the engine copies what it keeps from the
+// host and moves the parameters to the device: the same training, bit for bit, as with the
+// model moved first.
+TEST_F(CudaZero, EnginesTakeTheParametersFromTheHost) {
+  dist::ShardedOptimizerOptions adamw;
+  adamw.adamw.weight_decay = 0.1f;
+  for (int stage = 1; stage <= 3; ++stage) {
+    const std::string what = fmt::format("zero{} engine, model on the host", stage);
+    SCOPED_TRACE(what);
+    const EngineRun moved = train_engine(stage, adamw, 1024.f);
+    const EngineRun staged = train_engine(stage, adamw, 1024.f, /*from_host=*/true);
+    EXPECT_TRUE(staged.parameters_on_device);
+    ASSERT_EQ(staged.values.size(), moved.values.size());
+    for (size_t i = 0; i < moved.values.size(); ++i)
+      expect_exact(what + ": parameter " + std::to_string(i), "f32", staged.values[i],
+                   moved.values[i]);
+    for (size_t i = 0; i < moved.state.size(); ++i)
+      expect_exact(what + ": optimizer state " + std::to_string(i), "f32", staged.state[i],
+                   moved.state[i]);
+    EXPECT_EQ(staged.norms, moved.norms);
+    EXPECT_EQ(staged.memory.param_bytes, moved.memory.param_bytes);
+  }
+}
+
 TEST(ZeroShardStep, ChecksTheShardTensors) {
   const std::vector<ParamSegment> segs = {{"w", Shape{4, 8}, 0, 32}, {"b", Shape{8}, 32, 8}};
   dist::ShardedOptimizer opt(segs, {true, false}, 48, 16, 48, {});
