@@ -45,6 +45,7 @@
 #include <vector>
 
 #include "core/allocator.h"
+#include "core/backend.h"
 #include "core/profiler.h"
 #include "core/rng.h"
 #include "data/loader.h"
@@ -52,16 +53,13 @@
 #include "kernels/cpu/matmul.h"
 #include "nn/gpt.h"
 #include "ops/autocast.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 #include "optim/adamw.h"
 #include "optim/clip.h"
 #include "optim/loss_scaler.h"
 #include "train/mfu_peak.h"
 #include "train/step_decider.h"
-#if TESSERA_HAVE_CUDA
-#include "cuda/device.h"
-#include "kernels/cuda/matmul.h"
-#endif
 
 using namespace tessera;
 using Clock = std::chrono::steady_clock;
@@ -149,10 +147,8 @@ Options parse(int argc, char** argv) {
     usage("--grad-clip must be >= 0, --loss-scale > 0, --loss-scale-window >= 1");
   if (o.batch < 1 || o.seq < 1 || o.steps < 1 || o.warmup < 0 || o.threads < 1)
     usage("batch, seq, steps and threads must be positive, warmup >= 0");
-#if !TESSERA_HAVE_CUDA
-  if (!o.device.is_cpu())
+  if (!o.device.is_cpu() && !find_backend(o.device.type))
     usage("--device cuda: this build has no CUDA backend (-DTESSERA_CUDA=ON)");
-#endif
   return o;
 }
 
@@ -188,46 +184,36 @@ double gemm_ceiling_gflops(DType t) {
 
 // Host waits so far (the emulated CUDA device counts them), -1 where nothing counts them.
 int64_t host_waits(Device d) {
-#if TESSERA_HAVE_CUDA
-  return d.is_cpu() ? -1 : cuda::host_waits();
-#else
-  (void)d;
-  return -1;
-#endif
+  return d.is_cpu() ? -1 : backend_for(d).host_waits();
 }
 
 // Waits for the device's queued work (a no-op on the CPU), so that wall time is device time.
 void device_sync(Device d) {
-#if TESSERA_HAVE_CUDA
-  if (!d.is_cpu()) cuda::synchronize(cuda::current_stream());
-#else
-  (void)d;
-#endif
+  if (!d.is_cpu()) backend_for(d).synchronize();
 }
 
-#if TESSERA_HAVE_CUDA
-// cuBLASLt's rate on a large square GEMM (8192^3, operands in t, f32 output, B transposed as
-// linear() uses it): the GPU's GEMM ceiling. Median of 7.
-double cuda_gemm_ceiling_gflops(DType t) {
+// The device's rate on a large square GEMM (8192^3, operands in t, f32 output, B transposed as
+// linear() uses it; cuBLASLt on a GPU): its GEMM ceiling. Median of 7.
+double device_gemm_ceiling_gflops(Device d, DType t) {
   const int64_t n = 8192;
-  Tensor a = Tensor::full(Shape{n, n}, 0.01, t, Device::cuda(0));
-  Tensor b = Tensor::full(Shape{n, n}, 0.01, t, Device::cuda(0));
-  Tensor c = Tensor::empty(Shape{n, n}, DType::f32, Device::cuda(0));
-  cuda::GemmArgs g;
+  Tensor a = Tensor::full(Shape{n, n}, 0.01, t, d);
+  Tensor b = Tensor::full(Shape{n, n}, 0.01, t, d);
+  Tensor c = Tensor::empty(Shape{n, n}, DType::f32, d);
+  kernels::GemmArgs g;
   g.m = g.n = g.k = n, g.ab_type = t, g.trans_b = true;
-  g.a = a.raw_data(), g.b = b.raw_data(), g.c = c.raw_data();
-  cuda::gemm(g);
-  device_sync(Device::cuda(0));
+  g.a = a.raw_data(), g.b = b.raw_data(), g.c = c.data<float>();
+  const kernels::OpKernels& k = ops::device_kernels("gemm ceiling", d);
+  k.gemm(g);
+  device_sync(d);
   std::vector<double> rates;
   for (int i = 0; i < 7; ++i) {
     auto t0 = Clock::now();
-    cuda::gemm(g);
-    device_sync(Device::cuda(0));
+    k.gemm(g);
+    device_sync(d);
     rates.push_back(2.0 * double(n) * double(n) * double(n) / seconds_since(t0) * 1e-9);
   }
   return median(rates);
 }
-#endif
 
 void print_breakdown(const prof::Totals& t, double step_seconds, int steps, double ceiling) {
   std::printf("\n%s", prof::format_breakdown(t, step_seconds, steps).c_str());
@@ -254,16 +240,15 @@ int main(int argc, char** argv) {
   if (o.seq > cfg.context) usage("--seq exceeds the model's context");
 
   const bool on_gpu = !o.device.is_cpu();
-#if TESSERA_HAVE_CUDA
   if (on_gpu) {
-    if (!cuda::available()) {
-      std::fprintf(stderr, "bench_train_step: --device cuda: no CUDA device: %s\n",
-                   cuda::probe_devices().reason.c_str());
+    const DeviceBackend& b = backend_for(o.device);
+    if (b.device_count() <= o.device.index) {
+      std::fprintf(stderr, "bench_train_step: --device %s: no such device: %s\n",
+                   o.device.str().c_str(), b.unavailable_reason().c_str());
       return 1;
     }
-    std::printf("device: %s\n", cuda::device_summary(o.device.index).c_str());
+    std::printf("device: %s\n", b.describe(o.device.index).c_str());
   }
-#endif
   // MFU's denominator, as the training metrics take it (train/mfu_peak.h).
   const train::MfuPeak peak = o.peak_tflops > 0 ? train::MfuPeak{o.peak_tflops, "--peak-tflops"}
                                                 : train::datasheet_mfu_peak(o.device, compute);
@@ -280,13 +265,11 @@ int main(int argc, char** argv) {
     // fp16 on the CPU widens its operands exactly and runs the f32 GEMM: f32's ceiling.
     ceiling = compute == DType::bf16 ? bf16 : f32;
   }
-#if TESSERA_HAVE_CUDA
   if (o.ceiling && on_gpu) {
-    ceiling = cuda_gemm_ceiling_gflops(compute);
+    ceiling = device_gemm_ceiling_gflops(o.device, compute);
     std::printf("GEMM ceiling (cuBLASLt 8192^3, %s, this process): %.0f GFLOP/s\n",
                 o.precision.c_str(), ceiling);
   }
-#endif
 
   Generator init(1234);
   nn::GPT model(cfg, init);
