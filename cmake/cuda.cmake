@@ -102,7 +102,6 @@ target_link_libraries(tessera_cuda_kernels PRIVATE fmt::fmt CUDA::cudart CUDA::c
 target_sources(tessera PRIVATE ${TESSERA_CUDA_HOST_SOURCES}
                                $<TARGET_OBJECTS:tessera_cuda_kernels>)
 target_link_libraries(tessera PUBLIC CUDA::cudart CUDA::cublasLt tessera_nccl)
-target_compile_definitions(tessera PUBLIC TESSERA_HAVE_CUDA=1)
 add_library(tessera_cuda INTERFACE src/kernels/cuda/kernels.h)
 target_link_libraries(tessera_cuda INTERFACE tessera)
 # Host code: the project's warnings, as errors under TESSERA_WERROR; in the nvcc-compiled files
@@ -114,7 +113,6 @@ if(TESSERA_WERROR)
   target_compile_options(tessera_cuda_kernels PRIVATE --Werror=all-warnings)
 endif()
 target_compile_options(tessera_cuda_kernels PRIVATE -Xcompiler=${TESSERA_CUDA_HOST_WARNINGS})
-target_compile_definitions(tessera_cuda_kernels PRIVATE TESSERA_HAVE_CUDA=1)
 # fmt 9 under nvcc: its consteval format-string check is rejected by nvcc's front end ("did
 # not produce a valid constant expression"), and it turns FMT_CONSTEXPR off when it sees
 # __NVCC__, which then breaks g++'s host pass ("call to non-constexpr function"). So: no

@@ -25,7 +25,7 @@ target_sources(tessera PRIVATE ${TESSERA_CUDA_HOST_SOURCES} ${TESSERA_CUDA_KERNE
 # Before every other include folder, so that <cuda_runtime.h> & co. are the emulator's even
 # where a toolkit is installed.
 target_include_directories(tessera BEFORE PUBLIC src/emu/include)
-target_compile_definitions(tessera PUBLIC TESSERA_HAVE_CUDA=1 TESSERA_CUDA_EMULATION=1)
+target_compile_definitions(tessera PUBLIC TESSERA_CUDA_EMULATION=1)
 # .cu files are compiled as C++ (-x c++: CMake passes the language for LANGUAGE CXX sources).
 find_package(Threads REQUIRED)
 target_link_libraries(tessera PUBLIC Threads::Threads)

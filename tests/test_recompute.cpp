@@ -15,9 +15,7 @@
 #include "autograd/grad_mode.h"
 #include "ckpt/checkpoint.h"
 #include "core/allocator.h"
-#if TESSERA_HAVE_CUDA
-#include "cuda/device.h"
-#endif
+#include "core/backend.h"
 #include "dist/local_comm.h"
 #include "gradcheck.h"
 #include "mpi/tiny_job.h"
@@ -122,16 +120,14 @@ TEST(Recompute, GPTGradientsAreBitIdentical) {
 // The same on a GPU: the mechanism is ops on the inputs' device, and every CUDA kernel sums in
 // a fixed order (tests/cuda/test_cuda_gpt.cpp), so bit-identity holds there too.
 TEST(Recompute, GPTGradientsAreBitIdenticalOnTheGpu) {
-#if TESSERA_HAVE_CUDA
-  if (!cuda::available()) GTEST_SKIP() << "no CUDA device: " << cuda::probe_devices().reason;
+  const DeviceBackend* cuda = find_backend(DeviceType::cuda);
+  if (!cuda) GTEST_SKIP() << "built without CUDA";
+  if (cuda->device_count() == 0) GTEST_SKIP() << "no CUDA device: " << cuda->unavailable_reason();
   for (DType autocast : {DType::f32, DType::bf16}) {
     SCOPED_TRACE(dtype_name(autocast));
     expect_identical(gpt_step(nn::Recompute::none, 0.2f, autocast, Device::cuda(0)),
                      gpt_step(nn::Recompute::blocks, 0.2f, autocast, Device::cuda(0)));
   }
-#else
-  GTEST_SKIP() << "built without CUDA";
-#endif
 }
 
 // The input's gradient (the node's own output) and the block's parameters' are the plain
