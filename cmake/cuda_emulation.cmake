@@ -77,24 +77,20 @@ if(TESSERA_BUILD_TESTS)
   # The kernel tests again with the race check on: races on shared memory within a block
   # (src/emu/racecheck.h), and races between streams on device memory (src/emu/streamrace.h),
   # which the runtime, training, ZeRO and NCCL tests exercise with several streams.
-  # test_cuda_train runs in two parts (its GPT runs, the rest): whole, it took 520 s of its 900 s
-  # under the race check in CI, and 725 s when other work shared the two cores.
-  set(racecheck_runs
-      "test_cuda_kernels|-*DeathTest*" "test_cuda_kernels_nn|-*DeathTest*"
-      "test_cuda_optim|-*DeathTest*" "test_cuda_attention_tc|-*DeathTest*"
-      "test_cuda_runtime|-*DeathTest*" "test_cuda_train_gpt|CudaTrain.GPT*"
-      "test_cuda_train_rest|-CudaTrain.GPT*:*DeathTest*" "test_cuda_zero|-*DeathTest*"
-      "test_emu_host_waits|-*DeathTest*")
-  foreach(run ${racecheck_runs})
-    string(REPLACE "|" ";" parts "${run}")
-    list(GET parts 0 name)
-    list(GET parts 1 filter)
-    string(REGEX REPLACE "_(gpt|rest)$" "" binary "${name}")
-    add_test(NAME emu_racecheck_${name} COMMAND ${binary} --gtest_filter=${filter})
-    set_tests_properties(emu_racecheck_${name} PROPERTIES
-                         ENVIRONMENT "TESSERA_EMU_RACECHECK=1;OMP_NUM_THREADS=2"
-                         LABELS "cuda;emu" TIMEOUT 900)
+  function(add_racecheck_test name binary filter)
+    add_test(NAME ${name} COMMAND ${binary} --gtest_filter=${filter})
+    set_tests_properties(${name} PROPERTIES ENVIRONMENT "TESSERA_EMU_RACECHECK=1;OMP_NUM_THREADS=2"
+                                            LABELS "cuda;emu" TIMEOUT 900)
+  endfunction()
+  foreach(name test_cuda_kernels test_cuda_kernels_nn test_cuda_optim test_cuda_attention_tc
+               test_cuda_runtime test_cuda_zero test_emu_host_waits)
+    add_racecheck_test(emu_racecheck_${name} ${name} -*DeathTest*)
   endforeach()
+  # test_cuda_train in two parts (its GPT runs, the rest): whole, it took 520 s of its 900 s
+  # under the race check in CI, and 725 s when other work shared the two cores.
+  add_racecheck_test(emu_racecheck_test_cuda_train_gpt test_cuda_train CudaTrain.GPT*)
+  add_racecheck_test(emu_racecheck_test_cuda_train_rest test_cuda_train
+                     -CudaTrain.GPT*:*DeathTest*)
   if(TESSERA_HAVE_MPI)
     foreach(name test_nccl_comm test_emu_nccl)
       if(TARGET ${name})

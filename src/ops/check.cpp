@@ -34,16 +34,12 @@ Device common_device(const char* op, std::initializer_list<NamedInput> inputs) {
 }
 
 const kernels::OpKernels& device_kernels(const char* op, Device d) {
-  const DeviceBackend* backend = find_backend(d.type);
-  TS_CHECK(backend,
-           "{}: input on {} but this build has no backend for it (configure with nvcc, "
-           "or -DTESSERA_CUDA_EMULATION=ON)",
-           op, d.str());
-  TS_CHECK(backend->ops,
+  const DeviceBackend& backend = backend_for(d, op);  // names the op when d has no backend
+  TS_CHECK(backend.ops,
            "{}: the backend of {} has no op kernels; the op does not fall back to the host: move "
            "the inputs to the cpu",
            op, d.str());
-  return *backend->ops;
+  return *backend.ops;
 }
 
 void check_dtype(const char* op, const char* arg, const Tensor& t, DType expected) {
