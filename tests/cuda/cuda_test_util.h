@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <initializer_list>
 #include <random>
 #include <string>
@@ -64,10 +65,11 @@ class DevBuf {
   T* p_;
 };
 
-// Fresh inputs on every run; the seed goes into the failure message via SCOPED_TRACE.
+// Fresh inputs on every run; the seed goes into the failure message via SCOPED_TRACE, and
+// TESSERA_TEST_SEED=<that seed> replays a failed run's inputs.
 class Rng {
  public:
-  Rng() : seed_(std::random_device{}() | (uint64_t(std::random_device{}()) << 32)), eng_(seed_) {}
+  Rng() : seed_(initial_seed()), eng_(seed_) {}
   uint64_t seed() const { return seed_; }
   std::vector<float> normal(size_t n, float stddev = 1.f) {
     std::normal_distribution<float> d(0.f, stddev);
@@ -90,6 +92,11 @@ class Rng {
   uint64_t u64() { return eng_(); }
 
  private:
+  static uint64_t initial_seed() {
+    if (const char* s = std::getenv("TESSERA_TEST_SEED"); s != nullptr && *s != '\0')
+      return std::strtoull(s, nullptr, 10);
+    return std::random_device{}() | (uint64_t(std::random_device{}()) << 32);
+  }
   uint64_t seed_;
   std::mt19937_64 eng_;
 };
