@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/allocator.h"
 #include "dist/beat.h"
 #include "dist/bootstrap.h"
 #include "dist/clock.h"
@@ -26,6 +27,7 @@
 #include "optim/adamw.h"
 #include "optim/sgd.h"
 #include "scratch.h"
+#include "train/model_kinds.h"
 #include "train/trainer.h"
 
 using namespace tessera;
@@ -655,6 +657,64 @@ TEST(DataParallel, EveryZeroStageOnOneRankMatchesPlainTrainingBitwise) {
   }
   EXPECT_NEAR(double(mem[0].optimizer_bytes), 2.0 * double(mem[0].param_bytes),
               0.01 * double(mem[0].param_bytes));
+}
+
+// ZeRO-3 hands the parameters out for saving one unit at a time (DataParallel::visit_present):
+// each parameter once, with the values gather_all gives, while no more than the unit visited and
+// the next one (prefetched) are held beyond the shard, never the whole model; afterwards
+// nothing more is held.
+TEST(DataParallel, ZeroThreeVisitsTheParametersUnitByUnit) {
+  const fs::path dir = tessera::testing::scratch_dir("dist_visit");
+  train::Config cfg = tessera::testing::tiny_gpt_job(tessera::testing::write_tiny_corpus(dir), 4);
+  cfg.model.n_layer = 6;
+  Generator g(3);
+  std::unique_ptr<nn::Decoder> model = train::make_decoder(cfg, g);
+  const nn::ParameterUnits units = model->parameter_units();
+  std::vector<int64_t> unit_bytes;
+  for (const std::vector<Tensor>& u : units.units) {
+    unit_bytes.push_back(0);
+    for (const Tensor& t : u) unit_bytes.back() += 4 * t.numel();
+  }
+  int64_t whole = 0, two_units = 0;
+  for (size_t u = 0; u < unit_bytes.size(); ++u) {
+    whole += unit_bytes[u];
+    if (u + 1 < unit_bytes.size())
+      two_units = std::max(two_units, unit_bytes[u] + unit_bytes[u + 1]);
+  }
+  ASSERT_GE(unit_bytes.size(), 8u);  // the embeddings, six blocks, the head
+
+  LocalCommunicator comm;
+  DataParallelOptions o;
+  o.zero_stage = 3;
+  std::unique_ptr<DataParallel> dp = make_data_parallel(*model, comm, o, nullptr, units);
+  const std::vector<Tensor> params = model->parameters();
+  std::vector<Tensor> expected;
+  dp->gather_all();
+  for (const Tensor& p : params) expected.push_back(p.clone());
+  dp->release_all();
+
+  Allocator& alloc = allocator_for(Device::cpu());
+  const int64_t before = int64_t(alloc.stats().in_use);
+  int64_t most = 0;
+  std::vector<int> visits(params.size());
+  dp->visit_present(params.size(), [&](size_t i) {
+    ++visits[i];
+    most = std::max(most, int64_t(alloc.stats().in_use) - before);
+    EXPECT_EQ(params[i].to_vector(), expected[i].to_vector()) << params[i].name();
+  });
+  EXPECT_EQ(visits, std::vector<int>(params.size(), 1));
+  EXPECT_LE(double(most), 1.15 * double(two_units)) << "size classes round up by <= 12.5%";
+  EXPECT_LT(most, whole / 2);
+  EXPECT_EQ(int64_t(alloc.stats().in_use), before);
+
+  // host_parameters: the same values by name, copies that outlive the units; none where not kept.
+  const nn::NamedTensors host = host_parameters(*dp, *model, true);
+  ASSERT_EQ(host.size(), params.size());
+  for (size_t i = 0; i < host.size(); ++i) {
+    EXPECT_EQ(host[i].first, model->named_parameters()[i].first);
+    EXPECT_EQ(host[i].second.to_vector(), expected[i].to_vector()) << host[i].first;
+  }
+  EXPECT_TRUE(host_parameters(*dp, *model, false).empty());
 }
 
 TEST(DataParallel, BatchMustSplitEvenlyOverRanksAndMicroBatches) {

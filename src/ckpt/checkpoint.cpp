@@ -103,15 +103,12 @@ Snapshot take_snapshot(dist::DataParallel& dp, nn::Module& model, const TrainerS
   Snapshot s;
   s.step = trainer.step;
   dist::TrainingStateView v = dp.training_state();
-  dp.gather_all();
+  s.weights = dist::host_parameters(dp, model, rank == 0);
   if (rank == 0) {
-    for (const auto& [name, p] : model.named_parameters())
-      s.weights.emplace_back(name, host_copy(p));
     s.weights_metadata = {{"format", "pt"}, {"tessera_model", model_kind}};
     s.config_toml = config_toml;
     s.trainer = trainer;
   }
-  dp.release_all();
   // Stage 0: every rank holds the whole (identical) state; rank 0 writes it.
   const bool sharded = dp.zero_stage() > 0;
   if (sharded || rank == 0) {

@@ -25,6 +25,22 @@ std::unique_ptr<DataParallel> make_data_parallel(nn::Module& model, Communicator
 DataParallel::DataParallel(Communicator& comm, Tracer* tracer, const DataParallelOptions& opt)
     : comm_(comm), tracer_(tracer), model_parallel_(opt.model_parallel), counted_(opt.counted) {}
 
+void DataParallel::visit_present(size_t count, const std::function<void(size_t)>& visit) {
+  for (size_t i = 0; i < count; ++i) visit(i);
+}
+
+nn::NamedTensors host_parameters(DataParallel& dp, const nn::Module& model, bool keep) {
+  nn::NamedTensors params = model.named_parameters();
+  dp.visit_present(params.size(), [&](size_t i) {
+    if (!keep) return;
+    // A copy: under ZeRO-3 the values live in a unit's buffer only until it is released.
+    Tensor& t = params[i].second;
+    t = t.device().is_cpu() ? t.clone() : t.to(Device::cpu());
+  });
+  if (!keep) params.clear();
+  return params;
+}
+
 void DataParallel::for_each_counted_range(
     const Tensor& grads, int64_t begin, const std::vector<ParamSegment>& segments,
     const std::function<void(const float* p, int64_t n)>& f) const {

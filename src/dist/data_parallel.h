@@ -123,10 +123,17 @@ class DataParallel {
 
   // ZeRO-3's hooks for the forward (nullptr for stages 0-2: parameters are always present).
   virtual ParameterGather* gather() { return nullptr; }
-  // Makes every parameter usable (ZeRO-3 all-gathers them; a no-op otherwise), for evaluation,
-  // sampling and saving weights; release_all() undoes it. Collective under ZeRO-3.
+  // Makes every parameter usable (ZeRO-3 all-gathers them; a no-op otherwise), for what has no
+  // staged forward (sampling, the classifiers' evaluation, split layouts' saving);
+  // release_all() undoes it, and frees what a staged forward left gathered. Collective under
+  // ZeRO-3.
   virtual void gather_all() {}
   virtual void release_all() {}
+  // Calls visit(i) for each parameter i of the model (its parameters() order; `count` of them)
+  // while that parameter's values are present. ZeRO-3 gathers one unit at a time around its
+  // parameters' visits (prefetching the next), so saving weights never holds the whole model on
+  // the device; the other stages hold every parameter already. Collective under ZeRO-3.
+  virtual void visit_present(size_t count, const std::function<void(size_t)>& visit);
 
   // Parameter elements (padding excluded) and the flat buffer length (padding included).
   virtual int64_t param_numel() const = 0;
@@ -168,6 +175,11 @@ std::unique_ptr<DataParallel> make_data_parallel(nn::Module& model, Communicator
                                                  const DataParallelOptions& opt,
                                                  Tracer* tracer = nullptr,
                                                  const ParameterUnits& units = {});
+
+// Host copies of the model's parameters, by name, on the ranks where `keep` (the others get
+// none): what a checkpoint or the final weights file saves. Collective under ZeRO-3, which
+// gathers them unit by unit (DataParallel::visit_present).
+nn::NamedTensors host_parameters(DataParallel& dp, const nn::Module& model, bool keep);
 
 // FNV-1a over the bytes of n floats (bit-exact comparison of parameter copies).
 uint64_t fnv1a(const float* p, int64_t n, uint64_t h = 1469598103934665603ull);

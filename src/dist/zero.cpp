@@ -463,4 +463,17 @@ void Zero::release_all() {
   release_everything();
 }
 
+void Zero::visit_present(size_t count, const std::function<void(size_t)>& visit) {
+  TS_CHECK(count == params_.size(), "internal error: visit_present({}) of a model of {} parameters",
+           count, params_.size());
+  if (stage_ != 3) return DataParallel::visit_present(count, visit);
+  for (size_t u = 0; u < units_.size(); ++u) {
+    acquire(int(u));
+    if (u + 1 < units_.size()) start_gather(int(u) + 1);
+    for (const Range& r : units_[u].ranges)
+      for (size_t p : r.params) visit(p);
+    release(int(u));
+  }
+}
+
 }  // namespace tessera::dist

@@ -7,8 +7,9 @@
 //   stage 3     shard             shard                                shard
 // Gradient buckets are reduce-scattered into the shard as soon as their last gradient is
 // ready; under stages 2-3 a bucket's parameters drop their .grad at that moment. Under stage 3
-// the model's parameter tensors hold values only while gathered (gather_all(), or a forward
-// stage); outside those they point at a small placeholder, also once the engine is gone.
+// the model's parameter tensors hold values only while gathered (gather_all(), a forward
+// stage, or their unit's turn in visit_present()); outside those they point at a small
+// placeholder, also once the engine is gone.
 //
 // Devices. Every buffer above (and ZeRO-3's gathered units) lives on the parameters' device:
 // the CPU, or a GPU when the trainer moved the model there first. On a GPU, copies, the norm,
@@ -42,6 +43,7 @@ class Zero final : public DataParallel, public ParameterGather {
   ParameterGather* gather() override { return stage_ == 3 && layered_ ? this : nullptr; }
   void gather_all() override;
   void release_all() override;
+  void visit_present(size_t count, const std::function<void(size_t)>& visit) override;
   int64_t param_numel() const override;
   MemoryReport memory() const override { return memory_; }
   uint64_t parameter_checksum() override;

@@ -20,6 +20,8 @@ std::vector<std::vector<double>> evaluate_shared(
              results[size_t(i)].size(), width);
     mine.insert(mine.end(), results[size_t(i)].begin(), results[size_t(i)].end());
   }
+  const int64_t rounds = (batches + n - 1) / n;
+  if (share.lockstep && me + (rounds - 1) * n >= batches) run(batches - 1);  // dropped
   if (n == 1) return results;
   std::string bytes(mine.size() * sizeof(double), '\0');
   std::memcpy(bytes.data(), mine.data(), bytes.size());

@@ -14,6 +14,9 @@ namespace tessera::train {
 
 struct EvalShare {
   dist::Communicator* group = nullptr;  // the data-parallel ranks; null: this rank runs all
+  // Every rank runs as many batches, the last round's spare ranks one whose result they drop:
+  // ZeRO-3's forward gathers parameters collectively, once per forward on every rank.
+  bool lockstep = false;
   int rank() const { return group ? group->rank() : 0; }
   int size() const { return group ? group->world_size() : 1; }
   bool runs(int64_t batch) const { return batch % size() == rank(); }

@@ -168,7 +168,8 @@ class LMTask final : public Task {
     const int64_t rows = b.x.dim(0);
     const Tensor x = cp_ ? chunks(b.x, 0, rows) : to_training_device(b.x, device_);
     const Tensor y = cp_ ? chunks(b.y, 0, rows) : to_training_device(b.y, device_);
-    const double loss = pipeline_ ? pipelined_loss(x, y) : double(model_->loss(x, y).item());
+    const double loss =
+        pipeline_ ? pipelined_loss(x, y) : double(model_->loss(x, y, gather_).item());
     if (!cp_) return loss;
     Tensor sum = Tensor::full(Shape{1}, loss, DType::f32, device_);
     cp_->all_reduce_sum(sum);

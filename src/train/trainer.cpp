@@ -588,10 +588,14 @@ int64_t Trainer::host_waits_since_logged() {
 
 // Every rank takes part (ZeRO-3 needs them all to gather the parameters); the data-parallel
 // ranks share the batches (eval_share.h), the results are identical, rank 0 reports them.
+// Under ZeRO-3 with a layered forward the forward gathers stage by stage, as in training, so
+// the model is never whole on the device; the data-parallel ranks then run their batches in
+// lockstep (every rank as many forwards, so that the gathers pair up).
 nlohmann::json Trainer::evaluate(int64_t step) {
-  dp_->gather_all();
-  nlohmann::json e = task_->evaluate(EvalShare{mesh_->dp().get()});
-  dp_->release_all();
+  const bool by_stage = dp_->gather() != nullptr;
+  if (!by_stage) dp_->gather_all();
+  nlohmann::json e = task_->evaluate(EvalShare{mesh_->dp().get(), by_stage});
+  dp_->release_all();  // by stage: what the last stage's forward left gathered
   if (!e.empty()) progress_->message(fmt::format("step {}:{}", step, eval_text(e)));
   summary_.last_eval = e;
   return e;
@@ -731,20 +735,22 @@ void Trainer::complete_summary() {
 void Trainer::save_final_weights() {
   // The meta device's weights have no values; a plan's model may not even fit the disk.
   if (device_.is_meta()) return;
-  dp_->gather_all();
   const std::map<std::string, std::string> meta = {{"format", "pt"},
                                                    {"tessera_model", cfg_.model.kind}};
   const std::string path = (dir_ / "model.safetensors").string();
   if (tp_group_ || pipeline_) {  // the whole tensors, gathered over tensor and pipeline ranks
+    dp_->gather_all();
     nn::NamedTensors whole = task_->model().named_parameters();
     if (tp_group_)
       whole = dist::gather_whole_parameters(whole, task_->parameter_shards(), *mesh_->tp());
     if (pipeline_) whole = dist::gather_stage_parameters(whole, *mesh_->pp(), device_);
     if (lead_) nn::write_safetensors(path, whole, meta);
-  } else if (lead_) {
-    nn::save_weights(task_->model(), path, meta);
+    dp_->release_all();
+    return;
   }
-  dp_->release_all();
+  // Under ZeRO-3 the parameters reach the host unit by unit, never whole on the device.
+  const nn::NamedTensors weights = dist::host_parameters(*dp_, task_->model(), lead_);
+  if (lead_) nn::write_safetensors(path, weights, meta);
 }
 
 void Trainer::print_closing_lines() {

@@ -6,7 +6,8 @@
 # GPU path sums in other orders (cuBLASLt's reference GEMM, f64 block reductions, a reduction
 # tree over ranks), so losses are compared to a relative bound (the one tests/cuda uses for
 # the first steps, 1e-4), not bit for bit. Also: a checkpoint of the 2-rank GPU run resumes
-# on one CPU rank, and a rank suspended by SIGSTOP is named by the other.
+# on one CPU rank, ZeRO-3's evaluation matches one CPU rank's, and a rank suspended by SIGSTOP is
+# named by the other.
 # Usage: train_2_ranks.sh TESSERA_BINARY MPIRUN
 set -uo pipefail
 # shellcheck source=../mpi/job_setup.sh
@@ -30,6 +31,18 @@ expect_close() {
   awk -v e="$err" 'BEGIN {exit !(e <= 1e-4)}' ||
     fail "$1: losses differ from one CPU rank by $err relative (bound 1e-4)"
   echo "[cmp] $1: losses | f32 | $err | 1.0e-04 | PASS"
+}
+
+# expect_same_val NAME REFERENCE: the last evaluation's val_loss of $work/NAME within 1e-4
+# relative of REFERENCE's.
+expect_same_val() {
+  local a b
+  a=$(jq -r 'select(.val_loss != null) | .val_loss' "$work/$1/metrics.jsonl" | tail -1)
+  b=$(jq -r 'select(.val_loss != null) | .val_loss' "$2/metrics.jsonl" | tail -1)
+  [[ -n $a && -n $b ]] || fail "$1: no val_loss to compare (got '$a' and '$b')"
+  awk -v a="$a" -v b="$b" 'BEGIN {d = a - b; if (d < 0) d = -d; exit !(d / b <= 1e-4)}' ||
+    fail "$1: val_loss $a differs from one CPU rank's $b by more than 1e-4 relative"
+  echo "[cmp] 2 emulated GPUs, $1 vs 1 CPU rank: val_loss $a vs $b | f32 | 1.0e-04 | PASS"
 }
 
 # on_gpus NAME REFERENCE KEY=VALUE...: the job on 2 ranks of the emulated device with the keys,
@@ -68,6 +81,10 @@ for stage in 0 1 2 3; do
   on_gpus "zero$stage" "$work/cpu" parallel.zero_stage=$stage
 done
 resumed_on_cpu zero1 "$work/cpu"
+# ZeRO-3's evaluation runs the staged forward (the ranks in lockstep) and its checkpoint reaches
+# the host unit by unit: the same val_loss as one CPU rank, and the checkpoint continues there.
+expect_same_val zero3 "$work/cpu"
+resumed_on_cpu zero3 "$work/cpu"
 # Tensor with sequence parallelism: the layers' all-gathers and reduce-scatters on NCCL.
 on_gpus tp2_sequence_parallel "$work/cpu" parallel.tp=2 parallel.sequence_parallel=1
 resumed_on_cpu tp2_sequence_parallel "$work/cpu"

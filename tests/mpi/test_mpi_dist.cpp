@@ -273,6 +273,7 @@ struct RunResult {
   int64_t live_bytes = 0;  // allocator bytes in use after step 10, beyond those before the run
   OverlapStats overlap;
   std::optional<uint64_t> samples_digest;  // sample accounting's, over the whole run
+  double val_loss = 0;                     // the last step's evaluation
 };
 
 RunResult train_on(std::shared_ptr<Communicator> comm, train::Config cfg, const std::string& name,
@@ -299,6 +300,7 @@ RunResult train_on(std::shared_ptr<Communicator> comm, train::Config cfg, const 
   res.memory = s.memory;
   res.overlap = s.overlap;
   res.samples_digest = s.samples_digest;
+  res.val_loss = s.last_eval.value("val_loss", 0.0);
   return res;
 }
 
@@ -395,7 +397,11 @@ TEST(Equivalence, OneTwoFourRanksMicroBatchesAndZeroStagesAgree) {
     EXPECT_EQ(run.checksum_steps, 20) << name;
     // The same samples, whatever the ranks and micro-batches (train/sample_account.h).
     EXPECT_EQ(run.samples_digest, ref.samples_digest) << name;
+    // The same evaluation: 2 batches over 1, 2 or 4 ranks; under ZeRO-3 the forward gathers
+    // stage by stage, the ranks without a batch running a spare one in lockstep.
+    EXPECT_LE(std::abs(run.val_loss - ref.val_loss) / ref.val_loss, 1e-5) << name;
   }
+  EXPECT_GT(ref.val_loss, 0);
   ASSERT_TRUE(ref.samples_digest.has_value());
   // ZeRO against plain DDP on the same ranks.
   for (int stage = 1; stage <= 3; ++stage)
