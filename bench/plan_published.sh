@@ -64,7 +64,7 @@ runs=(
   "torchtitan Llama 3.1 8B, FSDP|torchtitan_llama3.1_8b_h100x8|h100x8|5762|-|-|real GPUs: H100 96GB HBM2e at 500 W; selective AC run as full (blocks); eager (6,667 with torch.compile)"
   "torchtitan Llama 3.1 8B, FSDP|torchtitan_llama3.1_8b_h100x128|h100x128|5605|-|-|as 8 GPUs (6,514 with torch.compile)"
   "torchtitan Llama 3 8B, FSDP|torchtitan_llama3_8b_a100x64|a100x64|2904|-|56.8|selective-layer AC run as full (blocks); its MFU counts the embedding in 6N (~5% above Tessera's count)"
-  "torchtitan Llama 3 70B, FSDP|torchtitan_llama3_70b_a100x64|a100x64|331|-|51.7|full AC = blocks; layout exact; MFU counts the embedding as for 8B; ZeRO-3 setup holds the whole model (see text)"
+  "torchtitan Llama 3 70B, FSDP|torchtitan_llama3_70b_a100x64|a100x64|331|-|51.7|full AC = blocks; layout exact; MFU counts the embedding as for 8B"
   "Llama 3 405B (Meta)|llama3_405b_h100x8192|h100x8192|-|430|43|Meta's tuned PP schedule as interleaved 1F1B, v = 2, 32 micro-batches; ZeRO-1"
   "Llama 3 405B (Meta)|llama3_405b_h100x16384|h100x16384|-|400|41|as 8,192 GPUs, 16 micro-batches"
 )
