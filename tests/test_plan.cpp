@@ -8,6 +8,7 @@
 #include "core/device_peak.h"
 #include "gradcheck.h"
 #include "kernels/cpu/matmul.h"
+#include "mpi/tiny_job.h"
 #include "plan/cluster.h"
 #include "plan/meta_run.h"
 #include "plan/planner.h"
@@ -135,6 +136,28 @@ TEST(plan, MfuIsAgainstTheDatasheetPeak) {
   EXPECT_DOUBLE_EQ(l.peak_flops, cpu.bf16.flops);
   EXPECT_EQ(l.peak_source, cpu.describe(DType::bf16));
   EXPECT_DOUBLE_EQ(l.mfu, l.model_flops_per_step / (l.timeline.step_seconds * l.peak_flops));
+}
+
+// A plan is of training steps: its run never evaluates, not even at the last step, which it
+// times. An image classifier's evaluation over the test set used to be the planned step on one
+// GPU, and on eight it failed: its batches were shared with data-parallel peers that a meta run
+// only stands in for.
+TEST(plan, AClassifierIsPlannedWithoutItsEvaluation) {
+  const fs::path dir = tessera::testing::scratch_dir("plan_classifier");
+  tessera::testing::write_tiny_images(dir);
+  const train::Config cfg = train::parse_config(
+      "[model]\nkind = \"mlp\"\nmlp_hidden = 16\nmlp_layers = 2\n"
+      "[data]\nkind = \"fashion-mnist\"\npath = \"" +
+          dir.string() +
+          "\"\n[optim]\nwarmup_steps = 0\n"
+          "[train]\nsteps = 3\nbatch_size = 16\neval_every = 1\nthreads = 1\n",
+      "classifier.toml");
+  const plan::RankRun one = plan::run_rank_on_meta(cfg, 0, 1, meta::AllocatorModel::host);
+  EXPECT_TRUE(one.summary.last_eval.empty()) << one.summary.last_eval.dump();
+  EXPECT_EQ(one.summary.steps, 2);
+  const plan::Plan eight = plan::make_plan(cfg, plan::parse_cluster("h100x8"));
+  EXPECT_TRUE(eight.fits()) << plan::format_plan(eight);
+  EXPECT_GT(eight.timeline.step_seconds, 0);
 }
 
 // Llama 3.1 70B on 64 H100s: built on the meta device, so the plan takes no host memory for

@@ -128,6 +128,7 @@ train::RunSummary run_marked(const train::Config& c, std::shared_ptr<dist::Commu
   opt.out_dir = folder.path();
   opt.plot = false;
   opt.console = devnull.get();
+  opt.evaluate = false;
   opt.comm = std::move(comm);
   opt.on_step = [](int64_t step, double, dist::DataParallel&) {
     meta::record_mark(step_mark(step));

@@ -546,7 +546,7 @@ void Trainer::read_verdicts(StepResult* r) {
 void Trainer::report(const StepResult& r) {
   const bool last = is_last(r.step);
   const bool log = last || on_period(r.step, cfg_.train.log_every);
-  const bool eval = last || on_period(r.step, cfg_.train.eval_every);
+  const bool eval = opt_.evaluate && (last || on_period(r.step, cfg_.train.eval_every));
   nlohmann::json record;  // null: not a logged step
   if (log || eval) record = log_step(r);
   if (eval) {

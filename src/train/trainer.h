@@ -62,6 +62,9 @@ struct RunOptions {
   // Time every kernel family, named kernel and communication wait of the steps after the first
   // (core/profiler.h) and write each rank's breakdown to RUN/profile_rank<R>.txt at the end.
   bool profile = false;
+  // false: no evaluation at all, not even the last step's (the planner's runs: a plan is of
+  // training steps, and its meta ranks have no real data-parallel peers to share batches with).
+  bool evaluate = true;
   StepCallback on_step;
   // Called on this rank once a step's backward is queued, before its gradients are
   // synchronised: inside the compute time RankTiming measures (tests slow a rank with it).
