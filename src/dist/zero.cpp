@@ -58,6 +58,16 @@ double sum_squares(const Tensor& t) {
   return backend_for(t.device(), "ZeRO").sum_squares(t.data<float>(), t.numel());
 }
 
+// dst += src for f32 buffers of equal length on one device.
+void add_in_place(const Tensor& dst, const Tensor& src) {
+  if (dst.device().is_cpu()) {
+    meta::kernel_runs(Device::cpu(), meta::table_cost::add_inplace(dst.numel()));
+    cpu::add_inplace(dst.data<float>(), src.data<float>(), dst.numel());
+    return;
+  }
+  backend_for(dst.device(), "ZeRO").add_inplace(dst.data<float>(), src.data<float>(), dst.numel());
+}
+
 // t *= factor, in place on t's device.
 void scale_in_place(const Tensor& t, float factor) {
   float* g = t.data<float>();
@@ -73,7 +83,10 @@ void scale_in_place(const Tensor& t, float factor) {
 
 Zero::Zero(nn::Module& model, Communicator& comm, const DataParallelOptions& opt, Tracer* tracer,
            const ParameterUnits& units)
-    : DataParallel(comm, tracer, opt), stage_(opt.zero_stage), params_(model.parameters()) {
+    : DataParallel(comm, tracer, opt),
+      stage_(opt.zero_stage),
+      reduce_each_micro_batch_(stage_ >= 2 && comm.world_size() > 1),
+      params_(model.parameters()) {
   TS_CHECK(stage_ >= 1 && stage_ <= 3, "ZeRO: stage {} is not 1, 2 or 3", stage_);
   TS_CHECK(!params_.empty(), "ZeRO: the model has no parameters");
   // Every buffer lives on the device given, else where the parameters are; parameters on the
@@ -226,6 +239,7 @@ int64_t Zero::param_numel() const {
 }
 
 void Zero::zero_grad() {
+  micro_batches_reduced_ = 0;
   if (stage_ == 1) {
     grads_.fill_(0.0);
     for (size_t i = 0; i < params_.size(); ++i) params_[i].impl().grad = grad_views_[i];
@@ -235,7 +249,15 @@ void Zero::zero_grad() {
 }
 
 void Zero::begin_micro_batch(bool last) {
-  scheduler_->arm(last);
+  if (!reduce_each_micro_batch_) {
+    scheduler_->arm(last);  // the whole gradients accumulate; reduced after the last
+  } else {
+    // Stages 2-3 keep no whole gradients between micro-batches: each micro-batch's are reduced
+    // into the shard, the first's straight in, later ones' added in bucket by bucket.
+    if (micro_batches_reduced_ > 0) finish_reductions();
+    scheduler_->arm(true);
+    ++micro_batches_reduced_;
+  }
   if (stage_ == 3) {
     release_everything();  // what the previous micro-batch's backward left gathered
     if (!layered_) acquire(0);
@@ -253,8 +275,14 @@ void Zero::finish_backward() {
       g = grad_views_[i];
     }
   }
-  scheduler_->finish();
+  finish_reductions();
+  micro_batches_reduced_ = 0;
   if (stage_ == 3) release_everything();
+}
+
+void Zero::finish_reductions() {
+  scheduler_->finish();  // every bucket reduced (launching any no hook did)
+  while (!sends_.empty()) complete_oldest_send(/*wait=*/true);
 }
 
 WorkHandle Zero::launch_bucket(const Bucket& b) {
@@ -267,6 +295,15 @@ WorkHandle Zero::launch_bucket(const Bucket& b) {
     // On a GPU the copies are queued on the compute stream, and a gradient freed here goes
     // back to the caching allocator for that stream only (stream order protects it); the
     // collective waits for the copies (nccl_comm.h) and keeps `in` alive until it is done.
+    // A send buffer lives until its reduce-scatter is complete: unbounded, a backward whose
+    // communication falls behind would hold a whole gradient's worth of them, as much as the
+    // whole gradients these stages do not keep. Waiting for the oldest while kSendsInFlight
+    // are pending bounds them to that many buckets, as FSDP bounds its reduce-scatters.
+    // (One already done is not waited for: a wait orders the compute stream after it.) On a
+    // GPU the bound is looser: an NCCL handle keeps its tensors, and the bucket scheduler keeps
+    // the handles until the micro-batch's reductions are finished.
+    while (!sends_.empty() && (sends_.front().work->done() || sends_.size() >= kSendsInFlight))
+      complete_oldest_send(/*wait=*/!sends_.front().work->done());
     in = Tensor::zeros(Shape{b.numel()}, DType::f32, dev_);
     for (size_t p : b.params) {
       Tensor g = params_[p].grad();
@@ -282,8 +319,23 @@ WorkHandle Zero::launch_bucket(const Bucket& b) {
   }
   const int64_t lo = std::clamp(b.begin, sbegin_, send_) - sbegin_;
   const int64_t hi = std::clamp(b.end, sbegin_, send_) - sbegin_;
-  return comm_.reduce_scatter_async(in, shard_grads_.slice_rows(lo, hi),
-                                    shards_.counts_in(b.begin, b.end), ReduceOp::average);
+  // A later micro-batch's part of the shard arrives beside it, to be added once complete.
+  Send send{nullptr, Tensor(), lo};
+  if (micro_batches_reduced_ > 1) send.addend = Tensor::empty(Shape{hi - lo}, DType::f32, dev_);
+  const Tensor into = send.addend.defined() ? send.addend : shard_grads_.slice_rows(lo, hi);
+  send.work =
+      comm_.reduce_scatter_async(in, into, shards_.counts_in(b.begin, b.end), ReduceOp::average);
+  const WorkHandle w = send.work;
+  if (stage_ >= 2) sends_.push_back(std::move(send));
+  return w;
+}
+
+void Zero::complete_oldest_send(bool wait) {
+  Send& s = sends_.front();
+  if (wait) s.work->wait();
+  if (s.addend.defined())
+    add_in_place(shard_grads_.slice_rows(s.at, s.at + s.addend.numel()), s.addend);
+  sends_.pop_front();
 }
 
 double Zero::clip_grad_norm(double max_norm, float grad_scale) {

@@ -6,7 +6,10 @@
 //   stage 2     full (flat)       shard (full .grad only in backward)  shard
 //   stage 3     shard             shard                                shard
 // Gradient buckets are reduce-scattered into the shard as soon as their last gradient is
-// ready; under stages 2-3 a bucket's parameters drop their .grad at that moment. Under stage 3
+// ready; under stages 2-3 a bucket's parameters drop their .grad at that moment, in every
+// micro-batch (on several ranks: a later micro-batch's part is added to the shard once its
+// reduce-scatter is complete), and at most kSendsInFlight send buffers are alive. Stage 1
+// accumulates whole gradients over the micro-batches and reduces them after the last. Under stage 3
 // the model's parameter tensors hold values only while gathered (gather_all(), a forward
 // stage, or their unit's turn in visit_present()); outside those they point at a small
 // placeholder, also once the engine is gone.
@@ -20,6 +23,8 @@
 // LocalCommunicator's collectives are copies queued on that stream (local_comm.h): one code path
 // serves every communicator.
 #pragma once
+#include <deque>
+
 #include "dist/data_parallel.h"
 #include "dist/grad_buckets.h"
 
@@ -79,10 +84,17 @@ class Zero final : public DataParallel, public ParameterGather {
   void acquire(int u);
   void release(int u);
   void release_everything();
+  void finish_reductions();
+  void complete_oldest_send(bool wait);
   void backward_boundary(int stage);
   Tensor shard_values() const;  // this rank's [sbegin_, send_) of the flat values
 
   int stage_;
+  // Stages 2-3 on several ranks reduce every micro-batch's gradients into the shard, so that no
+  // whole gradient outlives its micro-batch's backward; stage 1 accumulates them whole and
+  // reduces once. (On one rank the shard is whole: accumulating in .grad saves the extra buffer
+  // and keeps the sums in plain training's order, bit for bit.)
+  bool reduce_each_micro_batch_;
   Device dev_;  // the parameters' device: where every buffer lives
   std::vector<Tensor> params_;
   std::vector<ParamSegment> segs_;
@@ -93,6 +105,18 @@ class Zero final : public DataParallel, public ParameterGather {
   Tensor grads_;   // stage 1: [numel]; parameters' .grad are views of it
   std::vector<std::shared_ptr<TensorImpl>> grad_views_;
   Tensor shard_grads_;  // this rank's averaged gradient shard
+  // With reduce_each_micro_batch_: the micro-batches of this step reduced so far.
+  int micro_batches_reduced_ = 0;
+  // Stages 2-3: the reduce-scatters whose send buffers may still be alive, oldest first; for a
+  // later micro-batch each with its part of the shard, added to shard_grads_[at, ...) once
+  // complete.
+  struct Send {
+    WorkHandle work;
+    Tensor addend;
+    int64_t at = 0;
+  };
+  static constexpr size_t kSendsInFlight = 2;
+  std::deque<Send> sends_;
   std::unique_ptr<ShardedOptimizer> optimizer_;
   std::unique_ptr<BucketScheduler> scheduler_;
   MemoryReport memory_;

@@ -85,6 +85,9 @@ resumed_on_cpu zero1 "$work/cpu"
 # the host unit by unit: the same val_loss as one CPU rank, and the checkpoint continues there.
 expect_same_val zero3 "$work/cpu"
 resumed_on_cpu zero3 "$work/cpu"
+# ZeRO-2 with 2 micro-batches: the second's gradients reduced into the shard beside it and added
+# on the device once their reduce-scatter is complete.
+on_gpus zero2_micro2 "$work/cpu_micro2" parallel.zero_stage=2 train.micro_batches=2
 # Tensor with sequence parallelism: the layers' all-gathers and reduce-scatters on NCCL.
 on_gpus tp2_sequence_parallel "$work/cpu" parallel.tp=2 parallel.sequence_parallel=1
 resumed_on_cpu tp2_sequence_parallel "$work/cpu"
