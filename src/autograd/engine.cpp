@@ -62,9 +62,6 @@ Tensor record(Tensor out, const char* name, std::initializer_list<Tensor> inputs
   return out;
 }
 
-namespace {
-
-// dst += src (f32, n elements) on their device.
 void add_into(const Tensor& dst, const Tensor& src, int64_t n) {
   TS_CHECK(dst.device() == src.device(), "backward: gradient {} on {} added to one on {}",
            src.desc(), src.device().str(), dst.device().str());
@@ -75,6 +72,8 @@ void add_into(const Tensor& dst, const Tensor& src, int64_t n) {
   meta::kernel_runs(Device::cpu(), meta::table_cost::add_inplace(n));
   cpu::add_inplace(dst.data<float>(), src.data<float>(), n);
 }
+
+namespace {
 
 // Whether nothing but `t` itself can see t's buffer: no other handle, view or saved copy.
 bool exclusive(const Tensor& t) {

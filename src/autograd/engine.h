@@ -22,6 +22,11 @@ bool needs_grad(std::initializer_list<Tensor> inputs);
 // undefined gradient for t; t's grad-ready hooks still fire once every use of t is done.
 Tensor leaf_grad_buffer(const Tensor& t);
 
+// dst += src for f32 tensors of n contiguous elements on one device (its backend's kernel; on
+// the CPU the host's, costed for a plan's trace): how the engine accumulates gradients, and how
+// ZeRO adds a later micro-batch's gradient shard.
+void add_into(const Tensor& dst, const Tensor& src, int64_t n);
+
 // Whether a backward pass fires leaves' grad-ready hooks. A nested pass (activation
 // recomputation, autograd/checkpoint.h) skips them: it sees only some of a leaf's uses, and the
 // outer pass fires them once every use is done.

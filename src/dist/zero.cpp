@@ -58,16 +58,6 @@ double sum_squares(const Tensor& t) {
   return backend_for(t.device(), "ZeRO").sum_squares(t.data<float>(), t.numel());
 }
 
-// dst += src for f32 buffers of equal length on one device.
-void add_in_place(const Tensor& dst, const Tensor& src) {
-  if (dst.device().is_cpu()) {
-    meta::kernel_runs(Device::cpu(), meta::table_cost::add_inplace(dst.numel()));
-    cpu::add_inplace(dst.data<float>(), src.data<float>(), dst.numel());
-    return;
-  }
-  backend_for(dst.device(), "ZeRO").add_inplace(dst.data<float>(), src.data<float>(), dst.numel());
-}
-
 // t *= factor, in place on t's device.
 void scale_in_place(const Tensor& t, float factor) {
   float* g = t.data<float>();
@@ -302,8 +292,11 @@ WorkHandle Zero::launch_bucket(const Bucket& b) {
     // (One already done is not waited for: a wait orders the compute stream after it.) On a
     // GPU the bound is looser: an NCCL handle keeps its tensors, and the bucket scheduler keeps
     // the handles until the micro-batch's reductions are finished.
-    while (!sends_.empty() && (sends_.front().work->done() || sends_.size() >= kSendsInFlight))
-      complete_oldest_send(/*wait=*/!sends_.front().work->done());
+    while (!sends_.empty()) {
+      const bool done = sends_.front().work->done();
+      if (!done && sends_.size() < kSendsInFlight) break;
+      complete_oldest_send(/*wait=*/!done);
+    }
     in = Tensor::zeros(Shape{b.numel()}, DType::f32, dev_);
     for (size_t p : b.params) {
       Tensor g = params_[p].grad();
@@ -334,7 +327,8 @@ void Zero::complete_oldest_send(bool wait) {
   Send& s = sends_.front();
   if (wait) s.work->wait();
   if (s.addend.defined())
-    add_in_place(shard_grads_.slice_rows(s.at, s.at + s.addend.numel()), s.addend);
+    autograd::add_into(shard_grads_.slice_rows(s.at, s.at + s.addend.numel()), s.addend,
+                       s.addend.numel());
   sends_.pop_front();
 }
 
